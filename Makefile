@@ -1,0 +1,38 @@
+# One entry point.  `make demo` runs the toolkit end to end; `make test` runs the test suite.
+# Both install what they need (Debian packages via scripts/system-deps.sh, Python packages into .venv).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps venv test test-fast demo bench clean
+
+system-deps:
+	bash scripts/system-deps.sh
+
+$(BIN)/notegrade: pyproject.toml requirements/dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(BIN)/notegrade
+
+setup: system-deps venv
+
+# Full suite, Docker-marked tests included (they skip with a reason when no engine can be started).
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Everything but Docker and the slow end-to-end runs.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not docker and not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/notegrade demo --out demo-out
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,114 @@
+"""``notegrade``: one command, many subcommands, each a thin layer over a ``main(*, ...)``.
+
+Each subcommand lives in its own module, which defines::
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None  # options and --help examples
+    def run(args: argparse.Namespace) -> int                    # calls the module's main(*, ...)
+
+Modules are imported only when their subcommand runs, so ``notegrade --help`` is instant
+and the grading runtime never imports the instructor tools.
+
+Exit status: 0 ok, 1 failure (a :class:`NotegradeError` or a failed check), 2 bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+from autograder import __version__
+from autograder.errors import NotegradeError
+
+# (subcommand words) -> (module, one-line summary).  The order is the data flow.
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("data", "render"): ("reference.render", "render an offline NSynth-format dataset with FluidSynth"),
+    ("data", "features"): ("reference.make_features", "NSynth split directory -> feature cache file"),
+    ("heldout",): ("reference.heldout", "NSynth split directory -> held-out file for the autograder"),
+    ("train",): ("reference.pipeline", "train the reference NoteCNN on feature files"),
+    ("evaluate",): ("reference.evaluation", "checkpoint + feature file -> metrics.json and confusion matrix"),
+    ("assign",): ("autograder.instructor.assign", "generate the student starter code from the reference"),
+    ("selfcheck",): ("autograder.selfcheck", "run the visible checks on a student directory"),
+    ("build",): ("autograder.instructor.build", "build the Gradescope autograder zip"),
+    ("grade",): ("autograder.grade", "grade one submission (or a folder of them) locally or in Docker"),
+    ("regrade",): ("autograder.instructor.regrade", "regrade a Gradescope 'Export Submissions' archive"),
+    ("report",): ("autograder.instructor.class_report", "grades.csv -> single-file HTML class report"),
+    ("demo",): ("autograder.instructor.demo", "run the whole toolkit end to end on a small rendered dataset"),
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the examples' line breaks and show defaults."""
+
+
+def _overview() -> str:
+    width = max(len(" ".join(words)) for words in COMMANDS)
+    lines = [f"  {' '.join(words):<{width}}  {summary}" for words, (_, summary) in COMMANDS.items()]
+    return "commands:\n" + "\n".join(lines) + "\n\nRun 'notegrade COMMAND --help' for a command's options and examples."
+
+
+def _match(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
+    for words in sorted(COMMANDS, key=len, reverse=True):
+        if tuple(argv[: len(words)]) == words:
+            return words, argv[len(words) :]
+    return None
+
+
+def build_parser(words: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The parser of one subcommand, with the module's own options."""
+    module_name, summary = COMMANDS[words]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog="notegrade " + " ".join(words),
+        description=summary[0].upper() + summary[1:] + ".\n\n" + (module.__doc__ or "").strip().split("\n\n")[0],
+        epilog=getattr(module, "EXAMPLES", None),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of unexpected errors")
+    module.add_arguments(parser)
+    parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``notegrade`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(f"usage: notegrade COMMAND [options]\n\nnotegrade {__version__}: the NSynth CNN assignment toolkit.\n")
+        print(_overview())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"notegrade {__version__}")
+        return 0
+    matched = _match(argv)
+    if matched is None:
+        group = [w for w in COMMANDS if w[0] == argv[0] and len(w) > 1]
+        hint = (" (did you mean: " + ", ".join(" ".join(w) for w in group) + "?)") if group else ""
+        print(f"notegrade: error: unknown command {' '.join(argv[:2])!r}{hint}\n", file=sys.stderr)
+        print(_overview(), file=sys.stderr)
+        return 2
+    words, rest = matched
+    parser = build_parser(words)
+    args = parser.parse_args(rest)  # exits with 2 on bad usage
+    try:
+        return int(args._run(args) or 0)
+    except NotegradeError as err:
+        print(f"notegrade {' '.join(words)}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"notegrade {' '.join(words)}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug in notegrade, not the user's fault
+        if args.debug or os.environ.get("NOTEGRADE_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"notegrade {' '.join(words)}: internal error: {type(err).__name__}: {err}\n"
+            "This is a bug in notegrade; rerun with --debug for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
