@@ -1,0 +1,364 @@
+"""Rubrics as data: parse and validate ``rubrics/*.toml`` into a :class:`Rubric`.
+
+A rubric lists numbered items (title, points, visibility, per-item timeout, the check it runs and
+that check's parameters), the late policy, the global time budget, optional sandbox limits and the
+leaderboard columns.  Every problem is reported with the file, the item and the reason, all at once::
+
+    rubrics/x.toml: 2 problems: item 1.2: unknown check 'foo' (known: ...); points add up to 95, but total_points is 100
+
+Example
+-------
+>>> rubric = parse_rubric('''
+... title = "Demo"
+... total_points = 10
+... [[items]]
+... number = "1"
+... title = "Parameter counts"
+... points = 10
+... check = "architecture_params"
+... ''', source="demo.toml", validate_checks=False)
+>>> rubric.items[0].number, rubric.items[0].visibility, rubric.time_budget_s
+('1', 'visible', 480.0)
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import pathlib
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+try:  # Python 3.11+; Gradescope's Ubuntu 22.04 image has 3.10, which needs the tomli backport.
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from autograder.errors import NotegradeError
+
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+# Gradescope kills the whole run at its timeout (10 min by default) and shows no tests at all,
+# so the default budget leaves ~2 minutes for start-up, the report and results.json.
+DEFAULT_TIME_BUDGET_S = 480.0
+GRADESCOPE_MAX_TIMEOUT_S = 40 * 60
+DEFAULT_ITEM_TIMEOUT_S = 60.0
+_NUMBER_RE = re.compile(r"^\d+(\.\d+)*$")
+
+
+@dataclass(frozen=True)
+class RubricItem:
+    """One gradebook line: ``points`` x the check's fraction (0..1) is the score."""
+
+    number: str
+    title: str
+    points: float
+    check: str
+    params: dict[str, Any] = field(default_factory=dict)
+    visibility: str = "visible"
+    timeout_s: float = DEFAULT_ITEM_TIMEOUT_S
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LatePolicy:
+    """How lateness turns into a deduction (see ``autograder/late.py``).
+
+    ``amount`` points (``unit="points"``) or percent (``unit="percent"``, of the points earned or of
+    the total, ``percent_of``) per started ``per`` (day | hour; ``rounding`` ceil | floor | none);
+    no deduction within ``grace_minutes`` of the due date; the deduction never exceeds ``cap`` (same
+    unit as ``amount``); after the late due date the score is 0 when ``zero_after_late_due``.
+    """
+
+    amount: float = 0.0
+    unit: str = "points"
+    per: str = "day"
+    grace_minutes: float = 0.0
+    rounding: str = "ceil"
+    cap: float | None = None
+    zero_after_late_due: bool = True
+    percent_of: str = "earned"
+
+
+@dataclass(frozen=True)
+class LeaderboardColumn:
+    """A leaderboard column filled from one item's check data (e.g. item 4.1's ``accuracy``)."""
+
+    name: str
+    item: str
+    field: str
+    order: str = "desc"
+
+
+@dataclass(frozen=True)
+class Rubric:
+    """A validated rubric; ``rubric_hash`` identifies its content (not its formatting)."""
+
+    title: str
+    total_points: float
+    items: tuple[RubricItem, ...]
+    late_policy: LatePolicy = LatePolicy()
+    leaderboard: tuple[LeaderboardColumn, ...] = ()
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    visibility: str = "visible"
+    stdout_visibility: str = "hidden"
+    source: str = "<string>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready), without the source path."""
+        data = asdict(self)
+        data.pop("source")
+        return data
+
+    @property
+    def rubric_hash(self) -> str:
+        """sha256 of the canonical JSON of the content: comments and key order don't change it."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def item(self, number: str) -> RubricItem:
+        for item in self.items:
+            if item.number == number:
+                return item
+        raise KeyError(number)
+
+
+# key -> (accepted types, required)
+_TOP_KEYS = {
+    "title": ((str,), True),
+    "total_points": ((int, float), True),
+    "time_budget_s": ((int, float), False),
+    "visibility": ((str,), False),
+    "stdout_visibility": ((str,), False),
+    "items": ((list,), True),
+    "late_policy": ((dict,), False),
+    "leaderboard": ((list,), False),
+    "sandbox": ((dict,), False),
+}
+_ITEM_KEYS = {
+    "number": ((str,), True),
+    "title": ((str,), True),
+    "points": ((int, float), True),
+    "check": ((str,), True),
+    "params": ((dict,), False),
+    "visibility": ((str,), False),
+    "timeout_s": ((int, float), False),
+    "tags": ((list,), False),
+}
+_LATE_KEYS = {
+    "amount": ((int, float), True),
+    "unit": ((str,), False),
+    "per": ((str,), False),
+    "grace_minutes": ((int, float), False),
+    "rounding": ((str,), False),
+    "cap": ((int, float), False),
+    "zero_after_late_due": ((bool,), False),
+    "percent_of": ((str,), False),
+}
+_LATE_CHOICES = {"unit": ("points", "percent"), "per": ("day", "hour"),
+                 "rounding": ("ceil", "floor", "none"), "percent_of": ("earned", "total")}
+_LEADERBOARD_KEYS = {"name": ((str,), True), "item": ((str,), True), "field": ((str,), True),
+                     "order": ((str,), False)}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join({"str": "a string", "int": "a number", "float": "a number", "list": "a list",
+                        "dict": "a table", "bool": "true/false"}[t.__name__] for t in types[:1])
+
+
+def _check_table(table: Mapping[str, Any], schema: dict, where: str, problems: list[str]) -> None:
+    """Unknown keys (with a did-you-mean), missing required keys and wrong types."""
+    for key, value in table.items():
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(schema)})"
+            problems.append(f"{where}unknown key {key!r}{hint}")
+            continue
+        types, _ = schema[key]
+        # bool is an int in Python; a rubric saying `points = true` is a mistake, not 1 point.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            problems.append(f"{where}{key!r} must be {_type_name(types)}, got {type(value).__name__} {value!r}")
+    for key, (_, required) in schema.items():
+        if required and key not in table:
+            problems.append(f"{where}missing required key {key!r}")
+
+
+def _valid(table: Mapping[str, Any], schema: dict, key: str) -> bool:
+    types = schema[key][0]
+    value = table.get(key)
+    return key in table and isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def _default_registry() -> Mapping[str, Any]:
+    try:
+        from autograder.checks import REGISTRY
+    except ImportError as err:  # the grading code is incomplete: a packaging bug, say which part
+        raise NotegradeError(f"cannot validate rubric checks: autograder.checks is unavailable ({err})") from err
+    return REGISTRY
+
+
+def validate_check_params(spec: Any, params: Mapping[str, Any]) -> list[str]:
+    """Problems with ``params`` for a :class:`~autograder.checks.outcome.CheckSpec`.
+
+    Prefers ``autograder.checks.validate_params`` (the checks' own rules); falls back to the
+    ``CheckSpec.params`` contract: known names only, ``None`` defaults are required, and a value
+    has the type of its default (an int is accepted where a float is expected).
+    """
+    try:
+        from autograder.checks import validate_params
+    except ImportError:
+        validate_params = None
+    if validate_params is not None:
+        return list(validate_params(spec.name, dict(params)))
+    problems = []
+    for name, value in params.items():
+        if name not in spec.params:
+            problems.append(f"unknown parameter {name!r} for check {spec.name!r} (known: {', '.join(spec.params) or 'none'})")
+            continue
+        default = spec.params[name]
+        if default is None:
+            continue
+        expected = float if isinstance(default, float) else type(default)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if expected is float else isinstance(value, expected)
+        if not ok:
+            problems.append(f"parameter {name!r} must be {type(default).__name__}, got {value!r}")
+    for name, default in spec.params.items():
+        if default is None and name not in params:
+            problems.append(f"check {spec.name!r} needs parameter {name!r}")
+    return problems
+
+
+def _parse_items(raw_items: list, registry: Mapping[str, Any] | None, problems: list[str]) -> list[RubricItem]:
+    items: list[RubricItem] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_items, start=1):
+        if not isinstance(raw, dict):
+            problems.append(f"items[{index}]: must be a table ([[items]]), got {raw!r}")
+            continue
+        label = raw.get("number") if isinstance(raw.get("number"), str) else f"#{index}"
+        where = f"item {label}: "
+        before = len(problems)
+        _check_table(raw, _ITEM_KEYS, where, problems)
+        number = raw.get("number")
+        if isinstance(number, str):
+            if not _NUMBER_RE.match(number):
+                problems.append(f"{where}number must look like \"1\" or \"1.2\", got {number!r}")
+            elif number in seen:
+                problems.append(f"{where}duplicate number {number!r}")
+            seen.add(number)
+        if _valid(raw, _ITEM_KEYS, "points") and (raw["points"] < 0 or not math.isfinite(raw["points"])):
+            problems.append(f"{where}points must be >= 0, got {raw['points']}")
+        if _valid(raw, _ITEM_KEYS, "timeout_s") and not raw["timeout_s"] > 0:
+            problems.append(f"{where}timeout_s must be > 0, got {raw['timeout_s']}")
+        if _valid(raw, _ITEM_KEYS, "visibility") and raw["visibility"] not in VISIBILITIES:
+            problems.append(f"{where}visibility {raw['visibility']!r} is not one of {', '.join(VISIBILITIES)}")
+        if _valid(raw, _ITEM_KEYS, "tags") and not all(isinstance(t, str) for t in raw["tags"]):
+            problems.append(f"{where}tags must be a list of strings, got {raw['tags']!r}")
+        params = raw.get("params", {}) if _valid(raw, _ITEM_KEYS, "params") or "params" not in raw else {}
+        if registry is not None and _valid(raw, _ITEM_KEYS, "check"):
+            spec = registry.get(raw["check"])
+            if spec is None:
+                close = difflib.get_close_matches(raw["check"], list(registry), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(registry))}"
+                problems.append(f"{where}unknown check {raw['check']!r} ({hint})")
+            else:
+                problems.extend(where + p for p in validate_check_params(spec, params))
+        if len(problems) == before:
+            items.append(RubricItem(
+                number=number, title=raw["title"], points=float(raw["points"]), check=raw["check"],
+                params=dict(params), visibility=raw.get("visibility", "visible"),
+                timeout_s=float(raw.get("timeout_s", DEFAULT_ITEM_TIMEOUT_S)), tags=tuple(raw.get("tags", ())),
+            ))
+    return items
+
+
+def _parse_late(raw: Mapping[str, Any], problems: list[str]) -> LatePolicy:
+    where = "late_policy: "
+    before = len(problems)
+    _check_table(raw, _LATE_KEYS, where, problems)
+    for key, choices in _LATE_CHOICES.items():
+        if _valid(raw, _LATE_KEYS, key) and raw[key] not in choices:
+            problems.append(f"{where}{key} {raw[key]!r} is not one of {', '.join(choices)}")
+    for key in ("amount", "grace_minutes", "cap"):
+        if _valid(raw, _LATE_KEYS, key) and raw[key] < 0:
+            problems.append(f"{where}{key} must be >= 0, got {raw[key]}")
+    if len(problems) > before:
+        return LatePolicy()
+    return LatePolicy(**{k: (float(v) if k in ("amount", "grace_minutes", "cap") else v) for k, v in raw.items()})
+
+
+def _parse_leaderboard(raw_columns: list, item_numbers: set[str], problems: list[str]) -> list[LeaderboardColumn]:
+    columns = []
+    for index, raw in enumerate(raw_columns, start=1):
+        where = f"leaderboard[{index}]: "
+        if not isinstance(raw, dict):
+            problems.append(f"{where}must be a table ([[leaderboard]]), got {raw!r}")
+            continue
+        before = len(problems)
+        _check_table(raw, _LEADERBOARD_KEYS, where, problems)
+        if _valid(raw, _LEADERBOARD_KEYS, "order") and raw["order"] not in ("asc", "desc"):
+            problems.append(f"{where}order {raw['order']!r} is not one of asc, desc")
+        if _valid(raw, _LEADERBOARD_KEYS, "item") and raw["item"] not in item_numbers:
+            problems.append(f"{where}item {raw['item']!r} is not a rubric item number")
+        if len(problems) == before:
+            columns.append(LeaderboardColumn(**raw))
+    return columns
+
+
+def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, Any] | None = None,
+                 validate_checks: bool = True) -> Rubric:
+    """Parse and validate rubric TOML text; raise :class:`NotegradeError` listing every problem.
+
+    ``registry`` maps check names to ``CheckSpec`` (default: ``autograder.checks.REGISTRY``);
+    ``validate_checks=False`` skips check names/params (for tools that only read the structure).
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:  # the message carries "(at line L, column C)"
+        raise NotegradeError(f"{source}: not valid TOML: {err}") from None
+    if validate_checks and registry is None:
+        registry = _default_registry()
+    problems: list[str] = []
+    _check_table(raw, _TOP_KEYS, "", problems)
+    items = _parse_items(raw["items"], registry if validate_checks else None, problems) \
+        if _valid(raw, _TOP_KEYS, "items") else []
+    if _valid(raw, _TOP_KEYS, "items") and not raw["items"]:
+        problems.append("the rubric has no items")
+    for key in ("visibility", "stdout_visibility"):
+        if _valid(raw, _TOP_KEYS, key) and raw[key] not in VISIBILITIES:
+            problems.append(f"{key} {raw[key]!r} is not one of {', '.join(VISIBILITIES)}")
+    budget = raw.get("time_budget_s", DEFAULT_TIME_BUDGET_S)
+    if _valid(raw, _TOP_KEYS, "time_budget_s") and not 0 < budget <= GRADESCOPE_MAX_TIMEOUT_S:
+        problems.append(f"time_budget_s must be in (0, {GRADESCOPE_MAX_TIMEOUT_S}] (Gradescope's maximum), got {budget}")
+    if _valid(raw, _TOP_KEYS, "total_points") and len(items) == len(raw.get("items", [])) and items:
+        declared, summed = float(raw["total_points"]), sum(item.points for item in items)
+        if not math.isclose(declared, summed, abs_tol=1e-9):
+            problems.append(f"points add up to {summed:g}, but total_points is {declared:g}")
+    late = _parse_late(raw["late_policy"], problems) if _valid(raw, _TOP_KEYS, "late_policy") else LatePolicy()
+    numbers = {item.number for item in items}
+    columns = _parse_leaderboard(raw["leaderboard"], numbers, problems) \
+        if _valid(raw, _TOP_KEYS, "leaderboard") else []
+    if problems:
+        count = f"{len(problems)} problems: " if len(problems) > 1 else ""
+        raise NotegradeError(f"{source}: {count}" + "; ".join(problems))
+    return Rubric(
+        title=raw["title"], total_points=float(raw["total_points"]), items=tuple(items), late_policy=late,
+        leaderboard=tuple(columns), time_budget_s=float(budget), sandbox=dict(raw.get("sandbox", {})),
+        visibility=raw.get("visibility", "visible"), stdout_visibility=raw.get("stdout_visibility", "hidden"),
+        source=source,
+    )
+
+
+def load_rubric(path: str | pathlib.Path, *, registry: Mapping[str, Any] | None = None,
+                validate_checks: bool = True) -> Rubric:
+    """Read and validate a rubric file (see :func:`parse_rubric`)."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotegradeError(f"{path}: rubric file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise NotegradeError(f"{path}: cannot read the rubric: {err}") from None
+    return parse_rubric(text, source=str(path), registry=registry, validate_checks=validate_checks)
