@@ -1,0 +1,210 @@
+"""Batch regrade of an export: grades.csv numbers, Canvas CSV, the diff against Gradescope, resume, failures.
+
+Most tests grade with ``fake_grader``: it reads the submission and the rebuilt metadata exactly as
+the real grader would be handed them and builds results.json with the runner's own
+``build_results`` (so the shape and the late policy are the real ones), but decides the item
+scores from the submission's variant instead of running student code (seconds, not minutes).
+The end-to-end test with the real grader is at the bottom.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import threading
+
+import pandas as pd
+import pytest
+
+from autograder.checks.outcome import ItemOutcome, SubCheck
+from autograder.cli import main as cli_main
+from autograder.instructor import regrade
+from autograder.late import read_metadata
+from autograder.results import GradedItem, build_results
+from autograder.rubric import LatePolicy, Rubric, RubricItem
+from export_factory import DEFAULT_CLASS, LATE_DUE, DUE, make_export
+
+RUBRIC = Rubric(
+    title="Assignment 2",
+    total_points=100.0,
+    items=(RubricItem("1.1", "Architecture", 20.0, "architecture"), RubricItem("2.1", "Losses", 30.0, "losses"),
+           RubricItem("3.1", "Training", 20.0, "training"), RubricItem("4.1", "Held-out accuracy", 30.0, "heldout")),
+    late_policy=LatePolicy(amount=3.0),
+)
+CONFUSION = [[5 if i == j else (1 if j == (i + 1) % 11 else 0) for j in range(11)] for i in range(11)]
+OPTIONS = dict(due=DUE.isoformat(), late_due=LATE_DUE.isoformat(), title="Assignment 2", progress=False)
+
+
+def fake_grader(*, submission: pathlib.Path, autograder: pathlib.Path, metadata: pathlib.Path, out: pathlib.Path) -> dict:
+    """Results for the factory's variants, built like the real grader builds them."""
+    assert (autograder / "rubric.toml").is_file()
+    if (submission / "CRASH_THE_GRADER").exists():
+        raise RuntimeError("grader process died (simulated)")
+    try:
+        compile((submission / "model.py").read_text(), "model.py", "exec")
+        broken = False
+    except SyntaxError:
+        broken = True
+    wrong_loss = "(log_sum_exp - picked).sum()" in (submission / "losses.py").read_text()  # the factory's edit
+    has_checkpoint = (submission / "model.pt").is_file()
+    outcomes = []
+    for item in RUBRIC.items:
+        if broken:
+            outcomes.append(ItemOutcome.failed("error", "model.py: SyntaxError"))
+        elif item.number == "2.1" and wrong_loss:
+            outcomes.append(ItemOutcome.from_subchecks([SubCheck("mse", True), SubCheck("cross_entropy", False)]))
+        elif item.number == "4.1":
+            outcomes.append(ItemOutcome(1.0, data={"accuracy": 0.8, "confusion": CONFUSION, "count": 66})
+                            if has_checkpoint else ItemOutcome.failed("error", "no model.pt"))
+        else:
+            outcomes.append(ItemOutcome(1.0))
+    data, note = read_metadata(metadata)
+    graded = [GradedItem(item, outcome) for item, outcome in zip(RUBRIC.items, outcomes)]
+    return build_results(rubric=RUBRIC, graded=graded, metadata=data, metadata_note=note).to_gradescope_dict()
+
+
+@pytest.fixture
+def autograder_dir(tmp_path) -> pathlib.Path:
+    path = tmp_path / "autograder"
+    path.mkdir()
+    (path / "rubric.toml").write_text('title = "Assignment 2"\n')
+    return path
+
+
+@pytest.fixture
+def fixture_export(tmp_path):
+    return make_export(tmp_path / "src", as_zip=True)
+
+
+def _run(fixture, autograder_dir, out, grade=fake_grader, **extra):
+    options = {**OPTIONS, **extra}
+    return regrade.main(export=fixture.path, autograder=autograder_dir, out=out, extensions=fixture.extensions_csv,
+                        grade=grade, **options)
+
+
+EXPECTED_TOTALS = {"Ada Lovelace": 100.0, "Ben Franklin": 94.0, "Cleo Patra": 100.0, "Dev Null": 0.0,
+                   "Eve Adams": 85.0, "Finn Mertens": 70.0, "Gus Grissom": 97.0, "Hana Abe": 97.0}
+
+
+def test_grades_csv_has_one_row_per_student_with_the_right_numbers(tmp_path, autograder_dir, fixture_export):
+    summary = _run(fixture_export, autograder_dir, tmp_path / "out", jobs=2)
+    assert summary.graded == 7 and summary.reused == 0 and summary.failed == []
+    grades = pd.read_csv(summary.paths["grades"], dtype={"sid": str, "submission_id": str})
+    assert list(grades.columns) == ["sid", "name", "email", "submission_id", "created_at", "status", "late_seconds",
+                                    "lateness", "penalty", "1.1 Architecture", "2.1 Losses", "3.1 Training",
+                                    "4.1 Held-out accuracy", "heldout_accuracy", "total"]
+    assert dict(zip(grades["name"], grades["total"])) == EXPECTED_TOTALS
+    row = grades.set_index("name")
+    # Ben: 1 day 2 h 5 min late -> 2 started days x 3 points.
+    assert row.loc["Ben Franklin", "penalty"] == 6.0 and row.loc["Ben Franklin", "late_seconds"] == 26 * 3600 + 5 * 60
+    assert "submitted 1 day 2 h 5 min late" in row.loc["Ben Franklin", "lateness"]
+    # Cleo is 1.5 days after the class due date, but her extension makes her on time.
+    assert row.loc["Cleo Patra", "penalty"] == 0.0 and "on time" in row.loc["Cleo Patra", "lateness"]
+    assert row.loc["Cleo Patra", "created_at"] == "2024-10-03T11:59:00-07:00"
+    assert row.loc["Eve Adams", "2.1 Losses"] == 15.0
+    assert row.loc["Finn Mertens", "4.1 Held-out accuracy"] == 0.0 and pd.isna(row.loc["Finn Mertens", "heldout_accuracy"])
+    assert row.loc["Dev Null", "1.1 Architecture"] == 0.0 and row.loc["Dev Null", "status"] == "graded"
+    assert row.loc["Ada Lovelace", "heldout_accuracy"] == 0.8
+    assert row.loc["Gus Grissom", "submission_id"] == row.loc["Hana Abe", "submission_id"] == "1007"
+    # The metadata handed to the grader: created_at from the export, the extension as a users[] override.
+    meta = json.loads((tmp_path / "out" / "submissions" / "submission_1003" / "submission_metadata.json").read_text())
+    assert meta["created_at"] == "2024-10-03T11:59:00-07:00"
+    assert meta["users"][0]["assignment"]["due_date"] == "2024-10-03T23:59:00-07:00"
+
+
+def test_canvas_csv_diff_reports_and_class_data(tmp_path, autograder_dir, fixture_export):
+    summary = _run(fixture_export, autograder_dir, tmp_path / "out", canvas_column="Assignment 2 (5551)")
+    canvas = pd.read_csv(summary.paths["canvas"], dtype=str, keep_default_na=False)
+    assert list(canvas.columns) == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "Assignment 2 (5551)"]
+    assert canvas.iloc[0].tolist() == ["    Points Possible", "", "", "", "", "100.00"]
+    assert canvas.iloc[1:].set_index("SIS User ID").loc["100002", "Assignment 2 (5551)"] == "94.00"
+    assert len(canvas) == 1 + 8
+
+    changes = pd.read_csv(summary.paths["changes"], dtype={"sid": str})
+    flagged = changes[changes["changed"]].set_index("name")
+    assert sorted(flagged.index) == ["Cleo Patra", "Gus Grissom", "Hana Abe"]
+    assert flagged.loc["Cleo Patra", "delta"] == 6.0 and flagged.loc["Hana Abe", "delta"] == -3.0
+    assert sorted(line.split(" (")[0] for line in summary.changed) == ["Cleo Patra", "Gus Grissom", "Hana Abe"]
+
+    reports = sorted(p.name for p in summary.paths["reports"].iterdir())
+    assert "100002_Ben_Franklin.md" in reports and "100002_Ben_Franklin.html" in reports and len(reports) == 16
+    ben_md = (summary.paths["reports"] / "100002_Ben_Franklin.md").read_text()
+    assert ben_md.startswith("# Ben Franklin (100002)") and "1 day 2 h 5 min late" in ben_md
+    assert "<strong>Ben Franklin (100002)</strong>" in (summary.paths["reports"] / "100002_Ben_Franklin.html").read_text()
+
+    data = json.loads(summary.paths["class_data"].read_text())
+    assert [i["number"] for i in data["items"]] == ["1.1", "2.1", "3.1", "4.1"]
+    assert [i["max_score"] for i in data["items"]] == [20.0, 30.0, 20.0, 30.0]
+    with_checkpoint = [s for s in DEFAULT_CLASS if s.variant in ("reference", "wrong_loss")]
+    assert data["confusion"]["pooled"][0][0] == 5 * len(with_checkpoint)
+    assert data["confusion"]["per_submission"]["submission_1006"] is None
+
+
+def test_resume_skips_what_was_graded_with_the_same_autograder(tmp_path, autograder_dir, fixture_export):
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def counting(**kw):
+        with lock:
+            calls.append(kw["submission"].name)
+        return fake_grader(**kw)
+
+    out = tmp_path / "out"
+    _run(fixture_export, autograder_dir, out, grade=counting)
+    assert len(calls) == 7
+    first_totals = pd.read_csv(out / "grades.csv")["total"].tolist()
+    calls.clear()
+    again = _run(fixture_export, autograder_dir, out, grade=counting)
+    assert calls == [] and again.reused == 7 and again.graded == 0
+    assert pd.read_csv(out / "grades.csv")["total"].tolist() == first_totals
+    # A new extension changes one student's metadata: only that submission is regraded.
+    fixture_export.extensions_csv.write_text(fixture_export.extensions_csv.read_text() + "100002,,2024-10-05T00:00:00-07:00\n")
+    third = _run(fixture_export, autograder_dir, out, grade=counting)
+    assert calls == ["submission_1002"] and third.reused == 6
+    assert pd.read_csv(out / "grades.csv").set_index("name").loc["Ben Franklin", "total"] == 100.0
+    # A different autograder regrades everything.
+    calls.clear()
+    (autograder_dir / "rubric.toml").write_text('title = "Assignment 2, fixed"\n')
+    _run(fixture_export, autograder_dir, out, grade=counting)
+    assert len(calls) == 7
+
+
+def test_one_broken_submission_never_stops_the_batch(tmp_path, autograder_dir, fixture_export):
+    out = tmp_path / "out"
+    regrade.main(export=fixture_export.path, autograder=autograder_dir, out=out, grade=fake_grader, **OPTIONS)
+    victim = out / "export" / "assignment_4242_export" / "submission_1001"
+    (victim / "CRASH_THE_GRADER").write_text("")
+    summary = regrade.main(export=victim.parent, autograder=autograder_dir, out=out, grade=fake_grader, jobs=3, **OPTIONS)
+    assert len(summary.failed) == 1 and summary.failed[0].startswith("submission_1001: RuntimeError: grader process died")
+    grades = pd.read_csv(summary.paths["grades"]).set_index("name")
+    assert grades.loc["Ada Lovelace", "status"].startswith("not graded: RuntimeError")
+    assert pd.isna(grades.loc["Ada Lovelace", "total"])
+    assert grades.loc["Ben Franklin", "total"] == 94.0 and grades["total"].notna().sum() == 7
+    assert "Traceback" in (out / "submissions" / "submission_1001" / "error.txt").read_text()
+    changes = pd.read_csv(summary.paths["changes"]).set_index("name")
+    assert bool(changes.loc["Ada Lovelace", "changed"])  # a lost grade is a change too
+    assert "submission_1001: RuntimeError" in (out / "problems.txt").read_text()
+    canvas = pd.read_csv(summary.paths["canvas"], dtype=str, keep_default_na=False).set_index("Student")
+    assert canvas.loc["Ada Lovelace", "Assignment 2"] == ""  # blank: Canvas keeps what it had
+
+
+def test_unusable_export_entries_are_reported_and_the_rest_graded(tmp_path, autograder_dir):
+    fixture = make_export(tmp_path / "src")
+    meta = fixture.path / "submission_metadata.yml"
+    meta.write_text(meta.read_text().replace("  :created_at: 2024-10-01 23:29:00.000000000 -07:00\n", "", 1))
+    summary = regrade.main(export=fixture.path, autograder=autograder_dir, out=tmp_path / "out", grade=fake_grader, **OPTIONS)
+    assert summary.graded == 6
+    assert any("submission_1004: no :created_at:" in p for p in summary.problems)
+    assert "Dev Null" not in pd.read_csv(summary.paths["grades"])["name"].tolist()
+
+
+def test_cli_usage_errors_are_one_line_messages(tmp_path, autograder_dir, capsys):
+    fixture = make_export(tmp_path / "src")
+    code = cli_main(["regrade", str(fixture.path), "--autograder", str(autograder_dir), "--out", str(tmp_path / "o")])
+    assert code == 1 and "the export has no due dates: give --due" in capsys.readouterr().err
+    code = cli_main(["regrade", str(fixture.path), "--autograder", str(tmp_path / "nope"), "--due", DUE.isoformat()])
+    assert code == 1 and "no such autograder zip or directory" in capsys.readouterr().err
+    code = cli_main(["regrade", str(fixture.path), "--autograder", str(autograder_dir), "--due", "tomorrow"])
+    assert code == 1 and "'tomorrow' is not a date and time" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["regrade", str(fixture.path)])
+    assert exc.value.code == 2
