@@ -29,7 +29,7 @@ import math
 import pathlib
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 try:  # Python 3.11+; Gradescope's Ubuntu 22.04 image has 3.10, which needs the tomli backport.
     import tomllib
@@ -191,27 +191,22 @@ def _valid(table: Mapping[str, Any], schema: dict, key: str) -> bool:
     return key in table and isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
 
 
-def _default_registry() -> Mapping[str, Any]:
+def _default_registry() -> tuple[Mapping[str, Any], Callable[[str, dict], list[str]] | None]:
+    """The real checks: ``(REGISTRY, validate_params)`` from ``autograder.checks``."""
     try:
-        from autograder.checks import REGISTRY
+        from autograder import checks
     except ImportError as err:  # the grading code is incomplete: a packaging bug, say which part
         raise NotegradeError(f"cannot validate rubric checks: autograder.checks is unavailable ({err})") from err
-    return REGISTRY
+    return checks.REGISTRY, getattr(checks, "validate_params", None)
 
 
 def validate_check_params(spec: Any, params: Mapping[str, Any]) -> list[str]:
-    """Problems with ``params`` for a :class:`~autograder.checks.outcome.CheckSpec`.
+    """Problems with ``params`` by the :class:`~autograder.checks.outcome.CheckSpec` contract.
 
-    Prefers ``autograder.checks.validate_params`` (the checks' own rules); falls back to the
-    ``CheckSpec.params`` contract: known names only, ``None`` defaults are required, and a value
-    has the type of its default (an int is accepted where a float is expected).
+    Known names only; a ``None`` default means required; a value has the type of its default
+    (an int is accepted where a float is expected).  The real checks refine this with their own
+    ``autograder.checks.validate_params`` (value ranges etc.), which :func:`parse_rubric` prefers.
     """
-    try:
-        from autograder.checks import validate_params
-    except ImportError:
-        validate_params = None
-    if validate_params is not None:
-        return list(validate_params(spec.name, dict(params)))
     problems = []
     for name, value in params.items():
         if name not in spec.params:
@@ -221,8 +216,8 @@ def validate_check_params(spec: Any, params: Mapping[str, Any]) -> list[str]:
         if default is None:
             continue
         expected = float if isinstance(default, float) else type(default)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if expected is float else isinstance(value, expected)
-        if not ok:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (numeric if expected is float else isinstance(value, expected)):
             problems.append(f"parameter {name!r} must be {type(default).__name__}, got {value!r}")
     for name, default in spec.params.items():
         if default is None and name not in params:
@@ -230,7 +225,8 @@ def validate_check_params(spec: Any, params: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _parse_items(raw_items: list, registry: Mapping[str, Any] | None, problems: list[str]) -> list[RubricItem]:
+def _parse_items(raw_items: list, registry: Mapping[str, Any] | None, validator: Callable | None,
+                 problems: list[str]) -> list[RubricItem]:
     items: list[RubricItem] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_items, start=1):
@@ -264,7 +260,8 @@ def _parse_items(raw_items: list, registry: Mapping[str, Any] | None, problems: 
                 hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(registry))}"
                 problems.append(f"{where}unknown check {raw['check']!r} ({hint})")
             else:
-                problems.extend(where + p for p in validate_check_params(spec, params))
+                found = validator(spec.name, dict(params)) if validator else validate_check_params(spec, params)
+                problems.extend(where + p for p in found)
         if len(problems) == before:
             items.append(RubricItem(
                 number=number, title=raw["title"], points=float(raw["points"]), check=raw["check"],
@@ -311,18 +308,20 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
                  validate_checks: bool = True) -> Rubric:
     """Parse and validate rubric TOML text; raise :class:`NotegradeError` listing every problem.
 
-    ``registry`` maps check names to ``CheckSpec`` (default: ``autograder.checks.REGISTRY``);
+    ``registry`` maps check names to ``CheckSpec`` (default: ``autograder.checks.REGISTRY``, whose
+    ``validate_params`` then checks the parameters; a given registry is checked by the CheckSpec contract);
     ``validate_checks=False`` skips check names/params (for tools that only read the structure).
     """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:  # the message carries "(at line L, column C)"
         raise NotegradeError(f"{source}: not valid TOML: {err}") from None
+    validator = None
     if validate_checks and registry is None:
-        registry = _default_registry()
+        registry, validator = _default_registry()
     problems: list[str] = []
     _check_table(raw, _TOP_KEYS, "", problems)
-    items = _parse_items(raw["items"], registry if validate_checks else None, problems) \
+    items = _parse_items(raw["items"], registry if validate_checks else None, validator, problems) \
         if _valid(raw, _TOP_KEYS, "items") else []
     if _valid(raw, _TOP_KEYS, "items") and not raw["items"]:
         problems.append("the rubric has no items")
@@ -332,12 +331,14 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
     budget = raw.get("time_budget_s", DEFAULT_TIME_BUDGET_S)
     if _valid(raw, _TOP_KEYS, "time_budget_s") and not 0 < budget <= GRADESCOPE_MAX_TIMEOUT_S:
         problems.append(f"time_budget_s must be in (0, {GRADESCOPE_MAX_TIMEOUT_S}] (Gradescope's maximum), got {budget}")
-    if _valid(raw, _TOP_KEYS, "total_points") and len(items) == len(raw.get("items", [])) and items:
+    if _valid(raw, _TOP_KEYS, "total_points") and _valid(raw, _TOP_KEYS, "items") and items \
+            and len(items) == len(raw["items"]):  # only when every item parsed, or the sum is meaningless
         declared, summed = float(raw["total_points"]), sum(item.points for item in items)
         if not math.isclose(declared, summed, abs_tol=1e-9):
             problems.append(f"points add up to {summed:g}, but total_points is {declared:g}")
     late = _parse_late(raw["late_policy"], problems) if _valid(raw, _TOP_KEYS, "late_policy") else LatePolicy()
-    numbers = {item.number for item in items}
+    # Declared numbers, even of items rejected above, so one bad item doesn't cascade.
+    numbers = {i.get("number") for i in raw["items"] if isinstance(i, dict)} if _valid(raw, _TOP_KEYS, "items") else set()
     columns = _parse_leaderboard(raw["leaderboard"], numbers, problems) \
         if _valid(raw, _TOP_KEYS, "leaderboard") else []
     if problems:
