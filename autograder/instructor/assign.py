@@ -1,0 +1,311 @@
+"""Generate the student starter code (``student_template/``) from the reference solution.
+
+The reference is the single source of truth.  ``MANIFEST`` lists what students get: files shipped
+*whole* (front-end, loaders, training driver) have their imports rewritten for the flat template
+(``from reference.X import ...`` -> ``from X import ...``); *template* files (model, losses, train)
+have every ``# BEGIN SOLUTION: <hint>`` ... ``# END SOLUTION`` region replaced by
+``raise NotImplementedError("TODO: <hint>")`` at the region's indentation, everything else kept.
+The handout README, an example Slurm script, requirements.txt and .gitignore are generated beside
+them (:mod:`autograder.instructor.handout`).  The same reference and rubric give identical bytes.
+
+Example
+-------
+>>> print(template_source("def one():\\n    # BEGIN SOLUTION: return 1\\n    return 1\\n    # END SOLUTION\\n",
+...                       path="one.py"), end="")
+def one():
+    raise NotImplementedError("TODO: return 1")
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from autograder.errors import NotegradeError
+from autograder.instructor import handout
+from autograder.instructor.markers import find_regions, flatten_imports, template_source
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = REPO_ROOT / "student_template"
+DEFAULT_RUBRIC = REPO_ROOT / "rubrics" / "fall2024_a2.toml"
+ZIP_ROOT = "nsynth_cnn_starter"  # the folder students get when they unzip the handout
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # earliest zip timestamp: fixed so the archive is byte-identical
+TODO_RAISE = re.compile(r"""raise NotImplementedError\((?P<quote>["'])TODO: (?P<hint>.*)(?P=quote)\)""")
+IGNORED_IN_OUT = ("__pycache__", ".pytest_cache", ".ipynb_checkpoints")
+
+EXAMPLES = """examples:
+  notegrade assign                                  # regenerate student_template/ from reference/
+  notegrade assign --check                          # exit 1 (naming file and region) if it is out of date
+  notegrade assign --zip nsynth_cnn_starter.zip     # also write the archive to hand out
+  notegrade assign --rubric rubrics/winter2025_hw3.toml --out /tmp/w25 --zip w25_starter.zip
+"""
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """One file students get: ``target`` in the template, made from ``source`` (repo-relative)."""
+
+    target: str
+    source: str
+    mode: str  # "whole": copied, imports flattened | "template": solution regions become TODOs
+    role: str  # one line for the handout's file table
+
+
+# The intended final list.  Order = the handout's file table.
+MANIFEST: tuple[Shipped, ...] = (
+    Shipped("model.py", "reference/model.py", "template", "**TODO** `NoteCNN`, the CNN"),
+    Shipped("losses.py", "reference/losses.py", "template", "**TODO** the losses and penalties, from scratch"),
+    Shipped("train.py", "reference/train.py", "template", "**TODO** `train_one_epoch`, `evaluate`, `fit`"),
+    Shipped("features.py", "reference/features.py", "whole", "the fixed log-mel front-end (complete)"),
+    Shipped("nsynth.py", "reference/nsynth.py", "whole", "NSynth `examples.json` + WAV loader (complete)"),
+    Shipped("featurefile.py", "autograder/featurefile.py", "whole", "feature-file format and batch loader (complete)"),
+    Shipped("make_features.py", "reference/make_features.py", "whole", "NSynth split -> feature file (complete)"),
+    Shipped("pipeline.py", "reference/pipeline.py", "whole", "training driver: data, `fit`, `model.pt`, plots (complete)"),
+    Shipped("errors.py", "autograder/errors.py", "whole", "the error type the support code raises (complete)"),
+)
+
+
+def _module_name(source: str) -> str:
+    return source.removesuffix(".py").replace("/", ".")
+
+
+def shipped_modules(manifest: tuple[Shipped, ...] = MANIFEST) -> dict[str, str]:
+    """Dotted name in the repo -> flat module name in the template, e.g. ``reference.nsynth`` -> ``nsynth``."""
+    return {_module_name(s.source): s.target.removesuffix(".py") for s in manifest if s.target.endswith(".py")}
+
+
+def generate_files(
+    *,
+    rubric: Path | None = DEFAULT_RUBRIC,
+    repo_root: Path = REPO_ROOT,
+    manifest: tuple[Shipped, ...] = MANIFEST,
+    skip_missing: bool = False,
+) -> dict[str, bytes]:
+    """Build the whole template in memory: target name -> bytes, sorted by name.
+
+    A missing source is an error naming it, unless ``skip_missing`` (used while other files are
+    still being written); the handout then lists only the files that exist.
+    """
+    missing = [s for s in manifest if not (repo_root / s.source).is_file()]
+    if missing and not skip_missing:
+        raise NotegradeError(
+            "missing source(s) for the student template: "
+            + ", ".join(f"{s.source} (-> {s.target})" for s in missing)
+            + "; every file in MANIFEST (autograder/instructor/assign.py) must exist"
+        )
+    present = tuple(s for s in manifest if s not in missing)
+    modules = shipped_modules(manifest)  # imports of a skipped module are still well-formed
+    files: dict[str, bytes] = {}
+    for item in present:
+        text = (repo_root / item.source).read_text(encoding="utf-8")
+        package = _module_name(item.source).rpartition(".")[0]
+        if item.mode == "template":
+            # model/losses/train are also what students submit: torch and the stdlib only.
+            flatten_imports(text, path=item.source, package=package, modules={}, why="template files import only torch")
+            out = template_source(text, path=item.source)
+        elif item.mode == "whole":
+            if find_regions(text, path=item.source):
+                raise NotegradeError(f"{item.source}: has solution markers but is shipped whole; use mode 'template'")
+            out = flatten_imports(text, path=item.source, package=package, modules=modules)
+        else:
+            raise NotegradeError(f"MANIFEST: {item.target}: unknown mode {item.mode!r} (whole|template)")
+        _must_parse(out, target=item.target)
+        files[item.target] = out.encode("utf-8")
+    for name, text in handout.generated_files(manifest=present, rubric=rubric).items():
+        files[name] = text.encode("utf-8")
+    files.update(selfcheck_files(repo_root=repo_root, rubric=rubric))
+    _refuse_leaks(files, repo_root=repo_root, manifest=present)
+    return dict(sorted(files.items()))
+
+
+# --- Extension point: vendoring the self-check (issue 4, second half) ------------------------------
+def selfcheck_files(*, repo_root: Path, rubric: Path | None) -> dict[str, bytes]:
+    """Extra template files for ``python selfcheck.py``: target name -> bytes.
+
+    The self-check engineer fills this in: ``selfcheck.py``, the trusted checks
+    (``autograder/checks/``) and the untrusted harness (``autograder/harness/``) copied with
+    flattened imports (reuse :func:`flatten_imports` with a package-preserving ``modules`` map), and
+    the visible items of ``rubric`` exported to ``selfcheck_rubric.json``.  Whatever it returns goes
+    through the same leak check, ``--check`` comparison and zip as every other file.  Until the
+    self-check exists the template ships without one, and this returns nothing.
+    """
+    return {}
+# -----------------------------------------------------------------------------------------------------
+
+
+def _must_parse(text: str, *, target: str) -> None:
+    try:
+        ast.parse(text, filename=target)
+    except SyntaxError as err:
+        raise NotegradeError(f"generated {target} does not parse: line {err.lineno}: {err.msg}") from err
+
+
+def solution_lines(text: str, *, path: str) -> list[str]:
+    """The stripped code lines inside the solution regions of one reference file."""
+    lines = text.splitlines()
+    found = []
+    for region in find_regions(text, path=path):
+        for line in lines[region.begin : region.end - 1]:
+            stripped = line.strip()
+            if stripped and not stripped.startswith("#"):
+                found.append(stripped)
+    return found
+
+
+def _refuse_leaks(files: dict[str, bytes], *, repo_root: Path, manifest: tuple[Shipped, ...]) -> None:
+    """Fail if a line of a solution region appears in the output (a generator bug, never shipped)."""
+    secret: dict[str, str] = {}
+    for item in manifest:
+        if item.mode == "template":
+            for line in solution_lines((repo_root / item.source).read_text(encoding="utf-8"), path=item.source):
+                secret.setdefault(line, item.source)
+    public = {line.strip() for item in manifest if item.mode == "whole" for line in (repo_root / item.source).read_text(encoding="utf-8").splitlines()}
+    for name, data in files.items():
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            stripped = line.strip()
+            # Short lines ("else:", "return x") are not a solution; lines shipped in whole files are public.
+            if len(stripped) >= 12 and stripped in secret and stripped not in public:
+                raise NotegradeError(f"{name}:{number}: solution line from {secret[stripped]} leaked: {stripped!r}")
+
+
+def describe_difference(name: str, expected: str, actual: str) -> str:
+    """Where ``actual`` differs from ``expected``: the function/TODO region or README section."""
+    exp_lines, act_lines = expected.splitlines(), actual.splitlines()
+    places = []
+    matcher = difflib.SequenceMatcher(a=exp_lines, b=act_lines, autojunk=False)
+    for tag, i1, i2, _, _ in matcher.get_opcodes():
+        if tag != "equal":
+            line = min(i1 + 1, max(len(exp_lines), 1))
+            place = _place(name, expected, exp_lines, line, i2)
+            if place not in places:
+                places.append(place)
+    return f"{name}: " + (", ".join(places) if places else "differs (line endings or encoding)")
+
+
+def _place(name: str, text: str, lines: list[str], line: int, end: int) -> str:
+    span = f"line {line}" if end <= line else f"lines {line}-{end}"
+    if name.endswith(".py"):
+        todo = next((lines[i].strip() for i in range(line - 1, max(end, line)) if i < len(lines) and TODO_RAISE.search(lines[i])), None)
+        scope = _scope(text, line)
+        if todo:
+            hint = TODO_RAISE.search(todo)["hint"]
+            return f"TODO region {hint!r} in {scope} ({span})"
+        return f"{scope} ({span})"
+    heading = next((lines[i] for i in range(min(line, len(lines)) - 1, -1, -1) if lines[i].startswith("#") and name.endswith(".md")), None)
+    return f"section {heading.lstrip('#').strip()!r} ({span})" if heading else span
+
+
+def _scope(text: str, line: int) -> str:
+    """Innermost function/class around ``line``, the module docstring, or "module level"."""
+    tree = ast.parse(text)
+    if ast.get_docstring(tree) and tree.body[0].lineno <= line <= tree.body[0].end_lineno:
+        return "module docstring"
+    best, stack = "module level", [(tree, "")]
+    while stack:
+        node, prefix = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                qual = f"{prefix}{child.name}"
+                first = min([child.lineno] + [d.lineno for d in child.decorator_list])
+                if first <= line <= child.end_lineno:
+                    best = qual
+                    stack.append((child, qual + "."))
+            elif not isinstance(child, ast.expr):
+                stack.append((child, prefix))
+    return best
+
+
+def check_template(files: dict[str, bytes], out: Path) -> list[str]:
+    """Problems that make ``out`` differ from ``files``: missing, changed (where) or extra files."""
+    problems = []
+    for name, data in files.items():
+        path = out / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.read_bytes() != data:
+            problems.append(describe_difference(name, data.decode("utf-8"), path.read_bytes().decode("utf-8", "replace")))
+    for path in sorted(out.rglob("*")) if out.is_dir() else []:
+        rel = path.relative_to(out).as_posix()
+        if path.is_file() and rel not in files and not any(part in IGNORED_IN_OUT for part in path.parts) and path.suffix != ".pyc":
+            problems.append(f"{rel}: not generated by notegrade assign (remove it)")
+    return problems
+
+
+def write_template(files: dict[str, bytes], out: Path) -> list[str]:
+    """Write ``files`` into ``out`` (unchanged files are left alone); return the names written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in files.items():
+        path = out / name
+        if path.is_file() and path.read_bytes() == data:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        written.append(name)
+    return written
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """The hand-out archive: sorted entries under ``ZIP_ROOT/``, fixed timestamps and permissions."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(f"{ZIP_ROOT}/{name}", date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (0o100755 if name.endswith(".sbatch") else 0o100644) << 16
+            info.create_system = 3  # unix, so the permissions above are honoured
+            archive.writestr(info, files[name])
+    return buffer.getvalue()
+
+
+def main(
+    *,
+    out: Path = DEFAULT_OUT,
+    zip_path: Path | None = None,
+    check: bool = False,
+    rubric: Path | None = DEFAULT_RUBRIC,
+    repo_root: Path = REPO_ROOT,
+    skip_missing: bool = False,
+) -> dict:
+    """Generate (or with ``check``, verify) the template; returns ``{"files", "written", "zip"}``."""
+    if rubric is not None and not Path(rubric).is_file():
+        raise NotegradeError(f"rubric file not found: {rubric} (pass --rubric FILE)")
+    files = generate_files(rubric=rubric, repo_root=repo_root, skip_missing=skip_missing)
+    if check:
+        problems = check_template(files, Path(out))
+        if problems:
+            raise NotegradeError(f"{out} is out of date (run `notegrade assign`): " + "; ".join(problems))
+        return {"files": sorted(files), "written": [], "zip": None}
+    written = write_template(files, Path(out))
+    if zip_path is not None:
+        Path(zip_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(zip_path).write_bytes(zip_bytes(files))
+    return {"files": sorted(files), "written": written, "zip": str(zip_path) if zip_path else None}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="template directory to write (or check)")
+    parser.add_argument("--zip", type=Path, dest="zip_path", metavar="FILE", help="also write the hand-out archive")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out is out of date")
+    parser.add_argument("--rubric", type=Path, default=DEFAULT_RUBRIC, help="rubric whose numbers the handout quotes")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.check and args.zip_path:
+        print("notegrade assign: error: --check writes nothing; drop --zip", flush=True)
+        return 2
+    result = main(out=args.out, zip_path=args.zip_path, check=args.check, rubric=args.rubric)
+    if args.check:
+        print(f"{args.out}: up to date ({len(result['files'])} files)")
+        return 0
+    print(f"{args.out}: {len(result['files'])} files, {len(result['written'])} updated" + (f" ({', '.join(result['written'])})" if result["written"] else ""))
+    if result["zip"]:
+        print(f"wrote {result['zip']} ({Path(result['zip']).stat().st_size:,} bytes)")
+    return 0

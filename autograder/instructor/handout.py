@@ -1,0 +1,139 @@
+"""The student handout: README.md, an example Slurm job, requirements.txt and .gitignore.
+
+Used by ``notegrade assign``.  The architecture table is computed from the layer sizes (a test
+checks it against the reference ``NoteCNN``); the grading section is generated from a rubric file
+(item points, visibility, the accuracy scale and the late policy, with example penalty lines
+computed by ``autograder.late``), so the handout never quotes stale numbers.
+
+Example
+-------
+>>> rows = architecture_rows()
+>>> rows[2]
+('conv3', 'Conv2d(32, 64, 3, padding="same")', '(N, 64, 8, 8)', 18496)
+>>> sum(row[3] for row in rows)
+119691
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from autograder.errors import NotegradeError
+from autograder.instructor.handout_text import GITIGNORE, README_BODY, REQUIREMENTS, SBATCH
+
+_VISIBILITY = {
+    "visible": "right after you submit",
+    "hidden": "never shown to you",
+    "after_due_date": "after the (late) due date",
+    "after_published": "once grades are published",
+}
+
+# (name, in channels, out channels, output shape after the block's pool)
+_CONVS = (("conv1", 1, 16, "(N, 16, 32, 32)"), ("conv2", 16, 32, "(N, 32, 16, 16)"),
+          ("conv3", 32, 64, "(N, 64, 8, 8)"), ("conv4", 64, 128, "(N, 128, 4, 4)"))
+
+
+def architecture_rows(n_classes: int = 11) -> list[tuple[str, str, str, int]]:
+    """(attribute, layer, block output shape, parameter count) for NoteCNN's five layers."""
+    rows = [(name, f'Conv2d({c_in}, {c_out}, 3, padding="same")', shape, c_in * c_out * 9 + c_out)
+            for name, c_in, c_out, shape in _CONVS]
+    rows.append(("fc", f"Linear(2048, {n_classes})", f"(N, {n_classes})", 2048 * n_classes + n_classes))
+    return rows
+
+
+def _architecture_table() -> str:
+    rows = architecture_rows()
+    lines = ["| block | attribute | layer | output of the block | parameters |", "|---|---|---|---|---:|"]
+    for index, (name, layer, shape, count) in enumerate(rows, 1):
+        block = str(index) if name.startswith("conv") else "head"
+        after = " + ReLU + `pool`" if name.startswith("conv") else " (after flattening to (N, 2048))"
+        lines.append(f"| {block} | `{name}` | `{layer}`{after} | `{shape}` | {count:,} |")
+    lines.append(f"| | | | **total** | **{sum(r[3] for r in rows):,}** |")
+    return "\n".join(lines)
+
+
+def _points(value: float) -> str:
+    return f"{value:g}"
+
+
+def _late_examples(policy, total: float) -> list[str]:
+    """Penalty lines for a few lateness values, computed by the grader's own late.py."""
+    from autograder.late import assess_late_penalty
+
+    due = dt.datetime(2024, 10, 7, 23, 59, tzinfo=dt.timezone.utc)
+    examples = []
+    for late in (dt.timedelta(minutes=10), dt.timedelta(hours=23), dt.timedelta(days=1, hours=2, minutes=5),
+                 dt.timedelta(days=3, hours=1)):
+        metadata = {"created_at": (due + late).isoformat(), "assignment": {"due_date": due.isoformat(), "late_due_date": None}}
+        penalty = assess_late_penalty(metadata=metadata, policy=policy, earned=total, total=total)
+        examples.append(f"- {penalty.line}")
+    return examples
+
+
+def grading_section(rubric_path: Path) -> str:
+    """The handout's "How you are graded" section, from the rubric file's numbers."""
+    from autograder.rubric import load_rubric
+
+    rubric = load_rubric(rubric_path, validate_checks=False)
+    lines = [f"## How you are graded ({rubric.title})", "",
+             f"The autograder runs these checks on your files; the total is {_points(rubric.total_points)} points.",
+             "Checks compare your code with PyTorch's own functions and with the numbers in this handout (never",
+             "with a model solution), and give partial credit per sub-check; a failed check says what it expected,",
+             "what your code produced and where.", "",
+             "| item | what is checked | points | you see the result |", "|---|---|---:|---|"]
+    accuracy = []
+    for item in rubric.items:
+        lines.append(f"| {item.number} | {item.title} | {_points(item.points)} | {_VISIBILITY[item.visibility]} |")
+        if "zero_at" in item.params and "full_at" in item.params:
+            accuracy.append(item)
+    lines.append(f"| | **total** | **{_points(rubric.total_points)}** | |")
+    for item in accuracy:
+        zero, full = (100 * float(item.params[k]) if float(item.params[k]) <= 1 else float(item.params[k]) for k in ("zero_at", "full_at"))
+        lines += ["", f"Item {item.number} loads your `model.pt` into your `NoteCNN`, runs it on held-out notes whose labels stay",
+                  "with the grader (features computed by exactly this `features.py`), and scales the points linearly with the",
+                  f"accuracy: {zero:g}% or less gives 0, {full:g}% or more gives all {_points(item.points)} points."]
+    lines += ["", f"Each item has its own time limit; the whole run has {rubric.time_budget_s:g} s. Grading runs on a CPU",
+              "without a GPU, with a memory limit: keep `model.pt` a plain state_dict and never call `.cuda()` unconditionally."]
+    policy = rubric.late_policy
+    lines += ["", "### Late submissions", ""]
+    if policy.amount <= 0:
+        lines.append("This rubric has no late penalty.")
+        return "\n".join(lines) + "\n"
+    unit = "points" if policy.unit == "points" else f"% of the {'points you earned' if policy.percent_of == 'earned' else 'total'}"
+    counting = {"ceil": f"every started {policy.per} counts in full", "floor": f"only complete {policy.per}s count",
+                "none": f"partial {policy.per}s count pro rata"}[policy.rounding]
+    rules = [f"Lateness is measured from the due date to the time Gradescope records your submission: "
+             f"{_points(policy.amount)} {unit} per {policy.per} late ({counting})."]
+    if policy.grace_minutes:
+        rules.append(f"A submission within {policy.grace_minutes:g} minutes of the due date is not late.")
+    if policy.cap is not None:
+        rules.append(f"The deduction is at most {_points(policy.cap)} {unit}.")
+    if policy.zero_after_late_due:
+        rules.append("After the late due date (if the assignment has one) a submission scores 0.")
+    rules.append("An extension moves your own due date; the penalty then counts from it. The deduction never takes a "
+                 "score below 0 and appears as its own line in your results. For example, when the total is "
+                 f"{_points(rubric.total_points)}:")
+    lines += [" ".join(rules), ""] + _late_examples(policy, rubric.total_points)
+    return "\n".join(lines) + "\n"
+
+
+def _file_table(manifest) -> str:
+    lines = ["| file | what it is |", "|---|---|"]
+    lines += [f"| `{item.target}` | {item.role} |" for item in manifest]
+    lines += ["| `requirements.txt` | the Python packages to install |",
+              "| `train_gpu.sbatch` | an example Slurm job for a GPU cluster |"]
+    return "\n".join(lines)
+
+
+def readme(*, manifest, rubric: Path | None) -> str:
+    """The handout text; ``rubric=None`` leaves out the grading section (say so in the course page)."""
+    grading = grading_section(Path(rubric)) if rubric is not None else ""
+    return README_BODY.format(files=_file_table(manifest), architecture=_architecture_table(), grading=grading)
+
+
+def generated_files(*, manifest, rubric: Path | None) -> dict[str, str]:
+    """Every non-code file of the template: name -> text."""
+    if rubric is not None and not Path(rubric).is_file():
+        raise NotegradeError(f"rubric file not found: {rubric} (pass --rubric FILE)")
+    return {"README.md": readme(manifest=manifest, rubric=rubric), "requirements.txt": REQUIREMENTS,
+            "train_gpu.sbatch": SBATCH, ".gitignore": GITIGNORE}

@@ -1,0 +1,222 @@
+"""The fixed text of the student handout (README body, Slurm example, requirements, .gitignore).
+
+Pure data for :mod:`autograder.instructor.handout`; ``README_BODY`` is a ``str.format`` template with
+the fields ``files``, ``architecture`` and ``grading``.
+"""
+
+REQUIREMENTS = """\
+# Python >= 3.10.  Install with:  pip install -r requirements.txt
+# (CPU-only laptop: add  --index-url https://download.pytorch.org/whl/cpu  to get the small torch build.)
+torch>=2.4
+torchaudio>=2.4
+numpy
+soundfile
+safetensors
+tqdm
+matplotlib
+"""
+
+GITIGNORE = """\
+__pycache__/
+.venv/
+runs/
+*.safetensors
+nsynth-*/
+*.tar.gz
+slurm-*.out
+"""
+
+SBATCH = """\
+#!/bin/bash
+# Example Slurm batch job: build the feature files, then train NoteCNN on one GPU.
+# Lines marked EDIT are specific to your cluster.  Submit from this folder with:
+#     sbatch train_gpu.sbatch
+# and follow it with  squeue -u "$USER"  and  tail -f slurm-notecnn-<jobid>.out
+#SBATCH --job-name=notecnn
+#SBATCH --partition=EDIT_gpu_partition
+#SBATCH --account=EDIT_your_account
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=8
+#SBATCH --mem=32G
+#SBATCH --time=02:00:00
+#SBATCH --output=slurm-%x-%j.out
+# EDIT above: --partition = a GPU partition (list them with `sinfo -s`); --account = your
+# allocation (delete that line if your cluster has none).  8 cores build the features quickly.
+set -euo pipefail
+
+# EDIT: how your cluster provides Python (see `module avail python`); delete if not needed.
+module load python/3.11
+# EDIT: the virtual environment where you ran `pip install -r requirements.txt`.
+source "$HOME/venvs/notecnn/bin/activate"
+# EDIT: the folder that holds nsynth-train/ and nsynth-valid/ (e.g. on the cluster's scratch disk).
+NSYNTH_DIR="${NSYNTH_DIR:-$HOME/scratch/nsynth}"
+
+cd "$SLURM_SUBMIT_DIR"
+nvidia-smi --query-gpu=name,memory.total --format=csv || true   # which GPU we got (for the log)
+
+# Features are built once and reused by later jobs (delete the files to rebuild).
+[ -f train.safetensors ] || python make_features.py --nsynth "$NSYNTH_DIR/nsynth-train" --out train.safetensors
+[ -f valid.safetensors ] || python make_features.py --nsynth "$NSYNTH_DIR/nsynth-valid" --out valid.safetensors
+
+# Uses the GPU automatically (device "auto").  The run folder is named after the job id.
+python pipeline.py --train train.safetensors --valid valid.safetensors --out "runs/$SLURM_JOB_ID"
+echo "submit runs/$SLURM_JOB_ID/model.pt together with model.py, losses.py and train.py"
+"""
+
+README_BODY = """\
+# Instrument families from NSynth notes with a CNN: starter code
+
+You will write, train and submit a small convolutional network that hears a 4-second note from
+the [NSynth](https://magenta.tensorflow.org/datasets/nsynth) dataset (16 kHz, mono) and tells which
+of 11 instrument families plays it: 0 bass, 1 brass, 2 flute, 3 guitar, 4 keyboard, 5 mallet,
+6 organ, 7 reed, 8 string, 9 synth_lead, 10 vocal.  The network sees a 64x64 log-mel spectrogram
+of the note, computed by the fixed front-end in `features.py`.
+
+Your time goes to the model, the losses and the training loop.  Everything else (the front-end,
+the NSynth loader, the feature files, the training driver) is given to you complete.
+
+## What is in this folder
+
+{files}
+
+Every `raise NotImplementedError("TODO: ...")` in `model.py`, `losses.py` and `train.py` is one piece
+for you to write; its message says what goes there.  Replace the `raise` line with your code and keep
+the names, signatures and docstrings as they are: the autograder calls them exactly like that.
+
+## Setup
+
+Python 3.10 or newer, on Linux, macOS or Windows (WSL):
+
+```bash
+python3 -m venv .venv
+source .venv/bin/activate
+pip install -r requirements.txt
+```
+
+## What to implement
+
+### 1. `model.py`: `NoteCNN`
+
+`NoteCNN(n_classes=11)` takes features of shape `(N, 1, 64, 64)` and returns logits of shape
+`(N, n_classes)` (no softmax).  Four blocks of 3x3 convolution (`padding="same"`, with bias), ReLU
+and 2x2 max-pooling, then a linear layer.  Use exactly these attribute names; `pool` is one
+`nn.MaxPool2d(2, 2)` shared by all blocks (it has no parameters):
+
+{architecture}
+
+The grader counts the parameters of each layer and the output shape of each block, so anything extra
+with parameters (for example a `BatchNorm2d`) changes the counts and costs points.
+
+**Input scaling.**  The features are already scaled into a well-conditioned range by fixed constants
+in `features.py` (`(dB - DB_OFFSET) / DB_SCALE`, with digital silence at -1.5 and a loud note's peak
+near +1.75), and the autograder feeds exactly this output to your model.  Any further normalisation
+belongs *inside* the model as buffers (`self.register_buffer("mean", torch.tensor(...))`), never as
+parameters, so that the parameter counts above stay exact and the values travel in `model.pt`.
+
+### 2. `losses.py`: losses written from scratch
+
+Use elementary tensor operations only (`exp`, `log`, `sum`, `amax`, `clamp`, indexing, ...): no
+`torch.nn.functional` losses, no `softmax` / `log_softmax` / `logsumexp` built-ins, no `nn.*Loss`
+modules.  Every loss is mean-reduced, like PyTorch's default `reduction="mean"`.  The grader compares
+values and gradients with PyTorch's functions in float64 and runs `torch.autograd.gradcheck`.
+
+| function | definition |
+|---|---|
+| `l1_loss(pred, target)` | mean of `abs(pred - target)` |
+| `mse_loss(pred, target)` | mean of `(pred - target) ** 2` |
+| `softmax(logits, dim=-1)` | `exp(z - max z) / sum(exp(z - max z))` along `dim`; stable for large logits |
+| `binary_cross_entropy(prob, target)` | mean of `-(t * log p + (1 - t) * log(1 - p))` with each log term clamped at -100, as PyTorch does: `prob` exactly 0 or 1 gives a finite loss and a finite gradient (never take `log(0)`) |
+| `cross_entropy(logits, target)` | `logits` (N, C), `target` (N,) class indices: mean of `logsumexp(z_i) - z_i[target_i]`, with the max subtracted inside the log-sum-exp so that logits of magnitude 1e4 stay finite |
+| `SoftmaxCrossEntropy` | a `torch.autograd.Function`: `forward(ctx, logits, target)` returns the `cross_entropy` value; your hand-written `backward` returns `(softmax(logits) - one_hot(target)) / N * grad_output` for the logits and `None` for the target |
+| `l1_penalty(model)` | sum of `abs(w)` over every parameter whose name ends in `weight` (biases excluded) |
+| `l2_penalty(model)` | sum of `w ** 2` over the same parameters (biases excluded, no factor 1/2) |
+
+The penalties are the regularisation terms from the lectures: multiply one by your lambda and add it
+to the loss (`pipeline.py --l1/--l2` does that).
+
+### 3. `train.py`: the training loop
+
+A `loader` is any iterable of `(features, labels)` batches; move each batch to `device` yourself.
+
+- `train_one_epoch(model, loader, optimizer, loss_fn, device) -> float`: one pass in train mode
+  (zero the gradients, forward, loss, backward, step per batch); returns the mean loss per example.
+- `evaluate(model, loader, loss_fn, device) -> dict`: `{{"loss": ..., "accuracy": ...}}` in eval mode
+  and without gradients; afterwards the model is back in the train/eval mode it had before.
+- `fit(model, train_loader, valid_loader, *, optimizer, loss_fn, device, epochs, patience) -> list[dict]`:
+  one dict per epoch with `epoch` (from 1), `train_loss`, `valid_loss`, `valid_accuracy`; stops after
+  `patience` epochs without a new lowest validation loss and loads the best weights back into `model`.
+
+## Get the data
+
+**Real NSynth.**  Download the official `jsonwav` archives (about 25 GB in all, nearly all of it the
+train split) and unpack them next to this folder:
+
+```bash
+for split in train valid test; do
+    curl -LO http://download.magenta.tensorflow.org/datasets/nsynth/nsynth-$split.jsonwav.tar.gz
+    tar xzf nsynth-$split.jsonwav.tar.gz      # -> nsynth-$split/examples.json + nsynth-$split/audio/*.wav
+done
+```
+
+Train on `nsynth-train` and use `nsynth-valid` for early stopping.  The instruments of the valid and
+test splits never occur in train, so validation accuracy tells you how well you generalise to new
+instruments.
+
+**The rendered offline set.**  If your course hands out the smaller rendered set instead (notes
+synthesised from General MIDI SoundFonts, in exactly the NSynth layout: `nsynth-train/`,
+`nsynth-valid/`, `nsynth-test/`, each with `examples.json` and `audio/`), unpack it and use it in the
+same way.  Your instructor makes it with the course toolkit; you only need the files.
+
+## Compute the features
+
+Turn each split into one feature file (float16 log-mel features, labels and note ids in a
+[safetensors](https://huggingface.co/docs/safetensors) file).  This uses all your CPU cores and shows
+its progress:
+
+```bash
+python make_features.py --nsynth nsynth-train --out train.safetensors
+python make_features.py --nsynth nsynth-valid --out valid.safetensors
+```
+
+The full train split gives a file of about 2.4 GB, which is memory-mapped rather than read into RAM.
+`python make_features.py --help` lists the filters (families, sources, pitches) for a quicker start
+on a subset.
+
+## Train
+
+**On a laptop CPU:**
+
+```bash
+python pipeline.py --train train.safetensors --valid valid.safetensors --out runs/first
+```
+
+`runs/first/` then holds `model.pt` (what you submit), `checkpoint.pt`, `history.csv`/`history.json`,
+`curves.png` (loss and accuracy per epoch) and `config.json`.  `python pipeline.py --help` lists the
+options (`--epochs`, `--patience`, `--optimizer`, `--lr`, `--l1`, `--l2`, `--loss softmax_cross_entropy`
+to train with your own backward, `--seed`, ...).  Training uses a GPU automatically when PyTorch sees one.
+
+**As a Slurm batch job on a GPU cluster:** copy this folder to the cluster, create the virtual
+environment there, edit the lines marked `EDIT` in `train_gpu.sbatch` (partition, account, Python
+module, virtual environment, data folder) and submit it:
+
+```bash
+sbatch train_gpu.sbatch
+squeue -u "$USER"                     # is it running?
+tail -f slurm-notecnn-<jobid>.out     # its log; the model lands in runs/<jobid>/model.pt
+```
+
+## What to submit
+
+Upload exactly these four files to Gradescope:
+
+- `model.py`, `losses.py`, `train.py`: they may import only `torch` and the Python standard library,
+  because the grader runs them on their own, without the support files of this folder;
+- `model.pt`: a plain `state_dict` of your `NoteCNN` (`torch.save(model.state_dict(), "model.pt")`,
+  which is what `pipeline.py` writes), about 0.5 MB.  The grader loads it with
+  `torch.load("model.pt", weights_only=True)`, so it must hold tensors only.  Check before you submit:
+
+```bash
+python -c "import torch; from model import NoteCNN; m = NoteCNN(); m.load_state_dict(torch.load('runs/first/model.pt', weights_only=True)); print('model.pt loads')"
+```
+
+{grading}"""
