@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import functools
 import hashlib
 import html
 import json
@@ -188,7 +189,8 @@ def _default_grader(docker: bool, image: str | None) -> GradeFn:
     if not docker:
         from autograder.grade import grade_submission
 
-        return grade_submission
+        # quiet: the grader's own progress bar goes to its log, not across ours
+        return functools.partial(grade_submission, quiet=True)
     try:
         from autograder.instructor import docker_grade
     except ImportError:
