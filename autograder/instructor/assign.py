@@ -1,4 +1,4 @@
-"""Generate the student starter code (``student_template/``) from the reference solution.
+"""Solution regions become TODOs, imports go flat, the handout is written: the template is generated, never edited.
 
 The reference is the single source of truth.  ``MANIFEST`` lists what students get: files shipped
 *whole* (front-end, loaders, training driver) have their imports rewritten for the flat template

@@ -16,6 +16,7 @@ Example
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 from autograder.errors import NotegradeError
@@ -127,8 +128,15 @@ def _file_table(manifest) -> str:
 
 def readme(*, manifest, rubric: Path | None) -> str:
     """The handout text; ``rubric=None`` leaves out the grading section (say so in the course page)."""
+    from reference import features  # the constants the handout quotes (torchaudio is not imported)
+
     grading = grading_section(Path(rubric)) if rubric is not None else ""
-    return README_BODY.format(files=_file_table(manifest), architecture=_architecture_table(), grading=grading)
+    floor_db = 10 * math.log10(features.FRONTEND_PARAMS["amin"])
+    return README_BODY.format(
+        files=_file_table(manifest), architecture=_architecture_table(), grading=grading,
+        db_offset=features.DB_OFFSET, db_scale=features.DB_SCALE, floor_db=floor_db,
+        silence=round((floor_db - features.DB_OFFSET) / features.DB_SCALE, 3),
+    )
 
 
 def generated_files(*, manifest, rubric: Path | None) -> dict[str, str]:

@@ -107,11 +107,12 @@ and 2x2 max-pooling, then a linear layer.  Use exactly these attribute names; `p
 The grader counts the parameters of each layer and the output shape of each block, so anything extra
 with parameters (for example a `BatchNorm2d`) changes the counts and costs points.
 
-**Input scaling.**  The features are already scaled into a well-conditioned range by fixed constants
-in `features.py` (`(dB - DB_OFFSET) / DB_SCALE`, with digital silence at -1.5 and a loud note's peak
-near +1.75), and the autograder feeds exactly this output to your model.  Any further normalisation
-belongs *inside* the model as buffers (`self.register_buffer("mean", torch.tensor(...))`), never as
-parameters, so that the parameter counts above stay exact and the values travel in `model.pt`.
+**Input scaling.**  The features are already scaled into a well-conditioned range by fixed
+constants in `features.py`: `(dB - DB_OFFSET) / DB_SCALE` with `DB_OFFSET = {db_offset:g}` and
+`DB_SCALE = {db_scale:g}`, so digital silence ({floor_db:g} dB) becomes {silence:g}.  The autograder feeds
+exactly this output to your model.  Any further normalisation belongs *inside* the model as
+buffers (`self.register_buffer("mean", torch.tensor(...))`), never as parameters, so that the
+parameter counts above stay exact and the values travel in `model.pt`.
 
 ### 2. `losses.py`: losses written from scratch
 
