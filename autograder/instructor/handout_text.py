@@ -55,8 +55,10 @@ cd "$SLURM_SUBMIT_DIR"
 nvidia-smi --query-gpu=name,memory.total --format=csv || true   # which GPU we got (for the log)
 
 # Features are built once and reused by later jobs (delete the files to rebuild).
-[ -f train.safetensors ] || python make_features.py --nsynth "$NSYNTH_DIR/nsynth-train" --out train.safetensors
-[ -f valid.safetensors ] || python make_features.py --nsynth "$NSYNTH_DIR/nsynth-valid" --out valid.safetensors
+# --workers: use the cores Slurm gave this job, not every core of the node.
+WORKERS="${SLURM_CPUS_PER_TASK:-4}"
+[ -f train.safetensors ] || python make_features.py --nsynth "$NSYNTH_DIR/nsynth-train" --out train.safetensors --workers "$WORKERS"
+[ -f valid.safetensors ] || python make_features.py --nsynth "$NSYNTH_DIR/nsynth-valid" --out valid.safetensors --workers "$WORKERS"
 
 # Uses the GPU automatically (device "auto").  The run folder is named after the job id.
 python pipeline.py --train train.safetensors --valid valid.safetensors --out "runs/$SLURM_JOB_ID"
@@ -180,8 +182,8 @@ python make_features.py --nsynth nsynth-valid --out valid.safetensors
 ```
 
 The full train split gives a file of about 2.4 GB, which is memory-mapped rather than read into RAM.
-`python make_features.py --help` lists the filters (families, sources, pitches) for a quicker start
-on a subset.
+For a quicker first run on a laptop, build a subset with the filters (`python make_features.py --help`
+lists them all), for example `--pitch-range 48-84 --velocities 75,100`.
 
 ## Train
 
