@@ -1,0 +1,226 @@
+"""Grade a submission locally exactly as Gradescope would, and print its report.
+
+``notegrade grade SUBMISSION --autograder ZIP_OR_DIR`` builds a temporary ``/autograder``-style
+root (``source/`` = the unpacked autograder, ``submission/``, ``submission_metadata.json``,
+``results/``) and runs ``python -m autograder.run_autograder`` in a subprocess whose
+``PYTHONPATH`` is the autograder's own code, so the zip's code grades, as on Gradescope.  It
+writes ``OUT/results.json``, ``OUT/report.html`` and the grader's log ``OUT/stdout.txt``.
+SUBMISSION may be a directory (or zip) of one student's files, or a directory of such
+directories: then each is graded (``--jobs`` at a time) into ``OUT/<name>/`` plus a summary.
+
+Example
+-------
+>>> from autograder.grade import grade_submission       # doctest: +SKIP
+>>> results = grade_submission(submission="sub", autograder="autograder.zip", out="graded")  # doctest: +SKIP
+>>> results["score"]                                    # doctest: +SKIP
+100.0
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+from autograder.errors import NotegradeError
+
+EXAMPLES = """examples:
+  notegrade grade my_submission/ --autograder autograder.zip
+  notegrade grade my_submission/ --autograder autograder_dir/ --metadata submission_metadata.json --out graded/
+  notegrade grade all_submissions/ --autograder autograder.zip --jobs 2 --out graded/
+  notegrade grade my_submission/ --autograder autograder.zip --docker --image notegrade-autograder
+"""
+# The grader keeps to the rubric's budget (<= 40 min, Gradescope's maximum); this is the outer
+# safety net against a wedged grader process.
+OUTER_TIMEOUT_S = 45 * 60
+_SKIP = {"__pycache__", ".DS_Store", "__MACOSX"}
+
+
+def _safe_extract(archive: pathlib.Path, dest: pathlib.Path) -> None:
+    """Unzip, refusing entries that would land outside ``dest`` (``../`` or absolute paths)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                target = (dest / name).resolve()
+                if not target.is_relative_to(dest.resolve()):
+                    raise NotegradeError(f"{archive}: entry {name!r} would extract outside the target directory")
+            zf.extractall(dest)
+    except zipfile.BadZipFile as err:
+        raise NotegradeError(f"{archive}: not a valid zip file ({err})") from None
+
+
+def _place(src: pathlib.Path, dest: pathlib.Path, what: str) -> None:
+    """Copy a directory, or unpack a zip, into ``dest``."""
+    if src.is_dir():
+        # symlinks=True: copy links as links, never the files they point to (as root that could
+        # pull an unreadable file into the submission).
+        shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns(*_SKIP))
+    elif src.is_file() and zipfile.is_zipfile(src):
+        dest.mkdir(parents=True)
+        _safe_extract(src, dest)
+    elif src.exists():
+        raise NotegradeError(f"{src}: the {what} must be a directory or a .zip file")
+    else:
+        raise NotegradeError(f"{src}: no such {what}")
+
+
+def _check_autograder(source: pathlib.Path, origin: pathlib.Path) -> None:
+    missing = [name for name in ("rubric.toml", "heldout.safetensors", "autograder/run_autograder.py")
+               if not (source / name).is_file()]
+    if missing:
+        raise NotegradeError(f"{origin}: not an autograder (missing {', '.join(missing)}); build one with "
+                             "`notegrade build --rubric FILE --heldout FILE`")
+
+
+def grade_submission(*, submission: str | os.PathLike, autograder: str | os.PathLike,
+                     metadata: str | os.PathLike | None = None, out: str | os.PathLike,
+                     quiet: bool = False) -> dict:
+    """Grade one submission in a temporary Gradescope layout; return the results.json dict.
+
+    Writes ``out/results.json``, ``out/report.html`` (instructor view) and ``out/stdout.txt``.
+    ``quiet`` also captures the grader's stderr (its progress bar) into the log.
+    """
+    submission, autograder, out = pathlib.Path(submission), pathlib.Path(autograder), pathlib.Path(out)
+    if metadata is not None and not pathlib.Path(metadata).is_file():
+        raise NotegradeError(f"{metadata}: no such metadata file")
+    out.mkdir(parents=True, exist_ok=True)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-grade-"))
+    try:
+        _place(autograder, root / "source", "autograder")
+        _check_autograder(root / "source", autograder)
+        _place(submission, root / "submission", "submission")
+        if metadata is not None:
+            shutil.copyfile(metadata, root / "submission_metadata.json")
+        (root / "results").mkdir()
+        env = {**os.environ, "AUTOGRADER_ROOT": str(root), "PYTHONPATH": str(root / "source")}
+        env.pop("PYTHONSTARTUP", None)
+        log_path = out / "stdout.txt"
+        with open(log_path, "wb") as log:
+            try:
+                subprocess.run([sys.executable, "-m", "autograder.run_autograder"], cwd=root / "source", env=env,
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=log if quiet else None,
+                               timeout=OUTER_TIMEOUT_S, check=False)
+            except subprocess.TimeoutExpired:
+                raise NotegradeError(f"the grader did not finish within {OUTER_TIMEOUT_S} s; see {log_path}") from None
+        try:
+            results = json.loads((root / "results" / "results.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise NotegradeError(f"the grader left no valid results.json ({err}); its log {log_path} ends with:\n{tail}") from None
+        from autograder.report import html_report
+
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (out / "report.html").write_text(html_report(results, audience="instructor"), encoding="utf-8")
+        return results
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _is_batch(path: pathlib.Path) -> bool:
+    """A directory holding only directories (each one student's submission) is a batch."""
+    if not path.is_dir():
+        return False
+    entries = [p for p in path.iterdir() if p.name not in _SKIP and not p.name.startswith(".")]
+    return bool(entries) and all(p.is_dir() for p in entries)
+
+
+def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike,
+                metadata: str | os.PathLike | None = None, out: str | os.PathLike, jobs: int = 1) -> list[dict]:
+    """Grade every submission directory in ``submissions`` (``jobs`` grader processes at a time).
+
+    Returns one summary row per submission (``name, score, total, status, seconds``); writes
+    ``out/<name>/results.json`` etc. and ``out/summary.csv``.  One failure never stops the batch.
+    """
+    from tqdm import tqdm
+
+    submissions, out = pathlib.Path(submissions), pathlib.Path(out)
+    folders = sorted(p for p in submissions.iterdir() if p.is_dir() and p.name not in _SKIP and not p.name.startswith("."))
+
+    def one(folder: pathlib.Path) -> dict:
+        started = time.monotonic()
+        try:
+            results = grade_submission(submission=folder, autograder=autograder, metadata=metadata,
+                                       out=out / folder.name, quiet=True)
+            errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
+            total = (results.get("extra_data") or {}).get("total_points")
+            return {"name": folder.name, "score": results.get("score"), "total": total,
+                    "status": "autograder error" if errored else "graded", "seconds": round(time.monotonic() - started, 1)}
+        except NotegradeError as err:
+            return {"name": folder.name, "score": None, "total": None, "status": f"failed: {err}",
+                    "seconds": round(time.monotonic() - started, 1)}
+
+    # Threads only wait: each grading runs in its own grader process (process parallelism).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        rows = list(tqdm(pool.map(one, folders), total=len(folders), desc="grading", unit="submission", disable=None))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["name", "score", "total", "status", "seconds"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def summary_table(rows: list[dict]) -> str:
+    """A plain-text table of a batch's scores."""
+    width = max([len("submission")] + [len(r["name"]) for r in rows])
+    lines = [f"{'submission':<{width}}  {'score':>11}  {'time':>7}  status"]
+    for r in rows:
+        score = "-" if r["score"] is None else f"{r['score']:g} / {r['total']:g}" if r["total"] else f"{r['score']:g}"
+        lines.append(f"{r['name']:<{width}}  {score:>11}  {r['seconds']:>6.1f}s  {r['status']}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("submission", type=pathlib.Path,
+                        help="a submission directory or zip, or a directory of submission directories")
+    parser.add_argument("--autograder", type=pathlib.Path, required=True,
+                        help="the autograder zip (from `notegrade build`) or its unpacked directory")
+    parser.add_argument("--metadata", type=pathlib.Path, default=None,
+                        help="a submission_metadata.json (for the late penalty); without it no penalty applies")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("graded"),
+                        help="where results.json, report.html and the grader's stdout.txt go")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (a directory of submissions)")
+    parser.add_argument("--docker", action="store_true", help="grade inside the autograder's Docker image, as Gradescope does")
+    parser.add_argument("--image", default=None, help="with --docker: the image tag to build or reuse")
+
+
+def main(*, submission: pathlib.Path, autograder: pathlib.Path, metadata: pathlib.Path | None = None,
+         out: pathlib.Path = pathlib.Path("graded"), jobs: int = 1) -> int:
+    """Grade one submission (print its report) or a directory of them (print a summary)."""
+    from autograder.report import markdown_report
+
+    if jobs < 1:
+        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    if _is_batch(submission):
+        rows = grade_batch(submissions=submission, autograder=autograder, metadata=metadata, out=out, jobs=jobs)
+        print(summary_table(rows))
+        print(f"\nresults in {out}/<submission>/results.json; summary in {out / 'summary.csv'}")
+        return 0 if all(r["status"] == "graded" for r in rows) else 1
+    results = grade_submission(submission=submission, autograder=autograder, metadata=metadata, out=out)
+    print(markdown_report(results, audience="instructor"))
+    print(f"results: {out / 'results.json'}  report: {out / 'report.html'}  grader log: {out / 'stdout.txt'}")
+    errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
+    return 1 if errored else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.docker:
+        try:
+            from autograder.instructor import docker_grade
+        except ImportError:
+            raise NotegradeError("--docker needs autograder/instructor/docker_grade.py, which this install lacks; "
+                                 "drop --docker to grade in local processes") from None
+        return int(docker_grade.main(submission=args.submission, autograder=args.autograder, metadata=args.metadata,
+                                     out=args.out, image=args.image, jobs=args.jobs) or 0)
+    if args.image is not None:
+        raise NotegradeError("--image only applies with --docker")
+    return main(submission=args.submission, autograder=args.autograder, metadata=args.metadata, out=args.out,
+                jobs=args.jobs)

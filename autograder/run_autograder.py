@@ -1,0 +1,195 @@
+"""Grade one submission in Gradescope's layout and always leave ``results/results.json``.
+
+The root is ``AUTOGRADER_ROOT`` (default ``/autograder``) and holds ``source/`` (the unpacked
+autograder: ``rubric.toml``, ``heldout.safetensors``, this package), ``submission/``,
+``submission_metadata.json`` and ``results/``.  Each rubric item's check runs in the sandbox
+within min(item timeout, what is left of the rubric's global budget); an item that can't start
+in time is "not run: time budget exhausted", with its points withheld and said so.  results.json
+is written atomically in ``finally:`` whatever happens; when the grader itself fails it holds a
+visible "Autograder error" test, and the traceback goes to a hidden test and to stdout (which
+Gradescope shows to instructors only).
+
+Run it as ``python -m autograder.run_autograder`` (what the zip's ``run_autograder`` does).
+
+Example
+-------
+>>> import os, tempfile
+>>> root = tempfile.mkdtemp()            # no rubric: still a valid results.json, explaining why
+>>> results = main(root=root)  # doctest: +ELLIPSIS
+[notegrade] autograder error:
+...NotegradeError: .../source/rubric.toml: rubric file not found
+<BLANKLINE>
+>>> results["score"], results["tests"][0]["name"]
+(0.0, 'Autograder error')
+>>> os.path.isfile(os.path.join(root, "results", "results.json"))
+True
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import pathlib
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+# Everything the grader needs is imported before any student code runs, so a submission that
+# rewrites files under source/ (possible when not running as root) can't change the grader.
+from autograder.checks.outcome import ItemOutcome
+from autograder.errors import NotegradeError
+from autograder.late import read_metadata
+from autograder.results import GradedItem, Results, build_results, error_results, not_run_outcome, write_json_atomically
+from autograder.rubric import Rubric, RubricItem, load_rubric
+
+DEFAULT_ROOT = "/autograder"
+# An item needs at least this long to be worth starting (a worker start alone takes ~1-3 s).
+MIN_ITEM_SECONDS = 2.0
+
+
+class _Terminated(Exception):
+    """SIGTERM (Gradescope's or a user's): stop grading but still write results.json."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated(f"the grader received signal {signum} and stopped early")
+
+
+def _lock_down(root: pathlib.Path) -> None:
+    """As root, make the hidden files unreadable and results/ unwritable for the student user.
+
+    The sandbox runs student code as an unprivileged user; this is what keeps the rubric,
+    the held-out labels and the metadata out of its reach (Gradescope's best-practice advice).
+    """
+    if os.geteuid() != 0:
+        return
+    for path, mode in ((root / "source", 0o700), (root / "submission_metadata.json", 0o600), (root / "results", 0o755)):
+        if path.exists():
+            os.chown(path, 0, 0)
+            os.chmod(path, mode)
+
+
+def _call_check(spec: Any, sandbox: Any, params: dict, *, timeout_s: float, context: dict) -> ItemOutcome:
+    """``spec.run(sandbox, params, timeout_s=...)`` plus the keyword-only context the check declares."""
+    accepted = inspect.signature(spec.run).parameters
+    extra = {k: v for k, v in context.items() if k in accepted}
+    outcome = spec.run(sandbox, params, timeout_s=timeout_s, **extra)
+    if not isinstance(outcome, ItemOutcome):
+        raise TypeError(f"check {spec.name!r} returned {type(outcome).__name__}, not ItemOutcome")
+    return outcome
+
+
+def grade_items(*, rubric: Rubric, sandbox: Any, registry: dict, context: dict, deadline: float,
+                graded: list[GradedItem], progress: Any = None) -> list[GradedItem]:
+    """Run every item in order, appending to ``graded`` as each finishes (so a crash keeps them).
+
+    ``deadline`` is a ``time.monotonic()`` value: the end of the global budget.  A check that
+    raises is the grader's bug, not the student's: the item is withheld with a message saying so
+    and the traceback is printed for the instructor; the other items still run.
+    """
+    for item in rubric.items:
+        remaining = deadline - time.monotonic()
+        if remaining < MIN_ITEM_SECONDS:
+            graded.append(GradedItem(item, not_run_outcome()))
+        else:
+            graded.append(_grade_one(item, sandbox=sandbox, registry=registry, context=context,
+                                     timeout_s=min(item.timeout_s, remaining)))
+        if progress is not None:
+            progress.update(1)
+    return graded
+
+
+def _grade_one(item: RubricItem, *, sandbox: Any, registry: dict, context: dict, timeout_s: float) -> GradedItem:
+    spec = registry[item.check]
+    params = {**{k: v for k, v in spec.params.items() if v is not None}, **item.params}
+    started = time.monotonic()
+    try:
+        outcome = _call_check(spec, sandbox, params, timeout_s=timeout_s, context=context)
+    except _Terminated:
+        raise
+    except Exception:
+        print(f"[notegrade] internal error in check {item.check!r} for item {item.number}:\n{traceback.format_exc()}",
+              flush=True)
+        outcome = ItemOutcome.failed("error", f"not graded: the autograder's {item.check!r} check failed internally "
+                                              "(not a problem with your code); your instructor has the details")
+    elapsed = time.monotonic() - started
+    print(f"[notegrade] item {item.number} ({item.check}): {outcome.status}, {outcome.fraction:.3f} in {elapsed:.1f} s "
+          f"(limit {timeout_s:.0f} s)", flush=True)
+    return GradedItem(item, outcome, elapsed)
+
+
+def _open_sandbox(*, submission: pathlib.Path, limits: dict) -> Any:
+    from autograder.sandbox import Sandbox  # imported here so a broken sandbox becomes results.json, not a crash
+
+    return Sandbox(submission, **limits)
+
+
+def _grade(root: pathlib.Path, started: float, state: dict) -> Results:
+    source = root / "source"
+    rubric = load_rubric(source / "rubric.toml")
+    state["rubric"] = rubric
+    from autograder.checks import REGISTRY
+
+    metadata, note = read_metadata(root / "submission_metadata.json")
+    heldout = source / "heldout.safetensors"
+    if not heldout.is_file():
+        raise NotegradeError(f"{heldout}: the held-out file is missing from the autograder (rebuild it with `notegrade build`)")
+    submission = root / "submission"
+    submission.mkdir(exist_ok=True)  # an empty submission is graded (every item fails), not an error
+    _lock_down(root)
+    context = {"heldout_path": heldout, "deadline": started + rubric.time_budget_s}
+    try:
+        from tqdm import tqdm
+        progress = tqdm(total=len(rubric.items), desc="grading", unit="item", file=sys.stderr, disable=None)
+    except ImportError:  # tqdm is a convenience; Gradescope's image may not have it
+        progress = None
+    try:
+        with _open_sandbox(submission=submission, limits=rubric.sandbox) as sandbox:
+            grade_items(rubric=rubric, sandbox=sandbox, registry=REGISTRY, context=context,
+                        deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    return build_results(rubric=rubric, graded=state["graded"], metadata=metadata, metadata_note=note,
+                         execution_time=time.monotonic() - started)
+
+
+def main(*, root: str | os.PathLike | None = None) -> dict:
+    """Grade ``root`` (default ``$AUTOGRADER_ROOT`` or ``/autograder``); return the results.json dict."""
+    started = time.monotonic()
+    root = pathlib.Path(root or os.environ.get("AUTOGRADER_ROOT") or DEFAULT_ROOT)
+    results_path = root / "results" / "results.json"
+    state: dict[str, Any] = {"rubric": None, "graded": []}
+    results: Results | None = None
+    try:
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results = _grade(root, started, state)
+    except BaseException as err:  # noqa: BLE001 - whatever happened, the student gets a results.json
+        details = traceback.format_exc()
+        print(f"[notegrade] autograder error:\n{details}", flush=True)
+        summary = str(err) if isinstance(err, NotegradeError) else f"{type(err).__name__}: {err}"
+        results = error_results(rubric=state["rubric"], graded=state["graded"], error=summary, details=details,
+                                execution_time=time.monotonic() - started)
+        if not isinstance(err, Exception):  # KeyboardInterrupt / SystemExit: `finally` writes, then stop as asked
+            raise
+    finally:
+        data = results.data if results is not None else {
+            "score": 0.0, "tests": [{"name": "Autograder error", "score": 0.0, "max_score": 0.0, "status": "failed",
+                                     "output": "The autograder failed before it could grade.", "visibility": "visible"}]}
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(results_path, data)
+    return json.loads(json.dumps(results.data))
+
+
+def _cli() -> int:
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    results = main()
+    print(f"[notegrade] score {results['score']} written to results/results.json", flush=True)
+    return 0  # Gradescope reads results.json; it is always written, whatever the outcome
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())
