@@ -1,0 +1,329 @@
+"""Build the Gradescope autograder zip from a rubric and a held-out file.
+
+The archive's root is what Gradescope unpacks into ``/autograder/source``: ``setup.sh`` and
+``run_autograder`` (from ``autograder/gradescope/``), ``setup.conf`` (where setup.sh gets its
+wheels), the pinned ``requirements.txt``, ``rubric.toml``, ``heldout.safetensors``, the grading
+code (only the modules ``autograder.run_autograder``, the checks and the worker harness need:
+no instructor tools, no reference solution, no tests, no caches), the ``Dockerfile`` for
+Gradescope's manual Docker configuration, and ``MANIFEST.json`` (sha256 of every file).
+The bytes are deterministic: sorted entries, fixed timestamps and permissions.
+
+Example
+-------
+>>> from autograder.instructor.build import grading_modules
+>>> files = grading_modules()
+>>> "autograder/run_autograder.py" in files, any(f.startswith("autograder/instructor/") for f in files)
+(True, False)
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import io
+import json
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from autograder import __version__
+from autograder.errors import NotegradeError
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../autograder
+REPO_ROOT = PACKAGE_DIR.parent
+TEMPLATES = PACKAGE_DIR / "gradescope"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed so that the same inputs give the same bytes
+EXECUTABLES = ("setup.sh", "run_autograder")
+# Where grading starts: the runner, plus modules it loads by name or runs as scripts in the worker.
+GRADING_ROOTS = ("run_autograder.py", "sandbox.py", "checks", "harness")
+# Third-party imports the grading code may use: what requirements.txt installs (import names).
+RUNTIME_PACKAGES = {"torch", "numpy", "safetensors", "gradescope_utils", "tomli"}
+# The harness imports the student's flat modules by name inside the worker.
+STUDENT_MODULES = {"model", "losses", "train"}
+SKIPPED = ("__pycache__", ".pyc", ".pyo", ".DS_Store")
+
+EXAMPLES = f"""examples:
+  notegrade build --rubric rubrics/fall2024_a2.toml --heldout heldout.safetensors --out autograder.zip
+  # a machine that cannot reach the PyTorch index: bundle a wheelhouse (pip download -r requirements.txt)
+  notegrade build --rubric rubrics/winter2025_hw3.toml --heldout heldout.safetensors \\
+      --wheelhouse wheels/ --out autograder.zip
+  # wheels provided at image build time in a directory of the build context or a mount
+  notegrade build --rubric r.toml --heldout h.safetensors --wheel-source wheelhouse --find-links /wheels
+
+Upload autograder.zip to Gradescope (or build the image: unzip it and `docker build .`).  setup.sh
+installs torch from the PyTorch CPU wheel index ({PYTORCH_CPU_INDEX}) by default.
+"""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`main` wrote: the archive, its entries (name -> bytes) and its size."""
+
+    path: Path
+    entries: dict[str, int]
+    size: int
+    manifest: dict
+
+
+def _is_skipped(path: Path) -> bool:
+    return any(part == "__pycache__" for part in path.parts) or path.name.endswith(SKIPPED)
+
+
+def _module_file(name: str) -> Path | None:
+    """``autograder.x.y`` -> its file in this package (module or package ``__init__``), if any."""
+    base = PACKAGE_DIR.joinpath(*name.split(".")[1:])
+    for candidate in (base / "__init__.py", base.with_name(base.name + ".py")):
+        if candidate.is_file():
+            return candidate
+    return None  # e.g. ``from autograder import __version__``: a name, not a module
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """(``autograder.*`` modules, other top-level names) that ``path`` imports.
+
+    Imports guarded by ``except ImportError``/``ModuleNotFoundError`` are optional and not
+    reported as third-party requirements (``autograder.*`` ones are still followed).
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = ".".join(("autograder", *path.relative_to(PACKAGE_DIR).parent.parts))
+    optional: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+            or isinstance(h.type, ast.Tuple) and any(getattr(e, "id", "") in ("ImportError", "ModuleNotFoundError")
+                                                     for e in h.type.elts)
+            for h in node.handlers):
+            optional.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    ours: set[str] = set()
+    others: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this file's package
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            # ``from pkg import name``: name may be a submodule, so follow it when it is one.
+            modules = [base] + [f"{base}.{alias.name}" for alias in node.names if base.startswith("autograder")]
+        else:
+            continue
+        for name in modules:
+            if name == "autograder" or name.startswith("autograder."):
+                ours.add(name)
+            elif id(node) not in optional:
+                others.add(name.split(".")[0])
+    return ours, others
+
+
+def grading_modules() -> list[str]:
+    """Archive names of the grading code: the import closure of :data:`GRADING_ROOTS`.
+
+    Data files beside an included module (e.g. a JSON schema in ``checks/``) come along.
+    Raises :class:`NotegradeError` when the closure imports something the runtime lacks.
+    """
+    todo: list[Path] = []
+    for root in GRADING_ROOTS:
+        path = PACKAGE_DIR / root
+        if path.is_dir():
+            todo += sorted(p for p in path.rglob("*.py") if not _is_skipped(p))
+        elif path.is_file():
+            todo.append(path)
+        else:
+            raise NotegradeError(f"the grading code is incomplete: {path.relative_to(REPO_ROOT)} is missing")
+    seen: set[Path] = set()
+    problems: list[str] = []
+    stdlib = set(sys.stdlib_module_names) | {"tomllib"}
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        ours, others = _imports(path)
+        for name in sorted(ours):
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):  # the module and every package on its way
+                found = _module_file(".".join(parts[:depth]))
+                if found is not None and found not in seen:
+                    todo.append(found)
+        allowed = stdlib | RUNTIME_PACKAGES | (STUDENT_MODULES if "harness" in path.parts else set())
+        for name in sorted(others - allowed):
+            problems.append(f"{path.relative_to(REPO_ROOT)} imports {name!r}")
+    if problems:
+        raise NotegradeError("the grading code needs packages the Gradescope runtime does not install ("
+                             + ", ".join(sorted(RUNTIME_PACKAGES)) + "): " + "; ".join(problems))
+    files = set(seen)
+    for folder in {p.parent for p in seen}:
+        files.update(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(".py") and not _is_skipped(p))
+    return sorted(str(Path("autograder") / p.relative_to(PACKAGE_DIR)) for p in files)
+
+
+def _validate_rubric(path: Path):
+    from autograder.rubric import load_rubric
+
+    return load_rubric(path)  # raises NotegradeError naming the file, the item and the reason
+
+
+def _validate_heldout(path: Path) -> dict:
+    from autograder.featurefile import read_feature_file
+    from reference.features import frontend_hash
+
+    expected = frontend_hash()
+    heldout = read_feature_file(path, expected_frontend_hash=expected)  # refuses another front-end
+    try:
+        recomputed = frontend_hash(heldout.frontend_params)
+    except (TypeError, ValueError):  # not JSON-serialisable parameters: a damaged file
+        recomputed = None
+    if recomputed != expected:
+        raise NotegradeError(f"{path}: its front-end parameters do not match its front-end hash {expected}; "
+                             "the file was edited or corrupted: rebuild it with `notegrade heldout`")
+    if heldout.kind != "heldout":
+        raise NotegradeError(f"{path}: is a {heldout.kind!r} file, not a held-out file; make one with `notegrade heldout`")
+    if len(heldout) == 0:
+        raise NotegradeError(f"{path}: the held-out file has no notes")
+    return {"notes": len(heldout), "split": heldout.split, "frontend_hash": expected}
+
+
+_PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*$")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _validate_wheelhouse(wheelhouse: Path) -> list[Path]:
+    """The wheels to bundle; every unconditional pin of requirements.txt must be there, torch a +cpu build."""
+    if not wheelhouse.is_dir():
+        raise NotegradeError(f"--wheelhouse {wheelhouse}: no such directory")
+    wheels = sorted(wheelhouse.glob("*.whl"))
+    have = {(_norm(w.name.split("-")[0]), w.name.split("-")[1]) for w in wheels}
+    bad = [w.name for w in wheels if _norm(w.name.split("-")[0]) == "torchaudio" or w.name.lower().startswith("nvidia")]
+    if bad:
+        raise NotegradeError(f"--wheelhouse {wheelhouse}: the grading runtime must not install {', '.join(bad)}; remove them")
+    missing = []
+    for line in (TEMPLATES / "requirements.txt").read_text().splitlines():
+        match = _PIN.match(line.strip())
+        if match and (_norm(match[1]), match[2]) not in have:
+            missing.append(f"{match[1]}=={match[2]}")
+    if missing:
+        raise NotegradeError(f"--wheelhouse {wheelhouse}: missing wheels for {', '.join(missing)} (fill it with "
+                             f"`pip download --only-binary=:all: -d {wheelhouse} -r autograder/gradescope/requirements.txt`)")
+    return wheels
+
+
+def _setup_conf(*, wheel_source: str, index_url: str, find_links: str | None) -> bytes:
+    if wheel_source not in ("index", "wheelhouse"):
+        raise NotegradeError(f"--wheel-source must be 'index' or 'wheelhouse', got {wheel_source!r}")
+    if wheel_source == "wheelhouse" and not find_links:
+        raise NotegradeError("--wheel-source wheelhouse needs --find-links DIR (or --wheelhouse DIR to bundle the wheels)")
+    if any(c in (find_links or "") + index_url for c in "\n\r="):
+        raise NotegradeError("--index-url/--find-links must not contain newlines or '='")
+    lines = ["# Written by `notegrade build`: where setup.sh gets its wheels (see setup.sh).",
+             f"WHEEL_SOURCE={wheel_source}", f"TORCH_INDEX_URL={index_url}", f"FIND_LINKS={find_links or ''}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _write_zip(out: Path, files: dict[str, Path | bytes], *, quiet: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    total = sum(len(src) if isinstance(src, bytes) else src.stat().st_size for src in files.values())
+    with zipfile.ZipFile(tmp, "w") as archive, \
+            tqdm(total=total, unit="B", unit_scale=True, desc="zip", disable=quiet, leave=False) as bar:
+        for name in sorted(files):
+            src = files[name]
+            data = src if isinstance(src, bytes) else src.read_bytes()
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.create_system = 3  # unix, so that the permission bits below are honoured
+            info.external_attr = ((0o100755 if Path(name).name in EXECUTABLES else 0o100644) << 16)
+            # Wheels are already compressed: storing them is as small and far faster.
+            info.compress_type = zipfile.ZIP_STORED if name.endswith(".whl") else zipfile.ZIP_DEFLATED
+            archive.writestr(info, data, compresslevel=6)
+            bar.update(len(data))
+    tmp.replace(out)
+
+
+def main(*, rubric: Path, heldout: Path, out: Path = Path("autograder.zip"), wheel_source: str | None = None,
+         index_url: str = PYTORCH_CPU_INDEX, find_links: str | None = None, wheelhouse: Path | None = None,
+         quiet: bool = False) -> BuildResult:
+    """Validate ``rubric`` and ``heldout`` and write the autograder zip to ``out``.
+
+    ``wheelhouse``: a directory of wheels to bundle under ``wheels/`` (setup.sh then installs
+    offline from it).  Otherwise ``wheel_source="index"`` (default) installs torch from
+    ``index_url`` and the rest from PyPI, and ``"wheelhouse"`` installs from ``find_links``.
+    """
+    rubric, heldout, out = Path(rubric), Path(heldout), Path(out)
+    parsed = _validate_rubric(rubric)
+    heldout_info = _validate_heldout(heldout)
+    files: dict[str, Path | bytes] = {}
+    if wheelhouse is not None:
+        for wheel in _validate_wheelhouse(Path(wheelhouse)):
+            files[f"wheels/{wheel.name}"] = wheel
+        wheel_source = wheel_source or "wheelhouse"
+        find_links = find_links or "wheels"
+    files["setup.conf"] = _setup_conf(wheel_source=wheel_source or "index", index_url=index_url, find_links=find_links)
+    for name in ("setup.sh", "run_autograder", "requirements.txt"):
+        files[name] = TEMPLATES / name
+    if not DOCKERFILE.is_file():
+        raise NotegradeError(f"{DOCKERFILE} is missing: run `notegrade build` from a notegrade checkout")
+    files["Dockerfile"] = DOCKERFILE
+    files["rubric.toml"] = rubric
+    files["heldout.safetensors"] = heldout
+    for name in grading_modules():
+        files[name] = REPO_ROOT / name
+    manifest = {
+        "format": "notegrade-autograder/1",
+        "toolkit_version": __version__,
+        "rubric": {"title": parsed.title, "total_points": parsed.total_points, "rubric_hash": parsed.rubric_hash},
+        "heldout": heldout_info,
+        "files": {},
+    }
+    for name in sorted(files):
+        data = files[name] if isinstance(files[name], bytes) else files[name].read_bytes()
+        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    files["MANIFEST.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    _write_zip(out, files, quiet=quiet)
+    with zipfile.ZipFile(out) as archive:
+        entries = {info.filename: info.file_size for info in archive.infolist()}
+    return BuildResult(path=out, entries=entries, size=out.stat().st_size, manifest=manifest)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size} B"  # unreachable
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rubric", type=Path, required=True, help="rubric TOML file (validated)")
+    parser.add_argument("--heldout", type=Path, required=True, help="held-out file from `notegrade heldout`")
+    parser.add_argument("--out", type=Path, default=Path("autograder.zip"), help="the zip to write")
+    parser.add_argument("--wheel-source", choices=("index", "wheelhouse"),
+                        help="where setup.sh gets wheels: 'index' (torch from --index-url, the rest from PyPI) "
+                             "or 'wheelhouse' (only --find-links, offline); default: index, or wheelhouse with --wheelhouse")
+    parser.add_argument("--index-url", default=PYTORCH_CPU_INDEX, help="the wheel index torch (CPU build) comes from")
+    parser.add_argument("--find-links", help="a wheel directory (relative to /autograder/source, or absolute) "
+                                             "or URL that pip searches at image build time")
+    parser.add_argument("--wheelhouse", type=Path, help="bundle this directory's wheels into the zip (under wheels/)")
+    parser.add_argument("--quiet", action="store_true", help="print only the archive's path and size")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = main(rubric=args.rubric, heldout=args.heldout, out=args.out, wheel_source=args.wheel_source,
+                  index_url=args.index_url, find_links=args.find_links, wheelhouse=args.wheelhouse, quiet=args.quiet)
+    if not args.quiet:
+        width = max(len(name) for name in result.entries)
+        for name, size in result.entries.items():
+            print(f"  {name:<{width}}  {_human(size):>10}")
+        print(f"{len(result.entries)} files, {_human(sum(result.entries.values()))} uncompressed")
+    print(f"wrote {result.path} ({_human(result.size)}; rubric {result.manifest['rubric']['rubric_hash'][:12]}, "
+          f"{result.manifest['heldout']['notes']:,} held-out notes)")
+    return 0
