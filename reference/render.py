@@ -163,10 +163,6 @@ def _font_id(soundfont: str) -> int:
         if sfid < 0:
             raise NotegradeError(f"{soundfont}: FluidSynth cannot load this file; pass an SF2 or SF3 SoundFont")
         _FONT_IDS[soundfont] = sfid
-        # ... and the first note on a channel differs too: play one away on this font's channel.
-        first = next(((b, p) for b in range(129) for p in range(128) if _synth().sfpreset_name(sfid, b, p)), None)
-        if first is not None:
-            render_note(soundfont, *first, 60, 100)
     return _FONT_IDS[soundfont]
 
 
@@ -182,10 +178,15 @@ def render_note(soundfont: str, bank: int, program: int, pitch: int, velocity: i
     import fluidsynth
 
     synth, sfid = _synth(), _font_id(soundfont)
-    # One MIDI channel per SoundFont: the first note after a channel switches SoundFont differs
-    # slightly in its first block, so switching on one channel would make renders order-dependent.
-    channel = sfid
+    channel = sfid  # one MIDI channel per SoundFont
     synth.program_select(channel, sfid, bank, program)
+    # FluidSynth starts a voice by interpolating from what the previous voice left behind, so a note's
+    # first block depends on the note before it.  A short primer of the same note first makes every
+    # render the same whatever was rendered before (and so whatever worker renders it).
+    synth.noteon(channel, pitch, velocity)
+    synth.get_samples(256)
+    synth.all_sounds_off(channel)
+    synth.get_samples(64)
     stereo = np.zeros((2, N_SAMPLES), dtype=np.float32)
     synth.noteon(channel, pitch, velocity)
     for start, stop in ((0, HOLD_SAMPLES), (HOLD_SAMPLES, N_SAMPLES)):
@@ -194,7 +195,7 @@ def render_note(soundfont: str, bank: int, program: int, pitch: int, velocity: i
         if start == 0:
             synth.noteoff(channel, pitch)
     synth.all_sounds_off(channel)
-    synth.get_samples(64)  # let the killed voices finish so the next note starts clean
+    synth.get_samples(64)  # let the killed voices finish
     return stereo.mean(axis=0)
 
 
