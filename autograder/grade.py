@@ -82,11 +82,13 @@ def _check_autograder(source: pathlib.Path, origin: pathlib.Path) -> None:
 
 def grade_submission(*, submission: str | os.PathLike, autograder: str | os.PathLike,
                      metadata: str | os.PathLike | None = None, out: str | os.PathLike,
-                     quiet: bool = False) -> dict:
+                     quiet: bool = False, python: str | os.PathLike | None = None) -> dict:
     """Grade one submission in a temporary Gradescope layout; return the results.json dict.
 
     Writes ``out/results.json``, ``out/report.html`` (instructor view) and ``out/stdout.txt``.
-    ``quiet`` also captures the grader's stderr (its progress bar) into the log.
+    ``quiet`` also captures the grader's stderr (its progress bar) into the log.  ``python`` is
+    the interpreter that grades (default: this one), e.g. a venv with the CPU build of torch as
+    in the Gradescope image; it needs torch, numpy, safetensors and gradescope-utils.
     """
     submission, autograder, out = pathlib.Path(submission), pathlib.Path(autograder), pathlib.Path(out)
     if metadata is not None and not pathlib.Path(metadata).is_file():
@@ -105,7 +107,7 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
         log_path = out / "stdout.txt"
         with open(log_path, "wb") as log:
             try:
-                subprocess.run([sys.executable, "-m", "autograder.run_autograder"], cwd=root / "source", env=env,
+                subprocess.run([str(python or sys.executable), "-m", "autograder.run_autograder"], cwd=root / "source", env=env,
                                stdin=subprocess.DEVNULL, stdout=log, stderr=log if quiet else None,
                                timeout=OUTER_TIMEOUT_S, check=False)
             except subprocess.TimeoutExpired:
@@ -133,7 +135,8 @@ def _is_batch(path: pathlib.Path) -> bool:
 
 
 def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike,
-                metadata: str | os.PathLike | None = None, out: str | os.PathLike, jobs: int = 1) -> list[dict]:
+                metadata: str | os.PathLike | None = None, out: str | os.PathLike, jobs: int = 1,
+                python: str | os.PathLike | None = None) -> list[dict]:
     """Grade every submission directory in ``submissions`` (``jobs`` grader processes at a time).
 
     Returns one summary row per submission (``name, score, total, status, seconds``); writes
@@ -148,7 +151,7 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
         started = time.monotonic()
         try:
             results = grade_submission(submission=folder, autograder=autograder, metadata=metadata,
-                                       out=out / folder.name, quiet=True)
+                                       out=out / folder.name, quiet=True, python=python)
             errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
             total = (results.get("extra_data") or {}).get("total_points")
             return {"name": folder.name, "score": results.get("score"), "total": total,
@@ -190,21 +193,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (a directory of submissions)")
     parser.add_argument("--docker", action="store_true", help="grade inside the autograder's Docker image, as Gradescope does")
     parser.add_argument("--image", default=None, help="with --docker: the image tag to build or reuse")
+    parser.add_argument("--python", default=None,
+                        help="the interpreter that grades (default: this one), e.g. a venv with CPU-only torch as on Gradescope")
 
 
 def main(*, submission: pathlib.Path, autograder: pathlib.Path, metadata: pathlib.Path | None = None,
-         out: pathlib.Path = pathlib.Path("graded"), jobs: int = 1) -> int:
+         out: pathlib.Path = pathlib.Path("graded"), jobs: int = 1, python: str | None = None) -> int:
     """Grade one submission (print its report) or a directory of them (print a summary)."""
     from autograder.report import markdown_report
 
     if jobs < 1:
         raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
     if _is_batch(submission):
-        rows = grade_batch(submissions=submission, autograder=autograder, metadata=metadata, out=out, jobs=jobs)
+        rows = grade_batch(submissions=submission, autograder=autograder, metadata=metadata, out=out, jobs=jobs,
+                           python=python)
         print(summary_table(rows))
         print(f"\nresults in {out}/<submission>/results.json; summary in {out / 'summary.csv'}")
         return 0 if all(r["status"] == "graded" for r in rows) else 1
-    results = grade_submission(submission=submission, autograder=autograder, metadata=metadata, out=out)
+    results = grade_submission(submission=submission, autograder=autograder, metadata=metadata, out=out, python=python)
     print(markdown_report(results, audience="instructor"))
     print(f"results: {out / 'results.json'}  report: {out / 'report.html'}  grader log: {out / 'stdout.txt'}")
     errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
@@ -223,4 +229,4 @@ def run(args: argparse.Namespace) -> int:
     if args.image is not None:
         raise NotegradeError("--image only applies with --docker")
     return main(submission=args.submission, autograder=args.autograder, metadata=args.metadata, out=args.out,
-                jobs=args.jobs)
+                jobs=args.jobs, python=args.python)

@@ -195,9 +195,10 @@ def _default_registry() -> tuple[Mapping[str, Any], Callable[[str, dict], list[s
     """The real checks: ``(REGISTRY, validate_params)`` from ``autograder.checks``."""
     try:
         from autograder import checks
-    except ImportError as err:  # the grading code is incomplete: a packaging bug, say which part
-        raise NotegradeError(f"cannot validate rubric checks: autograder.checks is unavailable ({err})") from err
-    return checks.REGISTRY, getattr(checks, "validate_params", None)
+
+        return checks.REGISTRY, getattr(checks, "validate_params", None)
+    except (ImportError, AttributeError) as err:  # incomplete grading code: a packaging bug, say which part
+        raise NotegradeError(f"cannot validate rubric checks: autograder.checks.REGISTRY is unavailable ({err})") from err
 
 
 def validate_check_params(spec: Any, params: Mapping[str, Any]) -> list[str]:
@@ -286,6 +287,20 @@ def _parse_late(raw: Mapping[str, Any], problems: list[str]) -> LatePolicy:
     return LatePolicy(**{k: (float(v) if k in ("amount", "grace_minutes", "cap") else v) for k, v in raw.items()})
 
 
+def _check_sandbox(raw: Mapping[str, Any], problems: list[str]) -> None:
+    """``[sandbox]`` keys are :class:`autograder.sandbox.SandboxLimits` fields, typed like their defaults."""
+    import dataclasses
+
+    from autograder.sandbox import SandboxLimits
+
+    defaults = {f.name: getattr(SandboxLimits(), f.name) for f in dataclasses.fields(SandboxLimits)}
+    schema = {name: ((float, int) if isinstance(value, float) else (type(value),), False) for name, value in defaults.items()}
+    _check_table(raw, schema, "sandbox: ", problems)
+    for key, value in raw.items():
+        if key in schema and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            problems.append(f"sandbox: {key} must be >= 0, got {value}")
+
+
 def _parse_leaderboard(raw_columns: list, item_numbers: set[str], problems: list[str]) -> list[LeaderboardColumn]:
     columns = []
     for index, raw in enumerate(raw_columns, start=1):
@@ -338,6 +353,8 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
             problems.append(f"points add up to {summed:g}, but total_points is {declared:g}")
     late = _parse_late(raw["late_policy"], problems) if _valid(raw, _TOP_KEYS, "late_policy") else LatePolicy()
     # Declared numbers, even of items rejected above, so one bad item doesn't cascade.
+    if validate_checks and _valid(raw, _TOP_KEYS, "sandbox"):
+        _check_sandbox(raw["sandbox"], problems)
     numbers = {i.get("number") for i in raw["items"] if isinstance(i, dict)} if _valid(raw, _TOP_KEYS, "items") else set()
     columns = _parse_leaderboard(raw["leaderboard"], numbers, problems) \
         if _valid(raw, _TOP_KEYS, "leaderboard") else []

@@ -57,20 +57,6 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated(f"the grader received signal {signum} and stopped early")
 
 
-def _lock_down(root: pathlib.Path) -> None:
-    """As root, make the hidden files unreadable and results/ unwritable for the student user.
-
-    The sandbox runs student code as an unprivileged user; this is what keeps the rubric,
-    the held-out labels and the metadata out of its reach (Gradescope's best-practice advice).
-    """
-    if os.geteuid() != 0:
-        return
-    for path, mode in ((root / "source", 0o700), (root / "submission_metadata.json", 0o600), (root / "results", 0o755)):
-        if path.exists():
-            os.chown(path, 0, 0)
-            os.chmod(path, mode)
-
-
 def _call_check(spec: Any, sandbox: Any, params: dict, *, timeout_s: float, context: dict) -> ItemOutcome:
     """``spec.run(sandbox, params, timeout_s=...)`` plus the keyword-only context the check declares."""
     accepted = inspect.signature(spec.run).parameters
@@ -120,10 +106,15 @@ def _grade_one(item: RubricItem, *, sandbox: Any, registry: dict, context: dict,
     return GradedItem(item, outcome, elapsed)
 
 
-def _open_sandbox(*, submission: pathlib.Path, limits: dict) -> Any:
-    from autograder.sandbox import Sandbox  # imported here so a broken sandbox becomes results.json, not a crash
+def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.Path]) -> Any:
+    """The worker sandbox with the rubric's limits; as root it runs student code as an unprivileged
+    user and strips other users' access to ``hide`` (rubric, held-out labels, metadata, results)."""
+    import torch
 
-    return Sandbox(submission, **limits)
+    from autograder.sandbox import Sandbox, SandboxLimits
+
+    return Sandbox(submission, limits=SandboxLimits(**limits), use_gpu=torch.cuda.is_available(),
+                   hide=[str(p) for p in hide])
 
 
 def _grade(root: pathlib.Path, started: float, state: dict) -> Results:
@@ -138,7 +129,7 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Results:
         raise NotegradeError(f"{heldout}: the held-out file is missing from the autograder (rebuild it with `notegrade build`)")
     submission = root / "submission"
     submission.mkdir(exist_ok=True)  # an empty submission is graded (every item fails), not an error
-    _lock_down(root)
+    hide = [source, root / "submission_metadata.json", root / "results"]
     context = {"heldout_path": heldout, "deadline": started + rubric.time_budget_s}
     try:
         from tqdm import tqdm
@@ -146,7 +137,7 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Results:
     except ImportError:  # tqdm is a convenience; Gradescope's image may not have it
         progress = None
     try:
-        with _open_sandbox(submission=submission, limits=rubric.sandbox) as sandbox:
+        with _open_sandbox(submission=submission, limits=rubric.sandbox, hide=hide) as sandbox:
             grade_items(rubric=rubric, sandbox=sandbox, registry=REGISTRY, context=context,
                         deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
     finally:

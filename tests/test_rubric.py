@@ -158,6 +158,16 @@ def test_fallback_param_validation_follows_the_checkspec_contract():
     assert any("needs parameter 'full_at'" in p for p in problems)
 
 
+def test_sandbox_limits_are_checked_against_sandboxlimits():
+    from autograder.sandbox import SandboxLimits
+
+    rubric = parse(GOOD + "\n[sandbox]\nmax_file_mb = 20\nmax_processes = 32\n")
+    assert SandboxLimits(**rubric.sandbox).max_file_mb == 20
+    assert "sandbox: unknown key 'max_file_mbs' (did you mean 'max_file_mb'?)" in rejection(GOOD + "\n[sandbox]\nmax_file_mbs = 1\n")
+    assert "sandbox: 'max_processes' must be a number, got str" in rejection(GOOD + "\n[sandbox]\nmax_processes = \"many\"\n")
+    assert "sandbox: max_file_mb must be >= 0" in rejection(GOOD + "\n[sandbox]\nmax_file_mb = -1\n")
+
+
 def test_structure_only_parse_skips_check_names():
     rubric = parse(GOOD.replace("check = \"architecture_params\"", "check = \"future_check\""), validate_checks=False)
     assert rubric.items[0].check == "future_check"
@@ -176,5 +186,6 @@ def test_shipped_rubrics_validate_against_the_real_checks(path):
 
 
 def test_shipped_late_policies():
-    assert load_rubric(SHIPPED[0]).late_policy.amount == 3 and load_rubric(SHIPPED[0]).late_policy.unit == "points"
-    assert load_rubric(SHIPPED[1]).late_policy.amount == 1 and load_rubric(SHIPPED[1]).late_policy.per == "day"
+    fall, winter = (load_rubric(path, validate_checks=False).late_policy for path in SHIPPED)
+    assert (fall.amount, fall.unit, fall.per, fall.rounding, fall.zero_after_late_due) == (3, "points", "day", "ceil", True)
+    assert (winter.amount, winter.unit, winter.per, winter.cap) == (1, "points", "day", 10)

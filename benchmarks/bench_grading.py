@@ -1,0 +1,208 @@
+"""Benchmark: grade the reference submission end to end with a 4,096-note held-out file.
+
+Prints, measured in one run on this machine's cores:
+
+* the cost floor: ``python -c "import torch"`` plus one forward pass of the reference NoteCNN over
+  the held-out set (batches of 256 under ``inference_mode``), in the same CPU-torch venv;
+* the wall time of ``notegrade grade``'s grading (``python -m autograder.run_autograder`` in the
+  Gradescope layout) and its ratio to the floor (goal <= 3x);
+* the peak memory of the whole grading process tree (grader + sandboxed worker + anything they
+  start), sampled every 20 ms from /proc: the sum of RSS (double-counts shared pages such as
+  torch's libraries) and the sum of PSS (shared pages split between processes: what a cgroup
+  limit like Gradescope's 768 MB effectively sees).  Goal <= 768 MB with a CPU build of torch.
+
+The CPU build lives in its own venv, created on first use and reused afterwards::
+
+    python3 -m venv /tmp/cpu-venv
+    /tmp/cpu-venv/bin/pip install torch==2.13.0+cpu numpy safetensors gradescope-utils
+
+(the ``+cpu`` wheel comes from the local wheelhouse pip is configured for; elsewhere add
+``--index-url https://download.pytorch.org/whl/cpu``).  ``--venv`` or ``NOTEGRADE_CPU_VENV`` sets
+the path.  The held-out file (synthetic NSynth-format notes through the real front-end) is cached
+in ``--work`` (default /tmp/notegrade-bench).  The model is the reference NoteCNN with untrained
+weights: accuracy doesn't change the cost.  Other engineers share the CPU: run it when quiet.
+
+Run: ``.venv/bin/python benchmarks/bench_grading.py [--venv DIR] [--work DIR] [--repeat N]``
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CPU_PACKAGES = ["torch==2.13.0+cpu", "numpy", "safetensors", "gradescope-utils"]
+GOAL_RATIO, GOAL_MB = 3.0, 768.0
+N_NOTES = 4096
+
+FLOOR_SCRIPT = """
+import sys, numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from model import NoteCNN
+from featurefile import read_feature_file
+data = read_feature_file(sys.argv[2])
+model = NoteCNN().eval()
+with torch.inference_mode():
+    for start in range(0, len(data), 256):
+        model(torch.from_numpy(np.asarray(data.features[start:start + 256], dtype=np.float32)))
+"""
+
+
+def ensure_cpu_venv(venv: pathlib.Path) -> pathlib.Path:
+    """The venv's python, creating the venv and installing the CPU build of torch if needed."""
+    python = venv / "bin" / "python"
+    probe = "import torch, numpy, safetensors, gradescope_utils; assert '+cpu' in torch.__version__"
+    if python.exists() and subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
+        return python
+    print(f"creating the CPU-torch venv {venv} (once) ...", flush=True)
+    subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", *CPU_PACKAGES], check=True)
+    subprocess.run([python, "-c", probe], check=True)
+    return python
+
+
+def ensure_heldout(work: pathlib.Path) -> pathlib.Path:
+    """A cached 4,096-note held-out file made from synthetic NSynth-format audio."""
+    path = work / f"heldout-{N_NOTES}.safetensors"
+    if path.is_file():
+        return path
+    import numpy as np
+
+    from autograder.featurefile import read_feature_file, write_feature_file
+    from tests.autograder_dir import write_feature_split
+
+    print(f"making a {N_NOTES}-note held-out file in {work} (once) ...", flush=True)
+    big = write_feature_split(work / "heldout-all.safetensors", work=work / "wav", n_per_family=-(-N_NOTES // 11),
+                              seed=7, kind="heldout", n_instruments=4)
+    data = read_feature_file(big)
+    write_feature_file(path, features=np.asarray(data.features[:N_NOTES]), labels=data.labels[:N_NOTES],
+                       notes=data.notes[:N_NOTES], note_strs=data.note_strs[:N_NOTES],
+                       frontend_params=data.frontend_params, frontend_hash=data.frontend_hash, split="test",
+                       kind="heldout")
+    big.unlink()
+    return path
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def _tree_memory_mb(root_pid: int) -> tuple[float, float]:
+    """(sum of RSS, sum of PSS) in MB over every descendant of ``root_pid`` (not itself)."""
+    rss = pss = 0
+    stack = _children(root_pid)
+    while stack:
+        pid = stack.pop()
+        stack.extend(_children(pid))
+        try:
+            for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:  # the process ended between listing and reading
+            continue
+    return rss / 1024, pss / 1024
+
+
+class TreeMemorySampler(threading.Thread):
+    """Samples this process's descendants every ``interval`` s; keeps the peaks."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.interval, self.peak_rss, self.peak_pss = interval, 0.0, 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            rss, pss = _tree_memory_mb(os.getpid())
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def measure_floor(python: pathlib.Path, heldout: pathlib.Path, scratch: pathlib.Path) -> tuple[float, float]:
+    """(seconds for `python -c "import torch"`, seconds for import + one forward pass over the held-out set)."""
+    code = scratch / "floor_code"
+    code.mkdir(exist_ok=True)
+    for name, src in (("model.py", REPO / "reference" / "model.py"), ("featurefile.py", REPO / "autograder" / "featurefile.py")):
+        (code / name).write_text(src.read_text().replace("from autograder.errors import NotegradeError",
+                                                         "class NotegradeError(Exception): pass"))
+    started = time.perf_counter()
+    subprocess.run([python, "-c", "import torch"], check=True)
+    import_s = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run([python, "-c", FLOOR_SCRIPT, str(code), str(heldout)], check=True)
+    return import_s, time.perf_counter() - started
+
+
+def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathlib.Path, out: pathlib.Path) -> tuple[float, float, float, dict]:
+    """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout."""
+    from autograder.grade import grade_submission
+
+    sampler = TreeMemorySampler()
+    sampler.start()
+    started = time.perf_counter()
+    try:
+        results = grade_submission(submission=submission, autograder=autograder, out=out, quiet=True, python=python)
+    finally:
+        wall = time.perf_counter() - started
+        sampler.stop()
+    return wall, sampler.peak_rss, sampler.peak_pss, results
+
+
+def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int) -> int:
+    from tests.autograder_dir import make_autograder_dir, make_submission
+
+    work.mkdir(parents=True, exist_ok=True)
+    python = ensure_cpu_venv(venv)
+    heldout = ensure_heldout(work)
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="bench-grading-", dir=work))
+    autograder = make_autograder_dir(scratch / "autograder", rubric=REPO / "rubrics" / "fall2024_a2.toml", heldout=heldout)
+    submission = make_submission(scratch / "submission")
+    torch_version = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
+                                   text=True, check=True).stdout.strip()
+    print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}, grader torch {torch_version}, "
+          f"held-out notes: {N_NOTES}")
+    floors, walls, rss, pss = [], [], [], []
+    for i in range(repeat):
+        import_s, floor_s = measure_floor(python, heldout, scratch)
+        wall, peak_rss, peak_pss, results = grade_once(python, autograder, submission, scratch / f"out{i}")
+        floors.append(floor_s), walls.append(wall), rss.append(peak_rss), pss.append(peak_pss)
+        statuses = {t.get("number"): (t.get("extra_data") or {}).get("status") for t in results["tests"] if t.get("number")}
+        print(f"run {i + 1}: floor {floor_s:.2f} s (import torch alone {import_s:.2f} s), grading {wall:.2f} s "
+              f"= {wall / floor_s:.2f}x, peak tree RSS {peak_rss:.0f} MB, PSS {peak_pss:.0f} MB, "
+              f"score {results['score']:g}, items {statuses}")
+    ratio = statistics.median(w / f for w, f in zip(walls, floors))
+    print(f"\nmedian of {repeat}: floor {statistics.median(floors):.2f} s, grading {statistics.median(walls):.2f} s, "
+          f"ratio {ratio:.2f}x (goal <= {GOAL_RATIO:g}x): {'OK' if ratio <= GOAL_RATIO else 'OVER'}")
+    print(f"peak memory of the grading process tree: RSS sum {max(rss):.0f} MB, PSS sum {max(pss):.0f} MB "
+          f"(goal <= {GOAL_MB:g} MB): {'OK' if max(pss) <= GOAL_MB else 'OVER'}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--venv", type=pathlib.Path,
+                        default=pathlib.Path(os.environ.get("NOTEGRADE_CPU_VENV", "/tmp/cpu-venv")),
+                        help="venv with the CPU build of torch (created if missing)")
+    parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/notegrade-bench"),
+                        help="cache for the held-out file and scratch space")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements (the median is reported)")
+    args = parser.parse_args()
+    sys.exit(main(venv=args.venv, work=args.work, repeat=args.repeat))
