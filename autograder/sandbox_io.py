@@ -1,0 +1,481 @@
+"""The sandbox's moving parts: the worker process, its pipes, and the files it exchanges.
+
+Used by :mod:`autograder.sandbox` (read its docstring for the guarantees).  :class:`Worker`
+starts ``python -s -m notegrade_harness.worker`` with rlimits, a scrubbed environment and its
+own session, talks JSON lines over two dedicated pipes, captures stdout/stderr with a cap,
+and kills every process the student started.  :func:`read_array` is the only way arrays
+come back: no symlinks, regular files only, size-capped, ``allow_pickle=False``.
+
+Example
+-------
+>>> human_size(2 * 1024 ** 3), human_size(512)
+('2.0 GB', '512 bytes')
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autograder import sandbox_os
+from autograder.errors import NotegradeError
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,160}\.npy$")
+SKIPPED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
+TEXT_CHARS = 1000  # worker-supplied strings kept in results
+
+
+def human_size(n_bytes: float) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.1f} {unit}"
+    return f"{int(n_bytes)} bytes"
+
+
+@dataclass
+class ProbeResult:
+    """What one probe call produced, as the grader sees it.
+
+    ``status``: ``ok`` | ``error`` (student code failed; see ``error``) | ``timeout`` |
+    ``crash`` (the worker died or broke the protocol; see ``message``).
+    """
+
+    probe: str
+    status: str
+    value: dict = field(default_factory=dict)
+    error: dict = field(default_factory=dict)
+    arrays: "dict[str, np.ndarray]" = field(default_factory=dict)
+    array_errors: "dict[str, str]" = field(default_factory=dict)
+    message: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class _Capture:
+    """Keeps the first ``keep`` bytes of a stream and counts the rest."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep, self.data, self.dropped = keep, bytearray(), 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.keep - len(self.data)
+        self.data += chunk[: max(room, 0)]
+        self.dropped += max(len(chunk) - max(room, 0), 0)
+
+    def text(self) -> str:
+        text = self.data.decode("utf-8", errors="replace")
+        return text + (f"\n[... {self.dropped:,} more bytes not shown]" if self.dropped else "")
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:TEXT_CHARS]
+    if isinstance(value, dict):
+        return {str(k)[:100]: _clip(v) for k, v in value.items()}
+    return value
+
+
+def write_input(directory: str, stem: str, array: np.ndarray) -> str:
+    """Save a numeric array for the worker to read; returns the file name."""
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"input {stem} has dtype {array.dtype}; only numeric arrays are sent")
+    name = f"{stem}.npy"
+    path = os.path.join(directory, name)
+    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+    os.chmod(path, 0o644)
+    return name
+
+
+def read_array(directory: str, name: str, *, max_bytes: int, owner_uid: int) -> np.ndarray:
+    """Load a worker's ``.npy`` safely (raises ValueError with a reason)."""
+    if not SAFE_NAME.match(name):
+        raise ValueError(f"unsafe file name {name!r}")
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError as err:
+        raise ValueError(f"cannot open {name}: {err.strerror}") from None
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != owner_uid:
+            raise ValueError(f"{name} is not a regular file written by the worker")
+        if info.st_size > max_bytes:
+            raise ValueError(f"{name} is {human_size(info.st_size)}; the limit is {human_size(max_bytes)}")
+        data = handle.read(max_bytes + 1)
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:
+        raise ValueError(f"{name} is not a valid .npy array ({type(err).__name__})") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} has a non-numeric dtype")
+    return array
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_tree(path: str) -> None:
+    def retry(function: Any, failed: str, _exc: Any) -> None:
+        try:
+            os.chmod(failed if os.path.isdir(failed) else os.path.dirname(failed), 0o700)
+            function(failed)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=retry)
+
+
+def copy_submission(src: str, dst: str, limits: Any, owner: "tuple[int, int] | None"
+                    ) -> "tuple[dict[str, str], set[str], dict[str, str]]":
+    """Copy regular files only, never following links, within the size limits.
+
+    Returns (problems by relative path, copied relative paths, text of small ``.py`` files).
+    """
+    problems: "dict[str, str]" = {}
+    copied: "set[str]" = set()
+    sources: "dict[str, str]" = {}
+    max_file = int(limits.max_file_mb * (1 << 20))
+    budget = int(limits.max_total_mb * (1 << 20))
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, src)
+        for name in list(dirnames):
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if name in SKIPPED_DIRS or os.path.islink(os.path.join(dirpath, name)):
+                dirnames.remove(name)
+                if os.path.islink(os.path.join(dirpath, name)):
+                    problems[rel] = f"{rel} is a symbolic link; submit the directory itself"
+                continue
+            os.makedirs(os.path.join(dst, rel), mode=0o755, exist_ok=True)
+            if owner:
+                os.chown(os.path.join(dst, rel), *owner)
+        for name in sorted(filenames):
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            info = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISLNK(info.st_mode):
+                problems[rel] = f"{rel} is a symbolic link; submit the file itself"
+            elif not stat.S_ISREG(info.st_mode):
+                problems[rel] = f"{rel} is not a regular file"
+            elif info.st_size > max_file:
+                problems[rel] = f"{rel} is {human_size(info.st_size)}; the limit is {limits.max_file_mb:g} MB"
+            elif info.st_size > budget or len(copied) >= limits.max_files:
+                problems[rel] = (f"{rel} was not copied: the submission is over {limits.max_total_mb:g} MB "
+                                 f"or {limits.max_files} files in total")
+            else:
+                budget -= info.st_size
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
+                target = os.path.join(dst, rel)
+                with os.fdopen(fd, "rb") as reader, open(target, "wb") as writer:
+                    data = reader.read(max_file + 1)
+                    writer.write(data)
+                os.chmod(target, 0o644)
+                if owner:
+                    os.chown(target, *owner)
+                copied.add(rel)
+                if name.endswith(".py") and len(data) <= 1 << 20:
+                    sources[rel] = data.decode("utf-8", errors="replace")
+    return problems, copied, sources
+
+
+def _limit(resource_id: int, value: int) -> None:
+    _, hard = resource.getrlimit(resource_id)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(resource_id, (value, value))
+
+
+def _child_setup(limits: Any, nproc: int, address_space_mb: int) -> Any:
+    """Runs in the child after the uid switch and before exec: limits only, no imports."""
+    cpu, fsize = int(limits.cpu_seconds_total), int(limits.file_size_mb) << 20
+
+    def setup() -> None:
+        _limit(resource.RLIMIT_CORE, 0)
+        _limit(resource.RLIMIT_CPU, cpu)
+        _limit(resource.RLIMIT_NPROC, nproc)
+        _limit(resource.RLIMIT_FSIZE, fsize)
+        if address_space_mb > 0:
+            _limit(resource.RLIMIT_AS, address_space_mb << 20)
+        try:
+            with open("/proc/self/oom_score_adj", "w") as handle:
+                handle.write("1000")  # if memory runs out, the OOM killer takes the worker first
+        except OSError:
+            pass
+
+    return setup
+
+
+_SIGNALS = {
+    signal.SIGKILL: "was killed (SIGKILL): usually the machine ran out of memory",
+    signal.SIGXCPU: "used up its CPU-time limit (SIGXCPU)",
+    signal.SIGXFSZ: "wrote a file larger than the file-size limit (SIGXFSZ)",
+    signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
+    signal.SIGABRT: "aborted (SIGABRT)",
+    signal.SIGBUS: "crashed with a bus error (SIGBUS)",
+}
+
+
+class Worker:
+    """One running worker process; see :mod:`autograder.sandbox`."""
+
+    def __init__(self, *, python: str, lib_dir: str, work_dir: str, inputs_dir: str, outputs_dir: str,
+                 tmp_dir: str, limits: Any, use_gpu: bool, user: Any) -> None:
+        self.limits, self.user, self.outputs_dir = limits, user, outputs_dir
+        self.grader_pid, self.grader_sid = os.getpid(), os.getsid(0)
+        threads = max(1, int(limits.threads))
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work_dir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+               "TMPDIR": tmp_dir, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "MALLOC_ARENA_MAX": "2", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+        if not use_gpu:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        uid = user.uid if user else os.getuid()
+        nproc = limits.max_processes + (0 if user else sandbox_os.count_processes_of_uid(uid))
+        # CUDA maps huge virtual ranges when it initialises: no address-space limit with a GPU.
+        headroom = 0 if use_gpu else int(limits.memory_headroom_mb)
+        address_space = 0 if use_gpu else int(limits.startup_address_space_mb)
+        request_r, self._request_w = os.pipe()
+        self._response_r, response_w = os.pipe()
+        self.preexisting = {p.pid for p in sandbox_os.process_table().values() if p.ppid == self.grader_pid}
+        command = [python, "-s", "-m", "notegrade_harness.worker", "--requests", str(request_r),
+                   "--responses", str(response_w), "--submission", work_dir, "--inputs", inputs_dir,
+                   "--outputs", outputs_dir, "--device", "cuda" if use_gpu else "cpu", "--threads", str(threads),
+                   "--headroom-mb", str(headroom)]
+        extra = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+        try:
+            self.proc = subprocess.Popen(
+                command, cwd=lib_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=(request_r, response_w), start_new_session=True,
+                preexec_fn=_child_setup(limits, nproc, address_space), umask=0o022, **extra)
+        except OSError as err:
+            for fd in (self._request_w, self._response_r):
+                os.close(fd)
+            raise NotegradeError(f"cannot start the grading worker with {python}: {err}") from None
+        finally:
+            os.close(request_r)
+            os.close(response_w)
+        self.owner_uid = uid
+        for fd in (self._response_r, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
+            os.set_blocking(fd, False)
+        self._buffer = b""
+        self.stdout, self.stderr = _Capture(limits.output_bytes), _Capture(limits.output_bytes)
+        me = sandbox_os.process_table().get(self.proc.pid)
+        self.start_tick = me.start if me else 0
+        line, status = self._read_line(time.monotonic() + limits.startup_timeout_s)
+        info = self._parse(line) if line is not None else None
+        if not info or info.get("event") != "ready":
+            try:
+                code = self.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                code = None
+            self.stop()
+            detail = self.stderr.text().strip()[-1500:] or "no output"
+            raise NotegradeError(f"the grading worker ({python}) did not start ({status}, exit status {code}); "
+                                 f"its stderr ends with: {detail}")
+        self.info = info
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    # -- I/O -----------------------------------------------------------------------
+    def _drain(self, fd: int, capture: "_Capture | None") -> bool:
+        """Read what is available; False at end of file."""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            if capture is None:
+                self._buffer += chunk
+                if len(self._buffer) > self.limits.response_bytes:
+                    return True
+            else:
+                capture.add(chunk)
+
+    def _read_line(self, deadline: float) -> "tuple[bytes | None, str]":
+        streams = {self.proc.stdout.fileno(): self.stdout, self.proc.stderr.fileno(): self.stderr}
+        watch = [self._response_r, *streams]
+        while True:
+            if b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                return line, "ok"
+            if len(self._buffer) > self.limits.response_bytes:
+                return None, f"sent a response over {human_size(self.limits.response_bytes)}"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, "timeout"
+            if self.proc.poll() is not None and not select.select([self._response_r], [], [], 0)[0]:
+                return None, "exited"
+            ready, _, _ = select.select(watch, [], [], min(remaining, 0.25))
+            for fd in ready:
+                if not self._drain(fd, streams.get(fd)):
+                    watch.remove(fd)
+                    if fd == self._response_r:
+                        return None, "exited"
+
+    @staticmethod
+    def _parse(line: "bytes | None") -> "dict | None":
+        try:
+            message = json.loads(line) if line is not None else None
+        except ValueError:
+            return None
+        return message if isinstance(message, dict) else None
+
+    def _crash_message(self, status: str) -> str:
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        if status.startswith("sent"):
+            return f"the worker {status}"
+        if code is None:
+            return "the worker stopped answering (it closed or broke its connection to the grader)"
+        if code < 0:
+            return f"the worker process {_SIGNALS.get(-code, f'was killed by signal {-code}')}"
+        return f"the worker process exited with status {code} (os._exit() or a crash in native code)"
+
+    def request(self, message: dict, *, timeout_s: float) -> ProbeResult:
+        probe = str(message["probe"])
+        started = time.monotonic()
+        self.stdout, self.stderr = _Capture(self.limits.output_bytes), _Capture(self.limits.output_bytes)
+        self._drain(self._response_r, None)
+        self._buffer = b""  # anything already there was not an answer to this request
+        self._set_cpu_limit(timeout_s)
+        try:
+            os.set_blocking(self._request_w, True)
+            os.write(self._request_w, (json.dumps(message) + "\n").encode())
+        except OSError:
+            return ProbeResult(probe, "crash", message=self._crash_message("exited"),
+                               seconds=time.monotonic() - started)
+        deadline = started + max(0.0, timeout_s)
+        while True:
+            line, status = self._read_line(deadline)
+            response = self._parse(line) if line is not None else None
+            if line is None or response is None or response.get("id") == message["id"]:
+                break  # lines with another id were not written by the harness for this call
+        for fd, capture in ((self.proc.stdout.fileno(), self.stdout), (self.proc.stderr.fileno(), self.stderr)):
+            self._drain(fd, capture)
+        result = ProbeResult(probe, "ok", stdout=self.stdout.text(), stderr=self.stderr.text(),
+                             seconds=time.monotonic() - started)
+        if line is None:
+            result.status = "timeout" if status == "timeout" else "crash"
+            result.message = (f"did not finish within {timeout_s:.0f} s" if status == "timeout"
+                              else self._crash_message(status))
+            return result
+        if response is None:
+            result.status, result.message = "crash", "the worker sent a malformed response"
+            return result
+        result.value = _clip(response.get("value") or {}) if isinstance(response.get("value"), dict) else {}
+        result.error = _clip(response.get("error") or {}) if isinstance(response.get("error"), dict) else {}
+        if not response.get("ok"):
+            result.status = "error"
+        arrays = response.get("arrays") if isinstance(response.get("arrays"), dict) else {}
+        for name, filename in list(arrays.items())[:200]:
+            try:
+                result.arrays[str(name)] = read_array(self.outputs_dir, str(filename), owner_uid=self.owner_uid,
+                                                      max_bytes=int(self.limits.array_mb * (1 << 20)))
+            except (ValueError, OSError) as err:
+                result.array_errors[str(name)] = str(err)[:300]
+            if SAFE_NAME.match(str(filename)):
+                remove_quietly(os.path.join(self.outputs_dir, str(filename)))
+        return result
+
+    def _set_cpu_limit(self, timeout_s: float) -> None:
+        try:
+            used = sandbox_os.process_cpu_seconds(self.proc.pid)
+            _, hard = resource.prlimit(self.proc.pid, resource.RLIMIT_CPU)
+            soft = int(used + timeout_s * max(1, int(self.limits.threads)) + 10)
+            if hard != resource.RLIM_INFINITY:
+                soft = min(soft, hard)
+            resource.prlimit(self.proc.pid, resource.RLIMIT_CPU, (soft, hard))
+        except (OSError, ValueError):
+            pass  # the worker is gone; the request will report it
+
+    # -- killing -------------------------------------------------------------------
+    def _strays(self, *, keep_worker: bool) -> "tuple[set[int], set[int]]":
+        """(live student processes, zombies we must reap): descendants of the worker, orphans
+        re-parented to us (we are a subreaper) since it started, and, as root, the student uid."""
+        table = sandbox_os.process_table()
+        pid = self.proc.pid
+        found = sandbox_os.descendants(table, {pid})
+        orphans = {p.pid for p in table.values()
+                   if p.ppid == self.grader_pid and p.pid != pid and p.pid not in self.preexisting
+                   and p.start >= self.start_tick and p.sid != self.grader_sid}
+        found |= orphans | sandbox_os.descendants(table, orphans)
+        if self.user is not None:
+            found |= {p.pid for p in table.values() if p.uid == self.user.uid}
+        if keep_worker:
+            found.discard(pid)
+        alive = {p for p in found if p in table and table[p].state != "Z"}
+        zombies = {p for p in found if p in table and table[p].state == "Z" and table[p].ppid == self.grader_pid}
+        return alive, zombies - {pid}
+
+    def kill_strays(self) -> None:
+        """Kill what the student left running after a call; stop the worker if they will not die."""
+        for _ in range(20):
+            alive, zombies = self._strays(keep_worker=True)
+            sandbox_os.reap_children(zombies)
+            if not alive:
+                return
+            sandbox_os.kill_pids(alive)
+            time.sleep(0.005)
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill the worker's process group, the student uid, and every descendant or orphan."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for _ in range(100):
+            if self.user is not None:
+                self.user.kill_everything()
+            alive, zombies = self._strays(keep_worker=False)
+            sandbox_os.reap_children(zombies)
+            if not alive:
+                break
+            sandbox_os.kill_pids(alive)
+            time.sleep(0.01)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        for fd in (self._request_w, self._response_r):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._request_w = self._response_r = -1
