@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import textwrap
 from pathlib import Path
 
 from autograder.errors import NotegradeError
@@ -53,6 +54,10 @@ def _architecture_table() -> str:
     return "\n".join(lines)
 
 
+def _wrap(paragraph: str) -> str:
+    return textwrap.fill(paragraph, width=100, break_on_hyphens=False, break_long_words=False)
+
+
 def _points(value: float) -> str:
     return f"{value:g}"
 
@@ -77,24 +82,28 @@ def grading_section(rubric_path: Path) -> str:
 
     rubric = load_rubric(rubric_path, validate_checks=False)
     lines = [f"## How you are graded ({rubric.title})", "",
-             f"The autograder runs these checks on your files; the total is {_points(rubric.total_points)} points.",
-             "Checks compare your code with PyTorch's own functions and with the numbers in this handout (never",
-             "with a model solution), and give partial credit per sub-check; a failed check says what it expected,",
-             "what your code produced and where.", "",
-             "| item | what is checked | points | you see the result |", "|---|---|---:|---|"]
+             _wrap(f"The autograder runs these checks on your files; the total is {_points(rubric.total_points)} "
+                   "points. Checks compare your code with PyTorch's own functions and with the numbers in this "
+                   "handout (never with a model solution), and give partial credit per sub-check; a failed check "
+                   "says what it expected, what your code produced and where."), "",
+             "| item | what is checked | points | time limit | you see the result |", "|---|---|---:|---:|---|"]
     accuracy = []
     for item in rubric.items:
-        lines.append(f"| {item.number} | {item.title} | {_points(item.points)} | {_VISIBILITY[item.visibility]} |")
+        title = item.title.replace("|", "\\|")  # a bare pipe would end the table cell
+        lines.append(f"| {item.number} | {title} | {_points(item.points)} | {item.timeout_s:g} s | "
+                     f"{_VISIBILITY[item.visibility]} |")
         if "zero_at" in item.params and "full_at" in item.params:
             accuracy.append(item)
-    lines.append(f"| | **total** | **{_points(rubric.total_points)}** | |")
+    lines.append(f"| | **total** | **{_points(rubric.total_points)}** | | |")
     for item in accuracy:
         zero, full = (100 * float(item.params[k]) if float(item.params[k]) <= 1 else float(item.params[k]) for k in ("zero_at", "full_at"))
-        lines += ["", f"Item {item.number} loads your `model.pt` into your `NoteCNN`, runs it on held-out notes whose labels stay",
-                  "with the grader (features computed by exactly this `features.py`), and scales the points linearly with the",
-                  f"accuracy: {zero:g}% or less gives 0, {full:g}% or more gives all {_points(item.points)} points."]
-    lines += ["", f"Each item has its own time limit; the whole run has {rubric.time_budget_s:g} s. Grading runs on a CPU",
-              "without a GPU, with a memory limit: keep `model.pt` a plain state_dict and never call `.cuda()` unconditionally."]
+        lines += ["", _wrap(f"Item {item.number} loads your `model.pt` into your `NoteCNN`, runs it on held-out notes "
+                            "whose labels stay with the grader (features computed by exactly this `features.py`), and "
+                            f"scales the points linearly with the accuracy: {zero:g}% or less gives 0, {full:g}% or more "
+                            f"gives all {_points(item.points)} points.")]
+    lines += ["", _wrap(f"The whole run has {rubric.time_budget_s:g} s; an item that runs out of its time limit gets no "
+                        "points. Grading runs on a CPU without a GPU and with a memory limit: keep `model.pt` a plain "
+                        "state_dict and never call `.cuda()` unconditionally.")]
     policy = rubric.late_policy
     lines += ["", "### Late submissions", ""]
     if policy.amount <= 0:
@@ -114,7 +123,7 @@ def grading_section(rubric_path: Path) -> str:
     rules.append("An extension moves your own due date; the penalty then counts from it. The deduction never takes a "
                  "score below 0 and appears as its own line in your results. For example, when the total is "
                  f"{_points(rubric.total_points)}:")
-    lines += [" ".join(rules), ""] + _late_examples(policy, rubric.total_points)
+    lines += [_wrap(" ".join(rules)), ""] + _late_examples(policy, rubric.total_points)
     return "\n".join(lines) + "\n"
 
 

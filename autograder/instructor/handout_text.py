@@ -151,19 +151,19 @@ A `loader` is any iterable of `(features, labels)` batches; move each batch to `
 
 ## Get the data
 
-**Real NSynth.**  Download the official `jsonwav` archives (about 25 GB in all, nearly all of it the
-train split) and unpack them next to this folder:
+**Real NSynth.**  Download the official `jsonwav` archives of the train and valid splits (over
+20 GB, nearly all of it the train split) and unpack them next to this folder:
 
 ```bash
-for split in train valid test; do
+for split in train valid; do
     curl -LO http://download.magenta.tensorflow.org/datasets/nsynth/nsynth-$split.jsonwav.tar.gz
     tar xzf nsynth-$split.jsonwav.tar.gz      # -> nsynth-$split/examples.json + nsynth-$split/audio/*.wav
 done
 ```
 
-Train on `nsynth-train` and use `nsynth-valid` for early stopping.  The instruments of the valid and
-test splits never occur in train, so validation accuracy tells you how well you generalise to new
-instruments.
+Train on `nsynth-train` and use `nsynth-valid` for early stopping.  The instruments of the valid
+split never occur in train, so validation accuracy tells you how well you generalise to new
+instruments, which is what grading measures.
 
 **The rendered offline set.**  If your course hands out the smaller rendered set instead (notes
 synthesised from General MIDI SoundFonts, in exactly the NSynth layout: `nsynth-train/`,
@@ -194,7 +194,8 @@ python pipeline.py --train train.safetensors --valid valid.safetensors --out run
 ```
 
 `runs/first/` then holds `model.pt` (what you submit), `checkpoint.pt`, `history.csv`/`history.json`,
-`curves.png` (loss and accuracy per epoch) and `config.json`.  `python pipeline.py --help` lists the
+`curves.png` (loss and accuracy per epoch) and `config.json`.  It trains with your `NoteCNN`, your
+`cross_entropy` and your `fit`.  `python pipeline.py --help` lists the
 options (`--epochs`, `--patience`, `--optimizer`, `--lr`, `--l1`, `--l2`, `--loss softmax_cross_entropy`
 to train with your own backward, `--seed`, ...).  Training uses a GPU automatically when PyTorch sees one.
 
