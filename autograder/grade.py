@@ -91,6 +91,9 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
     in the Gradescope image; it needs torch, numpy, safetensors and gradescope-utils.
     """
     submission, autograder, out = pathlib.Path(submission), pathlib.Path(autograder), pathlib.Path(out)
+    for path, what in ((submission, "submission"), (autograder, "autograder")):
+        if not path.exists():
+            raise NotegradeError(f"{path}: no such {what} (a directory or a .zip file)")
     if metadata is not None and not pathlib.Path(metadata).is_file():
         raise NotegradeError(f"{metadata}: no such metadata file")
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,141 @@
+"""`notegrade grade`: local grading in the Gradescope layout, zips, batches, errors, the --docker hook."""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import zipfile
+
+import jsonschema
+import pytest
+import torch
+
+from autograder import grade
+from autograder.errors import NotegradeError
+from tests.autograder_dir import REPO, grading_assets, make_autograder_dir, make_starter_submission, make_submission
+
+SCHEMA = json.loads((REPO / "tests" / "schema" / "results.schema.json").read_text())
+NOTEGRADE = [sys.executable, "-m", "autograder.cli"]
+
+
+def _zip_dir(directory: pathlib.Path, archive: pathlib.Path) -> pathlib.Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(directory.rglob("*")):
+            zf.write(path, path.relative_to(directory).as_posix())
+    return archive
+
+
+@pytest.fixture(scope="module")
+def autograder_zip(tmp_path_factory) -> pathlib.Path:
+    assets = grading_assets()
+    work = tmp_path_factory.mktemp("autograder")
+    return _zip_dir(make_autograder_dir(work / "dir", rubric=assets.rubric, heldout=assets.heldout), work / "autograder.zip")
+
+
+def test_reference_scores_100_through_the_cli(tmp_path, autograder_zip):
+    """The reference solution (briefly trained) gets full marks, graded from the autograder zip."""
+    assets = grading_assets()
+    submission = make_submission(tmp_path / "reference", state_dict=torch.load(assets.state_dict_path))
+    out = tmp_path / "out"
+    proc = subprocess.run(NOTEGRADE + ["grade", str(submission), "--autograder", str(autograder_zip), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    jsonschema.validate(results, SCHEMA)
+    assert results["score"] == 100, proc.stdout
+    assert all(t["status"] == "passed" for t in results["tests"]), proc.stdout
+    assert results["extra_data"]["heldout_accuracy"] == pytest.approx(assets.accuracy, abs=1e-6)
+    assert results["leaderboard"][0]["value"] == pytest.approx(assets.accuracy, abs=1e-6)
+    assert "## Rendered-data rubric (tests and demo): 100 / 100" in proc.stdout
+    assert "no submission_metadata.json" in proc.stdout  # a local run: no late penalty, and it says so
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "100 / 100" in html and "Confusion matrix" in html
+    assert "[notegrade] item 1.1" in (out / "stdout.txt").read_text()
+
+
+@pytest.mark.slow
+def test_batch_grades_each_submission_in_parallel(tmp_path, autograder_zip):
+    assets = grading_assets()
+    batch = tmp_path / "batch"
+    make_submission(batch / "alice", state_dict=torch.load(assets.state_dict_path))
+    make_starter_submission(batch / "bob")
+    metadata = tmp_path / "meta.json"
+    metadata.write_text(json.dumps({"created_at": "2024-10-08T00:30:00-07:00",
+                                    "assignment": {"due_date": "2024-10-07T23:59:00-07:00", "late_due_date": None}}))
+    rows = grade.grade_batch(submissions=batch, autograder=autograder_zip, metadata=metadata, out=tmp_path / "out", jobs=2)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["alice"]["score"] == 97 and by_name["bob"]["score"] == 0  # 31 min late: 1 day x 3 points
+    assert all(r["status"] == "graded" for r in rows)
+    for name in ("alice", "bob"):
+        jsonschema.validate(json.loads((tmp_path / "out" / name / "results.json").read_text()), SCHEMA)
+    assert (tmp_path / "out" / "summary.csv").read_text().splitlines()[0] == "name,score,total,status,seconds"
+    table = grade.summary_table(rows)
+    assert "alice" in table and "97 / 100" in table
+
+
+def test_batch_detection(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "model.py").write_text("")
+    assert not grade._is_batch(tmp_path / "one")
+    (tmp_path / "many" / "a").mkdir(parents=True)
+    (tmp_path / "many" / "b").mkdir()
+    (tmp_path / "many" / ".DS_Store").write_text("")
+    assert grade._is_batch(tmp_path / "many")
+    assert not grade._is_batch(tmp_path / "missing")
+
+
+def test_not_an_autograder_is_a_one_line_error(tmp_path):
+    submission = tmp_path / "sub"
+    submission.mkdir()
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(NOTEGRADE + ["grade", str(submission), "--autograder", str(tmp_path / "empty")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "not an autograder (missing rubric.toml" in proc.stderr
+    proc = subprocess.run(NOTEGRADE + ["grade", str(tmp_path / "nope"), "--autograder", str(tmp_path / "empty")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1 and "no such submission" in proc.stderr
+
+
+def test_zip_entries_outside_the_target_are_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../escaped.txt", "x")
+    with pytest.raises(NotegradeError, match="would extract outside"):
+        grade.grade_submission(submission=tmp_path, autograder=archive, out=tmp_path / "out")
+    assert not (tmp_path.parent / "escaped.txt").exists()
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(NotegradeError):
+        grade.grade_submission(submission=tmp_path, autograder=tmp_path / "bad.zip", out=tmp_path / "out")
+
+
+def test_missing_metadata_file_is_refused(tmp_path):
+    with pytest.raises(NotegradeError, match="no such metadata file"):
+        grade.grade_submission(submission=tmp_path, autograder=tmp_path, metadata=tmp_path / "m.json", out=tmp_path / "o")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    grade.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_docker_flag_dispatches_to_docker_grade(tmp_path, monkeypatch):
+    from autograder.instructor import docker_grade
+
+    calls = []
+    monkeypatch.setattr(docker_grade, "main", lambda **kwargs: calls.append(kwargs) or 0)
+    args = _parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--image", "tag", "--jobs", "3"])
+    assert grade.run(args) == 0
+    assert calls == [{"submission": tmp_path, "autograder": pathlib.Path("ag.zip"), "metadata": None,
+                      "out": pathlib.Path("graded"), "image": "tag", "jobs": 3}]
+    with pytest.raises(NotegradeError, match="--image only applies with --docker"):
+        grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--image", "tag"]))
+
+
+def test_help_shows_examples():
+    proc = subprocess.run(NOTEGRADE + ["grade", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "notegrade grade my_submission/ --autograder autograder.zip" in proc.stdout
+    assert "--jobs" in proc.stdout and "--docker" in proc.stdout
