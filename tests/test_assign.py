@@ -159,6 +159,8 @@ def test_every_todo_raises_not_implemented_with_its_hint(tmp_path):
         seen.append(("train", call(train.train_one_epoch, lin, [], opt, losses.l1_loss, "cpu")))
         seen.append(("train", call(train.evaluate, lin, [], losses.l1_loss, "cpu")))
         seen.append(("train", call(train.fit, lin, [], [])))
+        import doctest  # unfilled TODOs fail the handout's doctests, they do not crash them
+        seen.append(("doctest", [doctest.testmod(m).failed > 0 for m in (model, losses, train)]))
         print(json.dumps(seen))
     """
     # fit's keyword-only arguments: the TODO must raise before they matter, so pass them too.
@@ -166,6 +168,7 @@ def test_every_todo_raises_not_implemented_with_its_hint(tmp_path):
                         "loss_fn=losses.l1_loss, device='cpu', epochs=1, patience=1))")
     result = run_flat(TEMPLATE, code)
     seen = [tuple(pair) for pair in json.loads(result.stdout.strip().splitlines()[-1])]
+    assert seen.pop() == ("doctest", [True, True, True])
     assert seen == [(module, f"TODO: {hint}") for module, hint in expected]
 
 
@@ -284,6 +287,8 @@ def test_filled_template_behaves_like_the_reference(tmp_path):
         opt = torch.optim.SGD(net.parameters(), lr=0.01)
         out["history"] = train.fit(net, batches, batches, optimizer=opt, loss_fn=losses.cross_entropy,
                                    device="cpu", epochs=3, patience=2)
+        import doctest  # the handout's `python -m doctest model.py losses.py train.py`
+        out["doctests"] = [doctest.testmod(m).failed for m in (model, losses, train)]
         print(json.dumps(out))
     """
     result = run_flat(work, code)
@@ -298,6 +303,7 @@ def test_filled_template_behaves_like_the_reference(tmp_path):
     y = torch.tensor([0, 3, 10, 5])
     p = torch.rand(4, 11)
     assert got["counts"] == [160, 4640, 18496, 73856, 22539]
+    assert got["doctests"] == [0, 0, 0]
     assert np.allclose(got["logits"], net(x).tolist(), atol=1e-6)
     assert got["ce"] == pytest.approx(torch.nn.functional.cross_entropy(z, y).item(), rel=1e-5)
     assert got["sce"] == pytest.approx(got["ce"], rel=1e-6)

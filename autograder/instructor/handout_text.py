@@ -149,6 +149,15 @@ A `loader` is any iterable of `(features, labels)` batches; move each batch to `
   one dict per epoch with `epoch` (from 1), `train_loss`, `valid_loss`, `valid_accuracy`; stops after
   `patience` epochs without a new lowest validation loss and loads the best weights back into `model`.
 
+### Check your work as you go
+
+The docstrings of `model.py`, `losses.py` and `train.py` hold small examples with their expected
+output.  This command runs them and prints nothing once they all pass:
+
+```bash
+python -m doctest model.py losses.py train.py
+```
+
 ## Get the data
 
 **Real NSynth.**  Download the official `jsonwav` archives of the train and valid splits (over
