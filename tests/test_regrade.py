@@ -208,3 +208,32 @@ def test_cli_usage_errors_are_one_line_messages(tmp_path, autograder_dir, capsys
     with pytest.raises(SystemExit) as exc:
         cli_main(["regrade", str(fixture.path)])
     assert exc.value.code == 2
+
+
+def test_docker_path_checks_the_engine_once_and_grades_in_the_image(tmp_path, autograder_dir, fixture_export, monkeypatch):
+    from autograder.errors import NotegradeError
+    from autograder.instructor import docker_grade
+
+    def no_engine():
+        raise NotegradeError("no Docker engine is reachable (simulated)")
+
+    monkeypatch.setattr(docker_grade, "docker_client", no_engine)
+    with pytest.raises(NotegradeError, match="no Docker engine is reachable"):
+        regrade.main(export=fixture_export.path, autograder=autograder_dir, out=tmp_path / "o", docker=True, **OPTIONS)
+    assert not (tmp_path / "o" / "submissions").exists()  # nothing was graded
+
+    client, built, seen = object(), [], []
+    monkeypatch.setattr(docker_grade, "docker_client", lambda: client)
+    monkeypatch.setattr(docker_grade, "unpack_autograder", lambda path, work: path)
+    monkeypatch.setattr(docker_grade, "ensure_image", lambda c, *, source, tag: built.append((c, source, tag)) or "img:1")
+
+    def in_container(*, image, client, **kw):
+        seen.append((image, client))
+        return fake_grader(**kw)
+
+    monkeypatch.setattr(docker_grade, "grade_submission", in_container)
+    summary = regrade.main(export=fixture_export.path, autograder=autograder_dir, out=tmp_path / "o", docker=True,
+                           image=None, jobs=2, extensions=fixture_export.extensions_csv, **OPTIONS)
+    assert built == [(client, autograder_dir, None)]
+    assert len(seen) == 7 and set(seen) == {("img:1", client)}
+    assert dict(zip(*pd.read_csv(summary.paths["grades"])[["name", "total"]].T.values)) == EXPECTED_TOTALS

@@ -35,6 +35,7 @@ import json
 import math
 import pathlib
 import re
+import tempfile
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -185,7 +186,7 @@ def pooled_confusion(per_submission: dict[str, list[list[int]]]) -> list[list[in
 
 
 # ----------------------------------------------------------------------------------- grading
-def _default_grader(docker: bool, image: str | None) -> GradeFn:
+def _default_grader(docker: bool, image: str | None, autograder: pathlib.Path) -> GradeFn:
     if not docker:
         from autograder.grade import grade_submission
 
@@ -196,7 +197,12 @@ def _default_grader(docker: bool, image: str | None) -> GradeFn:
     except ImportError:
         raise NotegradeError("--docker needs autograder/instructor/docker_grade.py, which this install lacks; "
                              "drop --docker to grade in local processes") from None
-    return lambda **kw: docker_grade.grade_submission(image=image, **kw)
+    # Fail fast when there is no engine, and build (or find) the image once, not per submission.
+    client = docker_grade.docker_client()
+    with tempfile.TemporaryDirectory(prefix="notegrade-regrade-") as tmp:
+        source = docker_grade.unpack_autograder(autograder, pathlib.Path(tmp))
+        tag = docker_grade.ensure_image(client, source=source, tag=image)
+    return functools.partial(docker_grade.grade_submission, image=tag, client=client)
 
 
 def _grade_one(entry: gs_export.ExportEntry, *, work: pathlib.Path, metadata: dict, autograder: pathlib.Path,
@@ -295,7 +301,7 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     summary.problems += [f"extensions: {who} is not in the export" for who in sorted(ext) if who not in known]
 
     todo = [(e, gs_export.submission_metadata(entry=e, assignment=info, extensions=ext)) for e in entries if e.folder]
-    outcomes = _grade_all(todo, out=out, autograder=autograder, grade=grade or _default_grader(docker, image),
+    outcomes = _grade_all(todo, out=out, autograder=autograder, grade=grade or _default_grader(docker, image, autograder),
                           jobs=jobs, progress=progress)
     rows, confusion = [], {}
     for entry in entries:
