@@ -116,7 +116,11 @@ def generate_files(
             raise NotegradeError(f"MANIFEST: {item.target}: unknown mode {item.mode!r} (whole|template)")
         _must_parse(out, target=item.target)
         files[item.target] = out.encode("utf-8")
-    for name, text in handout.generated_files(manifest=present, rubric=rubric).items():
+    frontend = [s for s in present if s.target == "features.py"]
+    if not frontend:
+        raise NotegradeError("MANIFEST ships no features.py, whose constants the handout quotes")
+    features_source = repo_root / frontend[0].source
+    for name, text in handout.generated_files(manifest=present, rubric=rubric, features_source=features_source).items():
         files[name] = text.encode("utf-8")
     files.update(selfcheck_files(repo_root=repo_root, rubric=rubric))
     _refuse_leaks(files, repo_root=repo_root, manifest=present)

@@ -16,6 +16,7 @@ Example
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import math
 import textwrap
 from pathlib import Path
@@ -135,22 +136,26 @@ def _file_table(manifest) -> str:
     return "\n".join(lines)
 
 
-def readme(*, manifest, rubric: Path | None) -> str:
+def _frontend_constants(source: Path) -> dict:
+    """DB_OFFSET, DB_SCALE and the dB floor, read from the features.py being shipped (not the installed one)."""
+    spec = importlib.util.spec_from_file_location("_handout_features", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines constants and classes only; torchaudio is imported lazily
+    floor_db = 10 * math.log10(module.FRONTEND_PARAMS["amin"])
+    return {"db_offset": module.DB_OFFSET, "db_scale": module.DB_SCALE, "floor_db": floor_db,
+            "silence": round((floor_db - module.DB_OFFSET) / module.DB_SCALE, 3)}
+
+
+def readme(*, manifest, rubric: Path | None, features_source: Path) -> str:
     """The handout text; ``rubric=None`` leaves out the grading section (say so in the course page)."""
-    from reference import features  # the constants the handout quotes (torchaudio is not imported)
-
     grading = grading_section(Path(rubric)) if rubric is not None else ""
-    floor_db = 10 * math.log10(features.FRONTEND_PARAMS["amin"])
-    return README_BODY.format(
-        files=_file_table(manifest), architecture=_architecture_table(), grading=grading,
-        db_offset=features.DB_OFFSET, db_scale=features.DB_SCALE, floor_db=floor_db,
-        silence=round((floor_db - features.DB_OFFSET) / features.DB_SCALE, 3),
-    )
+    return README_BODY.format(files=_file_table(manifest), architecture=_architecture_table(), grading=grading,
+                              **_frontend_constants(features_source))
 
 
-def generated_files(*, manifest, rubric: Path | None) -> dict[str, str]:
+def generated_files(*, manifest, rubric: Path | None, features_source: Path) -> dict[str, str]:
     """Every non-code file of the template: name -> text."""
     if rubric is not None and not Path(rubric).is_file():
         raise NotegradeError(f"rubric file not found: {rubric} (pass --rubric FILE)")
-    return {"README.md": readme(manifest=manifest, rubric=rubric), "requirements.txt": REQUIREMENTS,
-            "train_gpu.sbatch": SBATCH, ".gitignore": GITIGNORE}
+    return {"README.md": readme(manifest=manifest, rubric=rubric, features_source=features_source),
+            "requirements.txt": REQUIREMENTS, "train_gpu.sbatch": SBATCH, ".gitignore": GITIGNORE}
