@@ -32,8 +32,8 @@ programs   GM group                                         family
 Left out (no NSynth family fits): 47 timpani, 55 orchestra hit, 88-95 synth pads,
 96-103 synth effects, 113 agogo, 115-119 drums and cymbals, 120-127 sound effects, and
 every percussion bank (128).  Bank variants (e.g. bank 8 "Detuned Organ 1", MuseScore's
-bank 17 "Expr." presets) inherit their program's family, unless their name says they are a
-pad, an effect or a drum (``EXCLUDED_NAME_WORDS``).
+bank 20 "Violins Tremolo") inherit their program's family, unless their name says they are a
+pad, an effect, a drum or a controller-driven "Expr." preset (``EXCLUDED_NAME_WORDS``).
 
 ``instrument_source`` follows NSynth: acoustic (recorded acoustic instruments), electronic
 (electric/electro-mechanical: electric pianos and guitars, drawbar organs, electric basses),
@@ -119,7 +119,9 @@ _TABLE: dict[int, tuple] = {
 }
 PERCUSSION_BANK = 128
 # A bank variant whose preset name contains one of these is not a pitched instrument of its program's family.
-EXCLUDED_NAME_WORDS = ("pad", "fx", "drum", "noise", "metronome", "click", "sfx", "tom", "cymbal")
+# "Expr." presets (MuseScore banks 17+) take their loudness from a breath/mod controller and are
+# silent at note-on; they would also duplicate their program's samples.
+EXCLUDED_NAME_WORDS = ("pad", "fx", "drum", "noise", "metronome", "click", "sfx", "tom", "cymbal", "expr")
 
 
 def program_info(program: int) -> ProgramInfo | None:

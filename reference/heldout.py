@@ -45,7 +45,7 @@ def validate_heldout(path: str | Path) -> dict:
     return {"notes": len(heldout), "family_counts": counts, "missing": [f for f, n in counts.items() if n == 0]}
 
 
-def main(*, nsynth: str | Path, out: str | Path, workers: int | None = None, batch_size: int = 256,
+def main(*, nsynth: str | Path, out: str | Path, workers: int | None = None, batch_size: int = 64,
          device: str | None = None, progress: bool = True) -> dict:
     """Write and validate the held-out file ``out`` from the NSynth split ``nsynth``."""
     built = build_feature_file(nsynth=nsynth, out=out, kind="heldout", workers=workers, batch_size=batch_size,
@@ -57,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nsynth", required=True, type=Path, metavar="SPLIT_DIR",
                         help="the NSynth split to hold out (usually nsynth-test)")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the held-out file to write")
-    parser.add_argument("--workers", type=int, default=None, help="WAV-decoding threads (default: one per core)")
-    parser.add_argument("--batch-size", type=int, default=256, help="notes per front-end batch")
+    parser.add_argument("--workers", type=int, default=None, help="worker threads (default: one per core)")
+    parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
     parser.add_argument("--device", default=None, help="front-end device (default: cuda if available)")
 
 
