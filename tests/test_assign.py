@@ -354,6 +354,8 @@ def test_template_source_replaces_regions_at_their_indent():
     assert "x + 1" not in out and "'hi'" not in out
     regions = find_regions(text, path="m.py")
     assert [(r.function, r.hint) for r in regions] == [("f", "add one"), ("A.g", 'say "hi"')]
+    documented = '"""Markers look like this:\n\n    # BEGIN SOLUTION: hint\n    # END SOLUTION\n"""\n' + text
+    assert template_source(documented, path="m.py") == documented[:documented.index("def f")] + out
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,10 @@ from features import SAMPLE_RATE
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
+import tokenize
 from dataclasses import dataclass
 
 from autograder.errors import NotegradeError
@@ -100,10 +102,14 @@ def find_regions(text: str, *, path: str) -> list[Region]:
     except SyntaxError as err:
         raise NotegradeError(f"{path}:{err.lineno}: does not parse: {err.msg}") from err
     bodies = _function_bodies(tree, lines)
+    comment_lines = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+                     if tok.type == tokenize.COMMENT}
     errors: list[str] = []
     regions: list[Region] = []
     open_at: tuple[int, str, str, str | None] | None = None  # (line, indent, hint, function)
     for number, raw in enumerate(lines, 1):
+        if number not in comment_lines:  # a marker inside a string (a docstring example) is text
+            continue
         line = raw.rstrip()
         begin, end = BEGIN.match(line), END.match(line)
         if not (begin or end):
