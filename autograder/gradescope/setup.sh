@@ -50,6 +50,19 @@ if [ -n "$FIND_LINKS" ] && [[ "$FIND_LINKS" != /* ]] && [[ "$FIND_LINKS" != *://
 fi
 REQUIREMENTS="$HERE/requirements.txt"
 [ -f "$REQUIREMENTS" ] || die "requirements.txt is missing beside setup.sh ($HERE)"
+# Checked before anything is installed, so a bad setup.conf fails in a second.
+case "${CONF[WHEEL_SOURCE]}" in
+    index)
+        SOURCE=(--index-url "${CONF[TORCH_INDEX_URL]}" --extra-index-url "${CONF[PYPI_INDEX_URL]}")
+        [ -z "$FIND_LINKS" ] || SOURCE+=(--find-links "$FIND_LINKS")
+        ;;
+    wheelhouse)
+        [ -n "$FIND_LINKS" ] || die "WHEEL_SOURCE=wheelhouse needs FIND_LINKS (a directory of wheels)"
+        [[ "$FIND_LINKS" == *://* ]] || [ -d "$FIND_LINKS" ] || die "wheelhouse directory $FIND_LINKS does not exist"
+        SOURCE=(--no-index --find-links "$FIND_LINKS")
+        ;;
+    *) die "WHEEL_SOURCE must be 'index' or 'wheelhouse', got '${CONF[WHEEL_SOURCE]}'" ;;
+esac
 
 # --- system packages: python3 (>= 3.10) with venv support ------------------------------------
 have_python() {
@@ -80,18 +93,6 @@ else
     FRESH=1
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --no-input --no-cache-dir)
-    case "${CONF[WHEEL_SOURCE]}" in
-        index)
-            SOURCE=(--index-url "${CONF[TORCH_INDEX_URL]}" --extra-index-url "${CONF[PYPI_INDEX_URL]}")
-            [ -z "$FIND_LINKS" ] || SOURCE+=(--find-links "$FIND_LINKS")
-            ;;
-        wheelhouse)
-            [ -n "$FIND_LINKS" ] || die "WHEEL_SOURCE=wheelhouse needs FIND_LINKS (a directory of wheels)"
-            [[ "$FIND_LINKS" == *://* ]] || [ -d "$FIND_LINKS" ] || die "wheelhouse directory $FIND_LINKS does not exist"
-            SOURCE=(--no-index --find-links "$FIND_LINKS")
-            ;;
-        *) die "WHEEL_SOURCE must be 'index' or 'wheelhouse', got '${CONF[WHEEL_SOURCE]}'" ;;
-    esac
     log "installing requirements.txt (${CONF[WHEEL_SOURCE]}: ${SOURCE[*]})"
     # --only-binary: never compile anything at image build time; a missing wheel is an error.
     "${PIP[@]}" install --quiet --only-binary=:all: "${SOURCE[@]}" -r "$REQUIREMENTS"

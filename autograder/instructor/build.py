@@ -84,8 +84,9 @@ def _module_file(name: str) -> Path | None:
     return None  # e.g. ``from autograder import __version__``: a name, not a module
 
 
-def _imports(path: Path) -> tuple[set[str], set[str]]:
-    """(``autograder.*`` modules, other top-level names) that ``path`` imports.
+def _imports(path: Path) -> tuple[set[str], set[str], set[str]]:
+    """(``autograder.*`` modules, ``autograder.*`` names that may be submodules, other top-level
+    names) that ``path`` imports.
 
     Imports guarded by ``except ImportError``/``ModuleNotFoundError`` are optional and not
     reported as third-party requirements (``autograder.*`` ones are still followed).
@@ -101,6 +102,7 @@ def _imports(path: Path) -> tuple[set[str], set[str]]:
             for h in node.handlers):
             optional.update(id(n) for stmt in node.body for n in ast.walk(stmt))
     ours: set[str] = set()
+    maybe: set[str] = set()
     others: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -112,7 +114,9 @@ def _imports(path: Path) -> tuple[set[str], set[str]]:
             else:
                 base = node.module or ""
             # ``from pkg import name``: name may be a submodule, so follow it when it is one.
-            modules = [base] + [f"{base}.{alias.name}" for alias in node.names if base.startswith("autograder")]
+            if base == "autograder" or base.startswith("autograder."):
+                maybe.update(f"{base}.{alias.name}" for alias in node.names)
+            modules = [base]
         else:
             continue
         for name in modules:
@@ -120,7 +124,7 @@ def _imports(path: Path) -> tuple[set[str], set[str]]:
                 ours.add(name)
             elif id(node) not in optional:
                 others.add(name.split(".")[0])
-    return ours, others
+    return ours, maybe, others
 
 
 def grading_modules() -> list[str]:
@@ -140,22 +144,29 @@ def grading_modules() -> list[str]:
             raise NotegradeError(f"the grading code is incomplete: {path.relative_to(REPO_ROOT)} is missing")
     seen: set[Path] = set()
     problems: list[str] = []
+    missing: set[str] = set()
     stdlib = set(sys.stdlib_module_names) | {"tomllib"}
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
-        ours, others = _imports(path)
-        for name in sorted(ours):
+        ours, maybe, others = _imports(path)
+        for name in sorted(ours | maybe):
             parts = name.split(".")
             for depth in range(1, len(parts) + 1):  # the module and every package on its way
                 found = _module_file(".".join(parts[:depth]))
+                if found is None and name in ours:
+                    missing.add(f"{path.relative_to(REPO_ROOT)} imports {'.'.join(parts[:depth])}")
+                    break
                 if found is not None and found not in seen:
                     todo.append(found)
         allowed = stdlib | RUNTIME_PACKAGES | (STUDENT_MODULES if "harness" in path.parts else set())
         for name in sorted(others - allowed):
             problems.append(f"{path.relative_to(REPO_ROOT)} imports {name!r}")
+    if missing:
+        raise NotegradeError("the grading code is incomplete (no such module or package __init__.py): "
+                             + "; ".join(sorted(missing)))
     if problems:
         raise NotegradeError("the grading code needs packages the Gradescope runtime does not install ("
                              + ", ".join(sorted(RUNTIME_PACKAGES)) + "): " + "; ".join(problems))

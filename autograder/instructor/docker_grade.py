@@ -13,9 +13,9 @@ unless ``NOTEGRADE_BASE_IMAGE`` names another (e.g. a local stand-in where no re
 
 Example
 -------
->>> limits = ContainerLimits.from_sandbox({"memory_mb": 1024}, time_budget_s=480)
->>> limits.memory_mb, limits.cpus, limits.timeout_s
-(1024, 1.0, 600.0)
+>>> from types import SimpleNamespace
+>>> ContainerLimits.from_rubric(SimpleNamespace(time_budget_s=300, container={"memory_mb": 1024}))
+ContainerLimits(memory_mb=1024, cpus=1.0, timeout_s=420.0)
 """
 from __future__ import annotations
 
@@ -54,10 +54,12 @@ class ContainerLimits:
     timeout_s: float = 600.0
 
     @classmethod
-    def from_sandbox(cls, sandbox: dict, *, time_budget_s: float) -> "ContainerLimits":
-        """From a rubric's ``[sandbox]`` table (``memory_mb``, ``cpus``, ``container_timeout_s``)."""
-        return cls(memory_mb=int(sandbox.get("memory_mb", 768)), cpus=float(sandbox.get("cpus", 1.0)),
-                   timeout_s=float(sandbox.get("container_timeout_s", time_budget_s + STARTUP_MARGIN_S)))
+    def from_rubric(cls, rubric) -> "ContainerLimits":
+        """The rubric's ``[container]`` table (``memory_mb``, ``cpus``, ``timeout_s``: mirror them in
+        Gradescope's autograder settings), else 768 MB, 1 CPU and the time budget + start-up margin."""
+        table = getattr(rubric, "container", None) or {}
+        return cls(memory_mb=int(table.get("memory_mb", 768)), cpus=float(table.get("cpus", 1.0)),
+                   timeout_s=float(table.get("timeout_s", rubric.time_budget_s + STARTUP_MARGIN_S)))
 
 
 @dataclass
@@ -116,8 +118,7 @@ def unpack_autograder(autograder: Path, work: Path) -> Path:
 def _limits(source: Path) -> ContainerLimits:
     from autograder.rubric import load_rubric
 
-    rubric = load_rubric(source / "rubric.toml", validate_checks=False)
-    return ContainerLimits.from_sandbox(rubric.sandbox, time_budget_s=rubric.time_budget_s)
+    return ContainerLimits.from_rubric(load_rubric(source / "rubric.toml", validate_checks=False))
 
 
 def _content_tag(source: Path, base_image: str) -> str:
