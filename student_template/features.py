@@ -80,7 +80,11 @@ def frontend_hash(params: dict | None = None) -> str:
 class LogMelFrontEnd(nn.Module):
     """``MelSpectrogram`` -> ``AmplitudeToDB`` -> fixed affine scaling.
 
-    Holds no trainable parameters (the filterbank and window are buffers).
+    Holds no trainable parameters (the filterbank and window are buffers).  ``forward`` runs
+    the same math as ``self.mel`` (the same ``torch.stft`` call with its window, then its
+    filterbank) arranged for speed: the power as re^2 + im^2 instead of ``abs().pow(2)``
+    (complex abs is as slow as the STFT itself) and the filterbank applied without the two
+    transposes.  It equals ``self.to_db(self.mel(x))`` to float32 rounding (tested).
     """
 
     def __init__(self) -> None:
@@ -102,7 +106,6 @@ class LogMelFrontEnd(nn.Module):
             normalized=False,
             center=p["center"],
             pad_mode=p["pad_mode"],
-            onesided=True,
             norm=p["norm"],
             mel_scale=p["mel_scale"],
         )
@@ -114,9 +117,14 @@ class LogMelFrontEnd(nn.Module):
             raise NotegradeError(
                 f"expected waveforms of shape (N, {N_SAMPLES}) (16 kHz mono, 4 s), got {tuple(waves.shape)}"
             )
-        mel = self.mel(waves.float())  # (N, 64 mels, 64 frames)
+        p = FRONTEND_PARAMS
+        spec = torch.stft(waves.float(), n_fft=p["n_fft"], hop_length=p["hop_length"], win_length=p["win_length"],
+                          window=self.mel.spectrogram.window, center=p["center"], pad_mode=p["pad_mode"],
+                          normalized=False, onesided=True, return_complex=True)  # (N, 513 bins, 64 frames)
+        power = spec.real.square() + spec.imag.square()
+        mel = torch.matmul(power.transpose(1, 2), self.mel.mel_scale.fb).transpose(1, 2)  # (N, 64 mels, 64 frames)
         db = self.to_db(mel)
-        return ((db - DB_OFFSET) / DB_SCALE).unsqueeze(1)
+        return db.sub_(DB_OFFSET).div_(DB_SCALE).unsqueeze(1)
 
 
 _FRONTENDS: dict[str, LogMelFrontEnd] = {}

@@ -5,10 +5,12 @@ every WAV with soundfile and runs the fixed log-mel front-end (:mod:`reference.f
 writes one safetensors feature file (:mod:`autograder.featurefile`) with float16 features,
 labels, note ids and the front-end parameters and hash.
 
-Why it is fast: WAVs are decoded by a pool of threads (libsndfile releases the GIL) straight
-into a preallocated int16 batch buffer, while the main thread runs the batched front-end on
-the previous buffer (double buffering), and the features are written straight into the
-memory-mapped output file.  Nothing holds the whole split in RAM.
+Why it is fast: one worker thread per core takes a batch at a time, decodes its WAVs as int16
+straight into a reused buffer (libsndfile releases the GIL), runs the front-end on it with one
+torch thread (small batches scale far better across cores this way than with intra-op
+threads; see benchmarks/bench_features.py) and writes the fp16 features straight into the
+memory-mapped output file.  One worker's decoding overlaps another's math, and nothing holds
+the whole split in RAM.
 
 Students run it as a script too::
 
@@ -28,7 +30,8 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +41,7 @@ from tqdm import tqdm
 from errors import NotegradeError
 from featurefile import FAMILIES, FeatureFileWriter
 from features import FRONTEND_PARAMS, N_SAMPLES, frontend_hash, get_frontend
-from nsynth import SOURCES, NSynthNote, load_split, read_wav_into
+from nsynth import SOURCES, load_split, read_wav_into
 
 EXAMPLES = """examples:
   notegrade data features --nsynth data/rendered/nsynth-train --out features/train.safetensors
@@ -50,20 +53,9 @@ EXAMPLES = """examples:
 """
 
 
-def _decode_batch(notes: list[NSynthNote], buffer: np.ndarray, pool: ThreadPoolExecutor, n_threads: int) -> list[Future]:
-    """Decode ``notes`` into ``buffer[:len(notes)]``: one task per contiguous slice, not per file."""
-
-    def decode_slice(start: int, stop: int) -> None:
-        for i in range(start, stop):
-            read_wav_into(notes[i].path, buffer[i])
-
-    bounds = np.linspace(0, len(notes), n_threads + 1).astype(int)
-    return [pool.submit(decode_slice, a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-
-
 def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, sources=None,
                        pitches: tuple[int, int] | None = None, velocities=None, kind: str = "features",
-                       workers: int | None = None, batch_size: int = 256, device: str | None = None,
+                       workers: int | None = None, batch_size: int = 64, device: str | None = None,
                        progress: bool = True) -> dict:
     """Build ``out`` from the NSynth split ``nsynth``; returns a summary (notes, seconds, files/s, counts)."""
     started = time.perf_counter()
@@ -74,37 +66,46 @@ def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, so
     if batch_size < 1:
         raise NotegradeError(f"--batch-size must be >= 1, got {batch_size}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cores = len(os.sched_getaffinity(0))
-    n_threads = workers or cores
+    n_workers = workers or len(os.sched_getaffinity(0))
     frontend = get_frontend(device)
     split_name = Path(nsynth).resolve().name.removeprefix("nsynth-")
-    buffers = [np.empty((min(batch_size, len(notes)), N_SAMPLES), dtype=np.int16) for _ in range(2)]
-    batches = [notes[i : i + batch_size] for i in range(0, len(notes), batch_size)]
     writer = FeatureFileWriter(out, labels=np.array([n.family for n in notes]), notes=np.array([n.note for n in notes]),
                                note_strs=[n.note_str for n in notes], frontend_params=FRONTEND_PARAMS,
                                frontend_hash=frontend_hash(), split=split_name, kind=kind)
+    buffers = queue.SimpleQueue()  # one int16 decode buffer per worker, reused batch after batch
+    for _ in range(n_workers):
+        buffers.put(np.empty((batch_size, N_SAMPLES), dtype=np.int16))
+
+    def process(start: int) -> int:
+        """Decode one batch and write its features into the output file (disjoint rows per batch)."""
+        batch, buffer = notes[start : start + batch_size], buffers.get()
+        try:
+            for i, note in enumerate(batch):
+                read_wav_into(note.path, buffer[i])
+            with torch.inference_mode():
+                waves = torch.from_numpy(buffer[: len(batch)]).to(device).float().mul_(1.0 / 32768)
+                writer.features[start : start + len(batch)] = frontend(waves).to(torch.float16).cpu().numpy()
+        finally:
+            buffers.put(buffer)
+        return len(batch)
+
+    threads_before = torch.get_num_threads()
+    # Parallel across batches, one torch thread each: small FFT batches scale far better this way than
+    # with torch's intra-op threads, and decoding (libsndfile releases the GIL) overlaps the math.
+    torch.set_num_threads(1)
     ok = False
     try:
-        with ThreadPoolExecutor(max_workers=n_threads) as pool, torch.inference_mode(), \
+        with ThreadPoolExecutor(max_workers=n_workers) as pool, \
                 tqdm(total=len(notes), unit="note", desc=f"features {split_name}", disable=not progress) as bar:
-            pending = _decode_batch(batches[0], buffers[0], pool, n_threads)
-            for k, batch in enumerate(batches):
-                for future in pending:
-                    future.result()  # re-raises a decode error (missing/corrupt WAV) here
-                current = buffers[k % 2][: len(batch)]
-                if k + 1 < len(batches):  # decode the next batch while this one is computed
-                    pending = _decode_batch(batches[k + 1], buffers[(k + 1) % 2], pool, n_threads)
-                waves = torch.from_numpy(current).to(device, non_blocking=True).float().mul_(1.0 / 32768)
-                feats = frontend(waves).to(torch.float16).cpu().numpy()
-                writer.features[k * batch_size : k * batch_size + len(batch)] = feats
-                bar.update(len(batch))
+            for done in pool.map(process, range(0, len(notes), batch_size)):
+                bar.update(done)  # pool.map re-raises a decode error (missing/corrupt WAV) here
         ok = True
     finally:
+        torch.set_num_threads(threads_before)
         writer.close(ok=ok)
     seconds = time.perf_counter() - started
-    counts = split.family_counts()
     return {"out": str(out), "split": split_name, "notes": len(notes), "seconds": seconds,
-            "files_per_s": len(notes) / seconds, "family_counts": counts}
+            "files_per_s": len(notes) / seconds, "family_counts": split.family_counts()}
 
 
 def _csv(kind: str, choices: tuple[str, ...]):
@@ -140,8 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sources", type=_csv("source", SOURCES), help="only these sources (acoustic,electronic,synthetic)")
     parser.add_argument("--pitch-range", type=_pitch_range, metavar="LO-HI", help="only MIDI pitches in LO..HI")
     parser.add_argument("--velocities", type=_ints, metavar="V,V,...", help="only these velocities")
-    parser.add_argument("--workers", type=int, default=None, help="WAV-decoding threads (default: one per core)")
-    parser.add_argument("--batch-size", type=int, default=256, help="notes per front-end batch")
+    parser.add_argument("--workers", type=int, default=None, help="worker threads, each decoding and computing "
+                        "whole batches (default: one per core)")
+    parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
     parser.add_argument("--device", default=None, help="front-end device, e.g. cpu or cuda (default: cuda if available)")
 
 
