@@ -174,7 +174,7 @@ def test_every_todo_raises_not_implemented_with_its_hint(tmp_path):
 
 def test_template_support_code_runs_with_flat_imports(tmp_path, rng):
     """features + nsynth + featurefile (and the doctests) work from the template alone."""
-    from tests.nsynth_factory import make_nsynth_split
+    from nsynth_factory import make_nsynth_split
 
     split = make_nsynth_split(tmp_path / "data", split="valid", n_per_family=2, families=("bass", "organ"), seed=0)
     work = tmp_path / "work"
@@ -222,7 +222,7 @@ def test_handout_commands_run_in_the_filled_template(tmp_path):
     missing = [s.source for s in assign.MANIFEST if not (REPO / s.source).is_file()]
     if missing:
         pytest.skip("still being written: " + ", ".join(missing))
-    from tests.nsynth_factory import make_nsynth_split
+    from nsynth_factory import make_nsynth_split
 
     data = tmp_path / "data"
     for split in ("train", "valid"):
