@@ -68,7 +68,7 @@ HOLD_SAMPLES = 48_000  # note-off after 3 s
 EXAMPLES = """examples:
   # the default dataset (all three Debian GM SoundFonts; what the acceptance run trains on)
   notegrade data render --out data/rendered
-  # a demo-sized set in well under a minute: one small SoundFont, 3 instruments per family
+  # a demo-sized set in well under a minute: one small SoundFont, 3 programs per family
   notegrade data render --out data/demo --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2 \\
       --max-programs-per-family 3 --notes-per-instrument 12
   # only middle pitches, two velocities, another seed
@@ -103,7 +103,7 @@ def plan(presets: dict[str, list[tuple[int, int, str]]], *, seed: int, notes_per
                 by_family[info.family].append(Instrument(soundfont, bank, program, name, info))
     chosen: list[Instrument] = []
     for family_id, family in enumerate(FAMILIES):
-        # A SoundFont's program and its bank variants ("Violin", "Slow Violin", "Violin Expr.") share
+        # A SoundFont's program and its bank variants ("Violin", "Slow Violin", "Violins Slow") share
         # samples, so they form one group and go to the same split.
         groups: dict[tuple[str, int], list[Instrument]] = {}
         for inst in by_family[family]:
