@@ -289,16 +289,23 @@ def main(
     """Generate (or with ``check``, verify) the template; returns ``{"files", "written", "zip"}``."""
     if rubric is not None and not Path(rubric).is_file():
         raise NotegradeError(f"rubric file not found: {rubric} (pass --rubric FILE)")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise NotegradeError(f"--out {out} is a file; give a directory for the template")
+    if zip_path is not None and Path(zip_path).is_dir():
+        raise NotegradeError(f"--zip {zip_path} is a directory; give a file name such as starter.zip")
     files = generate_files(rubric=rubric, repo_root=repo_root, skip_missing=skip_missing)
     if check:
         problems = check_template(files, Path(out))
         if problems:
             raise NotegradeError(f"{out} is out of date (run `notegrade assign`): " + "; ".join(problems))
         return {"files": sorted(files), "written": [], "zip": None}
-    written = write_template(files, Path(out))
-    if zip_path is not None:
-        Path(zip_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(zip_path).write_bytes(zip_bytes(files))
+    try:
+        written = write_template(files, Path(out))
+        if zip_path is not None:
+            Path(zip_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(zip_path).write_bytes(zip_bytes(files))
+    except OSError as err:  # read-only checkout, full disk, ...
+        raise NotegradeError(f"cannot write {err.filename or out}: {err.strerror or err}") from err
     return {"files": sorted(files), "written": written, "zip": str(zip_path) if zip_path else None}
 
 
