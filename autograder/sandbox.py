@@ -105,11 +105,13 @@ class Sandbox:
     (require root) or ``"self"`` (same user: the non-root path, also testable as root).
     ``python``: the worker's interpreter (default: ``$NOTEGRADE_WORKER_PYTHON`` or this one);
     as root it must be reachable by other users.  ``hide``: paths to make inaccessible to
-    other users (as root).  ``use_gpu``: let the held-out probe use CUDA.
+    other users (as root).  ``use_gpu``: let the held-out probe use CUDA (None: when an NVIDIA
+    driver is present).  The worker is spawned at once; its start-up (~1-3 s of imports) is
+    not charged to any call's timeout.
     """
 
     def __init__(self, submission: "str | os.PathLike", *, limits: "SandboxLimits | None" = None,
-                 use_gpu: bool = False, run_as: str = "auto", python: "str | None" = None,
+                 use_gpu: "bool | None" = None, run_as: str = "auto", python: "str | None" = None,
                  hide: "tuple[str, ...] | list[str]" = (), scratch_root: "str | None" = None) -> None:
         if run_as not in ("auto", "student", "self"):
             raise NotegradeError(f"run_as must be auto, student or self, not {run_as!r}")
@@ -117,7 +119,9 @@ class Sandbox:
         if not os.path.isdir(self.submission):
             raise NotegradeError(f"submission directory {self.submission} does not exist")
         self.limits = limits or SandboxLimits()
-        self.use_gpu = use_gpu
+        # None: use a GPU when the machine has an NVIDIA driver (the worker falls back to the CPU
+        # if torch cannot use it), without importing torch here.
+        self.use_gpu = os.path.exists("/proc/driver/nvidia/version") if use_gpu is None else bool(use_gpu)
         self.python = python or os.environ.get(WORKER_PYTHON_ENV) or sys.executable
         root = os.getuid() == 0
         if run_as == "student" and not root:
@@ -143,6 +147,7 @@ class Sandbox:
                         f"run it, or set {WORKER_PYTHON_ENV} to such an interpreter")
             sandbox_os.enable_subreaper()
             self._make_scratch(scratch_root)
+            self._start_worker()  # spawned now, so its torch import overlaps the grader's own work
         except BaseException:
             self.close()
             raise
@@ -212,8 +217,9 @@ class Sandbox:
         ``inputs``: name -> array (written for this call) or a name from :meth:`share_input`.
         Raises :class:`NotegradeError` only when the worker cannot start at all.
         """
-        if self._worker is None or not self._worker.alive():
+        if self._worker is None or (self._worker.info is not None and not self._worker.alive()):
             self._start_worker()
+        self._last_info = self._worker.wait_ready()
         self._counter += 1
         request_id = self._counter
         files = {}
@@ -258,11 +264,12 @@ class Sandbox:
     _last_info: dict = {}
 
     def _start_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
         self._worker = sandbox_io.Worker(
             python=self.python, lib_dir=self.lib_dir, work_dir=self.work_dir, inputs_dir=self.inputs_dir,
             outputs_dir=self.outputs_dir, tmp_dir=self.tmp_dir, limits=self.limits, use_gpu=self.use_gpu,
             user=self.user)
-        self._last_info = self._worker.info
 
     # -- teardown ----------------------------------------------------------------------
     def close(self) -> None:

@@ -238,7 +238,11 @@ _SIGNALS = {
 
 
 class Worker:
-    """One running worker process; see :mod:`autograder.sandbox`."""
+    """One running worker process; see :mod:`autograder.sandbox`.
+
+    The constructor only spawns it (so its ``import torch`` overlaps the grader's own work);
+    :meth:`wait_ready` waits for the ready message.
+    """
 
     def __init__(self, *, python: str, lib_dir: str, work_dir: str, inputs_dir: str, outputs_dir: str,
                  tmp_dir: str, limits: Any, use_gpu: bool, user: Any) -> None:
@@ -275,14 +279,21 @@ class Worker:
         finally:
             os.close(request_r)
             os.close(response_w)
-        self.owner_uid = uid
+        self.owner_uid, self.python = uid, python
         for fd in (self._response_r, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
             os.set_blocking(fd, False)
         self._buffer = b""
         self.stdout, self.stderr = _Capture(limits.output_bytes), _Capture(limits.output_bytes)
         me = sandbox_os.process_table().get(self.proc.pid)
         self.start_tick = me.start if me else 0
-        line, status = self._read_line(time.monotonic() + limits.startup_timeout_s)
+        self.spawned = time.monotonic()
+        self.info: "dict | None" = None
+
+    def wait_ready(self) -> dict:
+        """Wait for the worker's ready message (python + torch imported); NotegradeError if it never comes."""
+        if self.info is not None:
+            return self.info
+        line, status = self._read_line(self.spawned + self.limits.startup_timeout_s)
         info = self._parse(line) if line is not None else None
         if not info or info.get("event") != "ready":
             try:
@@ -291,9 +302,10 @@ class Worker:
                 code = None
             self.stop()
             detail = self.stderr.text().strip()[-1500:] or "no output"
-            raise NotegradeError(f"the grading worker ({python}) did not start ({status}, exit status {code}); "
+            raise NotegradeError(f"the grading worker ({self.python}) did not start ({status}, exit status {code}); "
                                  f"its stderr ends with: {detail}")
         self.info = info
+        return info
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -360,6 +372,7 @@ class Worker:
         return f"the worker process exited with status {code} (os._exit() or a crash in native code)"
 
     def request(self, message: dict, *, timeout_s: float) -> ProbeResult:
+        self.wait_ready()
         probe = str(message["probe"])
         started = time.monotonic()
         self.stdout, self.stderr = _Capture(self.limits.output_bytes), _Capture(self.limits.output_bytes)

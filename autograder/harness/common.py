@@ -113,9 +113,9 @@ class forbidden_zone:
 class WorkerContext:
     """Paths of one worker, plus helpers to read the grader's inputs and write outputs."""
 
-    def __init__(self, *, submission: str, inputs: str, outputs: str, device: str) -> None:
+    def __init__(self, *, submission: str, inputs: str, outputs: str, device: str, threads: int = 1) -> None:
         self.submission = os.path.realpath(submission)
-        self.inputs, self.outputs, self.device = inputs, outputs, device
+        self.inputs, self.outputs, self.device, self.threads = inputs, outputs, device, threads
         self.request_id = 0
         self.input_names: "dict[str, str]" = {}
         self.arrays: "dict[str, str]" = {}

@@ -129,6 +129,15 @@ def probe_heldout_logits(args: dict, context: WorkerContext) -> dict:
         raise ProbeFailure("checkpoint", f"model.pt does not fit your NoteCNN: {message}") from None
     features = context.load("features", mmap=True)
     batch_size = max(1, int(args.get("batch_size", 64)))
+    torch.set_num_threads(context.threads)
+    try:
+        return _heldout_batches(model, features, batch_size, context)
+    finally:
+        torch.set_num_threads(1)
+
+
+def _heldout_batches(model: torch.nn.Module, features: np.ndarray, batch_size: int, context: WorkerContext) -> dict:
+    device = context.device
     started = time.perf_counter()
     try:
         model = model.to(device).eval()
