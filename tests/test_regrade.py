@@ -237,3 +237,47 @@ def test_docker_path_checks_the_engine_once_and_grades_in_the_image(tmp_path, au
     assert built == [(client, autograder_dir, None)]
     assert len(seen) == 7 and set(seen) == {("img:1", client)}
     assert dict(zip(*pd.read_csv(summary.paths["grades"])[["name", "total"]].T.values)) == EXPECTED_TOTALS
+
+
+E2E_STUDENTS = ("Ada Lovelace", "Ben Franklin", "Dev Null", "Eve Adams")
+
+
+@pytest.mark.slow
+def test_end_to_end_with_the_real_grader(tmp_path):
+    """The real grader (subprocess, sandbox, checks) on four submissions of the export, then resume."""
+    import jsonschema
+
+    from autograder.instructor.class_report import main as class_report
+    from tests.autograder_dir import REPO, grading_assets, make_autograder_dir
+
+    assets = grading_assets()
+    autograder = make_autograder_dir(tmp_path / "autograder", rubric=assets.rubric, heldout=assets.heldout)
+    subset = [s for s in DEFAULT_CLASS if s.students[0].name in E2E_STUDENTS]
+    fixture = make_export(tmp_path / "src", submissions=subset, checkpoint=assets.state_dict_path, as_zip=True)
+    out = tmp_path / "out"
+    summary = regrade.main(export=fixture.path, autograder=autograder, out=out, jobs=2,
+                           extensions=fixture.extensions_csv, **OPTIONS)
+    assert summary.graded == 4 and summary.failed == [], summary.problems
+    schema = json.loads((REPO / "tests" / "schema" / "results.schema.json").read_text())
+    for path in (out / "submissions").glob("*/results.json"):
+        jsonschema.validate(json.loads(path.read_text()), schema)
+    grades = pd.read_csv(out / "grades.csv").set_index("name")
+    assert grades.loc["Ada Lovelace", "total"] == 100.0
+    assert grades.loc["Ada Lovelace", "heldout_accuracy"] == pytest.approx(assets.accuracy, abs=1e-6)
+    # The rendered rubric charges 3 points per started day: Ben is 1 day 2 h 5 min late.
+    assert grades.loc["Ben Franklin", "penalty"] == 6.0 and grades.loc["Ben Franklin", "total"] == 94.0
+    items = [c for c in grades.columns if c[:1].isdigit()]
+    assert len(items) == len(json.loads((out / "grades.json").read_text())["items"]) >= 8
+    architecture = [c for c in items if c.startswith("1.")]
+    assert grades.loc["Dev Null", architecture].sum() == 0 and grades.loc["Dev Null", "total"] < 100
+    assert grades.loc["Dev Null", "status"] == "graded"
+    losses = [c for c in items if c.startswith("2.")]
+    assert grades.loc["Eve Adams", losses].sum() < grades.loc["Ada Lovelace", losses].sum()
+    assert grades.loc["Eve Adams", [c for c in items if c.startswith("1.")]].sum() == 20.0
+    pooled = json.loads((out / "grades.json").read_text())["confusion"]["pooled"]
+    assert sum(map(sum, pooled)) == 3 * 8 * 11  # three submissions with a model, 88 held-out notes each
+    again = regrade.main(export=fixture.path, autograder=autograder, out=out, jobs=2,
+                         extensions=fixture.extensions_csv, **OPTIONS)
+    assert again.reused == 4 and again.graded == 0
+    page = class_report(grades=out / "grades.csv", out=out / "class.html", reference_accuracy=assets.accuracy)
+    assert page.read_text().count("data:image/png;base64,") == 5
