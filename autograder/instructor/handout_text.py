@@ -6,7 +6,8 @@ the fields ``files``, ``architecture`` and ``grading``.
 
 REQUIREMENTS = """\
 # Python >= 3.10.  Install with:  pip install -r requirements.txt
-# (CPU-only laptop: add  --index-url https://download.pytorch.org/whl/cpu  to get the small torch build.)
+# Linux without an NVIDIA GPU: first get the much smaller CPU build of PyTorch with
+#   pip install torch torchaudio --index-url https://download.pytorch.org/whl/cpu
 torch>=2.4
 torchaudio>=2.4
 numpy
@@ -94,6 +95,10 @@ python3 -m venv .venv
 source .venv/bin/activate
 pip install -r requirements.txt
 ```
+
+On Linux without an NVIDIA GPU, run `pip install torch torchaudio --index-url
+https://download.pytorch.org/whl/cpu` before the last line: the CPU build of PyTorch is a much
+smaller download and does everything this assignment needs.
 
 ## What to implement
 
