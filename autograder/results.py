@@ -158,9 +158,11 @@ def _leaderboard_values(rubric: Rubric, graded: list[GradedItem]) -> list[tuple[
 
 
 def _accuracy_data(graded: list[GradedItem]) -> dict[str, Any]:
+    # The held-out item is the one whose data has a confusion matrix (train_overfit also reports
+    # an "accuracy": on its tiny training batch, which must not pass for the held-out accuracy).
     for g in graded:
         data = g.outcome.data or {}
-        if "accuracy" in data and g.outcome.status == "ran":
+        if "accuracy" in data and "confusion" in data and g.outcome.status == "ran":
             return {"heldout_item": g.item.number, "heldout_accuracy": json_safe(data["accuracy"]),
                     "heldout_count": json_safe(data.get("count")), "per_family": json_safe(data.get("per_family")),
                     "confusion": json_safe(data.get("confusion"))}

@@ -50,7 +50,8 @@ def graded_items(rng) -> list[GradedItem]:
         GradedItem(ITEMS[0], ItemOutcome.from_subchecks([
             SubCheck("conv1 parameters", True), SubCheck("conv2 parameters", True), SubCheck("conv3 parameters", False,
             message="conv3 has 18,432 parameters, expected 18,496: is the bias missing?"), SubCheck("fc parameters", True)]), 1.25),
-        GradedItem(ITEMS[1], ItemOutcome.from_subchecks([SubCheck("mse_loss", True, 2.0), SubCheck("cross_entropy | softmax", True)])),
+        GradedItem(ITEMS[1], ItemOutcome.from_subchecks([SubCheck("mse_loss", True, 2.0), SubCheck("cross_entropy | softmax", True)],
+                                                        data={"accuracy": 1.0})),  # like train_overfit's: not held out
         GradedItem(ITEMS[2], ItemOutcome.failed("timeout", "fit did not finish within 60 s")),
         GradedItem(ITEMS[3], accuracy_outcome(rng), 4.5),
         GradedItem(ITEMS[4], not_run_outcome()),
@@ -69,6 +70,7 @@ def test_scores_statuses_and_gradescope_fields(rng):
     assert tests["3.1"]["score"] == 0 and "fit did not finish within 60 s" in tests["3.1"]["output"]
     assert tests["3.1"]["extra_data"]["status"] == "timeout"
     assert tests["4.1"]["score"] == 24
+    assert extra_is_heldout(data)
     assert tests["5.1"]["visibility"] == "hidden" and tests["5.1"]["output"].strip() == "not run: time budget exhausted"
     late = tests["Late penalty"]
     assert late["score"] == -6 and late["output"] == "submitted 1 day 2 h 5 min late → 2 days × 3 points = −6"
@@ -81,6 +83,11 @@ def test_scores_statuses_and_gradescope_fields(rng):
     assert set(extra["per_family"]) == set(FAMILIES) and extra["rubric_hash"] == RUBRIC.rubric_hash
     assert extra["late"]["penalty"] == 6 and extra["late"]["late_seconds"] == 93_900
     assert extra["toolkit_version"]
+
+
+def extra_is_heldout(data: dict) -> bool:
+    extra = data["extra_data"]
+    return extra["heldout_item"] == "4.1" and extra["heldout_accuracy"] < 1.0 and extra["heldout_count"] == sum(map(sum, extra["confusion"]))
 
 
 def test_score_is_clamped_to_zero_and_total(rng):
