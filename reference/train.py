@@ -1,7 +1,7 @@
 """The training loop: one epoch, evaluation, and ``fit`` with early stopping.
 
 ``loader`` is any iterable of ``(features, labels)`` batches: a ``DataLoader`` or the
-device-resident loader of ``feature_cache.py``.  Batches are moved to ``device`` here.
+``FeatureLoader`` of ``featurefile.py`` (device-resident on a GPU).  Batches are moved to ``device`` here.
 
 Example
 -------
