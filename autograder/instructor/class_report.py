@@ -61,6 +61,10 @@ def _img(fig: Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}">'
 
 
+def _points(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
 def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
@@ -95,8 +99,8 @@ def pass_rate_figure(grades: pd.DataFrame, items: list[tuple[str, float]]) -> Fi
     for y, value in enumerate(full):
         ax.text(0.01, y, f"{value:.0%}", va="center", color="white" if value > 0.08 else "black", fontweight="bold")
     ax.set(xlim=(0, 1), xlabel="share of graded students")
-    # Below the axes: inside, it would cover the bars of a long rubric.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45 / max(len(items), 1) - 0.25), ncol=2, fontsize="small")
+    # Above the axes: inside, it would cover the bars of a long rubric.
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize="small", frameon=False)
     return fig
 
 
@@ -226,7 +230,7 @@ def main(*, grades: pathlib.Path, out: pathlib.Path, reference_accuracy: float |
         sections.append(_note(f"No confusion data ({data_path.name} beside grades.csv has none)."))
     sections.append(f"<h2>Leaderboard (top {top} by held-out accuracy)</h2>")
     board = graded.dropna(subset=["heldout_accuracy"]).sort_values(["heldout_accuracy", "total"], ascending=False).head(top)
-    rows = [[str(rank), str(r["name"]), str(r.get("sid", "")), f"{r['heldout_accuracy']:.2%}", f"{r['total']:g}"]
+    rows = [[str(rank), str(r["name"]), str(r.get("sid", "")), f"{r['heldout_accuracy']:.2%}", _points(r["total"])]
             for rank, (_, r) in enumerate(board.iterrows(), start=1)]
     sections.append(_table(["#", "student", "sid", "held-out accuracy", "total"], rows, right={0, 3, 4})
                     if rows else _note("No held-out accuracies in grades.csv."))

@@ -35,6 +35,7 @@ import json
 import math
 import pathlib
 import re
+import shutil
 import tempfile
 import traceback
 from dataclasses import dataclass, field
@@ -291,8 +292,6 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     ext = gs_export.load_extensions(extensions, assignment=info) if extensions else {}
     out.mkdir(parents=True, exist_ok=True)
     if export.is_file():
-        import shutil
-
         shutil.rmtree(out / "export", ignore_errors=True)  # a fresh unpack: no files left from another zip
     parsed = gs_export.read_export(export, extract_to=out / "export" if export.is_file() else None)
     entries, notes = gs_export.dedupe_students(parsed.entries)
@@ -335,7 +334,8 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
         "confusion": {"per_submission": confusion, "pooled": pooled_confusion(confusion)},
     }
     paths["class_data"].write_text(json.dumps(class_data, indent=1))
-    paths["reports"].mkdir(exist_ok=True)
+    shutil.rmtree(paths["reports"], ignore_errors=True)  # no stale report of a student no longer in the export
+    paths["reports"].mkdir()
     for row in rows:
         _write_student_reports(out=paths["reports"], row=row, results=row["results"])
     paths["problems"].write_text("".join(line + "\n" for line in summary.problems + summary.failed))
