@@ -13,7 +13,7 @@ Prints, measured in one run on this machine's cores:
 
 The CPU build lives in its own venv, created on first use and reused afterwards::
 
-    python3 -m venv /tmp/cpu-venv
+    /usr/bin/python3 -m venv /tmp/cpu-venv      # not a Python under /root: see _base_python
     /tmp/cpu-venv/bin/pip install torch==2.13.0+cpu numpy safetensors gradescope-utils
 
 (the ``+cpu`` wheel comes from the local wheelhouse pip is configured for; elsewhere add
@@ -55,14 +55,23 @@ with torch.inference_mode():
 """
 
 
+def _base_python() -> str:
+    # As root the sandbox runs the worker as an unprivileged user, who must be able to execute the
+    # interpreter: a pyenv Python under /root (mode 700) is out of reach, /usr/bin/python3 is not.
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+
+
 def ensure_cpu_venv(venv: pathlib.Path) -> pathlib.Path:
     """The venv's python, creating the venv and installing the CPU build of torch if needed."""
+    from autograder.sandbox_os import path_is_reachable_by_others
+
     python = venv / "bin" / "python"
     probe = "import torch, numpy, safetensors, gradescope_utils; assert '+cpu' in torch.__version__"
-    if python.exists() and subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
+    reachable = os.geteuid() != 0 or path_is_reachable_by_others(str(python)) is None
+    if python.exists() and reachable and subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
         return python
-    print(f"creating the CPU-torch venv {venv} (once) ...", flush=True)
-    subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    print(f"creating the CPU-torch venv {venv} from {_base_python()} (once) ...", flush=True)
+    subprocess.run([_base_python(), "-m", "venv", "--clear", str(venv)], check=True)
     subprocess.run([python, "-m", "pip", "install", "-q", *CPU_PACKAGES], check=True)
     subprocess.run([python, "-c", probe], check=True)
     return python
