@@ -161,3 +161,56 @@ def test_python_m_run_autograder_with_late_metadata(tmp_path):
     assert sum(t["score"] for t in data["tests"] if t.get("number")) == 100, data["output"]
     assert data["score"] == 94 and data["tests"][-1]["output"].endswith("2 days × 3 points = −6")
     assert "[notegrade] item 4.1" in proc.stdout  # the per-item log goes to stdout, for instructors
+
+
+@pytest.mark.slow
+def test_global_budget_withholds_the_rest_with_the_real_sandbox(tmp_path):
+    """With a 3 s budget only the first item starts (the worker's start-up alone takes longer)."""
+    assets = grading_assets()
+    root = _root(tmp_path, make_submission(tmp_path / "ref", state_dict=torch.load(assets.state_dict_path)))
+    from tests.autograder_dir import rubric_text
+
+    (root / "source" / "rubric.toml").write_text(rubric_text(zero_at=0.1, full_at=0.35, time_budget_s=3.0))
+    data = run_autograder.main(root=root)
+    assert data == _results(root)
+    items = [t for t in data["tests"] if t.get("number")]
+    assert items[0]["score"] == 10 and items[0]["extra_data"]["status"] == "ran"
+    for test in items[1:]:
+        assert test["score"] == 0 and test["extra_data"]["status"] == "not_run"
+        assert test["output"].strip() == "not run: time budget exhausted"
+    assert data["score"] == 10  # withheld and said so, never a silently zeroed run
+
+
+DELAYED_REWRITE = '''
+import os, time
+if os.fork() == 0:          # a daemon: double fork + setsid, so it outlives the worker
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(3)
+        for path in ({results!r}, {marker!r}):
+            try:
+                with open(path, "w") as f:
+                    f.write('{{"score": 1000}}')
+            except OSError:
+                pass
+        os._exit(0)
+    os._exit(0)
+'''
+
+
+@pytest.mark.slow
+def test_a_delayed_rewrite_of_results_json_does_not_survive(tmp_path):
+    assets = grading_assets()
+    root = tmp_path / "autograder"
+    marker = tmp_path / "public" / "daemon_was_alive.txt"
+    marker.parent.mkdir()
+    marker.parent.chmod(0o777)
+    model = (REPO / "reference" / "model.py").read_text() + DELAYED_REWRITE.format(
+        results=str(root / "results" / "results.json"), marker=str(marker))
+    submission = make_submission(tmp_path / "evil", files={"model.py": model},
+                                 state_dict=torch.load(assets.state_dict_path))
+    root = _root(tmp_path, submission)
+    data = run_autograder.main(root=root)
+    time.sleep(5)  # longer than the daemon's delay
+    assert _results(root) == data and data["score"] == 100
+    assert not marker.exists()  # the daemon was killed before it could write anything anywhere
