@@ -126,37 +126,16 @@ class Rubric:
 
 
 # key -> (accepted types, required)
-_TOP_KEYS = {
-    "title": ((str,), True),
-    "total_points": ((int, float), True),
-    "time_budget_s": ((int, float), False),
-    "visibility": ((str,), False),
-    "stdout_visibility": ((str,), False),
-    "items": ((list,), True),
-    "late_policy": ((dict,), False),
-    "leaderboard": ((list,), False),
-    "sandbox": ((dict,), False),
-}
-_ITEM_KEYS = {
-    "number": ((str,), True),
-    "title": ((str,), True),
-    "points": ((int, float), True),
-    "check": ((str,), True),
-    "params": ((dict,), False),
-    "visibility": ((str,), False),
-    "timeout_s": ((int, float), False),
-    "tags": ((list,), False),
-}
-_LATE_KEYS = {
-    "amount": ((int, float), True),
-    "unit": ((str,), False),
-    "per": ((str,), False),
-    "grace_minutes": ((int, float), False),
-    "rounding": ((str,), False),
-    "cap": ((int, float), False),
-    "zero_after_late_due": ((bool,), False),
-    "percent_of": ((str,), False),
-}
+_NUM, _STR = (int, float), (str,)
+_TOP_KEYS = {"title": (_STR, True), "total_points": (_NUM, True), "time_budget_s": (_NUM, False),
+             "visibility": (_STR, False), "stdout_visibility": (_STR, False), "items": ((list,), True),
+             "late_policy": ((dict,), False), "leaderboard": ((list,), False), "sandbox": ((dict,), False)}
+_ITEM_KEYS = {"number": (_STR, True), "title": (_STR, True), "points": (_NUM, True), "check": (_STR, True),
+              "params": ((dict,), False), "visibility": (_STR, False), "timeout_s": (_NUM, False),
+              "tags": ((list,), False)}
+_LATE_KEYS = {"amount": (_NUM, True), "unit": (_STR, False), "per": (_STR, False), "grace_minutes": (_NUM, False),
+              "rounding": (_STR, False), "cap": (_NUM, False), "zero_after_late_due": ((bool,), False),
+              "percent_of": (_STR, False)}
 _LATE_CHOICES = {"unit": ("points", "percent"), "per": ("day", "hour"),
                  "rounding": ("ceil", "floor", "none"), "percent_of": ("earned", "total")}
 _LEADERBOARD_KEYS = {"name": ((str,), True), "item": ((str,), True), "field": ((str,), True),
@@ -352,9 +331,9 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
         if not math.isclose(declared, summed, abs_tol=1e-9):
             problems.append(f"points add up to {summed:g}, but total_points is {declared:g}")
     late = _parse_late(raw["late_policy"], problems) if _valid(raw, _TOP_KEYS, "late_policy") else LatePolicy()
-    # Declared numbers, even of items rejected above, so one bad item doesn't cascade.
     if validate_checks and _valid(raw, _TOP_KEYS, "sandbox"):
         _check_sandbox(raw["sandbox"], problems)
+    # Declared numbers, even of items rejected above, so one bad item doesn't cascade.
     numbers = {i.get("number") for i in raw["items"] if isinstance(i, dict)} if _valid(raw, _TOP_KEYS, "items") else set()
     columns = _parse_leaderboard(raw["leaderboard"], numbers, problems) \
         if _valid(raw, _TOP_KEYS, "leaderboard") else []
