@@ -281,3 +281,37 @@ def test_end_to_end_with_the_real_grader(tmp_path):
     assert again.reused == 4 and again.graded == 0
     page = class_report(grades=out / "grades.csv", out=out / "class.html", reference_accuracy=assets.accuracy)
     assert page.read_text().count("data:image/png;base64,") == 5
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.xfail(reason="docker_grade.run_container mounts submission_metadata.json read-only, and run_autograder "
+                          "chmods it to hide it: OSError EROFS, every item 'not run'. Fix: copy it into the job dir, "
+                          "mount it rw (as Gradescope's is). Remove this mark then.", raises=AssertionError, strict=False)
+def test_regrade_in_docker_containers(tmp_path):
+    """``--docker``: the zip's image (built FROM the local base stand-in) grades each submission."""
+    import torch  # noqa: F401  (grading_assets trains with it)
+
+    import docker_support
+    from autograder.instructor import build, docker_grade
+    from tests.autograder_dir import grading_assets
+
+    client = docker_support.engine_or_skip()
+    base = docker_support.ensure_base_image(client)
+    assets = grading_assets()
+    (tmp_path / "rubric.toml").write_text(assets.rubric)
+    archive = build.main(rubric=tmp_path / "rubric.toml", heldout=assets.heldout, out=tmp_path / "autograder.zip",
+                         wheelhouse=docker_support.ensure_wheelhouse(), quiet=True).path
+    source = docker_grade.unpack_autograder(archive, tmp_path / "unpacked")
+    tag = docker_grade.ensure_image(client, source=source, base_image=base, quiet=True)
+    subset = [s for s in DEFAULT_CLASS if s.students[0].name in ("Ada Lovelace", "Ben Franklin", "Dev Null")]
+    fixture = make_export(tmp_path / "src", submissions=subset, checkpoint=assets.state_dict_path, as_zip=True)
+    summary = regrade.main(export=fixture.path, autograder=archive, out=tmp_path / "out", docker=True, image=tag,
+                           jobs=2, **OPTIONS)
+    assert summary.graded == 3 and summary.failed == []
+    assert all((tmp_path / "out" / "submissions" / f"submission_{s.submission_id}" / "graded" / "container.json").is_file()
+               for s in subset)
+    grades = pd.read_csv(summary.paths["grades"]).set_index("name")
+    assert grades.loc["Ada Lovelace", "total"] == 100.0
+    assert grades.loc["Ben Franklin", "penalty"] == 6.0 and grades.loc["Ben Franklin", "total"] == 94.0
+    assert grades.loc["Dev Null", "status"] == "graded" and grades.loc["Dev Null", "total"] < 100
