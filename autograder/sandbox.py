@@ -37,8 +37,8 @@ Guarantees (the numbers are :class:`SandboxLimits` defaults):
   line is capped at 1 MiB); arrays travel as ``.npy`` files loaded with ``allow_pickle=False``,
   opened without following symlinks, only regular files, at most 64 MB each, numeric dtypes
   only.  The grader never unpickles anything the worker produces.
-- **Reuse.**  One worker serves many probes (torch is imported once); after a crash or a
-  timeout a fresh one starts for the next call.
+- **Reuse.**  One worker serves many probes (torch is imported once); after a crash, a
+  timeout, a memory error or a failed import a fresh one starts for the next call.
 
 Not defended: a worker's answers are whatever its (student-controlled) process writes, so
 checks must verify raw data (e.g. accuracy is computed here from logits; labels never leave
@@ -59,9 +59,9 @@ from __future__ import annotations
 
 import os
 import pwd
-import resource
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,12 +127,14 @@ class Sandbox:
         if run_as == "student" and not root:
             raise NotegradeError("run_as='student' needs root (the worker switches to an unprivileged user)")
         self.user: "sandbox_os.StudentUser | None" = None
+        self._closed = False
         self.scratch = ""
         self._worker: "sandbox_io.Worker | None" = None
         self.imports: "dict[str, ProbeResult]" = {}
         self.calls: "list[dict[str, Any]]" = []  # a log for instructors: probe, status, seconds
         self._shared_inputs: "dict[str, str]" = {}
         self._counter = 0
+        self.startup_seconds = 0.0  # time spent waiting for workers to start (not charged to items)
         try:
             if root and run_as != "self":
                 self.user = sandbox_os.StudentUser()
@@ -219,7 +221,9 @@ class Sandbox:
         """
         if self._worker is None or (self._worker.info is not None and not self._worker.alive()):
             self._start_worker()
+        waited = time.monotonic()
         self._last_info = self._worker.wait_ready()
+        self.startup_seconds += time.monotonic() - waited
         self._counter += 1
         request_id = self._counter
         files = {}
@@ -236,7 +240,11 @@ class Sandbox:
         finally:
             for name in written:
                 sandbox_io.remove_quietly(os.path.join(self.inputs_dir, name))
-        if result.status in ("timeout", "crash"):
+        # A fresh worker after anything that can leave this one unusable: a timeout or crash, a
+        # memory error (the hog may still be referenced), a failed import (half-run module code).
+        fresh = result.status in ("timeout", "crash") or (result.status == "error" and (
+            result.error.get("kind") == "memory" or probe == "import_module"))
+        if fresh:
             self._worker.stop()
             self._worker = None
         else:
@@ -273,7 +281,11 @@ class Sandbox:
 
     # -- teardown ----------------------------------------------------------------------
     def close(self) -> None:
-        """Kill the worker and everything it started, delete the scratch dir, free the user."""
+        """Kill the worker and everything it started, delete the scratch dir, free the user (idempotent)."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True  # before anything else: a later close() (e.g. __del__) must not touch a
+        # user slot that another sandbox may have claimed in the meantime
         if self._worker is not None:
             self._worker.stop()
             self._worker = None

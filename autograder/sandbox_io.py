@@ -32,6 +32,7 @@ import numpy as np
 from autograder import sandbox_os
 from autograder.errors import NotegradeError
 
+_LIVE_WORKERS: "set[int]" = set()  # workers of every open sandbox in this process: never strays
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,160}\.npy$")
 SKIPPED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 TEXT_CHARS = 1000  # worker-supplied strings kept in results
@@ -218,11 +219,6 @@ def _child_setup(limits: Any, nproc: int, address_space_mb: int) -> Any:
         _limit(resource.RLIMIT_FSIZE, fsize)
         if address_space_mb > 0:
             _limit(resource.RLIMIT_AS, address_space_mb << 20)
-        try:
-            with open("/proc/self/oom_score_adj", "w") as handle:
-                handle.write("1000")  # if memory runs out, the OOM killer takes the worker first
-        except OSError:
-            pass
 
     return setup
 
@@ -279,11 +275,17 @@ class Worker:
         finally:
             os.close(request_r)
             os.close(response_w)
+        try:  # if memory runs out, the OOM killer takes the worker first (not writable before exec)
+            with open(f"/proc/{self.proc.pid}/oom_score_adj", "w") as handle:
+                handle.write("1000")
+        except OSError:
+            pass
         self.owner_uid, self.python = uid, python
         for fd in (self._response_r, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
             os.set_blocking(fd, False)
         self._buffer = b""
         self.stdout, self.stderr = _Capture(limits.output_bytes), _Capture(limits.output_bytes)
+        _LIVE_WORKERS.add(self.proc.pid)
         me = sandbox_os.process_table().get(self.proc.pid)
         self.start_tick = me.start if me else 0
         self.spawned = time.monotonic()
@@ -431,17 +433,24 @@ class Worker:
 
     # -- killing -------------------------------------------------------------------
     def _strays(self, *, keep_worker: bool) -> "tuple[set[int], set[int]]":
-        """(live student processes, zombies we must reap): descendants of the worker, orphans
-        re-parented to us (we are a subreaper) since it started, and, as root, the student uid."""
+        """(live student processes, zombies we must reap).
+
+        As root: every process of the student uid (exact: a sandbox has its own uid).  Otherwise:
+        descendants of the worker, plus orphans re-parented to us (we are a subreaper) in a
+        session of their own since the worker started, minus other sandboxes' workers and theirs.
+        """
         table = sandbox_os.process_table()
         pid = self.proc.pid
-        found = sandbox_os.descendants(table, {pid})
-        orphans = {p.pid for p in table.values()
-                   if p.ppid == self.grader_pid and p.pid != pid and p.pid not in self.preexisting
-                   and p.start >= self.start_tick and p.sid != self.grader_sid}
-        found |= orphans | sandbox_os.descendants(table, orphans)
         if self.user is not None:
-            found |= {p.pid for p in table.values() if p.uid == self.user.uid}
+            found = {p.pid for p in table.values() if p.uid == self.user.uid}
+        else:
+            others = _LIVE_WORKERS - {pid}
+            spared = others | sandbox_os.descendants(table, others)
+            orphans = {p.pid for p in table.values()
+                       if p.ppid == self.grader_pid and p.pid != pid and p.pid not in self.preexisting
+                       and p.start >= self.start_tick and p.sid != self.grader_sid} - spared
+            found = sandbox_os.descendants(table, {pid}) | orphans | sandbox_os.descendants(table, orphans)
+            found -= spared
         if keep_worker:
             found.discard(pid)
         alive = {p for p in found if p in table and table[p].state != "Z"}
@@ -471,6 +480,7 @@ class Worker:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        _LIVE_WORKERS.discard(self.proc.pid)
         for _ in range(100):
             if self.user is not None:
                 self.user.kill_everything()

@@ -14,8 +14,11 @@ Calling a check (what ``run_autograder`` does)::
 
 - ``sandbox``: an open :class:`~autograder.sandbox.Sandbox` (one per submission; its
   ``use_gpu`` decides whether the held-out probe runs on CUDA).
-- ``timeout_s``: wall-clock seconds for the whole item (worker start-up is not charged to it;
-  importing a student module is capped at the sandbox's ``import_timeout_s``).
+- ``timeout_s``: wall-clock seconds for the whole item.  Time spent starting a worker
+  (python + torch imports, ~1-3 s, again after a crash or timeout) is credited back, so an
+  item can take up to one worker start-up longer; importing one student module is capped at
+  the sandbox's ``import_timeout_s`` (30 s), and a failed import is remembered, so later
+  items needing that module fail at once with the same message.
 - ``heldout_path`` (keyword-only, heldout_accuracy only): the held-out safetensors file; its
   labels never leave this process.  The runner passes the keyword arguments a check's ``run``
   declares; other checks take none.

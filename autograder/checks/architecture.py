@@ -50,7 +50,7 @@ def _count_hint(name: str, shapes: "dict[str, list[int]]", got: int) -> str:
 
 def run_params(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """Per-layer parameter counts of a fresh ``NoteCNN()``: 160 / 4,640 / 18,496 / 73,856 / 22,539."""
-    budget = Budget(timeout_s)
+    budget = Budget(timeout_s, sandbox)
     blocked = prerequisites(sandbox, budget, files=("model.py",), modules=("model",))
     if blocked:
         return blocked
@@ -121,7 +121,7 @@ def _block_hint(block: int, got: "tuple[int, ...]", expected: "tuple[int, ...]")
 
 def run_shapes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """Block outputs (N,16,32,32) (N,32,16,16) (N,64,8,8) (N,128,4,4) and float32 logits (N,11)."""
-    budget = Budget(timeout_s)
+    budget = Budget(timeout_s, sandbox)
     blocked = prerequisites(sandbox, budget, files=("model.py",), modules=("model",))
     if blocked:
         return blocked

@@ -22,14 +22,22 @@ from autograder.checks.outcome import ItemOutcome, SubCheck
 
 
 class Budget:
-    """The wall-clock time an item has left (``timeout_s`` from the runner)."""
+    """The wall-clock time an item has left (``timeout_s`` from the runner).
 
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = float(timeout_s)
+    Time the sandbox spends starting a worker (``sandbox.startup_seconds``) is credited back:
+    the grader's own start-up (python + torch imports) is not the student's time.
+    """
+
+    def __init__(self, timeout_s: float, sandbox: Any = None) -> None:
+        self.timeout_s, self.sandbox = float(timeout_s), sandbox
         self.deadline = time.monotonic() + self.timeout_s
+        self._startup_at_start = self._startup()
+
+    def _startup(self) -> float:
+        return float(getattr(self.sandbox, "startup_seconds", 0.0))
 
     def left(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
+        return max(0.0, self.deadline + self._startup() - self._startup_at_start - time.monotonic())
 
 
 def failure_message(result: Any, doing: str) -> str:

@@ -58,7 +58,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     if params.get("zero_at") is None or params.get("full_at") is None:
         raise NotegradeError("heldout_accuracy needs zero_at and full_at: set them in the rubric item's params")
     zero_at, full_at = float(params["zero_at"]), float(params["full_at"])
-    budget = Budget(timeout_s)
+    budget = Budget(timeout_s, sandbox)
     blocked = prerequisites(sandbox, budget, files=("model.py", "model.pt"), modules=("model",))
     if blocked:
         return blocked

@@ -156,7 +156,9 @@ def problem_with(entry: "dict | None", case: Case) -> "str | None":
     """Why the call produced nothing usable (crash, forbidden built-in), or None."""
     if entry is None:
         return f"{case.label} was not run"
-    forbidden = list(entry.get("forbidden") or []) + list(entry.get("static_forbidden") or [])
+    static = [str(s) for s in entry.get("static_forbidden") or []]
+    seen = {s.split(" (line")[0] for s in static}  # the static scan adds line numbers to the same names
+    forbidden = static + [str(h) for h in entry.get("forbidden") or [] if str(h) not in seen]
     if forbidden:
         return (f"{case.fn} uses {', '.join(dict.fromkeys(forbidden))}, which the assignment forbids: write it from "
                 "elementary tensor operations (exp, log, sum, max, indexing)")
@@ -233,7 +235,7 @@ def run_values(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """Each loss and penalty against its torch oracle on seeded float64 inputs."""
     rng, rtol, atol = _params(params)
     cases = value_cases(rng)
-    entries, blocked = run_cases(sandbox, Budget(timeout_s), cases)
+    entries, blocked = run_cases(sandbox, Budget(timeout_s, sandbox), cases)
     if blocked:
         return blocked
     return ItemOutcome.from_subchecks([value_subcheck(entries.get(c.key), c, rtol=rtol, atol=atol) for c in cases])
@@ -243,7 +245,7 @@ def run_gradients(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcom
     """Gradients against autograd of the oracles, and the student's gradcheck in float64."""
     rng, rtol, atol = _params(params)
     cases = [c for c in value_cases(rng) if c.grad]
-    entries, blocked = run_cases(sandbox, Budget(timeout_s), cases)
+    entries, blocked = run_cases(sandbox, Budget(timeout_s, sandbox), cases)
     if blocked:
         return blocked
     subchecks = []

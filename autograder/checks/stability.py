@@ -38,7 +38,7 @@ def run_softmax_ce_backward(sandbox: Any, params: dict, *, timeout_s: float) -> 
     """Forward value, hand-written gradient, grad_output scaling, backward actually used, gradcheck."""
     rng, rtol, atol = _params(params)
     plain, scaled = sce_cases(rng)
-    entries, blocked = run_cases(sandbox, Budget(timeout_s), [plain, scaled])
+    entries, blocked = run_cases(sandbox, Budget(timeout_s, sandbox), [plain, scaled])
     if blocked:
         return blocked
     entry = entries.get(plain.key)
@@ -93,7 +93,7 @@ def run_stability(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcom
     """Finite, correct values and finite gradients at extreme logits and probabilities."""
     rng, rtol, atol = _params(params)
     cases = stability_cases(rng)
-    entries, blocked = run_cases(sandbox, Budget(timeout_s), cases)
+    entries, blocked = run_cases(sandbox, Budget(timeout_s, sandbox), cases)
     if blocked:
         return blocked
     subchecks = [_finite_value_and_grad(entries.get(c.key), c, rtol=rtol, atol=atol) for c in cases[:3]]

@@ -72,7 +72,7 @@ def _inputs(params: "dict[str, np.ndarray]", **arrays: np.ndarray) -> "dict[str,
 
 
 def _start(sandbox: Any, timeout_s: float) -> "tuple[Budget, ItemOutcome | None]":
-    budget = Budget(timeout_s)
+    budget = Budget(timeout_s, sandbox)
     return budget, prerequisites(sandbox, budget, files=("train.py",), modules=("train",))
 
 

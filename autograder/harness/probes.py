@@ -15,6 +15,7 @@ Example (inside the worker)::
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Callable
 
@@ -105,7 +106,11 @@ def _load_checkpoint(path: str, device: str) -> "dict[str, torch.Tensor]":
     except FileNotFoundError:
         raise ProbeFailure("missing", "model.pt is not in the submission") from None
     except BaseException as err:
-        first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        # torch's refusal is long and has ANSI codes; keep the line that names the problem.
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
+        lines = [line for line in lines if line]
+        specific = [line for line in lines if "WeightsUnpickler" in line or "Unsupported" in line]
+        first_line = (specific or lines or [type(err).__name__])[0].split(" Please use")[0][:300]
         raise ProbeFailure(
             "checkpoint", "model.pt is not a plain state_dict that torch.load(..., weights_only=True) accepts "
             f"({first_line}); save it with torch.save(model.state_dict(), 'model.pt')") from None

@@ -1,0 +1,249 @@
+"""The sandbox: who runs student code, with which limits and environment, and that nothing survives.
+
+These tests run as root here, so the unprivileged-user path (``run_as="auto"``) is exercised;
+``run_as="self"`` forces the non-root path (same user) for comparison.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pwd
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+import sandbox_support as support
+from autograder import sandbox_io
+from autograder.errors import NotegradeError
+from autograder.sandbox import Sandbox, SandboxLimits
+from autograder_dir import ensure_worker_python
+
+ROOT = os.geteuid() == 0
+MODES = ["auto", "self"] if ROOT else ["auto"]
+ALLOWED_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_ARENA_MAX",
+               "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "CUDA_VISIBLE_DEVICES"}
+
+# A "submission" whose import reports what the worker can see and do.
+REPORT = '''
+import json, os, resource
+paths = json.load(open("paths.json"))
+def can(action, path):
+    try:
+        if action == "read":
+            open(path, "rb").read(1)
+        else:
+            open(os.path.join(path, "x"), "w").close()
+        return True
+    except OSError:
+        return False
+limits = {name: resource.getrlimit(getattr(resource, "RLIMIT_" + name)) for name in ("AS", "NPROC", "FSIZE", "CPU", "CORE")}
+print("REPORT" + json.dumps({
+    "env": dict(os.environ), "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
+    "pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0), "cwd": os.getcwd(), "limits": limits,
+    "oom": open("/proc/self/oom_score_adj").read().strip(),
+    "read_secret": can("read", paths["secret"]), "write_protected": can("write", paths["protected"]),
+}))
+'''
+
+
+@pytest.fixture(scope="module")
+def worker_python() -> "str | None":
+    return ensure_worker_python()
+
+
+@pytest.fixture
+def open_tmp():
+    """A temp dir other users can reach (pytest's tmp_path sits in a root-only directory)."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-sandbox-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_worker_identity_limits_and_environment(mode, open_tmp, monkeypatch, worker_python):
+    monkeypatch.setenv("AUTOGRADER_ROOT", "/autograder")  # must not leak into the worker
+    tmp_path = open_tmp
+    hidden = tmp_path / "source"
+    hidden.mkdir()
+    (hidden / "rubric.toml").write_text("secret")
+    protected = tmp_path / "results"
+    protected.mkdir()
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "model.py").write_text(REPORT)
+    (submission / "paths.json").write_text(json.dumps({"secret": str(hidden / "rubric.toml"),
+                                                       "protected": str(protected)}))
+    for path in (tmp_path, hidden, protected):
+        path.chmod(0o755)  # readable by others unless the sandbox hides it
+    limits = SandboxLimits()
+    with Sandbox(submission, run_as=mode, hide=[str(hidden), str(protected)], limits=limits) as sandbox:
+        result = sandbox.call("import_module", {"module": "model"}, timeout_s=60)
+        info = sandbox.worker_info
+        work_dir = sandbox.work_dir
+    assert result.ok, result
+    report = json.loads(result.stdout.split("REPORT", 1)[1].splitlines()[0])
+    env = report["env"]
+    assert set(env) <= ALLOWED_ENV, set(env) - ALLOWED_ENV
+    assert "AUTOGRADER_ROOT" not in env
+    assert env["HOME"] == work_dir == report["cwd"] and env["CUDA_VISIBLE_DEVICES"] == ""
+    assert report["sid"] == report["pid"] == report["pgid"]  # its own session and process group
+    mb = 1 << 20
+    assert report["limits"]["FSIZE"] == [limits.file_size_mb * mb] * 2
+    assert report["limits"]["CORE"] == [0, 0]
+    assert abs(report["limits"]["AS"][0] - info["address_space_limit_mb"] * mb) < mb
+    assert report["limits"]["AS"][0] < limits.startup_address_space_mb * mb
+    assert 0 < report["limits"]["CPU"][0] <= limits.cpu_seconds_total
+    assert report["oom"] == "1000"
+    if mode == "auto" and ROOT:
+        user = pwd.getpwnam(sandbox.user_name)
+        assert sandbox.isolated and report["uid"] == report["euid"] == user.pw_uid != 0
+        assert report["gid"] == user.pw_gid and report["groups"] == []  # no supplementary groups
+        assert report["limits"]["NPROC"] == [limits.max_processes] * 2
+        assert not report["read_secret"] and not report["write_protected"]
+    else:
+        assert not sandbox.isolated and report["uid"] == os.getuid()
+        assert report["limits"]["NPROC"][0] >= limits.max_processes
+        assert report["read_secret"]  # same user: nothing is hidden (documented)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_setsid_daemon_dies_with_the_call(mode, tmp_path, worker_python):
+    case = next(c for c in support.load_cases() if c.name == "rewrites_results_later")
+    state = support.reference_state_dict()
+    built = support.build_case(case, tmp_path, heldout=tmp_path / "unused", state_dict=state)
+    try:
+        with Sandbox(built.submission, run_as=mode) as sandbox:
+            result = sandbox.call("import_module", {"module": "model"}, timeout_s=60)
+            assert result.ok, result
+            pid_file = pathlib.Path(str(built.target) + ".daemon-pid")
+            deadline = time.monotonic() + 5
+            while not pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            daemon = int(pid_file.read_text())
+            # killed right after the call that started it, though the worker lives on
+            assert not os.path.exists(f"/proc/{daemon}") or open(f"/proc/{daemon}/stat").read().split()[2] == "Z"
+            assert sandbox.call("model_summary", {}, timeout_s=60).ok
+        time.sleep(2.0)  # the daemon would have written after 1.5 s
+        assert built.target.read_text() == built.target_text
+    finally:
+        for path in built.extra_cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+
+
+LAB = '''
+import ctypes, os, torch
+from torch import nn
+print("x" * 100_000)  # noisy import
+class NoteCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(1, 11)
+    def forward(self, x):
+        if x.shape[0] == 2:
+            while True:
+                pass
+        if x.shape[0] == 5:
+            ctypes.string_at(0)
+        return torch.zeros(x.shape[0], 11)
+'''
+
+
+def test_timeout_and_crash_kill_the_worker_and_the_next_call_gets_a_fresh_one(tmp_path, worker_python):
+    (tmp_path / "model.py").write_text(LAB)
+    with Sandbox(tmp_path) as sandbox:
+        imported = sandbox.call("import_module", {"module": "model"}, timeout_s=60)
+        assert imported.ok
+        assert len(imported.stdout.encode()) <= sandbox.limits.output_bytes + 100
+        dropped = 100_001 - sandbox.limits.output_bytes  # 100,000 x's and a newline
+        assert f"[... {dropped:,} more bytes not shown]" in imported.stdout
+        first_pid = sandbox.worker_info["pid"]
+        started = time.monotonic()
+        looped = sandbox.call("model_forward", {"batch_sizes": [2]}, timeout_s=2)
+        assert looped.status == "timeout" and 2 <= time.monotonic() - started < 10
+        assert not os.path.exists(f"/proc/{first_pid}")
+        crashed = sandbox.call("model_forward", {"batch_sizes": [5]}, timeout_s=60)
+        assert crashed.status == "crash" and "segmentation fault" in crashed.message
+        fine = sandbox.call("model_forward", {"batch_sizes": [4]}, timeout_s=60)
+        assert fine.ok and fine.value["runs"][0]["shape"] == [4, 11]
+        assert sandbox.worker_info["pid"] != first_pid
+        assert [c["status"] for c in sandbox.calls] == ["ok", "timeout", "crash", "ok"]
+
+
+def test_submission_copy_refuses_big_files_symlinks_and_special_files(tmp_path, worker_python):
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "Model.py").write_text("x = 1\n")
+    with open(submission / "model.pt", "wb") as handle:
+        handle.truncate(2 * 1024**3)
+    os.symlink("/etc/passwd", submission / "train.py")
+    os.mkfifo(submission / "losses.py")
+    started = time.monotonic()
+    with Sandbox(submission) as sandbox:
+        copied = time.monotonic() - started
+        assert sandbox.file_problem("model.pt") == "model.pt is 2.0 GB; the limit is 50 MB"
+        assert sandbox.file_problem("train.py") == "train.py is a symbolic link; submit the file itself"
+        assert sandbox.file_problem("losses.py") == "losses.py is not a regular file"
+        assert "found Model.py: rename it to model.py" in sandbox.file_problem("model.py")
+        assert sorted(os.listdir(sandbox.work_dir)) == ["Model.py"]
+    assert copied < 5  # the 2 GB file was never read
+
+
+def _npy(path: pathlib.Path, array: np.ndarray, allow_pickle: bool = False) -> str:
+    np.save(path, array, allow_pickle=allow_pickle)
+    return path.name
+
+
+def test_read_array_only_takes_plain_numeric_npy_files(tmp_path):
+    uid = os.getuid()
+    good = _npy(tmp_path / "ok.npy", np.arange(6.0).reshape(2, 3))
+    assert sandbox_io.read_array(str(tmp_path), good, max_bytes=1 << 20, owner_uid=uid).shape == (2, 3)
+    cases = {
+        _npy(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True): "not a valid .npy",
+        _npy(tmp_path / "big.npy", np.zeros(1000)): "the limit is",
+        "../escape.npy": "unsafe file name",
+    }
+    os.symlink(tmp_path / "ok.npy", tmp_path / "link.npy")
+    os.mkfifo(tmp_path / "fifo.npy")  # opening must not block
+    (tmp_path / "text.npy").write_text("not numpy")
+    cases.update({"link.npy": "cannot open", "fifo.npy": "not a regular file", "text.npy": "not a valid .npy",
+                  "missing.npy": "cannot open"})
+    for name, reason in cases.items():
+        with pytest.raises(ValueError, match=reason):
+            sandbox_io.read_array(str(tmp_path), name, max_bytes=4096, owner_uid=uid)
+    with pytest.raises(ValueError, match="not a regular file written by the worker"):
+        sandbox_io.read_array(str(tmp_path), good, max_bytes=1 << 20, owner_uid=uid + 1)
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root (the unprivileged user and its checks)")
+def test_unreachable_python_is_refused_with_the_fix(tmp_path):
+    from autograder.sandbox_os import path_is_reachable_by_others
+
+    if path_is_reachable_by_others(sys.executable) is None:
+        pytest.skip(f"{sys.executable} is reachable by other users here")
+    with pytest.raises(NotegradeError, match="NOTEGRADE_WORKER_PYTHON"):
+        Sandbox(tmp_path, python=sys.executable)
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root (one unprivileged user per sandbox)")
+def test_concurrent_sandboxes_get_distinct_users_and_do_not_kill_each_other(tmp_path, worker_python):
+    (tmp_path / "model.py").write_text("X = 1\n")
+    first = Sandbox(tmp_path)
+    second = Sandbox(tmp_path)
+    try:
+        assert first.user_name != second.user_name
+        assert second.call("import_module", {"module": "model"}, timeout_s=60).ok
+        first.close()
+        assert second.call("import_module", {"module": "model"}, timeout_s=60).ok  # still alive
+        assert support.uid_processes(second.user.uid)
+    finally:
+        first.close()
+        second.close()
+    assert not support.uid_processes(pwd.getpwnam(second.user_name).pw_uid)
