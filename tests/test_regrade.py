@@ -205,6 +205,12 @@ def test_cli_usage_errors_are_one_line_messages(tmp_path, autograder_dir, capsys
     assert code == 1 and "no such autograder zip or directory" in capsys.readouterr().err
     code = cli_main(["regrade", str(fixture.path), "--autograder", str(autograder_dir), "--due", "tomorrow"])
     assert code == 1 and "'tomorrow' is not a date and time" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "submission_metadata.yml").write_text("submission_1:\n  :submitters: []\n")
+    code = cli_main(["regrade", str(empty), "--autograder", str(autograder_dir), "--due", DUE.isoformat()])
+    assert code == 1 and "no usable submission in the export (submission_metadata.yml: submission_1: no :created_at:" \
+        in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli_main(["regrade", str(fixture.path)])
     assert exc.value.code == 2

@@ -191,7 +191,8 @@ def main(*, grades: pathlib.Path, out: pathlib.Path, reference_accuracy: float |
         if column not in table:
             table[column] = math.nan
     graded = table[table["total"].notna()]
-    total_points = float((data.get("assignment") or {}).get("total_points") or max(100.0, graded["total"].max() or 0))
+    best = float(graded["total"].max()) if len(graded) else 0.0
+    total_points = float((data.get("assignment") or {}).get("total_points") or max(100.0, best))
     items = _items(graded, data)
     sections = [f"<h1>{html.escape(title or (data.get('assignment') or {}).get('title') or 'Class report')}</h1>"]
     totals = graded["total"]

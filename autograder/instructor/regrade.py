@@ -295,6 +295,8 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
         shutil.rmtree(out / "export", ignore_errors=True)  # a fresh unpack: no files left from another zip
     parsed = gs_export.read_export(export, extract_to=out / "export" if export.is_file() else None)
     entries, notes = gs_export.dedupe_students(parsed.entries)
+    if not entries:
+        raise NotegradeError(f"{export}: no usable submission in the export ({'; '.join(parsed.problems[:3]) or 'it is empty'})")
     summary = RegradeSummary(out=out, problems=parsed.problems + parsed.warnings + notes)
     known = {p.sid for e in entries for p in e.submitters} | {p.email.lower() for e in entries for p in e.submitters}
     summary.problems += [f"extensions: {who} is not in the export" for who in sorted(ext) if who not in known]
