@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import threading
 
 import pandas as pd
@@ -191,10 +192,15 @@ def test_unusable_export_entries_are_reported_and_the_rest_graded(tmp_path, auto
     fixture = make_export(tmp_path / "src")
     meta = fixture.path / "submission_metadata.yml"
     meta.write_text(meta.read_text().replace("  :created_at: 2024-10-01 23:29:00.000000000 -07:00\n", "", 1))
+    shutil.rmtree(fixture.path / "submission_1006")  # Finn is in the YAML, but his folder is missing
     summary = regrade.main(export=fixture.path, autograder=autograder_dir, out=tmp_path / "out", grade=fake_grader, **OPTIONS)
-    assert summary.graded == 6
+    assert summary.graded == 5 and summary.failed == []
     assert any("submission_1004: no :created_at:" in p for p in summary.problems)
-    assert "Dev Null" not in pd.read_csv(summary.paths["grades"])["name"].tolist()
+    assert any("the archive has no submission_1006/ folder" in p for p in summary.problems)
+    grades = pd.read_csv(summary.paths["grades"]).set_index("name")
+    assert "Dev Null" not in grades.index
+    assert grades.loc["Finn Mertens", "status"] == "not graded: the export has no folder for it"
+    assert bool(pd.read_csv(summary.paths["changes"]).set_index("name").loc["Finn Mertens", "changed"])
 
 
 def test_cli_usage_errors_are_one_line_messages(tmp_path, autograder_dir, capsys):

@@ -268,7 +268,10 @@ def _grade_all(jobs_in: list[tuple[gs_export.ExportEntry, dict]], *, out: pathli
                                autograder=autograder, autograder_sha=autograder_sha, grade=grade): entry.key
                    for entry, meta in jobs_in}
         for future in cf.as_completed(futures):
-            outcomes[futures[future]] = future.result()
+            try:
+                outcomes[futures[future]] = future.result()
+            except Exception as err:  # noqa: BLE001 — e.g. an unreadable submission folder: that one only
+                outcomes[futures[future]] = (None, f"{type(err).__name__}: {err}", False)
             bar.update(1)
     return outcomes
 
@@ -309,10 +312,10 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
         results, error, reused = outcomes.get(entry.key, (None, "the export has no folder for it", False))
         summary.reused += reused
         summary.graded += results is not None and not reused
-        if results is None and entry.folder is not None:  # a missing folder is already in problems
-            summary.failed.append(f"{entry.key}: {error}")
-        else:
+        if results is not None:
             confusion[entry.key] = (results.get("extra_data") or {}).get("confusion")
+        elif entry.folder is not None:  # a missing folder is already in problems
+            summary.failed.append(f"{entry.key}: {error}")
         for person in entry.submitters:
             rows.append({"sid": person.sid, "name": person.name, "email": person.email,
                          "submission_id": entry.submission_id, "created_at": entry.created_at.isoformat(),
