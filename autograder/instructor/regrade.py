@@ -74,17 +74,24 @@ class RegradeSummary:
     paths: dict[str, pathlib.Path] = field(default_factory=dict)
 
 
+def _file_digest(path: pathlib.Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:  # in chunks: a hostile submission may hold a 2 GB file
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()
+
+
 def sha256_of(path: pathlib.Path) -> str:
     """sha256 of a file, or of a directory's relative paths and bytes (caches excluded)."""
-    digest = hashlib.sha256()
     if path.is_file():
-        digest.update(path.read_bytes())
-        return digest.hexdigest()
+        return _file_digest(path).hex()
+    digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
         if "__pycache__" in rel or rel.endswith(".pyc"):
             continue
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+        digest.update(rel.encode() + b"\0" + _file_digest(file))
     return digest.hexdigest()
 
 
