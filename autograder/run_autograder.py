@@ -32,33 +32,37 @@ import os
 import pathlib
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from typing import Any
 
-# Everything the grader needs is imported before any student code runs, so a submission that
-# rewrites files under source/ (possible when not running as root) can't change the grader.
-from autograder.checks.outcome import ItemOutcome
 from autograder.errors import NotegradeError
-from autograder.late import read_metadata
-from autograder.results import GradedItem, Results, build_results, error_results, not_run_outcome, write_json_atomically
-from autograder.rubric import Rubric, RubricItem, load_rubric
+
+# Only the standard library is imported up here, so `python -m` installs its SIGTERM handler
+# within milliseconds; the grading modules (torch, gradescope-utils) are imported by `_grade`,
+# still before any student code runs, so a submission that rewrites files under source/
+# (possible when not running as root) can't change the grader.
 
 DEFAULT_ROOT = "/autograder"
 # An item needs at least this long to be worth starting (a worker start alone takes ~1-3 s).
 MIN_ITEM_SECONDS = 2.0
 
 
-class _Terminated(Exception):
-    """SIGTERM (Gradescope's or a user's): stop grading but still write results.json."""
+class _Terminated(BaseException):
+    """SIGTERM (Gradescope's or a user's): stop grading but still write results.json.
+
+    A BaseException, so no ``except Exception`` in a check can swallow it."""
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated(f"the grader received signal {signum} and stopped early")
 
 
-def _call_check(spec: Any, sandbox: Any, params: dict, *, timeout_s: float, context: dict) -> ItemOutcome:
+def _call_check(spec: Any, sandbox: Any, params: dict, *, timeout_s: float, context: dict) -> Any:
     """``spec.run(sandbox, params, timeout_s=...)`` plus the keyword-only context the check declares."""
+    from autograder.checks.outcome import ItemOutcome
+
     accepted = inspect.signature(spec.run).parameters
     extra = {k: v for k, v in context.items() if k in accepted}
     outcome = spec.run(sandbox, params, timeout_s=timeout_s, **extra)
@@ -67,14 +71,16 @@ def _call_check(spec: Any, sandbox: Any, params: dict, *, timeout_s: float, cont
     return outcome
 
 
-def grade_items(*, rubric: Rubric, sandbox: Any, registry: dict, context: dict, deadline: float,
-                graded: list[GradedItem], progress: Any = None) -> list[GradedItem]:
+def grade_items(*, rubric: Any, sandbox: Any, registry: dict, context: dict, deadline: float,
+                graded: list, progress: Any = None) -> list:
     """Run every item in order, appending to ``graded`` as each finishes (so a crash keeps them).
 
     ``deadline`` is a ``time.monotonic()`` value: the end of the global budget.  A check that
     raises is the grader's bug, not the student's: the item is withheld with a message saying so
     and the traceback is printed for the instructor; the other items still run.
     """
+    from autograder.results import GradedItem, not_run_outcome
+
     for item in rubric.items:
         remaining = deadline - time.monotonic()
         if remaining < MIN_ITEM_SECONDS:
@@ -87,19 +93,22 @@ def grade_items(*, rubric: Rubric, sandbox: Any, registry: dict, context: dict, 
     return graded
 
 
-def _grade_one(item: RubricItem, *, sandbox: Any, registry: dict, context: dict, timeout_s: float) -> GradedItem:
+def _grade_one(item: Any, *, sandbox: Any, registry: dict, context: dict, timeout_s: float) -> Any:
+    from autograder.checks.outcome import ItemOutcome
+    from autograder.results import GradedItem
+
     spec = registry[item.check]
     params = {**{k: v for k, v in spec.params.items() if v is not None}, **item.params}
     started = time.monotonic()
     try:
         outcome = _call_check(spec, sandbox, params, timeout_s=timeout_s, context=context)
-    except _Terminated:
-        raise
-    except Exception:
+    except Exception as err:
         print(f"[notegrade] internal error in check {item.check!r} for item {item.number}:\n{traceback.format_exc()}",
               flush=True)
-        outcome = ItemOutcome.failed("error", f"not graded: the autograder's {item.check!r} check failed internally "
-                                              "(not a problem with your code); your instructor has the details")
+        why = f"the autograder is misconfigured ({err})" if isinstance(err, NotegradeError) \
+            else f"the autograder's {item.check!r} check failed internally"
+        outcome = ItemOutcome.failed("error", f"not graded: {why}; this is not a problem with your code, and "
+                                              "your instructor has the details")
     elapsed = time.monotonic() - started
     print(f"[notegrade] item {item.number} ({item.check}): {outcome.status}, {outcome.fraction:.3f} in {elapsed:.1f} s "
           f"(limit {timeout_s:.0f} s)", flush=True)
@@ -117,11 +126,15 @@ def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.
                    hide=[str(p) for p in hide])
 
 
-def _grade(root: pathlib.Path, started: float, state: dict) -> Results:
+def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
+    from autograder.checks import REGISTRY
+    from autograder.late import read_metadata
+    from autograder.results import build_results
+    from autograder.rubric import load_rubric
+
     source = root / "source"
     rubric = load_rubric(source / "rubric.toml")
     state["rubric"] = rubric
-    from autograder.checks import REGISTRY
 
     metadata, note = read_metadata(root / "submission_metadata.json")
     heldout = source / "heldout.safetensors"
@@ -147,36 +160,56 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Results:
                          execution_time=time.monotonic() - started)
 
 
+def _write_json(path: pathlib.Path, data: dict) -> None:
+    """Temp file + ``os.replace`` with the standard library only (``results.write_json_atomically``
+    does the same, but this must work even when importing the grading modules failed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, allow_nan=False)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_LAST_RESORT = {"score": 0.0, "output": "The autograder failed before it could grade; please tell the course staff.",
+                "tests": [{"name": "Autograder error", "score": 0.0, "max_score": 0.0, "status": "failed",
+                           "output": "The autograder failed before it could grade.", "visibility": "visible"}]}
+
+
 def main(*, root: str | os.PathLike | None = None) -> dict:
     """Grade ``root`` (default ``$AUTOGRADER_ROOT`` or ``/autograder``); return the results.json dict."""
     started = time.monotonic()
     root = pathlib.Path(root or os.environ.get("AUTOGRADER_ROOT") or DEFAULT_ROOT)
     results_path = root / "results" / "results.json"
     state: dict[str, Any] = {"rubric": None, "graded": []}
-    results: Results | None = None
+    data: dict = _LAST_RESORT
     try:
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        results = _grade(root, started, state)
+        data = _grade(root, started, state).data
     except BaseException as err:  # noqa: BLE001 - whatever happened, the student gets a results.json
         details = traceback.format_exc()
         print(f"[notegrade] autograder error:\n{details}", flush=True)
         summary = str(err) if isinstance(err, NotegradeError) else f"{type(err).__name__}: {err}"
-        results = error_results(rubric=state["rubric"], graded=state["graded"], error=summary, details=details,
-                                execution_time=time.monotonic() - started)
-        if not isinstance(err, Exception):  # KeyboardInterrupt / SystemExit: `finally` writes, then stop as asked
+        try:
+            from autograder.results import error_results
+
+            data = error_results(rubric=state["rubric"], graded=state["graded"], error=summary, details=details,
+                                 execution_time=time.monotonic() - started).data
+        except BaseException:  # even the error report failed (e.g. interrupted mid-import): the last resort
+            print(f"[notegrade] could not build the error results:\n{traceback.format_exc()}", flush=True)
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):  # `finally` writes, then stop as asked
             raise
     finally:
-        data = results.data if results is not None else {
-            "score": 0.0, "tests": [{"name": "Autograder error", "score": 0.0, "max_score": 0.0, "status": "failed",
-                                     "output": "The autograder failed before it could grade.", "visibility": "visible"}]}
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(results_path, data)
-    return json.loads(json.dumps(results.data))
+        _write_json(results_path, data)
+    return json.loads(json.dumps(data))
 
 
 def _cli() -> int:
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     results = main()
     print(f"[notegrade] score {results['score']} written to results/results.json", flush=True)
     return 0  # Gradescope reads results.json; it is always written, whatever the outcome

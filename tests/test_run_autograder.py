@@ -71,7 +71,7 @@ def test_a_check_that_crashes_withholds_only_its_item(capsys):
     rubric = _rubric(_item("1", check="broken"), _item("2"))
     graded = run_autograder.grade_items(rubric=rubric, sandbox=None, registry=TIMING_REGISTRY, context={},
                                         deadline=time.monotonic() + 60, graded=[])
-    assert graded[0].outcome.status == "error" and "failed internally (not a problem with your code)" in graded[0].outcome.message
+    assert graded[0].outcome.status == "error" and "check failed internally; this is not a problem with your code" in graded[0].outcome.message
     assert graded[1].outcome.fraction == 1.0
     assert "KeyError: 'a bug in the grader'" in capsys.readouterr().out  # the traceback, for instructors
 
@@ -214,3 +214,19 @@ def test_a_delayed_rewrite_of_results_json_does_not_survive(tmp_path):
     time.sleep(5)  # longer than the daemon's delay
     assert _results(root) == data and data["score"] == 100
     assert not marker.exists()  # the daemon was killed before it could write anything anywhere
+
+
+def test_sigterm_still_leaves_a_valid_results_json(tmp_path):
+    """Gradescope (or a user) stopping the grader mid-run: results.json explains instead of vanishing."""
+    assets = grading_assets()
+    root = _root(tmp_path, make_submission(tmp_path / "ref", state_dict=torch.load(assets.state_dict_path)))
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "PYTHONPATH": str(root / "source")}
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.run_autograder"], cwd=root / "source", env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=120)
+    data = _results(root)
+    error = next(t for t in data["tests"] if t["name"] == "Autograder error")
+    assert "received signal 15" in error["output"] and error["visibility"] == "visible"
+    assert proc.returncode == 0 and "written to results/results.json" in out
