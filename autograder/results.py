@@ -170,7 +170,7 @@ def _accuracy_data(graded: list[GradedItem]) -> dict[str, Any]:
 
 
 def _late_test(late: LatePenalty) -> dict[str, Any]:
-    return {"name": "Late penalty", "score": -round(late.penalty, _SCORE_DIGITS), "max_score": 0.0,
+    return {"name": "Late penalty", "score": -round(late.penalty, _SCORE_DIGITS) or 0.0, "max_score": 0.0,
             "status": "failed" if late.penalty > 0 else "passed", "output": late.line, "visibility": "visible",
             "extra_data": {"kind": "late_penalty"}}
 
