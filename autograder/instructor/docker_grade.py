@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -39,6 +40,8 @@ GRADESCOPE_BASE_IMAGE = "gradescope/autograder-base:latest"
 STARTUP_MARGIN_S = 120.0  # Gradescope's 10 min default = the rubric's 480 s budget + start-up and reporting
 REQUIRED = ("setup.sh", "run_autograder", "requirements.txt", "rubric.toml", "heldout.safetensors", "autograder")
 _BUILD_LOCK = threading.Lock()
+# Student uids of our containers: above the ranges distributions hand out, distinct per process.
+_UIDS = itertools.count(40_000 + (os.getpid() % 1000) * 20)
 
 
 def base_image_name(base_image: str | None = None) -> str:
@@ -71,9 +74,10 @@ class ContainerRun:
     wall_s: float
     peak_memory_mb: float | None  # cgroup peak (includes page cache)
     peak_rss_mb: float | None  # largest sampled usage without page cache
-    oom_killed: bool
+    oom_killed: bool  # the kernel killed a process in the container for memory (maybe only the worker)
     timed_out: bool
     results: dict
+    logs: str = ""  # the container's stdout + stderr
 
 
 def docker_client():
@@ -165,6 +169,25 @@ def ensure_image(client, *, source: Path, tag: str | None = None, base_image: st
     return tag
 
 
+def _next_student_uid() -> int:
+    with _BUILD_LOCK:
+        return next(_UIDS)
+
+
+def _student_user_command(uid: int) -> str:
+    """Create the sandbox's student user with ``uid``, then start run_autograder as Gradescope does.
+
+    Containers share the host kernel's uids: left to itself, every container's grader would make
+    its student user uid 999, the host's too.  Then RLIMIT_NPROC would count all their processes
+    together, and a grader on the host that kills "every process of the student uid" would reach
+    into the containers.  A distinct uid per container keeps them apart.
+    """
+    from autograder.sandbox_os import USER_BASE_NAME
+
+    return (f"useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group "
+            f"--uid {uid} {USER_BASE_NAME} >/dev/null 2>&1; exec /autograder/run_autograder")
+
+
 def _sample_stats(container, peaks: dict, stop: threading.Event) -> None:
     """Docker's stats stream (about 1 sample/s): the cgroup's peak and the largest non-cache usage."""
     try:
@@ -209,7 +232,7 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
         volumes[str(Path(metadata).resolve())] = {"bind": "/autograder/submission_metadata.json", "mode": "ro"}
     memory = f"{limits.memory_mb}m"
     container = client.containers.create(
-        image, command=["/autograder/run_autograder"], volumes=volumes, network_mode="none",
+        image, command=["/bin/sh", "-c", _student_user_command(_next_student_uid())], volumes=volumes, network_mode="none",
         mem_limit=memory, memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9), pids_limit=4096,
         labels={"notegrade": "grade"})
     peaks: dict = {}
@@ -235,7 +258,6 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
             container.remove(force=True)
         except docker.errors.APIError:
             pass
-    (work / "stdout").write_text(logs)
     oom = bool(state.get("OOMKilled"))
     results_file = results_dir / "results.json"
     try:
@@ -254,7 +276,7 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
     return ContainerRun(submission=str(submission), exit_code=exit_code, wall_s=wall,
                         peak_memory_mb=peaks["max"] / mb if "max" in peaks else None,
                         peak_rss_mb=peaks["rss"] / mb if "rss" in peaks else None,
-                        oom_killed=oom, timed_out=timed_out, results=results)
+                        oom_killed=oom, timed_out=timed_out, results=results, logs=logs)
 
 
 def _write_outputs(run: ContainerRun, out: Path) -> None:
@@ -264,7 +286,8 @@ def _write_outputs(run: ContainerRun, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomically(out / "results.json", run.results)
     (out / "report.html").write_text(html_report(run.results, audience="instructor"))
-    container = {k: v for k, v in asdict(run).items() if k != "results"}
+    (out / "stdout").write_text(run.logs)  # what Gradescope shows instructors as the autograder's output
+    container = {k: v for k, v in asdict(run).items() if k not in ("results", "logs")}
     (out / "container.json").write_text(json.dumps(container, indent=2) + "\n")
 
 
@@ -318,7 +341,7 @@ def summary_table(runs: list[ContainerRun]) -> str:
         res = run.results
         total = (res.get("extra_data") or {}).get("total_points")
         score = f"{float(res.get('score', 0)):g}" + (f"/{float(total):g}" if isinstance(total, (int, float)) else "")
-        status = "timeout" if run.timed_out else "OOM" if run.oom_killed else f"exit {run.exit_code}"
+        status = "timeout" if run.timed_out else f"exit {run.exit_code}" + (", OOM kill inside" if run.oom_killed else "")
         peak = f"{run.peak_memory_mb:.0f}" if run.peak_memory_mb is not None else "-"
         rows.append((Path(run.submission).name, score, f"{run.wall_s:.1f}", peak, status))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]

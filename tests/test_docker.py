@@ -1,0 +1,187 @@
+"""Grading in a real Docker engine, the two ways Gradescope does it.
+
+1. The image: the repo's ``Dockerfile`` built ``FROM`` a local stand-in for
+   ``gradescope/autograder-base`` (debootstrap + docker import: no registry is reachable here),
+   with setup.sh installing CPU torch from a wheelhouse bundled in the zip; then
+   ``notegrade grade --docker``'s code grades the reference (100/100 with a rubric calibrated to
+   the test data), the starter code and three hostile submissions, two containers at a time.
+2. The zip: unpacked into ``/autograder/source`` in a fresh base container, ``setup.sh`` (twice:
+   it is idempotent), then ``/autograder/run_autograder``.
+
+Skipped, with the reason, only where no engine can be started (dockerd is started when root).
+The base image and the wheelhouse are cached across runs; the first run takes a few minutes more.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import docker_support
+import sandbox_support
+from autograder.instructor import build, docker_grade
+from autograder_dir import grading_assets, make_starter_submission, make_submission
+
+pytestmark = pytest.mark.docker
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def client():
+    return docker_support.engine_or_skip()
+
+
+@pytest.fixture(scope="module")
+def base_image(client) -> str:
+    return docker_support.ensure_base_image(client)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    """The shared held-out file, briefly trained reference and calibrated rubric; the zip (with wheels)."""
+    assets = grading_assets()
+    work = tmp_path_factory.mktemp("docker")
+    rubric = work / "rubric.toml"
+    rubric.write_text(assets.rubric)
+    zip_path = build.main(rubric=rubric, heldout=assets.heldout, out=work / "autograder.zip",
+                          wheelhouse=docker_support.ensure_wheelhouse(), quiet=True).path
+    state = torch.load(assets.state_dict_path, weights_only=True)
+    return {"work": work, "zip": zip_path, "accuracy": assets.accuracy,
+            "reference": make_submission(work / "submissions" / "reference", state_dict=state)}
+
+
+@pytest.fixture(scope="module")
+def image(client, base_image, setup) -> str:
+    source = docker_grade.unpack_autograder(setup["zip"], setup["work"] / "unpacked")
+    assert (source / "Dockerfile").read_bytes() == (REPO / "Dockerfile").read_bytes()
+    return docker_grade.ensure_image(client, source=source, base_image=base_image, quiet=True)
+
+
+def _run(client, image: str, script: str, **kwargs) -> str:
+    return client.containers.run(image, ["bash", "-c", script], remove=True, stderr=True, **kwargs).decode()
+
+
+def test_image_has_gradescope_layout_and_a_cpu_only_runtime(client, base_image, image):
+    out = _run(client, image, "test -x /autograder/run_autograder && ls /autograder/source && "
+                              "/autograder/venv/bin/python -c 'import torch; print(torch.__version__, torch.version.cuda)' && "
+                              "(/autograder/venv/bin/python -c 'import torchaudio' 2>/dev/null && echo HAS-TORCHAUDIO || true) && "
+                              "(ls /autograder/venv/lib/python3*/site-packages | grep -ci nvidia || true)")
+    for name in ("setup.sh", "run_autograder", "rubric.toml", "heldout.safetensors", "autograder", "MANIFEST.json"):
+        assert name in out.split(), out
+    assert "2.13.0+cpu None" in out and "HAS-TORCHAUDIO" not in out
+    assert out.strip().splitlines()[-1] == "0"  # no nvidia-* packages
+    config, base = client.images.get(image).attrs["Config"], client.images.get(base_image).attrs["Config"]
+    assert config["Cmd"] == base["Cmd"] and config["Entrypoint"] == base["Entrypoint"]  # not overridden
+
+
+def test_reference_scores_full_marks_in_the_container(client, image, setup):
+    out = setup["work"] / "graded-reference"
+    [run] = docker_grade.grade_all(submission=setup["reference"], autograder=setup["zip"], out=out, image=image,
+                                   client=client, quiet=True)
+    results = json.loads((out / "results.json").read_text())
+    assert run.exit_code == 0 and not run.oom_killed and not run.timed_out
+    failed = [t["name"] + ": " + t.get("output", "")[:200] for t in results["tests"] if t["score"] < t["max_score"]]
+    assert results["score"] == 100, failed
+    assert abs(results["extra_data"]["heldout_accuracy"] - setup["accuracy"]) < 0.05  # CPU torch 2.13 vs the host's
+    assert (out / "report.html").is_file()
+    assert run.peak_memory_mb is not None and run.peak_memory_mb <= 768
+
+
+# Hostile cases that meet the container's own limits: memory (the 768 MB cgroup: the worker, not the
+# grader, must be the one killed), the per-uid process limit, and the real results directory.
+HOSTILE = ("memory_bomb_gradual", "fork_bomb", "writes_results_during_run")
+RESULTS_IN_CONTAINER = "/autograder/results/results.json"
+
+
+def _build_hostile(folder: Path, state_dict: dict, heldout: Path) -> dict:
+    """The corpus cases' submissions in ``folder``; name -> its expected.json."""
+    cases = {case.name: case for case in sandbox_support.load_cases()}
+    missing = [name for name in HOSTILE if name not in cases]
+    assert not missing, f"hostile corpus cases missing from tests/corpus: {missing}"
+    for name in HOSTILE:
+        built = sandbox_support.build_case(cases[name], folder.parent / f"build-{name}", heldout=heldout,
+                                           state_dict=state_dict)
+        if built.target is not None:  # aim at the container's real results.json, not a host temp file
+            (built.submission / "target.txt").write_text(RESULTS_IN_CONTAINER)
+        shutil.copytree(built.submission, folder / name)
+    return {name: cases[name].spec for name in HOSTILE}
+
+
+def _check_expectations(name: str, spec: dict, results: dict) -> list[str]:
+    """The case's expected per-check outcomes, read from results.json; other items score full marks."""
+    problems = []
+    for test in results["tests"]:
+        extra = test.get("extra_data") or {}
+        if extra.get("kind") != "item":
+            continue
+        expected = spec.get("expect", {}).get(extra["check"], {"status": "ran", "fraction": 1.0})
+        fraction = test["score"] / test["max_score"] if test["max_score"] else 1.0
+        if extra["status"] != expected.get("status", extra["status"]):
+            problems.append(f"{name} {extra['check']}: status {extra['status']}, expected {expected['status']}: "
+                            f"{test.get('output', '')[:300]}")
+        if "fraction" in expected and abs(fraction - expected["fraction"]) > 1e-6:
+            problems.append(f"{name} {extra['check']}: {fraction:.2f} of the points, expected {expected['fraction']}")
+    return problems
+
+
+def test_starter_code_and_hostile_submissions_in_parallel_containers(client, image, setup):
+    folder = setup["work"] / "batch"
+    make_starter_submission(folder / "starter")
+    state = torch.load(grading_assets().state_dict_path, weights_only=True)
+    specs = _build_hostile(folder, state, grading_assets().heldout)
+    out = setup["work"] / "graded-batch"
+    runs = docker_grade.grade_all(submission=folder, autograder=setup["zip"], out=out, image=image, jobs=2,
+                                  client=client, quiet=True)
+    by_name = {Path(r.submission).name: r for r in runs}
+    assert sorted(by_name) == sorted(["starter", *HOSTILE])
+    problems = []
+    for name, run in by_name.items():
+        results = json.loads((out / name / "results.json").read_text())
+        assert not run.timed_out and run.exit_code == 0, f"{name}: the container itself failed: {run.logs[-2000:]}"
+        assert "container_error" not in results.get("extra_data", {}), name
+        assert results["extra_data"]["rubric_hash"] and len(results["tests"]) >= 11, f"{name}: not the grader's results"
+        if name in specs:
+            problems += _check_expectations(name, specs[name], results)
+    assert problems == []
+    starter = json.loads((out / "starter" / "results.json").read_text())
+    assert starter["score"] == 0
+    assert all("NotImplementedError" in t["output"] or "TODO" in t["output"]
+               for t in starter["tests"] if (t.get("extra_data") or {}).get("kind") == "item"), starter["output"]
+    table = docker_grade.summary_table(runs)
+    assert all(name in table for name in by_name)
+
+
+def test_zip_path_like_gradescope(client, base_image, setup):
+    """Unzip into /autograder/source in a fresh container, setup.sh twice, then run_autograder."""
+    sub = setup["reference"]
+    results = setup["work"] / "zip-results"
+    results.mkdir()
+    script = """set -euo pipefail
+mkdir -p /autograder/source && cd /autograder/source
+python3 -c 'import zipfile, os; z = zipfile.ZipFile("/in/autograder.zip"); z.extractall("."); \
+[os.chmod(i.filename, i.external_attr >> 16 & 0o777) for i in z.infolist()]'
+start=$(date +%s.%N); bash ./setup.sh; end=$(date +%s.%N)
+echo "SETUP_SECONDS $(python3 -c "print($end - $start)")"
+bash ./setup.sh > /tmp/second-setup.log
+grep -q 'already installed and current' /tmp/second-setup.log
+echo IDEMPOTENT
+cp run_autograder /autograder/run_autograder
+# Containers share the host's uids: a distinct student uid keeps the host's own sandbox tests (which
+# kill every process of their student uid, 999) away from this grader's worker.
+useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group --uid 45999 notegrade-student
+mkdir -p /autograder/submission && cp /in/submission/* /autograder/submission/
+/autograder/run_autograder
+"""
+    log = _run(client, base_image, script, volumes={
+        str(setup["zip"]): {"bind": "/in/autograder.zip", "mode": "ro"},
+        str(sub): {"bind": "/in/submission", "mode": "ro"},
+        str(results): {"bind": "/autograder/results", "mode": "rw"}})
+    assert "IDEMPOTENT" in log, log[-3000:]
+    data = json.loads((results / "results.json").read_text())
+    assert data["score"] == 100, log[-4000:]
+    with zipfile.ZipFile(setup["zip"]) as archive:
+        assert json.loads(archive.read("MANIFEST.json"))["rubric"]["rubric_hash"] == data["extra_data"]["rubric_hash"]
