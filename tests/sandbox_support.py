@@ -3,7 +3,7 @@
 A corpus case is a directory ``tests/corpus/<name>/`` with ``expected.json``::
 
     {"description": "...",
-     "base": "reference" | "starter",          # start from the reference files or the starter code
+     "base": "reference" | "starter",          # reference/*.py or student_template/*.py (the TODOs)
      "patch": {"train.py": [["old", "new"]]},  # exact text replacements (must match)
      "append": {"model.py": "code appended"},  # hostile code appended to a base file
                                                # (or a file ``model.py.append`` in the case dir)
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import shutil
 import sys
 import tempfile
@@ -43,13 +42,6 @@ from autograder.sandbox import Sandbox
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
 STUDENT_FILES = ("model.py", "losses.py", "train.py")
-_SOLUTION = re.compile(r"^(?P<indent>[ \t]*)# BEGIN SOLUTION: (?P<hint>.*)$\n(?:.*\n)*?^[ \t]*# END SOLUTION[ \t]*$\n?",
-                       re.MULTILINE)
-
-
-def starter_source(text: str) -> str:
-    """The reference file with every solution region replaced by ``raise NotImplementedError``."""
-    return _SOLUTION.sub(lambda m: f'{m["indent"]}raise NotImplementedError("TODO: {m["hint"].strip()}")\n', text)
 
 
 def reference_state_dict(seed: int = 0) -> "dict[str, torch.Tensor]":
@@ -142,9 +134,8 @@ def build_case(case: Case, workdir: pathlib.Path, *, heldout: pathlib.Path, stat
     submission = workdir / "submission"
     submission.mkdir(parents=True)
     for name in STUDENT_FILES:
-        text = (REPO / "reference" / name).read_text()
-        if spec.get("base", "reference") == "starter":
-            text = starter_source(text)
+        base = "student_template" if spec.get("base", "reference") == "starter" else "reference"
+        text = (REPO / base / name).read_text()
         for old, new in spec.get("patch", {}).get(name, []):
             assert old in text, f"corpus case {case.name}: patch text not found in {name}: {old!r}"
             text = text.replace(old, new)

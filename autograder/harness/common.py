@@ -189,21 +189,22 @@ def describe_exception(exc: BaseException, doing: str, context: "WorkerContext |
     where, details = student_location(exc, context)
     text = _safe_str(exc)
     name = type(exc).__name__
+    detail = f"{name}: {text}" if text else name
     if isinstance(exc, SystemExit):
         return ProbeFailure("exit", f"{doing} called sys.exit({_safe_str(exc.code)})", where=where, details=details)
     if isinstance(exc, ForbiddenCall):
         return ProbeFailure("forbidden", f"{doing}: {text}", where=where, details=details)
     if isinstance(exc, NotImplementedError):
-        return ProbeFailure("not_implemented", f"{doing} is not implemented yet (NotImplementedError: {text})",
+        return ProbeFailure("not_implemented", f"{doing} is not implemented yet ({detail})",
                             where=where, details=details)
     if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and _MEMORY.search(text)):
-        return ProbeFailure("memory", f"{doing} tried to use more memory than the sandbox allows ({name}: {text})",
+        return ProbeFailure("memory", f"{doing} tried to use more memory than the sandbox allows ({detail})",
                             where=where, details=details)
     if not torch.cuda.is_available() and isinstance(exc, (RuntimeError, AssertionError)) and _CUDA.search(text):
         return ProbeFailure(
             "cuda", f"{doing} called .cuda() or used a CUDA device, but the grader has no GPU; "
-            f"use the input's device (x.device) or 'cpu' ({name}: {text})", where=where, details=details)
-    return ProbeFailure("exception", f"{doing} raised {name}: {text}", where=where, details=details)
+            f"use the input's device (x.device) or 'cpu' ({detail})", where=where, details=details)
+    return ProbeFailure("exception", f"{doing} raised {detail}", where=where, details=details)
 
 
 def import_student(module: str, context: WorkerContext) -> Any:
