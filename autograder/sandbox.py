@@ -50,10 +50,10 @@ isolation.  Disk usage beyond the per-file limit is not capped.
 
 Example
 -------
->>> with Sandbox("tests/corpus/...") as sandbox:                      # doctest: +SKIP
+>>> with Sandbox("submission/") as sandbox:                             # doctest: +SKIP
 ...     result = sandbox.call("model_summary", {}, timeout_s=30)
-...     result.status, result.value["total_params"]
-('ok', 119691)
+...     result.status, result.value["total_params"], sandbox.user_name
+('ok', 119691, 'notegrade-student')
 """
 from __future__ import annotations
 
@@ -67,9 +67,10 @@ from typing import Any
 
 import numpy as np
 
-from autograder import sandbox_io, sandbox_os
+from autograder import sandbox_files, sandbox_os, sandbox_worker
 from autograder.errors import NotegradeError
-from autograder.sandbox_io import ProbeResult, human_size
+from autograder.sandbox_files import human_size
+from autograder.sandbox_worker import ProbeResult
 
 __all__ = ["Sandbox", "SandboxLimits", "ProbeResult", "human_size"]
 
@@ -129,7 +130,7 @@ class Sandbox:
         self.user: "sandbox_os.StudentUser | None" = None
         self._closed = False
         self.scratch = ""
-        self._worker: "sandbox_io.Worker | None" = None
+        self._worker: "sandbox_worker.Worker | None" = None
         self.imports: "dict[str, ProbeResult]" = {}
         self.calls: "list[dict[str, Any]]" = []  # a log for instructors: probe, status, seconds
         self._shared_inputs: "dict[str, str]" = {}
@@ -187,7 +188,7 @@ class Sandbox:
         self.tmp_dir = self._owned_dir(os.path.join(self.scratch, "tmp"), 0o700, student=True)
         self.work_dir = self._owned_dir(os.path.join(self.scratch, "work"), 0o755, student=True)
         owner = (self.user.uid, self.user.gid) if self.user else None
-        self.file_problems, self.files, self._sources = sandbox_io.copy_submission(
+        self.file_problems, self.files, self._sources = sandbox_files.copy_submission(
             self.submission, self.work_dir, self.limits, owner)
 
     def file_problem(self, name: str) -> "str | None":
@@ -208,7 +209,7 @@ class Sandbox:
     def share_input(self, name: str, array: np.ndarray) -> str:
         """Write an input array once for many calls (e.g. the held-out features); returns its file name."""
         if name not in self._shared_inputs:
-            self._shared_inputs[name] = sandbox_io.write_input(self.inputs_dir, f"shared_{name}", array)
+            self._shared_inputs[name] = sandbox_files.write_input(self.inputs_dir, f"shared_{name}", array)
         return self._shared_inputs[name]
 
     # -- calls -------------------------------------------------------------------------
@@ -232,14 +233,14 @@ class Sandbox:
             if isinstance(value, str):
                 files[name] = value
             else:
-                files[name] = sandbox_io.write_input(self.inputs_dir, f"{request_id}_{name}", value)
+                files[name] = sandbox_files.write_input(self.inputs_dir, f"{request_id}_{name}", value)
                 written.append(files[name])
         try:
             result = self._worker.request({"id": request_id, "probe": probe, "args": args or {}, "inputs": files},
                                           timeout_s=timeout_s)
         finally:
             for name in written:
-                sandbox_io.remove_quietly(os.path.join(self.inputs_dir, name))
+                sandbox_files.remove_quietly(os.path.join(self.inputs_dir, name))
         # A fresh worker after anything that can leave this one unusable: a timeout or crash, a
         # memory error (the hog may still be referenced), a failed import (half-run module code).
         fresh = result.status in ("timeout", "crash") or (result.status == "error" and (
@@ -274,7 +275,7 @@ class Sandbox:
     def _start_worker(self) -> None:
         if self._worker is not None:
             self._worker.stop()
-        self._worker = sandbox_io.Worker(
+        self._worker = sandbox_worker.Worker(
             python=self.python, lib_dir=self.lib_dir, work_dir=self.work_dir, inputs_dir=self.inputs_dir,
             outputs_dir=self.outputs_dir, tmp_dir=self.tmp_dir, limits=self.limits, use_gpu=self.use_gpu,
             user=self.user)
@@ -292,7 +293,7 @@ class Sandbox:
         if self.user is not None:
             self.user.kill_everything()
         if self.scratch:
-            sandbox_io.remove_tree(self.scratch)
+            sandbox_files.remove_tree(self.scratch)
             self.scratch = ""
         if self.user is not None:
             self.user.release()

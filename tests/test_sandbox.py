@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import sandbox_support as support
-from autograder import sandbox_io
+from autograder import sandbox_files
 from autograder.errors import NotegradeError
 from autograder.sandbox import Sandbox, SandboxLimits
 from autograder_dir import ensure_worker_python
@@ -204,7 +204,7 @@ def _npy(path: pathlib.Path, array: np.ndarray, allow_pickle: bool = False) -> s
 def test_read_array_only_takes_plain_numeric_npy_files(tmp_path):
     uid = os.getuid()
     good = _npy(tmp_path / "ok.npy", np.arange(6.0).reshape(2, 3))
-    assert sandbox_io.read_array(str(tmp_path), good, max_bytes=1 << 20, owner_uid=uid).shape == (2, 3)
+    assert sandbox_files.read_array(str(tmp_path), good, max_bytes=1 << 20, owner_uid=uid).shape == (2, 3)
     cases = {
         _npy(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True): "not a valid .npy",
         _npy(tmp_path / "big.npy", np.zeros(1000)): "the limit is",
@@ -217,9 +217,9 @@ def test_read_array_only_takes_plain_numeric_npy_files(tmp_path):
                   "missing.npy": "cannot open"})
     for name, reason in cases.items():
         with pytest.raises(ValueError, match=reason):
-            sandbox_io.read_array(str(tmp_path), name, max_bytes=4096, owner_uid=uid)
+            sandbox_files.read_array(str(tmp_path), name, max_bytes=4096, owner_uid=uid)
     with pytest.raises(ValueError, match="not a regular file written by the worker"):
-        sandbox_io.read_array(str(tmp_path), good, max_bytes=1 << 20, owner_uid=uid + 1)
+        sandbox_files.read_array(str(tmp_path), good, max_bytes=1 << 20, owner_uid=uid + 1)
 
 
 @pytest.mark.skipif(not ROOT, reason="needs root (the unprivileged user and its checks)")
