@@ -83,8 +83,8 @@ def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, so
             for i, note in enumerate(batch):
                 read_wav_into(note.path, buffer[i])
             with torch.inference_mode():
-                waves = torch.from_numpy(buffer[: len(batch)]).to(device).float().mul_(1.0 / 32768)
-                writer.features[start : start + len(batch)] = frontend(waves).to(torch.float16).cpu().numpy()
+                pcm = torch.from_numpy(buffer[: len(batch)]).to(device)
+                writer.features[start : start + len(batch)] = frontend.from_int16(pcm).to(torch.float16).cpu().numpy()
         finally:
             buffers.put(buffer)
         return len(batch)
