@@ -241,6 +241,10 @@ class Sandbox:
         finally:
             for name in written:
                 sandbox_files.remove_quietly(os.path.join(self.inputs_dir, name))
+        if result.status == "crash":
+            where = sandbox_files.student_frame(result.stderr_tail, self.work_dir)
+            if where:
+                result.error = {"where": where}
         # A fresh worker after anything that can leave this one unusable: a timeout or crash, a
         # memory error (the hog may still be referenced), a failed import (half-run module code).
         fresh = result.status in ("timeout", "crash") or (result.status == "error" and (

@@ -10,6 +10,8 @@ Example
 -------
 >>> human_size(2 * 1024 ** 3), human_size(512)
 ('2.0 GB', '512 bytes')
+>>> student_frame('Fatal Python error: Segmentation fault\\n  File "/s/work/model.py", line 9 in forward', "/s/work")
+'model.py, line 9, in forward'
 """
 from __future__ import annotations
 
@@ -139,3 +141,19 @@ def copy_submission(src: str, dst: str, limits: Any, owner: "tuple[int, int] | N
                 if name.endswith(".py") and len(data) <= 1 << 20:
                     sources[rel] = data.decode("utf-8", errors="replace")
     return problems, copied, sources
+
+
+_FRAME = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+),? in (?P<func>[^\s]+)')
+
+
+def student_frame(stderr: str, work_dir: str) -> str:
+    """Where a crashed worker was in the student's files, from its stderr ("model.py, line 9, in forward").
+
+    faulthandler (enabled in the worker) prints the innermost frame first on a segfault;
+    a Python traceback prints it last.
+    """
+    frames = [m for m in _FRAME.finditer(stderr or "") if m["path"].startswith(work_dir.rstrip("/") + "/")]
+    if not frames:
+        return ""
+    frame = frames[0] if "Fatal Python error" in stderr else frames[-1]
+    return f"{frame['path'][len(work_dir.rstrip('/')) + 1:]}, line {frame['line']}, in {frame['func']}"

@@ -51,6 +51,7 @@ class ProbeResult:
     message: str = ""
     stdout: str = ""
     stderr: str = ""
+    stderr_tail: str = ""  # the last 4 KiB of stderr, uncut (where a crash happened)
     seconds: float = 0.0
 
     @property
@@ -59,15 +60,18 @@ class ProbeResult:
 
 
 class _Capture:
-    """Keeps the first ``keep`` bytes of a stream and counts the rest."""
+    """Keeps the first ``keep`` bytes of a stream, counts the rest, and remembers its last 4 KiB."""
+
+    TAIL = 4096
 
     def __init__(self, keep: int) -> None:
-        self.keep, self.data, self.dropped = keep, bytearray(), 0
+        self.keep, self.data, self.dropped, self.tail = keep, bytearray(), 0, b""
 
     def add(self, chunk: bytes) -> None:
         room = self.keep - len(self.data)
         self.data += chunk[: max(room, 0)]
         self.dropped += max(len(chunk) - max(room, 0), 0)
+        self.tail = (self.tail + chunk)[-self.TAIL :]
 
     def text(self) -> str:
         text = self.data.decode("utf-8", errors="replace")
@@ -252,6 +256,11 @@ class Worker:
             return "the worker stopped answering (it closed or broke its connection to the grader)"
         if code < 0:
             return f"the worker process {_SIGNALS.get(-code, f'was killed by signal {-code}')}"
+        self._drain(self.proc.stderr.fileno(), self.stderr)
+        last_words = self.stderr.tail.decode("utf-8", errors="replace")
+        if "Bad file descriptor" in last_words or "Broken pipe" in last_words:
+            return ("the worker lost its connection to the grader: student code closed or replaced "
+                    "file descriptors it did not open")
         return f"the worker process exited with status {code} (os._exit() or a crash in native code)"
 
     def request(self, message: dict, *, timeout_s: float) -> ProbeResult:
@@ -280,8 +289,13 @@ class Worker:
                              seconds=time.monotonic() - started)
         if line is None:
             result.status = "timeout" if status == "timeout" else "crash"
-            result.message = (f"did not finish within {timeout_s:.0f} s" if status == "timeout"
-                              else self._crash_message(status))
+            if status == "timeout":
+                result.message = f"did not finish within {timeout_s:.0f} s"
+            else:  # _crash_message waits for the exit, so its last words (stderr) are in the pipe
+                result.message = self._crash_message(status)
+                self._drain(self.proc.stderr.fileno(), self.stderr)
+                result.stderr = self.stderr.text()
+                result.stderr_tail = self.stderr.tail.decode("utf-8", errors="replace")
             return result
         if response is None:
             result.status, result.message = "crash", "the worker sent a malformed response"

@@ -45,7 +45,8 @@ def failure_message(result: Any, doing: str) -> str:
     if result.status == "timeout":
         return f"{doing} did not finish within {result.seconds:.0f} s: an infinite loop, or far too slow?"
     if result.status == "crash":
-        return f"{doing} ended the worker process: {result.message}"
+        where = (result.error or {}).get("where")
+        return f"{doing} ended the worker process: {result.message}" + (f" (at {where})" if where else "")
     error = result.error or {}
     message = str(error.get("message") or "failed")
     where = str(error.get("where") or "")

@@ -24,6 +24,7 @@ Example (what the sandbox runs; needs the two pipe fds, so not runnable by hand)
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import resource
@@ -77,6 +78,7 @@ def main(argv: "list[str] | None" = None) -> int:
     """Run the request loop until the grader closes the request pipe."""
     args = _parse_args(argv)
     worker_pid = os.getpid()
+    faulthandler.enable()  # a segfault in student code prints its Python traceback to stderr
     # The protocol fds must not leak into processes the student starts.
     for fd in (args.requests, args.responses):
         os.set_inheritable(fd, False)
