@@ -132,7 +132,8 @@ class Sandbox:
         self.scratch = ""
         self._worker: "sandbox_worker.Worker | None" = None
         self.imports: "dict[str, ProbeResult]" = {}
-        self.calls: "list[dict[str, Any]]" = []  # a log for instructors: probe, status, seconds
+        # A log for instructors: probe, status, seconds, and the student's (truncated) output.
+        self.calls: "list[dict[str, Any]]" = []
         self._shared_inputs: "dict[str, str]" = {}
         self._counter = 0
         self.startup_seconds = 0.0  # time spent waiting for workers to start (not charged to items)
@@ -190,6 +191,16 @@ class Sandbox:
         owner = (self.user.uid, self.user.gid) if self.user else None
         self.file_problems, self.files, self._sources = sandbox_files.copy_submission(
             self.submission, self.work_dir, self.limits, owner)
+
+    def describe(self) -> str:
+        """One line for the instructor's log: who runs student code, with which limits."""
+        limits = self.limits
+        who = (f"student code runs as the unprivileged user {self.user_name} (uid {self.user.uid})" if self.user else
+               f"NOT ISOLATED ({'run_as=self' if os.getuid() == 0 else 'the grader is not root'}): student code "
+               f"runs as the grader's own user {self.user_name} and can read and write whatever the grader can")
+        return (f"{who}; limits: {limits.memory_headroom_mb} MB of address space above the imports, "
+                f"{limits.max_processes} processes, {limits.file_size_mb} MB per file written, "
+                f"{limits.max_file_mb:g} MB per submitted file; scratch copy {self.scratch}")
 
     def file_problem(self, name: str) -> "str | None":
         """Why ``name`` cannot be used (missing, refused as too large, a symlink), or None."""
@@ -254,7 +265,9 @@ class Sandbox:
             self._worker = None
         else:
             self._worker.kill_strays()
-        self.calls.append({"probe": probe, "status": result.status, "seconds": round(result.seconds, 3)})
+        entry = {"probe": probe, "status": result.status, "seconds": round(result.seconds, 3)}
+        entry.update({k: v for k, v in (("stdout", result.stdout), ("stderr", result.stderr)) if v})
+        self.calls.append(entry)
         return result
 
     def import_module(self, module: str, *, timeout_s: float) -> ProbeResult:

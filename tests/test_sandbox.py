@@ -86,6 +86,7 @@ def test_worker_identity_limits_and_environment(mode, open_tmp, monkeypatch, wor
         result = sandbox.call("import_module", {"module": "model"}, timeout_s=60)
         info = sandbox.worker_info
         work_dir = sandbox.work_dir
+        description = sandbox.describe()
     assert result.ok, result
     report = json.loads(result.stdout.split("REPORT", 1)[1].splitlines()[0])
     env = report["env"]
@@ -106,10 +107,12 @@ def test_worker_identity_limits_and_environment(mode, open_tmp, monkeypatch, wor
         assert report["gid"] == user.pw_gid and report["groups"] == []  # no supplementary groups
         assert report["limits"]["NPROC"] == [limits.max_processes] * 2
         assert not report["read_secret"] and not report["write_protected"]
+        assert description.startswith(f"student code runs as the unprivileged user {sandbox.user_name}")
     else:
         assert not sandbox.isolated and report["uid"] == os.getuid()
         assert report["limits"]["NPROC"][0] >= limits.max_processes
-        assert report["read_secret"]  # same user: nothing is hidden (documented)
+        assert report["read_secret"]  # same user: nothing is hidden (documented, and said so)
+        assert description.startswith("NOT ISOLATED (") and "grader's own user" in description
 
 
 @pytest.mark.parametrize("mode", MODES)
