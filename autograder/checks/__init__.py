@@ -45,6 +45,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from autograder.checks import architecture, heldout, losses, stability, training
+from autograder.checks.common import tolerate_malformed_answers
 from autograder.checks.outcome import CheckSpec, ItemOutcome, SubCheck
 
 __all__ = ["REGISTRY", "validate_params", "CheckSpec", "ItemOutcome", "SubCheck"]
@@ -54,7 +55,8 @@ _LOSS_PARAMS = {"seed": 0, "rtol": 1e-4, "atol": 1e-6}
 
 def _spec(name: str, needs: "tuple[str, ...]", params: dict, run: Callable[..., ItemOutcome],
           description: str) -> CheckSpec:
-    return CheckSpec(name=name, needs=needs, params=params, run=run, description=description)
+    return CheckSpec(name=name, needs=needs, params=params, run=tolerate_malformed_answers(run),
+                     description=description)
 
 
 REGISTRY: "dict[str, CheckSpec]" = {spec.name: spec for spec in (

@@ -25,6 +25,10 @@ TOTAL_PARAMS = sum(EXPECTED_PARAMS.values())
 BLOCK_SHAPES = ((16, 32, 32), (32, 16, 16), (64, 8, 8), (128, 4, 4))
 
 
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
+
+
 def _expected_weight(name: str) -> "tuple[int, ...]":
     i, o, k = LAYERS[name]
     return (o, i, k, k) if k else (o, i)
@@ -67,14 +71,14 @@ def run_params(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
                                       f"NoteCNN has no layer named {name} (its layers: {found}); the assignment names "
                                       "them conv1, conv2, conv3, conv4, pool and fc"))
             continue
-        got = int(child.get("params", -1))
+        got = _int(child.get("params"))
         if got == expected:
             subchecks.append(SubCheck(f"{name} parameters", True, 1.0, f"{name} has {got:,} parameters"))
         else:
             hint = _count_hint(name, child.get("param_shapes") or {}, got)
             subchecks.append(SubCheck(f"{name} parameters", False, 1.0,
                                       f"{name} has {got:,} parameters, expected {expected:,}: {hint}"))
-    total = int(result.value.get("total_params", -1))
+    total = _int(result.value.get("total_params"))
     extra = sorted(set(children) - set(EXPECTED_PARAMS) - {"pool"})
     extra_note = f" (layers beyond the assignment's: {', '.join(extra)})" if extra else ""
     subchecks.append(SubCheck("total parameters", total == TOTAL_PARAMS, 1.0,
@@ -85,6 +89,7 @@ def run_params(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
 
 def _block_shape(calls: "list[dict]", block: int) -> "tuple[tuple[int, ...] | None, str]":
     """Block k's output, observed as conv{k+1}'s input (block 4: the last 4-D output before fc)."""
+    calls = [entry for entry in calls if isinstance(entry, dict)]
     if block < 4:
         name = f"conv{block + 1}"
         for entry in calls:
@@ -156,10 +161,11 @@ def run_shapes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     subchecks.append(SubCheck("logits dtype", dtype == "float32", 1.0,
                               f"the logits are {dtype}" + ("" if dtype == "float32" else
                                                             ", expected float32: do not convert the output")))
-    bad = int(main.get("nan", 0)) + int(main.get("inf", 0))
+    nan, inf = max(_int(main.get("nan", 0)), 0), max(_int(main.get("inf", 0)), 0)
+    bad = nan + inf
     subchecks.append(SubCheck("logits finite", shape is not None and bad == 0, 1.0,
                               "the logits are finite" if bad == 0 else
-                              f"{int(main.get('nan', 0))} NaN and {int(main.get('inf', 0))} infinite values in the logits"))
+                              f"{nan} NaN and {inf} infinite values in the logits"))
     single_shape = int_list(single.get("shape") or ()) if "shape" in single else None
     subchecks.append(SubCheck("batch of one", single_shape == (1, 11), 1.0,
                               "a batch of one gives (1, 11)" if single_shape == (1, 11) else

@@ -28,6 +28,19 @@ from autograder.checks.common import Budget, call, close, describe, outcome_for_
 from autograder.checks.outcome import ItemOutcome, SubCheck
 
 SHAPES = {"hidden.weight": (24, 16), "hidden.bias": (24,), "out.weight": (11, 24), "out.bias": (11,)}
+N_PARAMS = sum(int(np.prod(shape)) for shape in SHAPES.values())
+
+
+def _weights(result: Any, name: str, rows: "int | None" = None) -> "np.ndarray | None":
+    """A returned weight vector (or ``rows`` x vector matrix) as float64, None if absent or malformed."""
+    array = result.arrays.get(name)
+    if array is None or array.dtype.kind != "f":
+        return None
+    if rows is None and array.shape != (N_PARAMS,):
+        return None
+    if rows is not None and (array.ndim != 2 or array.shape[1] != N_PARAMS):
+        return None
+    return array.astype(np.float64)
 
 
 def init_params(rng: np.random.Generator) -> "dict[str, np.ndarray]":
@@ -106,7 +119,7 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
     p2, accumulated = p1 - lr * grad_b, p1 - lr * (grad_a + grad_b)
     if two.get("error"):
         return ItemOutcome.failed("error", _error_text(two))
-    got = result.arrays.get("two_batches.params")
+    got = _weights(result, "two_batches.params")
     if _same(got, p2):
         step = SubCheck("one SGD step per batch", True, 1.0, "two batches gave exactly two SGD steps with fresh gradients")
     else:
@@ -116,7 +129,7 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
                 if two.get("steps") != 2 else "the weights after two batches are not those of two SGD steps")
         step = SubCheck("one SGD step per batch", False, 1.0, f"after one epoch of 2 batches: {hint}")
     expected = (loss_a * 8 + loss_b * 4) / 12
-    returned = two.get("returned")
+    returned = two.get("returned") if isinstance(two.get("returned"), float) else None
     if returned is not None and close(returned, expected, rtol=1e-4, atol=1e-6):
         mean = SubCheck("returns the mean loss per example", True, 1.0, f"returned {returned:.6g}")
     else:
@@ -136,8 +149,8 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
         lower = SubCheck("one step lowers the loss", False, 1.0, _error_text(one))
     else:
         before = loss_and_grad(p0, xc, yc)[0]
-        after_params = result.arrays.get("one_batch.params")
-        after = loss_and_grad(after_params.astype(np.float64), xc, yc)[0] if after_params is not None else before
+        after_params = _weights(result, "one_batch.params")
+        after = loss_and_grad(after_params, xc, yc)[0] if after_params is not None else before
         lower = SubCheck("one step lowers the loss", after < before, 1.0,
                          f"one epoch on a fixed batch took its loss from {before:.4f} to {after:.4f}" +
                          ("" if after < before else ": the weights must move against the gradient"))
@@ -159,12 +172,12 @@ def run_train_overfit(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOu
         return outcome_for_failure(result, "train_one_epoch")
     if result.value.get("error"):
         return ItemOutcome.failed("error", _error_text(result.value))
-    final = result.arrays.get("final.params")
+    final = _weights(result, "final.params")
     if final is None:
-        return ItemOutcome.failed("error", "the worker returned no weights")
+        return ItemOutcome.failed("error", "the worker returned no usable weights")
     start = loss_and_grad(flatten(init), x, y)[0]
-    end = loss_and_grad(final.astype(np.float64), x, y)[0]
-    acc = accuracy(final.astype(np.float64), x, y)
+    end = loss_and_grad(final, x, y)[0]
+    acc = accuracy(final, x, y)
     data = {"start_loss": round(start, 5), "end_loss": round(end, 5), "accuracy": acc}
     return ItemOutcome.from_subchecks([
         SubCheck("loss falls", end <= max_loss, 1.0, f"after {epochs} epochs (Adam) on 16 examples the loss went from "
@@ -266,8 +279,8 @@ def run_fit_early_stopping(sandbox: Any, params: dict, *, timeout_s: float) -> I
                                   f"{scenario['epochs']} epochs: ran {ran} epochs, history has {length} entries" + (
                                       "" if ok else f", expected {scenario['ran']} and {scenario['ran']}: stop once "
                                       f"{scenario['patience']} epochs in a row bring no new best validation loss")))
-        snapshots = result.arrays.get(f"{scenario['name']}.snapshots")
-        final = result.arrays.get(f"{scenario['name']}.final")
+        snapshots = _weights(result, f"{scenario['name']}.snapshots", rows=0)
+        final = _weights(result, f"{scenario['name']}.final")
         best = scenario["best"]
         if snapshots is None or final is None or len(snapshots) < best:
             subchecks.append(SubCheck(f"best weights ({scenario['name']})", False, 1.0,
