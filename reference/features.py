@@ -143,10 +143,17 @@ class LogMelFrontEnd(nn.Module):
         padded = nn.functional.pad(waves.float(), (self.PAD, self.PAD))  # the zeros center=True adds
         return self._features(padded, self.mel.mel_scale.fb)
 
-    def from_int16(self, pcm: torch.Tensor) -> torch.Tensor:
-        """(N, 64000) int16 PCM -> features, bit-identical to ``forward(pcm / 32768)`` and faster."""
+    def from_int16(self, pcm: torch.Tensor, *, workspace: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 64000) int16 PCM -> features, bit-identical to ``forward(pcm / 32768)`` and faster.
+
+        ``workspace``: an optional zero-initialised float32 (>= N, 65024) tensor on the same device,
+        reused across calls (only its middle is written, so its zero margins stay zero).
+        """
         self._check(pcm)
-        padded = torch.zeros((pcm.shape[0], N_SAMPLES + 2 * self.PAD), dtype=torch.float32, device=pcm.device)
+        shape = (pcm.shape[0], N_SAMPLES + 2 * self.PAD)
+        if workspace is None:
+            workspace = torch.zeros(shape, dtype=torch.float32, device=pcm.device)
+        padded = workspace[: shape[0]]
         padded[:, self.PAD : self.PAD + N_SAMPLES] = pcm  # int16 -> float32 in the same copy
         return self._features(padded, self._fb_pcm)
 

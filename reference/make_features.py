@@ -72,21 +72,23 @@ def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, so
     writer = FeatureFileWriter(out, labels=np.array([n.family for n in notes]), notes=np.array([n.note for n in notes]),
                                note_strs=[n.note_str for n in notes], frontend_params=FRONTEND_PARAMS,
                                frontend_hash=frontend_hash(), split=split_name, kind=kind)
-    buffers = queue.SimpleQueue()  # one int16 decode buffer per worker, reused batch after batch
+    buffers = queue.SimpleQueue()  # per worker: an int16 decode buffer and a padded float32 workspace
     for _ in range(n_workers):
-        buffers.put(np.empty((batch_size, N_SAMPLES), dtype=np.int16))
+        buffers.put((np.empty((batch_size, N_SAMPLES), dtype=np.int16),
+                     torch.zeros((batch_size, N_SAMPLES + 2 * frontend.PAD), device=device)))
 
     def process(start: int) -> int:
         """Decode one batch and write its features into the output file (disjoint rows per batch)."""
-        batch, buffer = notes[start : start + batch_size], buffers.get()
+        batch, (buffer, workspace) = notes[start : start + batch_size], buffers.get()
         try:
             for i, note in enumerate(batch):
                 read_wav_into(note.path, buffer[i])
             with torch.inference_mode():
                 pcm = torch.from_numpy(buffer[: len(batch)]).to(device)
-                writer.features[start : start + len(batch)] = frontend.from_int16(pcm).to(torch.float16).cpu().numpy()
+                feats = frontend.from_int16(pcm, workspace=workspace)
+                writer.features[start : start + len(batch)] = feats.to(torch.float16).cpu().numpy()
         finally:
-            buffers.put(buffer)
+            buffers.put((buffer, workspace))
         return len(batch)
 
     threads_before = torch.get_num_threads()
