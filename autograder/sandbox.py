@@ -231,6 +231,8 @@ class Sandbox:
         ``inputs``: name -> array (written for this call) or a name from :meth:`share_input`.
         Raises :class:`NotegradeError` only when the worker cannot start at all.
         """
+        if self._closed:
+            raise NotegradeError("this sandbox is closed")
         if self._worker is None or (self._worker.info is not None and not self._worker.alive()):
             self._start_worker()
         waited = time.monotonic()

@@ -132,7 +132,13 @@ def kill_all_of_uid(uid: int, gid: int) -> None:
             pass
         finally:
             os._exit(0)
-    os.waitpid(helper, 0)
+    deadline = time.monotonic() + 5.0
+    while os.waitpid(helper, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:  # a helper stuck after fork (a lock held by another thread)
+            os.kill(helper, signal.SIGKILL)
+            os.waitpid(helper, 0)
+            break
+        time.sleep(0.001)
 
 
 def process_cpu_seconds(pid: int) -> float:

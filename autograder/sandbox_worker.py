@@ -19,6 +19,7 @@ import os
 import resource
 import select
 import signal
+import site
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -147,6 +148,9 @@ class Worker:
                    "--responses", str(response_w), "--submission", work_dir, "--inputs", inputs_dir,
                    "--outputs", outputs_dir, "--device", "cuda" if use_gpu else "cpu", "--threads", str(threads),
                    "--headroom-mb", str(headroom)]
+        if user is None and site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+            # Same user, but HOME is the scratch dir: keep a `pip install --user` torch importable.
+            command += ["--site", site.getusersitepackages()]
         extra = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
         try:
             self.proc = subprocess.Popen(

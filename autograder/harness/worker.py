@@ -28,6 +28,7 @@ import faulthandler
 import json
 import os
 import resource
+import site
 import sys
 import time
 import traceback
@@ -42,6 +43,8 @@ def _parse_args(argv: "list[str] | None") -> argparse.Namespace:
     parser.add_argument("--outputs", required=True, help="directory for this worker's .npy outputs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (held-out inference only)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for held-out inference")
+    parser.add_argument("--site", action="append", default=[],
+                        help="extra site directory (the grader's user site-packages when not isolated)")
     parser.add_argument("--headroom-mb", type=int, default=1024,
                         help="address space allowed above what the imports use (0: no limit)")
     return parser.parse_args(argv)
@@ -83,6 +86,8 @@ def main(argv: "list[str] | None" = None) -> int:
     for fd in (args.requests, args.responses):
         os.set_inheritable(fd, False)
     started = time.perf_counter()
+    for directory in args.site:
+        site.addsitedir(directory)
     import numpy  # noqa: F401  (imported once, here, before any student code)
     import torch
 
