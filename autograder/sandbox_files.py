@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,10 @@ def remove_tree(path: str) -> None:
         except OSError:
             pass
 
-    shutil.rmtree(path, onerror=retry)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:
+        shutil.rmtree(path, onerror=retry)
 
 
 def copy_submission(src: str, dst: str, limits: Any, owner: "tuple[int, int] | None"
