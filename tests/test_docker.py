@@ -8,13 +8,17 @@
 2. The zip: unpacked into ``/autograder/source`` in a fresh base container, ``setup.sh`` (twice:
    it is idempotent), then ``/autograder/run_autograder``.
 
-Skipped, with the reason, only where no engine can be started (dockerd is started when root).
+Skipped, with the reason, only where no engine can be started (dockerd is started when root); the
+last test needs no engine: without one, ``grade --docker`` says so in one line.
 The base image and the wheelhouse are cached across runs; the first run takes a few minutes more.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -26,7 +30,6 @@ import sandbox_support
 from autograder.instructor import build, docker_grade
 from autograder_dir import grading_assets, make_starter_submission, make_submission
 
-pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -65,6 +68,7 @@ def _run(client, image: str, script: str, **kwargs) -> str:
     return client.containers.run(image, ["bash", "-c", script], remove=True, stderr=True, **kwargs).decode()
 
 
+@pytest.mark.docker
 def test_image_has_gradescope_layout_and_a_cpu_only_runtime(client, base_image, image):
     out = _run(client, image, "test -x /autograder/run_autograder && ls /autograder/source && "
                               "/autograder/venv/bin/python -c 'import torch; print(torch.__version__, torch.version.cuda)' && "
@@ -78,6 +82,7 @@ def test_image_has_gradescope_layout_and_a_cpu_only_runtime(client, base_image, 
     assert config["Cmd"] == base["Cmd"] and config["Entrypoint"] == base["Entrypoint"]  # not overridden
 
 
+@pytest.mark.docker
 def test_reference_scores_full_marks_in_the_container(client, image, setup):
     out = setup["work"] / "graded-reference"
     [run] = docker_grade.grade_all(submission=setup["reference"], autograder=setup["zip"], out=out, image=image,
@@ -128,6 +133,7 @@ def _check_expectations(name: str, spec: dict, results: dict) -> list[str]:
     return problems
 
 
+@pytest.mark.docker
 def test_starter_code_and_hostile_submissions_in_parallel_containers(client, image, setup):
     folder = setup["work"] / "batch"
     make_starter_submission(folder / "starter")
@@ -155,6 +161,7 @@ def test_starter_code_and_hostile_submissions_in_parallel_containers(client, ima
     assert all(name in table for name in by_name)
 
 
+@pytest.mark.docker
 def test_zip_path_like_gradescope(client, base_image, setup):
     """Unzip into /autograder/source in a fresh container, setup.sh twice, then run_autograder."""
     sub = setup["reference"]
@@ -185,3 +192,24 @@ mkdir -p /autograder/submission && cp /in/submission/* /autograder/submission/
     assert data["score"] == 100, log[-4000:]
     with zipfile.ZipFile(setup["zip"]) as archive:
         assert json.loads(archive.read("MANIFEST.json"))["rubric"]["rubric_hash"] == data["extra_data"]["rubric_hash"]
+
+
+@pytest.mark.docker
+def test_a_container_over_its_time_limit_still_gets_a_results_json(client, image, setup, tmp_path):
+    limits = docker_grade.ContainerLimits(memory_mb=768, cpus=1.0, timeout_s=3.0)
+    run = docker_grade.run_container(client, image=image, submission=setup["reference"], metadata=None,
+                                     limits=limits, work=tmp_path / "job")
+    assert run.timed_out and run.exit_code is None
+    assert run.results["score"] == 0 and run.results["extra_data"]["container_error"] == "was stopped at the 3 s time limit"
+    assert run.results["tests"][0]["name"] == "Autograder error"
+    assert client.containers.list(all=True, filters={"label": "notegrade=grade"}) == []  # removed
+
+
+def test_without_an_engine_grade_docker_says_so_in_one_line(tmp_path):
+    submission = make_submission(tmp_path / "sub")
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(submission), "--autograder",
+                           str(tmp_path / "autograder.zip"), "--docker"], capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "no Docker engine is reachable" in done.stderr and "without --docker" in done.stderr

@@ -1,4 +1,4 @@
-"""Build the Gradescope autograder zip from a rubric and a held-out file.
+"""Validate a rubric and a held-out file, then package them with the grading code for Gradescope.
 
 The archive's root is what Gradescope unpacks into ``/autograder/source``: ``setup.sh`` and
 ``run_autograder`` (from ``autograder/gradescope/``), ``setup.conf`` (where setup.sh gets its
