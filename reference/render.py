@@ -138,63 +138,70 @@ def plan(presets: dict[str, list[tuple[int, int, str]]], *, seed: int, notes_per
     return chosen
 
 
-_SYNTH = None  # one FluidSynth per worker process, with every SoundFont it has loaded
-_FONT_IDS: dict[str, int] = {}
+# FluidSynth voices start from what the voice object last played (filter and envelope state), so
+# a render depends on the renders before it in the same synth.  Each instrument therefore gets a
+# fresh synth, and its notes are rendered in a fixed order: its files are the same whichever
+# worker renders it and whatever that worker rendered before.  A "holder" synth per process keeps
+# every SoundFont loaded, so FluidSynth's sample cache makes those fresh loads cheap.
+_HOLDER = None
+_HOLDER_FONTS: dict[str, int] = {}
 
 
-def _synth():
-    global _SYNTH
-    if _SYNTH is None:
-        import ctypes
+def _new_synth():
+    import ctypes
 
-        import fluidsynth  # imported in the worker only: it loads libfluidsynth
+    import fluidsynth  # imported in the workers only: it loads libfluidsynth
 
-        fluidsynth._fl.fluid_synth_write_float.argtypes = [ctypes.c_void_p, ctypes.c_int] + [
-            ctypes.c_void_p, ctypes.c_int, ctypes.c_int] * 2
-        # Dry output (no reverb/chorus) so a note's audio depends only on its preset, pitch and velocity.
-        _SYNTH = fluidsynth.Synth(samplerate=float(SAMPLE_RATE), gain=GAIN,
-                                  **{"synth.reverb.active": 0, "synth.chorus.active": 0})
-    return _SYNTH
+    fluidsynth._fl.fluid_synth_write_float.argtypes = [ctypes.c_void_p, ctypes.c_int] + [
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int] * 2
+    # Dry output (no reverb/chorus) so a note's audio depends only on its preset, pitch and velocity.
+    return fluidsynth.Synth(samplerate=float(SAMPLE_RATE), gain=GAIN, **{"synth.reverb.active": 0,
+                                                                          "synth.chorus.active": 0})
 
 
-def _font_id(soundfont: str) -> int:
-    if soundfont not in _FONT_IDS:
-        sfid = _synth().sfload(soundfont)
-        if sfid < 0:
-            raise NotegradeError(f"{soundfont}: FluidSynth cannot load this file; pass an SF2 or SF3 SoundFont")
-        _FONT_IDS[soundfont] = sfid
-    return _FONT_IDS[soundfont]
+def _load(synth, soundfont: str) -> int:
+    sfid = synth.sfload(soundfont)
+    if sfid < 0:
+        raise NotegradeError(f"{soundfont}: FluidSynth cannot load this file; pass an SF2 or SF3 SoundFont")
+    return sfid
+
+
+def _held(soundfont: str):
+    """The process's holder synth and the id of ``soundfont`` in it (loading it once)."""
+    global _HOLDER
+    if _HOLDER is None:
+        _HOLDER = _new_synth()
+    if soundfont not in _HOLDER_FONTS:
+        _HOLDER_FONTS[soundfont] = _load(_HOLDER, soundfont)
+    return _HOLDER, _HOLDER_FONTS[soundfont]
 
 
 def list_presets(soundfont: str) -> list[tuple[int, int, str]]:
     """Every (bank, program, preset name) in a SoundFont."""
-    synth, sfid = _synth(), _font_id(soundfont)
+    synth, sfid = _held(soundfont)
     return [(bank, prog, name) for bank in range(129) for prog in range(128)
             if (name := synth.sfpreset_name(sfid, bank, prog)) is not None]
 
 
-def render_note(soundfont: str, bank: int, program: int, pitch: int, velocity: int) -> np.ndarray:
+def render_note(synth, sfid: int, bank: int, program: int, pitch: int, velocity: int) -> np.ndarray:
     """One float32 mono note (64,000 samples): note-on at 0, note-off at 3 s, then the release."""
     import fluidsynth
 
-    synth, sfid = _synth(), _font_id(soundfont)
-    channel = sfid  # one MIDI channel per SoundFont
-    synth.program_select(channel, sfid, bank, program)
-    # FluidSynth starts a voice by interpolating from what the previous voice left behind, so a note's
-    # first block depends on the note before it.  A short primer of the same note first makes every
-    # render the same whatever was rendered before (and so whatever worker renders it).
-    synth.noteon(channel, pitch, velocity)
+    synth.program_select(0, sfid, bank, program)
+    # A short primer of the same note first, so a note's attack does not inherit the previous
+    # note's voice state (the first block would otherwise depend on the note before it).
+    synth.noteon(0, pitch, velocity)
     synth.get_samples(256)
-    synth.all_sounds_off(channel)
+    synth.all_sounds_off(0)
     synth.get_samples(64)
     stereo = np.zeros((2, N_SAMPLES), dtype=np.float32)
-    synth.noteon(channel, pitch, velocity)
+    synth.noteon(0, pitch, velocity)
     for start, stop in ((0, HOLD_SAMPLES), (HOLD_SAMPLES, N_SAMPLES)):
         fluidsynth._fl.fluid_synth_write_float(synth.synth, stop - start, stereo[0, start:].ctypes.data, 0, 1,
                                                stereo[1, start:].ctypes.data, 0, 1)
         if start == 0:
-            synth.noteoff(channel, pitch)
-    synth.all_sounds_off(channel)
+            synth.noteoff(0, pitch)
+    synth.all_sounds_off(0)
     synth.get_samples(64)  # let the killed voices finish
     return stereo.mean(axis=0)
 
@@ -218,8 +225,14 @@ def measure_qualities(wave: np.ndarray, info: ProgramInfo) -> list[int]:
 def render_instrument(inst: Instrument, split_dir: Path) -> dict:
     """Render, check and write one instrument's notes; returns its examples.json entries and drops."""
     entries, dropped = {}, {"silent": 0, "clipped": 0}
-    for note_id, pitch, velocity in inst.notes:
-        wave = render_note(inst.soundfont, inst.bank, inst.program, pitch, velocity)
+    _held(inst.soundfont)
+    synth = _new_synth()
+    sfid = _load(synth, inst.soundfont)
+    try:
+        waves = [render_note(synth, sfid, inst.bank, inst.program, pitch, velocity) for _, pitch, velocity in inst.notes]
+    finally:
+        synth.delete()
+    for (note_id, pitch, velocity), wave in zip(inst.notes, waves):
         peak = float(np.abs(wave).max())
         if peak < 1e-3:
             dropped["silent"] += 1
