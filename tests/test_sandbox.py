@@ -170,7 +170,7 @@ def test_timeout_and_crash_kill_the_worker_and_the_next_call_gets_a_fresh_one(tm
         first_pid = sandbox.worker_info["pid"]
         started = time.monotonic()
         looped = sandbox.call("model_forward", {"batch_sizes": [2]}, timeout_s=2)
-        assert looped.status == "timeout" and 2 <= time.monotonic() - started < 10
+        assert looped.status == "timeout" and 2 <= time.monotonic() - started < 30
         assert not os.path.exists(f"/proc/{first_pid}")
         crashed = sandbox.call("model_forward", {"batch_sizes": [5]}, timeout_s=60)
         assert crashed.status == "crash" and "segmentation fault" in crashed.message
