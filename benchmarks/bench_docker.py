@@ -89,10 +89,10 @@ def main(*, work: pathlib.Path, n_submissions: int, rounds: int) -> int:
     source = docker_grade.unpack_autograder(zip_path, scratch)
     started = time.perf_counter()
     image = docker_grade.ensure_image(client, source=source, base_image=base, tag="notegrade-bench:latest",
-                                      rebuild=True, quiet=True)
+                                      rebuild=True, nocache=True, quiet=True)
     build_s = time.perf_counter() - started
     size = client.images.get(image).attrs["Size"] / MB
-    print(f"image {image}: {size:.0f} MB, docker build {build_s:.0f} s (layer cache may shorten it); layers:")
+    print(f"image {image}: {size:.0f} MB, docker build without cache {build_s:.0f} s; layers:")
     for created, mb in layer_sizes(client, image):
         print(f"    {mb:8.1f} MB  {created}")
 

@@ -195,6 +195,22 @@ mkdir -p /autograder/submission && cp /in/submission/* /autograder/submission/
 
 
 @pytest.mark.docker
+def test_late_submission_metadata_is_applied_in_the_container(client, image, setup, tmp_path):
+    """The API regrade uses: grade_submission(submission=, autograder=, metadata=, out=, image=)."""
+    metadata = tmp_path / "submission_metadata.json"
+    metadata.write_text(json.dumps({
+        "id": 1, "created_at": "2024-10-03T12:00:00-07:00",
+        "assignment": {"due_date": "2024-10-01T23:59:00-07:00", "late_due_date": "2024-10-08T23:59:00-07:00",
+                       "total_points": "100.0"},
+        "users": [{"email": "a@b.c", "id": 7, "name": "Ada"}]}))
+    results = docker_grade.grade_submission(submission=setup["reference"], autograder=setup["zip"], out=tmp_path / "out",
+                                            metadata=metadata, image=image, client=client)
+    late = results["extra_data"]["late"]
+    assert late["penalty"] == 6 and results["score"] == 94, late  # 1 day 12 h late -> 2 days x 3 points
+    assert json.loads(metadata.read_text())["id"] == 1  # the caller's file is untouched
+
+
+@pytest.mark.docker
 def test_a_container_over_its_time_limit_still_gets_a_results_json(client, image, setup, tmp_path):
     limits = docker_grade.ContainerLimits(memory_mb=768, cpus=1.0, timeout_s=3.0)
     run = docker_grade.run_container(client, image=image, submission=setup["reference"], metadata=None,

@@ -48,6 +48,7 @@ def base_image_name(base_image: str | None = None) -> str:
     """``base_image``, else ``$NOTEGRADE_BASE_IMAGE``, else Gradescope's base image."""
     return base_image or os.environ.get("NOTEGRADE_BASE_IMAGE") or GRADESCOPE_BASE_IMAGE
 
+
 @dataclass(frozen=True)
 class ContainerLimits:
     """What Gradescope gives one run: memory (MB, no swap), CPUs and a wall-clock limit (s)."""
@@ -128,13 +129,18 @@ def _limits(source: Path) -> ContainerLimits:
 def _content_tag(source: Path, base_image: str) -> str:
     digest = hashlib.sha256(base_image.encode())
     for path in sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
+        digest.update(str(path.relative_to(source)).encode() + b"\0")
+        with open(path, "rb") as handle:  # in chunks: a bundled torch wheel is ~190 MB
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
     return f"notegrade-autograder:{digest.hexdigest()[:12]}"
 
 
 def ensure_image(client, *, source: Path, tag: str | None = None, base_image: str | None = None,
-                 rebuild: bool = False, quiet: bool = False) -> str:
-    """Build the autograder image from ``source`` (unless ``tag`` exists already); return its tag."""
+                 rebuild: bool = False, nocache: bool = False, quiet: bool = False) -> str:
+    """Build the autograder image from ``source`` (unless ``tag`` exists already); return its tag.
+
+    ``rebuild``: build even if ``tag`` exists; ``nocache``: without Docker's layer cache either."""
     import docker
 
     base_image = base_image_name(base_image)
@@ -153,7 +159,7 @@ def ensure_image(client, *, source: Path, tag: str | None = None, base_image: st
         steps = tqdm(desc=f"docker build {tag}", unit="step", disable=quiet, leave=False)
         try:
             for event in client.api.build(path=str(source), tag=tag, buildargs={"BASE_IMAGE": base_image},
-                                          rm=True, forcerm=True, decode=True):
+                                          rm=True, forcerm=True, nocache=nocache, decode=True):
                 text = event.get("stream", "") or event.get("status", "")
                 log.append(text)
                 if text.startswith("Step "):
@@ -167,11 +173,6 @@ def ensure_image(client, *, source: Path, tag: str | None = None, base_image: st
         finally:
             steps.close()
     return tag
-
-
-def _next_student_uid() -> int:
-    with _BUILD_LOCK:
-        return next(_UIDS)
 
 
 def _student_user_command(uid: int) -> str:
@@ -228,13 +229,15 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
     results_dir.mkdir(parents=True)
     volumes = {str(sub_dir.resolve()): {"bind": "/autograder/submission", "mode": "rw"},
                str(results_dir.resolve()): {"bind": "/autograder/results", "mode": "rw"}}
-    if metadata is not None:
-        volumes[str(Path(metadata).resolve())] = {"bind": "/autograder/submission_metadata.json", "mode": "ro"}
+    if metadata is not None:  # a copy: the grader makes it root-only (chmod), which a read-only mount refuses
+        shutil.copyfile(metadata, work / "submission_metadata.json")
+        volumes[str((work / "submission_metadata.json").resolve())] = {
+            "bind": "/autograder/submission_metadata.json", "mode": "rw"}
     memory = f"{limits.memory_mb}m"
+    command = ["/bin/sh", "-c", _student_user_command(next(_UIDS))]  # next() on a count is atomic
     container = client.containers.create(
-        image, command=["/bin/sh", "-c", _student_user_command(_next_student_uid())], volumes=volumes, network_mode="none",
-        mem_limit=memory, memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9), pids_limit=4096,
-        labels={"notegrade": "grade"})
+        image, command=command, volumes=volumes, network_mode="none", mem_limit=memory, memswap_limit=memory,
+        nano_cpus=int(limits.cpus * 1e9), pids_limit=4096, labels={"notegrade": "grade"})
     peaks: dict = {}
     stop = threading.Event()
     start = time.monotonic()
