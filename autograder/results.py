@@ -36,26 +36,11 @@ from gradescope_utils.autograder_utils.decorators import leaderboard, number, pa
 from gradescope_utils.autograder_utils.json_test_runner import JSONTestRunner
 
 from autograder import __version__
-from autograder.checks.outcome import ItemOutcome
+from autograder.items import NOT_RUN_BUDGET, GradedItem, item_output, not_run_outcome  # noqa: F401  (re-exported)
+from autograder.items import SCORE_DIGITS as _SCORE_DIGITS
 from autograder.late import LatePenalty, assess_late_penalty
 from autograder.report import markdown_report
-from autograder.rubric import Rubric, RubricItem
-
-NOT_RUN_BUDGET = "not run: time budget exhausted"
-_SCORE_DIGITS = 4  # 10 * (2/3) must not print as 6.666666666666667 in gradebooks
-
-
-@dataclass
-class GradedItem:
-    """One rubric item with its check's outcome and how long the check took."""
-
-    item: RubricItem
-    outcome: ItemOutcome
-    duration_s: float = 0.0
-
-    @property
-    def score(self) -> float:
-        return round(self.item.points * self.outcome.fraction, _SCORE_DIGITS)
+from autograder.rubric import Rubric
 
 
 @dataclass
@@ -106,21 +91,6 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     return str(value)
-
-
-def item_output(graded: GradedItem) -> str:
-    """The per-test text a student reads: the item-level message, then one line per sub-check."""
-    outcome = graded.outcome
-    lines = [outcome.message] if outcome.message else []
-    for sub in outcome.subchecks:
-        mark = "✓" if sub.passed else "✗"
-        lines.append(f"{mark} {sub.name}" + (f": {sub.message}" if sub.message else ""))
-    return "\n".join(lines)
-
-
-def not_run_outcome(reason: str = NOT_RUN_BUDGET) -> ItemOutcome:
-    """An item that never ran: no credit, with the reason shown (never a silent zero)."""
-    return ItemOutcome.failed("not_run", reason)
 
 
 def _test_method(graded: GradedItem) -> Callable:

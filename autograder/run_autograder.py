@@ -26,7 +26,6 @@ True
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import pathlib
@@ -38,15 +37,14 @@ import traceback
 from typing import Any
 
 from autograder.errors import NotegradeError
+from autograder.items import MIN_ITEM_SECONDS, grade_items  # noqa: F401  (re-exported; shared with the self-check)
 
-# Only the standard library is imported up here, so `python -m` installs its SIGTERM handler
+# Only the standard library (and the stdlib-only modules above) is imported up here, so `python -m` installs its SIGTERM handler
 # within milliseconds; the grading modules (torch, gradescope-utils) are imported by `_grade`,
 # still before any student code runs, so a submission that rewrites files under source/
 # (possible when not running as root) can't change the grader.
 
 DEFAULT_ROOT = "/autograder"
-# An item needs at least this long to be worth starting (a worker start alone takes ~1-3 s).
-MIN_ITEM_SECONDS = 2.0
 
 
 class _Terminated(BaseException):
@@ -57,62 +55,6 @@ class _Terminated(BaseException):
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated(f"the grader received signal {signum} and stopped early")
-
-
-def _call_check(spec: Any, sandbox: Any, params: dict, *, timeout_s: float, context: dict) -> Any:
-    """``spec.run(sandbox, params, timeout_s=...)`` plus the keyword-only context the check declares."""
-    from autograder.checks.outcome import ItemOutcome
-
-    accepted = inspect.signature(spec.run).parameters
-    extra = {k: v for k, v in context.items() if k in accepted}
-    outcome = spec.run(sandbox, params, timeout_s=timeout_s, **extra)
-    if not isinstance(outcome, ItemOutcome):
-        raise TypeError(f"check {spec.name!r} returned {type(outcome).__name__}, not ItemOutcome")
-    return outcome
-
-
-def grade_items(*, rubric: Any, sandbox: Any, registry: dict, context: dict, deadline: float,
-                graded: list, progress: Any = None) -> list:
-    """Run every item in order, appending to ``graded`` as each finishes (so a crash keeps them).
-
-    ``deadline`` is a ``time.monotonic()`` value: the end of the global budget.  A check that
-    raises is the grader's bug, not the student's: the item is withheld with a message saying so
-    and the traceback is printed for the instructor; the other items still run.
-    """
-    from autograder.results import GradedItem, not_run_outcome
-
-    for item in rubric.items:
-        remaining = deadline - time.monotonic()
-        if remaining < MIN_ITEM_SECONDS:
-            graded.append(GradedItem(item, not_run_outcome()))
-        else:
-            graded.append(_grade_one(item, sandbox=sandbox, registry=registry, context=context,
-                                     timeout_s=min(item.timeout_s, remaining)))
-        if progress is not None:
-            progress.update(1)
-    return graded
-
-
-def _grade_one(item: Any, *, sandbox: Any, registry: dict, context: dict, timeout_s: float) -> Any:
-    from autograder.checks.outcome import ItemOutcome
-    from autograder.results import GradedItem
-
-    spec = registry[item.check]
-    params = {**{k: v for k, v in spec.params.items() if v is not None}, **item.params}
-    started = time.monotonic()
-    try:
-        outcome = _call_check(spec, sandbox, params, timeout_s=timeout_s, context=context)
-    except Exception as err:
-        print(f"[notegrade] internal error in check {item.check!r} for item {item.number}:\n{traceback.format_exc()}",
-              flush=True)
-        why = f"the autograder is misconfigured ({err})" if isinstance(err, NotegradeError) \
-            else f"the autograder's {item.check!r} check failed internally"
-        outcome = ItemOutcome.failed("error", f"not graded: {why}; this is not a problem with your code, and "
-                                              "your instructor has the details")
-    elapsed = time.monotonic() - started
-    print(f"[notegrade] item {item.number} ({item.check}): {outcome.status}, {outcome.fraction:.3f} in {elapsed:.1f} s "
-          f"(limit {timeout_s:.0f} s)", flush=True)
-    return GradedItem(item, outcome, elapsed)
 
 
 def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.Path]) -> Any:
