@@ -141,34 +141,14 @@ def rubric_text(base: pathlib.Path = RENDERED_RUBRIC, *, zero_at: float | None =
 
 
 def ensure_worker_python() -> str | None:
-    """As root, make sure the sandbox's worker has an interpreter the unprivileged user can run.
+    """As root, an interpreter the sandbox's unprivileged user can run (sets ``NOTEGRADE_WORKER_PYTHON``).
 
-    This venv's Python is a symlink into /root/.pyenv (mode 700), which the student user cannot
-    reach, so the sandbox would refuse to start.  Gradescope's image has /usr/bin/python3; here a
-    venv of the system Python 3.11 (created once in /tmp, no downloads) sees this venv's
-    site-packages (torch, numpy) through a .pth file.  Sets ``NOTEGRADE_WORKER_PYTHON`` (which
-    the sandbox reads and grading subprocesses inherit) and returns it; None when not needed.
+    Thin wrapper over :func:`autograder.instructor.worker_python.ensure_worker_python` (which
+    ``notegrade demo`` uses too); None when not needed.
     """
-    import os
-    import site
-    import subprocess
+    from autograder.instructor.worker_python import ensure_worker_python as ensure
 
-    from autograder.sandbox_os import path_is_reachable_by_others
-
-    if os.environ.get("NOTEGRADE_WORKER_PYTHON") or os.geteuid() != 0 or path_is_reachable_by_others(sys.executable) is None:
-        return os.environ.get("NOTEGRADE_WORKER_PYTHON")
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    system = pathlib.Path(f"/usr/bin/python{version}")
-    if not system.exists():
-        raise RuntimeError(f"running as root with {sys.executable}, which other users cannot reach, and no {system}")
-    venv = pathlib.Path(tempfile.gettempdir()) / f"notegrade-worker-python{version}"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True)
-        purelib = next(pathlib.Path(venv / "lib").glob("python*/site-packages"))
-        (purelib / "notegrade_project.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    os.environ["NOTEGRADE_WORKER_PYTHON"] = str(python)
-    return str(python)
+    return ensure()
 
 
 @dataclass(frozen=True)
