@@ -5,7 +5,12 @@ Linux only.  Used by :mod:`autograder.sandbox`; kept apart so that module reads 
 - :class:`StudentUser` claims one unprivileged user (``notegrade-student``, then
   ``notegrade-student1``, ...) with an exclusive lock, creating it with ``useradd`` on demand,
   so concurrent graders on one machine never share a uid (killing "every process of the
-  student uid" must not hit another grader's worker).
+  student uid" must not hit another grader's worker).  New users get a uid (and a group of
+  the same id) from a high range no distribution hands out: the first free one from 60000 on
+  a machine, a distinct one per container (:data:`CONTAINER_UIDS`, chosen by
+  ``notegrade grade --docker`` and passed as ``$NOTEGRADE_STUDENT_UID``).  Containers share
+  the host kernel's uids, so this keeps a host-side kill and the per-uid RLIMIT_NPROC away
+  from every container's worker.  An existing user is reused with the uid it has.
 - :func:`process_table` / :func:`descendants` read ``/proc``; :func:`kill_all_of_uid` kills
   every process of a uid from a forked helper that first drops to that uid, so the kill
   can never reach anything else.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import grp
 import os
 import pwd
 import signal
@@ -32,6 +38,12 @@ from autograder.errors import NotegradeError
 PR_SET_CHILD_SUBREAPER = 36
 USER_BASE_NAME = "notegrade-student"
 MAX_SLOTS = 16
+# Student uids: above what distributions hand out (system < 1000, people up to 59999) and below
+# nobody (65534).  Users made on a machine take the first free uid of HOST_UIDS; containers get
+# theirs from CONTAINER_UIDS (see module doc), so the two never meet.
+HOST_UIDS = range(60_000, 61_000)
+CONTAINER_UIDS = range(61_000, 65_000)
+STUDENT_UID_ENV = "NOTEGRADE_STUDENT_UID"  # the first uid to try for a new student user
 LOCK_DIR = "/run/notegrade"  # root-only; /run/lock is world-writable, so not there
 
 
@@ -167,24 +179,70 @@ def _user_exists(name: str) -> "pwd.struct_passwd | None":
         return None
 
 
-def _create_user(name: str) -> pwd.struct_passwd:
-    commands = [
-        ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", "--user-group", name],
-        ["adduser", "--system", "--no-create-home", "--group", "--shell", "/usr/sbin/nologin", name],
-    ]
-    errors = []
-    for command in commands:
+def _id_in_use(number: int) -> bool:
+    """True when ``number`` is taken as a uid or a gid (so the user's group can share it)."""
+    for lookup in (pwd.getpwuid, grp.getgrgid):
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-        except FileNotFoundError:
-            errors.append(f"{command[0]} not found")
-            continue
-        created = _user_exists(name)
-        if created is not None:
-            return created
+            lookup(number)
+            return True
+        except KeyError:
+            pass
+    return False
+
+
+def pick_free_uid(candidates: "range", *, in_use=_id_in_use) -> int:
+    """The first of ``candidates`` that is neither a uid nor a gid yet.
+
+    >>> pick_free_uid(range(60_000, 60_010), in_use=lambda n: n < 60_003)
+    60003
+    """
+    for number in candidates:
+        if not in_use(number):
+            return number
+    raise NotegradeError(f"no free uid in {candidates.start}-{candidates.stop - 1} for the grading user")
+
+
+def student_uid_candidates(environ: "dict[str, str] | None" = None) -> range:
+    """Where a new student user's uid comes from: ``$NOTEGRADE_STUDENT_UID`` on, else :data:`HOST_UIDS`."""
+    value = (os.environ if environ is None else environ).get(STUDENT_UID_ENV, "").strip()
+    if not value:
+        return HOST_UIDS
+    if not value.isdigit() or not 1000 <= int(value) < 65_000:
+        raise NotegradeError(f"{STUDENT_UID_ENV}={value!r}: expected a uid from 1000 to 64999 "
+                             f"(unset it to use {HOST_UIDS.start}-{HOST_UIDS.stop - 1})")
+    return range(int(value), min(int(value) + len(HOST_UIDS), 65_000))
+
+
+def _run_tool(command: "list[str]", errors: "list[str]") -> bool:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        errors.append(f"{command[0]} not found")
+        return False
+    if done.returncode != 0:
         errors.append(f"{command[0]}: {done.stderr.strip()[:200]}")
-    raise NotegradeError(f"cannot create the unprivileged grading user {name!r}: {'; '.join(errors)}")
+    return done.returncode == 0
+
+
+def _create_user(name: str, *, candidates: "range | None" = None) -> pwd.struct_passwd:
+    """Create the system user ``name`` (no home, no shell) with a free high uid and a same-id group."""
+    uid = pick_free_uid(candidates if candidates is not None else student_uid_candidates())
+    errors: "list[str]" = []
+    try:
+        grp.getgrnam(name)  # a group left over from an earlier user: reuse it
+        group_ready = True
+    except KeyError:
+        group_ready = _run_tool(["groupadd", "--system", "--gid", str(uid), name], errors)
+    if group_ready:
+        _run_tool(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
+                   "/usr/sbin/nologin", "--uid", str(uid), "--gid", name, name], errors)
+    if _user_exists(name) is None:  # no shadow-utils (e.g. only Debian's adduser)
+        _run_tool(["adduser", "--system", "--no-create-home", "--uid", str(uid), "--group",
+                   "--shell", "/usr/sbin/nologin", name], errors)
+    created = _user_exists(name)
+    if created is None:
+        raise NotegradeError(f"cannot create the unprivileged grading user {name!r} (uid {uid}): {'; '.join(errors)}")
+    return created
 
 
 class StudentUser:
@@ -245,3 +303,4 @@ def path_is_reachable_by_others(path: str) -> "str | None":
         if parent == current:
             return None
         current = parent
+

@@ -28,6 +28,7 @@ import torch
 import docker_support
 import sandbox_support
 from autograder.instructor import build, docker_grade
+from autograder.sandbox_os import CONTAINER_UIDS, STUDENT_UID_ENV
 from autograder_dir import grading_assets, make_starter_submission, make_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,17 +178,21 @@ bash ./setup.sh > /tmp/second-setup.log
 grep -q 'already installed and current' /tmp/second-setup.log
 echo IDEMPOTENT
 cp run_autograder /autograder/run_autograder
-# Containers share the host's uids: a distinct student uid keeps the host's own sandbox tests (which
-# kill every process of their student uid, 999) away from this grader's worker.
-useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group --uid 45999 notegrade-student
 mkdir -p /autograder/submission && cp /in/submission/* /autograder/submission/
 /autograder/run_autograder
+getent passwd notegrade-student
 """
-    log = _run(client, base_image, script, volumes={
-        str(setup["zip"]): {"bind": "/in/autograder.zip", "mode": "ro"},
-        str(sub): {"bind": "/in/submission", "mode": "ro"},
-        str(results): {"bind": "/autograder/results", "mode": "rw"}})
+    # Containers share the host's uids: a student uid from the containers' range (the grader creates
+    # the user with it) keeps the host's own sandbox tests, which kill every process of their student
+    # uid, away from this grader's worker; the label keeps docker_grade's containers off it too.
+    uid = str(CONTAINER_UIDS[-1])
+    log = _run(client, base_image, script, environment={STUDENT_UID_ENV: uid},
+               labels={docker_grade.UID_LABEL: uid}, volumes={
+                   str(setup["zip"]): {"bind": "/in/autograder.zip", "mode": "ro"},
+                   str(sub): {"bind": "/in/submission", "mode": "ro"},
+                   str(results): {"bind": "/autograder/results", "mode": "rw"}})
     assert "IDEMPOTENT" in log, log[-3000:]
+    assert f"notegrade-student:x:{uid}:{uid}:" in log, log[-3000:]  # created by the grader, uid = gid
     data = json.loads((results / "results.json").read_text())
     assert data["score"] == 100, log[-4000:]
     with zipfile.ZipFile(setup["zip"]) as archive:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -35,13 +34,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autograder.errors import NotegradeError
+from autograder.sandbox_os import CONTAINER_UIDS, STUDENT_UID_ENV
 
 GRADESCOPE_BASE_IMAGE = "gradescope/autograder-base:latest"
 STARTUP_MARGIN_S = 120.0  # Gradescope's 10 min default = the rubric's 480 s budget + start-up and reporting
 REQUIRED = ("setup.sh", "run_autograder", "requirements.txt", "rubric.toml", "heldout.safetensors", "autograder")
 _BUILD_LOCK = threading.Lock()
-# Student uids of our containers: above the ranges distributions hand out, distinct per process.
-_UIDS = itertools.count(40_000 + (os.getpid() % 1000) * 20)
+UID_LABEL = "notegrade.student_uid"  # each grading container's student uid, so others can avoid it
+_UID_LOCK = threading.Lock()
+_UIDS_STARTING: set[int] = set()  # picked by this process, container not created yet
 
 
 def base_image_name(base_image: str | None = None) -> str:
@@ -175,18 +176,36 @@ def ensure_image(client, *, source: Path, tag: str | None = None, base_image: st
     return tag
 
 
-def _student_user_command(uid: int) -> str:
-    """Create the sandbox's student user with ``uid``, then start run_autograder as Gradescope does.
+def pick_student_uid(client) -> int:
+    """A uid for one container's student user: in ``sandbox_os.CONTAINER_UIDS``, used by no other
+    grading container on this engine.
 
-    Containers share the host kernel's uids: left to itself, every container's grader would make
-    its student user uid 999, the host's too.  Then RLIMIT_NPROC would count all their processes
-    together, and a grader on the host that kills "every process of the student uid" would reach
-    into the containers.  A distinct uid per container keeps them apart.
+    Containers share the host kernel's uids: if every container's grader (and the host's) made its
+    student user with the same uid, RLIMIT_NPROC would count all their processes together, and a
+    grader that kills "every process of the student uid" would reach into the other containers.
+    The container's grader creates the user with this uid (``$NOTEGRADE_STUDENT_UID``, read by
+    ``sandbox_os.StudentUser``); the host's own users come from ``HOST_UIDS``, a separate range.
     """
-    from autograder.sandbox_os import USER_BASE_NAME
+    import docker
 
-    return (f"useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group "
-            f"--uid {uid} {USER_BASE_NAME} >/dev/null 2>&1; exec /autograder/run_autograder")
+    with _UID_LOCK:
+        taken = set(_UIDS_STARTING)
+        try:
+            for container in client.containers.list(all=True, filters={"label": UID_LABEL}):
+                value = container.labels.get(UID_LABEL, "")
+                if value.isdigit():
+                    taken.add(int(value))
+        except docker.errors.APIError:
+            pass  # the pid-based start below still keeps processes apart
+        count = len(CONTAINER_UIDS)
+        start = (os.getpid() * 97) % count  # graders in other processes start far apart: fewer races
+        for step in range(count):
+            uid = CONTAINER_UIDS[(start + step) % count]
+            if uid not in taken:
+                _UIDS_STARTING.add(uid)
+                return uid
+    raise NotegradeError(f"all {count} student uids for containers are in use: remove stopped containers "
+                         f"labelled {UID_LABEL} (docker container prune)")
 
 
 def _sample_stats(container, peaks: dict, stop: threading.Event) -> None:
@@ -234,10 +253,15 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
         volumes[str((work / "submission_metadata.json").resolve())] = {
             "bind": "/autograder/submission_metadata.json", "mode": "rw"}
     memory = f"{limits.memory_mb}m"
-    command = ["/bin/sh", "-c", _student_user_command(next(_UIDS))]  # next() on a count is atomic
-    container = client.containers.create(
-        image, command=command, volumes=volumes, network_mode="none", mem_limit=memory, memswap_limit=memory,
-        nano_cpus=int(limits.cpus * 1e9), pids_limit=4096, labels={"notegrade": "grade"})
+    uid = pick_student_uid(client)
+    try:
+        container = client.containers.create(
+            image, command=["/autograder/run_autograder"], volumes=volumes, network_mode="none", mem_limit=memory,
+            memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9), pids_limit=4096,
+            environment={STUDENT_UID_ENV: str(uid)}, labels={"notegrade": "grade", UID_LABEL: str(uid)})
+    finally:
+        with _UID_LOCK:  # from now on the container's label reserves the uid
+            _UIDS_STARTING.discard(uid)
     peaks: dict = {}
     stop = threading.Event()
     start = time.monotonic()
