@@ -154,7 +154,10 @@ def main(*, out: Path = Path("demo-out"), jobs: int | None = None, keep: bool = 
         steps.run("write the class report", ctx.report)
     except BaseException:
         result.seconds = time.perf_counter() - started
-        _save(result, "failed")
+        try:
+            _save(result, "failed")
+        except OSError:
+            pass  # --out vanished or filled up: the step's own error is the one to report
         raise
     result.seconds = time.perf_counter() - started
     result.problems = demo_steps.check_expectations(result)

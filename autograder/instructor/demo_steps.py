@@ -214,9 +214,13 @@ class Context:
         import pandas as pd
 
         from autograder.instructor.regrade import main as regrade
-        from autograder.instructor.synthetic_class import DUE, LATE_DUE, make_export
+        from autograder.instructor.synthetic_class import DEFAULT_CLASS, DUE, LATE_DUE, make_export
 
-        fixture = make_export(self.out / "class", checkpoint=self.out / "reference/model.pt", as_zip=True)
+        # Six submissions (three rounds of two graders): on time, late, extended, broken, a wrong
+        # loss with a resubmission history, a late group; the no-model.pt variant is left out.
+        students = [sub for sub in DEFAULT_CLASS if sub.variant != "no_checkpoint"]
+        fixture = make_export(self.out / "class", submissions=students, checkpoint=self.out / "reference/model.pt",
+                              as_zip=True)
         self.result.paths["class_export"] = fixture.path
         self.result.paths["extensions"] = fixture.extensions_csv
         summary = regrade(export=fixture.path, autograder=self.out / "autograder.zip", out=self.path("regrade", "regrade"),
