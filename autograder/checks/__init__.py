@@ -20,7 +20,9 @@ Calling a check (what ``run_autograder`` does)::
   the sandbox's ``import_timeout_s`` (30 s), and a failed import is remembered, so later
   items needing that module fail at once with the same message.
 - ``heldout_path`` (keyword-only, heldout_accuracy only): the held-out safetensors file; its
-  labels never leave this process.  The runner passes the keyword arguments a check's ``run``
+  labels never leave this process.  ``accuracy_label`` (keyword-only, heldout_accuracy only,
+  default "held-out accuracy"): what its message calls the accuracy (the self-check runs it on
+  the student's validation file).  The runner passes the keyword arguments a check's ``run``
   declares; other checks take none.
 - Returns an :class:`~autograder.checks.outcome.ItemOutcome`; student problems (missing files,
   crashes, timeouts, wrong values) are outcomes, never exceptions.  A

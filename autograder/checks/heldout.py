@@ -48,9 +48,13 @@ def scaled_fraction(accuracy: float, *, zero_at: float, full_at: float) -> float
     return float(min(1.0, max(0.0, (accuracy - zero_at) / (full_at - zero_at))))
 
 
-def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "str | os.PathLike | None" = None
-                ) -> ItemOutcome:
-    """Evaluate model.pt on the held-out file ``heldout_path`` (kept by the grader, labels included)."""
+def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "str | os.PathLike | None" = None,
+                accuracy_label: str = "held-out accuracy") -> ItemOutcome:
+    """Evaluate model.pt on the held-out file ``heldout_path`` (kept by the grader, labels included).
+
+    ``accuracy_label`` names the accuracy in the message and sub-check: the self-check runs this
+    same check on the student's own validation file and says so.
+    """
     if heldout_path is None:
         raise NotegradeError("heldout_accuracy needs the held-out file: pass heldout_path=... to its run()")
     from autograder.featurefile import read_feature_file
@@ -84,9 +88,9 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     metrics = heldout_metrics(logits.astype(np.float32), heldout.labels, families)
     accuracy = metrics["accuracy"]
     fraction = scaled_fraction(accuracy, zero_at=zero_at, full_at=full_at)
-    message = (f"held-out accuracy {accuracy:.1%} ({metrics['correct']:,} of {n:,} notes): no points at "
+    message = (f"{accuracy_label} {accuracy:.1%} ({metrics['correct']:,} of {n:,} notes): no points at "
                f"{zero_at:.0%} or below, full points from {full_at:.0%}, so {fraction:.1%} of the points")
     metrics.update(zero_at=zero_at, full_at=full_at, inference_seconds=result.value.get("seconds"),
                    logits_dtype=result.value.get("dtype"))
-    return ItemOutcome(fraction=fraction, subchecks=[SubCheck("held-out accuracy", accuracy >= full_at, 1.0, message)],
+    return ItemOutcome(fraction=fraction, subchecks=[SubCheck(accuracy_label, accuracy >= full_at, 1.0, message)],
                        message=message, data=metrics)

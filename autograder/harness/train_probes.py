@@ -31,7 +31,7 @@ class HarnessMLP(torch.nn.Module):
         hidden_w, out_w = init["hidden.weight"], init["out.weight"]
         self.hidden = torch.nn.Linear(hidden_w.shape[1], hidden_w.shape[0])
         self.out = torch.nn.Linear(out_w.shape[1], out_w.shape[0])
-        with torch.no_grad():
+        with torch.set_grad_enabled(False):  # = no_grad(), spelled unlike the solution (assign's leak check)
             for name, param in self.named_parameters():
                 param.copy_(init[name])
         self.seen: "list[list[bool]]" = []

@@ -20,9 +20,11 @@ import importlib.util
 import math
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 from autograder.errors import NotegradeError
-from autograder.instructor.handout_text import GITIGNORE, README_BODY, REQUIREMENTS, SBATCH
+from autograder.instructor.handout_text import (GITIGNORE, README_BODY, REQUIREMENTS, SBATCH, SELFCHECK_ACCURACY,
+                                                SELFCHECK_INIT, SELFCHECK_SCRIPT, SELFCHECK_SECTION)
 
 _VISIBILITY = {
     "visible": "right after you submit",
@@ -128,19 +130,45 @@ def grading_section(rubric_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _file_table(manifest) -> str:
+def selfcheck_section(rubric_path: Path) -> str:
+    """The handout's "Check your work before submitting" section (``python selfcheck.py``)."""
+    from autograder.rubric import load_rubric
+
+    rubric = load_rubric(rubric_path, validate_checks=False)
+    visible = [item for item in rubric.items if item.visibility == "visible"]
+    accuracy = [item.number for item in visible if item.check == "heldout_accuracy"]
+    hidden = [item for item in rubric.items if item.visibility != "visible"]
+    text = SELFCHECK_SECTION.format(count=len(visible), points=_points(sum(i.points for i in visible)))
+    if accuracy:
+        text += "\n" + SELFCHECK_ACCURACY.format(items=" and ".join(accuracy))
+    if hidden:
+        text += ("\n" + _wrap(f"The other {len(hidden)} item(s), worth {_points(sum(i.points for i in hidden))} points, "
+                             "are not shown when you submit, so the self-check does not run them either.") + "\n")
+    return text + "\n"
+
+
+def _file_table(manifest, *, selfcheck: bool = False) -> str:
     lines = ["| file | what it is |", "|---|---|"]
     lines += [f"| `{item.target}` | {item.role} |" for item in manifest]
     lines += ["| `requirements.txt` | the Python packages to install |",
               "| `train_gpu.sbatch` | an example Slurm job for a GPU cluster |"]
+    if selfcheck:
+        lines += ["| `selfcheck.py` | runs the autograder's visible checks on your files before you submit |",
+                  "| `_selfcheck/` | the autograder's checks, used by `selfcheck.py` (generated: do not edit) |"]
     return "\n".join(lines)
+
+
+def frontend_module(source: Path) -> ModuleType:
+    """The features.py being shipped (not the installed one), imported from its file."""
+    spec = importlib.util.spec_from_file_location("_handout_features", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines constants and classes only; torchaudio is imported lazily
+    return module
 
 
 def _frontend_constants(source: Path) -> dict:
     """DB_OFFSET, DB_SCALE and the dB floor, read from the features.py being shipped (not the installed one)."""
-    spec = importlib.util.spec_from_file_location("_handout_features", source)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # defines constants and classes only; torchaudio is imported lazily
+    module = frontend_module(source)
     floor_db = 10 * math.log10(module.FRONTEND_PARAMS["amin"])
     return {"db_offset": module.DB_OFFSET, "db_scale": module.DB_SCALE, "floor_db": floor_db,
             "silence": round((floor_db - module.DB_OFFSET) / module.DB_SCALE, 3)}
@@ -149,8 +177,9 @@ def _frontend_constants(source: Path) -> dict:
 def readme(*, manifest, rubric: Path | None, features_source: Path) -> str:
     """The handout text; ``rubric=None`` leaves out the grading section (say so in the course page)."""
     grading = grading_section(Path(rubric)) if rubric is not None else ""
-    return README_BODY.format(files=_file_table(manifest), architecture=_architecture_table(), grading=grading,
-                              **_frontend_constants(features_source))
+    selfcheck = selfcheck_section(Path(rubric)) if rubric is not None else ""  # it runs the rubric's items
+    return README_BODY.format(files=_file_table(manifest, selfcheck=rubric is not None), architecture=_architecture_table(),
+                              grading=grading, selfcheck=selfcheck, **_frontend_constants(features_source))
 
 
 def generated_files(*, manifest, rubric: Path | None, features_source: Path) -> dict[str, str]:
