@@ -72,21 +72,23 @@ def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, so
     writer = FeatureFileWriter(out, labels=np.array([n.family for n in notes]), notes=np.array([n.note for n in notes]),
                                note_strs=[n.note_str for n in notes], frontend_params=FRONTEND_PARAMS,
                                frontend_hash=frontend_hash(), split=split_name, kind=kind)
-    buffers = queue.SimpleQueue()  # one int16 decode buffer per worker, reused batch after batch
+    buffers = queue.SimpleQueue()  # per worker: an int16 decode buffer and a padded float32 workspace
     for _ in range(n_workers):
-        buffers.put(np.empty((batch_size, N_SAMPLES), dtype=np.int16))
+        buffers.put((np.empty((batch_size, N_SAMPLES), dtype=np.int16),
+                     torch.zeros((batch_size, N_SAMPLES + 2 * frontend.PAD), device=device)))
 
     def process(start: int) -> int:
         """Decode one batch and write its features into the output file (disjoint rows per batch)."""
-        batch, buffer = notes[start : start + batch_size], buffers.get()
+        batch, (buffer, workspace) = notes[start : start + batch_size], buffers.get()
         try:
             for i, note in enumerate(batch):
                 read_wav_into(note.path, buffer[i])
             with torch.inference_mode():
-                waves = torch.from_numpy(buffer[: len(batch)]).to(device).float().mul_(1.0 / 32768)
-                writer.features[start : start + len(batch)] = frontend(waves).to(torch.float16).cpu().numpy()
+                pcm = torch.from_numpy(buffer[: len(batch)]).to(device)
+                feats = frontend.from_int16(pcm, workspace=workspace)
+                writer.features[start : start + len(batch)] = feats.to(torch.float16).cpu().numpy()
         finally:
-            buffers.put(buffer)
+            buffers.put((buffer, workspace))
         return len(batch)
 
     threads_before = torch.get_num_threads()
@@ -142,9 +144,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pitch-range", type=_pitch_range, metavar="LO-HI", help="only MIDI pitches in LO..HI")
     parser.add_argument("--velocities", type=_ints, metavar="V,V,...", help="only these velocities")
     parser.add_argument("--workers", type=int, default=None, help="worker threads, each decoding and computing "
-                        "whole batches (default: one per core)")
+                        "whole batches; None = one per core")
     parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
-    parser.add_argument("--device", default=None, help="front-end device, e.g. cpu or cuda (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="front-end device, e.g. cpu or cuda; None = cuda when available")
 
 
 def run(args: argparse.Namespace) -> int:

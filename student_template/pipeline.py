@@ -29,7 +29,7 @@ from torch import nn
 
 from errors import NotegradeError
 from featurefile import FeatureLoader, read_feature_file
-from features import frontend_hash
+from features import DB_OFFSET, DB_SCALE, frontend_hash
 from losses import SoftmaxCrossEntropy, cross_entropy, l1_penalty, l2_penalty
 from model import NoteCNN
 from train import evaluate, fit
@@ -54,12 +54,50 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum (ignored by Adam)
     l1: float = 0.0  # lambda for l1_penalty(model), added to the loss
     l2: float = 0.0  # lambda for l2_penalty(model), added to the loss
+    label_smoothing: float = 0.1  # share of the target spread evenly over all classes (0: plain cross-entropy)
     loss: str = "cross_entropy"  # "cross_entropy" | "softmax_cross_entropy" (losses.py) | "torch" (F.cross_entropy)
     seed: int = 0  # seeds weights and batch order: same seed, same run on the CPU
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     threads: int = 0  # CPU threads for torch (0: all cores)
     channels_last: bool = True  # NHWC memory format: ~3x faster convolutions on CPU, faster on tensor cores
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on the CPU)
+    augment: bool = True  # random gain + SpecAugment-style masks on training batches (see _Augment)
+    gain_db: float = 10.0  # augmentation: per-note level change, uniform in +-gain_db dB
+    max_mask: int = 8  # augmentation: widest masked band of mel bins and of frames
+
+
+class _Augment:
+    """Training-batch augmentation on features, seeded: the test instruments are unseen, so make
+    the network rely less on one instrument's exact level and spectral detail.
+
+    Per note: shift the level by up to ``gain_db`` dB (silent bins stay at the floor), then set one
+    random band of up to ``max_mask`` mel bins and one of up to ``max_mask`` frames to silence.
+    """
+
+    def __init__(self, loader, *, gain_db: float, max_mask: int, seed: int) -> None:
+        self.loader, self.gain_db, self.max_mask = loader, gain_db, max_mask
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        floor = (-100.0 - DB_OFFSET) / DB_SCALE  # the front-end's value for digital silence
+        for features, labels in self.loader:
+            n, device = features.shape[0], features.device
+            rand = torch.rand(n, 5, generator=self.generator).to(device)
+            gain = ((rand[:, 0] * 2 - 1) * self.gain_db / DB_SCALE).view(n, 1, 1, 1)
+            features = torch.where(features > floor, (features + gain).clamp(min=floor), features)
+            bins = torch.arange(features.shape[2], device=device)
+            steps = torch.arange(features.shape[3], device=device)
+            width = (rand[:, 1] * (self.max_mask + 1)).floor()
+            start = (rand[:, 2] * (features.shape[2] - width)).floor()
+            band = (bins >= start[:, None]) & (bins < (start + width)[:, None])  # (n, mels)
+            width = (rand[:, 3] * (self.max_mask + 1)).floor()
+            start = (rand[:, 4] * (features.shape[3] - width)).floor()
+            frames = (steps >= start[:, None]) & (steps < (start + width)[:, None])  # (n, frames)
+            mask = band[:, None, :, None] | frames[:, None, None, :]
+            yield features.masked_fill(mask, floor), labels
 
 
 class _Autocast(nn.Module):
@@ -94,11 +132,17 @@ def make_loss(config: TrainConfig, model: nn.Module):
         "softmax_cross_entropy": SoftmaxCrossEntropy.apply,
         "torch": nn.functional.cross_entropy,
     }[config.loss]
-    if not (config.l1 or config.l2):
+    if not (config.l1 or config.l2 or config.label_smoothing):
         return base
 
     def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = base(logits, target)
+        if config.label_smoothing:
+            # Cross-entropy against the uniform target is logsumexp(z) - mean(z), i.e. the loss above
+            # plus z_target - mean(z).  Smoothing keeps logits bounded, so the validation loss that
+            # early stopping watches does not explode on confident mistakes (unseen instruments).
+            picked = logits.gather(1, target.long().unsqueeze(1)).squeeze(1)
+            loss = loss + config.label_smoothing * (picked - logits.mean(dim=1)).mean()
         if config.l1:
             loss = loss + config.l1 * l1_penalty(model)
         if config.l2:
@@ -144,6 +188,8 @@ def main(*, train: Path, valid: Path, out: Path, config: TrainConfig | None = No
     loss_fn = make_loss(config, model)
 
     start = time.perf_counter()
+    if config.augment:
+        train_loader = _Augment(train_loader, gain_db=config.gain_db, max_mask=config.max_mask, seed=config.seed)
     history = fit(
         trained, _Progress(train_loader, "epoch"), valid_loader, optimizer=optimizer, loss_fn=loss_fn, device=device,
         epochs=config.epochs, patience=config.patience,

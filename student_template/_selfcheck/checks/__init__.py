@@ -1,0 +1,128 @@
+"""The checks a rubric item can run: ``REGISTRY[name] = CheckSpec(name, needs, params, run)``.
+
+TRUSTED side: checks never import student code; they send probes to the sandboxed worker
+(:class:`autograder.sandbox.Sandbox`) and judge its raw outputs against public oracles
+(torch built-ins in float64, ``torch.autograd.gradcheck``, the assignment's numbers),
+never the reference solution, so this package also ships with the student self-check.
+
+Calling a check (what ``run_autograder`` does)::
+
+    spec = REGISTRY[item.check]
+    params = {**defaults_without_None, **item.params}        # see ``spec.params``
+    outcome = spec.run(sandbox, params, timeout_s=seconds_left_for_the_item,
+                       heldout_path=...)   # only heldout_accuracy declares heldout_path
+
+- ``sandbox``: an open :class:`~autograder.sandbox.Sandbox` (one per submission; its
+  ``use_gpu`` decides whether the held-out probe runs on CUDA).
+- ``timeout_s``: wall-clock seconds for the whole item.  Time spent starting a worker
+  (python + torch imports, ~1-3 s, again after a crash or timeout) is credited back, so an
+  item can take up to one worker start-up longer; importing one student module is capped at
+  the sandbox's ``import_timeout_s`` (30 s), and a failed import is remembered, so later
+  items needing that module fail at once with the same message.
+- ``heldout_path`` (keyword-only, heldout_accuracy only): the held-out safetensors file; its
+  labels never leave this process.  ``accuracy_label`` (keyword-only, heldout_accuracy only,
+  default "held-out accuracy"): what its message calls the accuracy (the self-check runs it on
+  the student's validation file).  The runner passes the keyword arguments a check's ``run``
+  declares; other checks take none.
+- Returns an :class:`~autograder.checks.outcome.ItemOutcome`; student problems (missing files,
+  crashes, timeouts, wrong values) are outcomes, never exceptions.  A
+  :class:`~autograder.errors.NotegradeError` means the grader is misconfigured (e.g. no
+  held-out file); any other exception is a bug in the check.
+- heldout_accuracy's ``data``: ``accuracy``, ``count``, ``correct``, ``per_family`` (family ->
+  accuracy or None), ``per_family_count``, ``confusion`` (11x11, rows = true family),
+  ``families``, ``zero_at``, ``full_at``; train_overfit's: ``start_loss``, ``end_loss``,
+  ``accuracy``; architecture_params': ``total_params``.
+
+Example
+-------
+>>> sorted(REGISTRY)[:3]
+['architecture_params', 'architecture_shapes', 'evaluate_modes']
+>>> validate_params("heldout_accuracy", {"zero_at": 0.7, "full_at": 0.5})
+['heldout_accuracy: zero_at (0.7) must be below full_at (0.5)']
+>>> validate_params("loss_values", {"rtol": "tight"})
+["loss_values: parameter 'rtol' must be a number, not str"]
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from _selfcheck.checks import architecture, heldout, losses, stability, training
+from _selfcheck.checks.common import tolerate_malformed_answers
+from _selfcheck.checks.outcome import CheckSpec, ItemOutcome, SubCheck
+
+__all__ = ["REGISTRY", "validate_params", "CheckSpec", "ItemOutcome", "SubCheck"]
+
+_LOSS_PARAMS = {"seed": 0, "rtol": 1e-4, "atol": 1e-6}
+
+
+def _spec(name: str, needs: "tuple[str, ...]", params: dict, run: Callable[..., ItemOutcome],
+          description: str) -> CheckSpec:
+    return CheckSpec(name=name, needs=needs, params=params, run=tolerate_malformed_answers(run),
+                     description=description)
+
+
+REGISTRY: "dict[str, CheckSpec]" = {spec.name: spec for spec in (
+    _spec("architecture_params", ("model.py",), {}, architecture.run_params,
+          "per-layer parameter counts conv1..conv4, fc (160 / 4,640 / 18,496 / 73,856 / 22,539 = 119,691)"),
+    _spec("architecture_shapes", ("model.py",), {"batch_size": 3}, architecture.run_shapes,
+          "block outputs (N,16,32,32) (N,32,16,16) (N,64,8,8) (N,128,4,4); float32 logits (N,11); batch of one"),
+    _spec("loss_values", ("losses.py",), dict(_LOSS_PARAMS), losses.run_values,
+          "l1/mse/softmax/BCE/cross-entropy and the L1/L2 penalties against torch oracles (float64)"),
+    _spec("loss_gradients", ("losses.py",), dict(_LOSS_PARAMS), losses.run_gradients,
+          "gradients against autograd of the oracles, and torch.autograd.gradcheck in float64"),
+    _spec("softmax_ce_backward", ("losses.py",), dict(_LOSS_PARAMS), stability.run_softmax_ce_backward,
+          "SoftmaxCrossEntropy: forward value, hand-written backward, grad_output scaling, gradcheck"),
+    _spec("loss_stability", ("losses.py",), dict(_LOSS_PARAMS), stability.run_stability,
+          "finite, correct values and gradients at |logits| up to 1e4 and probabilities exactly 0 and 1"),
+    _spec("train_step", ("train.py",), {"seed": 0, "lr": 0.5}, training.run_train_step,
+          "train_one_epoch: one SGD step per batch, fresh gradients, per-example mean loss, train mode"),
+    _spec("train_overfit", ("train.py",), {"seed": 0, "epochs": 150, "lr": 0.01, "max_loss": 0.05},
+          training.run_train_overfit, "train_one_epoch drives a 16-example batch to ~0 loss and 100% accuracy"),
+    _spec("evaluate_modes", ("train.py",), {"seed": 0}, training.run_evaluate_modes,
+          "evaluate: eval mode, no grad, weights untouched, mode restored, correct loss and accuracy"),
+    _spec("fit_early_stopping", ("train.py",), {"seed": 0}, training.run_fit_early_stopping,
+          "fit: stops after `patience` epochs without improvement and restores the best weights"),
+    _spec("heldout_accuracy", ("model.py", "model.pt"), {"zero_at": None, "full_at": None, "batch_size": 64},
+          heldout.run_heldout, "model.pt on the held-out file: points linear from zero_at to full_at accuracy"),
+)}
+
+# Types of the parameters whose default is None (required).
+_REQUIRED_TYPES = {"zero_at": float, "full_at": float}
+_RANGES: "dict[str, tuple[float, float]]" = {
+    "seed": (0, 2**32 - 1), "rtol": (1e-12, 1.0), "atol": (0.0, 1.0), "lr": (1e-9, 100.0), "epochs": (1, 10000),
+    "max_loss": (1e-9, 100.0), "batch_size": (1, 4096), "zero_at": (0.0, 1.0), "full_at": (0.0, 1.0)}
+
+
+def _type_problem(check: str, key: str, value: Any, expected: type) -> "str | None":
+    if isinstance(value, bool) or not isinstance(value, (int, float) if expected is float else expected):
+        kind = "a number" if expected is float else "an integer" if expected is int else expected.__name__
+        return f"{check}: parameter {key!r} must be {kind}, not {type(value).__name__}"
+    return None
+
+
+def validate_params(check_name: str, params: "dict[str, Any]") -> "list[str]":
+    """Problems with a rubric item's check and params (empty list: fine), for the rubric validator."""
+    spec = REGISTRY.get(check_name)
+    if spec is None:
+        return [f"unknown check {check_name!r} (known checks: {', '.join(sorted(REGISTRY))})"]
+    problems = []
+    for key, value in params.items():
+        if key not in spec.params:
+            known = ", ".join(sorted(spec.params)) or "none"
+            problems.append(f"{check_name}: unknown parameter {key!r} (known: {known})")
+            continue
+        default = spec.params[key]
+        expected = _REQUIRED_TYPES.get(key, float) if default is None else type(default)
+        problem = _type_problem(check_name, key, value, expected)
+        if problem:
+            problems.append(problem)
+            continue
+        low, high = _RANGES.get(key, (float("-inf"), float("inf")))
+        if not low <= value <= high:
+            problems.append(f"{check_name}: parameter {key!r} must be between {low:g} and {high:g}, got {value!r}")
+    for key, default in spec.params.items():
+        if default is None and key not in params:
+            problems.append(f"{check_name}: parameter {key!r} is required")
+    if not problems and "zero_at" in params and "full_at" in params and params["zero_at"] >= params["full_at"]:
+        problems.append(f"{check_name}: zero_at ({params['zero_at']}) must be below full_at ({params['full_at']})")
+    return problems

@@ -1,0 +1,308 @@
+"""Training checks: train_one_epoch, overfitting a tiny batch, evaluate's modes, fit's early stopping.
+
+TRUSTED side.  The worker drives the student's train.py with a harness-owned MLP
+(16 -> 24 -> ReLU -> 11) whose initial weights and data are seeded here, and torch's own
+cross-entropy, so model.py and losses.py cannot fail these items.  Every verdict is
+recomputed from raw data: the weights the worker returns are replayed through an oracle
+(float64 autograd of the same MLP), e.g. two SGD steps must land exactly where
+``p - lr * grad`` twice lands.
+
+Example
+-------
+>>> rng = np.random.default_rng(0)
+>>> flat = flatten(init_params(rng))
+>>> x, y = batch(rng, 8)
+>>> loss, grad = loss_and_grad(flat, x, y)
+>>> grad.shape == flat.shape and loss > 0
+True
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from _selfcheck.checks.common import Budget, call, close, describe, outcome_for_failure, prerequisites
+from _selfcheck.checks.outcome import ItemOutcome, SubCheck
+
+SHAPES = {"hidden.weight": (24, 16), "hidden.bias": (24,), "out.weight": (11, 24), "out.bias": (11,)}
+N_PARAMS = sum(int(np.prod(shape)) for shape in SHAPES.values())
+
+
+def _weights(result: Any, name: str, rows: "int | None" = None) -> "np.ndarray | None":
+    """A returned weight vector (or ``rows`` x vector matrix) as float64, None if absent or malformed."""
+    array = result.arrays.get(name)
+    if array is None or array.dtype.kind != "f":
+        return None
+    if rows is None and array.shape != (N_PARAMS,):
+        return None
+    if rows is not None and (array.ndim != 2 or array.shape[1] != N_PARAMS):
+        return None
+    return array.astype(np.float64)
+
+
+def init_params(rng: np.random.Generator) -> "dict[str, np.ndarray]":
+    return {name: (rng.normal(size=shape) / np.sqrt(shape[-1] if len(shape) > 1 else 24)).astype(np.float32)
+            for name, shape in SHAPES.items()}
+
+
+def flatten(params: "dict[str, np.ndarray]") -> np.ndarray:
+    return np.concatenate([params[name].reshape(-1) for name in SHAPES]).astype(np.float64)
+
+
+def batch(rng: np.random.Generator, size: int) -> "tuple[np.ndarray, np.ndarray]":
+    return rng.normal(size=(size, 1, 4, 4)).astype(np.float32), rng.integers(0, 11, size=size).astype(np.int64)
+
+
+def _forward(flat: np.ndarray, x: np.ndarray, requires_grad: bool = False) -> "tuple[torch.Tensor, torch.Tensor]":
+    theta = torch.tensor(flat, dtype=torch.float64, requires_grad=requires_grad)
+    parts, start = {}, 0
+    for name, shape in SHAPES.items():
+        size = int(np.prod(shape))
+        parts[name] = theta[start : start + size].reshape(shape)
+        start += size
+    hidden = F.relu(F.linear(torch.from_numpy(x).double().flatten(1), parts["hidden.weight"], parts["hidden.bias"]))
+    return F.linear(hidden, parts["out.weight"], parts["out.bias"]), theta
+
+
+def loss_and_grad(flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> "tuple[float, np.ndarray]":
+    """Mean cross-entropy of the MLP at ``flat`` and its gradient (float64)."""
+    logits, theta = _forward(flat, x, True)
+    loss = F.cross_entropy(logits, torch.from_numpy(y))
+    # autograd.grad rather than the solution's `loss.backward()` line, which assign's leak check
+    # (this file is vendored into the student template) would flag as solution text.
+    (grad,) = torch.autograd.grad(loss, theta)
+    return float(loss.detach()), grad.numpy()
+
+
+def accuracy(flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    logits, _ = _forward(flat, x)
+    return float((logits.argmax(1).numpy() == y).mean())
+
+
+def _inputs(params: "dict[str, np.ndarray]", **arrays: np.ndarray) -> "dict[str, np.ndarray]":
+    return {**{f"init.{name}": value for name, value in params.items()}, **arrays}
+
+
+def _start(sandbox: Any, timeout_s: float) -> "tuple[Budget, ItemOutcome | None]":
+    budget = Budget(timeout_s, sandbox)
+    return budget, prerequisites(sandbox, budget, files=("train.py",), modules=("train",))
+
+
+def _same(got: "np.ndarray | None", want: np.ndarray) -> bool:
+    return got is not None and close(got, want, rtol=1e-3, atol=1e-5)
+
+
+def _error_text(entry: dict) -> str:
+    error = entry.get("error") or {}
+    where = f" (at {error['where']})" if error.get("where") else ""
+    return f"{error.get('message', 'failed')}{where}"
+
+
+def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
+    """One SGD step per batch with fresh gradients, the per-example mean loss, train mode, loss goes down."""
+    budget, blocked = _start(sandbox, timeout_s)
+    if blocked:
+        return blocked
+    rng, lr = np.random.default_rng(int(params.get("seed", 0))), float(params.get("lr", 0.5))
+    init = init_params(rng)
+    (xa, ya), (xb, yb), (xc, yc) = batch(rng, 8), batch(rng, 4), batch(rng, 6)
+    result = call(sandbox, budget, "train_step", {"lr": lr},
+                  _inputs(init, xa=xa, ya=ya, xb=xb, yb=yb, xc=xc, yc=yc))
+    if not result.ok:
+        return outcome_for_failure(result, "train_one_epoch")
+    two, one = result.value.get("two_batches") or {}, result.value.get("one_batch") or {}
+    p0 = flatten(init)
+    loss_a, grad_a = loss_and_grad(p0, xa, ya)
+    p1 = p0 - lr * grad_a
+    loss_b, grad_b = loss_and_grad(p1, xb, yb)
+    p2, accumulated = p1 - lr * grad_b, p1 - lr * (grad_a + grad_b)
+    if two.get("error"):
+        return ItemOutcome.failed("error", _error_text(two))
+    got = _weights(result, "two_batches.params")
+    if _same(got, p2):
+        step = SubCheck("one SGD step per batch", True, 1.0, "two batches gave exactly two SGD steps with fresh gradients")
+    else:
+        hint = ("the weights did not change: call optimizer.step() after loss.backward()" if _same(got, p0) else
+                "gradients accumulate across batches: call optimizer.zero_grad() before each backward()"
+                if _same(got, accumulated) else f"optimizer.step() ran {two.get('steps')} times for 2 batches"
+                if two.get("steps") != 2 else "the weights after two batches are not those of two SGD steps")
+        step = SubCheck("one SGD step per batch", False, 1.0, f"after one epoch of 2 batches: {hint}")
+    expected = (loss_a * 8 + loss_b * 4) / 12
+    returned = two.get("returned") if isinstance(two.get("returned"), float) else None
+    if returned is not None and close(returned, expected, rtol=1e-4, atol=1e-6):
+        mean = SubCheck("returns the mean loss per example", True, 1.0, f"returned {returned:.6g}")
+    else:
+        hint = (f"returned {two.get('returned_type')}, expected a float" if returned is None else
+                "that is the mean of the batch means; weight each batch by its size" if close(
+                    returned, (loss_a + loss_b) / 2, rtol=1e-4, atol=1e-6) else
+                "that is a sum, not a mean" if close(returned, loss_a * 8 + loss_b * 4, rtol=1e-4, atol=1e-6) else "")
+        mean = SubCheck("returns the mean loss per example", False, 1.0,
+                        f"train_one_epoch returned {describe(returned) if returned is not None else 'nothing usable'}, "
+                        f"expected {expected:.6g} (the mean loss over the 12 examples)" + (f": {hint}" if hint else ""))
+    seen = two.get("seen") or []
+    train_mode = bool(seen) and all(s[0] for s in seen)
+    mode = SubCheck("trains in train mode", train_mode, 1.0,
+                    "forward ran in train mode" if train_mode else
+                    "forward ran in eval mode (or never ran): call model.train() at the start of train_one_epoch")
+    if one.get("error"):
+        lower = SubCheck("one step lowers the loss", False, 1.0, _error_text(one))
+    else:
+        before = loss_and_grad(p0, xc, yc)[0]
+        after_params = _weights(result, "one_batch.params")
+        after = loss_and_grad(after_params, xc, yc)[0] if after_params is not None else before
+        lower = SubCheck("one step lowers the loss", after < before, 1.0,
+                         f"one epoch on a fixed batch took its loss from {before:.4f} to {after:.4f}" +
+                         ("" if after < before else ": the weights must move against the gradient"))
+    return ItemOutcome.from_subchecks([step, mean, mode, lower])
+
+
+def run_train_overfit(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
+    """Repeated train_one_epoch calls on 16 examples must drive the loss near 0 and accuracy to 100%."""
+    budget, blocked = _start(sandbox, timeout_s)
+    if blocked:
+        return blocked
+    rng = np.random.default_rng(int(params.get("seed", 0)))
+    epochs, max_loss = int(params.get("epochs", 150)), float(params.get("max_loss", 0.05))
+    init = init_params(rng)
+    x, y = batch(rng, 16)
+    result = call(sandbox, budget, "train_overfit", {"epochs": epochs, "lr": float(params.get("lr", 0.01))},
+                  _inputs(init, x=x, y=y))
+    if not result.ok:
+        return outcome_for_failure(result, "train_one_epoch")
+    if result.value.get("error"):
+        return ItemOutcome.failed("error", _error_text(result.value))
+    final = _weights(result, "final.params")
+    if final is None:
+        return ItemOutcome.failed("error", "the worker returned no usable weights")
+    start = loss_and_grad(flatten(init), x, y)[0]
+    end = loss_and_grad(final, x, y)[0]
+    acc = accuracy(final, x, y)
+    data = {"start_loss": round(start, 5), "end_loss": round(end, 5), "accuracy": acc}
+    return ItemOutcome.from_subchecks([
+        SubCheck("loss falls", end <= max_loss, 1.0, f"after {epochs} epochs (Adam) on 16 examples the loss went from "
+                 f"{start:.4f} to {end:.4f}" + ("" if end <= max_loss else f", expected at most {max_loss:g}")),
+        SubCheck("fits the tiny batch", acc == 1.0, 1.0, f"training accuracy {acc:.0%} on the 16 examples" +
+                 ("" if acc == 1.0 else ", expected 100%")),
+    ], data=data)
+
+
+def run_evaluate_modes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
+    """evaluate: eval mode, no grad, weights untouched, mode restored, per-example loss and accuracy."""
+    budget, blocked = _start(sandbox, timeout_s)
+    if blocked:
+        return blocked
+    rng = np.random.default_rng(int(params.get("seed", 0)))
+    init = init_params(rng)
+    (x1, y1), (x2, y2) = batch(rng, 5), batch(rng, 3)
+    result = call(sandbox, budget, "evaluate_modes", {}, _inputs(init, x1=x1, y1=y1, x2=x2, y2=y2))
+    if not result.ok:
+        return outcome_for_failure(result, "evaluate")
+    from_train, from_eval = result.value.get("from_train") or {}, result.value.get("from_eval") or {}
+    if from_train.get("error"):
+        return ItemOutcome.failed("error", _error_text(from_train))
+    seen = from_train.get("seen") or []
+    x, y = np.concatenate([x1, x2]), np.concatenate([y1, y2])
+    p0 = flatten(init)
+    loss = loss_and_grad(p0, x, y)[0]
+    batch_means = (loss_and_grad(p0, x1, y1)[0] + loss_and_grad(p0, x2, y2)[0]) / 2
+    acc = accuracy(p0, x, y)
+    returned = from_train.get("returned")
+    got_loss = returned.get("loss") if isinstance(returned, dict) else None
+    got_acc = returned.get("accuracy") if isinstance(returned, dict) else None
+    shape_hint = "" if isinstance(returned, dict) else f": evaluate returned {from_train.get('returned_type')}, " \
+                                                       "expected {'loss': float, 'accuracy': float}"
+    loss_ok = isinstance(got_loss, float) and close(got_loss, loss, rtol=1e-4, atol=1e-6)
+    loss_hint = ": that is the mean of the batch means; weight each batch by its size" if isinstance(
+        got_loss, float) and close(got_loss, batch_means, rtol=1e-4, atol=1e-6) else shape_hint
+    acc_ok = isinstance(got_acc, float) and close(got_acc, acc, rtol=1e-6, atol=1e-6)
+    acc_hint = ": return a fraction between 0 and 1" if isinstance(got_acc, float) and close(
+        got_acc, acc * 100, rtol=1e-6, atol=1e-6) else shape_hint
+    eval_mode = bool(seen) and not any(s[0] for s in seen)
+    no_grad = bool(seen) and not any(s[1] for s in seen) and not from_train.get("grads_computed")
+    return ItemOutcome.from_subchecks([
+        SubCheck("eval mode", eval_mode, 1.0, "forward ran in eval mode" if eval_mode else
+                 "forward ran in train mode: call model.eval() inside evaluate"),
+        SubCheck("no gradients", no_grad, 1.0, "forward ran without gradients" if no_grad else
+                 "gradients were tracked: wrap the loop in torch.no_grad()"),
+        SubCheck("weights unchanged", not from_train.get("weights_changed"), 1.0,
+                 "the weights were not changed" if not from_train.get("weights_changed") else
+                 "evaluate changed the weights: it must not train"),
+        SubCheck("restores train mode", bool(from_train.get("training_after")), 1.0,
+                 "a model in train mode is back in train mode afterwards" if from_train.get("training_after") else
+                 "a model that was in train mode is left in eval mode: restore model.training at the end"),
+        SubCheck("keeps eval mode", not from_eval.get("error") and from_eval.get("training_after") is False, 1.0,
+                 _error_text(from_eval) if from_eval.get("error") else
+                 "a model in eval mode stays in eval mode" if from_eval.get("training_after") is False else
+                 "a model that was in eval mode is left in train mode: restore the previous mode, do not force train()"),
+        SubCheck("mean loss", loss_ok, 1.0, f"loss {got_loss:.6g}" if loss_ok else
+                 f"loss {describe(got_loss) if isinstance(got_loss, float) else 'missing'}, expected {loss:.6g} "
+                 f"(mean over the 8 examples){loss_hint}"),
+        SubCheck("accuracy", acc_ok, 1.0, f"accuracy {got_acc:.4g}" if acc_ok else
+                 f"accuracy {describe(got_acc) if isinstance(got_acc, float) else 'missing'}, expected {acc:.4g}"
+                 f"{acc_hint}"),
+    ])
+
+
+def _fit_scenarios() -> "list[dict]":
+    return [{"name": "stops", "script": [1.0, 0.7, 0.8, 0.75, 0.6, 0.5], "epochs": 6, "patience": 2, "lr": 0.1,
+             "ran": 4, "best": 2},
+            {"name": "improves", "script": [1.0, 0.9, 0.8], "epochs": 3, "patience": 2, "lr": 0.1, "ran": 3, "best": 3}]
+
+
+def run_fit_early_stopping(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
+    """fit stops after ``patience`` epochs without a new best validation loss and restores the best weights."""
+    budget, blocked = _start(sandbox, timeout_s)
+    if blocked:
+        return blocked
+    rng = np.random.default_rng(int(params.get("seed", 0)))
+    init = init_params(rng)
+    (xt, yt), (xv, yv) = batch(rng, 8), batch(rng, 8)
+    scenarios = _fit_scenarios()
+    result = call(sandbox, budget, "fit_early_stopping", {"scenarios": scenarios},
+                  _inputs(init, xt=xt, yt=yt, xv=xv, yv=yv))
+    if not result.ok:
+        return outcome_for_failure(result, "fit")
+    stops, improves = (result.value.get(s["name"]) or {} for s in scenarios)
+    for entry in (stops, improves):
+        if entry.get("error"):
+            return ItemOutcome.failed("error", _error_text(entry))
+    subchecks = []
+    for scenario, entry, title in ((scenarios[0], stops, "stops after patience"),
+                                   (scenarios[1], improves, "runs every epoch while improving")):
+        ran = int(entry.get("validations", 0))
+        history = entry.get("history")
+        length = len(history) if isinstance(history, list) else None
+        ok = ran == scenario["ran"] and length == scenario["ran"]
+        script = ", ".join(f"{v:g}" for v in scenario["script"])
+        subchecks.append(SubCheck(title, ok, 1.0, f"validation losses [{script}], patience {scenario['patience']}, "
+                                  f"{scenario['epochs']} epochs: ran {ran} epochs, history has {length} entries" + (
+                                      "" if ok else f", expected {scenario['ran']} and {scenario['ran']}: stop once "
+                                      f"{scenario['patience']} epochs in a row bring no new best validation loss")))
+        snapshots = _weights(result, f"{scenario['name']}.snapshots", rows=0)
+        final = _weights(result, f"{scenario['name']}.final")
+        best = scenario["best"]
+        if snapshots is None or final is None or len(snapshots) < best:
+            subchecks.append(SubCheck(f"best weights ({scenario['name']})", False, 1.0,
+                                      "fit did not evaluate enough epochs to tell which weights it kept"))
+            continue
+        restored = bool(np.allclose(final, snapshots[best - 1], rtol=0, atol=1e-6))
+        last = "the last epoch's weights" if np.allclose(final, snapshots[-1], rtol=0, atol=1e-6) else "other weights"
+        subchecks.append(SubCheck(f"best weights ({scenario['name']})", restored, 1.0,
+                                  f"the weights after fit are those of epoch {best}, the best" if restored else
+                                  f"fit ended with {last}, expected those of epoch {best} (best validation loss): "
+                                  "keep a copy of the best state_dict and load it back at the end"))
+    history = stops.get("history") if isinstance(stops.get("history"), list) else []
+    keys = {"epoch", "train_loss", "valid_loss", "valid_accuracy"}
+    entries_ok = bool(history) and all(isinstance(h, dict) and keys <= set(h) for h in history)
+    epochs_ok = entries_ok and [h.get("epoch") for h in history] == [float(i) for i in range(1, len(history) + 1)]
+    losses_ok = entries_ok and all(close(h.get("valid_loss"), v, rtol=1e-6, atol=1e-6) if isinstance(
+        h.get("valid_loss"), float) else False for h, v in zip(history, scenarios[0]["script"]))
+    ok = entries_ok and epochs_ok and losses_ok
+    first = history[0] if history else None
+    subchecks.append(SubCheck("history", ok, 1.0, "history has one dict per epoch with epoch (from 1), train_loss, "
+                              "valid_loss and valid_accuracy" if ok else f"history entries should be dicts with keys "
+                              f"{sorted(keys)}, epoch counting from 1 and valid_loss from evaluate; the first is {first}"))
+    return ItemOutcome.from_subchecks(subchecks)

@@ -1,0 +1,147 @@
+"""The sandboxed worker's request loop: one JSON line in, one JSON line out, per probe.
+
+UNTRUSTED side.  ``autograder/sandbox.py`` copies this package into a scratch directory and
+starts it (as an unprivileged user when the grader is root, with rlimits) as::
+
+    python -s -m notegrade_harness.worker --requests 3 --responses 4 \\
+        --submission DIR --inputs DIR --outputs DIR --device cpu --threads 2 --headroom-mb 1024
+
+Protocol (dedicated pipes, never stdout, which belongs to the student's prints):
+
+- worker -> grader, once: ``{"event": "ready", "pid": ..., "torch": "2.11.0", ...}`` after
+  ``import torch`` (done once, so later probes skip the 1-3 s import).
+- grader -> worker: ``{"id": 7, "probe": "model_summary", "args": {...}, "inputs": {"x": "7_x.npy"}}``
+- worker -> grader: ``{"id": 7, "ok": true, "value": {...}, "arrays": {"logits": "7_logits.npy"}}``
+  or ``{"id": 7, "ok": false, "error": {"kind": ..., "message": ..., "where": ...}}``.
+
+Input arrays live in ``--inputs`` (written by the grader), output arrays in ``--outputs`` as
+``.npy`` files the grader loads with ``allow_pickle=False``.
+
+Example (what the sandbox runs; needs the two pipe fds, so not runnable by hand)::
+
+    python -s -m notegrade_harness.worker --requests 3 --responses 4 --submission . ...
+"""
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import os
+import resource
+import site
+import sys
+import time
+import traceback
+
+
+def _parse_args(argv: "list[str] | None") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="notegrade_harness.worker")
+    parser.add_argument("--requests", type=int, required=True, help="fd to read requests from")
+    parser.add_argument("--responses", type=int, required=True, help="fd to write responses to")
+    parser.add_argument("--submission", required=True, help="scratch copy of the submission (cwd)")
+    parser.add_argument("--inputs", required=True, help="directory of the grader's .npy inputs")
+    parser.add_argument("--outputs", required=True, help="directory for this worker's .npy outputs")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (held-out inference only)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for held-out inference")
+    parser.add_argument("--site", action="append", default=[],
+                        help="extra site directory (the grader's user site-packages when not isolated)")
+    parser.add_argument("--headroom-mb", type=int, default=1024,
+                        help="address space allowed above what the imports use (0: no limit)")
+    return parser.parse_args(argv)
+
+
+def _tighten_address_space(headroom_mb: int) -> "int | None":
+    """Limit virtual memory to what the imports took plus ``headroom_mb``.
+
+    The CUDA build of torch reserves ~3 GB of address space at import and the CPU build
+    ~0.6 GB, so a fixed limit is either useless for one or fatal for the other; measuring
+    after the import gives every build the same room for student allocations.
+    """
+    if headroom_mb <= 0:
+        return None
+    with open("/proc/self/status") as status:
+        vm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    limit = vm_kb * 1024 + headroom_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return limit // (1024 * 1024)
+
+
+def _write_line(fd: int, message: dict) -> None:
+    data = (json.dumps(message, allow_nan=True, default=str) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    """Run the request loop until the grader closes the request pipe."""
+    args = _parse_args(argv)
+    worker_pid = os.getpid()
+    faulthandler.enable()  # a segfault in student code prints its Python traceback to stderr
+    # The protocol fds must not leak into processes the student starts.
+    for fd in (args.requests, args.responses):
+        os.set_inheritable(fd, False)
+    started = time.perf_counter()
+    for directory in args.site:
+        site.addsitedir(directory)
+    import numpy  # noqa: F401  (imported once, here, before any student code)
+    import torch
+
+    # Probes on tiny models are several times faster on one thread (no wake-ups of a pool);
+    # only held-out inference switches to ``--threads``.
+    torch.set_num_threads(1)
+    from . import common, probes
+
+    common.install_guards()
+    import_seconds = time.perf_counter() - started
+    device = args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu"
+    limit_mb = _tighten_address_space(args.headroom_mb)
+    os.chdir(args.submission)
+    sys.path.insert(0, args.submission)
+    context = common.WorkerContext(
+        submission=args.submission, inputs=args.inputs, outputs=args.outputs, device=device,
+        threads=max(1, args.threads))
+    _write_line(args.responses, {
+        "event": "ready", "pid": worker_pid, "python": sys.version.split()[0], "torch": torch.__version__,
+        "numpy": numpy.__version__, "cuda_available": bool(torch.cuda.is_available()), "device": device,
+        "import_seconds": round(import_seconds, 3), "ready_seconds": round(time.perf_counter() - started, 3),
+        "address_space_limit_mb": limit_mb,
+    })
+    requests = os.fdopen(args.requests, "rb", buffering=0)
+    while True:
+        line = requests.readline(1 << 20)
+        if not line:
+            return 0  # the grader closed the pipe: we are done
+        try:
+            request = json.loads(line)
+            request_id = request["id"]
+        except (ValueError, KeyError, TypeError):
+            _write_line(args.responses, {"id": None, "ok": False, "error": {
+                "kind": "protocol", "message": "worker received a malformed request"}})
+            continue
+        call_started = time.perf_counter()
+        try:
+            response = probes.run_probe(request, context)
+        except BaseException as err:  # a harness bug or something the probe could not contain
+            response = {"ok": False, "error": {
+                "kind": "harness", "message": f"{type(err).__name__}: {err}"[:500],
+                "traceback": traceback.format_exc()[-2000:]}}
+        if os.getpid() != worker_pid:
+            # A child the student forked returned into the harness: it must never answer.
+            os._exit(0)
+        response["id"] = request_id
+        response["seconds"] = round(time.perf_counter() - call_started, 4)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        _write_line(args.responses, response)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

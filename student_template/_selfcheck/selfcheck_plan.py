@@ -1,0 +1,144 @@
+"""The self-check's plan: the visible rubric items exported to JSON, and read back and validated.
+
+``notegrade assign`` writes :func:`export_rubric` of the course rubric to ``_selfcheck/rubric.json``
+in the student template (only items visible at submission time, the time budget, the sandbox
+limits, the late policy and the front-end hash of the held-out features), because the vendored
+self-check must run without the toolkit's TOML rubric parser (Python 3.10 has no tomllib).
+:func:`load_plan` reads that export, or with the toolkit installed a rubric ``.toml`` directly.
+
+Example
+-------
+>>> plan = plan_from_export({"format": EXPORT_FORMAT, "title": "Demo", "total_points": 10,
+...     "items": [{"number": "1.1", "title": "Parameter counts", "points": 10, "check": "architecture_params"}]})
+>>> [(item.number, item.points, item.timeout_s) for item in plan.items]
+[('1.1', 10.0, 60.0)]
+>>> late_summary({"amount": 3, "unit": "points", "per": "day", "grace_minutes": 10, "zero_after_late_due": True})
+'3 points per started day late (10 min grace), 0 points after the late due date'
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _selfcheck.errors import NotegradeError
+
+EXPORT_FORMAT = "notegrade-selfcheck-rubric/1"
+EXPORT_NAME = "rubric.json"  # next to this module in the vendored copy
+TOOLKIT_RUBRIC = Path(__file__).resolve().parents[1] / "rubrics" / "fall2024_a2.toml"
+DEFAULT_ITEM_TIMEOUT_S = 60.0  # the rubric's default, for exports that leave it out
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One visible rubric item (the fields of ``RubricItem`` that grading uses)."""
+
+    number: str
+    title: str
+    points: float
+    check: str
+    params: dict
+    timeout_s: float = DEFAULT_ITEM_TIMEOUT_S
+    visibility: str = "visible"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the self-check runs: the visible items, the budget, the sandbox limits, the late policy."""
+
+    title: str
+    total_points: float
+    items: "tuple[PlanItem, ...]"
+    time_budget_s: float = 480.0
+    sandbox: dict = dataclasses.field(default_factory=dict)
+    late_policy: dict = dataclasses.field(default_factory=dict)
+    frontend_hash: "str | None" = None  # the front-end the held-out features were made with
+    not_shown_items: int = 0
+    not_shown_points: float = 0.0
+    source: str = "<export>"
+
+
+def export_rubric(rubric: Any, *, frontend_hash: "str | None" = None) -> dict:
+    """A validated ``Rubric`` -> the JSON the vendored self-check reads: visible items only."""
+    visible = [item for item in rubric.items if item.visibility == "visible"]
+    others = [item for item in rubric.items if item.visibility != "visible"]
+    return {"format": EXPORT_FORMAT, "title": rubric.title, "total_points": rubric.total_points,
+            "rubric_hash": rubric.rubric_hash, "time_budget_s": rubric.time_budget_s, "sandbox": dict(rubric.sandbox),
+            "late_policy": dataclasses.asdict(rubric.late_policy), "frontend_hash": frontend_hash,
+            "items": [{"number": i.number, "title": i.title, "points": i.points, "check": i.check,
+                       "params": dict(i.params), "timeout_s": i.timeout_s} for i in visible],
+            "not_shown": {"items": len(others), "points": sum(i.points for i in others)}}
+
+
+def plan_from_export(data: Any, *, source: str = "<export>") -> Plan:
+    """Validate an exported rubric (see :func:`export_rubric`) against this copy's checks."""
+    from _selfcheck.checks import REGISTRY, validate_params
+
+    stale = "regenerate it with `notegrade assign`, or get a fresh copy of the starter folder"
+    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+        raise NotegradeError(f"{source}: not a self-check rubric ({EXPORT_FORMAT}); {stale}")
+    problems, items = [], []
+    for raw in data.get("items") or []:
+        try:
+            item = PlanItem(number=str(raw["number"]), title=str(raw["title"]), points=float(raw["points"]),
+                            check=str(raw["check"]), params=dict(raw.get("params") or {}),
+                            timeout_s=float(raw.get("timeout_s", DEFAULT_ITEM_TIMEOUT_S)))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            problems.append(f"malformed item {raw!r} ({type(err).__name__}: {err})")
+            continue
+        problems += [f"item {item.number}: {p}" for p in validate_params(item.check, item.params)]
+        items.append(item)
+    if problems or not items:
+        raise NotegradeError(f"{source}: " + ("; ".join(problems) or "no visible items") + f"; {stale}")
+    not_shown = data.get("not_shown") or {}
+    return Plan(title=str(data.get("title", "")), total_points=float(data.get("total_points", 0.0)), items=tuple(items),
+                time_budget_s=float(data.get("time_budget_s", 480.0)), sandbox=dict(data.get("sandbox") or {}),
+                late_policy=dict(data.get("late_policy") or {}), frontend_hash=data.get("frontend_hash"),
+                not_shown_items=int(not_shown.get("items", 0)), not_shown_points=float(not_shown.get("points", 0.0)),
+                source=source)
+
+
+def default_rubric() -> Path:
+    """The vendored copy's ``rubric.json`` when there is one, else the toolkit's default course rubric."""
+    packaged = Path(__file__).with_name(EXPORT_NAME)
+    return packaged if packaged.is_file() else TOOLKIT_RUBRIC
+
+
+def load_plan(path: "str | os.PathLike") -> Plan:
+    """A rubric ``.toml`` (needs the instructor toolkit) or an exported ``rubric.json``, as a :class:`Plan`."""
+    path = Path(path)
+    if path.suffix == ".toml":
+        try:  # the toolkit's rubric parser; the vendored package has none (and needs no tomllib)
+            from _selfcheck import rubric as rubric_module
+        except ImportError:
+            raise NotegradeError(f"{path}: reading a .toml rubric needs the instructor toolkit (notegrade); "
+                                 f"this copy reads its {EXPORT_NAME}") from None
+        return dataclasses.replace(plan_from_export(export_rubric(rubric_module.load_rubric(path))), source=str(path))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotegradeError(f"{path}: rubric file not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise NotegradeError(f"{path}: cannot read the rubric: {err}") from None
+    return plan_from_export(data, source=str(path))
+
+
+def late_summary(policy: dict) -> str:
+    """One line for the late policy of an exported rubric."""
+    amount = float(policy.get("amount") or 0.0)
+    if amount <= 0:
+        return "no late penalty"
+    points = policy.get("unit", "points") == "points"
+    unit = "points" if points else f"% of the {'points earned' if policy.get('percent_of', 'earned') == 'earned' else 'total'}"
+    started = {"ceil": "started ", "floor": "full "}.get(policy.get("rounding", "ceil"), "")
+    text = f"{amount:g} {'point' if points and amount == 1 else unit} per {started}{policy.get('per', 'day')} late"
+    if policy.get("grace_minutes"):
+        text += f" ({float(policy['grace_minutes']):g} min grace)"
+    if policy.get("cap") is not None:
+        text += f", at most {float(policy['cap']):g} {unit}"
+    if policy.get("zero_after_late_due"):
+        text += ", 0 points after the late due date"
+    return text
