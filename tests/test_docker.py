@@ -97,8 +97,9 @@ def test_reference_scores_full_marks_in_the_container(client, image, setup):
     assert run.peak_memory_mb is not None and run.peak_memory_mb <= 768
 
 
-# Hostile cases that meet the container's own limits: memory (the 768 MB cgroup: the worker, not the
-# grader, must be the one killed), the per-uid process limit, and the real results directory.
+# Hostile cases that meet the container's own limits: memory (in the 768 MB cgroup the sandbox's own
+# limit must come first: a MemoryError with its message, no kernel OOM kill), the per-uid process
+# limit, and the real results directory.
 HOSTILE = ("memory_bomb_gradual", "fork_bomb", "writes_results_during_run")
 RESULTS_IN_CONTAINER = "/autograder/results/results.json"
 
@@ -131,6 +132,8 @@ def _check_expectations(name: str, spec: dict, results: dict) -> list[str]:
                             f"{test.get('output', '')[:300]}")
         if "fraction" in expected and abs(fraction - expected["fraction"]) > 1e-6:
             problems.append(f"{name} {extra['check']}: {fraction:.2f} of the points, expected {expected['fraction']}")
+        if expected.get("message") and expected["message"] not in test.get("output", ""):
+            problems.append(f"{name} {extra['check']}: output lacks {expected['message']!r}: {test.get('output', '')[:300]}")
     return problems
 
 
@@ -149,6 +152,7 @@ def test_starter_code_and_hostile_submissions_in_parallel_containers(client, ima
     for name, run in by_name.items():
         results = json.loads((out / name / "results.json").read_text())
         assert not run.timed_out and run.exit_code == 0, f"{name}: the container itself failed: {run.logs[-2000:]}"
+        assert not run.oom_killed, f"{name}: the kernel OOM-killed a process; the sandbox's memory limit must come first"
         assert "container_error" not in results.get("extra_data", {}), name
         assert results["extra_data"]["rubric_hash"] and len(results["tests"]) >= 11, f"{name}: not the grader's results"
         if name in specs:
