@@ -1,7 +1,8 @@
 """Rubrics as data: parse and validate ``rubrics/*.toml`` into a :class:`Rubric`.
 
 A rubric lists numbered items (title, points, visibility, per-item timeout, the check it runs and
-that check's parameters), the late policy, the global time budget, optional sandbox limits and the
+that check's parameters), the late policy, the global time budget, optional sandbox limits, the
+grading container's resources (``[container]``: mirror them in Gradescope's settings) and the
 leaderboard columns.  Every problem is reported with the file, the item and the reason, all at once::
 
     rubrics/x.toml: 2 problems: item 1.2: unknown check 'foo' (known: ...); points add up to 95, but total_points is 100
@@ -44,6 +45,8 @@ VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 DEFAULT_TIME_BUDGET_S = 480.0
 GRADESCOPE_MAX_TIMEOUT_S = 40 * 60
 DEFAULT_ITEM_TIMEOUT_S = 60.0
+CONTAINER_STARTUP_MARGIN_S = 120.0  # container start-up, the report and results.json, beyond the budget
+MIN_CONTAINER_MEMORY_MB = 512  # the grader and the worker each import torch (~370 MB together)
 _NUMBER_RE = re.compile(r"^\d+(\.\d+)*$")
 
 
@@ -92,6 +95,24 @@ class LeaderboardColumn:
 
 
 @dataclass(frozen=True)
+class ContainerSettings:
+    """What one grading container gets: memory (MB, no swap), CPUs, and a wall-clock limit (s).
+
+    Gradescope's defaults are 768 MB and a 10-minute timeout; ``notegrade grade --docker`` applies
+    these, and the instructor sets the same in Gradescope's autograder settings.  Without
+    ``timeout_s`` it is the time budget + 120 s (start-up and reporting), at most 2400 s.
+    """
+
+    memory_mb: int = 768
+    cpus: float = 1.0
+    timeout_s: float = DEFAULT_TIME_BUDGET_S + CONTAINER_STARTUP_MARGIN_S
+
+    @classmethod
+    def default_for(cls, time_budget_s: float) -> "ContainerSettings":
+        return cls(timeout_s=min(time_budget_s + CONTAINER_STARTUP_MARGIN_S, GRADESCOPE_MAX_TIMEOUT_S))
+
+
+@dataclass(frozen=True)
 class Rubric:
     """A validated rubric; ``rubric_hash`` identifies its content (not its formatting)."""
 
@@ -102,6 +123,7 @@ class Rubric:
     leaderboard: tuple[LeaderboardColumn, ...] = ()
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
     sandbox: dict[str, Any] = field(default_factory=dict)
+    container: ContainerSettings = ContainerSettings()
     visibility: str = "visible"
     stdout_visibility: str = "hidden"
     source: str = "<string>"
@@ -110,6 +132,8 @@ class Rubric:
         """Plain data (JSON-ready), without the source path."""
         data = asdict(self)
         data.pop("source")
+        if self.container == ContainerSettings.default_for(self.time_budget_s):
+            data.pop("container")  # so rubrics without [container] keep the hash they had before it existed
         return data
 
     @property
@@ -129,7 +153,8 @@ class Rubric:
 _NUM, _STR = (int, float), (str,)
 _TOP_KEYS = {"title": (_STR, True), "total_points": (_NUM, True), "time_budget_s": (_NUM, False),
              "visibility": (_STR, False), "stdout_visibility": (_STR, False), "items": ((list,), True),
-             "late_policy": ((dict,), False), "leaderboard": ((list,), False), "sandbox": ((dict,), False)}
+             "late_policy": ((dict,), False), "leaderboard": ((list,), False), "sandbox": ((dict,), False),
+             "container": ((dict,), False)}
 _ITEM_KEYS = {"number": (_STR, True), "title": (_STR, True), "points": (_NUM, True), "check": (_STR, True),
               "params": ((dict,), False), "visibility": (_STR, False), "timeout_s": (_NUM, False),
               "tags": ((list,), False)}
@@ -138,6 +163,7 @@ _LATE_KEYS = {"amount": (_NUM, True), "unit": (_STR, False), "per": (_STR, False
               "percent_of": (_STR, False)}
 _LATE_CHOICES = {"unit": ("points", "percent"), "per": ("day", "hour"),
                  "rounding": ("ceil", "floor", "none"), "percent_of": ("earned", "total")}
+_CONTAINER_KEYS = {"memory_mb": (_NUM, False), "cpus": (_NUM, False), "timeout_s": (_NUM, False)}
 _LEADERBOARD_KEYS = {"name": ((str,), True), "item": ((str,), True), "field": ((str,), True),
                      "order": ((str,), False)}
 
@@ -280,6 +306,28 @@ def _check_sandbox(raw: Mapping[str, Any], problems: list[str]) -> None:
             problems.append(f"sandbox: {key} must be >= 0, got {value}")
 
 
+def _parse_container(raw: Mapping[str, Any], time_budget_s: float, problems: list[str]) -> ContainerSettings:
+    where = "container: "
+    before = len(problems)
+    _check_table(raw, _CONTAINER_KEYS, where, problems)
+    if _valid(raw, _CONTAINER_KEYS, "memory_mb") and not float(raw["memory_mb"]).is_integer():
+        problems.append(f"{where}memory_mb must be a whole number of MB, got {raw['memory_mb']}")
+    elif _valid(raw, _CONTAINER_KEYS, "memory_mb") and not MIN_CONTAINER_MEMORY_MB <= raw["memory_mb"] <= 65536:
+        problems.append(f"{where}memory_mb must be in [{MIN_CONTAINER_MEMORY_MB}, 65536] (the grader and the "
+                        f"worker each import torch), got {raw['memory_mb']}")
+    if _valid(raw, _CONTAINER_KEYS, "cpus") and not 0 < raw["cpus"] <= 64:
+        problems.append(f"{where}cpus must be in (0, 64], got {raw['cpus']}")
+    if _valid(raw, _CONTAINER_KEYS, "timeout_s") and not time_budget_s < raw["timeout_s"] <= GRADESCOPE_MAX_TIMEOUT_S:
+        problems.append(f"{where}timeout_s must be above time_budget_s ({time_budget_s:g}: the grader needs its whole "
+                        f"budget plus start-up) and at most {GRADESCOPE_MAX_TIMEOUT_S} (Gradescope's maximum), "
+                        f"got {raw['timeout_s']}")
+    default = ContainerSettings.default_for(time_budget_s)
+    if len(problems) > before:
+        return default
+    return ContainerSettings(memory_mb=int(raw.get("memory_mb", default.memory_mb)), cpus=float(raw.get("cpus", default.cpus)),
+                             timeout_s=float(raw.get("timeout_s", default.timeout_s)))
+
+
 def _parse_leaderboard(raw_columns: list, item_numbers: set[str], problems: list[str]) -> list[LeaderboardColumn]:
     columns = []
     for index, raw in enumerate(raw_columns, start=1):
@@ -331,6 +379,10 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
         if not math.isclose(declared, summed, abs_tol=1e-9):
             problems.append(f"points add up to {summed:g}, but total_points is {declared:g}")
     late = _parse_late(raw["late_policy"], problems) if _valid(raw, _TOP_KEYS, "late_policy") else LatePolicy()
+    valid_budget = _valid(raw, _TOP_KEYS, "time_budget_s") and 0 < budget <= GRADESCOPE_MAX_TIMEOUT_S
+    container = _parse_container(raw["container"] if _valid(raw, _TOP_KEYS, "container") else {},
+                                 float(budget) if valid_budget or "time_budget_s" not in raw else DEFAULT_TIME_BUDGET_S,
+                                 problems)
     if validate_checks and _valid(raw, _TOP_KEYS, "sandbox"):
         _check_sandbox(raw["sandbox"], problems)
     # Declared numbers, even of items rejected above, so one bad item doesn't cascade.
@@ -342,7 +394,7 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
         raise NotegradeError(f"{source}: {count}" + "; ".join(problems))
     return Rubric(
         title=raw["title"], total_points=float(raw["total_points"]), items=tuple(items), late_policy=late,
-        leaderboard=tuple(columns), time_budget_s=float(budget), sandbox=dict(raw.get("sandbox", {})),
+        leaderboard=tuple(columns), time_budget_s=float(budget), sandbox=dict(raw.get("sandbox", {})), container=container,
         visibility=raw.get("visibility", "visible"), stdout_visibility=raw.get("stdout_visibility", "hidden"),
         source=source,
     )

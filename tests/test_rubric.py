@@ -7,7 +7,7 @@ import pytest
 
 from autograder.checks.outcome import CheckSpec, ItemOutcome
 from autograder.errors import NotegradeError
-from autograder.rubric import LatePolicy, load_rubric, parse_rubric, validate_check_params
+from autograder.rubric import ContainerSettings, LatePolicy, load_rubric, parse_rubric, validate_check_params
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = [REPO / "rubrics" / "fall2024_a2.toml", REPO / "rubrics" / "winter2025_hw3.toml"]
@@ -166,6 +166,57 @@ def test_sandbox_limits_are_checked_against_sandboxlimits():
     assert "sandbox: unknown key 'max_file_mbs' (did you mean 'max_file_mb'?)" in rejection(GOOD + "\n[sandbox]\nmax_file_mbs = 1\n")
     assert "sandbox: 'max_processes' must be a number, got str" in rejection(GOOD + "\n[sandbox]\nmax_processes = \"many\"\n")
     assert "sandbox: max_file_mb must be >= 0" in rejection(GOOD + "\n[sandbox]\nmax_file_mb = -1\n")
+
+
+def test_container_settings_default_to_gradescopes_and_follow_the_budget():
+    rubric = parse()  # time_budget_s = 300, no [container]
+    assert rubric.container == ContainerSettings(memory_mb=768, cpus=1.0, timeout_s=420.0)
+    assert parse(GOOD.replace("time_budget_s = 300", "time_budget_s = 2350")).container.timeout_s == 2400  # capped
+    custom = parse(GOOD + "\n[container]\nmemory_mb = 2048\ncpus = 2\ntimeout_s = 900\n")
+    assert custom.container == ContainerSettings(memory_mb=2048, cpus=2.0, timeout_s=900.0)
+    assert isinstance(custom.container.cpus, float) and isinstance(custom.container.memory_mb, int)
+    assert parse(GOOD + "\n[container]\nmemory_mb = 1024.0\n").container.memory_mb == 1024
+    # a rubric without [container] keeps its hash; spelling out the defaults changes nothing; new values do
+    assert parse(GOOD + "\n[container]\nmemory_mb = 768\n").rubric_hash == parse().rubric_hash
+    assert "container" not in parse().to_dict() and custom.to_dict()["container"]["memory_mb"] == 2048
+    assert custom.rubric_hash != parse().rubric_hash
+    # read without validating checks too (docker_grade only needs the structure)
+    assert parse(GOOD + "\n[container]\ncpus = 0.5\n", validate_checks=False).container.cpus == 0.5
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("memroy_mb = 1024", "r.toml: container: unknown key 'memroy_mb' (did you mean 'memory_mb'?)"),
+        ("memory_mb = \"1G\"", "r.toml: container: 'memory_mb' must be a number, got str '1G'"),
+        ("memory_mb = 768.5", "container: memory_mb must be a whole number of MB, got 768.5"),
+        ("memory_mb = 256", "container: memory_mb must be in [512, 65536]"),
+        ("memory_mb = true", "container: 'memory_mb' must be a number, got bool True"),
+        ("cpus = 0", "container: cpus must be in (0, 64], got 0"),
+        ("cpus = \"two\"", "container: 'cpus' must be a number, got str 'two'"),
+        ("timeout_s = 3000", "container: timeout_s must be above time_budget_s (300: the grader needs its whole "
+                             "budget plus start-up) and at most 2400 (Gradescope's maximum), got 3000"),
+        ("timeout_s = 300", "container: timeout_s must be above time_budget_s (300"),
+    ],
+)
+def test_malformed_container_tables_are_rejected_with_file_and_reason(table, expected):
+    assert expected in rejection(GOOD + f"\n[container]\n{table}\n")
+
+
+def test_container_problems_are_reported_with_the_others():
+    message = rejection(GOOD.replace("points = 10\n", "points = -10\n", 1) + "\n[container]\ncpus = -1\n")
+    assert message.startswith("r.toml: 2 problems: item 1.1: points must be >= 0")  # (no sum: item 1.1 failed)
+    assert "container: cpus must be in (0, 64], got -1" in message
+    assert "'container' must be a table" in rejection(GOOD.replace("title = \"Test rubric\"\n",
+                                                                   "title = \"Test rubric\"\ncontainer = 3\n"))
+
+
+def test_docker_grade_reads_the_limits_from_the_rubric_object():
+    from autograder.instructor.docker_grade import ContainerLimits
+
+    custom = parse(GOOD + "\n[container]\nmemory_mb = 1536\ncpus = 1.5\ntimeout_s = 700\n")
+    assert ContainerLimits.from_rubric(custom) == ContainerLimits(memory_mb=1536, cpus=1.5, timeout_s=700.0)
+    assert ContainerLimits.from_rubric(parse()) == ContainerLimits(memory_mb=768, cpus=1.0, timeout_s=420.0)
 
 
 def test_structure_only_parse_skips_check_names():

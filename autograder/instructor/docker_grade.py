@@ -13,8 +13,20 @@ unless ``NOTEGRADE_BASE_IMAGE`` names another (e.g. a local stand-in where no re
 
 Example
 -------
->>> from types import SimpleNamespace
->>> ContainerLimits.from_rubric(SimpleNamespace(time_budget_s=300, container={"memory_mb": 1024}))
+>>> from autograder.rubric import parse_rubric
+>>> rubric = parse_rubric('''
+... title = "Demo"
+... total_points = 10
+... time_budget_s = 300
+... [container]
+... memory_mb = 1024
+... [[items]]
+... number = "1"
+... title = "Parameter counts"
+... points = 10
+... check = "architecture_params"
+... ''', validate_checks=False)
+>>> ContainerLimits.from_rubric(rubric)
 ContainerLimits(memory_mb=1024, cpus=1.0, timeout_s=420.0)
 """
 from __future__ import annotations
@@ -37,7 +49,6 @@ from autograder.errors import NotegradeError
 from autograder.sandbox_os import CONTAINER_UIDS, STUDENT_UID_ENV
 
 GRADESCOPE_BASE_IMAGE = "gradescope/autograder-base:latest"
-STARTUP_MARGIN_S = 120.0  # Gradescope's 10 min default = the rubric's 480 s budget + start-up and reporting
 REQUIRED = ("setup.sh", "run_autograder", "requirements.txt", "rubric.toml", "heldout.safetensors", "autograder")
 _BUILD_LOCK = threading.Lock()
 UID_LABEL = "notegrade.student_uid"  # each grading container's student uid, so others can avoid it
@@ -60,11 +71,10 @@ class ContainerLimits:
 
     @classmethod
     def from_rubric(cls, rubric) -> "ContainerLimits":
-        """The rubric's ``[container]`` table (``memory_mb``, ``cpus``, ``timeout_s``: mirror them in
-        Gradescope's autograder settings), else 768 MB, 1 CPU and the time budget + start-up margin."""
-        table = getattr(rubric, "container", None) or {}
-        return cls(memory_mb=int(table.get("memory_mb", 768)), cpus=float(table.get("cpus", 1.0)),
-                   timeout_s=float(table.get("timeout_s", rubric.time_budget_s + STARTUP_MARGIN_S)))
+        """The rubric's validated ``[container]`` settings (``Rubric.container``: mirror them in Gradescope's
+        autograder settings); without the table 768 MB, 1 CPU and the time budget + 120 s start-up margin."""
+        settings = rubric.container
+        return cls(memory_mb=settings.memory_mb, cpus=settings.cpus, timeout_s=settings.timeout_s)
 
 
 @dataclass
