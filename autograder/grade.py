@@ -37,6 +37,7 @@ EXAMPLES = """examples:
   notegrade grade my_submission/ --autograder autograder_dir/ --metadata submission_metadata.json --out graded/
   notegrade grade all_submissions/ --autograder autograder.zip --jobs 2 --out graded/
   notegrade grade my_submission/ --autograder autograder.zip --docker --image notegrade-autograder
+  notegrade grade my_submission/ --autograder autograder.zip --docker --base-image my-local-base:bookworm
 """
 # The grader keeps to the rubric's budget (<= 40 min, Gradescope's maximum); this is the outer
 # safety net against a wedged grader process.
@@ -196,6 +197,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (a directory of submissions)")
     parser.add_argument("--docker", action="store_true", help="grade inside the autograder's Docker image, as Gradescope does")
     parser.add_argument("--image", default=None, help="with --docker: the image tag to build or reuse")
+    parser.add_argument("--base-image", default=None,
+                        help="with --docker: the image to build FROM (None: $NOTEGRADE_BASE_IMAGE, else "
+                             "gradescope/autograder-base:latest)")
     parser.add_argument("--python", default=None,
                         help="the interpreter that grades (default: this one), e.g. a venv with CPU-only torch as on Gradescope")
 
@@ -228,8 +232,9 @@ def run(args: argparse.Namespace) -> int:
             raise NotegradeError("--docker needs autograder/instructor/docker_grade.py, which this install lacks; "
                                  "drop --docker to grade in local processes") from None
         return int(docker_grade.main(submission=args.submission, autograder=args.autograder, metadata=args.metadata,
-                                     out=args.out, image=args.image, jobs=args.jobs) or 0)
-    if args.image is not None:
-        raise NotegradeError("--image only applies with --docker")
+                                     out=args.out, image=args.image, jobs=args.jobs, base_image=args.base_image) or 0)
+    for flag, value in (("--image", args.image), ("--base-image", args.base_image)):
+        if value is not None:
+            raise NotegradeError(f"{flag} only applies with --docker")
     return main(submission=args.submission, autograder=args.autograder, metadata=args.metadata, out=args.out,
                 jobs=args.jobs, python=args.python)

@@ -132,9 +132,61 @@ def test_docker_flag_dispatches_to_docker_grade(tmp_path, monkeypatch):
     args = _parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--image", "tag", "--jobs", "3"])
     assert grade.run(args) == 0
     assert calls == [{"submission": tmp_path, "autograder": pathlib.Path("ag.zip"), "metadata": None,
-                      "out": pathlib.Path("graded"), "image": "tag", "jobs": 3}]
+                      "out": pathlib.Path("graded"), "image": "tag", "jobs": 3, "base_image": None}]
+    assert grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--base-image", "local:1"])) == 0
+    assert calls[-1]["base_image"] == "local:1" and calls[-1]["image"] is None
     with pytest.raises(NotegradeError, match="--image only applies with --docker"):
         grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--image", "tag"]))
+    with pytest.raises(NotegradeError, match="--base-image only applies with --docker"):
+        grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--base-image", "local:1"]))
+
+
+def test_base_image_flag_wins_over_the_environment(monkeypatch):
+    from autograder.instructor import docker_grade
+
+    monkeypatch.setenv("NOTEGRADE_BASE_IMAGE", "from-env:1")
+    assert docker_grade.base_image_name("from-flag:2") == "from-flag:2"
+    assert docker_grade.base_image_name(None) == "from-env:1"
+    monkeypatch.delenv("NOTEGRADE_BASE_IMAGE")
+    assert docker_grade.base_image_name(None) == docker_grade.GRADESCOPE_BASE_IMAGE == "gradescope/autograder-base:latest"
+
+
+def test_base_image_reaches_the_docker_build(tmp_path, monkeypatch):
+    """grade.run -> docker_grade.main -> ensure_image builds FROM the flag's image (a fake engine records it)."""
+    from autograder.instructor import docker_grade
+
+    class FakeEngine:
+        def __init__(self):
+            self.builds = []
+            self.images = self
+            self.api = self
+
+        def get(self, tag):
+            import docker
+
+            raise docker.errors.ImageNotFound(tag)
+
+        def build(self, **kwargs):
+            self.builds.append(kwargs)
+            return iter([{"error": "stop here: the build arguments are what this test checks\n"}])
+
+    engine = FakeEngine()
+    monkeypatch.setattr(docker_grade, "docker_client", lambda: engine)
+    monkeypatch.setenv("NOTEGRADE_BASE_IMAGE", "from-env:1")
+    source = tmp_path / "ag"
+    for name in docker_grade.REQUIRED:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text("")
+    (source / "rubric.toml").write_text((REPO / "tests" / "rubrics" / "rendered.toml").read_text())
+    (source / "Dockerfile").write_text("FROM ${BASE_IMAGE}\n")
+    submission = tmp_path / "sub"
+    submission.mkdir()
+    (submission / "model.py").write_text("")
+    args = _parse([str(submission), "--autograder", str(source), "--docker", "--base-image", "local-base:1",
+                   "--out", str(tmp_path / "out")])
+    with pytest.raises(NotegradeError, match="stop here"):
+        grade.run(args)
+    assert [b["buildargs"] for b in engine.builds] == [{"BASE_IMAGE": "local-base:1"}]
 
 
 def test_help_shows_examples():

@@ -9,7 +9,8 @@ directory mounted at Gradescope's paths, no network, and the rubric's memory and
 containers run at once; each submission gets its own ``results.json`` and a summary table is
 printed.  A container that dies without results (out of memory, timeout) still gets a
 results.json that says what happened.  The base image is ``gradescope/autograder-base:latest``
-unless ``NOTEGRADE_BASE_IMAGE`` names another (e.g. a local stand-in where no registry is reachable).
+unless ``--base-image`` (``base_image=``) or else ``NOTEGRADE_BASE_IMAGE`` names another (e.g. a
+local stand-in where no registry is reachable).
 
 Example
 -------
@@ -179,7 +180,7 @@ def ensure_image(client, *, source: Path, tag: str | None = None, base_image: st
                     detail = "".join(log[-25:]).strip()
                     raise NotegradeError(f"docker build of {tag} failed: {event['error'].strip()}\n{detail}")
         except docker.errors.APIError as err:
-            hint = " (build it or pass NOTEGRADE_BASE_IMAGE=TAG)" if "pull access" in str(err) or "not found" in str(err) else ""
+            hint = " (build it, or name another with --base-image TAG or NOTEGRADE_BASE_IMAGE=TAG)" if "pull access" in str(err) or "not found" in str(err) else ""
             raise NotegradeError(f"docker build of {tag} failed: {err.explanation or err}{hint}") from None
         finally:
             steps.close()
