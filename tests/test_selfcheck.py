@@ -265,6 +265,21 @@ def test_features_made_with_another_front_end_are_refused(tmp_path):
         selfcheck.main(directory=TEMPLATE, rubric=tmp_path / "rubric.json", features=features, progress=False)
 
 
+def test_a_large_feature_file_is_cut_to_evenly_spaced_notes(tmp_path):
+    from autograder.featurefile import read_feature_file
+
+    features = tmp_path / "valid.safetensors"
+    labels = support.make_heldout(features, state_dict=support.reference_state_dict(0), n=10)
+    plan = selfcheck_plan.Plan(title="t", total_points=0.0, items=(), frontend_hash="test")
+    path, count, used = selfcheck._features_for_check(features, plan, tmp_path, max_notes=4)
+    subset = read_feature_file(path)
+    assert (count, used, len(subset)) == (10, 4, 4) and subset.note_strs == ["n0", "n3", "n6", "n9"]
+    assert subset.labels.tolist() == labels[[0, 3, 6, 9]].tolist() and subset.frontend_hash == "test"
+    assert selfcheck._features_for_check(features, plan, tmp_path, max_notes=0) == (features, 10, 10)
+    with pytest.raises(NotegradeError, match="--max-notes must be 0"):
+        selfcheck.main(directory=TEMPLATE, features=features, max_notes=-1)
+
+
 def test_staging_copies_only_the_submitted_files_and_keeps_what_the_sandbox_refuses(tmp_path):
     source = tmp_path / "folder"
     (source / "runs" / "first").mkdir(parents=True)
