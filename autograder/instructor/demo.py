@@ -48,7 +48,7 @@ MARKER = "demo.json"  # written first: an --out holding it is a demo's and may b
 N_STEPS = 8
 
 EXAMPLES = """examples:
-  notegrade demo                          # everything in ./demo-out (about 2-4 minutes on 2 cores)
+  notegrade demo                          # everything in ./demo-out (about 4 minutes on 2 busy cores)
   notegrade demo --out /tmp/demo --jobs 2 --keep
 
 --jobs: processes for rendering and features, and submissions graded at once (default: all cores).
