@@ -19,8 +19,11 @@ Guarantees (the numbers are :class:`SandboxLimits` defaults):
 - **Limits** (set in the child before exec, and tightened by the worker):
   CPU seconds (per call: the timeout x threads + 10 s, via prlimit), address space
   (8 GB while torch imports, then what the imports took + 1 GB: the CUDA build of torch
-  reserves ~3 GB of virtual memory at import, the CPU build ~0.6 GB), processes+threads of
-  the uid (64; as a non-root user: what the user already runs + 64), file size (64 MB),
+  reserves ~3 GB of virtual memory at import, the CPU build ~0.6 GB; in a memory-limited
+  cgroup such as Gradescope's 768 MB container, at most what the cgroup has left, minus 128 MB
+  for the grader, so a memory bomb meets this limit and not the kernel's OOM killer),
+  processes+threads of the uid (64; as a non-root user: what the user already runs + 64), file
+  size (64 MB),
   no core dumps, OOM score 1000.  New session and process group.
 - **Time.**  Each call has a wall-clock timeout; on timeout or crash the worker's process
   group AND every descendant are killed: this process is a child subreaper, so double-forked,
@@ -88,6 +91,7 @@ class SandboxLimits:
     max_files: int = 500
     startup_address_space_mb: int = 8192  # while torch imports (CUDA build: ~3.1 GB virtual)
     memory_headroom_mb: int = 1024  # address space above what the imports took; 0: unlimited
+    memory_reserve_mb: int = 128  # in a memory-limited cgroup (a container): kept for the grader, see sandbox_memory
     max_processes: int = 64  # RLIMIT_NPROC (processes + threads of the worker's uid)
     file_size_mb: int = 64  # RLIMIT_FSIZE
     cpu_seconds_total: int = 3600  # hard RLIMIT_CPU over the worker's life; per call see module doc
@@ -198,7 +202,12 @@ class Sandbox:
         who = (f"student code runs as the unprivileged user {self.user_name} (uid {self.user.uid})" if self.user else
                f"NOT ISOLATED ({'run_as=self' if os.getuid() == 0 else 'the grader is not root'}): student code "
                f"runs as the grader's own user {self.user_name} and can read and write whatever the grader can")
-        return (f"{who}; limits: {limits.memory_headroom_mb} MB of address space above the imports, "
+        info = self._last_info
+        capped = (f" (lowered to {info.get('headroom_mb')} MB: the memory-limited cgroup had "
+                  f"{info['memory_budget_mb'] + limits.memory_reserve_mb} MB left as the worker started, "
+                  f"{limits.memory_reserve_mb} MB of it kept for the grader)"
+                  if info.get("memory_budget_mb") and info.get("headroom_mb") != limits.memory_headroom_mb else "")
+        return (f"{who}; limits: {limits.memory_headroom_mb} MB of address space above the imports{capped}, "
                 f"{limits.max_processes} processes, {limits.file_size_mb} MB per file written, "
                 f"{limits.max_file_mb:g} MB per submitted file; scratch copy {self.scratch}")
 

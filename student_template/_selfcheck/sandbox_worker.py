@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from _selfcheck import sandbox_os
+from _selfcheck import sandbox_memory, sandbox_os
 from _selfcheck.errors import NotegradeError
 from _selfcheck.sandbox_files import SAFE_NAME, human_size, read_array, remove_quietly
 
@@ -141,13 +141,16 @@ class Worker:
         # CUDA maps huge virtual ranges when it initialises: no address-space limit with a GPU.
         headroom = 0 if use_gpu else int(limits.memory_headroom_mb)
         address_space = 0 if use_gpu else int(limits.startup_address_space_mb)
+        # Measured now, before this worker exists (a previous one is already stopped and reaped).
+        budget = sandbox_memory.worker_memory_budget_mb(reserve_mb=limits.memory_reserve_mb,
+                                                        memory=sandbox_memory.cgroup_memory()) if headroom else 0
         request_r, self._request_w = os.pipe()
         self._response_r, response_w = os.pipe()
         self.preexisting = {p.pid for p in sandbox_os.process_table().values() if p.ppid == self.grader_pid}
         command = [python, "-s", "-m", "notegrade_harness.worker", "--requests", str(request_r),
                    "--responses", str(response_w), "--submission", work_dir, "--inputs", inputs_dir,
                    "--outputs", outputs_dir, "--device", "cuda" if use_gpu else "cpu", "--threads", str(threads),
-                   "--headroom-mb", str(headroom)]
+                   "--headroom-mb", str(headroom), "--memory-budget-mb", str(budget)]
         if user is None and site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
             # Same user, but HOME is the scratch dir: keep a `pip install --user` torch importable.
             command += ["--site", site.getusersitepackages()]

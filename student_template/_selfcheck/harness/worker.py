@@ -4,7 +4,8 @@ UNTRUSTED side.  ``autograder/sandbox.py`` copies this package into a scratch di
 starts it (as an unprivileged user when the grader is root, with rlimits) as::
 
     python -s -m notegrade_harness.worker --requests 3 --responses 4 \\
-        --submission DIR --inputs DIR --outputs DIR --device cpu --threads 2 --headroom-mb 1024
+        --submission DIR --inputs DIR --outputs DIR --device cpu --threads 2 --headroom-mb 1024 \\
+        --memory-budget-mb 0
 
 Protocol (dedicated pipes, never stdout, which belongs to the student's prints):
 
@@ -47,26 +48,36 @@ def _parse_args(argv: "list[str] | None") -> argparse.Namespace:
                         help="extra site directory (the grader's user site-packages when not isolated)")
     parser.add_argument("--headroom-mb", type=int, default=1024,
                         help="address space allowed above what the imports use (0: no limit)")
+    parser.add_argument("--memory-budget-mb", type=int, default=0,
+                        help="memory this process may hold in total, imports included (0: no cap)")
     return parser.parse_args(argv)
 
 
-def _tighten_address_space(headroom_mb: int) -> "int | None":
-    """Limit virtual memory to what the imports took plus ``headroom_mb``.
+MIN_HEADROOM_MB = 64  # even when a container is nearly full, small probes keep working
+
+
+def _tighten_address_space(headroom_mb: int, budget_mb: int = 0) -> "tuple[int | None, int]":
+    """Limit virtual memory to what the imports took plus ``headroom_mb``; (limit MB, headroom MB).
 
     The CUDA build of torch reserves ~3 GB of address space at import and the CPU build
     ~0.6 GB, so a fixed limit is either useless for one or fatal for the other; measuring
-    after the import gives every build the same room for student allocations.
+    after the import gives every build the same room for student allocations.  In a container
+    the grader passes ``budget_mb`` (what the cgroup had left before this process started): the
+    headroom stays below it minus what the imports made resident, so a memory bomb meets this
+    limit, with a MemoryError, before the kernel's OOM killer.
     """
     if headroom_mb <= 0:
-        return None
+        return None, 0
     with open("/proc/self/status") as status:
-        vm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
-    limit = vm_kb * 1024 + headroom_mb * 1024 * 1024
+        fields = {line.split(":")[0]: line.split()[1] for line in status if line.startswith(("VmSize:", "RssAnon:"))}
+    if budget_mb > 0:
+        headroom_mb = max(MIN_HEADROOM_MB, min(headroom_mb, budget_mb - int(fields.get("RssAnon", 0)) // 1024))
+    limit = int(fields["VmSize"]) * 1024 + headroom_mb * 1024 * 1024
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    return limit // (1024 * 1024)
+    return limit // (1024 * 1024), headroom_mb
 
 
 def _write_line(fd: int, message: dict) -> None:
@@ -99,7 +110,7 @@ def main(argv: "list[str] | None" = None) -> int:
     common.install_guards()
     import_seconds = time.perf_counter() - started
     device = args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu"
-    limit_mb = _tighten_address_space(args.headroom_mb)
+    limit_mb, headroom_mb = _tighten_address_space(args.headroom_mb, args.memory_budget_mb)
     os.chdir(args.submission)
     sys.path.insert(0, args.submission)
     context = common.WorkerContext(
@@ -109,7 +120,7 @@ def main(argv: "list[str] | None" = None) -> int:
         "event": "ready", "pid": worker_pid, "python": sys.version.split()[0], "torch": torch.__version__,
         "numpy": numpy.__version__, "cuda_available": bool(torch.cuda.is_available()), "device": device,
         "import_seconds": round(import_seconds, 3), "ready_seconds": round(time.perf_counter() - started, 3),
-        "address_space_limit_mb": limit_mb,
+        "address_space_limit_mb": limit_mb, "headroom_mb": headroom_mb, "memory_budget_mb": args.memory_budget_mb,
     })
     requests = os.fdopen(args.requests, "rb", buffering=0)
     while True:
