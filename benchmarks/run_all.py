@@ -1,0 +1,179 @@
+"""Run every benchmark in benchmarks/ one after another, then print a summary of the headline numbers.
+
+Each benchmark runs as its own process (so one's imports and threads don't skew the next), its
+output is printed as it comes, and the lines that carry its headline numbers (ratios to the
+floors, peak memory, throughput, accuracy) are collected for the summary at the end:
+
+* ``bench_features.py``  -- feature extraction: the builder against librosa and the decode floor;
+* ``bench_grading.py``   -- grading the reference end to end: wall time / cost floor, peak memory;
+* ``bench_docker.py``    -- image size, setup.sh time, grading in a 768 MB container, --jobs 2 vs 1
+  (only when a Docker engine is reachable; otherwise skipped with the reason);
+* ``bench_training.py``  -- train_one_epoch throughput and time to target (needs the feature files
+  in ``--training-data``: ``train/valid/test.safetensors``; otherwise skipped with the commands).
+
+``--quick`` runs fewer rounds and smaller inputs everywhere (minutes instead of the better part of
+an hour); its numbers are noisier.  Other engineers share the cores: run it when the machine is quiet.
+
+Example::
+
+    .venv/bin/python benchmarks/run_all.py --quick
+    .venv/bin/python benchmarks/run_all.py --only grading --only docker
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_DIR = REPO / "benchmarks"
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """One benchmark script: its arguments (full and ``--quick``) and the lines that make its headline."""
+
+    name: str
+    script: Path
+    args: Callable[..., list[str]]  # (quick=, work=, training_data=) -> command-line arguments
+    headlines: tuple[str, ...]  # regexes; every output line matching one goes to the summary
+    skip_reason: Callable[..., "str | None"] = lambda **_: None  # (training_data=) -> why not, or None
+
+
+@dataclasses.dataclass
+class Outcome:
+    name: str
+    status: str  # ok | failed | skipped
+    seconds: float = 0.0
+    headlines: list[str] = dataclasses.field(default_factory=list)
+    reason: str = ""
+
+
+def _docker_unreachable(**_) -> "str | None":
+    from autograder.errors import NotegradeError
+    from autograder.instructor.docker_grade import docker_client
+
+    try:
+        docker_client().close()
+    except NotegradeError as err:
+        return str(err)
+    return None
+
+
+def _training_data_missing(*, training_data: Path, **_) -> "str | None":
+    missing = [name for name in ("train", "valid", "test") if not (training_data / f"{name}.safetensors").is_file()]
+    if not missing:
+        return None
+    return (f"no {', '.join(f'{m}.safetensors' for m in missing)} in {training_data}: make them with "
+            f"`notegrade data render --out data/rendered` and `notegrade data features --nsynth "
+            f"data/rendered/nsynth-SPLIT --out {training_data}/SPLIT.safetensors`, or pass --training-data DIR")
+
+
+def _training_args(*, quick: bool, training_data: Path, **_) -> list[str]:
+    files = [arg for name in ("train", "valid", "test") for arg in (f"--{name}", str(training_data / f"{name}.safetensors"))]
+    return files + (["--throughput-batches", "20", "--skip-full"] if quick else [])
+
+
+BENCHMARKS = (
+    Benchmark("features", BENCH_DIR / "bench_features.py",
+              lambda *, quick, **_: ["--n", "300", "--rounds", "1"] if quick else [],
+              (r"^Benchmark 1:", r"^builder / ", r"^librosa vs builder")),
+    Benchmark("grading", BENCH_DIR / "bench_grading.py",
+              lambda *, quick, work, **_: ["--work", str(work)] + (["--repeat", "1"] if quick else []),
+              (r"^median of ", r"^peak memory of the grading")),
+    Benchmark("docker", BENCH_DIR / "bench_docker.py",
+              lambda *, quick, work, **_: ["--work", str(work)] + (["--submissions", "4", "--rounds", "1"] if quick else []),
+              (r"^autograder zip:", r"^setup\.sh in", r"^image ", r"^reference submission, one container",
+               r"^median over .*speed-up"), _docker_unreachable),
+    Benchmark("training", BENCH_DIR / "bench_training.py", _training_args,
+              (r"^train_one_epoch throughput", r"^default training:", r"^test accuracy"), _training_data_missing),
+)
+
+
+def run_benchmark(bench: Benchmark, *, quick: bool, work: Path, training_data: Path,
+                  echo: Callable[[str], None] = print) -> Outcome:
+    """Run one benchmark as a child process, echoing its output; keep its headline lines."""
+    if not bench.script.is_file():
+        return Outcome(bench.name, "skipped", reason=f"{bench.script.relative_to(REPO)} does not exist")
+    reason = bench.skip_reason(training_data=training_data)
+    if reason:
+        return Outcome(bench.name, "skipped", reason=reason)
+    command = [sys.executable, str(bench.script), *bench.args(quick=quick, work=work, training_data=training_data)]
+    echo(f"\n===== {bench.name}: {' '.join(Path(c).name if c == sys.executable else c for c in command)}")
+    patterns = [re.compile(p) for p in bench.headlines]
+    outcome = Outcome(bench.name, "ok")
+    started = time.perf_counter()
+    # stderr joins stdout: the benchmarks' progress lines belong to the record; PYTHONUNBUFFERED keeps the order.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, text=True, errors="replace") as proc:
+        tail: list[str] = []
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            echo(line)
+            tail = (tail + [line])[-5:]
+            if any(p.search(line) for p in patterns):
+                outcome.headlines.append(line.strip())
+        code = proc.wait()
+    outcome.seconds = time.perf_counter() - started
+    if code != 0:
+        outcome.status = "failed"
+        outcome.reason = f"exit status {code}; last lines: " + " | ".join(t.strip() for t in tail if t.strip())
+    elif not outcome.headlines:
+        outcome.reason = "no headline line found in its output (did its format change?)"
+    return outcome
+
+
+def summary(outcomes: "list[Outcome]", *, quick: bool) -> str:
+    """The final report: per benchmark its status, wall time and headline lines (or why it did not run)."""
+    lines = [f"===== summary ({'quick' if quick else 'full'} run, {os.cpu_count()} cores, "
+             f"load average now {os.getloadavg()[0]:.2f})"]
+    for outcome in outcomes:
+        took = f", {outcome.seconds:.0f} s" if outcome.status != "skipped" else ""
+        lines.append(f"{outcome.name}: {outcome.status}{took}" + (f" -- {outcome.reason}" if outcome.reason else ""))
+        lines += [f"    {headline}" for headline in outcome.headlines]
+    return "\n".join(lines)
+
+
+def main(*, quick: bool = False, only: "list[str] | None" = None, work: Path = Path("/tmp/notegrade-bench"),
+         training_data: Path = REPO / "data", benchmarks: "tuple[Benchmark, ...]" = BENCHMARKS) -> int:
+    """Run the benchmarks (all, or those named in ``only``) in order; 1 if any failed."""
+    known = [b.name for b in benchmarks]
+    unknown = sorted(set(only or []) - set(known))
+    if unknown:
+        print(f"run_all: unknown benchmark {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
+        return 2
+    chosen = [b for b in benchmarks if not only or b.name in only]
+    outcomes = []
+    with tqdm(total=len(chosen), desc="benchmarks", unit="benchmark", file=sys.stderr, disable=None) as bar:
+        for bench in chosen:
+            bar.set_postfix_str(bench.name)
+            outcomes.append(run_benchmark(bench, quick=quick, work=work, training_data=training_data, echo=tqdm.write))
+            bar.update(1)
+    print("\n" + summary(outcomes, quick=quick), flush=True)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="examples:\n  .venv/bin/python benchmarks/run_all.py --quick\n"
+                                            "  .venv/bin/python benchmarks/run_all.py --only grading --only docker",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller inputs (noisier numbers)")
+    parser.add_argument("--only", action="append", choices=[b.name for b in BENCHMARKS],
+                        help="run only this benchmark (repeatable; default: all)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/notegrade-bench"),
+                        help="cache of the 4,096-note held-out file and scratch space (grading, docker)")
+    parser.add_argument("--training-data", type=Path, default=REPO / "data",
+                        help="directory with train/valid/test.safetensors for bench_training.py")
+    args = parser.parse_args()
+    sys.exit(main(quick=args.quick, only=args.only, work=args.work, training_data=args.training_data))
