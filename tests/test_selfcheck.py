@@ -77,7 +77,7 @@ def calibrated_template(assets, public_dir) -> pathlib.Path:
 def run_vendored(template: pathlib.Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python selfcheck.py ARGS`` in ``template``, the repo unimportable; as `nobody` when root."""
     python = os.environ.get("NOTEGRADE_WORKER_PYTHON") if ROOT else sys.executable  # set by grading_assets()
-    command = ["env", f"HOME={template}", "PATH=/usr/bin:/bin", "LANG=C.UTF-8", python, "-c", RUN_VENDORED, *args]
+    command = ["env", "-i", f"HOME={template}", "PATH=/usr/bin:/bin", "LANG=C.UTF-8", python, "-c", RUN_VENDORED, *args]
     if ROOT:
         command = ["runuser", "-u", "nobody", "--"] + command
     result = subprocess.run(command, cwd=template, capture_output=True, text=True, timeout=timeout)
