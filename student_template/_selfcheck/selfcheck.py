@@ -279,14 +279,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_directory: "Path |
         parser.add_argument("directory", type=Path, metavar="DIR", help=help_dir)
     else:
         parser.add_argument("directory", type=Path, metavar="DIR", nargs="?", default=default_directory, help=help_dir)
-    parser.add_argument("--model", type=Path, metavar="FILE", help="the model.pt to check (None: DIR/model.pt), "
-                                                                   "e.g. runs/first/model.pt")
+    parser.add_argument("--model", type=Path, metavar="FILE", help="the model.pt to check, e.g. runs/first/model.pt; "
+                                                                   "None = DIR/model.pt")
     parser.add_argument("--features", type=Path, metavar="VALID_FILE",
-                        help="your validation feature file: the accuracy item runs on it (None: that item is not run)")
+                        help="your validation feature file: the accuracy item runs on it; None = that item is not run")
     parser.add_argument("--max-notes", type=int, default=MAX_NOTES, metavar="N",
                         help="use at most N evenly spaced notes of --features (0: all; the forward passes take the time)")
     parser.add_argument("--rubric", type=Path, metavar="FILE",
-                        help=f"a rubric .toml (toolkit) or an exported {EXPORT_NAME} (None: {default_rubric().name})")
+                        help=f"a rubric .toml (toolkit) or an exported {EXPORT_NAME}; None = {default_rubric().name}")
     parser.add_argument("--json", action="store_true", dest="as_json", help="print the report as JSON")
     parser.add_argument("--verbose", action="store_true", help="log each item's time and the sandbox set-up to stderr")
 
