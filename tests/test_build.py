@@ -162,7 +162,7 @@ def test_refuses_grading_code_that_imports_what_the_runtime_lacks(tmp_path, monk
     package = tmp_path / "autograder"
     shutil.copytree(REPO / "autograder", package, ignore=shutil.ignore_patterns("__pycache__", "instructor"))
     runner = package / "run_autograder.py"
-    runner.write_text(runner.read_text().replace("import inspect\n", "import inspect\nimport pandas\n", 1))
+    runner.write_text(runner.read_text().replace("import json\n", "import json\nimport pandas\n", 1))
     monkeypatch.setattr(build, "PACKAGE_DIR", package)
     monkeypatch.setattr(build, "REPO_ROOT", tmp_path)
     with pytest.raises(NotegradeError, match=r"autograder/run_autograder\.py imports 'pandas'"):
