@@ -294,6 +294,10 @@ def test_staging_copies_only_the_submitted_files_and_keeps_what_the_sandbox_refu
     assert os.readlink(staged / "train.py") == "/etc/passwd" and (staged / "model.pt").stat().st_size == 60 << 20
     (source / "model.pt").unlink()
     (source / "runs" / "first" / "model.pt").write_bytes(b"weights")
+    os.symlink(source / "runs" / "first" / "model.pt", source / "latest.pt")
+    selfcheck._stage(source, source / "latest.pt", tmp_path / "explicit", max_file_mb=50.0)  # --model: its target
+    assert not (tmp_path / "explicit" / "model.pt").is_symlink()
+    assert (tmp_path / "explicit" / "model.pt").read_bytes() == b"weights"
     assert selfcheck._hints(source, None) == [
         f"model.pt is not in {source}, but {source}/runs/first/model.pt is: pass --model {source}/runs/first/model.pt"]
 

@@ -263,8 +263,9 @@ SELFCHECK_ACCURACY = """\
 The held-out notes and their labels stay on Gradescope, so item {items} cannot run here as graded.
 With `--features valid.safetensors` (your validation features, see "Compute the features") it runs
 the same check on your own validation notes and reports "validation accuracy (your file), not the
-held-out score": an estimate, since the held-out instruments differ from yours.  Without
-`--features` it is reported as not run.
+held-out score": an estimate, since the held-out instruments differ from yours.  It uses at most
+4,096 of your notes, evenly spaced, to stay well under a minute (`--max-notes 0` uses them all).
+Without `--features` it is reported as not run.
 
 ```bash
 python selfcheck.py --model runs/first/model.pt --features valid.safetensors
