@@ -75,7 +75,8 @@ def _stage(directory: Path, model: "Path | None", dest: Path, max_file_mb: float
     reading them, with the same messages as on Gradescope."""
     dest.mkdir()
     for name in SUBMITTED:
-        source = model if name == "model.pt" and model is not None else directory / name
+        # --model names the file to check: its target is what an upload of it sends
+        source = model.resolve() if name == "model.pt" and model is not None else directory / name
         if os.path.islink(source):
             os.symlink(os.readlink(source), dest / name)
         elif source.is_file() and source.stat().st_size > max_file_mb * (1 << 20):
