@@ -9,7 +9,8 @@ floors, peak memory, throughput, accuracy) are collected for the summary at the 
 * ``bench_docker.py``    -- image size, setup.sh time, grading in a 768 MB container, --jobs 2 vs 1
   (only when a Docker engine is reachable; otherwise skipped with the reason);
 * ``bench_training.py``  -- train_one_epoch throughput and time to target (needs the feature files
-  in ``--training-data``: ``train/valid/test.safetensors``; otherwise skipped with the commands).
+  in ``--training-data``: ``train/valid/test.safetensors``; otherwise skipped with the commands);
+* ``bench_selfcheck.py`` -- the student self-check's wall time against its cost floor.
 
 ``--quick`` runs fewer rounds and smaller inputs everywhere (minutes instead of the better part of
 an hour); its numbers are noisier.  Other engineers share the cores: run it when the machine is quiet.
@@ -95,6 +96,9 @@ BENCHMARKS = (
                r"^median over .*speed-up"), _docker_unreachable),
     Benchmark("training", BENCH_DIR / "bench_training.py", _training_args,
               (r"^train_one_epoch throughput", r"^default training:", r"^test accuracy"), _training_data_missing),
+    Benchmark("selfcheck", BENCH_DIR / "bench_selfcheck.py",
+              lambda *, quick, **_: ["--repeat", "1"] if quick else [],
+              (r"^floor: import torch", r"^selfcheck\.py", r"^default self-check with --features")),
 )
 
 
@@ -115,10 +119,13 @@ def run_benchmark(bench: Benchmark, *, quick: bool, work: Path, training_data: P
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, text=True, errors="replace") as proc:
+                          stdin=subprocess.DEVNULL) as proc:
         tail: list[str] = []
-        for line in proc.stdout:
-            line = line.rstrip("\n")
+        for raw in proc.stdout:
+            # A progress bar redraws its line after each "\r": keep only what it finally shows.
+            line = raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1]
+            if not line.strip() and raw.strip():
+                continue  # a bar that cleared itself (leave=False)
             echo(line)
             tail = (tail + [line])[-5:]
             if any(p.search(line) for p in patterns):

@@ -47,6 +47,21 @@ def test_a_benchmark_is_echoed_and_its_headline_lines_collected(run_all, tmp_pat
     assert echoed[1:] == ["warming up", "speed: 12 files/s ['--rounds', '1']", "progress", "  speed: indented too"]
 
 
+def test_progress_bars_show_only_their_final_state(run_all, tmp_path):
+    script = _script(tmp_path, "fake_bar.py",
+                     "from tqdm import tqdm\n"
+                     "for _ in tqdm(range(300), desc='epoch 1', mininterval=0):\n    pass\n"
+                     "for _ in tqdm(range(50), desc='gone', leave=False, mininterval=0):\n    pass\n"
+                     "print('speed: 3 batches/s')\n")
+    echoed = []
+    outcome = run_all.run_benchmark(_bench(run_all, script), quick=False, work=tmp_path, training_data=tmp_path,
+                                    echo=echoed.append)
+    assert outcome.headlines == ["speed: 3 batches/s"]
+    bars = [line for line in echoed[1:] if "epoch 1" in line]
+    assert len(bars) == 1 and "300/300" in bars[0], echoed  # not one line per redraw
+    assert not any("gone" in line for line in echoed) and echoed[-1] == "speed: 3 batches/s"
+
+
 def test_failures_and_missing_headlines_are_reported(run_all, tmp_path):
     failing = _script(tmp_path, "fake_fail.py", "print('speed: 1')\nprint('Traceback: boom')\nsys.exit(3)\n")
     outcome = run_all.run_benchmark(_bench(run_all, failing), quick=False, work=tmp_path, training_data=tmp_path,
