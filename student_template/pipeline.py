@@ -46,7 +46,7 @@ EXAMPLES = """examples:
 class TrainConfig:
     """Everything that decides a training run (saved in the checkpoint and config.json)."""
 
-    epochs: int = 12  # upper bound on passes over the training set; early stopping may end sooner
+    epochs: int = 10  # upper bound on passes over the training set; early stopping may end sooner
     patience: int = 4  # epochs without a lower validation loss before stopping
     batch_size: int = 64  # examples per optimizer step (64 is also fastest on CPU with channels_last)
     optimizer: str = "adam"  # "adam" or "sgd" (SGD uses momentum)
