@@ -141,7 +141,7 @@ def make_loss(config: TrainConfig, model: nn.Module):
             # Cross-entropy against the uniform target is logsumexp(z) - mean(z), i.e. the loss above
             # plus z_target - mean(z).  Smoothing keeps logits bounded, so the validation loss that
             # early stopping watches does not explode on confident mistakes (unseen instruments).
-            picked = logits.gather(1, target.long().unsqueeze(1)).squeeze(1)
+            picked = (logits * nn.functional.one_hot(target.long(), logits.shape[1])).sum(dim=1)
             loss = loss + config.label_smoothing * (picked - logits.mean(dim=1)).mean()
         if config.l1:
             loss = loss + config.l1 * l1_penalty(model)
