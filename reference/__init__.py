@@ -2,5 +2,5 @@
 
 Student-facing files (``features``, ``nsynth``, ``make_features``, ``pipeline``,
 ``model``, ``losses``, ``train``) are turned into the starter code by ``notegrade assign``;
-the rest (rendering, the training driver, evaluation) stays with the instructor.
+the rest (rendering, held-out files, evaluation) stays with the instructor.
 """
