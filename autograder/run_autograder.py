@@ -95,6 +95,7 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
         with _open_sandbox(submission=submission, limits=rubric.sandbox, hide=hide) as sandbox:
             grade_items(rubric=rubric, sandbox=sandbox, registry=REGISTRY, context=context,
                         deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
+            print(f"sandbox: {sandbox.describe()}", flush=True)  # the instructor's log (results/stdout)
     finally:
         if progress is not None:
             progress.close()

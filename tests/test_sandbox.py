@@ -250,3 +250,26 @@ def test_concurrent_sandboxes_get_distinct_users_and_do_not_kill_each_other(tmp_
         first.close()
         second.close()
     assert not support.uid_processes(pwd.getpwnam(second.user_name).pw_uid)
+
+
+def test_worker_sets_its_own_cpu_limit_per_call():
+    """Inside a container the grader's prlimit() on the worker is refused (EPERM), so the harness
+    applies the per-call CPU limit the request carries to itself."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "from autograder.harness.worker import _limit_cpu_seconds\n"
+        "before = resource.getrlimit(resource.RLIMIT_CPU)\n"
+        "_limit_cpu_seconds(7)\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_CPU)\n"
+        "used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])\n"
+        "assert used + 6 <= soft <= used + 9, (soft, used)\n"
+        "assert hard == before[1]\n"
+        "_limit_cpu_seconds('junk'); _limit_cpu_seconds(True); _limit_cpu_seconds(-1)\n"
+        "assert resource.getrlimit(resource.RLIMIT_CPU) == (soft, hard)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr

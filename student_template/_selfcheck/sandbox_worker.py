@@ -278,6 +278,9 @@ class Worker:
         self._drain(self._response_r, None)
         self._buffer = b""  # anything already there was not an answer to this request
         self._set_cpu_limit(timeout_s)
+        # The worker also applies it to itself: prlimit() on another user's process is refused
+        # inside containers (EPERM), where this is then the only per-call CPU limit.
+        message = {**message, "cpu_limit_s": int(timeout_s * max(1, int(self.limits.threads)) + 10)}
         try:
             os.set_blocking(self._request_w, True)
             os.write(self._request_w, (json.dumps(message) + "\n").encode())

@@ -80,6 +80,24 @@ def _tighten_address_space(headroom_mb: int, budget_mb: int = 0) -> "tuple[int |
     return limit // (1024 * 1024), headroom_mb
 
 
+def _limit_cpu_seconds(seconds: object) -> None:
+    """Soft RLIMIT_CPU = CPU time used so far + ``seconds`` (SIGXCPU ends a runaway call).
+
+    Lowering or raising a soft limit below the hard one needs no privilege, so this works where
+    the grader's prlimit() on this process does not (a container)."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(usage.ru_utime + usage.ru_stime + seconds) + 1
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (OSError, ValueError):
+        pass  # the grader's own prlimit and wall-clock timeout still apply
+
+
 def _write_line(fd: int, message: dict) -> None:
     data = (json.dumps(message, allow_nan=True, default=str) + "\n").encode()
     view = memoryview(data)
@@ -135,6 +153,7 @@ def main(argv: "list[str] | None" = None) -> int:
                 "kind": "protocol", "message": "worker received a malformed request"}})
             continue
         call_started = time.perf_counter()
+        _limit_cpu_seconds(request.get("cpu_limit_s"))
         try:
             response = probes.run_probe(request, context)
         except BaseException as err:  # a harness bug or something the probe could not contain
