@@ -39,7 +39,12 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and show defaults."""
+    """Keep the examples' line breaks and show defaults (but not "None" or False for flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or "(default" in (action.help or "") or "default:" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def _overview() -> str:
@@ -61,7 +66,8 @@ def build_parser(words: tuple[str, ...]) -> argparse.ArgumentParser:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(
         prog="notegrade " + " ".join(words),
-        description=summary[0].upper() + summary[1:] + ".\n\n" + (module.__doc__ or "").strip().split("\n\n")[0],
+        # The module docstring's first paragraph says it best; the registry's summary is the fallback.
+        description=(module.__doc__ or "").strip().split("\n\n")[0] or summary[0].upper() + summary[1:] + ".",
         epilog=getattr(module, "EXAMPLES", None),
         formatter_class=_Formatter,
     )
