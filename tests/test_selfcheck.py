@@ -76,7 +76,9 @@ def calibrated_template(assets, public_dir) -> pathlib.Path:
 
 def run_vendored(template: pathlib.Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python selfcheck.py ARGS`` in ``template``, the repo unimportable; as `nobody` when root."""
-    python = os.environ.get("NOTEGRADE_WORKER_PYTHON") if ROOT else sys.executable  # set by grading_assets()
+    # As root, grading_assets() sets NOTEGRADE_WORKER_PYTHON when this interpreter is out of
+    # `nobody`'s reach (a venv under /root); otherwise this interpreter is reachable and used as is.
+    python = (os.environ.get("NOTEGRADE_WORKER_PYTHON") if ROOT else None) or sys.executable
     command = ["env", "-i", f"HOME={template}", "PATH=/usr/bin:/bin", "LANG=C.UTF-8", python, "-c", RUN_VENDORED, *args]
     if ROOT:
         command = ["runuser", "-u", "nobody", "--"] + command
