@@ -44,26 +44,27 @@ import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
-from reference.gm_families import ProgramInfo, preset_info
-from reference.nsynth import N_SAMPLES, QUALITIES, SAMPLE_RATE, SOURCES, VELOCITIES
+from reference.nsynth import VELOCITIES
+# The planning and the FluidSynth parts live in their own modules; their public names are
+# re-exported here so ``reference.render`` stays the one entry point (tests use measure_qualities).
+from reference.render_fluidsynth import (GAIN, HOLD_SAMPLES, list_presets, measure_qualities, render_instrument,
+                                         render_note)
+from reference.render_plan import HELD_FRACTION, SPLITS, Instrument, plan
+
+__all__ = ["DEFAULT_NOTES_PER_INSTRUMENT", "DEFAULT_SOUNDFONTS", "GAIN", "HELD_FRACTION", "HOLD_SAMPLES", "SPLITS",
+           "Instrument", "add_arguments", "list_presets", "main", "measure_qualities", "plan", "render_instrument",
+           "render_note", "run"]
 
 DEFAULT_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/TimGM6mb.sf2",
                       "/usr/share/sounds/sf3/MuseScore_General_Full.sf3")
 DEFAULT_NOTES_PER_INSTRUMENT = 90
-SPLITS = ("train", "valid", "test")
-HELD_FRACTION = 0.15  # of each family's instruments, for valid and for test each
-GAIN = 1.0  # FluidSynth master gain: loud notes peak around -6 dBFS, quiet ones around -40 dBFS
-HOLD_SAMPLES = 48_000  # note-off after 3 s
 
 EXAMPLES = """examples:
   # the default dataset (all three Debian GM SoundFonts; what the acceptance run trains on)
@@ -74,184 +75,6 @@ EXAMPLES = """examples:
   # only middle pitches, two velocities, another seed
   notegrade data render --out data/mid --pitch-range 48-72 --velocities 75,127 --seed 3
 """
-
-
-@dataclass
-class Instrument:
-    """One SoundFont preset rendered as an NSynth instrument."""
-
-    soundfont: str
-    bank: int
-    program: int
-    preset_name: str
-    info: ProgramInfo
-    split: str = ""
-    instrument: int = -1  # global id
-    instrument_str: str = ""
-    notes: list[tuple[int, int, int]] = field(default_factory=list)  # (note id, pitch, velocity)
-
-
-def plan(presets: dict[str, list[tuple[int, int, str]]], *, seed: int, notes_per_instrument: int,
-         pitch_range: tuple[int, int], velocities: Sequence[int],
-         max_programs_per_family: int | None) -> list[Instrument]:
-    """Choose instruments, their split and their notes; deterministic in the seed and options."""
-    by_family: dict[str, list[Instrument]] = {f: [] for f in FAMILIES}
-    for soundfont, rows in presets.items():
-        for bank, program, name in rows:
-            info = preset_info(bank, program, name)
-            if info is not None:
-                by_family[info.family].append(Instrument(soundfont, bank, program, name, info))
-    chosen: list[Instrument] = []
-    for family_id, family in enumerate(FAMILIES):
-        # A SoundFont's program and its bank variants ("Violin", "Slow Violin", "Violins Slow") share
-        # samples, so they form one group and go to the same split.
-        groups: dict[tuple[str, int], list[Instrument]] = {}
-        for inst in by_family[family]:
-            groups.setdefault((inst.soundfont, inst.program), []).append(inst)
-        keys = list(groups)
-        order = np.random.default_rng([seed, family_id]).permutation(len(keys))
-        keys = [keys[i] for i in order][:max_programs_per_family]
-        n = len(keys)
-        n_held = max(1, round(HELD_FRACTION * n)) if n >= 3 else 0
-        splits = ["valid"] * n_held + ["test"] * n_held + (["test"] if n == 2 else [])
-        for key, split in zip(keys, splits + ["train"] * n):
-            for inst in groups[key]:
-                inst.split = split
-                chosen.append(inst)
-    # Ids and NNN numbers in a stable order: family, source, SoundFont, bank, program.
-    font_rank = {sf_path: i for i, sf_path in enumerate(presets)}
-    chosen.sort(key=lambda x: (FAMILIES.index(x.info.family), SOURCES.index(x.info.source),
-                               font_rank[x.soundfont], x.bank, x.program))
-    per_kind: dict[tuple[str, str], int] = {}
-    note_id = 0
-    for inst_id, inst in enumerate(chosen):
-        kind = (inst.info.family, inst.info.source)
-        inst.instrument, per_kind[kind] = inst_id, per_kind.get(kind, -1) + 1
-        inst.instrument_str = f"{kind[0]}_{kind[1]}_{per_kind[kind]:03d}"
-        lo, hi = max(inst.info.low, pitch_range[0], 21), min(inst.info.high, pitch_range[1], 108)
-        grid = [(p, v) for p in range(lo, hi + 1) for v in velocities]
-        if len(grid) > notes_per_instrument:
-            pick = np.random.default_rng([seed, 1, inst_id]).choice(len(grid), notes_per_instrument, replace=False)
-            grid = [grid[i] for i in sorted(pick)]
-        inst.notes = [(note_id + i, p, v) for i, (p, v) in enumerate(grid)]
-        note_id += len(grid)
-    return chosen
-
-
-# FluidSynth voices start from what the voice object last played (filter and envelope state), so
-# a render depends on the renders before it in the same synth.  Each instrument therefore gets a
-# fresh synth, and its notes are rendered in a fixed order: its files are the same whichever
-# worker renders it and whatever that worker rendered before.  A "holder" synth per process keeps
-# every SoundFont loaded, so FluidSynth's sample cache makes those fresh loads cheap.
-_HOLDER = None
-_HOLDER_FONTS: dict[str, int] = {}
-
-
-def _new_synth():
-    import ctypes
-
-    import fluidsynth  # imported in the workers only: it loads libfluidsynth
-
-    fluidsynth._fl.fluid_synth_write_float.argtypes = [ctypes.c_void_p, ctypes.c_int] + [
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_int] * 2
-    # Dry output (no reverb/chorus) so a note's audio depends only on its preset, pitch and velocity.
-    return fluidsynth.Synth(samplerate=float(SAMPLE_RATE), gain=GAIN, **{"synth.reverb.active": 0,
-                                                                          "synth.chorus.active": 0})
-
-
-def _load(synth, soundfont: str) -> int:
-    sfid = synth.sfload(soundfont)
-    if sfid < 0:
-        raise NotegradeError(f"{soundfont}: FluidSynth cannot load this file; pass an SF2 or SF3 SoundFont")
-    return sfid
-
-
-def _held(soundfont: str):
-    """The process's holder synth and the id of ``soundfont`` in it (loading it once)."""
-    global _HOLDER
-    if _HOLDER is None:
-        _HOLDER = _new_synth()
-    if soundfont not in _HOLDER_FONTS:
-        _HOLDER_FONTS[soundfont] = _load(_HOLDER, soundfont)
-    return _HOLDER, _HOLDER_FONTS[soundfont]
-
-
-def list_presets(soundfont: str) -> list[tuple[int, int, str]]:
-    """Every (bank, program, preset name) in a SoundFont."""
-    synth, sfid = _held(soundfont)
-    return [(bank, prog, name) for bank in range(129) for prog in range(128)
-            if (name := synth.sfpreset_name(sfid, bank, prog)) is not None]
-
-
-def render_note(synth, sfid: int, bank: int, program: int, pitch: int, velocity: int) -> np.ndarray:
-    """One float32 mono note (64,000 samples): note-on at 0, note-off at 3 s, then the release."""
-    import fluidsynth
-
-    synth.program_select(0, sfid, bank, program)
-    # A short primer of the same note first, so a note's attack does not inherit the previous
-    # note's voice state (the first block would otherwise depend on the note before it).
-    synth.noteon(0, pitch, velocity)
-    synth.get_samples(256)
-    synth.all_sounds_off(0)
-    synth.get_samples(64)
-    stereo = np.zeros((2, N_SAMPLES), dtype=np.float32)
-    synth.noteon(0, pitch, velocity)
-    for start, stop in ((0, HOLD_SAMPLES), (HOLD_SAMPLES, N_SAMPLES)):
-        fluidsynth._fl.fluid_synth_write_float(synth.synth, stop - start, stereo[0, start:].ctypes.data, 0, 1,
-                                               stereo[1, start:].ctypes.data, 0, 1)
-        if start == 0:
-            synth.noteoff(0, pitch)
-    synth.all_sounds_off(0)
-    synth.get_samples(64)  # let the killed voices finish
-    return stereo.mean(axis=0)
-
-
-def measure_qualities(wave: np.ndarray, info: ProgramInfo) -> list[int]:
-    """NSynth's 10 quality flags from fixed rules on the audio (see the module docstring)."""
-    rms = np.sqrt(np.mean(wave.reshape(80, 800).astype(np.float64) ** 2, axis=1)) + 1e-12
-    peak = rms.max()
-    held, after = rms[50:60].mean(), rms[70:80].mean()
-    spectrum = np.abs(np.fft.rfft(wave[:48_000])) ** 2
-    freqs = np.fft.rfftfreq(48_000, 1 / SAMPLE_RATE)
-    centroid = float((freqs * spectrum).sum() / max(spectrum.sum(), 1e-20))
-    flags = {
-        "bright": centroid > 2500, "dark": centroid < 500, "distortion": info.distortion,
-        "fast_decay": held < 0.1 * peak, "long_release": after > 0.1 * held and after > 0.01 * peak,
-        "percussive": int(np.argmax(rms)) == 0 and rms[10] < 0.5 * peak,
-    }
-    return [int(bool(flags.get(q, False))) for q in QUALITIES]
-
-
-def render_instrument(inst: Instrument, split_dir: Path) -> dict:
-    """Render, check and write one instrument's notes; returns its examples.json entries and drops."""
-    entries, dropped = {}, {"silent": 0, "clipped": 0}
-    _held(inst.soundfont)
-    synth = _new_synth()
-    sfid = _load(synth, inst.soundfont)
-    try:
-        waves = [render_note(synth, sfid, inst.bank, inst.program, pitch, velocity) for _, pitch, velocity in inst.notes]
-    finally:
-        synth.delete()
-    for (note_id, pitch, velocity), wave in zip(inst.notes, waves):
-        peak = float(np.abs(wave).max())
-        if peak < 1e-3:
-            dropped["silent"] += 1
-            continue
-        if peak >= 1.0:
-            dropped["clipped"] += 1
-            continue
-        note_str = f"{inst.instrument_str}-{pitch:03d}-{velocity:03d}"
-        pcm = np.round(wave * 32767).astype(np.int16)
-        sf.write(split_dir / "audio" / f"{note_str}.wav", pcm, SAMPLE_RATE, subtype="PCM_16")
-        qualities = measure_qualities(wave, inst.info)
-        entries[note_str] = {
-            "note": note_id, "note_str": note_str, "instrument": inst.instrument, "instrument_str": inst.instrument_str,
-            "pitch": pitch, "velocity": velocity, "sample_rate": SAMPLE_RATE, "qualities": qualities,
-            "qualities_str": [q for q, on in zip(QUALITIES, qualities) if on],
-            "instrument_family": FAMILIES.index(inst.info.family), "instrument_family_str": inst.info.family,
-            "instrument_source": SOURCES.index(inst.info.source), "instrument_source_str": inst.info.source,
-        }
-    return {"instrument": inst.instrument, "entries": entries, "dropped": dropped}
 
 
 def _parse_range(text: str) -> tuple[int, int]:
