@@ -25,7 +25,7 @@ import torch
 import sandbox_support as support
 from autograder import cli, run_autograder, selfcheck, selfcheck_plan
 from autograder.errors import NotegradeError
-from autograder.instructor import assign
+from autograder.instructor import assign, vendor_selfcheck
 from autograder.rubric import parse_rubric, tomllib
 from autograder_dir import REPO, STUDENT_FILES, grading_assets, make_autograder_dir
 from test_assign import FLAT_PRELUDE
@@ -314,7 +314,7 @@ def test_vendored_files_import_nothing_from_the_toolkit():
             assert "from autograder" not in text and "import autograder" not in text and "reference." not in text, name
     assert assign.selfcheck_files(repo_root=REPO, rubric=None) == {}
     with pytest.raises(NotegradeError, match="harness imports autograder.checks"):
-        assign._harness_source("from autograder.checks import REGISTRY\n", path="autograder/harness/x.py")
+        vendor_selfcheck._harness_source("from autograder.checks import REGISTRY\n", path="autograder/harness/x.py")
 
 
 def test_run_is_a_thin_layer_over_main(monkeypatch, capsys):

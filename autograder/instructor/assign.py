@@ -8,7 +8,9 @@ have every ``# BEGIN SOLUTION: <hint>`` ... ``# END SOLUTION`` region replaced b
 The handout README, an example Slurm script, requirements.txt and .gitignore are generated beside
 them (:mod:`autograder.instructor.handout`), and so is the student self-check: ``selfcheck.py`` plus
 ``_selfcheck/``, the grader's checks, harness and sandbox with imports rewritten to that private
-package, and the rubric's visible items.  The same reference and rubric give identical bytes.
+package, and the rubric's visible items (:mod:`autograder.instructor.vendor_selfcheck`).  The same
+reference and rubric give identical bytes.  ``--check`` compares them with the committed template
+(:mod:`autograder.instructor.template_check`).
 
 Example
 -------
@@ -20,11 +22,7 @@ def one():
 from __future__ import annotations
 
 import argparse
-import ast
-import difflib
 import io
-import json
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +30,16 @@ from pathlib import Path
 from autograder.errors import NotegradeError
 from autograder.instructor import handout
 from autograder.instructor.markers import find_regions, flatten_imports, template_source
+# Also this module's API (callers and tests use assign.check_template, assign.selfcheck_files, ...).
+from autograder.instructor.template_check import check_template, describe_difference, extra_files  # noqa: F401
+from autograder.instructor.template_sources import module_name, must_parse
+from autograder.instructor.vendor_selfcheck import selfcheck_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "student_template"
 DEFAULT_RUBRIC = REPO_ROOT / "rubrics" / "fall2024_a2.toml"
 ZIP_ROOT = "nsynth_cnn_starter"  # the folder students get when they unzip the handout
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # earliest zip timestamp: fixed so the archive is byte-identical
-TODO_RAISE = re.compile(r"""raise NotImplementedError\((?P<quote>["'])TODO: (?P<hint>.*)(?P=quote)\)""")
-IGNORED_IN_OUT = ("__pycache__", ".pytest_cache", ".ipynb_checkpoints")
 
 EXAMPLES = """examples:
   notegrade assign                                  # regenerate student_template/ from reference/
@@ -73,13 +73,9 @@ MANIFEST: tuple[Shipped, ...] = (
 )
 
 
-def _module_name(source: str) -> str:
-    return source.removesuffix(".py").replace("/", ".")
-
-
 def shipped_modules(manifest: tuple[Shipped, ...] = MANIFEST) -> dict[str, str]:
     """Dotted name in the repo -> flat module name in the template, e.g. ``reference.nsynth`` -> ``nsynth``."""
-    return {_module_name(s.source): s.target.removesuffix(".py") for s in manifest if s.target.endswith(".py")}
+    return {module_name(s.source): s.target.removesuffix(".py") for s in manifest if s.target.endswith(".py")}
 
 
 def generate_files(
@@ -106,7 +102,7 @@ def generate_files(
     files: dict[str, bytes] = {}
     for item in present:
         text = (repo_root / item.source).read_text(encoding="utf-8")
-        package = _module_name(item.source).rpartition(".")[0]
+        package = module_name(item.source).rpartition(".")[0]
         if item.mode == "template":
             # model/losses/train are also what students submit: torch and the stdlib only.
             flatten_imports(text, path=item.source, package=package, modules={}, why="template files import only torch")
@@ -117,7 +113,7 @@ def generate_files(
             out = flatten_imports(text, path=item.source, package=package, modules=modules)
         else:
             raise NotegradeError(f"MANIFEST: {item.target}: unknown mode {item.mode!r} (whole|template)")
-        _must_parse(out, target=item.target)
+        must_parse(out, target=item.target)
         files[item.target] = out.encode("utf-8")
     frontend = [s for s in present if s.target == "features.py"]
     if not frontend:
@@ -128,129 +124,6 @@ def generate_files(
     files.update(selfcheck_files(repo_root=repo_root, rubric=rubric))
     _refuse_leaks(files, repo_root=repo_root, manifest=present)
     return dict(sorted(files.items()))
-
-
-# --- The vendored self-check (issue 4, second half) --------------------------------------------------
-SELFCHECK_PACKAGE = "_selfcheck"  # private, so an installed toolkit's `autograder` is never shadowed
-SELFCHECK_PACKAGES = ("checks", "harness")  # vendored whole, with selfcheck.py and what they import
-# selfcheck_plan imports the toolkit's rubric parser only for .toml rubrics (it needs tomllib, which
-# Python 3.10 lacks); the vendored copy reads rubric.json and says so when given a .toml.
-SELFCHECK_EXCLUDED = ("rubric",)
-
-
-def _grading_imports(text: str, *, path: str, package: str) -> set[str]:
-    """Top-level modules of the grading package that ``text`` imports: ``sandbox`` for both
-    ``from autograder.sandbox import X`` and ``from autograder import sandbox`` (and ``from . import``)."""
-    found = set()
-    for node in ast.walk(ast.parse(text, filename=path)):
-        if not isinstance(node, ast.ImportFrom):
-            continue
-        parts = package.split(".")
-        target = ".".join(parts[: len(parts) - node.level + 1] + [node.module or ""]).strip(".") if node.level else node.module
-        names = target.split(".") if target else []
-        if names[:1] == ["autograder"]:
-            found |= {names[1]} if len(names) > 1 else {alias.name for alias in node.names}
-    return found
-
-
-def _selfcheck_sources(repo_root: Path) -> list[str]:
-    """Repo-relative sources of the vendored package: ``selfcheck.py``, the two packages whole, and
-    every grading module they import, followed transitively (so a new sandbox helper comes along)."""
-    packages = [sorted(p.relative_to(repo_root).as_posix() for p in (repo_root / "autograder" / name).glob("*.py"))
-                for name in SELFCHECK_PACKAGES]
-    sources = [source for files in packages for source in files]
-    modules, pending = set(), ["selfcheck"] + [s for s in sources if not s.startswith("autograder/harness/")]
-    while pending:
-        item = pending.pop()
-        source = item if item.endswith(".py") else f"autograder/{item}.py"
-        if not item.endswith(".py"):
-            modules.add(item)
-        if not (repo_root / source).is_file():
-            continue  # reported as missing by the caller
-        package = _module_name(source).removesuffix(".__init__") if source.endswith("__init__.py") \
-            else _module_name(source).rpartition(".")[0]
-        for name in _grading_imports((repo_root / source).read_text(encoding="utf-8"), path=source, package=package):
-            if name not in modules and name not in SELFCHECK_PACKAGES and name not in SELFCHECK_EXCLUDED \
-                    and (repo_root / "autograder" / f"{name}.py").is_file():
-                pending.append(name)
-    return [f"autograder/{name}.py" for name in sorted(modules)] + sources
-
-
-def _dotted(source: str) -> str:
-    """``autograder/checks/__init__.py`` -> ``autograder.checks``; ``autograder/items.py`` -> ``autograder.items``."""
-    return _module_name(source).removesuffix(".__init__")
-
-
-def selfcheck_files(*, repo_root: Path, rubric: Path | None) -> dict[str, bytes]:
-    """Template files for ``python selfcheck.py``: target name -> bytes (none without a rubric).
-
-    The trusted checks, the untrusted harness, the sandbox, the per-item loop and the self-check
-    itself go to ``_selfcheck/``, imports rewritten to that package (the harness keeps its relative
-    imports: the sandbox copies it next to student code as a package of its own); the rubric's
-    visible items go to ``_selfcheck/rubric.json`` with the front-end hash of the held-out features;
-    the entry point ``selfcheck.py`` is handout text.  Like every template file they go through the
-    leak check, ``--check`` and the zip.
-    """
-    if rubric is None:
-        return {}
-    from autograder import __version__
-    from autograder.rubric import load_rubric
-    from autograder.selfcheck_plan import EXPORT_NAME, export_rubric
-
-    sources = _selfcheck_sources(repo_root)
-    missing = [s for s in sources if not (repo_root / s).is_file()]
-    if missing:
-        raise NotegradeError(f"cannot vendor the self-check: missing {', '.join(missing)}")
-    harness = [s for s in sources if s.startswith("autograder/harness/")]
-    grading_map = {"autograder": SELFCHECK_PACKAGE} | {
-        _dotted(s): SELFCHECK_PACKAGE + _dotted(s).removeprefix("autograder") for s in sources if s not in harness}
-    files: dict[str, bytes] = {}
-    for source in sources:
-        text = (repo_root / source).read_text(encoding="utf-8")
-        if source in harness:
-            out = _harness_source(text, path=source)
-        else:
-            out = flatten_imports(text, path=source, package=_module_name(source).rpartition(".")[0], modules=grading_map,
-                                  why=f"it is not vendored into {SELFCHECK_PACKAGE}/ (see SELFCHECK_EXCLUDED in assign.py)")
-        target = f"{SELFCHECK_PACKAGE}/{source.removeprefix('autograder/')}"
-        _must_parse(out, target=target)
-        files[target] = out.encode("utf-8")
-    files[f"{SELFCHECK_PACKAGE}/__init__.py"] = handout.SELFCHECK_INIT.format(version=__version__).encode("utf-8")
-    export = export_rubric(load_rubric(rubric), frontend_hash=_frontend_hash(repo_root / "reference" / "features.py"))
-    files[f"{SELFCHECK_PACKAGE}/{EXPORT_NAME}"] = (json.dumps(export, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    files["selfcheck.py"] = handout.SELFCHECK_SCRIPT.encode("utf-8")
-    return files
-
-
-def _harness_source(text: str, *, path: str) -> str:
-    """A harness file, unchanged: the sandbox copies the harness as a package of its own next to
-    student code, so it may import only torch, numpy, the standard library and itself (``from .x``)."""
-    problems = []
-    for node in ast.walk(ast.parse(text, filename=path)):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
-        problems += [f"{path}:{node.lineno}: the harness imports {name}; it may import only itself (from .x import ...)"
-                     for name in names if name.split(".")[0] in ("reference", "autograder")]
-        if isinstance(node, ast.ImportFrom) and node.level > 1:
-            problems.append(f"{path}:{node.lineno}: the harness imports from outside itself")
-    if problems:
-        raise NotegradeError("; ".join(problems))
-    return text
-
-
-def _frontend_hash(features_source: Path) -> str | None:
-    """The shipped front-end's hash (held-out features are made with it), or None without one."""
-    if not features_source.is_file():
-        return None
-    return handout.frontend_module(features_source).frontend_hash()
-# -----------------------------------------------------------------------------------------------------
-
-
-def _must_parse(text: str, *, target: str) -> None:
-    try:
-        ast.parse(text, filename=target)
-    except SyntaxError as err:
-        raise NotegradeError(f"generated {target} does not parse: line {err.lineno}: {err.msg}") from err
 
 
 def solution_lines(text: str, *, path: str) -> list[str]:
@@ -279,77 +152,6 @@ def _refuse_leaks(files: dict[str, bytes], *, repo_root: Path, manifest: tuple[S
             # Short lines ("else:", "return x") are not a solution; lines shipped in whole files are public.
             if len(stripped) >= 12 and stripped in secret and stripped not in public:
                 raise NotegradeError(f"{name}:{number}: solution line from {secret[stripped]} leaked: {stripped!r}")
-
-
-def describe_difference(name: str, expected: str, actual: str) -> str:
-    """Where ``actual`` differs from ``expected``: the function/TODO region or README section."""
-    exp_lines, act_lines = expected.splitlines(), actual.splitlines()
-    places = []
-    matcher = difflib.SequenceMatcher(a=exp_lines, b=act_lines, autojunk=False)
-    for tag, i1, i2, _, _ in matcher.get_opcodes():
-        if tag != "equal":
-            line = min(i1 + 1, max(len(exp_lines), 1))
-            place = _place(name, expected, exp_lines, line, i2)
-            if place not in places:
-                places.append(place)
-    return f"{name}: " + (", ".join(places) if places else "differs (line endings or encoding)")
-
-
-def _place(name: str, text: str, lines: list[str], line: int, end: int) -> str:
-    span = f"line {line}" if end <= line else f"lines {line}-{end}"
-    if name.endswith(".py"):
-        todo = next((lines[i].strip() for i in range(line - 1, max(end, line)) if i < len(lines) and TODO_RAISE.search(lines[i])), None)
-        scope = _scope(text, line)
-        if todo:
-            hint = TODO_RAISE.search(todo)["hint"]
-            return f"TODO region {hint!r} in {scope} ({span})"
-        return f"{scope} ({span})"
-    heading = next((lines[i] for i in range(min(line, len(lines)) - 1, -1, -1) if lines[i].startswith("#") and name.endswith(".md")), None)
-    return f"section {heading.lstrip('#').strip()!r} ({span})" if heading else span
-
-
-def _scope(text: str, line: int) -> str:
-    """Innermost function/class around ``line``, the module docstring, or "module level"."""
-    tree = ast.parse(text)
-    if ast.get_docstring(tree) and tree.body[0].lineno <= line <= tree.body[0].end_lineno:
-        return "module docstring"
-    best, stack = "module level", [(tree, "")]
-    while stack:
-        node, prefix = stack.pop()
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                qual = f"{prefix}{child.name}"
-                first = min([child.lineno] + [d.lineno for d in child.decorator_list])
-                if first <= line <= child.end_lineno:
-                    best = qual
-                    stack.append((child, qual + "."))
-            elif not isinstance(child, ast.expr):
-                stack.append((child, prefix))
-    return best
-
-
-def check_template(files: dict[str, bytes], out: Path) -> list[str]:
-    """Problems that make ``out`` differ from ``files``: missing, changed (where) or extra files."""
-    problems = []
-    for name, data in files.items():
-        path = out / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-        elif path.read_bytes() != data:
-            problems.append(describe_difference(name, data.decode("utf-8"), path.read_bytes().decode("utf-8", "replace")))
-    problems += [f"{rel}: not generated by notegrade assign (remove it)" for rel in extra_files(files, out)]
-    return problems
-
-
-def extra_files(files: dict[str, bytes], out: Path) -> list[str]:
-    """Files in ``out`` that generation does not produce (caches aside): stale, or someone's edits."""
-    extra = []
-    for path in sorted(out.rglob("*")) if out.is_dir() else []:
-        rel = path.relative_to(out)
-        if path.is_file() and rel.as_posix() not in files and path.suffix != ".pyc" \
-                and not any(part in IGNORED_IN_OUT for part in rel.parts):
-            extra.append(rel.as_posix())
-    return extra
 
 
 def write_template(files: dict[str, bytes], out: Path) -> list[str]:

@@ -3,14 +3,15 @@
 Used by :mod:`autograder.sandbox` (read its docstring for the guarantees).  :class:`Worker`
 starts ``python -s -m notegrade_harness.worker`` with rlimits, a scrubbed environment and its
 own session, talks JSON lines over two dedicated pipes, keeps the first bytes of the
-student's stdout/stderr, and kills every process the student started.
+student's stdout/stderr, and kills every process the student started.  Its pieces live beside
+it: :mod:`autograder.sandbox_launch` (environment, command line, rlimits),
+:mod:`autograder.sandbox_result` (:class:`ProbeResult`, capped capture) and
+:mod:`autograder.sandbox_strays` (which processes cleanup kills).
 
 Example
 -------
->>> capture = _Capture(4)
->>> capture.add(b"hello world")
->>> capture.text()
-'hell\\n[... 7 more bytes not shown]'
+>>> _SIGNALS[signal.SIGXCPU]
+'used up its CPU-time limit (SIGXCPU)'
 """
 from __future__ import annotations
 
@@ -19,95 +20,17 @@ import os
 import resource
 import select
 import signal
-import site
 import subprocess
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from _selfcheck import sandbox_memory, sandbox_os
+from _selfcheck import sandbox_launch, sandbox_memory, sandbox_os
 from _selfcheck.errors import NotegradeError
 from _selfcheck.sandbox_files import SAFE_NAME, human_size, read_array, remove_quietly
+from _selfcheck.sandbox_result import OutputCapture, ProbeResult, clip
+from _selfcheck.sandbox_strays import LIVE_WORKERS, find_strays
 
-_LIVE_WORKERS: "set[int]" = set()  # workers of every open sandbox in this process: never strays
-TEXT_CHARS = 1000  # worker-supplied strings kept in results
-
-
-@dataclass
-class ProbeResult:
-    """What one probe call produced, as the grader sees it.
-
-    ``status``: ``ok`` | ``error`` (student code failed; see ``error``) | ``timeout`` |
-    ``crash`` (the worker died or broke the protocol; see ``message``).
-    """
-
-    probe: str
-    status: str
-    value: dict = field(default_factory=dict)
-    error: dict = field(default_factory=dict)
-    arrays: "dict[str, np.ndarray]" = field(default_factory=dict)
-    array_errors: "dict[str, str]" = field(default_factory=dict)
-    message: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    stderr_tail: str = ""  # the last 4 KiB of stderr, uncut (where a crash happened)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-class _Capture:
-    """Keeps the first ``keep`` bytes of a stream, counts the rest, and remembers its last 4 KiB."""
-
-    TAIL = 4096
-
-    def __init__(self, keep: int) -> None:
-        self.keep, self.data, self.dropped, self.tail = keep, bytearray(), 0, b""
-
-    def add(self, chunk: bytes) -> None:
-        room = self.keep - len(self.data)
-        self.data += chunk[: max(room, 0)]
-        self.dropped += max(len(chunk) - max(room, 0), 0)
-        self.tail = (self.tail + chunk)[-self.TAIL :]
-
-    def text(self) -> str:
-        text = self.data.decode("utf-8", errors="replace")
-        return text + (f"\n[... {self.dropped:,} more bytes not shown]" if self.dropped else "")
-
-
-def _clip(value: Any) -> Any:
-    if isinstance(value, str):
-        return value[:TEXT_CHARS]
-    if isinstance(value, dict):
-        return {str(k)[:100]: _clip(v) for k, v in value.items()}
-    return value
-
-
-def _limit(resource_id: int, value: int) -> None:
-    _, hard = resource.getrlimit(resource_id)
-    if hard != resource.RLIM_INFINITY:
-        value = min(value, hard)
-    resource.setrlimit(resource_id, (value, value))
-
-
-def _child_setup(limits: Any, nproc: int, address_space_mb: int) -> Any:
-    """Runs in the child after the uid switch and before exec: limits only, no imports."""
-    cpu, fsize = int(limits.cpu_seconds_total), int(limits.file_size_mb) << 20
-
-    def setup() -> None:
-        _limit(resource.RLIMIT_CORE, 0)
-        _limit(resource.RLIMIT_CPU, cpu)
-        _limit(resource.RLIMIT_NPROC, nproc)
-        _limit(resource.RLIMIT_FSIZE, fsize)
-        if address_space_mb > 0:
-            _limit(resource.RLIMIT_AS, address_space_mb << 20)
-
-    return setup
-
+__all__ = ["ProbeResult", "Worker"]
 
 _SIGNALS = {
     signal.SIGKILL: "was killed (SIGKILL): usually the machine ran out of memory",
@@ -131,11 +54,7 @@ class Worker:
         self.limits, self.user, self.outputs_dir = limits, user, outputs_dir
         self.grader_pid, self.grader_sid = os.getpid(), os.getsid(0)
         threads = max(1, int(limits.threads))
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work_dir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-               "TMPDIR": tmp_dir, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "MALLOC_ARENA_MAX": "2", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
-        if not use_gpu:
-            env["CUDA_VISIBLE_DEVICES"] = ""
+        env = sandbox_launch.worker_environment(work_dir=work_dir, tmp_dir=tmp_dir, threads=threads, use_gpu=use_gpu)
         uid = user.uid if user else os.getuid()
         nproc = limits.max_processes + (0 if user else sandbox_os.count_processes_of_uid(uid))
         # CUDA maps huge virtual ranges when it initialises: no address-space limit with a GPU.
@@ -147,19 +66,16 @@ class Worker:
         request_r, self._request_w = os.pipe()
         self._response_r, response_w = os.pipe()
         self.preexisting = {p.pid for p in sandbox_os.process_table().values() if p.ppid == self.grader_pid}
-        command = [python, "-s", "-m", "notegrade_harness.worker", "--requests", str(request_r),
-                   "--responses", str(response_w), "--submission", work_dir, "--inputs", inputs_dir,
-                   "--outputs", outputs_dir, "--device", "cuda" if use_gpu else "cpu", "--threads", str(threads),
-                   "--headroom-mb", str(headroom), "--memory-budget-mb", str(budget)]
-        if user is None and site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
-            # Same user, but HOME is the scratch dir: keep a `pip install --user` torch importable.
-            command += ["--site", site.getusersitepackages()]
+        command = sandbox_launch.worker_command(
+            python=python, request_fd=request_r, response_fd=response_w, work_dir=work_dir, inputs_dir=inputs_dir,
+            outputs_dir=outputs_dir, use_gpu=use_gpu, threads=threads, headroom_mb=headroom, budget_mb=budget,
+            same_user=user is None)
         extra = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
         try:
             self.proc = subprocess.Popen(
                 command, cwd=lib_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, pass_fds=(request_r, response_w), start_new_session=True,
-                preexec_fn=_child_setup(limits, nproc, address_space), umask=0o022, **extra)
+                preexec_fn=sandbox_launch.child_setup(limits, nproc, address_space), umask=0o022, **extra)
         except OSError as err:
             for fd in (self._request_w, self._response_r):
                 os.close(fd)
@@ -176,8 +92,8 @@ class Worker:
         for fd in (self._response_r, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
             os.set_blocking(fd, False)
         self._buffer = b""
-        self.stdout, self.stderr = _Capture(limits.output_bytes), _Capture(limits.output_bytes)
-        _LIVE_WORKERS.add(self.proc.pid)
+        self.stdout, self.stderr = OutputCapture(limits.output_bytes), OutputCapture(limits.output_bytes)
+        LIVE_WORKERS.add(self.proc.pid)
         me = sandbox_os.process_table().get(self.proc.pid)
         self.start_tick = me.start if me else 0
         self.spawned = time.monotonic()
@@ -205,7 +121,7 @@ class Worker:
         return self.proc.poll() is None
 
     # -- I/O -----------------------------------------------------------------------
-    def _drain(self, fd: int, capture: "_Capture | None") -> bool:
+    def _drain(self, fd: int, capture: "OutputCapture | None") -> bool:
         """Read what is available; False at end of file."""
         while True:
             try:
@@ -274,7 +190,7 @@ class Worker:
         self.wait_ready()
         probe = str(message["probe"])
         started = time.monotonic()
-        self.stdout, self.stderr = _Capture(self.limits.output_bytes), _Capture(self.limits.output_bytes)
+        self.stdout, self.stderr = OutputCapture(self.limits.output_bytes), OutputCapture(self.limits.output_bytes)
         self._drain(self._response_r, None)
         self._buffer = b""  # anything already there was not an answer to this request
         self._set_cpu_limit(timeout_s)
@@ -310,8 +226,8 @@ class Worker:
         if response is None:
             result.status, result.message = "crash", "the worker sent a malformed response"
             return result
-        result.value = _clip(response.get("value") or {}) if isinstance(response.get("value"), dict) else {}
-        result.error = _clip(response.get("error") or {}) if isinstance(response.get("error"), dict) else {}
+        result.value = clip(response.get("value") or {}) if isinstance(response.get("value"), dict) else {}
+        result.error = clip(response.get("error") or {}) if isinstance(response.get("error"), dict) else {}
         if not response.get("ok"):
             result.status = "error"
         arrays = response.get("arrays") if isinstance(response.get("arrays"), dict) else {}
@@ -338,29 +254,10 @@ class Worker:
 
     # -- killing -------------------------------------------------------------------
     def _strays(self, *, keep_worker: bool) -> "tuple[set[int], set[int]]":
-        """(live student processes, zombies we must reap).
-
-        As root: every process of the student uid (exact: a sandbox has its own uid).  Otherwise:
-        descendants of the worker, plus orphans re-parented to us (we are a subreaper) in a
-        session of their own since the worker started, minus other sandboxes' workers and theirs.
-        """
-        table = sandbox_os.process_table()
-        pid = self.proc.pid
-        if self.user is not None:
-            found = {p.pid for p in table.values() if p.uid == self.user.uid}
-        else:
-            others = _LIVE_WORKERS - {pid}
-            spared = others | sandbox_os.descendants(table, others)
-            orphans = {p.pid for p in table.values()
-                       if p.ppid == self.grader_pid and p.pid != pid and p.pid not in self.preexisting
-                       and p.start >= self.start_tick and p.sid != self.grader_sid} - spared
-            found = sandbox_os.descendants(table, {pid}) | orphans | sandbox_os.descendants(table, orphans)
-            found -= spared
-        if keep_worker:
-            found.discard(pid)
-        alive = {p for p in found if p in table and table[p].state != "Z"}
-        zombies = {p for p in found if p in table and table[p].state == "Z" and table[p].ppid == self.grader_pid}
-        return alive, zombies - {pid}
+        """(live student processes, zombies we must reap): see :func:`autograder.sandbox_strays.find_strays`."""
+        return find_strays(worker_pid=self.proc.pid, student_uid=self.user.uid if self.user is not None else None,
+                           grader_pid=self.grader_pid, grader_sid=self.grader_sid, preexisting=self.preexisting,
+                           start_tick=self.start_tick, keep_worker=keep_worker)
 
     def kill_strays(self) -> None:
         """Kill what the student left running after a call; stop the worker if they will not die."""
@@ -385,7 +282,7 @@ class Worker:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-        _LIVE_WORKERS.discard(self.proc.pid)
+        LIVE_WORKERS.discard(self.proc.pid)
         for _ in range(100):
             if self.user is not None:
                 self.user.kill_everything()
