@@ -11,7 +11,7 @@ import pytest
 
 from autograder import sandbox_os
 from autograder.errors import NotegradeError
-from autograder.instructor import docker_grade
+from autograder.instructor import docker_run
 
 ROOT = os.geteuid() == 0
 
@@ -49,20 +49,20 @@ class _FakeContainers:
         self.uids = uids
 
     def list(self, *, all, filters):
-        assert all and filters == {"label": docker_grade.UID_LABEL}
-        return [SimpleNamespace(labels={docker_grade.UID_LABEL: str(uid)}) for uid in self.uids]
+        assert all and filters == {"label": docker_run.UID_LABEL}
+        return [SimpleNamespace(labels={docker_run.UID_LABEL: str(uid)}) for uid in self.uids]
 
 
 def test_container_uids_avoid_running_containers_and_each_other(monkeypatch):
-    monkeypatch.setattr(docker_grade, "_UIDS_STARTING", set())
+    monkeypatch.setattr(docker_run, "_UIDS_STARTING", set())
     start = sandbox_os.CONTAINER_UIDS[(os.getpid() * 97) % len(sandbox_os.CONTAINER_UIDS)]
     client = SimpleNamespace(containers=_FakeContainers([start, start + 1]))
-    first, second = docker_grade.pick_student_uid(client), docker_grade.pick_student_uid(client)
+    first, second = docker_run.pick_student_uid(client), docker_run.pick_student_uid(client)
     assert {first, second} <= set(sandbox_os.CONTAINER_UIDS) - {start, start + 1}
     assert first != second  # the first is reserved until its container exists
     client.containers.uids = list(sandbox_os.CONTAINER_UIDS)
     with pytest.raises(NotegradeError, match="student uids for containers are in use"):
-        docker_grade.pick_student_uid(client)
+        docker_run.pick_student_uid(client)
 
 
 def _delete_user(name: str) -> None:

@@ -1,0 +1,120 @@
+"""The rubric's data classes, kept apart from the TOML validation that builds them.
+
+:class:`Rubric` and its parts (:class:`RubricItem`, :class:`LatePolicy`, :class:`LeaderboardColumn`,
+:class:`ContainerSettings`) are what the grader, the late penalty, results.json and the docker
+runner read; they need none of the validation machinery of ``autograder/rubric_tables.py``.
+Import them from :mod:`autograder.rubric`, which re-exports them with :func:`~autograder.rubric.parse_rubric`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+# Gradescope kills the whole run at its timeout (10 min by default) and shows no tests at all,
+# so the default budget leaves ~2 minutes for start-up, the report and results.json.
+DEFAULT_TIME_BUDGET_S = 480.0
+GRADESCOPE_MAX_TIMEOUT_S = 40 * 60
+DEFAULT_ITEM_TIMEOUT_S = 60.0
+CONTAINER_STARTUP_MARGIN_S = 120.0  # container start-up, the report and results.json, beyond the budget
+
+
+@dataclass(frozen=True)
+class RubricItem:
+    """One gradebook line: ``points`` x the check's fraction (0..1) is the score."""
+
+    number: str
+    title: str
+    points: float
+    check: str
+    params: dict[str, Any] = field(default_factory=dict)
+    visibility: str = "visible"
+    timeout_s: float = DEFAULT_ITEM_TIMEOUT_S
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LatePolicy:
+    """How lateness turns into a deduction (see ``autograder/late.py``).
+
+    ``amount`` points (``unit="points"``) or percent (``unit="percent"``, of the points earned or of
+    the total, ``percent_of``) per started ``per`` (day | hour; ``rounding`` ceil | floor | none);
+    no deduction within ``grace_minutes`` of the due date; the deduction never exceeds ``cap`` (same
+    unit as ``amount``); after the late due date the score is 0 when ``zero_after_late_due``.
+    """
+
+    amount: float = 0.0
+    unit: str = "points"
+    per: str = "day"
+    grace_minutes: float = 0.0
+    rounding: str = "ceil"
+    cap: float | None = None
+    zero_after_late_due: bool = True
+    percent_of: str = "earned"
+
+
+@dataclass(frozen=True)
+class LeaderboardColumn:
+    """A leaderboard column filled from one item's check data (e.g. item 4.1's ``accuracy``)."""
+
+    name: str
+    item: str
+    field: str
+    order: str = "desc"
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    """What one grading container gets: memory (MB, no swap), CPUs, and a wall-clock limit (s).
+
+    Gradescope's defaults are 768 MB and a 10-minute timeout; ``notegrade grade --docker`` applies
+    these, and the instructor sets the same in Gradescope's autograder settings.  Without
+    ``timeout_s`` it is the time budget + 120 s (start-up and reporting), at most 2400 s.
+    """
+
+    memory_mb: int = 768
+    cpus: float = 1.0
+    timeout_s: float = DEFAULT_TIME_BUDGET_S + CONTAINER_STARTUP_MARGIN_S
+
+    @classmethod
+    def default_for(cls, time_budget_s: float) -> "ContainerSettings":
+        return cls(timeout_s=min(time_budget_s + CONTAINER_STARTUP_MARGIN_S, GRADESCOPE_MAX_TIMEOUT_S))
+
+
+@dataclass(frozen=True)
+class Rubric:
+    """A validated rubric; ``rubric_hash`` identifies its content (not its formatting)."""
+
+    title: str
+    total_points: float
+    items: tuple[RubricItem, ...]
+    late_policy: LatePolicy = LatePolicy()
+    leaderboard: tuple[LeaderboardColumn, ...] = ()
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    container: ContainerSettings = ContainerSettings()
+    visibility: str = "visible"
+    stdout_visibility: str = "hidden"
+    source: str = "<string>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready), without the source path."""
+        data = asdict(self)
+        data.pop("source")
+        if self.container == ContainerSettings.default_for(self.time_budget_s):
+            data.pop("container")  # so rubrics without [container] keep the hash they had before it existed
+        return data
+
+    @property
+    def rubric_hash(self) -> str:
+        """sha256 of the canonical JSON of the content: comments and key order don't change it."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def item(self, number: str) -> RubricItem:
+        for item in self.items:
+            if item.number == number:
+                return item
+        raise KeyError(number)

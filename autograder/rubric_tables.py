@@ -1,0 +1,205 @@
+"""Validation of each table of a rubric's TOML: ``[[items]]``, ``[late_policy]``, ``[container]``,
+``[sandbox]`` and ``[[leaderboard]]``.
+
+Each function appends every problem it finds (prefixed with where it is, e.g. ``item 1.2: ``) to a
+shared list instead of raising, so that :func:`autograder.rubric.parse_rubric` can report them all at
+once; a table with problems yields a default (or no) value so that one mistake doesn't cascade.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from typing import Any, Callable, Mapping
+
+from autograder.rubric_model import (DEFAULT_ITEM_TIMEOUT_S, GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES,
+                                     ContainerSettings, LatePolicy, LeaderboardColumn, RubricItem)
+
+MIN_CONTAINER_MEMORY_MB = 512  # the grader and the worker each import torch (~370 MB together)
+_NUMBER_RE = re.compile(r"^\d+(\.\d+)*$")
+
+# key -> (accepted types, required)
+_NUM, _STR = (int, float), (str,)
+TOP_KEYS = {"title": (_STR, True), "total_points": (_NUM, True), "time_budget_s": (_NUM, False),
+            "visibility": (_STR, False), "stdout_visibility": (_STR, False), "items": ((list,), True),
+            "late_policy": ((dict,), False), "leaderboard": ((list,), False), "sandbox": ((dict,), False),
+            "container": ((dict,), False)}
+_ITEM_KEYS = {"number": (_STR, True), "title": (_STR, True), "points": (_NUM, True), "check": (_STR, True),
+              "params": ((dict,), False), "visibility": (_STR, False), "timeout_s": (_NUM, False),
+              "tags": ((list,), False)}
+_LATE_KEYS = {"amount": (_NUM, True), "unit": (_STR, False), "per": (_STR, False), "grace_minutes": (_NUM, False),
+              "rounding": (_STR, False), "cap": (_NUM, False), "zero_after_late_due": ((bool,), False),
+              "percent_of": (_STR, False)}
+_LATE_CHOICES = {"unit": ("points", "percent"), "per": ("day", "hour"),
+                 "rounding": ("ceil", "floor", "none"), "percent_of": ("earned", "total")}
+_CONTAINER_KEYS = {"memory_mb": (_NUM, False), "cpus": (_NUM, False), "timeout_s": (_NUM, False)}
+_LEADERBOARD_KEYS = {"name": ((str,), True), "item": ((str,), True), "field": ((str,), True),
+                     "order": ((str,), False)}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join({"str": "a string", "int": "a number", "float": "a number", "list": "a list",
+                        "dict": "a table", "bool": "true/false"}[t.__name__] for t in types[:1])
+
+
+def check_table(table: Mapping[str, Any], schema: dict, where: str, problems: list[str]) -> None:
+    """Unknown keys (with a did-you-mean), missing required keys and wrong types."""
+    for key, value in table.items():
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(schema)})"
+            problems.append(f"{where}unknown key {key!r}{hint}")
+            continue
+        types, _ = schema[key]
+        # bool is an int in Python; a rubric saying `points = true` is a mistake, not 1 point.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            problems.append(f"{where}{key!r} must be {_type_name(types)}, got {type(value).__name__} {value!r}")
+    for key, (_, required) in schema.items():
+        if required and key not in table:
+            problems.append(f"{where}missing required key {key!r}")
+
+
+def is_valid(table: Mapping[str, Any], schema: dict, key: str) -> bool:
+    types = schema[key][0]
+    value = table.get(key)
+    return key in table and isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def validate_check_params(spec: Any, params: Mapping[str, Any]) -> list[str]:
+    """Problems with ``params`` by the :class:`~autograder.checks.outcome.CheckSpec` contract.
+
+    Known names only; a ``None`` default means required; a value has the type of its default
+    (an int is accepted where a float is expected).  The real checks refine this with their own
+    ``autograder.checks.validate_params`` (value ranges etc.), which :func:`parse_rubric` prefers.
+    """
+    problems = []
+    for name, value in params.items():
+        if name not in spec.params:
+            problems.append(f"unknown parameter {name!r} for check {spec.name!r} (known: {', '.join(spec.params) or 'none'})")
+            continue
+        default = spec.params[name]
+        if default is None:
+            continue
+        expected = float if isinstance(default, float) else type(default)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (numeric if expected is float else isinstance(value, expected)):
+            problems.append(f"parameter {name!r} must be {type(default).__name__}, got {value!r}")
+    for name, default in spec.params.items():
+        if default is None and name not in params:
+            problems.append(f"check {spec.name!r} needs parameter {name!r}")
+    return problems
+
+
+def parse_items(raw_items: list, registry: Mapping[str, Any] | None, validator: Callable | None,
+                problems: list[str]) -> list[RubricItem]:
+    items: list[RubricItem] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_items, start=1):
+        if not isinstance(raw, dict):
+            problems.append(f"items[{index}]: must be a table ([[items]]), got {raw!r}")
+            continue
+        label = raw.get("number") if isinstance(raw.get("number"), str) else f"#{index}"
+        where = f"item {label}: "
+        before = len(problems)
+        check_table(raw, _ITEM_KEYS, where, problems)
+        number = raw.get("number")
+        if isinstance(number, str):
+            if not _NUMBER_RE.match(number):
+                problems.append(f"{where}number must look like \"1\" or \"1.2\", got {number!r}")
+            elif number in seen:
+                problems.append(f"{where}duplicate number {number!r}")
+            seen.add(number)
+        if is_valid(raw, _ITEM_KEYS, "points") and (raw["points"] < 0 or not math.isfinite(raw["points"])):
+            problems.append(f"{where}points must be >= 0, got {raw['points']}")
+        if is_valid(raw, _ITEM_KEYS, "timeout_s") and not raw["timeout_s"] > 0:
+            problems.append(f"{where}timeout_s must be > 0, got {raw['timeout_s']}")
+        if is_valid(raw, _ITEM_KEYS, "visibility") and raw["visibility"] not in VISIBILITIES:
+            problems.append(f"{where}visibility {raw['visibility']!r} is not one of {', '.join(VISIBILITIES)}")
+        if is_valid(raw, _ITEM_KEYS, "tags") and not all(isinstance(t, str) for t in raw["tags"]):
+            problems.append(f"{where}tags must be a list of strings, got {raw['tags']!r}")
+        params = raw.get("params", {}) if is_valid(raw, _ITEM_KEYS, "params") or "params" not in raw else {}
+        if registry is not None and is_valid(raw, _ITEM_KEYS, "check"):
+            spec = registry.get(raw["check"])
+            if spec is None:
+                close = difflib.get_close_matches(raw["check"], list(registry), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(registry))}"
+                problems.append(f"{where}unknown check {raw['check']!r} ({hint})")
+            else:
+                found = validator(spec.name, dict(params)) if validator else validate_check_params(spec, params)
+                problems.extend(where + p for p in found)
+        if len(problems) == before:
+            items.append(RubricItem(
+                number=number, title=raw["title"], points=float(raw["points"]), check=raw["check"],
+                params=dict(params), visibility=raw.get("visibility", "visible"),
+                timeout_s=float(raw.get("timeout_s", DEFAULT_ITEM_TIMEOUT_S)), tags=tuple(raw.get("tags", ())),
+            ))
+    return items
+
+
+def parse_late_policy(raw: Mapping[str, Any], problems: list[str]) -> LatePolicy:
+    where = "late_policy: "
+    before = len(problems)
+    check_table(raw, _LATE_KEYS, where, problems)
+    for key, choices in _LATE_CHOICES.items():
+        if is_valid(raw, _LATE_KEYS, key) and raw[key] not in choices:
+            problems.append(f"{where}{key} {raw[key]!r} is not one of {', '.join(choices)}")
+    for key in ("amount", "grace_minutes", "cap"):
+        if is_valid(raw, _LATE_KEYS, key) and raw[key] < 0:
+            problems.append(f"{where}{key} must be >= 0, got {raw[key]}")
+    if len(problems) > before:
+        return LatePolicy()
+    return LatePolicy(**{k: (float(v) if k in ("amount", "grace_minutes", "cap") else v) for k, v in raw.items()})
+
+
+def check_sandbox(raw: Mapping[str, Any], problems: list[str]) -> None:
+    """``[sandbox]`` keys are :class:`autograder.sandbox.SandboxLimits` fields, typed like their defaults."""
+    import dataclasses
+
+    from autograder.sandbox import SandboxLimits
+
+    defaults = {f.name: getattr(SandboxLimits(), f.name) for f in dataclasses.fields(SandboxLimits)}
+    schema = {name: ((float, int) if isinstance(value, float) else (type(value),), False) for name, value in defaults.items()}
+    check_table(raw, schema, "sandbox: ", problems)
+    for key, value in raw.items():
+        if key in schema and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            problems.append(f"sandbox: {key} must be >= 0, got {value}")
+
+
+def parse_container(raw: Mapping[str, Any], time_budget_s: float, problems: list[str]) -> ContainerSettings:
+    where = "container: "
+    before = len(problems)
+    check_table(raw, _CONTAINER_KEYS, where, problems)
+    if is_valid(raw, _CONTAINER_KEYS, "memory_mb") and not float(raw["memory_mb"]).is_integer():
+        problems.append(f"{where}memory_mb must be a whole number of MB, got {raw['memory_mb']}")
+    elif is_valid(raw, _CONTAINER_KEYS, "memory_mb") and not MIN_CONTAINER_MEMORY_MB <= raw["memory_mb"] <= 65536:
+        problems.append(f"{where}memory_mb must be in [{MIN_CONTAINER_MEMORY_MB}, 65536] (the grader and the "
+                        f"worker each import torch), got {raw['memory_mb']}")
+    if is_valid(raw, _CONTAINER_KEYS, "cpus") and not 0 < raw["cpus"] <= 64:
+        problems.append(f"{where}cpus must be in (0, 64], got {raw['cpus']}")
+    if is_valid(raw, _CONTAINER_KEYS, "timeout_s") and not time_budget_s < raw["timeout_s"] <= GRADESCOPE_MAX_TIMEOUT_S:
+        problems.append(f"{where}timeout_s must be above time_budget_s ({time_budget_s:g}: the grader needs its whole "
+                        f"budget plus start-up) and at most {GRADESCOPE_MAX_TIMEOUT_S} (Gradescope's maximum), "
+                        f"got {raw['timeout_s']}")
+    default = ContainerSettings.default_for(time_budget_s)
+    if len(problems) > before:
+        return default
+    return ContainerSettings(memory_mb=int(raw.get("memory_mb", default.memory_mb)), cpus=float(raw.get("cpus", default.cpus)),
+                             timeout_s=float(raw.get("timeout_s", default.timeout_s)))
+
+
+def parse_leaderboard(raw_columns: list, item_numbers: set[str], problems: list[str]) -> list[LeaderboardColumn]:
+    columns = []
+    for index, raw in enumerate(raw_columns, start=1):
+        where = f"leaderboard[{index}]: "
+        if not isinstance(raw, dict):
+            problems.append(f"{where}must be a table ([[leaderboard]]), got {raw!r}")
+            continue
+        before = len(problems)
+        check_table(raw, _LEADERBOARD_KEYS, where, problems)
+        if is_valid(raw, _LEADERBOARD_KEYS, "order") and raw["order"] not in ("asc", "desc"):
+            problems.append(f"{where}order {raw['order']!r} is not one of asc, desc")
+        if is_valid(raw, _LEADERBOARD_KEYS, "item") and raw["item"] not in item_numbers:
+            problems.append(f"{where}item {raw['item']!r} is not a rubric item number")
+        if len(problems) == before:
+            columns.append(LeaderboardColumn(**raw))
+    return columns
