@@ -259,14 +259,19 @@ class Worker:
                            grader_pid=self.grader_pid, grader_sid=self.grader_sid, preexisting=self.preexisting,
                            start_tick=self.start_tick, keep_worker=keep_worker)
 
+    def _sweep(self, *, keep_worker: bool) -> bool:
+        """One round of cleanup: reap our zombies, SIGKILL live strays; True if any were alive."""
+        alive, zombies = self._strays(keep_worker=keep_worker)
+        sandbox_os.reap_children(zombies)
+        if alive:
+            sandbox_os.kill_pids(alive)
+        return bool(alive)
+
     def kill_strays(self) -> None:
         """Kill what the student left running after a call; stop the worker if they will not die."""
         for _ in range(20):
-            alive, zombies = self._strays(keep_worker=True)
-            sandbox_os.reap_children(zombies)
-            if not alive:
+            if not self._sweep(keep_worker=True):
                 return
-            sandbox_os.kill_pids(alive)
             time.sleep(0.005)
         self.stop()
 
@@ -286,11 +291,8 @@ class Worker:
         for _ in range(100):
             if self.user is not None:
                 self.user.kill_everything()
-            alive, zombies = self._strays(keep_worker=False)
-            sandbox_os.reap_children(zombies)
-            if not alive:
+            if not self._sweep(keep_worker=False):
                 break
-            sandbox_os.kill_pids(alive)
             time.sleep(0.01)
         for stream in (self.proc.stdout, self.proc.stderr):
             try:
