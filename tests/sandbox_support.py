@@ -185,9 +185,42 @@ def build_case(case: Case, workdir: pathlib.Path, *, heldout: pathlib.Path, stat
 
 def uid_processes(uid: int) -> "list[int]":
     """Live (non-zombie) processes of ``uid``."""
-    from autograder.sandbox.system import process_table
+    from autograder.sandbox.processes import process_table
 
     return [p.pid for p in process_table().values() if p.uid == uid and p.state != "Z"]
+
+
+ROOT = os.geteuid() == 0
+
+
+def bubblewrap_works() -> "tuple[bool, str]":
+    """Whether this machine runs the worker under bubblewrap (root, bwrap installed, namespaces allowed)."""
+    from autograder.sandbox import bubblewrap
+    from autograder.sandbox.launch import ChildSetup
+    from autograder.sandbox.limits import SandboxLimits
+
+    if not ROOT:
+        return False, "the isolation levels need root"
+    python = os.environ.get("NOTEGRADE_WORKER_PYTHON") or sys.executable
+    return bubblewrap.probe(python, preexec=ChildSetup(SandboxLimits(), nproc=64, address_space_mb=0),
+                            user={"user": 65534, "group": 65534, "extra_groups": []})
+
+
+def isolation_levels() -> "list[str]":
+    """The levels the tests force, strongest first: bubblewrap and uid as root (bubblewrap where the
+    machine allows namespaces; otherwise its tests are skipped with the reason), none always."""
+    return (["bubblewrap", "uid"] if ROOT else []) + ["none"]
+
+
+def force_isolation(monkeypatch: Any, level: str) -> None:
+    """Make every sandbox of the test (and graders it starts) run at ``level``; skip when impossible."""
+    import pytest
+
+    if level == "bubblewrap":
+        works, why = bubblewrap_works()
+        if not works:
+            pytest.skip(f"bubblewrap cannot run here: {why}")
+    monkeypatch.setenv("NOTEGRADE_ISOLATION", level)
 
 
 

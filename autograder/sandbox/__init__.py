@@ -19,10 +19,14 @@ __all__ = ["Sandbox", "SandboxLimits", "ProbeResult", "human_size", "WORKER_PYTH
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Sandbox", "SandboxLimits", "WORKER_PYTHON_ENV"):
+    if name in ("Sandbox", "WORKER_PYTHON_ENV"):
         from . import core
 
         return getattr(core, name)
+    if name == "SandboxLimits":
+        from .limits import SandboxLimits
+
+        return SandboxLimits
     if name == "ProbeResult":
         from .result import ProbeResult
 

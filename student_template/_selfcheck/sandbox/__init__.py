@@ -19,10 +19,14 @@ __all__ = ["Sandbox", "SandboxLimits", "ProbeResult", "human_size", "WORKER_PYTH
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Sandbox", "SandboxLimits", "WORKER_PYTHON_ENV"):
+    if name in ("Sandbox", "WORKER_PYTHON_ENV"):
         from _selfcheck.sandbox import core
 
         return getattr(core, name)
+    if name == "SandboxLimits":
+        from _selfcheck.sandbox.limits import SandboxLimits
+
+        return SandboxLimits
     if name == "ProbeResult":
         from _selfcheck.sandbox.result import ProbeResult
 
