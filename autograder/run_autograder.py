@@ -93,14 +93,30 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
         progress = None
     try:
         with _open_sandbox(submission=submission, limits=rubric.sandbox, hide=hide) as sandbox:
+            _log_isolation(sandbox, state)
             grade_items(rubric=rubric, sandbox=sandbox, registry=REGISTRY, context=context,
                         deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
             print(f"sandbox: {sandbox.describe()}", flush=True)  # the instructor's log (results/stdout)
+        if sandbox.leftovers:
+            print(f"[notegrade] the student uid keeps a reservation; could not remove: {sandbox.leftovers[:5]}", flush=True)
     finally:
         if progress is not None:
             progress.close()
-    return build_results(rubric=rubric, graded=state["graded"], metadata=metadata, metadata_note=note,
-                         execution_time=time.monotonic() - started)
+    results = build_results(rubric=rubric, graded=state["graded"], metadata=metadata, metadata_note=note,
+                            execution_time=time.monotonic() - started)
+    _record_isolation(results.data, state)
+    return results
+
+
+def _log_isolation(sandbox: Any, state: dict) -> None:
+    """The isolation level goes to the instructor's log now and to results.json's extra_data later."""
+    state["isolation"] = sandbox.isolation.as_dict()
+    print(f"[notegrade] isolation: {sandbox.isolation.level} ({sandbox.isolation.detail})", flush=True)
+
+
+def _record_isolation(data: dict, state: dict) -> None:
+    if state.get("isolation") and isinstance(data.get("extra_data"), dict):
+        data["extra_data"]["isolation"] = state["isolation"]
 
 
 def _write_json(path: pathlib.Path, data: dict) -> None:
@@ -142,6 +158,7 @@ def main(*, root: str | os.PathLike | None = None) -> dict:
 
             data = error_results(rubric=state["rubric"], graded=state["graded"], error=summary, details=details,
                                  execution_time=time.monotonic() - started).data
+            _record_isolation(data, state)
         except BaseException:  # even the error report failed (e.g. interrupted mid-import): the last resort
             print(f"[notegrade] could not build the error results:\n{traceback.format_exc()}", flush=True)
         if isinstance(err, (KeyboardInterrupt, SystemExit)):  # `finally` writes, then stop as asked

@@ -69,15 +69,16 @@ class HungFunctions:
 
     def culprit(self, probe: str, args: dict, stack: "list[str] | None", modules: "list[str] | None" = None) -> "str | None":
         """Which function to blame: the innermost of ``stack`` (qualnames, outermost first) that the
-        probe is known to call, else the outermost student frame, else the probe's last function."""
+        probe is known to call; else the probe's last student function (``NoteCNN.forward = _spin``
+        is still ``forward``); for ``loss_calls`` (several functions) the outermost student frame."""
         needed = functions_of(probe, args)
         names = [_name(q, m) for q, m in zip(stack or [], modules or ["model"] * len(stack or []))]
         for name in reversed(names):
             if name in needed:
                 return name
-        if names:
-            return names[0]
-        return needed[-1] if needed and probe != "loss_calls" else None
+        if probe != "loss_calls" and needed:
+            return needed[-1]
+        return names[0] if names else None
 
     def record(self, name: "str | None", seconds: float, item: "str | None") -> "str | None":
         if name and name not in self.hung:
