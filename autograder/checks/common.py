@@ -44,8 +44,11 @@ class Budget:
 def failure_message(result: Any, doing: str) -> str:
     """One sentence for a probe that did not return normally (error, timeout, crash)."""
     if result.status == "timeout":
-        if " did not return within " in (result.message or ""):  # the sandbox knows which function
-            return f"{doing}: {result.message}: an infinite loop, or far too slow?"
+        message = result.message or ""
+        if " did not return within " in message:  # the sandbox knows which function
+            return f"{doing}: {message}: an infinite loop, or far too slow?"
+        if message and not message.startswith("did not finish"):  # e.g. the worker stopped taking requests
+            return f"{doing}: {message}"
         return f"{doing} did not finish within {result.seconds:.0f} s: an infinite loop, or far too slow?"
     if result.status == "crash":
         where = (result.error or {}).get("where")

@@ -11,9 +11,10 @@ to an open directory file descriptor (``openat``/``unlinkat``/``renameat`` with 
   ``ENAMETOOLONG``).
 - :func:`sweep_uid` removes everything a uid owns in the world-writable places a sandboxed
   process can write to without namespaces (:data:`SHARED_DIRS`: ``/tmp``, ``/var/tmp``,
-  ``/dev/shm``, ``/run/lock``, ``/dev/mqueue``) plus its System V shared memory, semaphores and
-  message queues; it returns what could not be removed, so the uid is not reused while anything
-  of it remains.
+  ``/dev/shm``, ``/run/lock``, ``/dev/mqueue``), everything whose group is the student's own
+  group (a scratch folder whose grader was killed), and its System V shared memory, semaphores
+  and message queues; it returns what could not be removed, so the uid is not reused while
+  anything of it remains.
 
 Example
 -------
@@ -168,7 +169,7 @@ def _sweep_directory(root: str, uid: int, failed: "list[str]") -> int:
             info = _lstat(name, fd)
             if info is None:
                 continue
-            if info.st_uid == uid:
+            if info.st_uid == uid or info.st_gid == uid:  # the student's group is its own: a scratch folder
                 problems = remove_entry(fd, name, label=f"{label}/{name}")
                 failed.extend(problems)
                 removed += not problems
@@ -220,11 +221,12 @@ def _remove_sysv(uid: int, failed: "list[str]") -> int:
 
 
 def sweep_uid(uid: int, *, roots: "tuple[str, ...]" = SHARED_DIRS) -> "tuple[int, list[str]]":
-    """Remove everything ``uid`` owns in ``roots`` and its System V IPC objects: (removed, failures).
+    """Remove everything ``uid`` owns (or that belongs to the group of the same number, the student's
+    own) in ``roots`` and its System V IPC objects: (removed, failures).
 
-    Call only when no process of ``uid`` is left.  Never for uid 0."""
-    if uid == 0:
-        raise ValueError("refusing to sweep uid 0")
+    Call only when no process of ``uid`` is left.  Never for uid 0 (or any id below 1000)."""
+    if uid < 1000:
+        raise ValueError(f"refusing to sweep the system id {uid}")
     failed: "list[str]" = []
     removed = sum(_sweep_directory(root, uid, failed) for root in roots if os.path.isdir(root))
     removed += _remove_sysv(uid, failed)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import stat
 import sys
 import time
 from typing import Any
@@ -35,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from autograder.errors import NotegradeError
-from autograder.sandbox import bubblewrap, files, isolation, launch, processes, seccomp, users
+from autograder.sandbox import bubblewrap, files, isolation, processes, users
 from autograder.sandbox import worker as worker_module
-from autograder.sandbox.failfast import HungFunctions, display
+from autograder.sandbox.failfast import HungFunctions
 from autograder.sandbox.files import human_size
 from autograder.sandbox.isolation import Isolation
 from autograder.sandbox.limits import SandboxLimits
@@ -47,18 +46,6 @@ from autograder.sandbox.scratch import HARNESS_DIR, HARNESS_PACKAGE, Scratch
 __all__ = ["Sandbox", "SandboxLimits", "ProbeResult", "human_size", "HARNESS_DIR", "HARNESS_PACKAGE"]
 
 WORKER_PYTHON_ENV = "NOTEGRADE_WORKER_PYTHON"
-
-
-def _hide(path: str) -> None:
-    """Remove the "other" permission bits of ``path`` (not following a link), by file descriptor."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o007)
-    finally:
-        os.close(fd)
 
 
 class Sandbox:
@@ -105,7 +92,7 @@ class Sandbox:
             if level != "none":
                 self.user = users.StudentUid.allocate()
                 for path in hide:
-                    _hide(path)
+                    files.close_to_others(path)
                 blocked = processes.path_is_reachable_by_others(self.python)
                 if blocked is not None:
                     raise NotegradeError(
@@ -116,41 +103,13 @@ class Sandbox:
             report = self.scratch_dir.copy_submission(self.submission, self.limits)
             self.file_problems, self.files, self._sources = report.problems, report.copied, report.sources
             self.scratch_dir.hand_over(self.user.uid if self.user else None, self.user.gid if self.user else None)
-            self.isolation = self._choose(level)
+            self.isolation, self._filter = isolation.choose(level, python=self.python, user=self.user,
+                                                            limits=self.limits)
             processes.enable_subreaper()
             self._start_worker()  # spawned now, so its torch import overlaps the grader's own work
         except BaseException:
             self.close()
             raise
-
-    def _choose(self, level: str) -> Isolation:
-        """The level this sandbox really runs at, with the sentence for the instructor's log."""
-        self._filter = seccomp.network_filter() if seccomp.installs_here(self.python) else None
-        network = seccomp.network_filter_status() if self._filter else \
-            f"network NOT blocked ({seccomp.network_filter_status() if seccomp.network_filter() is None else 'this machine refuses seccomp filters'})"
-        refused = ""
-        if level in ("auto", "bubblewrap"):
-            setup = launch.ChildSetup(self.limits, nproc=self.limits.max_processes, address_space_mb=0)
-            works, why = bubblewrap.probe(self.python, preexec=setup,
-                                          user={"user": self.user.uid, "group": self.user.gid, "extra_groups": []})
-            if works:
-                return Isolation("bubblewrap", (
-                    f"bubblewrap: student code runs as the fresh uid {self.user.uid} in new user, PID, mount, IPC, UTS, "
-                    f"network and cgroup namespaces; it sees only the interpreter, its packages, the harness and its "
-                    f"submission copy, with a private {self.limits.tmp_mb} MB /tmp; {network}"))
-            if level == "bubblewrap":
-                raise NotegradeError(f"{isolation.ISOLATION_ENV}=bubblewrap, but {why}")
-            refused = f" (bubblewrap unavailable: {why})"
-        if level in ("auto", "bubblewrap", "uid"):
-            return Isolation("uid", (
-                f"uid: student code runs as the fresh uid {self.user.uid}{refused}, without namespaces: it shares the "
-                f"grader's view of the filesystem, processes and network; files the grader keeps are closed to it; "
-                f"{network}"))
-        who = pwd.getpwuid(os.getuid()).pw_name
-        why = "the grader is not root" if os.geteuid() != 0 else "isolation was switched off (run_as='self' or " \
-                                                                   f"{isolation.ISOLATION_ENV}=none)"
-        return Isolation("none", f"NOT ISOLATED ({why}): student code runs as the grader's own user {who} and can read "
-                                 f"and write whatever the grader can; {network}")
 
     # -- the scratch copy --------------------------------------------------------------
     @property
@@ -266,13 +225,7 @@ class Sandbox:
             for name in written:
                 files.remove_quietly(self.scratch_dir.inputs, name)
         if result.status == "timeout" and timeout_s >= self.limits.failfast_min_s:
-            modules = [frame[1] for frame in result.stack]
-            culprit = self.hung.record(self.hung.culprit(probe, args, [f[0] for f in result.stack], modules),
-                                       result.seconds, self.item)
-            if culprit:
-                where = next((f"{f[1]}.py, line {f[2]}" for f in reversed(result.stack)), "")
-                result.message = f"{display(culprit)} did not return within {timeout_s:.0f} s" + \
-                    (f" (it was at {where})" if where else "")
+            self.hung.after_timeout(result, probe, args, timeout_s=timeout_s, item=self.item)
         if result.status == "crash":
             where = files.student_frame(result.stderr_tail, self.worker_work_dir)
             if where:

@@ -22,9 +22,12 @@ Example
 from __future__ import annotations
 
 import os
+import pwd
 from dataclasses import dataclass
+from typing import Any
 
 from autograder.errors import NotegradeError
+from autograder.sandbox import bubblewrap, launch, seccomp
 
 ISOLATION_ENV = "NOTEGRADE_ISOLATION"
 CHOICES = ("auto", "bubblewrap", "uid", "none")
@@ -62,3 +65,40 @@ def resolve(run_as: str, *, root: bool, environ: "dict[str, str] | None" = None)
                                  "runs as a separate uid); run the grader as root or unset " + ISOLATION_ENV)
         return "none"
     return wanted
+
+
+def _network(python: str) -> "tuple[bytes | None, str]":
+    """(the seccomp program, or None where this machine cannot install it; the phrase for the log)."""
+    program = seccomp.network_filter() if seccomp.installs_here(python) else None
+    if program is not None:
+        return program, seccomp.network_filter_status()
+    why = seccomp.network_filter_status() if seccomp.network_filter() is None else "this machine refuses seccomp filters"
+    return None, f"network NOT blocked ({why})"
+
+
+def choose(level: str, *, python: str, user: Any, limits: Any) -> "tuple[Isolation, bytes | None]":
+    """The level a sandbox really runs at (``level`` from :func:`resolve`; ``auto`` probes bubblewrap
+    as ``user``), with the sentence for the instructor's log, and the network filter to install."""
+    program, network = _network(python)
+    refused = ""
+    if level in ("auto", "bubblewrap"):
+        setup = launch.ChildSetup(limits, nproc=limits.max_processes, address_space_mb=0)
+        works, why = bubblewrap.probe(python, preexec=setup,
+                                      user={"user": user.uid, "group": user.gid, "extra_groups": []})
+        if works:
+            return Isolation("bubblewrap", (
+                f"bubblewrap: student code runs as the fresh uid {user.uid} in new user, PID, mount, IPC, UTS, network "
+                f"and cgroup namespaces; it sees only the interpreter, its packages, the harness and its submission "
+                f"copy, with a private {limits.tmp_mb} MB /tmp; {network}")), program
+        if level == "bubblewrap":
+            raise NotegradeError(f"{ISOLATION_ENV}=bubblewrap, but {why}")
+        refused = f" (bubblewrap unavailable: {why})"
+    if level in ("auto", "uid"):
+        return Isolation("uid", (
+            f"uid: student code runs as the fresh uid {user.uid}{refused}, without namespaces: it shares the grader's "
+            f"view of the filesystem, processes and network; files the grader keeps are closed to it; {network}")), program
+    who = pwd.getpwuid(os.getuid()).pw_name
+    why = "the grader is not root" if os.geteuid() != 0 else \
+        f"isolation was switched off (run_as='self' or {ISOLATION_ENV}=none)"
+    return Isolation("none", f"NOT ISOLATED ({why}): student code runs as the grader's own user {who} and can read "
+                             f"and write whatever the grader can; {network}"), program

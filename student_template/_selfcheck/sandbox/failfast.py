@@ -86,6 +86,20 @@ class HungFunctions:
             self.hung[name] = f"not run: {display(name)} did not return within {seconds:.0f} s{where}"
         return name
 
+    def after_timeout(self, result: Any, probe: str, args: dict, *, timeout_s: float, item: "str | None") -> None:
+        """Remember the culprit of a timed-out call and say it in ``result.message``."""
+        stack = result.stack or []
+        culprit = self.record(self.culprit(probe, args, [f[0] for f in stack], [f[1] for f in stack]),
+                              result.seconds, item)
+        if not culprit:
+            return
+        where = next((f"{f[1]}.py, line {f[2]}" for f in reversed(stack)), "")
+        at = f" (it was at {where})" if where else ""
+        if result.message.startswith("did not take the request"):  # the request pipe was left full
+            result.message = f"the worker {result.message}: {display(culprit)} had not returned{at}"
+        else:
+            result.message = f"{display(culprit)} did not return within {timeout_s:.0f} s{at}"
+
     def blocked(self, probe: str, args: dict) -> "str | None":
         """The "not run" message when ``probe`` needs a hung function (loss calls: all of them hung)."""
         needed = functions_of(probe, args)

@@ -67,6 +67,18 @@ def write_input(directory: str, stem: str, array: np.ndarray) -> str:
     return name
 
 
+def close_to_others(path: str) -> None:
+    """Remove the "other" permission bits of ``path`` (not following a link), by file descriptor."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o007)
+    finally:
+        os.close(fd)
+
+
 def remove_quietly(directory: str, name: str) -> None:
     """Unlink ``name`` in ``directory`` (relative to the folder: no link is followed)."""
     try:

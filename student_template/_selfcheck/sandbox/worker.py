@@ -1,8 +1,8 @@
 """One worker process: how it starts (plain or inside bubblewrap), how a call runs, how it is killed.
 
 TRUSTED side.  Used by :mod:`autograder.sandbox.core` (read the package docstring for the
-guarantees).  The pieces live beside it: :mod:`~autograder.sandbox.launch` (environment, command
-line, what the child sets before exec), :mod:`~autograder.sandbox.bubblewrap` (the namespaces),
+guarantees).  The pieces live beside it: :mod:`~autograder.sandbox.spawn` (what it is started with,
+at each level: :mod:`~autograder.sandbox.launch`, :mod:`~autograder.sandbox.bubblewrap`),
 :mod:`~autograder.sandbox.channel` (pipes with deadlines), :mod:`~autograder.sandbox.answers`
 (bounded answers), :mod:`~autograder.sandbox.strays` (what cleanup kills).
 
@@ -22,10 +22,9 @@ import time
 from typing import Any
 
 from _selfcheck.errors import NotegradeError
-from _selfcheck.sandbox import answers, bubblewrap, launch, memory, processes
+from _selfcheck.sandbox import answers, launch, processes, spawn
 from _selfcheck.sandbox.channel import Channel
 from _selfcheck.sandbox.result import ProbeResult, clip
-from _selfcheck.sandbox.seccomp import SocketFilter
 from _selfcheck.sandbox.strays import LIVE_WORKERS, find_strays
 
 __all__ = ["ProbeResult", "Worker"]
@@ -39,12 +38,6 @@ _SIGNALS = {
     signal.SIGBUS: "crashed with a bus error (SIGBUS)",
 }
 WHERE_WAIT_S = 1.0  # how long a timed-out worker gets to say where it is
-
-
-def _scratch_binds(scratch: Any) -> "list[tuple[str, str, str]]":
-    inside = bubblewrap.INSIDE
-    return [("ro", scratch.harness, f"{inside}/notegrade_harness"), ("ro", scratch.inputs, f"{inside}/in"),
-            ("rw", scratch.work, f"{inside}/work"), ("rw", scratch.outputs, f"{inside}/out")]
 
 
 def _first_to_die(pid: int) -> None:
@@ -70,58 +63,25 @@ class Worker:
         self.limits, self.user, self.level, self.python = limits, user, level, python
         self.outputs_dir = scratch.outputs
         self.grader_pid, self.grader_sid = os.getpid(), os.getsid(0)
-        threads = max(1, int(limits.threads))
-        boxed = level == "bubblewrap"
-        inside = bubblewrap.INSIDE
-        self.work_dir = f"{inside}/work" if boxed else scratch.work  # as the worker sees it
-        env = launch.worker_environment(home=self.work_dir, tmp_dir="/tmp" if boxed else scratch.tmp,
-                                        threads=threads, use_gpu=use_gpu)
-        uid = user.uid if user else os.getuid()
-        nproc = limits.max_processes + (0 if user else processes.count_processes_of_uid(uid))
-        # CUDA maps huge virtual ranges when it initialises: no address-space limit with a GPU.
-        headroom = 0 if use_gpu else int(limits.memory_headroom_mb)
-        address_space = 0 if use_gpu else int(limits.startup_address_space_mb)
-        # Measured now, before this worker exists (a previous one is already stopped and reaped).
-        budget = memory.worker_memory_budget_mb(reserve_mb=limits.memory_reserve_mb,
-                                                memory=memory.cgroup_memory()) if headroom else 0
         request_r, request_w = os.pipe()
         response_r, response_w = os.pipe()
-        passed = [request_r, response_w]
+        plan = spawn.plan(python=python, scratch=scratch, limits=limits, use_gpu=use_gpu, user=user, level=level,
+                          filter_program=filter_program, request_fd=request_r, response_fd=response_w)
+        self.work_dir = plan.work_dir
         self.preexisting = {p.pid for p in processes.process_table().values() if p.ppid == self.grader_pid}
-        # Relative to the scratch folder (the working directory), or where bubblewrap shows it.
-        work, inputs, outputs = (f"{inside}/work", f"{inside}/in", f"{inside}/out") if boxed else ("work", "in", "out")
-        command = launch.worker_command(
-            python=python, request_fd=request_r, response_fd=response_w, submission=work, inputs=inputs,
-            outputs=outputs, use_gpu=use_gpu, threads=threads, headroom_mb=headroom, budget_mb=budget,
-            same_user=user is None)
-        socket_filter = SocketFilter(filter_program) if filter_program and not boxed else None
-        seccomp_r = -1
-        if boxed:
-            if filter_program:
-                seccomp_r, seccomp_w = os.pipe()  # 136 bytes: fits the pipe, bwrap reads it at start
-                os.write(seccomp_w, filter_program)
-                os.close(seccomp_w)
-                passed.append(seccomp_r)
-            binds = bubblewrap.system_binds() + bubblewrap.interpreter_binds(python)[0] + _scratch_binds(scratch)
-            if use_gpu:
-                binds += bubblewrap.gpu_binds()
-            command = bubblewrap.wrap(command, binds=binds, env=env, chdir=inside, tmp_mb=int(limits.tmp_mb),
-                                      seccomp_fd=seccomp_r if filter_program else None)
-            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-        extra = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
-        setup = launch.ChildSetup(limits, nproc=nproc, address_space_mb=address_space, socket_filter=socket_filter)
         try:
             self.proc = subprocess.Popen(
-                command, cwd=scratch.path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, pass_fds=passed, start_new_session=True, preexec_fn=setup, umask=0o077,
-                **extra)
+                plan.command, cwd=scratch.path, env=plan.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=plan.passed, start_new_session=True, preexec_fn=plan.setup,
+                umask=0o077, **plan.user)
         except (OSError, subprocess.SubprocessError) as err:
             for fd in (request_w, response_r):
                 os.close(fd)
             raise NotegradeError(f"cannot start the grading worker with {python}: {err}") from None
         finally:
-            for fd in passed:
+            for fd in plan.passed:
                 os.close(fd)
+        uid = user.uid if user else os.getuid()
         self.owner_uid = uid
         _first_to_die(self.proc.pid)
         self.channel = Channel(request_w=request_w, response_r=response_r, stdout=self.proc.stdout.fileno(),
