@@ -169,6 +169,94 @@ def test_network_exfiltration_reaches_no_listener(level, tmp_path):
         listener.close()
 
 
+SECRET_READER = """
+import os, sys
+def can_read(path):
+    try:
+        open(path, "rb").read(1)
+        return True
+    except OSError:
+        return False
+print("READ-SECRET" if can_read(os.environ.get("NOTEGRADE_TEST_SECRET", "") or open("secret_path.txt").read().strip())
+      else "SECRET-CLOSED")
+"""
+
+
+def test_the_worker_is_the_student_uid_on_the_host_and_root_only_files_stay_closed(level, tmp_path):
+    """The bubblewrap pitfall: run as root with --uid, the sandbox uid would be host root.  The host's
+    /proc says the worker's real, effective, saved and filesystem uids are the student's, and a root-only
+    0600 file in a folder bound into the sandbox (the grading venv's site-packages) cannot be read."""
+    site = iso.venv_site_packages(iso.grading_python())[0]
+    secret = site / f"notegrade-test-secret-{os.getpid()}"
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    try:
+        (tmp_path / "model.py").write_text(SECRET_READER)
+        (tmp_path / "secret_path.txt").write_text(str(secret))
+        from autograder.sandbox import Sandbox
+
+        with Sandbox(tmp_path, python=iso.grading_python()) as sandbox:
+            result = sandbox.call("import_module", {"module": "model"}, timeout_s=60)
+            host_pid = sandbox.worker_info["host_pid"]
+            status = pathlib.Path(f"/proc/{host_pid}/status").read_text()
+            uid = sandbox.user.uid
+        ids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+        assert ids == [str(uid)] * 4 and uid >= 70_000, (ids, uid)
+        assert result.ok and "SECRET-CLOSED" in result.stdout, result
+    finally:
+        secret.unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie is dead: it may be re-parented to this test process, a subreaper once a
+    Sandbox ran in it, which does not reap it)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_the_worker_dies_with_its_grader(level, tmp_path):
+    """SIGKILL the grader: its worker gets PR_SET_PDEATHSIG (bubblewrap: --die-with-parent too) and
+    dies at once, before any cleanup of ours could run."""
+    (tmp_path / "model.py").write_text("import time\ntime.sleep(600)\n")
+    script = (f"import sys, time\nfrom autograder.sandbox import Sandbox\n"
+              f"box = Sandbox({str(tmp_path)!r}, python={iso.grading_python()!r})\n"
+              "print(box._worker.wait_ready()['host_pid'], flush=True)\n"
+              "box.call('import_module', {'module': 'model'}, timeout_s=600)\n")
+    grader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])})
+    try:
+        worker = int(grader.stdout.readline())
+        time.sleep(1.0)
+        assert os.path.exists(f"/proc/{worker}")
+        grader.kill()
+        grader.wait()
+        end = time.monotonic() + 5
+        while _alive(worker) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not _alive(worker), "the worker outlived its grader"
+    finally:
+        if grader.poll() is None:
+            grader.kill()
+        from autograder.sandbox import users
+
+        users.reclaim_stale()  # the killed grader's uid (what `notegrade grade` does after each grader)
+
+
+def test_grading_without_isolation_says_so_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    done = _cli("grade", str(iso.victim(tmp_path / "victim")), "--autograder", str(iso.autograder_zip()), "--out",
+                str(out), "--isolation", "none", "--python", iso.grading_python())
+    results = json.loads((out / "results.json").read_text())
+    assert results["extra_data"]["isolation"]["level"] == "none"
+    assert results["extra_data"]["isolation"]["detail"].startswith("NOT ISOLATED")
+    warnings = [line for line in done.stderr.splitlines() if "WITHOUT isolation" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: this submission was graded WITHOUT isolation")
+    assert "[notegrade] isolation: none" in (out / "stdout.txt").read_text()
+
+
 # -- scenarios with real graders --------------------------------------------------------------
 def _run_autograder_children() -> "list[int]":
     me = os.getpid()
