@@ -11,7 +11,9 @@ Prints, measured in one run on this machine's cores:
   torch's libraries) and the sum of PSS (shared pages split between processes: what a cgroup
   limit like Gradescope's 768 MB effectively sees).  Goal <= 768 MB with a CPU build of torch.
 * each of it at every isolation level this machine offers (``--levels``; as root: ``bubblewrap``
-  and the ``uid`` fallback, forced with ``$NOTEGRADE_ISOLATION``), so the cost of bubblewrap shows;
+  and the ``uid`` fallback, forced with ``$NOTEGRADE_ISOLATION``; the levels alternate run by run),
+  plus the time a sandbox takes to start its worker, answer one call and clean up, so the cost of
+  bubblewrap shows;
 * the same peak memory while grading the hard-link array bomb of ``tests/corpus/hardlink_array_bomb``
   (20 links to one 63 MiB ``.npy`` per answer), which the grader must refuse without reading.
 
@@ -164,6 +166,23 @@ def measure_floor(python: pathlib.Path, heldout: pathlib.Path, scratch: pathlib.
     return import_s, time.perf_counter() - started
 
 
+START_SCRIPT = """
+import sys, time
+from autograder.sandbox import Sandbox
+started = time.perf_counter()
+with Sandbox(sys.argv[1], python=sys.argv[2]) as sandbox:
+    assert sandbox.call("model_summary", {}, timeout_s=120).ok
+print(time.perf_counter() - started)
+"""
+
+
+def measure_sandbox_start(python: pathlib.Path, submission: pathlib.Path) -> float:
+    """Seconds for a sandbox at ``$NOTEGRADE_ISOLATION`` to start its worker, answer one call and clean up."""
+    done = subprocess.run([sys.executable, "-c", START_SCRIPT, str(submission), str(python)], capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathlib.Path, out: pathlib.Path) -> tuple[float, float, float, dict]:
     """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout."""
     from autograder.grade import grade_submission
@@ -210,23 +229,29 @@ def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[st
                                    text=True, check=True).stdout.strip()
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}, grader torch {torch_version}, "
           f"held-out notes: {N_NOTES}, isolation levels: {', '.join(levels)}")
+    runs: "dict[str, list[tuple[float, float, float, float]]]" = {level: [] for level in levels}
+    starts: "dict[str, list[float]]" = {level: [] for level in levels}
+    for i in range(repeat):  # levels interleaved, so that a change in the machine's load hits both alike
+        for level in levels:
+            os.environ["NOTEGRADE_ISOLATION"] = level
+            starts[level].append(measure_sandbox_start(python, submission))
+            import_s, floor_s = measure_floor(python, heldout, scratch)
+            wall, peak_rss, peak_pss, results = grade_once(python, autograder, submission, scratch / f"out-{level}-{i}")
+            runs[level].append((floor_s, wall, peak_rss, peak_pss))
+            statuses = {t.get("number"): (t.get("extra_data") or {}).get("status") for t in results["tests"] if t.get("number")}
+            graded_at = (results.get("extra_data") or {}).get("isolation", {}).get("level")
+            print(f"[{level}] run {i + 1}: sandbox start + one call {starts[level][-1]:.2f} s; floor {floor_s:.2f} s "
+                  f"(import torch alone {import_s:.2f} s), grading {wall:.2f} s = {wall / floor_s:.2f}x, peak tree RSS "
+                  f"{peak_rss:.0f} MB, PSS {peak_pss:.0f} MB, score {results['score']:g}, graded at {graded_at}, "
+                  f"items {statuses}", flush=True)
     summary = []
     for level in levels:
         os.environ["NOTEGRADE_ISOLATION"] = level
-        floors, walls, rss, pss = [], [], [], []
-        for i in range(repeat):
-            import_s, floor_s = measure_floor(python, heldout, scratch)
-            wall, peak_rss, peak_pss, results = grade_once(python, autograder, submission, scratch / f"out-{level}-{i}")
-            floors.append(floor_s), walls.append(wall), rss.append(peak_rss), pss.append(peak_pss)
-            statuses = {t.get("number"): (t.get("extra_data") or {}).get("status") for t in results["tests"] if t.get("number")}
-            graded_at = (results.get("extra_data") or {}).get("isolation", {}).get("level")
-            print(f"[{level}] run {i + 1}: floor {floor_s:.2f} s (import torch alone {import_s:.2f} s), grading "
-                  f"{wall:.2f} s = {wall / floor_s:.2f}x, peak tree RSS {peak_rss:.0f} MB, PSS {peak_pss:.0f} MB, "
-                  f"score {results['score']:g}, graded at {graded_at}, items {statuses}")
         _, bomb_rss, bomb_pss, bombed = grade_once(python, autograder, bomb, scratch / f"out-{level}-bomb")
         refused = sum("hard links" in str(t.get("output", "")) for t in bombed["tests"])
         print(f"[{level}] hard-link array bomb: peak tree RSS {bomb_rss:.0f} MB, PSS {bomb_pss:.0f} MB, "
               f"{refused} items refused its answers, score {bombed['score']:g}")
+        floors, walls, rss, pss = zip(*runs[level])
         ratio = statistics.median(w / f for w, f in zip(walls, floors))
         summary.append((level, statistics.median(floors), statistics.median(walls), ratio, max(rss), max(pss), bomb_pss))
     print()
@@ -239,7 +264,9 @@ def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[st
         base = next((s for s in summary if s[0] == "uid"), summary[-1])
         for level, _, wall, *_ in summary:
             if level != base[0]:
-                print(f"cost of {level} over {base[0]}: {wall - base[2]:+.2f} s per submission ({wall / base[2]:.2f}x)")
+                start = statistics.median(starts[level]) - statistics.median(starts[base[0]])
+                print(f"cost of {level} over {base[0]}: {wall - base[2]:+.2f} s per graded submission "
+                      f"({wall / base[2]:.2f}x); sandbox start + one call {start:+.2f} s (medians)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
