@@ -254,6 +254,8 @@ def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[st
         floors, walls, rss, pss = zip(*runs[level])
         ratio = statistics.median(w / f for w, f in zip(walls, floors))
         summary.append((level, statistics.median(floors), statistics.median(walls), ratio, max(rss), max(pss), bomb_pss))
+        print(f"[{level}] sandbox start + one call: median {statistics.median(starts[level]):.2f} s "
+              f"(runs: {', '.join(f'{s:.2f}' for s in starts[level])})")
     print()
     for level, floor, wall, ratio, peak_rss, peak_pss, bomb_pss in summary:
         print(f"{level:>10}: median of {repeat}: floor {floor:.2f} s, grading {wall:.2f} s, ratio {ratio:.2f}x "

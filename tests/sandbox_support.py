@@ -16,8 +16,9 @@ A corpus case is a directory ``tests/corpus/<name>/`` with ``expected.json``::
      "expect": {"check": {"status": "error", "fraction": 0.0, "max_fraction": 0.9,
                           "message": "substring", "failed": ["sub-check name"]}},
      "after": {"no_marker": true, "target_unchanged": true, "heldout_unreadable": true,
-               "stdout_includes": "SEARCHED", "stdout_excludes": "WROTE", "max_stdout_bytes": 9000,
-               "uid_clean": true}}
+               "stdout_includes": "SEARCHED", "stdout_includes_any": ["A", "B"], "stdout_excludes": "WROTE",
+               "max_stdout_bytes": 9000, "uid_clean": true, "nothing_left": true},
+     "scenario": "...", "levels": [...]}     # issue 9 attacks that need several graders: tests/test_isolation.py
 
 Checks not under ``expect`` must score full marks with status ``ran``: a broken part fails
 only the items that depend on it.  Other files in the case directory are copied as they are.
@@ -278,6 +279,8 @@ def expectation_problems(case: Case, outcomes: dict, sandbox: RecordingSandbox, 
         problems.append(f"stdout contains {after['stdout_excludes']!r}: {stdout[:300]}")
     if after.get("stdout_includes") and after["stdout_includes"] not in stdout:
         problems.append(f"stdout lacks {after['stdout_includes']!r}: {stdout[:300]}")
+    if after.get("stdout_includes_any") and not any(text in stdout for text in after["stdout_includes_any"]):
+        problems.append(f"stdout lacks all of {after['stdout_includes_any']!r}: {stdout[:300]}")
     if "max_stdout_bytes" in after:
         longest = max((len(r.stdout.encode()) for r in sandbox.results), default=0)
         if longest > after["max_stdout_bytes"] or "more bytes not shown" not in stdout:

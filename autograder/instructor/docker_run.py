@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.errors import NotegradeError
+from autograder.local_grading import stage_tree
+from autograder.sandbox.cleanup import remove_tree
 from autograder.sandbox.users import CONTAINER_UIDS, STUDENT_UID_ENV
 
 UID_LABEL = "notegrade.student_uid"  # each grading container's student uid, so others can avoid it
@@ -103,6 +105,13 @@ def _sample_stats(container, peaks: dict, stop: threading.Event) -> None:
         return
 
 
+def failed_run(submission: Path, err: Exception) -> ContainerRun:
+    """The run of a submission that could not even be put in a container (its batch goes on)."""
+    reason = f"could not be graded ({type(err).__name__}: {str(err)[:300]})"
+    return ContainerRun(submission=str(submission), exit_code=None, wall_s=0.0, peak_memory_mb=None, peak_rss_mb=None,
+                        oom_killed=False, timed_out=False, results=_failure_results(reason, ""), logs="")
+
+
 def _failure_results(reason: str, logs: str) -> dict:
     """A valid results.json for a run that left none: 0 points, the reason, logs for the staff."""
     return {"score": 0.0, "output": f"The autograder did not finish: {reason}.", "output_format": "md",
@@ -121,8 +130,9 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
     import requests
 
     sub_dir, results_dir = work / "submission", work / "results"
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(submission, sub_dir)  # the container may write there; the original stays untouched
+    remove_tree(work)
+    work.mkdir(parents=True)
+    stage_tree(submission, sub_dir)  # iterative, links kept as links; the container may write there
     results_dir.mkdir(parents=True)
     volumes = {str(sub_dir.resolve()): {"bind": "/autograder/submission", "mode": "rw"},
                str(results_dir.resolve()): {"bind": "/autograder/results", "mode": "rw"}}
