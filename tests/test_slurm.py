@@ -3,6 +3,7 @@
 - a 6-submission export regraded with ``--slurm`` gives byte-identical outputs to the local
   regrade (timing fields aside), even after one array task is killed and the rerun fills it in;
 - ``grade DIR --slurm``: Ctrl-C leaves the array running, ``--resume JOBID`` collects it;
+- a task past its time limit is reported as such;
 - ``train --slurm --gpus 1`` writes the same run folder as a local run (the node's stand-in GPU
   has no CUDA: the CPU fallback);
 - the student template's ``train_gpu.sbatch`` runs as students submit it (EDIT lines edited).
@@ -140,8 +141,9 @@ def test_grade_batch_on_slurm_survives_ctrl_c_and_resume_collects(cluster, grade
     for name in ("submission_1001", "submission_1004"):  # Ada (reference) and Dev (syntax error)
         shutil.copytree(_unzipped(export, tmp_path) / name, batch / name)
     out = tmp_path / "graded"
+    # --gpus 1: each task gets one of the node's stand-in GPUs, finds no CUDA and grades on the CPU.
     command = [sys.executable, "-m", "autograder.cli", "grade", str(batch), "--autograder", str(autograder),
-               "--out", str(out), "--slurm", "--per-task", "1", "--cpus-per-task", "1"]
+               "--out", str(out), "--slurm", "--per-task", "1", "--cpus-per-task", "1", "--gpus", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                                env={**cluster.env, "PYTHONPATH": str(REPO)})
     line = process.stdout.readline()
@@ -150,7 +152,7 @@ def test_grade_batch_on_slurm_survives_ctrl_c_and_resume_collects(cluster, grade
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert f"Slurm job {job} keeps running" in stderr and f"--slurm --per-task 1 --cpus-per-task 1 --resume {job}" in stderr
+    assert f"Slurm job {job} keeps running" in stderr and f"--cpus-per-task 1 --gpus 1 --resume {job}" in stderr
     queue = subprocess.run(["squeue", "--states=all", "--array", "-h", "-j", job, "-o", "%T"], capture_output=True,
                            text=True, check=True).stdout.split()
     assert len(queue) == 2 and "CANCELLED" not in queue
@@ -162,6 +164,20 @@ def test_grade_batch_on_slurm_survives_ctrl_c_and_resume_collects(cluster, grade
     assert list(summary["status"]) == ["graded", "graded"]
     assert summary.loc["submission_1001", "score"] == 100.0 and summary.loc["submission_1004", "score"] < 100
     assert json.loads((out / "submission_1004" / "results.json").read_text())["score"] < 100
+    assert json.loads((out / "submission_1001" / "results.json").read_text())["extra_data"]["heldout_device"] == "cpu"
+    assert "#SBATCH --gpus-per-node=1" in next((out / "slurm").glob("*_submission.sh")).read_text()
+
+
+def test_a_task_past_its_time_limit_is_reported_as_timed_out(cluster, tmp_path):
+    """The seam itself: one task returns, the other outlives --time 1 (Slurm signals it, submitit stops it)."""
+    from autograder.instructor.slurm import array
+
+    # time.sleep, not a function of this module: the nodes import what they run, and tests/ is no package
+    run, outcomes = array.run_on_slurm(time.sleep, [1, 600], options=SlurmOptions(time=1, cpus_per_task=1),
+                                       folder=tmp_path / "jobs", job_name="nap", default_minutes=1, progress=False)
+    assert [o.ok for o in outcomes] == [True, False], outcomes[0].reason
+    assert outcomes[1].failure.startswith("Slurm task 1 failed (hit its time limit of 1 min: raise --time")
+    assert json.loads(run.manifest.read_text())["collected"] is True
 
 
 def _unzipped(export, tmp_path: pathlib.Path) -> pathlib.Path:

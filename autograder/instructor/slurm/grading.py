@@ -64,10 +64,12 @@ class SlurmGrading:
     resume: str | None = None
     resume_hint: str = ""  # the command that collects the job (printed on Ctrl-C); JOBID is replaced
 
-    def _settings(self, autograder: pathlib.Path, jobs: int) -> tuple[SlurmOptions, int, int]:
+    def _settings(self, autograder: pathlib.Path, jobs: int, count: int) -> tuple[SlurmOptions, int, int]:
+        """Options with the defaults, submissions per task, and the default minutes for ``count`` submissions."""
         per_task = self.options.per_task or DEFAULT_PER_TASK
         options = SlurmOptions(cpus_per_task=DEFAULT_CPUS * jobs).merged(self.options)
-        minutes = math.ceil(math.ceil(per_task / jobs) * _time_budget_s(autograder) / 60) + STARTUP_MIN
+        rounds = math.ceil(min(per_task, max(count, 1)) / jobs)  # grades one after another in the biggest task
+        minutes = math.ceil(rounds * _time_budget_s(autograder) / 60) + STARTUP_MIN
         return options, per_task, minutes
 
     # ------------------------------------------------------------------------------ regrade
@@ -78,7 +80,6 @@ class SlurmGrading:
 
         out, autograder = pathlib.Path(out).resolve(), pathlib.Path(autograder).resolve()
         folder = out / "slurm"
-        options, per_task, minutes = self._settings(autograder, jobs)
         autograder_sha = sha256_of(autograder)
         jobs_in = [(dataclasses.replace(e, folder=pathlib.Path(e.folder).resolve()), m) for e, m in jobs_in]
         keys = {e.key: grade_key(e, m, autograder_sha) for e, m in jobs_in}
@@ -97,6 +98,7 @@ class SlurmGrading:
             todo = [(e, m) for e, m in jobs_in if on_disk(e.key) is None]
             submitted = []
             if todo:
+                options, per_task, minutes = self._settings(autograder, jobs, len(todo))
                 task = functools.partial(grade_shard, out=out, autograder=autograder, grade=grade, jobs=jobs)
                 shards = shards_of(todo, per_task)
                 run = array.submit(task, shards, options=options, folder=folder, job_name="notegrade-regrade",
@@ -133,7 +135,7 @@ class SlurmGrading:
         if any(f.name == "slurm" for f in folders):
             raise NotegradeError("a submission folder is named 'slurm', which is where --slurm keeps its job files: "
                                  "rename it")
-        options, per_task, minutes = self._settings(autograder, 1)
+        options, per_task, minutes = self._settings(autograder, 1, len(folders))
         shards = shards_of(folders, per_task)
         task = functools.partial(grade_folders, autograder=autograder, metadata=metadata and pathlib.Path(metadata).resolve(),
                                  out=out, python=python)
