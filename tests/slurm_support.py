@@ -227,8 +227,22 @@ class SlurmCluster:
                 parts.append(f"--- {path.name}\n" + "\n".join(lines))
         return "\n".join(parts)
 
+    def _cancel_jobs(self, timeout_s: float = 20.0) -> None:
+        """Cancel whatever is still queued or running on this cluster (a test that failed midway):
+        its job steps run under slurmstepd, which outlives slurmd."""
+        if "slurmctld" not in self.processes or self.processes["slurmctld"].poll() is not None:
+            return
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            jobs = self._run(["squeue", "-h", "-o", "%A"]).stdout.split()
+            if jobs:
+                self._run(["scancel", *sorted(set(jobs))])
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self._run(["squeue", "-h", "-o", "%A"]).stdout.strip():
+                time.sleep(0.5)
+
     def stop(self) -> None:
-        """Stop our three daemons by PID (slurmd first, munged last), then delete the folder."""
+        """Cancel leftover jobs, stop our three daemons by PID (slurmd first, munged last), delete the folder."""
+        self._cancel_jobs()
         if os.environ.get("SLURM_CONF") == str(self.conf):
             del os.environ["SLURM_CONF"]
         for name in reversed(DAEMONS):
