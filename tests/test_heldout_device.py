@@ -17,7 +17,7 @@ from autograder.errors import NotegradeError
 from autograder.harness.device import DEVICE_ENV, select_device
 from autograder.results import GradedItem, build_results
 from autograder.rubric import RubricItem, Rubric
-from autograder.sandbox_launch import worker_environment
+from autograder.sandbox.launch import worker_environment
 
 
 @pytest.mark.parametrize("requested, cuda, expected", [

@@ -74,7 +74,7 @@ def cross_check_on_cpu(sandbox: Any, budget: Budget, features: np.ndarray, logit
     if agreement >= minimum:
         return logits, {"device": "cuda", **info}
     everything = sample if len(picked) == len(features) else \
-        _cpu_logits(sandbox, budget, np.asarray(features), "heldout_features_cpu", batch_size)
+        _cpu_logits(sandbox, budget, np.asarray(features), "heldout_features", batch_size)
     if everything is None:
         return logits, {"device": "cuda", **info}
     return everything.astype(logits.dtype, copy=False), {"device": "cpu", **info}
