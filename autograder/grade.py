@@ -154,7 +154,7 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
     folders = batch_folders(pathlib.Path(submissions))
     one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
     if slurm is not None:  # a Slurm job array: each task runs grade_folder over a shard
-        rows = slurm.grade_batch(folders, autograder=autograder, metadata=metadata, out=out, python=python)
+        rows = slurm.grade_batch(folders, autograder=autograder, metadata=metadata, out=out, python=python, jobs=jobs)
     else:
         # Threads only wait: each grading runs in its own grader process (process parallelism).
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -207,7 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a submission_metadata.json (for the late penalty); without it no penalty applies")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("graded"),
                         help="where results.json, report.html and the grader's stdout.txt go")
-    parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (a directory of submissions)")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (a directory of submissions; with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade inside the autograder's Docker image, as Gradescope does")
     parser.add_argument("--image", default=None, help="with --docker: the image tag to build or reuse")
     parser.add_argument("--base-image", default=None,

@@ -164,7 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", type=pathlib.Path, help="the 'Export Submissions' zip, or its unpacked folder")
     parser.add_argument("--autograder", type=pathlib.Path, required=True, help="autograder zip or unpacked directory")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("regrade"), help="output directory")
-    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once (with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade each submission in a container")
     parser.add_argument("--image", help="Docker image tag to use or build (with --docker)")
     parser.add_argument("--due", help="due date, ISO 8601 with time zone (the export has none)")

@@ -128,17 +128,17 @@ class SlurmGrading:
 
     # --------------------------------------------------------------------------- grade DIR
     def grade_batch(self, folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
-                    out: pathlib.Path, python: str | None) -> list[dict]:
+                    out: pathlib.Path, python: str | None, jobs: int = 1) -> list[dict]:
         """``grade.grade_batch``'s rows, each shard of folders graded by one array task."""
         out, autograder = pathlib.Path(out).resolve(), pathlib.Path(autograder).resolve()
         folders = [pathlib.Path(f).resolve() for f in folders]
         if any(f.name == "slurm" for f in folders):
             raise NotegradeError("a submission folder is named 'slurm', which is where --slurm keeps its job files: "
                                  "rename it")
-        options, per_task, minutes = self._settings(autograder, 1, len(folders))
+        options, per_task, minutes = self._settings(autograder, jobs, len(folders))
         shards = shards_of(folders, per_task)
         task = functools.partial(grade_folders, autograder=autograder, metadata=metadata and pathlib.Path(metadata).resolve(),
-                                 out=out, python=python)
+                                 out=out, python=python, jobs=jobs)
         run, tasks = array.run_on_slurm(task, shards, options=options, folder=out / "slurm", job_name="notegrade-grade",
                                         default_minutes=minutes, resume=self.resume, resume_hint=self.resume_hint,
                                         meta={"shards": [[f.name for f in s] for s in shards]})
@@ -160,11 +160,15 @@ def grade_shard(shard: list[tuple[Any, dict]], *, out: pathlib.Path, autograder:
 
 
 def grade_folders(folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
-                  out: pathlib.Path, python: str | None) -> list[dict]:
-    """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, in order."""
+                  out: pathlib.Path, python: str | None, jobs: int = 1) -> list[dict]:
+    """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, ``jobs`` at a time."""
+    import concurrent.futures
+
     from autograder.grade import grade_folder
 
-    return [grade_folder(folder, autograder=autograder, metadata=metadata, out=out, python=python) for folder in folders]
+    one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each grade is its own process
+        return list(pool.map(one, folders))
 
 
 def resume_hint(command: str) -> str:
