@@ -254,3 +254,14 @@ def test_student_sbatch_example_runs_on_the_cluster_with_the_cpu_fallback(cluste
     from reference.model import NoteCNN
 
     NoteCNN().load_state_dict(torch.load(work / "runs" / job / "model.pt", weights_only=True))
+
+
+def test_sbatch_refusals_come_back_as_one_line_messages(cluster, graded_class, tmp_path, capsys):
+    autograder, export = graded_class
+    base = ["regrade", str(export.path), "--autograder", str(autograder), "--due", DUE.isoformat(),
+            "--out", str(tmp_path / "out"), "--slurm"]
+    assert cli_main(base + ["--partition", "nosuch"]) == 1
+    assert "error: sbatch refused the job: sbatch: error: invalid partition specified: nosuch" in capsys.readouterr().err
+    assert cli_main(base + ["--slurm-opt", "no-such-option=1"]) == 1
+    assert "sbatch refused the job" in capsys.readouterr().err
+    assert not list((tmp_path / "out" / "slurm").glob("job_*.json"))  # nothing was submitted, nothing to wait for

@@ -44,16 +44,14 @@ def shards_of(items: Sequence[Any], per_task: int) -> list[list[Any]]:
 
 
 def _time_budget_s(autograder: pathlib.Path) -> float:
-    import zipfile
-
-    from autograder.rubric import DEFAULT_TIME_BUDGET_S, parse_rubric
+    from autograder.instructor.slurm.options import autograder_rubric
+    from autograder.rubric import DEFAULT_TIME_BUDGET_S
 
     try:
-        text = ((autograder / "rubric.toml").read_text() if autograder.is_dir()
-                else zipfile.ZipFile(autograder).read("rubric.toml").decode())
-        return parse_rubric(text, validate_checks=False).time_budget_s
-    except Exception:  # noqa: BLE001 - an unreadable rubric fails in the grader, with its own message
-        return DEFAULT_TIME_BUDGET_S
+        rubric = autograder_rubric(autograder)
+    except NotegradeError:  # a malformed rubric: the grader reports it for every submission
+        rubric = None
+    return rubric.time_budget_s if rubric is not None else DEFAULT_TIME_BUDGET_S
 
 
 @dataclass

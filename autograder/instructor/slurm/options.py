@@ -105,8 +105,9 @@ def load_profile(path: pathlib.Path) -> dict[str, Any]:
     return parsed
 
 
-def rubric_profile(autograder: pathlib.Path) -> dict[str, Any]:
-    """The ``[cluster]`` table of the autograder's rubric (zip or directory); {} when it has none."""
+def autograder_rubric(autograder: pathlib.Path):
+    """The autograder's rubric (zip or directory), or None when it has no readable one (the grader
+    itself then says what is wrong)."""
     import zipfile
 
     from autograder.rubric import parse_rubric
@@ -118,9 +119,16 @@ def rubric_profile(autograder: pathlib.Path) -> dict[str, Any]:
         else:
             with zipfile.ZipFile(autograder) as archive:
                 text = archive.read("rubric.toml").decode("utf-8")
+        return parse_rubric(text, source=f"{autograder}:rubric.toml", validate_checks=False)
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
-        return {}  # no readable rubric here: the grader itself will say what is wrong
-    return parse_rubric(text, source=f"{autograder}:rubric.toml", validate_checks=False).cluster
+        return None
+
+
+def rubric_profile(autograder: pathlib.Path) -> dict[str, Any]:
+    """The ``[cluster]`` table of the autograder's rubric; {} when it has none.  A malformed rubric
+    raises NotegradeError here, before anything is submitted."""
+    rubric = autograder_rubric(autograder)
+    return rubric.cluster if rubric is not None else {}
 
 
 def _key_value(text: str) -> tuple[str, Any]:
