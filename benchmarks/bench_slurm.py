@@ -3,9 +3,9 @@
 Prints, measured on this machine (the cluster is tests/slurm_support.py: munged, slurmctld and
 slurmd of its own, 2 CPUs, started as root and stopped at the end):
 
-* the overhead per array task: from the ``sbatch`` of a one-task array to its first finished
-  grade, minus the time the same grade takes here (scheduling, the task's Python start-up and
-  submitit's pickles); and the part of it before the task runs (submission to RUNNING);
+* the overhead per array task: from the ``sbatch`` of a one-task array to the moment its first
+  grade starts (scheduling, the task's Python start-up, submitit's pickles), the part of it before
+  the task runs (submission to RUNNING), and to the first finished grade against the same grade here;
 * the regrade wall time for N submissions (default 20, every one the reference): ``--jobs 2``
   here against ``--slurm --array-parallelism 2 --cpus-per-task 1`` with ``--per-task`` N/2 (two
   tasks, like two local grader processes) and with ``--per-task`` 2 (more, smaller tasks).
@@ -66,6 +66,8 @@ def _first_grade(out: pathlib.Path, marks: dict) -> None:
                                     text=True).stdout.split()
             if states and states[0] in ("RUNNING", "COMPLETING", "COMPLETED"):
                 marks["running"] = time.perf_counter()
+        if "started" not in marks and list((out / "submissions").glob("*/submission_metadata.json")):
+            marks["started"] = time.perf_counter()  # the task writes it just before it starts grading
         if list((out / "submissions").glob("*/grade_key.json")):
             marks["graded"] = time.perf_counter()
         time.sleep(0.05)
@@ -90,7 +92,7 @@ def main(*, submissions: int, repeat: int) -> int:
         print(f"cluster: one node, {cluster.cpus} CPUs, {cluster.root}")
 
         local_one = [_regrade(one, autograder, tmp / "local1") for _ in range(repeat)]
-        overheads, queued = [], []
+        overheads, queued, starts = [], [], []
         for _ in range(repeat):
             out, marks = tmp / "slurm1", {}
             shutil.rmtree(out, ignore_errors=True)
@@ -101,10 +103,12 @@ def main(*, submissions: int, repeat: int) -> int:
             watcher.join()
             overheads.append(marks["graded"] - started)
             queued.append(marks.get("running", marks["graded"]) - started)
+            starts.append(marks.get("started", marks["graded"]) - started)
         grade_s, first_s = statistics.median(local_one), statistics.median(overheads)
         print(f"one submission graded here: median {grade_s:.1f} s over {repeat}")
-        print(f"per-task overhead: submission to first grade {first_s:.1f} s - one grade here {grade_s:.1f} s "
-              f"= {first_s - grade_s:.1f} s (submission to RUNNING {statistics.median(queued):.1f} s), median of {repeat}")
+        print(f"per-task overhead: submission to the first grade's start {statistics.median(starts):.1f} s "
+              f"(to RUNNING {statistics.median(queued):.1f} s); to the first grade's end {first_s:.1f} s, "
+              f"{first_s - grade_s:+.1f} s against the same grade here; medians of {repeat}")
 
         local = _regrade(many, autograder, tmp / "local", jobs=2)
         print(f"{submissions} submissions, --jobs 2 here: {local:.1f} s")

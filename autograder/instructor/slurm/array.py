@@ -173,9 +173,16 @@ def _outcome(run: ArrayRun, index: int, state: str) -> TaskOutcome:
     return failed
 
 
-def _poll(run: ArrayRun, ended_at: dict[int, float]) -> dict[int, str]:
-    """Each task's state now: squeue, else accounting, else the task's log and result file."""
+def _poll(run: ArrayRun, ended_at: dict[int, float], reasons: dict[str, int] | None = None) -> dict[int, str]:
+    """Each task's state now: squeue, else accounting, else the task's log and result file.
+
+    ``reasons`` (if given) is filled with why pending tasks wait (Priority, Resources, ...)."""
     known = states.squeue_states(run.job_id)
+    if reasons is not None:
+        reasons.clear()
+        for state, reason in known.values():
+            if state == "PENDING" and reason and reason != "None":
+                reasons[reason] = reasons.get(reason, 0) + 1
     accounting: dict[str, tuple[str, str]] | None = None
     found = {}
     for index, task in enumerate(run.tasks):
@@ -217,12 +224,12 @@ def watch(run: ArrayRun, *, progress: bool = True, resume_hint: str = "", poll_s
     """Wait for every task of ``run`` (progress bar from the states); Ctrl-C leaves them running."""
     from tqdm import tqdm
 
-    started, failures_since, ended_at = time.monotonic(), None, {}
+    started, failures_since, ended_at, waiting = time.monotonic(), None, {}, {}
     bar = tqdm(total=len(run.tasks), desc=f"Slurm job {run.job_id}", unit="task", disable=None if progress else True)
     with detach_on_interrupt(run.job_id, resume_hint), bar:
         while True:
             try:
-                found = _poll(run, ended_at)
+                found = _poll(run, ended_at, waiting)
                 failures_since = None
             except RuntimeError as err:  # squeue failed: the controller may be busy; keep trying for a while
                 failures_since = failures_since or time.monotonic()
@@ -237,7 +244,8 @@ def watch(run: ArrayRun, *, progress: bool = True, resume_hint: str = "", poll_s
             for state in found.values():
                 counts[state.lower()] = counts.get(state.lower(), 0) + 1
             bar.n = done
-            bar.set_postfix_str(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+            why = f" ({max(waiting, key=waiting.get)})" if waiting else ""  # e.g. "3 pending (Priority)"
+            bar.set_postfix_str(", ".join(f"{n} {s}" + (why if s == "pending" else "") for s, n in sorted(counts.items())))
             if done == len(run.tasks):
                 break
             elapsed = time.monotonic() - started
