@@ -235,7 +235,7 @@ class InProcessSlurm:
         self.fail = None
         return run
 
-    def collect(self, folder, job_id, *, progress=True, resume_hint=""):
+    def collect(self, folder, job_id, *, progress=True, resume_hint="", announcement=""):
         run = array.ArrayRun.load(folder, job_id)
         run.collected = True
         run.save()

@@ -64,13 +64,14 @@ class ArrayRun:
     meta: dict[str, Any] = field(default_factory=dict)
     submitted: str = ""
     collected: bool = False
+    announcement: str = field(default="", repr=False)  # "submitted Slurm job ...", printed by collect (not saved)
 
     @property
     def manifest(self) -> pathlib.Path:
         return self.folder / f"job_{self.job_id}.json"
 
     def save(self) -> None:
-        data = {k: v for k, v in asdict(self).items() if k != "folder"}
+        data = {k: v for k, v in asdict(self).items() if k not in ("folder", "announcement")}
         tmp = self.manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         tmp.replace(self.manifest)
@@ -108,7 +109,10 @@ def _executor(folder: pathlib.Path, options: SlurmOptions, params: dict[str, Any
 
 def submit(fn: Callable[[Any], Any], shards: Sequence[Any], *, options: SlurmOptions, folder: pathlib.Path,
            job_name: str, default_minutes: int, meta: dict[str, Any] | None = None) -> ArrayRun:
-    """Submit ``fn(shard)`` per shard; print the job id; return the run (its manifest is saved)."""
+    """Submit ``fn(shard)`` per shard; return the run (its manifest is saved).
+
+    The line announcing the job id is ``run.announcement``: :func:`collect` prints it once Ctrl-C
+    is covered, so nobody sees a job id without being told how to collect the job."""
     from submitit.core.utils import FailedJobError
 
     if not shards:
@@ -127,9 +131,9 @@ def submit(fn: Callable[[Any], Any], shards: Sequence[Any], *, options: SlurmOpt
     run.save()
     where = f"{len(jobs)} array tasks" if len(jobs) > 1 else "one job"
     at_once = f", at most {options.array_parallelism} at once" if options.array_parallelism and len(jobs) > 1 else ""
-    print(f"submitted Slurm job {job_id} ({where}{at_once}, {params['time']} min each"
-          f"{', partition ' + options.partition if options.partition else ''}); "
-          f"follow it with `squeue -j {job_id}`, logs in {folder}", flush=True)
+    run.announcement = (f"submitted Slurm job {job_id} ({where}{at_once}, {params['time']} min each"
+                        f"{', partition ' + options.partition if options.partition else ''}); "
+                        f"follow it with `squeue -j {job_id}`, logs in {folder}")
     return run
 
 
@@ -253,10 +257,14 @@ def watch(run: ArrayRun, *, progress: bool = True, resume_hint: str = "", poll_s
     return [_outcome(run, index, state) for index, state in sorted(found.items())]
 
 
-def collect(folder: pathlib.Path, job_id: str, *, progress: bool = True,
-            resume_hint: str = "") -> tuple[ArrayRun, list[TaskOutcome]]:
-    """Wait for the job ``job_id`` submitted from ``folder`` and collect its tasks (marked collected)."""
+def collect(folder: pathlib.Path, job_id: str, *, progress: bool = True, resume_hint: str = "",
+            announcement: str = "") -> tuple[ArrayRun, list[TaskOutcome]]:
+    """Wait for the job ``job_id`` submitted from ``folder`` and collect its tasks (marked collected).
+
+    ``announcement`` (a fresh submission's) is printed first, with Ctrl-C already covered."""
     with detach_on_interrupt(job_id, resume_hint):
+        if announcement:
+            print(announcement, flush=True)
         run = ArrayRun.load(folder, job_id)
         outcomes = watch(run, progress=progress, resume_hint=resume_hint)
     run.collected = True  # later runs need not wait for it
@@ -272,7 +280,8 @@ def run_on_slurm(fn: Callable[[Any], Any], shards: Sequence[Any], *, options: Sl
     ``resume_hint`` is the command that collects the job later, with ``JOBID`` for its id (printed
     when interrupted).  Returns the run (``run.meta`` as given at submission) and one outcome per shard.
     """
-    job_id = resume or submit(fn, shards, options=options, folder=folder, job_name=job_name,
-                              default_minutes=default_minutes, meta=meta).job_id
-    with detach_on_interrupt(job_id, resume_hint):
-        return collect(pathlib.Path(folder).resolve(), job_id, progress=progress, resume_hint=resume_hint)
+    run = None if resume else submit(fn, shards, options=options, folder=folder, job_name=job_name,
+                                     default_minutes=default_minutes, meta=meta)
+    job_id = resume or run.job_id
+    return collect(pathlib.Path(folder).resolve(), job_id, progress=progress, resume_hint=resume_hint,
+                   announcement=run.announcement if run else "")

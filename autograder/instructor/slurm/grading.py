@@ -86,6 +86,7 @@ class SlurmGrading:
             return earlier_grade(out / "submissions" / key, keys[key])
 
         outcomes: dict[str, tuple[dict | None, str | None, bool]] = {}
+        announcement = ""
         if self.resume:
             submitted = [self.resume]
         else:
@@ -101,10 +102,10 @@ class SlurmGrading:
                 shards = shards_of(todo, per_task)
                 run = array.submit(task, shards, options=options, folder=folder, job_name="notegrade-regrade",
                                    default_minutes=minutes, meta={"shards": [[e.key for e, _ in s] for s in shards]})
-                submitted = [run.job_id]
+                submitted, announcement = [run.job_id], run.announcement
         for job_id in submitted:
-            with array.detach_on_interrupt(job_id, self.resume_hint):
-                run, tasks = array.collect(folder, job_id, progress=progress, resume_hint=self.resume_hint)
+            run, tasks = array.collect(folder, job_id, progress=progress, resume_hint=self.resume_hint,
+                                       announcement=announcement)
             for task, shard in zip(tasks, run.meta.get("shards", [])):
                 for key in shard:
                     if key not in keys:
