@@ -210,6 +210,11 @@ def _poll(run: ArrayRun, ended_at: dict[int, float], reasons: dict[str, int] | N
     return found
 
 
+def _hint(resume_hint: str, job_id: str) -> str:
+    """The command that collects ``job_id`` (``resume_hint`` with JOBID filled in)."""
+    return resume_hint.replace("JOBID", job_id) if resume_hint else f"--resume {job_id}"
+
+
 @contextlib.contextmanager
 def detach_on_interrupt(job_id: str, resume_hint: str):
     """Ctrl-C inside: say that the job keeps running and how to collect it, then let it propagate."""
@@ -217,20 +222,20 @@ def detach_on_interrupt(job_id: str, resume_hint: str):
         yield
     except KeyboardInterrupt as interrupt:
         if not getattr(interrupt, "notegrade_told", False):
-            hint = resume_hint.replace("JOBID", job_id) if resume_hint else f"--resume {job_id}"
-            print(f"\nSlurm job {job_id} keeps running (scancel {job_id} stops it); collect it later with: {hint}",
+            print(f"\nSlurm job {job_id} keeps running (scancel {job_id} stops it); collect it later with: "
+                  f"{_hint(resume_hint, job_id)}",
                   file=sys.stderr, flush=True)
             interrupt.notegrade_told = True
         raise
 
 
 def watch(run: ArrayRun, *, progress: bool = True, resume_hint: str = "", poll_s: float | None = None) -> list[TaskOutcome]:
-    """Wait for every task of ``run`` (progress bar from the states); Ctrl-C leaves them running."""
+    """Wait for every task of ``run`` (progress bar from the states); :func:`collect` says what Ctrl-C leaves."""
     from tqdm import tqdm
 
     started, failures_since, ended_at, waiting = time.monotonic(), None, {}, {}
     bar = tqdm(total=len(run.tasks), desc=f"Slurm job {run.job_id}", unit="task", disable=None if progress else True)
-    with detach_on_interrupt(run.job_id, resume_hint), bar:
+    with bar:
         while True:
             try:
                 found = _poll(run, ended_at, waiting)
@@ -238,8 +243,8 @@ def watch(run: ArrayRun, *, progress: bool = True, resume_hint: str = "", poll_s
             except RuntimeError as err:  # squeue failed: the controller may be busy; keep trying for a while
                 failures_since = failures_since or time.monotonic()
                 if time.monotonic() - failures_since > 600:
-                    hint = resume_hint.replace("JOBID", run.job_id) if resume_hint else f"--resume {run.job_id}"
-                    raise NotegradeError(f"{err} for 10 minutes; the jobs may still be running: {hint}") from None
+                    raise NotegradeError(f"{err} for 10 minutes; the jobs may still be running: "
+                                         f"{_hint(resume_hint, run.job_id)}") from None
                 bar.set_postfix_str(str(err)[:60])
                 time.sleep(10)
                 continue
