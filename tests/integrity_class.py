@@ -70,8 +70,11 @@ def assets() -> Assets:
                                                                                heldout=heldout))
 
 
-def train(data: pathlib.Path, *, seed: int, epochs: int = EPOCHS, start: dict | None = None) -> dict:
-    """A NoteCNN trained with Adam on ``data`` from ``start`` (default: the init of ``seed``); its state_dict."""
+def train(data: pathlib.Path, *, seed: int, epochs: int = EPOCHS, start: dict | None = None, loss_fn=None) -> dict:
+    """A NoteCNN trained with Adam on ``data`` from ``start`` (default: the init of ``seed``); its state_dict.
+
+    ``loss_fn``: default ``torch.nn.functional.cross_entropy``.
+    """
     import torch.nn.functional as F
 
     from autograder.featurefile import FeatureLoader, read_feature_file
@@ -86,7 +89,7 @@ def train(data: pathlib.Path, *, seed: int, epochs: int = EPOCHS, start: dict | 
         if start is not None:
             model.load_state_dict(start)
         loader = FeatureLoader(read_feature_file(data), batch_size=32, shuffle=True, seed=seed, device="cpu")
-        fit(model, loader, loader, optimizer=torch.optim.Adam(model.parameters(), lr=2e-3), loss_fn=F.cross_entropy,
+        fit(model, loader, loader, optimizer=torch.optim.Adam(model.parameters(), lr=2e-3), loss_fn=loss_fn or F.cross_entropy,
             device="cpu", epochs=epochs, patience=epochs)
     finally:
         torch.set_num_threads(threads)
@@ -127,6 +130,7 @@ class PlantedClass:
     autograder: pathlib.Path
     heldout: pathlib.Path
     names: dict[str, str]  # submission key -> student name
+    results: dict[str, dict]  # submission key -> the results.json Gradescope recorded (integrity contract)
     expected_pairs: set = dataclasses.field(default_factory=lambda: set(EXPECTED_PAIRS))
     expected_students: set = dataclasses.field(default_factory=lambda: {TESTER})
 
@@ -139,7 +143,7 @@ def planted_class(root: pathlib.Path, *, as_zip: bool = False) -> PlantedClass:
     code[COPIER]["losses.py"] = disguise(code["Edsger Dijkstra"]["losses.py"])
     checkpoints = {name: _bytes(state) for name, state in models.items()}
     checkpoints[SHARER] = checkpoints["Alan Turing"]
-    submissions, names = [], {}
+    submissions, names, recorded = [], {}, {}
     for i, name in enumerate(HONEST + (SHARER, TUNER, COPIER, TESTER)):
         files = {k: v.encode() for k, v in code[name].items()}
         files["model.pt"] = checkpoints[name]
@@ -150,5 +154,6 @@ def planted_class(root: pathlib.Path, *, as_zip: bool = False) -> PlantedClass:
         submissions.append(Submission(3001 + i, [student], DUE - dt.timedelta(hours=1 + i), "planted", 100.0,
                                       files=files, recorded_results=results))
         names[f"submission_{3001 + i}"] = name
+        recorded[f"submission_{3001 + i}"] = results
     fixture = make_export(root, submissions=submissions, as_zip=as_zip, assignment_id=5151)
-    return PlantedClass(fixture=fixture, autograder=a.autograder, heldout=a.heldout, names=names)
+    return PlantedClass(fixture=fixture, autograder=a.autograder, heldout=a.heldout, names=names, results=recorded)

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_lines(summary: IntegritySummary) -> str:
+def report_lines(summary: IntegritySummary, *, paths: bool = True) -> str:
     """What the CLI prints: counts, the flags in one line each, notes, and where the files are."""
     lines = [f"{summary.members} submission(s): held-out logits computed for {summary.logits_computed}, reused "
              f"{summary.logits_reused} from an earlier run, {len(summary.logits_failed)} without"]
@@ -115,5 +115,5 @@ def report_lines(summary: IntegritySummary) -> str:
     lines += [f"note: {note}" for note in summary.notes]
     if summary.problems:
         lines.append(f"{len(summary.problems)} problem(s), listed in integrity.json")
-    lines += [f"{name:>10}: {path}" for name, path in summary.paths.items()]
+    lines += [f"{name:>10}: {path}" for name, path in summary.paths.items()] if paths else []
     return "\n".join(lines)

@@ -37,7 +37,7 @@ from autograder.instructor.integrity.code_similarity import FileSimilarity
 class Thresholds:
     weight_similarity: float = 0.5  # median per-layer cosine; different seeds ~0.0, 1 epoch fine-tuned ~0.99
     z: float = 5.0  # robust z-score (MADs scaled to sigma) for predictions and shared-start weights
-    code_similarity: float = 0.75  # share of each file's own fingerprints found in the other's
+    code_similarity: float = 0.6  # share of each file's own fingerprints found in the other's (both ways)
     code_z: float = 3.0  # robust z-score within the file's class distribution
     min_both_wrong: int = 10  # notes both got wrong, before wrong-answer agreement means anything
     agreement_floor: float = 0.02  # smallest scale for prediction z-scores (kappa units)
