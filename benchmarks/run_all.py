@@ -10,7 +10,9 @@ floors, peak memory, throughput, accuracy) are collected for the summary at the 
   (only when a Docker engine is reachable; otherwise skipped with the reason);
 * ``bench_training.py``  -- train_one_epoch throughput and time to target (needs the feature files
   in ``--training-data``: ``train/valid/test.safetensors``; otherwise skipped with the commands);
-* ``bench_selfcheck.py`` -- the student self-check's wall time against its cost floor.
+* ``bench_selfcheck.py`` -- the student self-check's wall time against its cost floor;
+* ``bench_integrity.py`` -- the class-wide integrity analysis of 300 submissions once their logits
+  exist (wall time, phases, peak RSS), and the sandbox's time per submission for a first run.
 
 ``--quick`` runs fewer rounds and smaller inputs everywhere (minutes instead of the better part of
 an hour); its numbers are noisier.  Other engineers share the cores: run it when the machine is quiet.
@@ -99,6 +101,9 @@ BENCHMARKS = (
     Benchmark("selfcheck", BENCH_DIR / "bench_selfcheck.py",
               lambda *, quick, **_: ["--repeat", "1"] if quick else [],
               (r"^floor: import torch", r"^selfcheck\.py", r"^default self-check with --features")),
+    Benchmark("integrity", BENCH_DIR / "bench_integrity.py",
+              lambda *, quick, work, **_: ["--work", str(work)] + (["--students", "100", "--sample", "2"] if quick else []),
+              (r"^integrity analysis of", r"^peak memory of the analysis", r"^flagged:", r"^first run:")),
 )
 
 

@@ -23,6 +23,8 @@ from autograder.instructor.integrity.logits import HeldOut, LogitsOutcome, all_l
 from autograder.instructor.integrity.members import ClassInput
 from autograder.instructor.integrity.student_flags import read_student_flags
 
+MAX_REPORTS = 100
+
 
 @dataclass
 class IntegritySummary:
@@ -80,8 +82,12 @@ def _starter(boilerplate: pathlib.Path | None) -> dict[str, str]:
 def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, jobs: int = 1, timeout_s: float = 180.0,
             thresholds: Thresholds = Thresholds(), boilerplate: pathlib.Path | None = None,
             known_seeds: tuple[int, ...] = ckpt.KNOWN_SEEDS, heldout: HeldOut | None = None,
-            progress: bool = True) -> IntegritySummary:
-    """Compare every pair of ``cls.members``; write integrity.csv/json, pairs.npz and copydetect reports."""
+            max_reports: int = MAX_REPORTS, progress: bool = True) -> IntegritySummary:
+    """Compare every pair of ``cls.members``; write integrity.csv/json, pairs.npz and copydetect reports.
+
+    copydetect's HTML (about 0.2 s each: it draws two plots) is written for the ``max_reports``
+    strongest pairs flagged for code; the others keep their row and numbers.
+    """
     out.mkdir(parents=True, exist_ok=True)
     summary = IntegritySummary(out=out, members=len(cls.members), problems=list(cls.problems))
     members, keys = cls.members, [m.key for m in cls.members]
@@ -130,7 +136,7 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
     for (i, j), kinds in sorted(flagged.items(), key=lambda item: evidence.strength(item[1], signals, *item[0])):
         report = ""
         code_files = [k.split(":", 1)[1] for k in kinds if k.startswith("code:")]
-        if code_files:
+        if code_files and len(reports) < max_reports:
             starter_dir.mkdir(parents=True, exist_ok=True)
             for name, text in starter.items():
                 (starter_dir / name).write_text(text, encoding="utf-8")

@@ -40,7 +40,7 @@ import numpy as np
 MAX_CHECKPOINT_MB = 50.0
 KNOWN_SEEDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 42, 123, 1234, 2024, 3407)
 START_THRESHOLD = 0.25  # median per-layer cosine with a known start's weights; independent weights give ~0.0
-CANDIDATE_SIMILARITY = 0.25  # pairs at or above this (or sharing a start) get their identical values counted
+CANDIDATE_SIMILARITY = 0.25  # pairs at or above this get their identical values counted
 
 State = dict[str, np.ndarray]
 
@@ -93,11 +93,15 @@ def load_state(path: pathlib.Path, shapes: dict[str, tuple[int, ...]]) -> tuple[
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; all-zero or non-finite rows become NaN (no cosine)."""
-    matrix = np.where(np.isfinite(matrix), matrix, np.nan)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, matrix / norms, np.nan)
+    """Scales ``matrix``'s rows to unit length in place (no copy of a 300 x 73,728 matrix) and returns it;
+    all-zero or non-finite rows become NaN (no cosine)."""
+    bad = ~np.isfinite(matrix).all(axis=1)
+    matrix[bad] = 0.0
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+    bad |= norms == 0
+    matrix /= np.where(bad, 1.0, norms).astype(matrix.dtype)[:, None]
+    matrix[bad] = np.nan
+    return matrix
 
 
 @dataclass
@@ -168,17 +172,20 @@ def compare_checkpoints(states: list[State | None], digests: list[str | None], *
     weights = [name for name, shape in shapes.items() if len(shape) >= 2] or list(shapes)
     start, start_score = _starts(states, shapes, starts, weights)
     per_layer = np.full((len(weights), n, n), np.nan, np.float32)
+    shared = (start[:, None] == start[None, :]) & (start[:, None] >= 0)
     for layer, name in enumerate(weights):
         rows, has = _matrix(states, name, shapes[name])
+        deltas = None
+        if shared.any():  # changes from the known start, for members that have one
+            deltas = rows.copy()
+            for seed in set(start[start >= 0].tolist()):
+                deltas[start == seed] -= starts[seed][name].reshape(1, -1)
+            deltas = _unit_rows(deltas)
         raw = _unit_rows(rows)
-        # Changes from the known start, for members that have one (the others keep their raw weights).
-        deltas = rows.copy()
-        for seed in set(start[start >= 0].tolist()):
-            deltas[start == seed] -= starts[seed][name].reshape(1, -1)
-        delta = _unit_rows(deltas)
         gram = raw @ raw.T
-        same_start = (start[:, None] == start[None, :]) & (start[:, None] >= 0)
-        gram = np.where(same_start, delta @ delta.T, gram)
+        if deltas is not None:
+            gram = np.where(shared, deltas @ deltas.T, gram)
+        del rows, raw, deltas
         gram[~(has[:, None] & has[None, :])] = np.nan
         per_layer[layer] = gram
     with np.errstate(all="ignore"):
@@ -193,8 +200,8 @@ def compare_checkpoints(states: list[State | None], digests: list[str | None], *
     pairs = CheckpointPairs(sha_equal=sha_equal, similarity=similarity, identical=np.full((n, n), np.nan),
                             per_layer=per_layer, layers=weights, start=start, start_similarity=start_score)
     upper = np.triu(np.ones((n, n), bool), 1)
-    candidates = np.argwhere(upper & ((np.nan_to_num(similarity, nan=-1) >= CANDIDATE_SIMILARITY) | sha_equal
-                                      | pairs.shared_start))
+    # A copy is similar on the raw weights, or on the changes from a shared start: both are in similarity.
+    candidates = np.argwhere(upper & ((np.nan_to_num(similarity, nan=-1) >= CANDIDATE_SIMILARITY) | sha_equal))
     if len(candidates):
         share = _identical(states, shapes, candidates)
         pairs.identical[candidates[:, 0], candidates[:, 1]] = share

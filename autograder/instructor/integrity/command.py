@@ -14,7 +14,7 @@ import argparse
 import pathlib
 
 from autograder.errors import NotegradeError
-from autograder.instructor.integrity.analysis import IntegritySummary, analyse
+from autograder.instructor.integrity.analysis import MAX_REPORTS, IntegritySummary, analyse
 from autograder.instructor.integrity.checkpoints import KNOWN_SEEDS
 from autograder.instructor.integrity.flags import Thresholds
 from autograder.instructor.integrity.members import ClassInput, members_from_entries, read_class
@@ -36,7 +36,8 @@ only with each other (integrity.json's notes say how many).
 
 def main(*, source: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, jobs: int = 1,
          timeout_s: float = 180.0, thresholds: Thresholds = Thresholds(), boilerplate: pathlib.Path | None = None,
-         known_seeds: tuple[int, ...] = KNOWN_SEEDS, progress: bool = True) -> IntegritySummary:
+         known_seeds: tuple[int, ...] = KNOWN_SEEDS, max_reports: int = MAX_REPORTS,
+         progress: bool = True) -> IntegritySummary:
     """Analyse the export or regrade folder ``source`` with ``autograder``'s held-out file; write into ``out``."""
     source, autograder, out = pathlib.Path(source), pathlib.Path(autograder), pathlib.Path(out)
     if jobs < 1:
@@ -50,7 +51,7 @@ def main(*, source: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     out.mkdir(parents=True, exist_ok=True)
     cls = read_class(source, unpack_to=out / "export")
     return analyse(cls, autograder=autograder, out=out, jobs=jobs, timeout_s=timeout_s, thresholds=thresholds,
-                   boilerplate=boilerplate, known_seeds=known_seeds, progress=progress)
+                   boilerplate=boilerplate, known_seeds=known_seeds, max_reports=max_reports, progress=progress)
 
 
 def after_regrade(*, entries: list, results: dict[str, dict | None], export_root: pathlib.Path,
@@ -84,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boilerplate", type=pathlib.Path,
                         help="folder with the starter model.py/losses.py/train.py handed out (default: generated "
                              "from the reference, as 'notegrade assign' does)")
+    parser.add_argument("--max-reports", type=int, default=MAX_REPORTS,
+                        help="copydetect HTML reports to write, for the strongest pairs flagged for code")
     parser.add_argument("--known-seeds", type=_seeds, default=KNOWN_SEEDS,
                         help="seeds whose initial weights count as a shared start (default: 0-9,42,123,1234,2024,3407)")
 
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                             code_z=args.code_z)
     summary = main(source=args.source, autograder=args.autograder, out=args.out, jobs=args.jobs,
                    timeout_s=args.timeout, thresholds=thresholds, boilerplate=args.boilerplate,
-                   known_seeds=args.known_seeds)
+                   known_seeds=args.known_seeds, max_reports=args.max_reports)
     print(report_lines(summary))
     return 0
 

@@ -117,7 +117,7 @@ def cache_key(member: Member, heldout: HeldOut) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _cached(cache: pathlib.Path, key: str) -> LogitsOutcome | None:
+def load_cached(cache: pathlib.Path, key: str) -> LogitsOutcome | None:
     meta_path, array_path = cache / f"{key}.json", cache / f"{key}.npy"
     try:
         meta = json.loads(meta_path.read_text())
@@ -127,7 +127,7 @@ def _cached(cache: pathlib.Path, key: str) -> LogitsOutcome | None:
         return None  # absent or half-written: compute again
 
 
-def _store(cache: pathlib.Path, key: str, outcome: LogitsOutcome) -> None:
+def store_cached(cache: pathlib.Path, key: str, outcome: LogitsOutcome) -> None:
     if outcome.status not in ("ok", "error"):
         return  # a timeout or a crash may be the machine's fault: try again next run
     if outcome.logits is not None:
@@ -142,7 +142,7 @@ def _one(member: Member, heldout: HeldOut, *, cache: pathlib.Path, timeout_s: fl
     if member.folder is None:
         return LogitsOutcome(None, "missing", "the export has no folder for it")
     key = cache_key(member, heldout)
-    cached = _cached(cache, key)
+    cached = load_cached(cache, key)
     if cached is not None:
         return cached
     started = time.monotonic()
@@ -151,7 +151,7 @@ def _one(member: Member, heldout: HeldOut, *, cache: pathlib.Path, timeout_s: fl
     except NotegradeError as err:  # the sandbox could not start at all: the machine, not the student
         return LogitsOutcome(None, "crash", str(err), seconds=time.monotonic() - started)
     outcome.seconds = time.monotonic() - started
-    _store(cache, key, outcome)
+    store_cached(cache, key, outcome)
     return outcome
 
 
