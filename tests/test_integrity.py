@@ -22,6 +22,7 @@ from autograder.instructor.integrity.agreement import pair_statistics, robust_z
 from autograder.instructor.integrity.flags import Thresholds, build_signals, pair_flags, stratified_z
 from autograder.instructor.integrity.members import read_class
 from autograder.instructor.integrity.student_flags import describe, read_student_flags
+from autograder.instructor.regrade_jobs import sha256_of
 from export_factory import DEFAULT_CLASS, make_export
 
 
@@ -242,3 +243,40 @@ def test_the_package_doctests_pass():
                  "report_section", "student_flags"):
         module = importlib.import_module(f"autograder.instructor.integrity.{name}")
         assert doctest.testmod(module).failed == 0, name
+
+
+def test_logits_cache_keeps_student_failures_retries_timeouts_and_runs_duplicates_once(tmp_path, monkeypatch):
+    from autograder.instructor.integrity import logits
+    from autograder.instructor.integrity.members import Member
+
+    folders = {}
+    for name, text in (("ok", "a"), ("same", "a"), ("broken", "b"), ("slow", "c")):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        (folders[name] / "model.py").write_text(text)
+    members = [Member(key=k, submission_id=k, folder=f, people=[], results=None, digest=sha256_of(f))
+               for k, f in folders.items()]
+    members.append(Member(key="absent", submission_id="x", folder=None, people=[], results=None))
+    heldout = logits.HeldOut(features=np.zeros((4, 1, 64, 64), np.float16), labels=np.zeros(4, np.int64),
+                             families=("a",) * 11, sha256="h", path=tmp_path / "h")
+    calls = []
+
+    def fake(folder, features, **_):
+        calls.append(folder.name)
+        text = (folder / "model.py").read_text()
+        if text == "b":
+            return logits.LogitsOutcome(None, "error", "SyntaxError in model.py")
+        if text == "c":
+            return logits.LogitsOutcome(None, "timeout", "did not finish")
+        return logits.LogitsOutcome(np.ones((4, 11), np.float32), "ok")
+
+    monkeypatch.setattr(logits, "sandbox_logits", fake)
+    monkeypatch.setattr("autograder.instructor.worker_python.ensure_worker_python", lambda: None)
+    first = logits.all_logits(members, heldout, cache=tmp_path / "cache", jobs=2, progress=False)
+    assert sorted(calls) == ["broken", "ok", "slow"] or sorted(calls) == ["broken", "same", "slow"]
+    assert first["ok"].status == first["same"].status == "ok" and first["absent"].status == "missing"
+    calls.clear()
+    second = logits.all_logits(members, heldout, cache=tmp_path / "cache", jobs=1, progress=False)
+    assert calls == ["slow"]  # the timeout is tried again; the student's own error is not
+    assert second["broken"].reused and second["broken"].message == "SyntaxError in model.py"
+    assert second["ok"].reused and second["ok"].logits.shape == (4, 11)

@@ -114,6 +114,25 @@ def test_checkpoint_calibration_with_real_trainings():
     assert both.start.tolist() == [0, 0] and both.shared_start[0, 1]
 
 
+def test_broken_submissions_are_reported_and_identical_files_flagged(planted, tmp_path):
+    """The regrade fixture's class: a syntax error and a missing model.pt get no logits, with the reason."""
+    from export_factory import make_export
+
+    fixture = make_export(tmp_path / "src")  # every model.pt is the same seeded NoteCNN
+    summary = integrity(source=fixture.path, autograder=planted.autograder, out=tmp_path / "out", jobs=2,
+                        progress=False)
+    failed = dict(line.split(": ", 1) for line in summary.logits_failed)
+    assert set(failed) == {"Dev Null (100004)", "Finn Mertens (100006)"}
+    assert "importing model.py" in failed["Dev Null (100004)"] and "model.pt is missing" in failed["Finn Mertens (100006)"]
+    flagged = _flagged(summary.flagged_pairs)
+    assert len(flagged) == 15 and all("identical-checkpoint" in kinds for kinds in flagged.values())
+    assert summary.unchecked == 7  # Gradescope's recorded results carry no integrity verdicts
+    row = summary.flagged_pairs[0]
+    assert "both start from the pipeline's seed-0 initial weights" in row["evidence"]  # an untrained seed-0 model
+    again = integrity(source=fixture.path, autograder=planted.autograder, out=tmp_path / "out", jobs=2, progress=False)
+    assert again.logits_reused == 5 and again.logits_computed == 0 and len(again.logits_failed) == 2
+
+
 def _contract_grader(planted):
     """A grader whose results.json follow the integrity contract (the recorded ones; scores unchanged)."""
     def grade(*, submission, autograder, metadata, out):

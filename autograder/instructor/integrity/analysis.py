@@ -7,6 +7,7 @@ time is recorded in ``integrity.json`` (the benchmark reads it).
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import shutil
 import time
@@ -130,6 +131,9 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
                             thresholds=thresholds)
     flagged = pair_flags(signals, thresholds)
     summary.notes = signals.notes
+    if os.getuid() != 0:
+        summary.notes.append("not run as root: student code computed its held-out logits as your own user, not "
+                             "isolated (run as root, as the grader does, for an unprivileged sandbox user)")
     starter_dir = out / "copydetect" / "starter"
     shutil.rmtree(out / "copydetect", ignore_errors=True)  # no report left from an earlier run's flags
     rows, reports = [], {}

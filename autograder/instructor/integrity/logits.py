@@ -131,10 +131,14 @@ def store_cached(cache: pathlib.Path, key: str, outcome: LogitsOutcome) -> None:
     if outcome.status not in ("ok", "error"):
         return  # a timeout or a crash may be the machine's fault: try again next run
     if outcome.logits is not None:
-        np.save(cache / f"{key}.npy", outcome.logits)
+        tmp = cache / f"{key}.tmp.npy"
+        np.save(tmp, outcome.logits)
+        tmp.replace(cache / f"{key}.npy")
     meta = {"status": outcome.status, "message": outcome.message, "seconds": round(outcome.seconds, 2),
             "probe_version": PROBE_VERSION}
-    (cache / f"{key}.json").write_text(json.dumps(meta))  # last: marks the entry complete
+    tmp = cache / f"{key}.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    tmp.replace(cache / f"{key}.json")  # last: marks the entry complete
 
 
 def _one(member: Member, heldout: HeldOut, *, cache: pathlib.Path, timeout_s: float, threads: int,
@@ -163,16 +167,20 @@ def all_logits(members: list[Member], heldout: HeldOut, *, cache: pathlib.Path, 
     ensure_worker_python()  # as root: an interpreter the sandbox's unprivileged user can run
     cache.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    outcomes: dict[str, LogitsOutcome] = {}
+    # Byte-identical submissions (a shared folder) run once.
+    first: dict[str, Member] = {}
+    for m in members:
+        first.setdefault(cache_key(m, heldout) if m.folder is not None else m.key, m)
+    done: dict[str, LogitsOutcome] = {}
     # Threads are enough: each sandbox is its own worker process.
     with cf.ThreadPoolExecutor(max_workers=jobs) as pool, \
-            tqdm(total=len(members), desc="held-out logits", unit="submission", disable=not progress) as bar:
-        futures = {pool.submit(_one, m, heldout, cache=cache, timeout_s=timeout_s, threads=threads, hide=hide): m.key
-                   for m in members}
+            tqdm(total=len(first), desc="held-out logits", unit="submission", disable=not progress) as bar:
+        futures = {pool.submit(_one, m, heldout, cache=cache, timeout_s=timeout_s, threads=threads, hide=hide): key
+                   for key, m in first.items()}
         for future in cf.as_completed(futures):
             try:
-                outcomes[futures[future]] = future.result()
+                done[futures[future]] = future.result()
             except Exception as err:  # noqa: BLE001 -- one submission's failure never stops the class
-                outcomes[futures[future]] = LogitsOutcome(None, "crash", f"{type(err).__name__}: {err}")
+                done[futures[future]] = LogitsOutcome(None, "crash", f"{type(err).__name__}: {err}")
             bar.update(1)
-    return outcomes
+    return {m.key: done[cache_key(m, heldout) if m.folder is not None else m.key] for m in members}
