@@ -123,7 +123,8 @@ def test_broken_submissions_are_reported_and_identical_files_flagged(planted, tm
                         progress=False)
     failed = dict(line.split(": ", 1) for line in summary.logits_failed)
     assert set(failed) == {"Dev Null (100004)", "Finn Mertens (100006)"}
-    assert "importing model.py" in failed["Dev Null (100004)"] and "model.pt is missing" in failed["Finn Mertens (100006)"]
+    assert "model.py has a syntax error" in failed["Dev Null (100004)"]
+    assert "model.pt is missing" in failed["Finn Mertens (100006)"]
     flagged = _flagged(summary.flagged_pairs)
     assert len(flagged) == 15 and all("identical-checkpoint" in kinds for kinds in flagged.values())
     assert summary.unchecked == 7  # Gradescope's recorded results carry no integrity verdicts

@@ -33,6 +33,7 @@ Example
 from __future__ import annotations
 
 import pathlib
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -140,8 +141,9 @@ def _starts(states: list[State | None], shapes: dict[str, tuple[int, ...]], star
         rows, has = _matrix(states, name, shapes[name])
         known = np.stack([starts[s][name].reshape(-1) for s in seeds])
         cos[layer][has] = _unit_rows(rows[has]) @ _unit_rows(known).T
-    with np.errstate(all="ignore"):
-        median = np.nanmedian(cos, axis=0) if np.isfinite(cos).any() else np.full((n, len(seeds)), np.nan)
+    with warnings.catch_warnings():  # members without a model.pt: an all-NaN column, NaN is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(cos, axis=0)
     median = np.nan_to_num(median, nan=-1.0)
     best = median.argmax(axis=1)
     score = median[np.arange(n), best]
