@@ -179,3 +179,43 @@ def test_regrade_integrity_and_the_class_report_in_chromium(planted, first_run, 
                    timeout=120, check=True)
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[:2] == (5000, 1200) and pixels[..., :3].std() > 0.05  # something was drawn
+
+
+def test_the_real_grader_flags_the_student_trained_on_the_heldout_split(planted, tmp_path):
+    """End to end with issue 10's detector: the grader's verdict, not a recorded one, flags Tess.
+
+    Needs held-out files that carry a training sample (``write_heldout_with_sample``); skipped with
+    that reason on a branch without them.
+    """
+    from autograder import featurefile
+    from autograder.instructor.export import extract_zip
+    from tests.autograder_dir import RENDERED_RUBRIC, make_autograder_dir, rubric_text
+
+    if not hasattr(featurefile, "write_heldout_with_sample"):
+        pytest.skip("the grader's train-on-test detector (issue 10: held-out files with a training sample) is not here")
+    a = assets()
+    heldout = featurefile.read_feature_file(a.heldout, mmap=False)
+    sample = featurefile.read_feature_file(a.train, mmap=False)
+    path = featurefile.write_heldout_with_sample(
+        tmp_path / "heldout.safetensors", heldout=heldout, sample=sample,
+        extra_metadata={"train_sample": json.dumps({"count": len(sample), "split": "train", "seed": 0})})
+    autograder = make_autograder_dir(tmp_path / "autograder", rubric=rubric_text(RENDERED_RUBRIC, zero_at=0.10,
+                                                                                 full_at=0.35), heldout=path)
+    subset = {TESTER, "Alan Turing", "Grace Hopper"}
+    source = next(extract_zip(planted.fixture.path, to=tmp_path / "class").iterdir())
+    for key, name in planted.names.items():
+        if name not in subset:
+            shutil.rmtree(source / key)  # the YAML keeps them: reported as missing folders, not graded
+    summary = regrade.main(export=source, autograder=autograder, out=tmp_path / "regrade", jobs=2, due=DUE.isoformat(),
+                           late_due=LATE_DUE.isoformat(), title="Assignment 2", progress=False, integrity=True)
+    assert summary.failed == [] and summary.graded == 3
+    for key, name in planted.names.items():
+        if name in subset:
+            results = json.loads((tmp_path / "regrade" / "submissions" / key / "results.json").read_text())
+            verdict = results["extra_data"]["integrity"]["train_on_test"]
+            assert verdict["flagged"] is (name == TESTER), (name, verdict)
+    assert [(r["name_a"], r["flags"]) for r in summary.integrity.flagged_students] == [(TESTER, "train-on-test")]
+    assert summary.integrity.flagged_pairs == []
+    record = json.loads((tmp_path / "regrade" / "integrity" / "integrity.json").read_text())
+    sources = {m["name"]: m["results"] for m in record["members"]}
+    assert {name: sources[name] for name in subset} == dict.fromkeys(subset, "regrade")  # the grader's own verdicts
