@@ -24,6 +24,7 @@ from autograder.instructor.class_report import main as class_report
 from autograder.instructor.integrity import checkpoints as ckpt
 from autograder.instructor.integrity.command import main as integrity
 from export_factory import DUE, LATE_DUE
+from tests.test_class_report import _MARK_IMAGES as MARK_IMAGES  # marks each <img> that decoded
 from tests.integrity_class import COPIER, HONEST, SHARER, TESTER, TUNER, assets, planted_class, train, trained_models
 
 pytestmark = pytest.mark.slow
@@ -163,10 +164,7 @@ def test_regrade_integrity_and_the_class_report_in_chromium(planted, first_run, 
     link = text.split('<a href="')[1].split('"')[0]
     assert link.startswith("../integrity/copydetect/") and (page.parent / link).is_file()
     probe = tmp_path / "probe.html"
-    marks = ('<script>window.addEventListener("load", () => { for (const img of document.images) {'
-             'img.setAttribute("data-ok", img.complete && img.naturalWidth > 0 ? "1" : "0"); }'
-             'document.body.setAttribute("data-checked", String(document.images.length)); });</script>')
-    probe.write_text(text.replace("</body>", marks + "</body>"))
+    probe.write_text(text.replace("</body>", MARK_IMAGES + "</body>"))
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]

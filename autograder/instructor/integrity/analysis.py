@@ -6,7 +6,6 @@ time is recorded in ``integrity.json`` (the benchmark reads it).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 import shutil
@@ -23,6 +22,7 @@ from autograder.instructor.integrity.flags import Thresholds, build_signals, pai
 from autograder.instructor.integrity.logits import HeldOut, LogitsOutcome, all_logits, load_heldout
 from autograder.instructor.integrity.members import ClassInput
 from autograder.instructor.integrity.student_flags import read_student_flags
+from autograder.instructor.regrade_jobs import sha256_of
 
 MAX_REPORTS = 100
 
@@ -43,15 +43,9 @@ class IntegritySummary:
     paths: dict[str, pathlib.Path] = field(default_factory=dict)
 
 
-def _file_sha256(folder: pathlib.Path | None) -> str | None:
+def _checkpoint_sha256(folder: pathlib.Path | None) -> str | None:
     path = folder / "model.pt" if folder is not None else None
-    if path is None or path.is_symlink() or not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(path) if path is not None and path.is_file() and not path.is_symlink() else None
 
 
 def _predictions(outcomes: dict[str, LogitsOutcome], keys: list[str], classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +113,7 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
     shapes = ckpt.reference_shapes()
     loaded = [ckpt.load_state(m.folder / "model.pt", shapes) if m.folder is not None else (None, "no folder")
               for m in members]
-    pairs = ckpt.compare_checkpoints([s for s, _ in loaded], [_file_sha256(m.folder) for m in members],
+    pairs = ckpt.compare_checkpoints([s for s, _ in loaded], [_checkpoint_sha256(m.folder) for m in members],
                                      shapes=shapes, starts=ckpt.initial_states(tuple(known_seeds)))
     phase("checkpoints")
     starter = _starter(boilerplate)
