@@ -27,13 +27,15 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "render"): ("reference.render", "render an offline NSynth-format dataset with FluidSynth"),
     ("data", "features"): ("reference.make_features", "NSynth split directory -> feature cache file"),
     ("heldout",): ("reference.heldout", "NSynth split directory -> held-out file for the autograder"),
-    ("train",): ("reference.pipeline", "train the reference NoteCNN on feature files"),
+    ("train",): ("autograder.instructor.slurm.training", "train the reference NoteCNN on feature files (here or on Slurm)"),
     ("evaluate",): ("reference.evaluation", "checkpoint + feature file -> metrics.json and confusion matrix"),
     ("assign",): ("autograder.instructor.assign", "generate the student starter code from the reference"),
     ("selfcheck",): ("autograder.selfcheck", "run the visible checks on a student directory"),
     ("build",): ("autograder.instructor.build", "build the Gradescope autograder zip"),
     ("grade",): ("autograder.grade", "grade one submission (or a folder of them) locally or in Docker"),
     ("regrade",): ("autograder.instructor.regrade", "regrade a Gradescope 'Export Submissions' archive"),
+    ("integrity",): ("autograder.instructor.integrity.command",
+                     "compare a class's submissions: shared checkpoints, copied code, suspicious agreement"),
     ("report",): ("autograder.instructor.class_report", "grades.csv -> single-file HTML class report"),
     ("demo",): ("autograder.instructor.demo", "run the whole toolkit end to end on a small rendered dataset"),
 }
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         # running command line (readable by student code via /proc) names no instructor's path.
         received = received_arguments()
         argv = sys.argv[1:] if received is None else received
-        if received is None and argv[:1] in (["grade"], ["regrade"], ["demo"]):
+        if received is None and argv[:1] in (["grade"], ["regrade"], ["integrity"], ["demo"]):
             hide_arguments(argv)  # returns only when there is nothing to hide (not root)
     argv = list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):

@@ -225,11 +225,11 @@ def isolation_of(results: dict) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def isolation_warning(results_list: "list[dict]") -> "str | None":
+def isolation_warning(levels: "list[str | None]") -> "str | None":
     """One line when any submission was graded without isolation (level ``none``)."""
-    bare = [r for r in results_list if isolation_of(r).get("level") == "none"]
+    bare = [level for level in levels if level == "none"]
     if not bare:
         return None
-    who = f"{len(bare)} of {len(results_list)} submissions were" if len(results_list) > 1 else "this submission was"
+    who = f"{len(bare)} of {len(levels)} submissions were" if len(levels) > 1 else "this submission was"
     return (f"warning: {who} graded WITHOUT isolation: student code ran as the grader's own user and could read and "
             "write whatever it can (grade as root for a separate uid and bubblewrap)")

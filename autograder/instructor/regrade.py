@@ -36,12 +36,14 @@ import json
 import pathlib
 import shutil
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from autograder.errors import NotegradeError
 from autograder.local_grading import private_dir
 from autograder.featurefile import FAMILIES
 from autograder.instructor import export as gs_export
 from autograder.instructor.regrade_jobs import GradeFn, default_grader, grade_all, sha256_of
+from autograder.instructor.slurm import options as slurm_options
 from autograder.instructor.regrade_outputs import (
     canvas_table,
     grades_table,
@@ -51,10 +53,15 @@ from autograder.instructor.regrade_outputs import (
     write_student_reports,
 )
 
+if TYPE_CHECKING:
+    from autograder.instructor.slurm.grading import SlurmGrading
+
 EXAMPLES = """examples:
   notegrade regrade assignment_4242_export.zip --autograder autograder.zip --due 2024-10-01T23:59:00-07:00 \\
       --late-due 2024-10-04T23:59:00-07:00 --extensions extensions.csv --jobs 2 --out regrade/
   notegrade regrade export_dir/ --autograder build/autograder/ --assignment a2.toml --docker --jobs 4
+  notegrade regrade export.zip --autograder autograder.zip --assignment a2.toml --out regrade/ \\
+      --slurm --cluster great_lakes.toml --per-task 5          (a job array; rerun or --resume JOBID to collect)
   notegrade report regrade/grades.csv --out class.html
 
 The export has no due dates: give --due (and --late-due), or --assignment FILE (TOML/JSON with
@@ -74,17 +81,20 @@ class RegradeSummary:
     changed: list[str] = field(default_factory=list)  # students whose score differs from Gradescope's
     problems: list[str] = field(default_factory=list)
     paths: dict[str, pathlib.Path] = field(default_factory=dict)
+    integrity: Any = None  # the --integrity analysis (autograder.instructor.integrity), if asked for
 
 
 def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, jobs: int = 1, docker: bool = False,
          image: str | None = None, extensions: pathlib.Path | None = None, due: str | None = None,
          late_due: str | None = None, assignment: pathlib.Path | None = None, title: str | None = None,
          canvas_column: str | None = None, tolerance: float = 0.005, grade: GradeFn | None = None,
-         progress: bool = True) -> RegradeSummary:
+         progress: bool = True, slurm: "SlurmGrading | None" = None, integrity: bool = False) -> RegradeSummary:
     """Regrade every usable submission of ``export`` and write the gradebooks into ``out``.
 
     ``grade`` replaces the grader (``autograder.grade.grade_submission``, or the Docker one with
     ``docker=True``); it is called as ``grade(submission=, autograder=, metadata=, out=)``.
+    ``slurm`` grades on a Slurm cluster as a job array instead (``autograder/instructor/slurm/``).
+    ``integrity``: then also compare the class's submissions into ``out/integrity/`` (no score changes).
     """
     export, autograder, out = pathlib.Path(export), pathlib.Path(autograder), pathlib.Path(out)
     if jobs < 1:
@@ -105,8 +115,13 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     summary.problems += [f"extensions: {who} is not in the export" for who in sorted(ext) if who not in known]
 
     todo = [(e, gs_export.submission_metadata(entry=e, assignment=info, extensions=ext)) for e in entries if e.folder]
-    outcomes = grade_all(todo, out=out, autograder=autograder, grade=grade or default_grader(docker, image, autograder),
-                         jobs=jobs, progress=progress)
+    if slurm is None:
+        from autograder.instructor.slurm.grading import refuse_if_slurm_is_grading
+
+        refuse_if_slurm_is_grading(out)
+    outcomes = (slurm.regrade if slurm else grade_all)(
+        todo, out=out, autograder=autograder, grade=grade or default_grader(docker, image, autograder), jobs=jobs,
+        progress=progress)
     rows, confusion = [], {}
     for entry in entries:
         results, error, reused = outcomes.get(entry.key, (None, "the export has no folder for it", False))
@@ -136,6 +151,7 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
         "assignment": {"title": info.title, "due_date": info.due_date.isoformat(), "total_points": info.total_points,
                        "late_due_date": info.late_due_date.isoformat() if info.late_due_date else None},
         "items": item_maxima(all_results), "families": list(FAMILIES), "autograder_sha256": sha256_of(autograder),
+        "export_root": str(parsed.root.resolve()),
         "confusion": {"per_submission": confusion, "pooled": pooled_confusion(confusion)},
     }
     paths["class_data"].write_text(json.dumps(class_data, indent=1))
@@ -145,6 +161,13 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
         write_student_reports(out=paths["reports"], row=row, results=row["results"])
     paths["problems"].write_text("".join(line + "\n" for line in summary.problems + summary.failed))
     summary.paths = paths
+    if integrity:  # after the gradebooks are written: a failure here loses no grade
+        from autograder.instructor.integrity.command import after_regrade
+
+        summary.integrity = after_regrade(entries=entries, results={k: r for k, (r, _, _) in outcomes.items()},
+                                          export_root=parsed.root, autograder=autograder, out=out / "integrity",
+                                          jobs=jobs, progress=progress)
+        paths["integrity"] = summary.integrity.paths["csv"]
     return summary
 
 
@@ -152,7 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", type=pathlib.Path, help="the 'Export Submissions' zip, or its unpacked folder")
     parser.add_argument("--autograder", type=pathlib.Path, required=True, help="autograder zip or unpacked directory")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("regrade"), help="output directory")
-    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once (with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade each submission in a container")
     parser.add_argument("--image", help="Docker image tag to use or build (with --docker)")
     parser.add_argument("--due", help="due date, ISO 8601 with time zone (the export has none)")
@@ -163,13 +186,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extensions", type=pathlib.Path, help="CSV: sid and/or email, due_date[, late_due_date]")
     parser.add_argument("--canvas-column", help="Canvas assignment column, e.g. 'Assignment 2 (123456)'")
     parser.add_argument("--tolerance", type=float, default=0.005, help="score difference still counted as unchanged")
+    slurm_options.add_arguments(parser)
+    parser.add_argument("--integrity", action="store_true",
+                        help="also compare the submissions for shared checkpoints, copied code and suspicious "
+                             "agreement into OUT/integrity/ (see 'notegrade integrity --help'; no score changes)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from autograder.instructor.slurm.grading import from_arguments as slurm_grading
+
     summary = main(export=args.export, autograder=args.autograder, out=args.out, jobs=args.jobs, docker=args.docker,
                    image=args.image, extensions=args.extensions, due=args.due, late_due=args.late_due,
                    assignment=args.assignment, title=args.title, canvas_column=args.canvas_column,
-                   tolerance=args.tolerance)
+                   tolerance=args.tolerance, slurm=slurm_grading(args, command="regrade"), integrity=args.integrity)
     print(f"graded {summary.graded} submission(s), reused {summary.reused} from an earlier run, "
           f"{len(summary.failed)} could not be graded")
     for line in summary.failed:
@@ -179,6 +208,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(summary.changed)} student(s) whose score differs from Gradescope's:")
     for line in summary.changed:
         print(f"  {line}")
+    if summary.integrity is not None:
+        from autograder.instructor.integrity.command import report_lines
+
+        print(f"integrity analysis, into {summary.integrity.out}:\n" + report_lines(summary.integrity, paths=False))
     for name, path in summary.paths.items():
         print(f"{name:>10}: {path}")
     return 1 if summary.failed else 0

@@ -45,6 +45,8 @@ def worker_environment(*, home: str, tmp_dir: str, threads: int, use_gpu: bool) 
            "MALLOC_ARENA_MAX": "2", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
     if not use_gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
+    elif "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPUs Slurm gave this job, not every GPU of the node
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return env
 
 

@@ -173,7 +173,8 @@ def _sweep_directory(root: str, uid: int, failed: "list[str]") -> int:
                 problems = remove_entry(fd, name, label=f"{label}/{name}")
                 failed.extend(problems)
                 removed += not problems
-            elif stat.S_ISDIR(info.st_mode) and info.st_dev == device and len(stack) < MAX_WALK_DEPTH:
+            elif (stat.S_ISDIR(info.st_mode) and info.st_mode & 0o001 and info.st_dev == device
+                  and len(stack) < MAX_WALK_DEPTH):  # a folder others cannot enter holds nothing of the uid's
                 try:
                     child = os.open(name, _DIR_FLAGS, dir_fd=fd)
                     stack.append((child, f"{label}/{name}", iter(sorted(os.listdir(child)))))

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from _selfcheck.errors import NotegradeError
+from _selfcheck.harness.device import select_device
 from _selfcheck.sandbox import bubblewrap, files, isolation, processes, users
 from _selfcheck.sandbox import worker as worker_module
 from _selfcheck.sandbox.failfast import HungFunctions
@@ -69,7 +70,8 @@ class Sandbox:
         self.limits = limits or SandboxLimits()
         # None: use a GPU when the machine has an NVIDIA driver (the worker falls back to the CPU
         # if torch cannot use it), without importing torch here.
-        self.use_gpu = os.path.exists("/proc/driver/nvidia/version") if use_gpu is None else bool(use_gpu)
+        self.use_gpu = bool(use_gpu) if use_gpu is not None else select_device(
+            "auto", cuda_available=os.path.exists("/proc/driver/nvidia/version")) == "cuda"
         self.python = python or os.environ.get(WORKER_PYTHON_ENV) or sys.executable
         self.user: "users.StudentUid | None" = None
         self.scratch_dir: "Scratch | None" = None
