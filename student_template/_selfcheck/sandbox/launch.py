@@ -17,7 +17,7 @@ TRUSTED side; everything here is decided before the process exists.
 
 Example
 -------
->>> env = worker_environment(home="/tmp/s/work", tmp_dir="/tmp/s/tmp", threads=2, use_gpu=False)
+>>> env = worker_environment(work_dir="/tmp/s/work", tmp_dir="/tmp/s/tmp", threads=2, use_gpu=False)
 >>> env["HOME"], env["OMP_NUM_THREADS"], env["CUDA_VISIBLE_DEVICES"]
 ('/tmp/s/work', '2', '')
 """
@@ -35,11 +35,11 @@ PR_SET_NO_NEW_PRIVS = 38
 EXIT_NO_FILTER = 97  # the child could not install the network filter it was asked to
 
 
-def worker_environment(*, home: str, tmp_dir: str, threads: int, use_gpu: bool) -> "dict[str, str]":
+def worker_environment(*, work_dir: str, tmp_dir: str, threads: int, use_gpu: bool) -> "dict[str, str]":
     """The worker's whole environment: nothing of the grader's is inherited."""
     # USER/LOGNAME: the student uid has no passwd entry, and getpass.getuser() (torch's cache
     # folders) looks at them before it asks for one.
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "USER": "student", "LOGNAME": "student",
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work_dir, "USER": "student", "LOGNAME": "student",
            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
            "TMPDIR": tmp_dir, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "MALLOC_ARENA_MAX": "2", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}

@@ -48,7 +48,7 @@ def plan(*, python: str, scratch: Scratch, limits: Any, use_gpu: bool, user: Any
     boxed = level == "bubblewrap"
     inside = bubblewrap.INSIDE
     work_dir = f"{inside}/work" if boxed else scratch.work
-    env = launch.worker_environment(home=work_dir, tmp_dir="/tmp" if boxed else scratch.tmp, threads=threads,
+    env = launch.worker_environment(work_dir=work_dir, tmp_dir="/tmp" if boxed else scratch.tmp, threads=threads,
                                     use_gpu=use_gpu)
     uid = user.uid if user else os.getuid()
     nproc = limits.max_processes + (0 if user else processes.count_processes_of_uid(uid))
