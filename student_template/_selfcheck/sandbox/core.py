@@ -207,8 +207,15 @@ class Sandbox:
         if self._worker is None or (self._worker.info is not None and not self._worker.alive()):
             self._start_worker()
         waited = time.monotonic()
-        self._last_info = self._worker.wait_ready(self.deadline)
-        self.startup_seconds += time.monotonic() - waited
+        try:
+            self._last_info = self._worker.wait_ready(self.deadline)
+        except NotegradeError:
+            if self.deadline is not None and time.monotonic() >= self.deadline:  # the budget ran out, not the worker
+                self._worker = None
+                return self._not_run(probe, "not run: the time budget is exhausted")
+            raise
+        finally:
+            self.startup_seconds += time.monotonic() - waited
         if self.deadline is not None:
             timeout_s = min(timeout_s, max(0.0, self.deadline - time.monotonic()))
         self._counter += 1
