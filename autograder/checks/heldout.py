@@ -162,7 +162,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
         return ItemOutcome.failed("error", "no logits came back: " + "; ".join(result.array_errors.values()))
     if presented.shape != (n + m, 11) or presented.dtype.kind != "f":
         return ItemOutcome.failed("error", f"NoteCNN produced {presented.dtype} logits of shape {tuple(presented.shape)} "
-                                           f"for {n + m:,} notes, expected ({n + m}, 11) float logits")
+                                           f"for {n + m:,} held-out notes, expected ({n + m}, 11) float logits")
     bad = int((~np.isfinite(presented).all(axis=1)).sum())
     if bad:  # no index: which note is which stays with the grader
         return ItemOutcome.failed("error", f"the model produced NaN or infinite logits for {bad:,} of {n + m:,} notes: "

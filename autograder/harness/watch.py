@@ -91,6 +91,12 @@ class Watcher:
         finally:
             self._busy = False
 
+    def note(self, kind: str, detail: str) -> None:
+        """Record an observation the harness made itself (e.g. a tensor from outside the dispatcher's view)."""
+        if (kind, detail) not in self._seen and len(self.records) < MAX_RECORDS:
+            self._seen.add((kind, detail))
+            self.records.append({"kind": kind, "detail": detail})
+
     # -- replaced objects --------------------------------------------------------------
     @staticmethod
     def snapshot() -> "dict[str, int]":
