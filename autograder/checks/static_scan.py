@@ -97,7 +97,10 @@ class _Visitor(ast.NodeVisitor):
         elif any(dotted == p or dotted.startswith(p + ".") for p in REACH_PREFIXES) and \
                 not any(dotted.rsplit(".", 1)[0] == p or dotted.rsplit(".", 1)[0].startswith(p + ".")
                         for p in REACH_PREFIXES):
-            self._flag(f"{dotted} (torch internals)", node, anywhere=True)
+            owner = self.owner if self.owner is not None else "*"
+            if not any(e.startswith(dotted + ".") and e.endswith(f"(line {node.lineno})")
+                       for e in self.found.get(owner, [])):  # already named, more precisely
+                self._flag(f"{dotted} (torch internals)", node, anywhere=True)
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
