@@ -72,7 +72,7 @@ def _details_line(item: Any, data: dict, visibility: str) -> "dict | None":
     per_family, confusion = data.get("per_family") or {}, data.get("confusion")
     if not per_family or not confusion:
         return None
-    names = list(per_family)
+    names = list(per_family) if len(per_family) == len(confusion) else [str(i) for i in range(len(confusion))]
     rows = [f"{name:<11} {'-' if value is None else f'{value:.1%}':>6}" for name, value in per_family.items()]
     short = [SHORT.get(n, n[:5]) for n in names]
     matrix = ["true \\ pred " + " ".join(f"{s:>5}" for s in short)]
