@@ -213,6 +213,20 @@ def test_self_reported_modes_are_not_believed(tmp_path, assets, monkeypatch):
     assert hidden["visibility"] == "hidden" and "HarnessMLP.forward" in hidden["output"]
 
 
+def test_training_in_eval_mode_is_told_by_the_weights_not_the_record(tmp_path, assets, monkeypatch):
+    train = reference_file("train.py")
+    assert train.count("    model.train()\n") == 1
+    no_train = train.replace("    model.train()\n", "")
+    rubric = subset_rubric(("3.1",))
+    attack = grade(tmp_path / "attack", rubric=rubric, heldout=assets.heldout,
+                   files={"train.py": no_train + SELF_REPORT.replace("[False, False]", "[True, True]")},
+                   monkeypatch=monkeypatch)
+    twin = grade(tmp_path / "twin", rubric=rubric, heldout=assets.heldout, files={"train.py": no_train},
+                 monkeypatch=monkeypatch)
+    assert twin["score"] < 5 and attack["score"] <= twin["score"], attack["output"]
+    assert "told by the weights it produced" in [t for t in attack["tests"] if t.get("number") == "3.1"][0]["output"]
+
+
 def test_a_lookup_table_in_source_is_refused_by_the_budget(tmp_path, assets, monkeypatch):
     table = "TABLE = " + repr("x" * 700_000) + "\n"
     rubric = subset_rubric(HELDOUT_ONLY)

@@ -25,18 +25,10 @@ import numpy as np
 
 from _selfcheck.checks.common import close, describe, outcome_for_failure
 from _selfcheck.checks.outcome import ItemOutcome, SubCheck
-from _selfcheck.checks.training import _error_text, _inputs, _start, _weights, batch, flatten, init_params
+from _selfcheck.checks.training import (_error_text, _inputs, _start, _weights, batch, flatten, init_params,
+                                        mode_shifts)
 
 MODES = tuple(itertools.product((True, False), (True, False)))  # (training, grad enabled)
-
-
-def mode_shifts(rng: np.random.Generator) -> "dict[str, np.ndarray]":
-    """Two logit shifts of different sizes on different classes (the mode fingerprint)."""
-    first, second = rng.choice(11, size=2, replace=False)
-    eval_shift, nograd_shift = np.zeros(11, np.float32), np.zeros(11, np.float32)
-    eval_shift[first] = float(rng.uniform(2.0, 3.0))
-    nograd_shift[second] = float(rng.uniform(1.0, 1.8))
-    return {"eval_shift": eval_shift, "nograd_shift": nograd_shift}
 
 
 def _logits(flat: np.ndarray, x: np.ndarray, shifts: dict, training: bool, grad: bool) -> np.ndarray:

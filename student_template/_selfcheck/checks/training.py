@@ -67,9 +67,22 @@ def _forward(flat: np.ndarray, x: np.ndarray, requires_grad: bool = False) -> "t
     return F.linear(hidden, parts["out.weight"], parts["out.bias"]), theta
 
 
-def loss_and_grad(flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> "tuple[float, np.ndarray]":
-    """Mean cross-entropy of the MLP at ``flat`` and its gradient (float64)."""
+def mode_shifts(rng: np.random.Generator) -> "dict[str, np.ndarray]":
+    """Two logit shifts of different sizes on different classes: the worker's probe model adds
+    ``eval_shift`` in eval mode and ``nograd_shift`` with gradients off, so outputs tell the mode."""
+    first, second = rng.choice(11, size=2, replace=False)
+    eval_shift, nograd_shift = np.zeros(11, np.float32), np.zeros(11, np.float32)
+    eval_shift[first] = float(rng.uniform(2.0, 3.0))
+    nograd_shift[second] = float(rng.uniform(1.0, 1.8))
+    return {"eval_shift": eval_shift, "nograd_shift": nograd_shift}
+
+
+def loss_and_grad(flat: np.ndarray, x: np.ndarray, y: np.ndarray,
+                  shift: "np.ndarray | None" = None) -> "tuple[float, np.ndarray]":
+    """Mean cross-entropy of the MLP at ``flat`` (logits + ``shift``) and its gradient (float64)."""
     logits, theta = _forward(flat, x, True)
+    if shift is not None:
+        logits = logits + torch.from_numpy(np.asarray(shift, dtype=np.float64))
     loss = F.cross_entropy(logits, torch.from_numpy(y))
     # autograd.grad rather than the solution's `loss.backward()` line, which assign's leak check
     # (this file is vendored into the student template) would flag as solution text.
@@ -109,8 +122,9 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
     rng, lr = np.random.default_rng(int(params.get("seed", 0))), float(params.get("lr", 0.5))
     init = init_params(rng)
     (xa, ya), (xb, yb), (xc, yc) = batch(rng, 8), batch(rng, 4), batch(rng, 6)
+    shifts = mode_shifts(rng)
     result = call(sandbox, budget, "train_step", {"lr": lr},
-                  _inputs(init, xa=xa, ya=ya, xb=xb, yb=yb, xc=xc, yc=yc))
+                  _inputs(init, xa=xa, ya=ya, xb=xb, yb=yb, xc=xc, yc=yc, **shifts))
     if not result.ok:
         return outcome_for_failure(result, "train_one_epoch")
     two, one = result.value.get("two_batches") or {}, result.value.get("one_batch") or {}
@@ -122,7 +136,11 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
     if two.get("error"):
         return ItemOutcome.failed("error", _error_text(two))
     got = _weights(result, "two_batches.params")
-    if _same(got, p2):
+    # The same two steps with the model left in eval mode (the probe model's eval shift on).
+    shift = shifts["eval_shift"]
+    q1 = p0 - lr * loss_and_grad(p0, xa, ya, shift)[1]
+    in_eval = _same(got, q1 - lr * loss_and_grad(q1, xb, yb, shift)[1])
+    if _same(got, p2) or in_eval:
         step = SubCheck("one SGD step per batch", True, 1.0, "two batches gave exactly two SGD steps with fresh gradients")
     else:
         hint = ("the weights did not change: call optimizer.step() after loss.backward()" if _same(got, p0) else
@@ -143,10 +161,14 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
                         f"train_one_epoch returned {describe(returned) if returned is not None else 'nothing usable'}, "
                         f"expected {expected:.6g} (the mean loss over the 12 examples)" + (f": {hint}" if hint else ""))
     seen = two.get("seen") or []
-    train_mode = bool(seen) and all(s[0] for s in seen)
+    # From the weights when they tell (train mode and eval mode give different steps); else the record.
+    told = _same(got, p2) or in_eval
+    train_mode = _same(got, p2) if told else bool(seen) and all(s[0] for s in seen)
+    source = "told by the weights it produced" if told else "from the worker's record"
     mode = SubCheck("trains in train mode", train_mode, 1.0,
-                    "forward ran in train mode" if train_mode else
-                    "forward ran in eval mode (or never ran): call model.train() at the start of train_one_epoch")
+                    f"forward ran in train mode ({source})" if train_mode else
+                    f"forward ran in eval mode or never ran ({source}): call model.train() at the start of "
+                    "train_one_epoch")
     if one.get("error"):
         lower = SubCheck("one step lowers the loss", False, 1.0, _error_text(one))
     else:

@@ -101,9 +101,10 @@ def probe_train_step(args: dict, context: WorkerContext) -> dict:
     """``train_one_epoch`` with SGD on two batches (model left in eval mode) and on one batch."""
     train_one_epoch = _train_function("train_one_epoch", context)
     scenarios = {"two_batches": [("xa", "ya"), ("xb", "yb")], "one_batch": [("xc", "yc")]}
+    shifts = {"eval_shift": context.tensor("eval_shift"), "nograd_shift": context.tensor("nograd_shift")}
     results = {}
     for name, pairs in scenarios.items():
-        model = HarnessMLP(_init(context))
+        model = HarnessMLP(_init(context), shifts)
         model.eval()  # train_one_epoch must switch to train mode itself
         optimizer = torch.optim.SGD(model.parameters(), lr=float(args["lr"]))
         counts: dict = {}
