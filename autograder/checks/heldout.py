@@ -148,11 +148,10 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     heldout = read_feature_file(heldout_path)
     sample = heldout.sample
     n, m = len(heldout), (len(sample) if sample is not None else 0)
-    features = heldout.features if not m else np.concatenate([np.asarray(heldout.features), np.asarray(sample.features)])
+    features = (heldout.features, sample.features) if m else (heldout.features,)
     plan = presentation(n + m, run)
     db_scale = float(heldout.frontend_params.get("db_scale", 40.0)) if isinstance(heldout.frontend_params, dict) else 40.0
     sent = present(features, plan, run, db_scale=db_scale)
-    del features
     result = call(sandbox, budget, "heldout_logits", {"batches": plan.batches}, {"features": sent})
     del sent
     if not result.ok:

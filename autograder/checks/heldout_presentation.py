@@ -131,20 +131,36 @@ def presentation(n: int, run: HeldoutRun) -> Presentation:
     return Presentation(order=order, batches=batches, gain=gain, noise_seed=int(rng.integers(0, 2**63 - 1)))
 
 
-def present(features: np.ndarray, plan: Presentation, run: HeldoutRun, *, db_scale: float = DB_SCALE) -> np.ndarray:
-    """``features`` (N, 1, 64, 64; a memmap is fine) in the plan's order, perturbed, as float16.
+def _gather(parts: "tuple[np.ndarray, ...]", rows: np.ndarray) -> np.ndarray:
+    """Rows of the concatenation of ``parts`` (memmaps are fine), as float32, without concatenating them."""
+    out = np.empty((len(rows), *parts[0].shape[1:]), dtype=np.float32)
+    offset = 0
+    for part in parts:
+        inside = (rows >= offset) & (rows < offset + len(part))
+        if inside.any():
+            local = rows[inside] - offset
+            order = np.argsort(local, kind="stable")  # read in file order: sequential memmap pages
+            block = np.asarray(part[local[order]], dtype=np.float32)
+            out[np.flatnonzero(inside)[order]] = block
+        offset += len(part)
+    return out
+
+
+def present(features: "np.ndarray | tuple[np.ndarray, ...]", plan: Presentation, run: HeldoutRun, *,
+            db_scale: float = DB_SCALE) -> np.ndarray:
+    """``features`` (N, 1, 64, 64; a memmap, or a tuple of them read as one) in the plan's order,
+    perturbed, as float16.
 
     Works through :data:`_CHUNK` notes at a time, so the grader never holds the whole set in float32.
     """
+    parts = tuple(features) if isinstance(features, (tuple, list)) else (features,)
     n = len(plan.order)
-    out = np.empty((n, *features.shape[1:]), dtype=np.float16)
+    out = np.empty((n, *parts[0].shape[1:]), dtype=np.float16)
     noise_std = float(run.noise_db) / db_scale if run.perturb else 0.0
     rng = np.random.default_rng(plan.noise_seed)
     for start in range(0, n, _CHUNK):
         rows = plan.order[start : start + _CHUNK]
-        # Read in file order (sequential memmap pages), then put back in the presented order.
-        sorted_rows = np.sort(rows)
-        chunk = np.asarray(features[sorted_rows], dtype=np.float32)[np.searchsorted(sorted_rows, rows)]
+        chunk = _gather(parts, rows)
         if run.perturb:
             chunk += (plan.gain[rows] * (DB_SCALE / db_scale))[:, None, None, None]
             if noise_std > 0:
