@@ -43,6 +43,11 @@ WATCHED_PREFIX = "notegrade_harness"
 _STDLIB = (os.path.dirname(os.__file__) + os.sep,)
 
 
+def _forwards_request(filename: str) -> bool:
+    """Standard-library modules that only forward a student's own request (inspect.stack(), ctypes.cast)."""
+    return filename.endswith(os.sep + "inspect.py") or (os.sep + "ctypes" + os.sep) in filename
+
+
 class Watcher:
     """Records audit events raised by submission files and objects replaced behind the harness's back."""
 
@@ -68,8 +73,9 @@ class Watcher:
             filename = frame.f_code.co_filename
             if filename.startswith(self.submission):
                 return f"{filename[len(self.submission):]}, line {frame.f_lineno}"
-            if not filename.startswith(_STDLIB) or "site-packages" in filename:
-                return None  # torch or the harness acting for the student: not the student's doing
+            if not filename.startswith(_STDLIB) or "site-packages" in filename or not _forwards_request(filename):
+                # torch, the harness or e.g. traceback.print_exc acting for the student: not the student's doing
+                return None
             frame = frame.f_back
         return None
 
