@@ -100,33 +100,37 @@ def _one_call(call: dict, losses: Any, context: WorkerContext) -> dict:
     counter = _BackwardCounter(function_class) if function_class is not None else None
     doing = f"losses.{name}" + (".apply" if function_class is not None else "")
     known = tensors + [p for _, p in grad_targets]
-    with forbidden_zone() as zone, KernelWatch(known) as kernels:
+    # The dispatcher watch covers the call and its backward pass (gradcheck below repeats the
+    # same function many times: the Python guards still cover it, and the watch would only cost time).
+    kernels = KernelWatch(known)
+    with forbidden_zone() as zone:
         try:
-            if counter is not None:
-                counter.__enter__()
-            out = fn(*arguments, **kwargs)
-            result["returned_type"] = type_name(out)
-            if not isinstance(out, torch.Tensor):
-                raise ProbeFailure("type", f"{doing} returned a {type_name(out)}, expected a tensor")
-            _check_kernels(out, kernels, doing, context)
-            result["value_dtype"] = str(out.dtype).replace("torch.", "")
-            context.save(f"{key}.value", out)
-            result["value"] = f"{key}.value"
-            if grad_targets:
-                if not out.requires_grad:
-                    raise ProbeFailure("gradient", f"{doing} returned a tensor without a gradient: "
-                                                   "the computation left the autograd graph (detach/.item()/numpy?)")
-                if out.dim() == 0:
-                    (out * float(call.get("grad_scale", 1.0))).backward()
-                else:
-                    upstream = context.tensor(str(call["upstream"])).to(out.dtype)
-                    out.backward(upstream)
-                result["grads"] = {}
-                for label, tensor in grad_targets:
-                    if tensor.grad is not None:
-                        context.save(f"{key}.grad.{label}", tensor.grad)
-                        result["grads"][label] = f"{key}.grad.{label}"
-            result["ok"] = True
+            with kernels:
+                if counter is not None:
+                    counter.__enter__()
+                out = fn(*arguments, **kwargs)
+                result["returned_type"] = type_name(out)
+                if not isinstance(out, torch.Tensor):
+                    raise ProbeFailure("type", f"{doing} returned a {type_name(out)}, expected a tensor")
+                _check_kernels(out, kernels, doing, context)
+                result["value_dtype"] = str(out.dtype).replace("torch.", "")
+                context.save(f"{key}.value", out)
+                result["value"] = f"{key}.value"
+                if grad_targets:
+                    if not out.requires_grad:
+                        raise ProbeFailure("gradient", f"{doing} returned a tensor without a gradient: "
+                                                       "the computation left the autograd graph (detach/.item()/numpy?)")
+                    if out.dim() == 0:
+                        (out * float(call.get("grad_scale", 1.0))).backward()
+                    else:
+                        upstream = context.tensor(str(call["upstream"])).to(out.dtype)
+                        out.backward(upstream)
+                    result["grads"] = {}
+                    for label, tensor in grad_targets:
+                        if tensor.grad is not None:
+                            context.save(f"{key}.grad.{label}", tensor.grad)
+                            result["grads"][label] = f"{key}.grad.{label}"
+                result["ok"] = True
         except ProbeFailure as failure:
             result["error"] = failure.to_dict()
         except BaseException as err:

@@ -138,14 +138,15 @@ def heldout_rules(rubric, item) -> str:
     settings = rubric.heldout
     rules = []
     if settings.perturbation.enabled:
-        rules.append("The held-out notes reach your model in a secret random order and in batches of varying size, "
-                     "with a small random gain and a little noise added to the features (about "
+        rules.append("The held-out notes reach your model in a secret random order (so which notes share a batch "
+                     "is secret too), with a small random gain and a little noise added to the features (about "
                      f"{settings.perturbation.gain_db:g} dB and {settings.perturbation.noise_db:g} dB): far too little "
                      "to change an instrument family, so a model that generalises loses nothing, while a model that "
                      "recognises memorised test notes does not recognise them any more. The same files always get "
                      "the same order and noise, so resubmitting them gives the same score.")
     else:
-        rules.append("The held-out notes reach your model in a secret random order and in batches of varying size.")
+        rules.append("The held-out notes reach your model in a secret random order (so which notes share a batch "
+                     "is secret too).")
     if settings.public_fraction > 0:
         rules.append(f"Before the due date you see your accuracy on a public part of the held-out notes "
                      f"({settings.public_fraction:.0%} of them, the same for everyone), rounded to 0.1 point, and the "

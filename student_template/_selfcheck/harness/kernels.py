@@ -32,6 +32,7 @@ aten::_log_softmax is forbidden in losses.py: write it from elementary tensor op
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterable
 
 import torch
@@ -74,7 +75,12 @@ class KernelWatch(TorchDispatchMode):
         super().__init__()
         self.forbidden: "list[str]" = []
         self.ops: "set[str]" = set()
-        self._known = {id(t): t for t in known if isinstance(t, torch.Tensor)}
+        # id -> tensor, weakly: a dead tensor's id leaves the table (so a reused id is never mistaken
+        # for it), and the watch keeps nothing alive (gradcheck-sized loops would hold every output).
+        self._known: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+        for tensor in known:
+            if isinstance(tensor, torch.Tensor):
+                self._known[id(tensor)] = tensor
         self.unknown_inputs = 0  # tensor arguments nobody saw being made (constants from import time, or worse)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: "dict | None" = None) -> Any:
@@ -90,8 +96,8 @@ class KernelWatch(TorchDispatchMode):
                 self.unknown_inputs += 1
         out = func(*args, **kwargs)
         for value in (out if isinstance(out, (tuple, list)) else (out,)):
-            if isinstance(value, torch.Tensor) and len(self._known) < 200000:
-                self._known[id(value)] = value  # a strong reference: ids stay unique while we compare
+            if isinstance(value, torch.Tensor):
+                self._known[id(value)] = value
         return out
 
     def produced_outside(self, value: Any) -> bool:
