@@ -145,6 +145,7 @@ class Rubric:
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
     sandbox: dict[str, Any] = field(default_factory=dict)
     container: ContainerSettings = ContainerSettings()
+    cluster: dict[str, Any] = field(default_factory=dict)  # [cluster]: where --slurm jobs go; not part of grading
     visibility: str = "visible"
     stdout_visibility: str = "hidden"
     source: str = "<string>"
@@ -156,8 +157,9 @@ class Rubric:
         data.pop("source")
         if self.container == ContainerSettings.default_for(self.time_budget_s):
             data.pop("container")  # so rubrics without [container] keep the hash they had before it existed
+        data.pop("cluster")  # where the grading runs (a Slurm account, a partition) does not change a grade
         if self.heldout == HeldoutSettings():
-            data.pop("heldout")  # likewise for [heldout]
+            data.pop("heldout")  # so rubrics without [heldout] keep their hash too
         return data
 
     @property

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from autograder.checks.common import Budget, call, outcome_for_failure, prerequisites
+from autograder.checks.device_agreement import cross_check_on_cpu
 from autograder.checks.heldout_presentation import HeldoutRun, present, presentation, public_mask, restore_order
 from autograder.checks.outcome import ItemOutcome, SubCheck
 from autograder.errors import NotegradeError
@@ -153,7 +154,6 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     db_scale = float(heldout.frontend_params.get("db_scale", 40.0)) if isinstance(heldout.frontend_params, dict) else 40.0
     sent = present(features, plan, run, db_scale=db_scale)
     result = call(sandbox, budget, "heldout_logits", {"batches": plan.batches}, {"features": sent})
-    del sent
     if not result.ok:
         return outcome_for_failure(result, "evaluating model.pt on the held-out notes")
     presented = result.arrays.get("logits")
@@ -166,6 +166,9 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     if bad:  # no index: which note is which stays with the grader
         return ItemOutcome.failed("error", f"the model produced NaN or infinite logits for {bad:,} of {n + m:,} notes: "
                                            "check model.pt and forward")
+    # On a GPU, a sample of the same presented rows is re-run on the CPU (issue 13's cross-check).
+    presented, device = cross_check_on_cpu(sandbox, budget, sent, presented, result.value.get("device"), params)
+    del sent
     logits = restore_order(presented.astype(np.float32), plan)
     families = tuple(heldout.families) if len(getattr(heldout, "families", ()) or ()) == 11 else FAMILIES
     held, labels = logits[:n], np.asarray(heldout.labels, dtype=np.int64)
@@ -185,8 +188,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     metrics.update(overall_accuracy=metrics["accuracy"], accuracy=scored_accuracy, accuracy_rounded=shown,
                    scored_count=scored_count, zero_at=zero_at, full_at=full_at,
                    inference_seconds=result.value.get("seconds"), logits_dtype=result.value.get("dtype"),
-                   device=result.value.get("device"),
-                   presentation={"perturbed": run.perturb, "gain_db": run.gain_db, "noise_db": run.noise_db,
+                   **device, presentation={"perturbed": run.perturb, "gain_db": run.gain_db, "noise_db": run.noise_db,
                                  "secret": run.has_secret, "batches": len(plan.batches),
                                  "public_fraction": run.public_fraction})
     if m:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import loss_probes, train_probes
+from .device import select_device
 from .common import (ProbeFailure, WorkerContext, describe_exception, import_student,
                      student_attribute, type_name)
 
@@ -124,11 +125,6 @@ def _load_checkpoint(path: str, device: str) -> "dict[str, torch.Tensor]":
     return state
 
 
-def heldout_device(context: WorkerContext) -> str:
-    """The device held-out inference runs on (the worker's ``--device``: cuda only when usable)."""
-    return context.device
-
-
 def _batch_plan(args: dict, n: int) -> "list[int]":
     """The grader's batch sizes (they must cover the ``n`` notes exactly), else ``batch_size`` each."""
     sizes = args.get("batches")
@@ -147,7 +143,8 @@ def probe_heldout_logits(args: dict, context: WorkerContext) -> dict:
     The grader sends the notes already in the order and batches it chose (``args["batches"]``:
     sizes adding up to the number of notes); the worker never learns which note is which.
     """
-    device = heldout_device(context)
+    # The grader may ask for the CPU on a GPU worker (its cross-check of GPU logits).
+    device = select_device(args.get("device") or context.device, cuda_available=torch.cuda.is_available())
     state = _load_checkpoint(str(args.get("checkpoint", "model.pt")), device)
     model = _new_model(args, context)
     try:
