@@ -174,3 +174,47 @@ def test_integrity_line_modes_and_contract():
     results = build_results(rubric=clean, graded=[GradedItem(item, honest)], metadata=None,
                             integrity=Session(rubric=clean, run=HeldoutRun(), rate=RateDecision(evaluate=True)))
     assert line(results.to_gradescope_dict(), "integrity") is None  # nothing flagged: no hidden line, total shown
+
+
+# ---------------------------------------------------------------- the secret, the build and a regrade's metadata
+def test_build_makes_a_secret_keeps_it_for_rebuilds_and_refuses_a_damaged_one(tmp_path):
+    import shutil
+    import zipfile
+
+    from autograder.instructor import build
+    from autograder.integrity.secret import read_secret
+
+    heldout = tmp_path / "h" / "heldout.safetensors"
+    heldout.parent.mkdir()
+    shutil.copyfile(grading_assets().heldout, heldout)
+    first = build.main(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "a.zip", quiet=True)
+    secret_file = heldout.with_suffix(".secret")
+    assert secret_file.is_file() and oct(secret_file.stat().st_mode & 0o777) == "0o600"
+    again = build.main(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "b.zip", quiet=True)
+    assert first.path.read_bytes() == again.path.read_bytes()  # same inputs (secret included), same bytes
+    with zipfile.ZipFile(first.path) as archive:
+        (tmp_path / "unpacked").mkdir()
+        (tmp_path / "unpacked" / "heldout.secret").write_bytes(archive.read("heldout.secret"))
+    assert read_secret(tmp_path / "unpacked" / "heldout.secret") == read_secret(secret_file)
+    other = build.main(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "c.zip", quiet=True,
+                       secret=tmp_path / "course.secret")
+    assert read_secret(tmp_path / "course.secret") != read_secret(secret_file) and other.path.is_file()
+    (tmp_path / "bad.secret").write_text("not a secret")
+    with pytest.raises(NotegradeError, match="bad.secret: not a notegrade secret"):
+        build.main(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "d.zip", quiet=True,
+                   secret=tmp_path / "bad.secret")
+
+
+def test_a_regrades_metadata_carries_each_earlier_submissions_results():
+    import datetime as dt
+
+    from autograder.instructor.export_due_dates import AssignmentInfo, submission_metadata
+    from autograder.instructor.export_yaml import ExportEntry, HistoryItem, Submitter
+
+    due = dt.datetime(2024, 10, 7, 23, 59, tzinfo=dt.timezone.utc)
+    kept = {"extra_data": {"heldout": {"item": "4.1", "fraction": 0.5}}}
+    entry = ExportEntry(key="submission_2", submission_id="2", folder=None, submitters=[Submitter("A", "1", "a@b")],
+                        created_at=due, recorded_score=50.0, status="graded", recorded_results=None,
+                        history=[HistoryItem("1", due - dt.timedelta(hours=1), 50.0, "graded", kept)])
+    metadata = submission_metadata(entry=entry, assignment=AssignmentInfo(title="A2", due_date=due))
+    assert metadata["previous_submissions"][0]["results"] == kept
