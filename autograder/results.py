@@ -152,7 +152,10 @@ def _extra_data(rubric: Rubric, graded: list[GradedItem], late: LatePenalty | No
                               "late_seconds": late.late_seconds, "units": late.units, "penalty": late.penalty,
                               "zeroed": late.zeroed, "line": late.line, "note": late.note}
     return {"rubric_title": rubric.title, "total_points": rubric.total_points, **_accuracy_data(graded),
-            "toolkit_version": __version__, "rubric_hash": rubric.rubric_hash, "late": late_data}
+            "toolkit_version": __version__, "rubric_hash": rubric.rubric_hash, "late": late_data,
+            # Filled in by the held-out integrity session (autograder/integrity); this default keeps
+            # the key present in every results.json, error results included.
+            "integrity": {"train_on_test": None, "tampering": []}}
 
 
 def _finish(data: dict[str, Any], rubric: Rubric, *, execution_time: float) -> dict[str, Any]:
