@@ -30,15 +30,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import struct
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from autograder.errors import NotegradeError
-from autograder.featurefile import _DTYPES, FAMILIES, SAMPLE_PREFIX, FeatureSet, _encode_note_strs, read_feature_file
+from autograder.featurefile import FAMILIES, read_feature_file, write_heldout_with_sample
 from reference.features import frontend_hash
 from reference.make_features import build_feature_file
 
@@ -73,49 +70,6 @@ def validate_heldout(path: str | Path) -> dict:
     counts = heldout.family_counts()
     return {"notes": len(heldout), "family_counts": counts, "missing": [f for f, n in counts.items() if n == 0],
             "train_sample": len(sample) if sample is not None else 0}
-
-
-def write_heldout_with_sample(path: str | Path, *, heldout: FeatureSet, sample: FeatureSet | None,
-                              extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write ``heldout`` (a held-out FeatureSet) to ``path`` with ``sample`` (labelled training notes) packed in.
-
-    Small files (a few thousand notes), so everything is written from memory; the file is renamed
-    into place only when complete.
-    """
-    path = Path(path)
-    tensors: dict[str, np.ndarray] = {}
-    for prefix, part in (("", heldout), (SAMPLE_PREFIX, sample)):
-        if part is None:
-            continue
-        tensors[prefix + "labels"] = np.ascontiguousarray(part.labels, dtype=np.int64)
-        tensors[prefix + "notes"] = np.ascontiguousarray(part.notes, dtype=np.int64)
-        tensors[prefix + "features"] = np.ascontiguousarray(part.features, dtype=np.float16)
-        tensors[prefix + "note_str"] = _encode_note_strs(part.note_strs)
-    metadata = {k: v for k, v in heldout.metadata.items()}
-    metadata.update(extra_metadata or {})
-    header: dict[str, Any] = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
-    offset = 0
-    # No holes between tensors (safetensors forbids them); every size is a multiple of 8 bytes
-    # (int64 counts, 64x64 float16 features, 64-byte names), so every tensor stays aligned.
-    for name, array in tensors.items():
-        code = _DTYPES[name.removeprefix(SAMPLE_PREFIX)][0]
-        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    tmp = path.with_name(path.name + ".partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            for array in tensors.values():
-                f.write(array.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _sampler(size: int, seed: int):

@@ -281,6 +281,49 @@ def _read_tensors(path: Path, header: dict, data_start: int, *, prefix: str, mma
     return arrays
 
 
+def write_heldout_with_sample(path: str | os.PathLike, *, heldout: FeatureSet, sample: FeatureSet | None,
+                              extra_metadata: dict[str, str] | None = None) -> Path:
+    """Write ``heldout`` (a held-out FeatureSet) to ``path`` with ``sample`` (labelled training notes) packed in.
+
+    Small files (a few thousand notes), so everything is written from memory; the file is renamed
+    into place only when complete.
+    """
+    path = Path(path)
+    tensors: dict[str, np.ndarray] = {}
+    for prefix, part in (("", heldout), (SAMPLE_PREFIX, sample)):
+        if part is None:
+            continue
+        tensors[prefix + "labels"] = np.ascontiguousarray(part.labels, dtype=np.int64)
+        tensors[prefix + "notes"] = np.ascontiguousarray(part.notes, dtype=np.int64)
+        tensors[prefix + "features"] = np.ascontiguousarray(part.features, dtype=np.float16)
+        tensors[prefix + "note_str"] = _encode_note_strs(part.note_strs)
+    metadata = {k: v for k, v in heldout.metadata.items()}
+    metadata.update(extra_metadata or {})
+    header: dict[str, Any] = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
+    offset = 0
+    # No holes between tensors (safetensors forbids them); every size is a multiple of 8 bytes
+    # (int64 counts, 64x64 float16 features, 64-byte names), so every tensor stays aligned.
+    for name, array in tensors.items():
+        code = _DTYPES[name.removeprefix(SAMPLE_PREFIX)][0]
+        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    tmp = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for array in tensors.values():
+                f.write(array.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 class FeatureLoader:
     """Batches ``(float32 features (B, 1, 64, 64), int64 labels (B,))`` as torch tensors on ``device``.
 
