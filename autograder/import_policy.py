@@ -64,7 +64,8 @@ def import_names(text: str) -> "list[str]":
     names: "set[str]" = set()
     for dist in requirement_names(text):
         key = _norm(dist)
-        names |= by_dist.get(key) or set(KNOWN.get(key, [key]))
+        # The known list first: the same names wherever this runs (a Debian setuptools adds "debian").
+        names |= set(KNOWN.get(key) or by_dist.get(key) or [key])
     return sorted(n for n in names if n.isidentifier())
 
 

@@ -77,7 +77,7 @@ class Prepared:
         return lines
 
 
-def _single_folder(upload: Path, files: "tuple[str, ...]") -> "str | None":
+def single_folder(upload: Path, files: "tuple[str, ...]") -> "str | None":
     """The path of the one folder holding everything, when the assignment's files aren't at the top."""
     folder, parts = upload, []
     while True:
@@ -119,7 +119,7 @@ def prepare(upload: "str | os.PathLike", dest: "str | os.PathLike", *, files: "t
     """
     upload, dest = Path(upload), Path(dest)
     dest.mkdir(mode=0o755)
-    folder = _single_folder(upload, files) if upload.is_dir() else None
+    folder = single_folder(upload, files) if upload.is_dir() else None
     base = upload / folder if folder else upload
     prepared = Prepared(path=dest, folder=folder)
     max_bytes = int(max_file_mb * (1 << 20)) if max_file_mb else None

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from _selfcheck.checks.common import Budget, call, outcome_for_failure, prerequisites
+from _selfcheck.checks import checkpoint
+from _selfcheck.checks.common import Budget, call, outcome_for_failure
 from _selfcheck.checks.outcome import ItemOutcome, SubCheck
 from _selfcheck.errors import NotegradeError
 
@@ -49,11 +50,12 @@ def scaled_fraction(accuracy: float, *, zero_at: float, full_at: float) -> float
 
 
 def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "str | os.PathLike | None" = None,
-                accuracy_label: str = "held-out accuracy") -> ItemOutcome:
+                accuracy_label: str = "held-out accuracy", checkpoint_policy: "dict | None" = None) -> ItemOutcome:
     """Evaluate model.pt on the held-out file ``heldout_path`` (kept by the grader, labels included).
 
     ``accuracy_label`` names the accuracy in the message and sub-check: the self-check runs this
-    same check on the student's own validation file and says so.
+    same check on the student's own validation file and says so.  ``checkpoint_policy``: the
+    rubric's ``[checkpoint]`` table (see :mod:`autograder.checks.checkpoint`).
     """
     if heldout_path is None:
         raise NotegradeError("heldout_accuracy needs the held-out file: pass heldout_path=... to its run()")
@@ -63,13 +65,13 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
         raise NotegradeError("heldout_accuracy needs zero_at and full_at: set them in the rubric item's params")
     zero_at, full_at = float(params["zero_at"]), float(params["full_at"])
     budget = Budget(timeout_s, sandbox)
-    blocked = prerequisites(sandbox, budget, files=("model.py", "model.pt"), modules=("model",))
+    blocked, verified = checkpoint.verify(sandbox, budget, checkpoint_policy)  # the same verdict as the self-check's
     if blocked:
         return blocked
     heldout = read_feature_file(heldout_path)
     features = sandbox.share_input("heldout_features", heldout.features)
-    result = call(sandbox, budget, "heldout_logits", {"batch_size": int(params.get("batch_size", 64))},
-                  {"features": features})
+    result = call(sandbox, budget, "heldout_logits", {"batch_size": int(params.get("batch_size", 64)), **verified.args},
+                  {"features": features, **verified.inputs})
     if not result.ok:
         return outcome_for_failure(result, "evaluating model.pt on the held-out notes")
     n = len(heldout)
@@ -93,4 +95,4 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     metrics.update(zero_at=zero_at, full_at=full_at, inference_seconds=result.value.get("seconds"),
                    logits_dtype=result.value.get("dtype"))
     return ItemOutcome(fraction=fraction, subchecks=[SubCheck(accuracy_label, accuracy >= full_at, 1.0, message)],
-                       message=message, data=metrics)
+                       message="".join(note + "\n" for note in verified.notes) + message, data=metrics)

@@ -123,9 +123,10 @@ def main(argv: "list[str] | None" = None) -> int:
     # Probes on tiny models are several times faster on one thread (no wake-ups of a pool);
     # only held-out inference switches to ``--threads``.
     torch.set_num_threads(1)
-    from . import common, probes
+    from . import common, imports, probes
 
     common.install_guards()
+    imports.install(args.submission)  # the grading runtime's imports only (see imports.py)
     import_seconds = time.perf_counter() - started
     device = args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu"
     limit_mb, headroom_mb = _tighten_address_space(args.headroom_mb, args.memory_budget_mb)
