@@ -136,10 +136,10 @@ def _build(venv: Path, requirements: Path, key: str, wheels: "Path | None", log:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _torch_version(python: Path) -> str:
-    done = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True,
-                          check=False)
-    return done.stdout.strip()
+def _torch_version(venv: Path) -> str:
+    """torch's version from its dist-info (importing torch to ask would take a second or two)."""
+    found = sorted(venv.glob("lib/python*/site-packages/torch-*.dist-info"))
+    return found[0].name.removeprefix("torch-").removesuffix(".dist-info") if found else ""
 
 
 def ensure_runtime(requirements: Path, *, wheels: "Path | None" = None, cache: "Path | None" = None,
@@ -171,4 +171,4 @@ def ensure_runtime(requirements: Path, *, wheels: "Path | None" = None, cache: "
             _build(venv, requirements, key, wheels, log)
             built = True
     return Runtime(python=venv / "bin" / "python", built=built, seconds=round(time.monotonic() - started, 1),
-                   torch=_torch_version(venv / "bin" / "python"))
+                   torch=_torch_version(venv))
