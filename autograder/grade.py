@@ -304,8 +304,11 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise NotegradeError("--docker needs autograder/instructor/docker_grade.py, which this install lacks; "
                                  "drop --docker to grade in local processes") from None
+        if args.python is not None:
+            raise NotegradeError("--python does not apply with --docker (the image's own runtime grades)")
         return int(docker_grade.main(submission=args.submission, autograder=args.autograder, metadata=args.metadata,
-                                     out=args.out, image=args.image, jobs=args.jobs, base_image=args.base_image) or 0)
+                                     out=args.out, image=args.image, jobs=args.jobs, base_image=args.base_image,
+                                     batch=True if args.batch else None) or 0)
     for flag, value in (("--image", args.image), ("--base-image", args.base_image)):
         if value is not None:
             raise NotegradeError(f"{flag} only applies with --docker")

@@ -57,9 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nsynth", required=True, type=Path, metavar="SPLIT_DIR",
                         help="the NSynth split to hold out (usually nsynth-test)")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the held-out file to write")
-    parser.add_argument("--workers", type=int, default=None, help="worker threads; None = one per core")
+    parser.add_argument("--workers", type=int, default=None, help="worker threads (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
-    parser.add_argument("--device", default=None, help="front-end device; None = cuda when available")
+    parser.add_argument("--device", default=None, help="front-end device (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
