@@ -31,6 +31,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("assign",): ("autograder.instructor.assign", "generate the student starter code from the reference"),
     ("selfcheck",): ("autograder.selfcheck", "run the visible checks on a student directory"),
     ("build",): ("autograder.instructor.build", "build the Gradescope autograder zip"),
+    ("calibrate",): ("autograder.instructor.calibrate", "what each common student mistake costs under an autograder"),
     ("grade",): ("autograder.grade", "grade one submission (or a folder of them) locally or in Docker"),
     ("regrade",): ("autograder.instructor.regrade", "regrade a Gradescope 'Export Submissions' archive"),
     ("report",): ("autograder.instructor.class_report", "grades.csv -> single-file HTML class report"),

@@ -173,7 +173,7 @@ def _to_numpy(state: "dict[str, Any]", notes: "list[str]") -> "dict[str, np.ndar
                                     f"dense float32: {SAVE_HINT}")
         if value.dtype == torch.bfloat16:
             value = value.float()
-        arrays[key] = np.ascontiguousarray(value.detach().cpu().numpy())
+        arrays[key] = np.array(value.detach().cpu().numpy(), order="C")  # (ascontiguousarray makes 0-d 1-d)
     return arrays
 
 
@@ -210,7 +210,8 @@ def share_checkpoint(sandbox: Any, checkpoint: Checkpoint) -> "tuple[dict, dict]
     """(probe args, inputs) that hand the verified tensors to the worker as ``.npy`` files."""
     keys = list(checkpoint.arrays)
     inputs = {f"checkpoint_{i}": sandbox.share_input(f"checkpoint_{i}", checkpoint.arrays[key]) for i, key in enumerate(keys)}
-    return {"checkpoint_keys": keys}, inputs
+    # The shapes travel too: an .npy input of a 0-d tensor (BatchNorm's num_batches_tracked) arrives 1-d.
+    return {"checkpoint_keys": keys, "checkpoint_shapes": [list(checkpoint.arrays[k].shape) for k in keys]}, inputs
 
 
 @dataclass

@@ -46,10 +46,11 @@ def mismatch(expected: "dict[str, Any]", state: "dict[str, Any]") -> "str | None
 
 def verified_state(args: dict, context: WorkerContext) -> "dict[str, torch.Tensor]":
     """The grader's verified tensors, by key."""
-    keys = args.get("checkpoint_keys")
-    if not isinstance(keys, list):
+    keys, shapes = args.get("checkpoint_keys"), args.get("checkpoint_shapes")
+    if not isinstance(keys, list) or not isinstance(shapes, list) or len(keys) != len(shapes):
         raise ProbeFailure("harness", "the grader sent no checkpoint")
-    return {str(key): torch.from_numpy(np.array(context.load(f"checkpoint_{i}"))) for i, key in enumerate(keys)}
+    return {str(key): torch.from_numpy(np.array(context.load(f"checkpoint_{i}")).reshape([int(s) for s in shape]))
+            for i, (key, shape) in enumerate(zip(keys, shapes))}
 
 
 def load_model(args: dict, context: WorkerContext, new_model: Callable[[dict, WorkerContext], torch.nn.Module]
