@@ -142,14 +142,17 @@ def plan_from_autograder(path: "str | os.PathLike") -> Plan:
     path = Path(path)
     try:
         if path.is_dir():
+            from autograder.import_policy import requirements_of
+
             rubric_text = (path / "rubric.toml").read_text(encoding="utf-8")
-            requirements = path / "requirements.txt"
-            req_text = requirements.read_text(encoding="utf-8") if requirements.is_file() else None
+            requirements = requirements_of(path)
+            req_text = requirements.read_text(encoding="utf-8") if requirements is not None else None
         else:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
                 rubric_text = archive.read("rubric.toml").decode("utf-8")
-                req_text = archive.read("requirements.txt").decode("utf-8") if "requirements.txt" in names else None
+                found = [n for n in ("requirements.txt", "autograder/gradescope/requirements.txt") if n in names]
+                req_text = archive.read(found[0]).decode("utf-8") if found else None
     except FileNotFoundError:
         raise NotegradeError(f"--autograder {path}: no such file or folder") from None
     except KeyError:

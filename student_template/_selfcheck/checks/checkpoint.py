@@ -154,8 +154,9 @@ def _check_budget(state: "dict[str, Any]", policy: dict) -> None:
     if total <= TOTAL_PARAMS + budget:
         return
     beyond = sorted(((int(v.numel()), k, tuple(v.shape)) for k, v in state.items()
-                     if ASSIGNMENT_KEYS.get(k) != tuple(v.shape)), reverse=True)
-    listed = ", ".join(f"{key} {'x'.join(map(str, shape)) or 'scalar'} ({size:,} values)" for size, key, shape in beyond[:8])
+                     if ASSIGNMENT_KEYS.get(k) != tuple(v.shape)), key=lambda entry: (-entry[0], entry[1]))
+    listed = ", ".join(f"{key} {'x'.join(map(str, shape)) or 'scalar'} ({size:,} value{'s' if size != 1 else ''})"
+                       for size, key, shape in beyond[:8])
     more = f" and {len(beyond) - 8} more" if len(beyond) > 8 else ""
     raise CheckpointRefused(
         f"model.pt holds {total:,} values: more than NoteCNN's {TOTAL_PARAMS:,} parameters plus {budget:,} values of "
