@@ -102,3 +102,16 @@ def test_checkpoint_rubric_table_defaults_and_validation():
     with pytest.raises(NotegradeError, match=r"checkpoint: module_prefix 'strip' is not one of accept, refuse.*"
                                              r"submission: files must be a non-empty list of plain file names"):
         parse_rubric(text + '\n[checkpoint]\nmodule_prefix = "strip"\n[submission]\nfiles = ["../x.npy"]\n')
+
+
+def test_a_zip_bomb_is_refused_before_torch_reads_it(state):
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (80 << 20))  # 80 MB of zeros deflate to ~80 KB
+    assert len(buffer.getvalue()) < 1 << 20
+    with pytest.raises(checkpoint.CheckpointRefused, match="model.pt unpacks to 80 MB"):
+        checkpoint.read_checkpoint(buffer.getvalue())
+    with pytest.raises(checkpoint.CheckpointRefused, match="damaged zip archive"):
+        checkpoint.read_checkpoint(torch_bytes(state)[:5000])
