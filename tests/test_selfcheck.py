@@ -348,3 +348,27 @@ def test_run_is_a_thin_layer_over_main(monkeypatch, capsys):
     assert selfcheck.run(parser.parse_args(["d"])) == 1
     out = capsys.readouterr().out
     assert "  1.1   Counts" in out and "10 / 10  passed" in out and "    ✓ conv1 parameters: 160" in out
+
+
+def test_the_rubric_is_the_folders_own_or_the_autograders_never_a_hard_coded_offering(tmp_path, assets):
+    """Point 7: a demo once scored 14.12/30 here and 30/30 on its autograder, because the two used different rubrics."""
+    assert selfcheck_plan.default_rubric(TEMPLATE) == TEMPLATE / "_selfcheck" / "rubric.json"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(NotegradeError, match="has no _selfcheck/rubric.json .* pass --autograder autograder.zip"):
+        selfcheck_plan.default_rubric(bare)
+    # --autograder: that autograder's rubric.toml and requirements.txt, from its zip or its folder.
+    rubric = tmp_path / "rubric.toml"
+    rubric.write_text(assets.rubric)
+    source = make_autograder_dir(tmp_path / "autograder", rubric=rubric, heldout=assets.heldout)
+    archive = shutil.make_archive(str(tmp_path / "autograder_zip"), "zip", source)
+    for given in (source, pathlib.Path(archive)):
+        plan = selfcheck_plan.plan_from_autograder(given)
+        assert plan.title == parse_rubric(assets.rubric).title and plan.items[-1].params["full_at"] == 0.35
+        assert "torch" in plan.allowed_imports and "numpy" in plan.allowed_imports
+        assert "librosa" not in plan.allowed_imports and "tqdm" not in plan.allowed_imports
+    with pytest.raises(NotegradeError, match="give --rubric or --autograder, not both"):
+        selfcheck.main(directory=TEMPLATE, rubric=rubric, autograder=source)
+    with pytest.raises(NotegradeError, match="not an autograder zip"):
+        (tmp_path / "empty.zip").write_bytes(open(shutil.make_archive(str(tmp_path / "e"), "zip", bare), "rb").read())
+        selfcheck_plan.plan_from_autograder(tmp_path / "empty.zip")
