@@ -63,7 +63,7 @@ def _base_python() -> str:
 
 def ensure_cpu_venv(venv: pathlib.Path) -> pathlib.Path:
     """The venv's python, creating the venv and installing the CPU build of torch if needed."""
-    from autograder.sandbox_os import path_is_reachable_by_others
+    from autograder.sandbox.system import path_is_reachable_by_others
 
     python = venv / "bin" / "python"
     probe = "import torch, numpy, safetensors, gradescope_utils; assert '+cpu' in torch.__version__"

@@ -185,7 +185,7 @@ def build_case(case: Case, workdir: pathlib.Path, *, heldout: pathlib.Path, stat
 
 def uid_processes(uid: int) -> "list[int]":
     """Live (non-zombie) processes of ``uid``."""
-    from autograder.sandbox_os import process_table
+    from autograder.sandbox.system import process_table
 
     return [p.pid for p in process_table().values() if p.uid == uid and p.state != "Z"]
 

@@ -52,7 +52,7 @@ def test_zip_root_holds_what_gradescope_needs_and_only_grading_code(built):
     names = set(built.entries)
     for required in ("setup.sh", "run_autograder", "setup.conf", "requirements.txt", "rubric.toml",
                      "heldout.safetensors", "MANIFEST.json", "Dockerfile", "autograder/__init__.py",
-                     "autograder/run_autograder.py", "autograder/sandbox.py", "autograder/checks/__init__.py",
+                     "autograder/run_autograder.py", "autograder/sandbox/core.py", "autograder/checks/__init__.py",
                      "autograder/harness/worker.py", "autograder/featurefile.py", "autograder/rubric.py"):
         assert required in names, f"{required} missing from the zip"
     forbidden = [n for n in names if n.startswith(("reference/", "tests/", "autograder/instructor/", "student_template/"))

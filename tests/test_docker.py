@@ -28,7 +28,7 @@ import torch
 import docker_support
 import sandbox_support
 from autograder.instructor import build, docker_grade
-from autograder.sandbox_os import CONTAINER_UIDS, STUDENT_UID_ENV
+from autograder.sandbox.system import CONTAINER_UIDS, STUDENT_UID_ENV
 from autograder_dir import grading_assets, make_starter_submission, make_submission
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import sandbox_support as support
-from autograder import sandbox_files
+from autograder.sandbox import files as sandbox_files
 from autograder.errors import NotegradeError
 from autograder.sandbox import Sandbox, SandboxLimits
 from autograder_dir import ensure_worker_python
@@ -227,7 +227,7 @@ def test_read_array_only_takes_plain_numeric_npy_files(tmp_path):
 
 @pytest.mark.skipif(not ROOT, reason="needs root (the unprivileged user and its checks)")
 def test_unreachable_python_is_refused_with_the_fix(tmp_path):
-    from autograder.sandbox_os import path_is_reachable_by_others
+    from autograder.sandbox.system import path_is_reachable_by_others
 
     if path_is_reachable_by_others(sys.executable) is None:
         pytest.skip(f"{sys.executable} is reachable by other users here")

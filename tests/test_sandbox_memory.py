@@ -13,9 +13,9 @@ import tempfile
 
 import pytest
 
-from autograder import sandbox_memory
+from autograder.sandbox import memory as sandbox_memory
 from autograder.sandbox import Sandbox, SandboxLimits
-from autograder.sandbox_memory import CgroupMemory, cgroup_memory, worker_memory_budget_mb
+from autograder.sandbox.memory import CgroupMemory, cgroup_memory, worker_memory_budget_mb
 from autograder_dir import ensure_worker_python
 
 MB = 1 << 20

@@ -1,4 +1,4 @@
-"""sandbox_os: student uids from a high range (host vs containers), reuse of existing users."""
+"""sandbox.system: student uids from a high range (host vs containers), reuse of existing users."""
 from __future__ import annotations
 
 import grp
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from autograder import sandbox_os
+from autograder.sandbox import system as sandbox_os
 from autograder.errors import NotegradeError
 from autograder.instructor import docker_run
 

@@ -41,7 +41,7 @@ PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed so that the same inputs give the same bytes
 EXECUTABLES = ("setup.sh", "run_autograder")
 # Where grading starts: the runner, plus modules it loads by name or runs as scripts in the worker.
-GRADING_ROOTS = ("run_autograder.py", "sandbox.py", "checks", "harness")
+GRADING_ROOTS = ("run_autograder.py", "sandbox", "checks", "harness")
 # Third-party imports the grading code may use: what requirements.txt installs (import names).
 RUNTIME_PACKAGES = {"torch", "numpy", "safetensors", "gradescope_utils", "tomli"}
 # The harness imports the student's flat modules by name inside the worker.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.errors import NotegradeError
-from autograder.sandbox_os import CONTAINER_UIDS, STUDENT_UID_ENV
+from autograder.sandbox.system import CONTAINER_UIDS, STUDENT_UID_ENV
 
 UID_LABEL = "notegrade.student_uid"  # each grading container's student uid, so others can avoid it
 _UID_LOCK = threading.Lock()
@@ -55,14 +55,14 @@ class ContainerRun:
 
 
 def pick_student_uid(client) -> int:
-    """A uid for one container's student user: in ``sandbox_os.CONTAINER_UIDS``, used by no other
+    """A uid for one container's student user: in ``sandbox.system.CONTAINER_UIDS``, used by no other
     grading container on this engine.
 
     Containers share the host kernel's uids: if every container's grader (and the host's) made its
     student user with the same uid, RLIMIT_NPROC would count all their processes together, and a
     grader that kills "every process of the student uid" would reach into the other containers.
     The container's grader creates the user with this uid (``$NOTEGRADE_STUDENT_UID``, read by
-    ``sandbox_os.StudentUser``); the host's own users come from ``HOST_UIDS``, a separate range.
+    ``sandbox.system.StudentUser``); the host's own users come from ``HOST_UIDS``, a separate range.
     """
     import docker
 

@@ -6,7 +6,8 @@ are copied into the private package ``_selfcheck/`` with their imports rewritten
 harness keeps its own relative imports); :func:`selfcheck_files` also writes the rubric's visible
 items (``_selfcheck/rubric.json``) and the entry point.  What is copied is computed, not listed:
 the ``checks`` and ``harness`` packages whole, plus every grading module they (and ``selfcheck``)
-import, followed transitively, so a new sandbox helper comes along without an edit here.  Split
+import, followed transitively, and any imported subpackage (``sandbox/``) whole, so a new sandbox
+helper comes along without an edit here.  Split
 from :mod:`autograder.instructor.assign`, which adds these files to the rest of the template.
 
 Example
@@ -48,13 +49,20 @@ def _grading_imports(text: str, *, path: str, package: str) -> set[str]:
     return found
 
 
+def _package_files(repo_root: Path, name: str) -> list[str]:
+    """Repo-relative ``.py`` files of the grading subpackage ``autograder/<name>/``, sorted."""
+    return sorted(p.relative_to(repo_root).as_posix() for p in (repo_root / "autograder" / name).glob("*.py"))
+
+
 def _selfcheck_sources(repo_root: Path) -> list[str]:
     """Repo-relative sources of the vendored package: ``selfcheck.py``, the two packages whole, and
-    every grading module they import, followed transitively (so a new sandbox helper comes along)."""
-    packages = [sorted(p.relative_to(repo_root).as_posix() for p in (repo_root / "autograder" / name).glob("*.py"))
-                for name in SELFCHECK_PACKAGES]
-    sources = [source for files in packages for source in files]
-    modules, pending = set(), ["selfcheck"] + [s for s in sources if not s.startswith("autograder/harness/")]
+    every grading module they import, followed transitively (so a new sandbox helper comes along).
+
+    An imported name that is a subpackage (``autograder/sandbox/__init__.py``) comes whole, like
+    ``checks`` and ``harness``, and its files are followed in turn."""
+    sources = [source for name in SELFCHECK_PACKAGES for source in _package_files(repo_root, name)]
+    modules, packages = set(), set(SELFCHECK_PACKAGES)
+    pending = ["selfcheck"] + [s for s in sources if not s.startswith("autograder/harness/")]
     while pending:
         item = pending.pop()
         source = item if item.endswith(".py") else f"autograder/{item}.py"
@@ -65,8 +73,14 @@ def _selfcheck_sources(repo_root: Path) -> list[str]:
         package = module_name(source).removesuffix(".__init__") if source.endswith("__init__.py") \
             else module_name(source).rpartition(".")[0]
         for name in _grading_imports((repo_root / source).read_text(encoding="utf-8"), path=source, package=package):
-            if name not in modules and name not in SELFCHECK_PACKAGES and name not in SELFCHECK_EXCLUDED \
-                    and (repo_root / "autograder" / f"{name}.py").is_file():
+            if name in modules or name in packages or name in SELFCHECK_EXCLUDED:
+                continue
+            if (repo_root / "autograder" / name / "__init__.py").is_file():
+                packages.add(name)
+                files = _package_files(repo_root, name)
+                sources += files
+                pending += files
+            elif (repo_root / "autograder" / f"{name}.py").is_file():
                 pending.append(name)
     return [f"autograder/{name}.py" for name in sorted(modules)] + sources
 

@@ -70,14 +70,17 @@ from typing import Any
 
 import numpy as np
 
-from _selfcheck import sandbox_files, sandbox_os, sandbox_worker
+from _selfcheck.sandbox import files as sandbox_files
+from _selfcheck.sandbox import system as sandbox_os
+from _selfcheck.sandbox import worker as sandbox_worker
 from _selfcheck.errors import NotegradeError
-from _selfcheck.sandbox_files import human_size
-from _selfcheck.sandbox_worker import ProbeResult
+from _selfcheck.sandbox.files import human_size
+from _selfcheck.sandbox.worker import ProbeResult
 
 __all__ = ["Sandbox", "SandboxLimits", "ProbeResult", "human_size"]
 
-HARNESS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness")
+# The harness is a sibling package (autograder/harness, or _selfcheck/harness in the template).
+HARNESS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness")
 HARNESS_PACKAGE = "notegrade_harness"
 WORKER_PYTHON_ENV = "NOTEGRADE_WORKER_PYTHON"
 
@@ -91,7 +94,7 @@ class SandboxLimits:
     max_files: int = 500
     startup_address_space_mb: int = 8192  # while torch imports (CUDA build: ~3.1 GB virtual)
     memory_headroom_mb: int = 1024  # address space above what the imports took; 0: unlimited
-    memory_reserve_mb: int = 128  # in a memory-limited cgroup (a container): kept for the grader, see sandbox_memory
+    memory_reserve_mb: int = 128  # in a memory-limited cgroup (a container): kept for the grader, see sandbox.memory
     max_processes: int = 64  # RLIMIT_NPROC (processes + threads of the worker's uid)
     file_size_mb: int = 64  # RLIMIT_FSIZE
     cpu_seconds_total: int = 3600  # hard RLIMIT_CPU over the worker's life; per call see module doc

@@ -1,8 +1,8 @@
 """How the worker process is launched: its environment, its command line, its rlimits before exec.
 
-Split from :mod:`autograder.sandbox_worker`, which spawns the worker with these and then talks
+Split from :mod:`autograder.sandbox.worker`, which spawns the worker with these and then talks
 to it: everything here is decided before the process exists.  The guarantees they implement
-(scrubbed environment, limits set in the child) are listed in :mod:`autograder.sandbox`.
+(scrubbed environment, limits set in the child) are listed in :mod:`autograder.sandbox.core`.
 
 Example
 -------

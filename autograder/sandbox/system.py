@@ -1,6 +1,6 @@
 """Operating-system primitives of the sandbox: the student user, /proc scans, killing, limits.
 
-Linux only.  Used by :mod:`autograder.sandbox`; kept apart so that module reads as policy.
+Linux only.  Used by :mod:`autograder.sandbox.core`; kept apart so that module reads as policy.
 
 - :class:`StudentUser` claims one unprivileged user (``notegrade-student``, then
   ``notegrade-student1``, ...) with an exclusive lock, creating it with ``useradd`` on demand,

@@ -1,6 +1,6 @@
 """Which processes a worker's student code left behind: the rule that decides what cleanup kills.
 
-Split from :mod:`autograder.sandbox_worker`, whose kill loops (``Worker.kill_strays`` and
+Split from :mod:`autograder.sandbox.worker`, whose kill loops (``Worker.kill_strays`` and
 ``Worker.stop``) call :func:`find_strays` until nothing is left.  The rule is the delicate part
 of cleanup: too narrow and a double-forked daemon survives to rewrite results; too wide and it
 kills another open sandbox's worker, which is why every live worker of this process is
@@ -15,7 +15,7 @@ Example
 """
 from __future__ import annotations
 
-from _selfcheck import sandbox_os
+from _selfcheck.sandbox import system as sandbox_os
 
 LIVE_WORKERS: "set[int]" = set()  # workers of every open sandbox in this process: never strays
 

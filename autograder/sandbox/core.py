@@ -70,14 +70,17 @@ from typing import Any
 
 import numpy as np
 
-from autograder import sandbox_files, sandbox_os, sandbox_worker
+from autograder.sandbox import files as sandbox_files
+from autograder.sandbox import system as sandbox_os
+from autograder.sandbox import worker as sandbox_worker
 from autograder.errors import NotegradeError
-from autograder.sandbox_files import human_size
-from autograder.sandbox_worker import ProbeResult
+from autograder.sandbox.files import human_size
+from autograder.sandbox.worker import ProbeResult
 
 __all__ = ["Sandbox", "SandboxLimits", "ProbeResult", "human_size"]
 
-HARNESS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness")
+# The harness is a sibling package (autograder/harness, or _selfcheck/harness in the template).
+HARNESS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness")
 HARNESS_PACKAGE = "notegrade_harness"
 WORKER_PYTHON_ENV = "NOTEGRADE_WORKER_PYTHON"
 
@@ -91,7 +94,7 @@ class SandboxLimits:
     max_files: int = 500
     startup_address_space_mb: int = 8192  # while torch imports (CUDA build: ~3.1 GB virtual)
     memory_headroom_mb: int = 1024  # address space above what the imports took; 0: unlimited
-    memory_reserve_mb: int = 128  # in a memory-limited cgroup (a container): kept for the grader, see sandbox_memory
+    memory_reserve_mb: int = 128  # in a memory-limited cgroup (a container): kept for the grader, see sandbox.memory
     max_processes: int = 64  # RLIMIT_NPROC (processes + threads of the worker's uid)
     file_size_mb: int = 64  # RLIMIT_FSIZE
     cpu_seconds_total: int = 3600  # hard RLIMIT_CPU over the worker's life; per call see module doc

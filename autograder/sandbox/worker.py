@@ -1,12 +1,12 @@
 """The worker process of a sandbox: spawning it, its two pipes, output capture, killing.
 
-Used by :mod:`autograder.sandbox` (read its docstring for the guarantees).  :class:`Worker`
+Used by :mod:`autograder.sandbox.core` (read its docstring for the guarantees).  :class:`Worker`
 starts ``python -s -m notegrade_harness.worker`` with rlimits, a scrubbed environment and its
 own session, talks JSON lines over two dedicated pipes, keeps the first bytes of the
 student's stdout/stderr, and kills every process the student started.  Its pieces live beside
-it: :mod:`autograder.sandbox_launch` (environment, command line, rlimits),
-:mod:`autograder.sandbox_result` (:class:`ProbeResult`, capped capture) and
-:mod:`autograder.sandbox_strays` (which processes cleanup kills).
+it: :mod:`autograder.sandbox.launch` (environment, command line, rlimits),
+:mod:`autograder.sandbox.result` (:class:`ProbeResult`, capped capture) and
+:mod:`autograder.sandbox.strays` (which processes cleanup kills).
 
 Example
 -------
@@ -24,11 +24,13 @@ import subprocess
 import time
 from typing import Any
 
-from autograder import sandbox_launch, sandbox_memory, sandbox_os
+from autograder.sandbox import launch as sandbox_launch
+from autograder.sandbox import memory as sandbox_memory
+from autograder.sandbox import system as sandbox_os
 from autograder.errors import NotegradeError
-from autograder.sandbox_files import SAFE_NAME, human_size, read_array, remove_quietly
-from autograder.sandbox_result import OutputCapture, ProbeResult, clip
-from autograder.sandbox_strays import LIVE_WORKERS, find_strays
+from autograder.sandbox.files import SAFE_NAME, human_size, read_array, remove_quietly
+from autograder.sandbox.result import OutputCapture, ProbeResult, clip
+from autograder.sandbox.strays import LIVE_WORKERS, find_strays
 
 __all__ = ["ProbeResult", "Worker"]
 
@@ -43,7 +45,7 @@ _SIGNALS = {
 
 
 class Worker:
-    """One running worker process; see :mod:`autograder.sandbox`.
+    """One running worker process; see :mod:`autograder.sandbox.core`.
 
     The constructor only spawns it (so its ``import torch`` overlaps the grader's own work);
     :meth:`wait_ready` waits for the ready message.
@@ -254,7 +256,7 @@ class Worker:
 
     # -- killing -------------------------------------------------------------------
     def _strays(self, *, keep_worker: bool) -> "tuple[set[int], set[int]]":
-        """(live student processes, zombies we must reap): see :func:`autograder.sandbox_strays.find_strays`."""
+        """(live student processes, zombies we must reap): see :func:`autograder.sandbox.strays.find_strays`."""
         return find_strays(worker_pid=self.proc.pid, student_uid=self.user.uid if self.user is not None else None,
                            grader_pid=self.grader_pid, grader_sid=self.grader_sid, preexisting=self.preexisting,
                            start_tick=self.start_tick, keep_worker=keep_worker)
