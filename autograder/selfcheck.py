@@ -289,6 +289,9 @@ def render_text(report: dict) -> str:
         lines.append(f"Gradescope also grades {report['not_shown_items']} item(s) worth {_points(report['not_shown_points'])} "
                      "points that are not shown when you submit.")
     lines += [f"hint: {hint}" for hint in report["hints"]]
+    if report.get("allowed_imports") is not None:
+        lines.append("Imports: the Python standard library and the grading runtime's packages "
+                     f"({', '.join(n for n in report['allowed_imports'] if not n.startswith('_'))}), as on Gradescope.")
     lines.append(f"Late policy: {report['late_policy']}.  (self-check took {report['seconds']:g} s)")
     return "\n".join(lines) + "\n"
 

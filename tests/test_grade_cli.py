@@ -57,6 +57,7 @@ def test_reference_scores_100_through_the_cli(tmp_path, autograder_zip):
     assert "[notegrade] item 1.1" in (out / "stdout.txt").read_text()
     # Graded in the runtime built from the autograder's requirements.txt, as on Gradescope.
     assert extra["runtime"]["kind"] == "grading-venv" and extra["runtime"]["torch"] == "2.13.0+cpu", extra["runtime"]
+    assert "Graded in the grading-venv runtime: Python 3." in proc.stdout and ", torch 2.13.0+cpu." in proc.stdout
 
 
 def test_a_zipped_folder_is_graded_from_its_folder_and_only_the_assignment_files_reach_student_code(tmp_path, autograder_zip):
