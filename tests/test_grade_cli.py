@@ -194,9 +194,13 @@ def test_docker_flag_dispatches_to_docker_grade(tmp_path, monkeypatch):
     args = _parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--image", "tag", "--jobs", "3"])
     assert grade.run(args) == 0
     assert calls == [{"submission": tmp_path, "autograder": pathlib.Path("ag.zip"), "metadata": None,
-                      "out": pathlib.Path("graded"), "image": "tag", "jobs": 3, "base_image": None}]
+                      "out": pathlib.Path("graded"), "image": "tag", "jobs": 3, "base_image": None, "batch": None}]
     assert grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--base-image", "local:1"])) == 0
     assert calls[-1]["base_image"] == "local:1" and calls[-1]["image"] is None
+    assert grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--batch"])) == 0
+    assert calls[-1]["batch"] is True
+    with pytest.raises(NotegradeError, match="--python does not apply with --docker"):
+        grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--python", "/usr/bin/python3"]))
     with pytest.raises(NotegradeError, match="--image only applies with --docker"):
         grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--image", "tag"]))
     with pytest.raises(NotegradeError, match="--base-image only applies with --docker"):
