@@ -26,7 +26,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "render"): ("reference.render", "render an offline NSynth-format dataset with FluidSynth"),
     ("data", "features"): ("reference.make_features", "NSynth split directory -> feature cache file"),
     ("heldout",): ("reference.heldout", "NSynth split directory -> held-out file for the autograder"),
-    ("train",): ("reference.pipeline", "train the reference NoteCNN on feature files"),
+    ("train",): ("autograder.instructor.slurm.training", "train the reference NoteCNN on feature files (here or on Slurm)"),
     ("evaluate",): ("reference.evaluation", "checkpoint + feature file -> metrics.json and confusion matrix"),
     ("assign",): ("autograder.instructor.assign", "generate the student starter code from the reference"),
     ("selfcheck",): ("autograder.selfcheck", "run the visible checks on a student directory"),

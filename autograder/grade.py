@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import csv
+import functools
 import json
 import os
 import pathlib
@@ -199,39 +200,51 @@ def batch_problem(path: pathlib.Path) -> "str | None":
 
 def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike,
                 metadata: str | os.PathLike | None = None, out: str | os.PathLike, jobs: int = 1,
-                python: str | os.PathLike | None = None) -> list[dict]:
-    """Grade every submission directory in ``submissions`` (``jobs`` grader processes at a time).
+                python: str | os.PathLike | None = None, slurm=None) -> list[dict]:
+    """Grade every submission directory in ``submissions`` (``jobs`` grader processes at a time, or
+    with ``slurm``, a :class:`~autograder.instructor.slurm.grading.SlurmGrading`, as a Slurm job array).
 
     Returns one summary row per submission (``name, score, total, status, seconds``); writes
     ``out/<name>/results.json`` etc. and ``out/summary.csv``.  One failure never stops the batch.
     """
     from tqdm import tqdm
 
-    submissions, out = pathlib.Path(submissions), pathlib.Path(out)
-    folders = sorted(p for p in submissions.iterdir() if p.is_dir() and p.name not in _SKIP and not p.name.startswith("."))
-
-    def one(folder: pathlib.Path) -> dict:
-        started = time.monotonic()
-        try:
-            results = grade_submission(submission=folder, autograder=autograder, metadata=metadata,
-                                       out=out / folder.name, quiet=True, python=python)
-            errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
-            total = (results.get("extra_data") or {}).get("total_points")
-            return {"name": folder.name, "score": results.get("score"), "total": total,
-                    "status": "autograder error" if errored else "graded", "seconds": round(time.monotonic() - started, 1)}
-        except NotegradeError as err:
-            return {"name": folder.name, "score": None, "total": None, "status": f"failed: {err}",
-                    "seconds": round(time.monotonic() - started, 1)}
-
-    # Threads only wait: each grading runs in its own grader process (process parallelism).
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        rows = list(tqdm(pool.map(one, folders), total=len(folders), desc="grading", unit="submission", disable=None))
+    out = pathlib.Path(out)
+    folders = batch_folders(pathlib.Path(submissions))
+    one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
+    if slurm is not None:  # a Slurm job array: each task runs grade_folder over a shard
+        rows = slurm.grade_batch(folders, autograder=autograder, metadata=metadata, out=out, python=python, jobs=jobs)
+    else:
+        # Threads only wait: each grading runs in its own grader process (process parallelism).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            rows = list(tqdm(pool.map(one, folders), total=len(folders), desc="grading", unit="submission", disable=None))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["name", "score", "total", "status", "seconds"])
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def batch_folders(submissions: pathlib.Path) -> list[pathlib.Path]:
+    """The submission directories of a batch, sorted."""
+    return sorted(p for p in submissions.iterdir() if p.is_dir() and p.name not in _SKIP and not p.name.startswith("."))
+
+
+def grade_folder(folder: pathlib.Path, *, autograder: str | os.PathLike, metadata: str | os.PathLike | None,
+                 out: pathlib.Path, python: str | os.PathLike | None = None) -> dict:
+    """Grade one submission of a batch into ``out/<name>/``; its summary row (never raises for it)."""
+    started = time.monotonic()
+    try:
+        results = grade_submission(submission=folder, autograder=autograder, metadata=metadata,
+                                   out=pathlib.Path(out) / folder.name, quiet=True, python=python)
+        errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
+        total = (results.get("extra_data") or {}).get("total_points")
+        return {"name": folder.name, "score": results.get("score"), "total": total,
+                "status": "autograder error" if errored else "graded", "seconds": round(time.monotonic() - started, 1)}
+    except NotegradeError as err:
+        return {"name": folder.name, "score": None, "total": None, "status": f"failed: {err}",
+                "seconds": round(time.monotonic() - started, 1)}
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -255,7 +268,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where results.json, report.html and the grader's stdout.txt go")
     parser.add_argument("--batch", action="store_true",
                         help="SUBMISSION is a folder of submission folders (detected when it holds nothing else)")
-    parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (with a batch)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="submissions graded in parallel (with a batch; with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade inside the autograder's Docker image, as Gradescope does")
     parser.add_argument("--image", default=None, help="with --docker: the image tag to build or reuse")
     parser.add_argument("--base-image", default=None,
@@ -264,12 +278,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python", default=None,
                         help="the interpreter that grades (default: a cached venv built from the autograder's "
                              "requirements.txt, as setup.sh builds on Gradescope)")
+    try:  # the instructor tools are absent from the autograder zip; --slurm is theirs
+        from autograder.instructor.slurm import options as slurm_options
+    except ImportError:
+        return
+    slurm_options.add_arguments(parser)
 
 
 def main(*, submission: pathlib.Path, autograder: pathlib.Path, metadata: pathlib.Path | None = None,
-         out: pathlib.Path = pathlib.Path("graded"), jobs: int = 1, python: str | None = None,
+         out: pathlib.Path = pathlib.Path("graded"), jobs: int = 1, python: str | None = None, slurm=None,
          is_batch: "bool | None" = None) -> int:
-    """Grade one submission (print its report) or a directory of them (print a summary).
+    """Grade one submission (print its report) or a directory of them (print a summary; ``slurm``: on Slurm).
 
     ``is_batch``: True (``--batch``), or None: a batch only when the folder holds nothing but
     submission folders (see :func:`_is_batch`)."""
@@ -281,12 +300,14 @@ def main(*, submission: pathlib.Path, autograder: pathlib.Path, metadata: pathli
         is_batch = _is_batch(submission)
     elif is_batch and batch_problem(submission):
         raise NotegradeError(f"--batch: {batch_problem(submission)}")
+    if slurm is not None and not is_batch:
+        raise NotegradeError(f"--slurm grades a batch: {submission} is not a directory of submission directories")
     if jobs > 1 and not is_batch:
         raise NotegradeError(f"--jobs {jobs} grades several submissions at once, but {submission} is one submission "
                              "(a batch is a folder holding nothing but submission folders; say so with --batch)")
     if is_batch:
         rows = grade_batch(submissions=submission, autograder=autograder, metadata=metadata, out=out, jobs=jobs,
-                           python=python)
+                           python=python, slurm=slurm)
         print(summary_table(rows))
         print(f"\nresults in {out}/<submission>/results.json; summary in {out / 'summary.csv'}")
         return 0 if all(r["status"] == "graded" for r in rows) else 1
@@ -298,6 +319,11 @@ def main(*, submission: pathlib.Path, autograder: pathlib.Path, metadata: pathli
 
 
 def run(args: argparse.Namespace) -> int:
+    slurm = None
+    if hasattr(args, "slurm"):  # refuses --slurm with --docker, and Slurm flags without --slurm
+        from autograder.instructor.slurm.grading import from_arguments as slurm_grading
+
+        slurm = slurm_grading(args, command="grade")
     if args.docker:
         try:
             from autograder.instructor import docker_grade
@@ -313,4 +339,4 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             raise NotegradeError(f"{flag} only applies with --docker")
     return main(submission=args.submission, autograder=args.autograder, metadata=args.metadata, out=args.out,
-                jobs=args.jobs, python=args.python, is_batch=True if args.batch else None)
+                jobs=args.jobs, python=args.python, slurm=slurm, is_batch=True if args.batch else None)

@@ -135,8 +135,9 @@ def _accuracy_data(graded: list[GradedItem]) -> dict[str, Any]:
         if "accuracy" in data and "confusion" in data and g.outcome.status == "ran":
             return {"heldout_item": g.item.number, "heldout_accuracy": json_safe(data["accuracy"]),
                     "heldout_count": json_safe(data.get("count")), "per_family": json_safe(data.get("per_family")),
-                    "confusion": json_safe(data.get("confusion"))}
-    return {"heldout_item": None, "heldout_accuracy": None, "heldout_count": None, "per_family": None, "confusion": None}
+                    "confusion": json_safe(data.get("confusion")), "heldout_device": data.get("device")}
+    return {"heldout_item": None, "heldout_accuracy": None, "heldout_count": None, "per_family": None, "confusion": None,
+            "heldout_device": None}
 
 
 def _late_test(late: LatePenalty) -> dict[str, Any]:

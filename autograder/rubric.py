@@ -2,8 +2,8 @@
 
 A rubric lists numbered items (title, points, visibility, per-item timeout, the check it runs and
 that check's parameters), the late policy, the global time budget, optional sandbox limits, the
-grading container's resources (``[container]``: mirror them in Gradescope's settings) and the
-leaderboard columns.  Every problem is reported with the file, the item and the reason, all at once::
+grading container's resources (``[container]``: mirror them in Gradescope's settings), the
+leaderboard columns and the Slurm profile for cluster grading (``[cluster]``, optional).  Every problem is reported with the file, the item and the reason, all at once::
 
     rubrics/x.toml: 2 problems: item 1.2: unknown check 'foo' (known: ...); points add up to 95, but total_points is 100
 
@@ -40,8 +40,8 @@ from autograder.rubric_model import (CONTAINER_STARTUP_MARGIN_S, DEFAULT_ITEM_TI
                                      GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES, ContainerSettings, LatePolicy,
                                      LeaderboardColumn, Rubric, RubricItem)
 from autograder.rubric_tables import (MIN_CONTAINER_MEMORY_MB, TOP_KEYS, check_sandbox, check_table, is_valid,
-                                      parse_checkpoint, parse_container, parse_items, parse_late_policy,
-                                      parse_leaderboard, parse_submission, validate_check_params)
+                                      parse_checkpoint, parse_cluster, parse_container, parse_items,
+                                      parse_late_policy, parse_leaderboard, parse_submission, validate_check_params)
 
 __all__ = ["CONTAINER_STARTUP_MARGIN_S", "DEFAULT_ITEM_TIMEOUT_S", "DEFAULT_TIME_BUDGET_S", "GRADESCOPE_MAX_TIMEOUT_S",
            "MIN_CONTAINER_MEMORY_MB", "VISIBILITIES", "ContainerSettings", "LatePolicy", "LeaderboardColumn", "Rubric",
@@ -103,13 +103,14 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
     numbers = {i.get("number") for i in raw["items"] if isinstance(i, dict)} if is_valid(raw, TOP_KEYS, "items") else set()
     columns = parse_leaderboard(raw["leaderboard"], numbers, problems) \
         if is_valid(raw, TOP_KEYS, "leaderboard") else []
+    cluster = parse_cluster(raw["cluster"], problems) if is_valid(raw, TOP_KEYS, "cluster") else {}
     if problems:
         count = f"{len(problems)} problems: " if len(problems) > 1 else ""
         raise NotegradeError(f"{source}: {count}" + "; ".join(problems))
     return Rubric(
         title=raw["title"], total_points=float(raw["total_points"]), items=tuple(items), late_policy=late,
         leaderboard=tuple(columns), time_budget_s=float(budget), sandbox=dict(raw.get("sandbox", {})), container=container,
-        checkpoint=checkpoint, submission_files=submission_files,
+        checkpoint=checkpoint, submission_files=submission_files, cluster=cluster,
         visibility=raw.get("visibility", "visible"), stdout_visibility=raw.get("stdout_visibility", "hidden"),
         source=source,
     )

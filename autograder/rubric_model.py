@@ -99,6 +99,7 @@ class Rubric:
     checkpoint: dict[str, Any] = field(default_factory=lambda: {"buffer_budget": 4096, "module_prefix": "accept"})
     # [submission] files: the upload's files the grader copies next to student code (autograder/submission.py)
     submission_files: tuple[str, ...] = ("model.py", "losses.py", "train.py", "model.pt")
+    cluster: dict[str, Any] = field(default_factory=dict)  # [cluster]: where --slurm jobs go; not part of grading
     visibility: str = "visible"
     stdout_visibility: str = "hidden"
     source: str = "<string>"
@@ -114,6 +115,7 @@ class Rubric:
             data.pop("checkpoint")
         if tuple(self.submission_files) == ("model.py", "losses.py", "train.py", "model.pt"):
             data.pop("submission_files")
+        data.pop("cluster")  # where the grading runs (a Slurm account, a partition) does not change a grade
         return data
 
     @property

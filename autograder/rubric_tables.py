@@ -1,5 +1,6 @@
 """Validation of each table of a rubric's TOML: ``[[items]]``, ``[late_policy]``, ``[container]``,
-``[sandbox]``, ``[checkpoint]``, ``[submission]`` and ``[[leaderboard]]``.
+``[sandbox]``, ``[checkpoint]``, ``[submission]``, ``[[leaderboard]]`` and ``[cluster]`` (the Slurm profile, also
+read from its own file).
 
 Each function appends every problem it finds (prefixed with where it is, e.g. ``item 1.2: ``) to a
 shared list instead of raising, so that :func:`autograder.rubric.parse_rubric` can report them all at
@@ -23,7 +24,8 @@ _NUM, _STR = (int, float), (str,)
 TOP_KEYS = {"title": (_STR, True), "total_points": (_NUM, True), "time_budget_s": (_NUM, False),
             "visibility": (_STR, False), "stdout_visibility": (_STR, False), "items": ((list,), True),
             "late_policy": ((dict,), False), "leaderboard": ((list,), False), "sandbox": ((dict,), False),
-            "container": ((dict,), False), "checkpoint": ((dict,), False), "submission": ((dict,), False)}
+            "container": ((dict,), False), "checkpoint": ((dict,), False), "submission": ((dict,), False),
+            "cluster": ((dict,), False)}
 _ITEM_KEYS = {"number": (_STR, True), "title": (_STR, True), "points": (_NUM, True), "check": (_STR, True),
               "params": ((dict,), False), "visibility": (_STR, False), "timeout_s": (_NUM, False),
               "tags": ((list,), False)}
@@ -37,6 +39,15 @@ _CHECKPOINT_KEYS = {"buffer_budget": ((int,), False), "module_prefix": (_STR, Fa
 _SUBMISSION_KEYS = {"files": ((list,), False)}
 DEFAULT_CHECKPOINT = {"buffer_budget": 4096, "module_prefix": "accept"}  # = autograder.checks.checkpoint.DEFAULT_POLICY
 DEFAULT_SUBMISSION_FILES = ("model.py", "losses.py", "train.py", "model.pt")
+# [cluster]: how `notegrade regrade/grade/integrity --slurm` and `notegrade train --slurm` submit jobs.
+# time: minutes or a Slurm time ("90", "1:30:00", "1-12"); mem: MB or a Slurm size ("8G", "8000M");
+# options: any other sbatch option, e.g. {qos = "class"}; train: overrides for `notegrade train --slurm`.
+_CLUSTER_KEYS = {"partition": (_STR, False), "account": (_STR, False), "time": ((str, int), False),
+                 "mem": ((str, int), False), "cpus_per_task": ((int,), False), "array_parallelism": ((int,), False),
+                 "gpus": ((int,), False), "per_task": ((int,), False), "python": (_STR, False),
+                 "setup": ((list,), False), "options": ((dict,), False), "train": ((dict,), False)}
+_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_MEM_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)B?$", re.IGNORECASE)
 _LEADERBOARD_KEYS = {"name": ((str,), True), "item": ((str,), True), "field": ((str,), True),
                      "order": ((str,), False)}
 
@@ -235,3 +246,72 @@ def parse_submission(raw: Mapping[str, Any], problems: list[str]) -> tuple[str, 
         if bad or not files:
             problems.append(f"{where}files must be a non-empty list of plain file names (no folders), got {files!r}")
     return DEFAULT_SUBMISSION_FILES if len(problems) > before else tuple(files)
+
+
+def slurm_minutes(value: "str | int") -> int:
+    """A Slurm time limit in whole minutes (rounded up): ``90``, ``"45:00"``, ``"1:30:00"``, ``"1-12"``.
+
+    Raises ValueError for anything else.  Slurm reads ``A:B`` as minutes:seconds and ``D-A:B`` as
+    days-hours:minutes, and so does this.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"{value} is not a positive number of minutes")
+        return value
+    match = _TIME_RE.match(str(value).strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a Slurm time (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)")
+    days, first, second, third = (int(g) if g else None for g in match.groups())
+    if days is not None:  # D-H[:M[:S]]
+        seconds = days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0)
+    elif third is not None:  # H:M:S
+        seconds = first * 3600 + second * 60 + third
+    else:  # M or M:S
+        seconds = first * 60 + (second or 0)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is no time at all")
+    return -(-seconds // 60)
+
+
+def slurm_memory(value: "str | int") -> str:
+    """A Slurm memory size as sbatch wants it (``"8G"``, ``"8000M"``); a bare number is MB."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"{value} is not a positive number of MB")
+        return f"{value}M"
+    match = _MEM_RE.match(str(value).strip())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a Slurm memory size (e.g. 8G or 8000M)")
+    number, unit = match.group(1), (match.group(2) or "M").upper()
+    if "." in number:  # sbatch takes whole numbers: 1.5G -> 1536M
+        scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+        return f"{max(1, round(float(number) * scale))}M"
+    return f"{number}{unit}"
+
+
+def parse_cluster(raw: Mapping[str, Any], problems: list[str], where: str = "cluster: ",
+                  nested: bool = True) -> dict[str, Any]:
+    """``[cluster]``: a validated copy (``{}`` when it has problems); ``train`` is checked the same way."""
+    before = len(problems)
+    schema = _CLUSTER_KEYS if nested else {k: v for k, v in _CLUSTER_KEYS.items()
+                                           if k not in ("train", "per_task", "array_parallelism")}
+    check_table(raw, schema, where, problems)
+    for key, check in (("time", slurm_minutes), ("mem", slurm_memory)):
+        if is_valid(raw, schema, key):
+            try:
+                check(raw[key])
+            except ValueError as err:
+                problems.append(f"{where}{key}: {err}")
+    for key, low in (("cpus_per_task", 1), ("array_parallelism", 1), ("gpus", 0), ("per_task", 1)):
+        if key in schema and is_valid(raw, schema, key) and raw[key] < low:
+            problems.append(f"{where}{key} must be at least {low}, got {raw[key]}")
+    if is_valid(raw, schema, "setup") and not all(isinstance(line, str) for line in raw["setup"]):
+        problems.append(f"{where}setup must be a list of shell lines (strings)")
+    if is_valid(raw, schema, "options"):
+        for key, value in raw["options"].items():
+            if not re.fullmatch(r"[a-z][a-z0-9_-]*", key) or not isinstance(value, (str, int, bool)):
+                problems.append(f"{where}options.{key}: must be an sbatch long option name (without --) "
+                                f"with a string, number or true, got {value!r}")
+    if nested and is_valid(raw, schema, "train"):
+        parse_cluster(raw["train"], problems, where=f"{where}train: ", nested=False)
+    return dict(raw) if len(problems) == before else {}

@@ -64,10 +64,14 @@ def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.
     user and strips other users' access to ``hide`` (rubric, held-out labels, metadata, results)."""
     import torch
 
+    from autograder.harness.device import DEVICE_ENV, select_device
     from autograder.sandbox import Sandbox, SandboxLimits
 
-    return Sandbox(submission, limits=SandboxLimits(**limits), use_gpu=torch.cuda.is_available(),
-                   hide=[str(p) for p in hide])
+    try:  # held-out inference on the GPU when this machine has one (a Slurm GPU node), unless told otherwise
+        device = select_device(os.environ.get(DEVICE_ENV), cuda_available=torch.cuda.is_available())
+    except ValueError as err:
+        raise NotegradeError(f"{DEVICE_ENV}: {err}") from None
+    return Sandbox(submission, limits=SandboxLimits(**limits), use_gpu=device == "cuda", hide=[str(p) for p in hide])
 
 
 def _grade(root: pathlib.Path, started: float, state: dict) -> Any:

@@ -10,7 +10,9 @@ floors, peak memory, throughput, accuracy) are collected for the summary at the 
   (only when a Docker engine is reachable; otherwise skipped with the reason);
 * ``bench_training.py``  -- train_one_epoch throughput and time to target (needs the feature files
   in ``--training-data``: ``train/valid/test.safetensors``; otherwise skipped with the commands);
-* ``bench_selfcheck.py`` -- the student self-check's wall time against its cost floor.
+* ``bench_selfcheck.py`` -- the student self-check's wall time against its cost floor;
+* ``bench_slurm.py``     -- per-task overhead on a one-node Slurm cluster it starts, and a regrade
+  with ``--slurm`` against ``--jobs 2`` here (needs root, slurm-wlm and munge; otherwise skipped).
 
 ``--quick`` runs fewer rounds and smaller inputs everywhere (minutes instead of the better part of
 an hour); its numbers are noisier.  Other engineers share the cores: run it when the machine is quiet.
@@ -78,6 +80,13 @@ def _training_data_missing(*, training_data: Path, **_) -> "str | None":
             f"data/rendered/nsynth-SPLIT --out {training_data}/SPLIT.safetensors`, or pass --training-data DIR")
 
 
+def _slurm_unavailable(**_) -> "str | None":
+    sys.path.insert(0, str(REPO / "tests"))
+    from slurm_support import cluster_problem
+
+    return cluster_problem()
+
+
 def _training_args(*, quick: bool, training_data: Path, **_) -> list[str]:
     files = [arg for name in ("train", "valid", "test") for arg in (f"--{name}", str(training_data / f"{name}.safetensors"))]
     return files + (["--throughput-batches", "20", "--skip-full"] if quick else [])
@@ -99,6 +108,9 @@ BENCHMARKS = (
     Benchmark("selfcheck", BENCH_DIR / "bench_selfcheck.py",
               lambda *, quick, **_: ["--repeat", "1"] if quick else [],
               (r"^floor: import torch", r"^selfcheck\.py", r"^default self-check with --features")),
+    Benchmark("slurm", BENCH_DIR / "bench_slurm.py",
+              lambda *, quick, **_: ["--repeat", "1", "--submissions", "10"] if quick else [],
+              (r"^per-task overhead", r"^\d+ submissions, "), _slurm_unavailable),
 )
 
 

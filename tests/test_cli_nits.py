@@ -55,7 +55,7 @@ def test_train_is_an_instructor_tool_and_pipeline_py_the_students(monkeypatch, c
     pipeline.add_arguments(parser)
     args = parser.parse_args(["--train", "t", "--valid", "v", "--out", str(tmp_path)])
     pipeline.run(args)
-    assert "submit" not in capsys.readouterr().out
+    assert "(submit" not in capsys.readouterr().out
     pipeline.run(args, student=True)
     assert "(submit it with model.py, losses.py and train.py)" in capsys.readouterr().out
 

@@ -30,7 +30,8 @@ Calling a check (what ``run_autograder`` does)::
   held-out file); any other exception is a bug in the check.
 - heldout_accuracy's ``data``: ``accuracy``, ``count``, ``correct``, ``per_family`` (family ->
   accuracy or None), ``per_family_count``, ``confusion`` (11x11, rows = true family),
-  ``families``, ``zero_at``, ``full_at``; train_overfit's: ``start_loss``, ``end_loss``,
+  ``families``, ``zero_at``, ``full_at``, ``device`` ("cpu" | "cuda"; on a GPU also ``gpu_agreement``
+  and ``gpu_verified_notes``, see ``device_agreement.py``); train_overfit's: ``start_loss``, ``end_loss``,
   ``accuracy``; architecture_params': ``total_params``.
 
 Example
@@ -82,7 +83,8 @@ REGISTRY: "dict[str, CheckSpec]" = {spec.name: spec for spec in (
           "evaluate: eval mode, no grad, weights untouched, mode restored, correct loss and accuracy"),
     _spec("fit_early_stopping", ("train.py",), {"seed": 0}, training.run_fit_early_stopping,
           "fit: stops after `patience` epochs without improvement and restores the best weights"),
-    _spec("heldout_accuracy", ("model.py", "model.pt"), {"zero_at": None, "full_at": None, "batch_size": 64},
+    _spec("heldout_accuracy", ("model.py", "model.pt"), {"zero_at": None, "full_at": None, "batch_size": 64,
+                                                        "gpu_min_agreement": 0.995, "gpu_verify_notes": 512},
           heldout.run_heldout, "model.pt on the held-out file: points linear from zero_at to full_at accuracy"),
 )}
 
@@ -90,7 +92,8 @@ REGISTRY: "dict[str, CheckSpec]" = {spec.name: spec for spec in (
 _REQUIRED_TYPES = {"zero_at": float, "full_at": float}
 _RANGES: "dict[str, tuple[float, float]]" = {
     "seed": (0, 2**32 - 1), "rtol": (1e-12, 1.0), "atol": (0.0, 1.0), "lr": (1e-9, 100.0), "epochs": (1, 10000),
-    "max_loss": (1e-9, 100.0), "batch_size": (1, 4096), "zero_at": (0.0, 1.0), "full_at": (0.0, 1.0)}
+    "max_loss": (1e-9, 100.0), "batch_size": (1, 4096), "zero_at": (0.0, 1.0), "full_at": (0.0, 1.0),
+    "gpu_min_agreement": (0.5, 1.0), "gpu_verify_notes": (0, 1_000_000)}
 
 
 def _type_problem(check: str, key: str, value: Any, expected: type) -> "str | None":

@@ -22,6 +22,7 @@ import numpy as np
 
 from autograder.checks import checkpoint
 from autograder.checks.common import Budget, call, outcome_for_failure
+from autograder.checks.device_agreement import cross_check_on_cpu
 from autograder.checks.outcome import ItemOutcome, SubCheck
 from autograder.errors import NotegradeError
 
@@ -86,6 +87,8 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
         first = int(np.argmax(bad))
         return ItemOutcome.failed("error", f"the model produced NaN or infinite logits for {int(bad.sum()):,} of {n:,} "
                                            f"held-out notes (first at note {first}): check model.pt and forward")
+    logits, device = cross_check_on_cpu(sandbox, budget, heldout.features, logits, result.value.get("device"), params,
+                                        (verified.args, verified.inputs))
     families = tuple(heldout.families) if len(getattr(heldout, "families", ()) or ()) == 11 else FAMILIES
     metrics = heldout_metrics(logits.astype(np.float32), heldout.labels, families)
     accuracy = metrics["accuracy"]
@@ -93,6 +96,6 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     message = (f"{accuracy_label} {accuracy:.1%} ({metrics['correct']:,} of {n:,} notes): no points at "
                f"{zero_at:.0%} or below, full points from {full_at:.0%}, so {fraction:.1%} of the points")
     metrics.update(zero_at=zero_at, full_at=full_at, inference_seconds=result.value.get("seconds"),
-                   logits_dtype=result.value.get("dtype"))
+                   logits_dtype=result.value.get("dtype"), **device)
     return ItemOutcome(fraction=fraction, subchecks=[SubCheck(accuracy_label, accuracy >= full_at, 1.0, message)],
                        message="".join(note + "\n" for note in verified.notes) + message, data=metrics)

@@ -36,11 +36,13 @@ import json
 import pathlib
 import shutil
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
 from autograder.instructor import export as gs_export
 from autograder.instructor.regrade_jobs import GradeFn, default_grader, grade_all, sha256_of
+from autograder.instructor.slurm import options as slurm_options
 from autograder.instructor.regrade_outputs import (
     canvas_table,
     grades_table,
@@ -50,10 +52,15 @@ from autograder.instructor.regrade_outputs import (
     write_student_reports,
 )
 
+if TYPE_CHECKING:
+    from autograder.instructor.slurm.grading import SlurmGrading
+
 EXAMPLES = """examples:
   notegrade regrade assignment_4242_export.zip --autograder autograder.zip --due 2024-10-01T23:59:00-07:00 \\
       --late-due 2024-10-04T23:59:00-07:00 --extensions extensions.csv --jobs 2 --out regrade/
   notegrade regrade export_dir/ --autograder build/autograder/ --assignment a2.toml --docker --jobs 4
+  notegrade regrade export.zip --autograder autograder.zip --assignment a2.toml --out regrade/ \\
+      --slurm --cluster great_lakes.toml --per-task 5          (a job array; rerun or --resume JOBID to collect)
   notegrade report regrade/grades.csv --out class.html
 
 The export has no due dates: give --due (and --late-due), or --assignment FILE (TOML/JSON with
@@ -79,12 +86,14 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
          image: str | None = None, extensions: pathlib.Path | None = None, due: str | None = None,
          late_due: str | None = None, assignment: pathlib.Path | None = None, title: str | None = None,
          canvas_column: str | None = None, tolerance: float = 0.005, grade: GradeFn | None = None,
-         progress: bool = True, python: str | None = None, base_image: str | None = None) -> RegradeSummary:
+         progress: bool = True, slurm: "SlurmGrading | None" = None, python: str | None = None,
+         base_image: str | None = None) -> RegradeSummary:
     """Regrade every usable submission of ``export`` and write the gradebooks into ``out``.
 
     ``grade`` replaces the grader (``autograder.grade.grade_submission``, or the Docker one with
-    ``docker=True``); it is called as ``grade(submission=, autograder=, metadata=, out=)``.  ``python``
-    and ``base_image`` are ``notegrade grade``'s ``--python`` and ``--base-image``.
+    ``docker=True``); it is called as ``grade(submission=, autograder=, metadata=, out=)``.
+    ``slurm`` grades on a Slurm cluster as a job array instead (``autograder/instructor/slurm/``).
+    ``python`` and ``base_image`` are ``notegrade grade``'s ``--python`` and ``--base-image``.
     """
     _check_runtime_flags(docker=docker, python=python, base_image=base_image)
     export, autograder, out = pathlib.Path(export), pathlib.Path(autograder), pathlib.Path(out)
@@ -106,8 +115,13 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     summary.problems += [f"extensions: {who} is not in the export" for who in sorted(ext) if who not in known]
 
     todo = [(e, gs_export.submission_metadata(entry=e, assignment=info, extensions=ext)) for e in entries if e.folder]
-    outcomes = grade_all(todo, out=out, autograder=autograder, grade=grade or default_grader(docker, image, autograder, python=python, base_image=base_image),
-                         jobs=jobs, progress=progress)
+    if slurm is None:
+        from autograder.instructor.slurm.grading import refuse_if_slurm_is_grading
+
+        refuse_if_slurm_is_grading(out)
+    grader = grade or default_grader(docker, image, autograder, python=python, base_image=base_image)
+    outcomes = (slurm.regrade if slurm else grade_all)(
+        todo, out=out, autograder=autograder, grade=grader, jobs=jobs, progress=progress)
     rows, confusion = [], {}
     for entry in entries:
         results, error, reused = outcomes.get(entry.key, (None, "the export has no folder for it", False))
@@ -160,7 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", type=pathlib.Path, help="the 'Export Submissions' zip, or its unpacked folder")
     parser.add_argument("--autograder", type=pathlib.Path, required=True, help="autograder zip or unpacked directory")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("regrade"), help="output directory")
-    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once (with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade each submission in a container")
     parser.add_argument("--image", help="Docker image tag to use or build (with --docker)")
     parser.add_argument("--base-image", default=None,
@@ -177,13 +191,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extensions", type=pathlib.Path, help="CSV: sid and/or email, due_date[, late_due_date]")
     parser.add_argument("--canvas-column", help="Canvas assignment column, e.g. 'Assignment 2 (123456)'")
     parser.add_argument("--tolerance", type=float, default=0.005, help="score difference still counted as unchanged")
+    slurm_options.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from autograder.instructor.slurm.grading import from_arguments as slurm_grading
+
     summary = main(export=args.export, autograder=args.autograder, out=args.out, jobs=args.jobs, docker=args.docker,
                    image=args.image, extensions=args.extensions, due=args.due, late_due=args.late_due,
                    assignment=args.assignment, title=args.title, canvas_column=args.canvas_column,
-                   tolerance=args.tolerance, python=args.python, base_image=args.base_image)
+                   tolerance=args.tolerance, slurm=slurm_grading(args, command="regrade"), python=args.python,
+                   base_image=args.base_image)
     print(f"graded {summary.graded} submission(s), reused {summary.reused} from an earlier run, "
           f"{len(summary.failed)} could not be graded")
     for line in summary.failed:

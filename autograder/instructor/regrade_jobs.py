@@ -77,20 +77,35 @@ def default_grader(docker: bool, image: str | None, autograder: pathlib.Path, *,
     return functools.partial(docker_grade.grade_submission, image=tag, client=client)
 
 
+def grade_key(entry: ExportEntry, metadata: dict, autograder_sha: str) -> dict[str, str]:
+    """What a grade depends on: the sha256s of the autograder, the rebuilt metadata and the files."""
+    meta_text = json.dumps(metadata, indent=2, sort_keys=True)
+    return {"autograder_sha256": autograder_sha, "metadata_sha256": hashlib.sha256(meta_text.encode()).hexdigest(),
+            "submission_sha256": sha256_of(entry.folder)}
+
+
+def earlier_grade(work: pathlib.Path, key: dict[str, str]) -> dict | None:
+    """The results.json a finished earlier grade left in ``work`` with the same ``key``, else None."""
+    key_path, results_path = work / "grade_key.json", work / "results.json"
+    if key_path.is_file() and results_path.is_file():
+        try:
+            if json.loads(key_path.read_text()) == key:
+                return json.loads(results_path.read_text())
+        except (json.JSONDecodeError, OSError):
+            pass  # a half-written earlier run: grade again
+    return None
+
+
 def _grade_one(entry: ExportEntry, *, work: pathlib.Path, metadata: dict, autograder: pathlib.Path,
                autograder_sha: str, grade: GradeFn) -> tuple[dict | None, str | None, bool]:
     """``(results, error, reused)`` for one submission; never raises."""
     work.mkdir(parents=True, exist_ok=True)
     meta_text = json.dumps(metadata, indent=2, sort_keys=True)
-    key = {"autograder_sha256": autograder_sha, "metadata_sha256": hashlib.sha256(meta_text.encode()).hexdigest(),
-           "submission_sha256": sha256_of(entry.folder)}
+    key = grade_key(entry, metadata, autograder_sha)
     key_path, results_path = work / "grade_key.json", work / "results.json"
-    if key_path.is_file() and results_path.is_file():
-        try:
-            if json.loads(key_path.read_text()) == key:
-                return json.loads(results_path.read_text()), None, True
-        except (json.JSONDecodeError, OSError):
-            pass  # a half-written earlier run: grade again
+    earlier = earlier_grade(work, key)
+    if earlier is not None:
+        return earlier, None, True
     key_path.unlink(missing_ok=True)
     (work / "error.txt").unlink(missing_ok=True)
     (work / "submission_metadata.json").write_text(meta_text)

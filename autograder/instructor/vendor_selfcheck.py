@@ -111,8 +111,10 @@ def selfcheck_files(*, repo_root: Path, rubric: Path | None) -> dict[str, bytes]
     if missing:
         raise NotegradeError(f"cannot vendor the self-check: missing {', '.join(missing)}")
     harness = [s for s in sources if s.startswith("autograder/harness/")]
+    # Harness modules are mapped too: the trusted side may import one (e.g. harness.device), the
+    # harness files themselves keep their relative imports.
     grading_map = {"autograder": SELFCHECK_PACKAGE} | {
-        _dotted(s): SELFCHECK_PACKAGE + _dotted(s).removeprefix("autograder") for s in sources if s not in harness}
+        _dotted(s): SELFCHECK_PACKAGE + _dotted(s).removeprefix("autograder") for s in sources}
     files: dict[str, bytes] = {}
     for source in sources:
         text = (repo_root / source).read_text(encoding="utf-8")

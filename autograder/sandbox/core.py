@@ -74,6 +74,7 @@ from autograder.sandbox import files as sandbox_files
 from autograder.sandbox import system as sandbox_os
 from autograder.sandbox import worker as sandbox_worker
 from autograder.errors import NotegradeError
+from autograder.harness.device import select_device
 from autograder.sandbox.files import human_size
 from autograder.sandbox.worker import ProbeResult
 
@@ -129,7 +130,8 @@ class Sandbox:
         self.limits = limits or SandboxLimits()
         # None: use a GPU when the machine has an NVIDIA driver (the worker falls back to the CPU
         # if torch cannot use it), without importing torch here.
-        self.use_gpu = os.path.exists("/proc/driver/nvidia/version") if use_gpu is None else bool(use_gpu)
+        self.use_gpu = bool(use_gpu) if use_gpu is not None else select_device(
+            "auto", cuda_available=os.path.exists("/proc/driver/nvidia/version")) == "cuda"
         self.python = python or os.environ.get(WORKER_PYTHON_ENV) or sys.executable
         root = os.getuid() == 0
         if run_as == "student" and not root:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, loss_probes, train_probes
+from .device import select_device
 from .common import (ProbeFailure, WorkerContext, describe_exception, import_student,
                      student_attribute, type_name)
 
@@ -103,19 +104,21 @@ def probe_model_forward(args: dict, context: WorkerContext) -> dict:
 
 def probe_heldout_logits(args: dict, context: WorkerContext) -> dict:
     """Load the verified ``model.pt`` into the student's ``NoteCNN`` and return logits for the grader's features."""
+    # The grader may ask for the CPU on a GPU worker (its cross-check of GPU logits).
+    device = select_device(args.get("device") or context.device, cuda_available=torch.cuda.is_available())
     # The grader's verified copy of model.pt (see checkpoint.py), never the file itself.
     model = checkpoint.load_model(args, context, _new_model)
     features = context.load("features", mmap=True)
     batch_size = max(1, int(args.get("batch_size", 64)))
     torch.set_num_threads(context.threads)
     try:
-        return _heldout_batches(model, features, batch_size, context)
+        return _heldout_batches(model, features, batch_size, context, device)
     finally:
         torch.set_num_threads(1)
 
 
-def _heldout_batches(model: torch.nn.Module, features: np.ndarray, batch_size: int, context: WorkerContext) -> dict:
-    device = context.device
+def _heldout_batches(model: torch.nn.Module, features: np.ndarray, batch_size: int, context: WorkerContext,
+                     device: str) -> dict:
     started = time.perf_counter()
     try:
         model = model.to(device).eval()

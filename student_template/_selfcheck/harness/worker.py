@@ -124,11 +124,12 @@ def main(argv: "list[str] | None" = None) -> int:
     # only held-out inference switches to ``--threads``.
     torch.set_num_threads(1)
     from . import common, imports, probes
+    from .device import select_device
 
     common.install_guards()
     imports.install(args.submission)  # the grading runtime's imports only (see imports.py)
     import_seconds = time.perf_counter() - started
-    device = args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu"
+    device = select_device(args.device, cuda_available=torch.cuda.is_available())
     limit_mb, headroom_mb = _tighten_address_space(args.headroom_mb, args.memory_budget_mb)
     os.chdir(args.submission)
     sys.path.insert(0, args.submission)

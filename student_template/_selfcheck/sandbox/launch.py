@@ -25,6 +25,8 @@ def worker_environment(*, work_dir: str, tmp_dir: str, threads: int, use_gpu: bo
            "MALLOC_ARENA_MAX": "2", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
     if not use_gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
+    elif "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPUs Slurm gave this job, not every GPU of the node
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return env
 
 

@@ -1,0 +1,216 @@
+"""Grading on Slurm: ``regrade --slurm`` and ``grade DIR --slurm`` as job arrays.
+
+Each array task grades a shard of ``--per-task`` submissions with exactly the local code path
+(``regrade_jobs.grade_all`` / ``grade.grade_folder``: the same grader process, sandbox and
+rubric), writing into the same ``--out`` on the shared filesystem, so the gradebooks are built from
+the same files a local run leaves and come out identical.  A regrade task writes each
+submission's ``grade_key.json`` as it finishes it, so:
+
+- a task that fails, is cancelled or times out loses only the submissions it had not finished;
+  their students show "not graded: Slurm task N failed (reason)";
+- a rerun (same command) grades only what is missing, in a new, smaller array; if an earlier
+  array from this ``--out`` is still queued or running, the rerun waits for it first instead of
+  grading the same submissions twice;
+- ``--resume JOBID`` only collects that job: nothing new is submitted.
+
+The time limit per task defaults to ``--per-task`` x the rubric's time budget (its worst case)
+plus 10 minutes of start-up, so a slow but legal submission never times a task out.
+
+Example
+-------
+>>> shards_of(list("abcdefg"), 3)
+[['a', 'b', 'c'], ['d', 'e', 'f'], ['g']]
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from autograder.errors import NotegradeError
+from autograder.instructor.slurm import array
+from autograder.instructor.slurm.options import SlurmOptions
+
+DEFAULT_PER_TASK = 5
+DEFAULT_CPUS = 2  # the grader process and the worker (held-out inference uses 2 threads)
+STARTUP_MIN = 10  # per task: queue-to-start, Python and torch imports on a busy node
+
+
+def shards_of(items: Sequence[Any], per_task: int) -> list[list[Any]]:
+    return [list(items[i:i + per_task]) for i in range(0, len(items), per_task)]
+
+
+def _time_budget_s(autograder: pathlib.Path) -> float:
+    from autograder.instructor.slurm.options import autograder_rubric
+    from autograder.rubric import DEFAULT_TIME_BUDGET_S
+
+    try:
+        rubric = autograder_rubric(autograder)
+    except NotegradeError:  # a malformed rubric: the grader reports it for every submission
+        rubric = None
+    return rubric.time_budget_s if rubric is not None else DEFAULT_TIME_BUDGET_S
+
+
+@dataclass
+class SlurmGrading:
+    """How to grade on Slurm: the merged options, and ``resume`` to collect an earlier job."""
+
+    options: SlurmOptions
+    resume: str | None = None
+    resume_hint: str = ""  # the command that collects the job (printed on Ctrl-C); JOBID is replaced
+
+    def _settings(self, autograder: pathlib.Path, jobs: int, count: int) -> tuple[SlurmOptions, int, int]:
+        """Options with the defaults, submissions per task, and the default minutes for ``count`` submissions."""
+        per_task = self.options.per_task or DEFAULT_PER_TASK
+        options = SlurmOptions(cpus_per_task=DEFAULT_CPUS * jobs).merged(self.options)
+        rounds = math.ceil(min(per_task, max(count, 1)) / jobs)  # grades one after another in the biggest task
+        minutes = math.ceil(rounds * _time_budget_s(autograder) / 60) + STARTUP_MIN
+        return options, per_task, minutes
+
+    # ------------------------------------------------------------------------------ regrade
+    def regrade(self, jobs_in: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade,
+                jobs: int, progress: bool) -> dict[str, tuple[dict | None, str | None, bool]]:
+        """``regrade_jobs.grade_all``'s contract, on Slurm: ``{entry key: (results, error, reused)}``."""
+        from autograder.instructor.regrade_jobs import earlier_grade, grade_key, sha256_of
+
+        out, autograder = pathlib.Path(out).resolve(), pathlib.Path(autograder).resolve()
+        folder = out / "slurm"
+        autograder_sha = sha256_of(autograder)
+        jobs_in = [(dataclasses.replace(e, folder=pathlib.Path(e.folder).resolve()), m) for e, m in jobs_in]
+        keys = {e.key: grade_key(e, m, autograder_sha) for e, m in jobs_in}
+
+        def on_disk(key: str) -> dict | None:
+            return earlier_grade(out / "submissions" / key, keys[key])
+
+        outcomes: dict[str, tuple[dict | None, str | None, bool]] = {}
+        announcement = ""
+        if self.resume:
+            submitted = [self.resume]
+        else:
+            for earlier in array.unfinished_runs(folder):  # never grade what an earlier array may still be grading
+                print(f"Slurm job {earlier.job_id} from an earlier run has not been collected: waiting for it "
+                      "(Ctrl-C leaves it running)", flush=True)
+                array.collect(folder, earlier.job_id, progress=progress, resume_hint=self.resume_hint)
+            todo = [(e, m) for e, m in jobs_in if on_disk(e.key) is None]
+            submitted = []
+            if todo:
+                options, per_task, minutes = self._settings(autograder, jobs, len(todo))
+                task = functools.partial(grade_shard, out=out, autograder=autograder, grade=grade, jobs=jobs)
+                shards = shards_of(todo, per_task)
+                run = array.submit(task, shards, options=options, folder=folder, job_name="notegrade-regrade",
+                                   default_minutes=minutes, meta={"shards": [[e.key for e, _ in s] for s in shards]})
+                submitted, announcement = [run.job_id], run.announcement
+        for job_id in submitted:
+            run, tasks = array.collect(folder, job_id, progress=progress, resume_hint=self.resume_hint,
+                                       announcement=announcement)
+            for task, shard in zip(tasks, run.meta.get("shards", [])):
+                for key in shard:
+                    if key not in keys:
+                        continue  # a student since removed from the export
+                    if task.ok and key in task.value:
+                        outcomes[key] = tuple(task.value[key])
+                    elif (results := on_disk(key)) is not None:  # finished before its task failed
+                        outcomes[key] = (results, None, False)
+                    else:
+                        outcomes[key] = (None, task.failure, False)
+                        (out / "submissions" / key).mkdir(parents=True, exist_ok=True)
+                        (out / "submissions" / key / "error.txt").write_text(task.failure + "\n")
+        for entry, _ in jobs_in:
+            if entry.key not in outcomes:
+                results = on_disk(entry.key)
+                outcomes[entry.key] = (results, None, True) if results is not None else \
+                    (None, f"not part of Slurm job {self.resume}: rerun without --resume to grade it", False)
+        return outcomes
+
+    # --------------------------------------------------------------------------- grade DIR
+    def grade_batch(self, folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
+                    out: pathlib.Path, python: str | None, jobs: int = 1) -> list[dict]:
+        """``grade.grade_batch``'s rows, each shard of folders graded by one array task."""
+        out, autograder = pathlib.Path(out).resolve(), pathlib.Path(autograder).resolve()
+        folders = [pathlib.Path(f).resolve() for f in folders]
+        if any(f.name == "slurm" for f in folders):
+            raise NotegradeError("a submission folder is named 'slurm', which is where --slurm keeps its job files: "
+                                 "rename it")
+        options, per_task, minutes = self._settings(autograder, jobs, len(folders))
+        shards = shards_of(folders, per_task)
+        task = functools.partial(grade_folders, autograder=autograder, metadata=metadata and pathlib.Path(metadata).resolve(),
+                                 out=out, python=python, jobs=jobs)
+        run, tasks = array.run_on_slurm(task, shards, options=options, folder=out / "slurm", job_name="notegrade-grade",
+                                        default_minutes=minutes, resume=self.resume, resume_hint=self.resume_hint,
+                                        meta={"shards": [[f.name for f in s] for s in shards]})
+        rows = []
+        for outcome, names in zip(tasks, run.meta["shards"]):
+            if outcome.ok:
+                rows.extend(outcome.value)
+            else:
+                rows.extend({"name": name, "score": None, "total": None, "status": f"not graded: {outcome.failure}",
+                             "seconds": 0.0} for name in names)
+        return rows
+
+
+def grade_shard(shard: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade, jobs: int) -> dict:
+    """One regrade array task (on a node): the local ``grade_all`` over its shard."""
+    from autograder.instructor.regrade_jobs import grade_all
+
+    return grade_all(shard, out=out, autograder=autograder, grade=grade, jobs=jobs, progress=False)
+
+
+def grade_folders(folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
+                  out: pathlib.Path, python: str | None, jobs: int = 1) -> list[dict]:
+    """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, ``jobs`` at a time."""
+    import concurrent.futures
+
+    from autograder.grade import grade_folder
+
+    one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each grade is its own process
+        return list(pool.map(one, folders))
+
+
+def resume_hint(command: str) -> str:
+    """The command line that collects a job later: this one with ``--resume JOBID``."""
+    import shlex
+    import sys
+
+    argv = sys.argv[1:]
+    if argv[:1] != [command]:
+        return f"the same `notegrade {command} ... --slurm` command with --resume JOBID"
+    kept, args = [], iter(argv)
+    for arg in args:
+        if arg == "--resume":
+            next(args, None)  # and its value
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["notegrade", *kept]) + " --resume JOBID"
+
+
+def from_arguments(args, *, command: str) -> "SlurmGrading | None":
+    """The CLI's ``--slurm`` options as a :class:`SlurmGrading`, or None without ``--slurm``."""
+    from autograder.instructor.slurm import options as slurm_options
+
+    if not args.slurm:
+        slurm_options.refuse_without_slurm(args)
+        return None
+    if getattr(args, "docker", False):
+        raise NotegradeError("--slurm and --docker don't combine: the nodes grade in local grader processes, "
+                             "with the same sandbox (clusters rarely offer Docker)")
+    return SlurmGrading(options=slurm_options.from_arguments(args, autograder=args.autograder), resume=args.resume,
+                        resume_hint=resume_hint(command))
+
+
+def refuse_if_slurm_is_grading(out: pathlib.Path) -> None:
+    """A local run must not grade into an ``--out`` that a Slurm array is still grading into."""
+    from autograder.instructor.slurm import states
+
+    for run in array.unfinished_runs(pathlib.Path(out) / "slurm"):
+        try:
+            active = [s for s, _ in states.squeue_states(run.job_id).values() if s in states.ACTIVE]
+        except RuntimeError:
+            continue  # no Slurm here (e.g. the folder was copied to a laptop): nothing can still be running
+        if active:
+            raise NotegradeError(f"Slurm job {run.job_id} is still grading into {out} ({len(active)} task(s) queued or "
+                                 f"running): add --slurm to collect it (a rerun waits for it), or stop it with "
+                                 f"scancel {run.job_id}")
