@@ -34,6 +34,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("calibrate",): ("autograder.instructor.calibrate", "what each common student mistake costs under an autograder"),
     ("grade",): ("autograder.grade", "grade one submission (or a folder of them) locally or in Docker"),
     ("regrade",): ("autograder.instructor.regrade", "regrade a Gradescope 'Export Submissions' archive"),
+    ("integrity",): ("autograder.instructor.integrity.command",
+                     "compare a class's submissions: shared checkpoints, copied code, suspicious agreement"),
     ("report",): ("autograder.instructor.class_report", "grades.csv -> single-file HTML class report"),
     ("demo",): ("autograder.instructor.demo", "run the whole toolkit end to end on a small rendered dataset"),
 }

@@ -13,6 +13,8 @@ floors, peak memory, throughput, accuracy) are collected for the summary at the 
 * ``bench_selfcheck.py`` -- the student self-check's wall time against its cost floor;
 * ``bench_slurm.py``     -- per-task overhead on a one-node Slurm cluster it starts, and a regrade
   with ``--slurm`` against ``--jobs 2`` here (needs root, slurm-wlm and munge; otherwise skipped).
+* ``bench_integrity.py`` -- the class-wide integrity analysis of 300 submissions once their logits
+  exist (wall time, phases, peak RSS), and the sandbox's time per submission for a first run.
 
 ``--quick`` runs fewer rounds and smaller inputs everywhere (minutes instead of the better part of
 an hour); its numbers are noisier.  Other engineers share the cores: run it when the machine is quiet.
@@ -111,6 +113,9 @@ BENCHMARKS = (
     Benchmark("slurm", BENCH_DIR / "bench_slurm.py",
               lambda *, quick, **_: ["--repeat", "1", "--submissions", "10"] if quick else [],
               (r"^per-task overhead", r"^\d+ submissions, "), _slurm_unavailable),
+    Benchmark("integrity", BENCH_DIR / "bench_integrity.py",
+              lambda *, quick, work, **_: ["--work", str(work)] + (["--students", "100", "--sample", "2"] if quick else []),
+              (r"^integrity analysis of", r"^peak memory of the analysis", r"^flagged:", r"^first run:")),
 )
 
 

@@ -66,7 +66,9 @@ def test_demo_artefacts(demo_run):
         assert any(n.endswith("/model.py") for n in archive.namelist())
     page = (out / "class_report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]*)"', page)
-    assert len(images) == 5 and all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in images)
+    assert len(images) == 6 and all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in images)
+    assert "<h2>Integrity: evidence for review (no score was changed)</h2>" in page
+    assert (out / "regrade" / "integrity" / "integrity.csv").is_file()
 
 
 @pytest.mark.slow

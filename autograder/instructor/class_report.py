@@ -42,13 +42,15 @@ EXAMPLES = """examples:
   notegrade report regrade/grades.csv --out class.html --reference-metrics runs/ref/test/metrics.json --top 15
 
 The report reads grades.json beside grades.csv (written by 'notegrade regrade') for the items'
-maximum points and the pooled confusion matrix; --class-data points at it elsewhere.
+maximum points and the pooled confusion matrix; --class-data points at it elsewhere.  When an
+integrity analysis sits beside it (integrity/ from 'notegrade regrade --integrity'), or is given
+with --integrity DIR ('notegrade integrity --out DIR'), the report ends with its section.
 """
 _ITEM_RE = re.compile(r"^\d+(\.\d+)*\s")
 _CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:68rem;margin:2rem auto;padding:0 1rem;color:#222}
 h1{margin-bottom:.2rem}h2{border-bottom:2px solid #444;margin-top:2rem}img{max-width:100%;height:auto}
 table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.25rem .6rem}
-th{background:#f3f3f3}td.r{text-align:right}.note{color:#666}"""
+th{background:#f3f3f3}td.r{text-align:right}.note{color:#666}table.integrity td{font-size:13px}"""
 
 
 def _png(fig: Figure) -> str:
@@ -170,10 +172,24 @@ def _reference_accuracy(value: float | None, metrics: pathlib.Path | None) -> fl
     return float(accuracy)
 
 
+def _integrity_section(folder: pathlib.Path | None, grades_path: pathlib.Path, out: pathlib.Path) -> str:
+    """The integrity analysis's section, from ``folder`` or ``integrity/`` beside grades.csv ("" without one)."""
+    from autograder.instructor.integrity import outputs, report_section
+
+    if folder is None:
+        folder = grades_path.parent / "integrity"
+        if not (folder / outputs.JSON_NAME).is_file():
+            return ""
+    return report_section.section(outputs.read_results(folder), page=out.resolve(), img=_img)
+
+
 def main(*, grades: pathlib.Path, out: pathlib.Path, reference_accuracy: float | None = None,
          reference_metrics: pathlib.Path | None = None, class_data: pathlib.Path | None = None, top: int = 10,
-         title: str | None = None) -> pathlib.Path:
-    """Write the class report for ``grades`` (a grades.csv) to ``out``; return ``out``."""
+         title: str | None = None, integrity: pathlib.Path | None = None) -> pathlib.Path:
+    """Write the class report for ``grades`` (a grades.csv) to ``out``; return ``out``.
+
+    ``integrity``: an integrity analysis folder (default: ``integrity/`` beside grades.csv, if any).
+    """
     grades_path = pathlib.Path(grades)
     try:
         table = pd.read_csv(grades_path, dtype={"sid": str, "submission_id": str})
@@ -235,9 +251,10 @@ def main(*, grades: pathlib.Path, out: pathlib.Path, reference_accuracy: float |
             for rank, (_, r) in enumerate(board.iterrows(), start=1)]
     sections.append(_table(["#", "student", "sid", "held-out accuracy", "total"], rows, right={0, 3, 4})
                     if rows else _note("No held-out accuracies in grades.csv."))
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or "Class report")}'
-            f"</title><style>{_CSS}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n")
     out = pathlib.Path(out)
+    sections.append(_integrity_section(pathlib.Path(integrity) if integrity else None, grades_path, out))
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or "Class report")}'
+            f"</title><style>{_CSS}</style></head><body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
@@ -251,10 +268,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-data", type=pathlib.Path, help="grades.json (default: beside grades.csv)")
     parser.add_argument("--top", type=int, default=10, help="leaderboard length")
     parser.add_argument("--title", help="page title (default: the assignment title)")
+    parser.add_argument("--integrity", type=pathlib.Path,
+                        help="integrity analysis folder (default: integrity/ beside grades.csv, when there is one)")
 
 
 def run(args: argparse.Namespace) -> int:
     out = main(grades=args.grades, out=args.out, reference_accuracy=args.reference_accuracy,
-               reference_metrics=args.reference_metrics, class_data=args.class_data, top=args.top, title=args.title)
+               reference_metrics=args.reference_metrics, class_data=args.class_data, top=args.top, title=args.title,
+               integrity=args.integrity)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0

@@ -13,8 +13,9 @@ nothing downloaded, and prints one line per step with its time:
    reference text (conv3 without bias, softmax without the max subtraction, evaluate without
    eval mode and no_grad), each in the sandbox as Gradescope would;
 7. regrade a synthetic Gradescope export (:mod:`autograder.instructor.synthetic_class`: on-time,
-   late, extended, broken and group submissions) with the real grader;
-8. write the single-file HTML class report.
+   late, extended, broken and group submissions) with the real grader, and compare its submissions
+   (``--integrity``: they all share the reference's ``model.pt``, so every pair is flagged);
+8. write the single-file HTML class report, with its integrity section.
 
 It ends with where each artefact is and a score table, and checks the scores it expects (the
 reference gets full marks, the starter 0, each mistake loses points on its item, late penalties
@@ -73,6 +74,7 @@ class DemoResult:
     paths: dict[str, Path] = field(default_factory=dict)
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # submission -> score summary
     class_rows: list[dict[str, Any]] = field(default_factory=list)  # the regrade's grades.csv rows
+    integrity: list[dict[str, Any]] = field(default_factory=list)  # the regrade's integrity flags
     problems: list[str] = field(default_factory=list)  # expectations that did not hold
     worker_python: str | None = None
     seconds: float = 0.0
@@ -119,7 +121,8 @@ def prepare_out(out: Path) -> None:
 def _save(result: DemoResult, status: str) -> None:
     record = {"status": status, "seconds": round(result.seconds, 1), "steps": result.steps,
               "paths": {k: str(v) for k, v in result.paths.items()}, "scores": result.scores,
-              "class": result.class_rows, "problems": result.problems, "worker_python": result.worker_python}
+              "class": result.class_rows, "integrity": result.integrity, "problems": result.problems,
+              "worker_python": result.worker_python}
     (result.out / MARKER).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 

@@ -225,13 +225,17 @@ class Context:
         self.result.paths["extensions"] = fixture.extensions_csv
         summary = regrade(export=fixture.path, autograder=self.out / "autograder.zip", out=self.path("regrade", "regrade"),
                           jobs=self.jobs, extensions=fixture.extensions_csv, due=DUE.isoformat(),
-                          late_due=LATE_DUE.isoformat(), title=TITLE, progress=self.progress)
+                          late_due=LATE_DUE.isoformat(), title=TITLE, progress=self.progress, integrity=True)
+        self.result.paths["integrity"] = summary.integrity.out
+        self.result.integrity = [{k: row[k] for k in ("flags", "name_a", "name_b", "evidence")}
+                                 for row in summary.integrity.flagged_pairs + summary.integrity.flagged_students]
         grades = pd.read_csv(summary.paths["grades"], dtype={"sid": str, "submission_id": str})
         keep = ["name", "sid", "submission_id", "created_at", "status", "lateness", "penalty", "heldout_accuracy", "total"]
         self.result.class_rows = json.loads(grades[keep].to_json(orient="records"))
         late = int((grades["penalty"].fillna(0) > 0).sum())
         return (f"{summary.graded + summary.reused} submissions, {len(grades)} students, {late} late-penalised, "
-                f"{len(summary.changed)} score changes vs Gradescope -> regrade/")
+                f"{len(summary.changed)} score changes vs Gradescope, {len(self.result.integrity)} integrity flags "
+                "-> regrade/")
 
     def report(self) -> str:
         from autograder.instructor.class_report import main as class_report
@@ -264,6 +268,11 @@ def check_expectations(result: Any) -> list[str]:
         row = by_sid.get(sid)
         if row is None or row["status"] != "graded" or not holds(row):
             problems.append(f"class: student {sid} ({what}) got {row and (row['status'], row['penalty'], row['total'])}")
+    # Every synthetic student hands in the reference's model.pt: each pair of the six is an identical checkpoint.
+    identical = [f for f in result.integrity if "identical-checkpoint" in f["flags"]]
+    if len(identical) != 15 or len(result.integrity) != 15:
+        problems.append(f"integrity: expected the 15 pairs of identical model.pt files flagged, got "
+                        f"{len(identical)} of {len(result.integrity)} flags")
     return problems
 
 
@@ -284,6 +293,7 @@ ARTEFACTS = {
     "class_export": "a synthetic Gradescope 'Export Submissions' zip",
     "extensions": "per-student extensions",
     "regrade": "grades.csv, canvas.csv, score_changes.csv, reports/",
+    "integrity": "integrity.csv (flagged pairs and students, with the evidence), copydetect/",
     "class_report": "open it in a browser",
 }
 
@@ -326,4 +336,7 @@ def summary_text(result: Any) -> str:
         what = variants.get(str(row["submission_id"]), "")
         lines.append(f"  {row['name']:<14} {what:<22} {row['status'][:8]:<8} {points(row['penalty']):>7} "
                      f"{points(row['total']):>7}  {lateness[:100]}")
+    kinds = sorted({kind for flag in result.integrity for kind in flag["flags"].split("; ")})
+    lines += ["", f"integrity analysis of the class: {len(result.integrity)} flagged pair(s) or student(s) "
+                  f"({', '.join(kinds) or 'none'}): every synthetic student submits the reference's model.pt"]
     return "\n".join(lines)

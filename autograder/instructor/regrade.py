@@ -36,7 +36,7 @@ import json
 import pathlib
 import shutil
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
@@ -80,19 +80,21 @@ class RegradeSummary:
     changed: list[str] = field(default_factory=list)  # students whose score differs from Gradescope's
     problems: list[str] = field(default_factory=list)
     paths: dict[str, pathlib.Path] = field(default_factory=dict)
+    integrity: Any = None  # the --integrity analysis (autograder.instructor.integrity), if asked for
 
 
 def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, jobs: int = 1, docker: bool = False,
          image: str | None = None, extensions: pathlib.Path | None = None, due: str | None = None,
          late_due: str | None = None, assignment: pathlib.Path | None = None, title: str | None = None,
          canvas_column: str | None = None, tolerance: float = 0.005, grade: GradeFn | None = None,
-         progress: bool = True, slurm: "SlurmGrading | None" = None, python: str | None = None,
-         base_image: str | None = None) -> RegradeSummary:
+         progress: bool = True, slurm: "SlurmGrading | None" = None, integrity: bool = False,
+         python: str | None = None, base_image: str | None = None) -> RegradeSummary:
     """Regrade every usable submission of ``export`` and write the gradebooks into ``out``.
 
     ``grade`` replaces the grader (``autograder.grade.grade_submission``, or the Docker one with
     ``docker=True``); it is called as ``grade(submission=, autograder=, metadata=, out=)``.
     ``slurm`` grades on a Slurm cluster as a job array instead (``autograder/instructor/slurm/``).
+    ``integrity``: then also compare the class's submissions into ``out/integrity/`` (no score changes).
     ``python`` and ``base_image`` are ``notegrade grade``'s ``--python`` and ``--base-image``.
     """
     _check_runtime_flags(docker=docker, python=python, base_image=base_image)
@@ -151,6 +153,7 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
         "assignment": {"title": info.title, "due_date": info.due_date.isoformat(), "total_points": info.total_points,
                        "late_due_date": info.late_due_date.isoformat() if info.late_due_date else None},
         "items": item_maxima(all_results), "families": list(FAMILIES), "autograder_sha256": sha256_of(autograder),
+        "export_root": str(parsed.root.resolve()),
         "confusion": {"per_submission": confusion, "pooled": pooled_confusion(confusion)},
     }
     paths["class_data"].write_text(json.dumps(class_data, indent=1))
@@ -160,6 +163,13 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
         write_student_reports(out=paths["reports"], row=row, results=row["results"])
     paths["problems"].write_text("".join(line + "\n" for line in summary.problems + summary.failed))
     summary.paths = paths
+    if integrity:  # after the gradebooks are written: a failure here loses no grade
+        from autograder.instructor.integrity.command import after_regrade
+
+        summary.integrity = after_regrade(entries=entries, results={k: r for k, (r, _, _) in outcomes.items()},
+                                          export_root=parsed.root, autograder=autograder, out=out / "integrity",
+                                          jobs=jobs, progress=progress)
+        paths["integrity"] = summary.integrity.paths["csv"]
     return summary
 
 
@@ -192,6 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--canvas-column", help="Canvas assignment column, e.g. 'Assignment 2 (123456)'")
     parser.add_argument("--tolerance", type=float, default=0.005, help="score difference still counted as unchanged")
     slurm_options.add_arguments(parser)
+    parser.add_argument("--integrity", action="store_true",
+                        help="also compare the submissions for shared checkpoints, copied code and suspicious "
+                             "agreement into OUT/integrity/ (see 'notegrade integrity --help'; no score changes)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,8 +213,8 @@ def run(args: argparse.Namespace) -> int:
     summary = main(export=args.export, autograder=args.autograder, out=args.out, jobs=args.jobs, docker=args.docker,
                    image=args.image, extensions=args.extensions, due=args.due, late_due=args.late_due,
                    assignment=args.assignment, title=args.title, canvas_column=args.canvas_column,
-                   tolerance=args.tolerance, slurm=slurm_grading(args, command="regrade"), python=args.python,
-                   base_image=args.base_image)
+                   tolerance=args.tolerance, slurm=slurm_grading(args, command="regrade"), integrity=args.integrity,
+                   python=args.python, base_image=args.base_image)
     print(f"graded {summary.graded} submission(s), reused {summary.reused} from an earlier run, "
           f"{len(summary.failed)} could not be graded")
     for line in summary.failed:
@@ -211,6 +224,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(summary.changed)} student(s) whose score differs from Gradescope's:")
     for line in summary.changed:
         print(f"  {line}")
+    if summary.integrity is not None:
+        from autograder.instructor.integrity.command import report_lines
+
+        print(f"integrity analysis, into {summary.integrity.out}:\n" + report_lines(summary.integrity, paths=False))
     for name, path in summary.paths.items():
         print(f"{name:>10}: {path}")
     return 1 if summary.failed else 0

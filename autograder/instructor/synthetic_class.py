@@ -65,6 +65,8 @@ class Submission:
     recorded_score: float | None
     history: list[tuple[int, dt.datetime, float]] = field(default_factory=list)  # (id, time, score)
     created_at_as_string: bool = False  # some exports quote the timestamp
+    files: dict[str, bytes] | None = None  # the submission's files as given (then variant is only a label)
+    recorded_results: dict[str, Any] | None = None  # what Gradescope recorded (default: a stand-in)
 
 
 @dataclass
@@ -158,7 +160,7 @@ def metadata_yaml(submissions: list[Submission]) -> str:
             ":created_at": created,
             ":score": sub.recorded_score,
             ":status": "processed",
-            ":results": _results_object(sub.recorded_score or 0.0),
+            ":results": sub.recorded_results if sub.recorded_results is not None else _results_object(sub.recorded_score or 0.0),
             ":history": [
                 {":id": hid, ":submitters": people, ":created_at": when, ":score": score, ":status": "processed",
                  ":results": _results_object(score)}
@@ -184,7 +186,13 @@ def make_export(
     export_dir = root / f"assignment_{assignment_id}_export"
     export_dir.mkdir(parents=True, exist_ok=True)
     for sub in submissions:
-        submission_files(export_dir / f"submission_{sub.submission_id}", variant=sub.variant, checkpoint=checkpoint)
+        folder = export_dir / f"submission_{sub.submission_id}"
+        if sub.files is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in sub.files.items():
+                (folder / name).write_bytes(data)
+        else:
+            submission_files(folder, variant=sub.variant, checkpoint=checkpoint)
     (export_dir / "submission_metadata.yml").write_text(metadata_yaml(submissions), encoding="utf-8")
     extensions = root / "extensions.csv"
     extensions.write_text(EXTENSIONS_CSV)
