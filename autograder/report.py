@@ -148,6 +148,10 @@ def report_blocks(results: dict, *, audience: str = "student") -> list:
     note = ((results.get("extra_data") or {}).get("late") or {}).get("note")
     if note:
         blocks.append(f"Note: {note}")
+    runtime = (results.get("extra_data") or {}).get("runtime") or {}
+    if audience == "instructor" and runtime:
+        blocks.append(f"Graded in the {runtime.get('kind')} runtime: Python {runtime.get('python')}, "
+                      f"torch {runtime.get('torch')}.")
     return blocks
 
 

@@ -145,6 +145,10 @@ class Rubric:
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
     sandbox: dict[str, Any] = field(default_factory=dict)
     container: ContainerSettings = ContainerSettings()
+    # [checkpoint]: model.pt's buffer budget and module. prefix policy (autograder/checks/checkpoint.py)
+    checkpoint: dict[str, Any] = field(default_factory=lambda: {"buffer_budget": 4096, "module_prefix": "accept"})
+    # [submission] files: the upload's files the grader copies next to student code (autograder/submission.py)
+    submission_files: tuple[str, ...] = ("model.py", "losses.py", "train.py", "model.pt")
     cluster: dict[str, Any] = field(default_factory=dict)  # [cluster]: where --slurm jobs go; not part of grading
     visibility: str = "visible"
     stdout_visibility: str = "hidden"
@@ -157,6 +161,11 @@ class Rubric:
         data.pop("source")
         if self.container == ContainerSettings.default_for(self.time_budget_s):
             data.pop("container")  # so rubrics without [container] keep the hash they had before it existed
+        # The same for the tables added later, at their defaults.
+        if self.checkpoint == {"buffer_budget": 4096, "module_prefix": "accept"}:
+            data.pop("checkpoint")
+        if tuple(self.submission_files) == ("model.py", "losses.py", "train.py", "model.pt"):
+            data.pop("submission_files")
         data.pop("cluster")  # where the grading runs (a Slurm account, a partition) does not change a grade
         if self.heldout == HeldoutSettings():
             data.pop("heldout")  # so rubrics without [heldout] keep their hash too

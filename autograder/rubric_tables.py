@@ -1,5 +1,6 @@
 """Validation of each table of a rubric's TOML: ``[[items]]``, ``[late_policy]``, ``[container]``,
-``[sandbox]``, ``[[leaderboard]]`` and ``[cluster]`` (the Slurm profile, also read from its own file).
+``[sandbox]``, ``[checkpoint]``, ``[submission]``, ``[[leaderboard]]`` and ``[cluster]`` (the Slurm profile, also
+read from its own file).
 
 Each function appends every problem it finds (prefixed with where it is, e.g. ``item 1.2: ``) to a
 shared list instead of raising, so that :func:`autograder.rubric.parse_rubric` can report them all at
@@ -24,7 +25,8 @@ _NUM, _STR = (int, float), (str,)
 TOP_KEYS = {"title": (_STR, True), "total_points": (_NUM, True), "time_budget_s": (_NUM, False),
             "visibility": (_STR, False), "stdout_visibility": (_STR, False), "items": ((list,), True),
             "late_policy": ((dict,), False), "leaderboard": ((list,), False), "sandbox": ((dict,), False),
-            "container": ((dict,), False), "cluster": ((dict,), False), "heldout": ((dict,), False)}
+            "container": ((dict,), False), "checkpoint": ((dict,), False), "submission": ((dict,), False),
+            "cluster": ((dict,), False), "heldout": ((dict,), False)}
 _ITEM_KEYS = {"number": (_STR, True), "title": (_STR, True), "points": (_NUM, True), "check": (_STR, True),
               "params": ((dict,), False), "visibility": (_STR, False), "timeout_s": (_NUM, False),
               "tags": ((list,), False)}
@@ -34,6 +36,10 @@ _LATE_KEYS = {"amount": (_NUM, True), "unit": (_STR, False), "per": (_STR, False
 _LATE_CHOICES = {"unit": ("points", "percent"), "per": ("day", "hour"),
                  "rounding": ("ceil", "floor", "none"), "percent_of": ("earned", "total")}
 _CONTAINER_KEYS = {"memory_mb": (_NUM, False), "cpus": (_NUM, False), "timeout_s": (_NUM, False)}
+_CHECKPOINT_KEYS = {"buffer_budget": ((int,), False), "module_prefix": (_STR, False)}
+_SUBMISSION_KEYS = {"files": ((list,), False)}
+DEFAULT_CHECKPOINT = {"buffer_budget": 4096, "module_prefix": "accept"}  # = autograder.checks.checkpoint.DEFAULT_POLICY
+DEFAULT_SUBMISSION_FILES = ("model.py", "losses.py", "train.py", "model.pt")
 # [cluster]: how `notegrade regrade/grade/integrity --slurm` and `notegrade train --slurm` submit jobs.
 # time: minutes or a Slurm time ("90", "1:30:00", "1-12"); mem: MB or a Slurm size ("8G", "8000M");
 # options: any other sbatch option, e.g. {qos = "class"}; train: overrides for `notegrade train --slurm`.
@@ -213,6 +219,34 @@ def parse_leaderboard(raw_columns: list, item_numbers: set[str], problems: list[
         if len(problems) == before:
             columns.append(LeaderboardColumn(**raw))
     return columns
+
+
+def parse_checkpoint(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``[checkpoint]``: ``buffer_budget`` (values model.pt may hold beyond NoteCNN's parameters) and
+    ``module_prefix`` ("accept": read DataParallel's ``module.`` keys with a note; "refuse": fail with the fix)."""
+    where = "checkpoint: "
+    before = len(problems)
+    check_table(raw, _CHECKPOINT_KEYS, where, problems)
+    if is_valid(raw, _CHECKPOINT_KEYS, "buffer_budget") and not 0 <= raw["buffer_budget"] <= 1_000_000:
+        problems.append(f"{where}buffer_budget must be in [0, 1000000] values, got {raw['buffer_budget']}")
+    if is_valid(raw, _CHECKPOINT_KEYS, "module_prefix") and raw["module_prefix"] not in ("accept", "refuse"):
+        problems.append(f"{where}module_prefix {raw['module_prefix']!r} is not one of accept, refuse")
+    return dict(DEFAULT_CHECKPOINT) if len(problems) > before else {**DEFAULT_CHECKPOINT, **raw}
+
+
+def parse_submission(raw: Mapping[str, Any], problems: list[str]) -> tuple[str, ...]:
+    """``[submission] files``: the only files of an upload copied next to the grader (default the four
+    the assignment names); anything else is ignored with a note, so no data file reaches student code."""
+    where = "submission: "
+    before = len(problems)
+    check_table(raw, _SUBMISSION_KEYS, where, problems)
+    files = raw.get("files", list(DEFAULT_SUBMISSION_FILES))
+    if is_valid(raw, _SUBMISSION_KEYS, "files"):
+        bad = [f for f in files if not isinstance(f, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", f)
+               or f.startswith(".")]
+        if bad or not files:
+            problems.append(f"{where}files must be a non-empty list of plain file names (no folders), got {files!r}")
+    return DEFAULT_SUBMISSION_FILES if len(problems) > before else tuple(files)
 
 
 def slurm_minutes(value: "str | int") -> int:

@@ -152,14 +152,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the held-out file to write")
     parser.add_argument("--train-sample", type=Path, metavar="TRAIN_DIR",
                         help="pack a labelled random sample of this training split (the train-on-test detector's "
-                             "yardstick); None = no sample, no detector")
+                             "yardstick; default: no sample, no detector)")
     parser.add_argument("--sample-size", type=int, default=DEFAULT_SAMPLE_SIZE, help="notes in the training sample")
     parser.add_argument("--sample-seed", type=int, default=0, help="which notes the sample draws")
     parser.add_argument("--reference-model", type=Path, metavar="MODEL_PT",
                         help="record the reference's accuracy and loss on both parts (needs --train-sample)")
-    parser.add_argument("--workers", type=int, default=None, help="worker threads; None = one per core")
+    parser.add_argument("--workers", type=int, default=None, help="worker threads (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
-    parser.add_argument("--device", default=None, help="front-end device; None = cuda when available")
+    parser.add_argument("--device", default=None, help="front-end device (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -149,9 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pitch-range", type=_pitch_range, metavar="LO-HI", help="only MIDI pitches in LO..HI")
     parser.add_argument("--velocities", type=_ints, metavar="V,V,...", help="only these velocities")
     parser.add_argument("--workers", type=int, default=None, help="worker threads, each decoding and computing "
-                        "whole batches; None = one per core")
+                        "whole batches (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
-    parser.add_argument("--device", default=None, help="front-end device, e.g. cpu or cuda; None = cuda when available")
+    parser.add_argument("--device", default=None, help="front-end device, e.g. cpu or cuda (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -113,7 +113,7 @@ def _build_hostile(folder: Path, state_dict: dict, heldout: Path) -> dict:
         built = sandbox_support.build_case(cases[name], folder.parent / f"build-{name}", heldout=heldout,
                                            state_dict=state_dict)
         if built.target is not None:  # aim at the container's real results.json, not a host temp file
-            (built.submission / "target.txt").write_text(RESULTS_IN_CONTAINER)
+            sandbox_support.aim_target(built.submission, RESULTS_IN_CONTAINER)
         shutil.copytree(built.submission, folder / name)
     return {name: cases[name].spec for name in HOSTILE}
 

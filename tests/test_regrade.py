@@ -237,7 +237,8 @@ def test_docker_path_checks_the_engine_once_and_grades_in_the_image(tmp_path, au
     client, built, seen = object(), [], []
     monkeypatch.setattr(docker_grade, "docker_client", lambda: client)
     monkeypatch.setattr(docker_grade, "unpack_autograder", lambda path, work: path)
-    monkeypatch.setattr(docker_grade, "ensure_image", lambda c, *, source, tag: built.append((c, source, tag)) or "img:1")
+    monkeypatch.setattr(docker_grade, "ensure_image",
+                        lambda c, *, source, tag, base_image: built.append((c, source, tag, base_image)) or "img:1")
 
     def in_container(*, image, client, **kw):
         seen.append((image, client))
@@ -245,8 +246,8 @@ def test_docker_path_checks_the_engine_once_and_grades_in_the_image(tmp_path, au
 
     monkeypatch.setattr(docker_grade, "grade_submission", in_container)
     summary = regrade.main(export=fixture_export.path, autograder=autograder_dir, out=tmp_path / "o", docker=True,
-                           image=None, jobs=2, extensions=fixture_export.extensions_csv, **OPTIONS)
-    assert built == [(client, autograder_dir, None)]
+                           image=None, jobs=2, extensions=fixture_export.extensions_csv, base_image="local:1", **OPTIONS)
+    assert built == [(client, autograder_dir, None, "local:1")]  # regrade's --base-image reaches the image build
     assert len(seen) == 7 and set(seen) == {("img:1", client)}
     assert dict(zip(*pd.read_csv(summary.paths["grades"])[["name", "total"]].T.values)) == EXPECTED_TOTALS
 

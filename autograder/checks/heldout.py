@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from autograder.checks.common import Budget, call, outcome_for_failure, prerequisites
+from autograder.checks import checkpoint
+from autograder.checks.common import Budget, call, outcome_for_failure
 from autograder.checks.device_agreement import cross_check_on_cpu
 from autograder.checks.heldout_presentation import HeldoutRun, present, presentation, public_mask, restore_order
 from autograder.checks.outcome import ItemOutcome, SubCheck
@@ -122,14 +123,15 @@ def _budget_problem(sandbox: Any, max_source_kb: float) -> "str | None":
 
 def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "str | os.PathLike | None" = None,
                 accuracy_label: str = "held-out accuracy", heldout_run: "HeldoutRun | None" = None,
-                max_source_kb: float = 0.0) -> ItemOutcome:
+                max_source_kb: float = 0.0, checkpoint_policy: "dict | None" = None) -> ItemOutcome:
     """Evaluate model.pt on the held-out file ``heldout_path`` (kept by the grader, labels included).
 
     ``accuracy_label`` names the accuracy in the message and sub-check: the self-check runs this
     same check on the student's own validation file and says so.  ``heldout_run``: the secret,
     the submission's digest, the perturbation and the public/private split (default: perturbed,
     no secret, no split).  ``max_source_kb``: the budget of the submission's files besides
-    model.pt (0: none).
+    model.pt (0: none).  ``checkpoint_policy``: the rubric's ``[checkpoint]`` table (see
+    :mod:`autograder.checks.checkpoint`).
     """
     if heldout_path is None:
         raise NotegradeError("heldout_accuracy needs the held-out file: pass heldout_path=... to its run()")
@@ -143,7 +145,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     over = _budget_problem(sandbox, max_source_kb)
     if over:
         return ItemOutcome.failed("error", over, data={"source_budget_exceeded": True})
-    blocked = prerequisites(sandbox, budget, files=("model.py", "model.pt"), modules=("model",))
+    blocked, verified = checkpoint.verify(sandbox, budget, checkpoint_policy)  # the same verdict as the self-check's
     if blocked:
         return blocked
     heldout = read_feature_file(heldout_path)
@@ -153,7 +155,8 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     plan = presentation(n + m, run)
     db_scale = float(heldout.frontend_params.get("db_scale", 40.0)) if isinstance(heldout.frontend_params, dict) else 40.0
     sent = present(features, plan, run, db_scale=db_scale)
-    result = call(sandbox, budget, "heldout_logits", {"batches": plan.batches}, {"features": sent})
+    result = call(sandbox, budget, "heldout_logits", {"batches": plan.batches, **verified.args},
+                  {"features": sent, **verified.inputs})
     if not result.ok:
         return outcome_for_failure(result, "evaluating model.pt on the held-out notes")
     presented = result.arrays.get("logits")
@@ -167,7 +170,8 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
         return ItemOutcome.failed("error", f"the model produced NaN or infinite logits for {bad:,} of {n + m:,} notes: "
                                            "check model.pt and forward")
     # On a GPU, a sample of the same presented rows is re-run on the CPU (issue 13's cross-check).
-    presented, device = cross_check_on_cpu(sandbox, budget, sent, presented, result.value.get("device"), params)
+    presented, device = cross_check_on_cpu(sandbox, budget, sent, presented, result.value.get("device"), params,
+                                           (verified.args, verified.inputs))
     del sent
     logits = restore_order(presented.astype(np.float32), plan)
     families = tuple(heldout.families) if len(getattr(heldout, "families", ()) or ()) == 11 else FAMILIES
@@ -195,4 +199,4 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
         metrics["train_sample"] = _sample_metrics(logits[n:], np.asarray(sample.labels, dtype=np.int64),
                                                   np.bincount(labels, minlength=len(families)))
     return ItemOutcome(fraction=fraction, subchecks=[SubCheck(accuracy_label, shown >= full_at, 1.0, message)],
-                       message=message, data=metrics)
+                       message="".join(note + "\n" for note in verified.notes) + message, data=metrics)

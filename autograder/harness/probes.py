@@ -6,7 +6,7 @@ code) becomes ``{"ok": false, "error": {...}}``.  The grader (``autograder.check
 
 Probes here: ``import_module``, ``model_summary`` (parameter counts per named child),
 ``model_forward`` (shapes from forward hooks), ``heldout_logits``; the loss and training
-probes live in ``loss_probes.py`` and ``train_probes.py``.
+probes live in ``loss_probes.py`` and ``train_probes.py``, the checkpoint's in ``checkpoint.py``.
 
 Example (inside the worker)::
 
@@ -15,14 +15,13 @@ Example (inside the worker)::
 """
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from . import loss_probes, train_probes
+from . import checkpoint, loss_probes, train_probes
 from .device import select_device
 from .common import (ProbeFailure, WorkerContext, describe_exception, import_student,
                      student_attribute, type_name)
@@ -103,28 +102,6 @@ def probe_model_forward(args: dict, context: WorkerContext) -> dict:
     return {"runs": results}
 
 
-def _load_checkpoint(path: str, device: str) -> "dict[str, torch.Tensor]":
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise ProbeFailure("missing", "model.pt is not in the submission") from None
-    except BaseException as err:
-        # torch's refusal is long and has ANSI codes; keep the line that names the problem.
-        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
-        lines = [line for line in lines if line]
-        specific = [line for line in lines if "WeightsUnpickler" in line or "Unsupported" in line]
-        first_line = (specific or lines or [type(err).__name__])[0].split(" Please use")[0][:300]
-        raise ProbeFailure(
-            "checkpoint", "model.pt is not a plain state_dict that torch.load(..., weights_only=True) accepts "
-            f"({first_line}); save it with torch.save(model.state_dict(), 'model.pt')") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        keys = sorted(str(k) for k in state)[:8] if isinstance(state, dict) else []
-        hint = f" holding keys {keys}" if keys else ""
-        raise ProbeFailure("checkpoint", f"model.pt holds a {type(state).__name__}{hint}, not a state_dict of tensors; "
-                                         "save it with torch.save(model.state_dict(), 'model.pt')")
-    return state
-
-
 def _batch_plan(args: dict, n: int) -> "list[int]":
     """The grader's batch sizes (they must cover the ``n`` notes exactly), else ``batch_size`` each."""
     sizes = args.get("batches")
@@ -138,20 +115,15 @@ def _batch_plan(args: dict, n: int) -> "list[int]":
 
 
 def probe_heldout_logits(args: dict, context: WorkerContext) -> dict:
-    """Load ``model.pt`` into the student's ``NoteCNN`` and return logits for the grader's features.
+    """Load the verified ``model.pt`` into the student's ``NoteCNN`` and return logits for the grader's features.
 
     The grader sends the notes already in the order and batches it chose (``args["batches"]``:
     sizes adding up to the number of notes); the worker never learns which note is which.
     """
     # The grader may ask for the CPU on a GPU worker (its cross-check of GPU logits).
     device = select_device(args.get("device") or context.device, cuda_available=torch.cuda.is_available())
-    state = _load_checkpoint(str(args.get("checkpoint", "model.pt")), device)
-    model = _new_model(args, context)
-    try:
-        model.load_state_dict(state, strict=True)
-    except BaseException as err:
-        message = " ".join(str(err).split())[:600]
-        raise ProbeFailure("checkpoint", f"model.pt does not fit your NoteCNN: {message}") from None
+    # The grader's verified copy of model.pt (see checkpoint.py), never the file itself.
+    model = checkpoint.load_model(args, context, _new_model)
     features = context.load("features", mmap=True)
     batches = _batch_plan(args, len(features))
     torch.set_num_threads(context.threads)
@@ -211,6 +183,7 @@ PROBES: "dict[str, Callable[[dict, WorkerContext], dict]]" = {
     "model_summary": probe_model_summary,
     "model_forward": probe_model_forward,
     "heldout_logits": probe_heldout_logits,
+    "checkpoint_forward": lambda args, context: checkpoint.probe_checkpoint_forward(args, context, _new_model),
     "loss_calls": loss_probes.probe_loss_calls,
     "train_step": train_probes.probe_train_step,
     "train_overfit": train_probes.probe_train_overfit,

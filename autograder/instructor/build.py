@@ -172,7 +172,9 @@ def grading_modules() -> list[str]:
         raise NotegradeError("the grading code needs packages the Gradescope runtime does not install ("
                              + ", ".join(sorted(RUNTIME_PACKAGES)) + "): " + "; ".join(problems))
     files = set(seen)
-    for folder in {p.parent for p in seen}:
+    # Data files beside included modules come along, but not the top-level package's own (demo_rubric.toml:
+    # the demo's rubric is the instructor's, never the grader's).
+    for folder in {p.parent for p in seen} - {PACKAGE_DIR}:
         files.update(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(".py") and not _is_skipped(p))
     return sorted(str(Path("autograder") / p.relative_to(PACKAGE_DIR)) for p in files)
 
@@ -188,6 +190,9 @@ def _validate_heldout(path: Path) -> dict:
     from reference.features import frontend_hash
 
     expected = frontend_hash()
+    if not path.is_file():
+        raise NotegradeError(f"--heldout {path}: no such held-out file; make one from the NSynth test split with "
+                             f"`notegrade heldout --nsynth nsynth-test --out {path}`")
     heldout = read_feature_file(path, expected_frontend_hash=expected)  # refuses another front-end
     try:
         recomputed = frontend_hash(heldout.frontend_params)

@@ -23,7 +23,8 @@ from pathlib import Path
 from types import ModuleType
 
 from autograder.errors import NotegradeError
-from autograder.instructor.handout_text import (GITIGNORE, README_BODY, REQUIREMENTS, SBATCH, SELFCHECK_ACCURACY,
+from autograder.instructor.handout_text import (GITIGNORE, PREFIX_ACCEPT, PREFIX_REFUSE, README_BODY, REQUIREMENTS,
+                                                SBATCH, SELFCHECK_ACCURACY, SUBMIT_SECTION,
                                                 SELFCHECK_INIT, SELFCHECK_SCRIPT, SELFCHECK_SECTION)
 
 _VISIBILITY = {
@@ -219,11 +220,26 @@ def _frontend_constants(source: Path) -> dict:
             "silence": round((floor_db - module.DB_OFFSET) / module.DB_SCALE, 3)}
 
 
+def submit_section(rubric_path: "Path | None") -> str:
+    """The handout's "What to submit" section: the upload layouts, the rubric's files, checkpoint budget
+    and ``module.`` prefix policy (the defaults without a rubric)."""
+    from autograder.rubric import load_rubric
+
+    rubric = load_rubric(rubric_path, validate_checks=False) if rubric_path is not None else None
+    files = rubric.submission_files if rubric else ("model.py", "losses.py", "train.py", "model.pt")
+    policy = rubric.checkpoint if rubric else {"buffer_budget": 4096, "module_prefix": "accept"}
+    text = SUBMIT_SECTION.format(files=", ".join(f"`{name}`" for name in files),
+                                 budget=f"{int(policy['buffer_budget']):,}",
+                                 prefix=PREFIX_ACCEPT if policy["module_prefix"] == "accept" else PREFIX_REFUSE)
+    return text
+
+
 def readme(*, manifest, rubric: Path | None, features_source: Path) -> str:
     """The handout text; ``rubric=None`` leaves out the grading section (say so in the course page)."""
     grading = grading_section(Path(rubric)) if rubric is not None else ""
     selfcheck = selfcheck_section(Path(rubric)) if rubric is not None else ""  # it runs the rubric's items
     return README_BODY.format(files=_file_table(manifest, selfcheck=rubric is not None), architecture=_architecture_table(),
+                              submit=submit_section(Path(rubric) if rubric is not None else None),
                               grading=grading, selfcheck=selfcheck, **_frontend_constants(features_source))
 
 

@@ -87,14 +87,17 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
          image: str | None = None, extensions: pathlib.Path | None = None, due: str | None = None,
          late_due: str | None = None, assignment: pathlib.Path | None = None, title: str | None = None,
          canvas_column: str | None = None, tolerance: float = 0.005, grade: GradeFn | None = None,
-         progress: bool = True, slurm: "SlurmGrading | None" = None, integrity: bool = False) -> RegradeSummary:
+         progress: bool = True, slurm: "SlurmGrading | None" = None, integrity: bool = False,
+         python: str | None = None, base_image: str | None = None) -> RegradeSummary:
     """Regrade every usable submission of ``export`` and write the gradebooks into ``out``.
 
     ``grade`` replaces the grader (``autograder.grade.grade_submission``, or the Docker one with
     ``docker=True``); it is called as ``grade(submission=, autograder=, metadata=, out=)``.
     ``slurm`` grades on a Slurm cluster as a job array instead (``autograder/instructor/slurm/``).
     ``integrity``: then also compare the class's submissions into ``out/integrity/`` (no score changes).
+    ``python`` and ``base_image`` are ``notegrade grade``'s ``--python`` and ``--base-image``.
     """
+    _check_runtime_flags(docker=docker, python=python, base_image=base_image)
     export, autograder, out = pathlib.Path(export), pathlib.Path(autograder), pathlib.Path(out)
     if jobs < 1:
         raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
@@ -118,9 +121,9 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
         from autograder.instructor.slurm.grading import refuse_if_slurm_is_grading
 
         refuse_if_slurm_is_grading(out)
+    grader = grade or default_grader(docker, image, autograder, python=python, base_image=base_image)
     outcomes = (slurm.regrade if slurm else grade_all)(
-        todo, out=out, autograder=autograder, grade=grade or default_grader(docker, image, autograder), jobs=jobs,
-        progress=progress)
+        todo, out=out, autograder=autograder, grade=grader, jobs=jobs, progress=progress)
     rows, confusion = [], {}
     for entry in entries:
         results, error, reused = outcomes.get(entry.key, (None, "the export has no folder for it", False))
@@ -170,6 +173,13 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     return summary
 
 
+def _check_runtime_flags(*, docker: bool, python: str | None, base_image: str | None) -> None:
+    if python is not None and docker:
+        raise NotegradeError("--python does not apply with --docker (the image's own runtime grades)")
+    if base_image is not None and not docker:
+        raise NotegradeError("--base-image only applies with --docker")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", type=pathlib.Path, help="the 'Export Submissions' zip, or its unpacked folder")
     parser.add_argument("--autograder", type=pathlib.Path, required=True, help="autograder zip or unpacked directory")
@@ -177,6 +187,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once (with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade each submission in a container")
     parser.add_argument("--image", help="Docker image tag to use or build (with --docker)")
+    parser.add_argument("--base-image", default=None,
+                        help="with --docker: the image to build FROM (default: $NOTEGRADE_BASE_IMAGE, else "
+                             "gradescope/autograder-base:latest)")
+    parser.add_argument("--python", default=None,
+                        help="the interpreter that grades (default: a cached venv built from the autograder's "
+                             "requirements.txt, as setup.sh builds on Gradescope)")
     parser.add_argument("--due", help="due date, ISO 8601 with time zone (the export has none)")
     parser.add_argument("--late-due", help="late due date, ISO 8601 with time zone")
     parser.add_argument("--assignment", type=pathlib.Path,
@@ -197,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
     summary = main(export=args.export, autograder=args.autograder, out=args.out, jobs=args.jobs, docker=args.docker,
                    image=args.image, extensions=args.extensions, due=args.due, late_due=args.late_due,
                    assignment=args.assignment, title=args.title, canvas_column=args.canvas_column,
-                   tolerance=args.tolerance, slurm=slurm_grading(args, command="regrade"), integrity=args.integrity)
+                   tolerance=args.tolerance, slurm=slurm_grading(args, command="regrade"), integrity=args.integrity,
+                   python=args.python, base_image=args.base_image)
     print(f"graded {summary.graded} submission(s), reused {summary.reused} from an earlier run, "
           f"{len(summary.failed)} could not be graded")
     for line in summary.failed:

@@ -55,13 +55,15 @@ def sha256_of(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def default_grader(docker: bool, image: str | None, autograder: pathlib.Path) -> GradeFn:
-    """The grader used when the caller gives none: a local grader process, or a container per submission."""
+def default_grader(docker: bool, image: str | None, autograder: pathlib.Path, *, python: str | None = None,
+                   base_image: str | None = None) -> GradeFn:
+    """The grader used when the caller gives none: a local grader process (in the grading runtime built
+    from the autograder's requirements.txt, or ``python``), or a container per submission."""
     if not docker:
         from autograder.grade import grade_submission
 
         # quiet: the grader's own progress bar goes to its log, not across ours
-        return functools.partial(grade_submission, quiet=True)
+        return functools.partial(grade_submission, quiet=True, python=python)
     try:
         from autograder.instructor import docker_grade
     except ImportError:
@@ -71,7 +73,7 @@ def default_grader(docker: bool, image: str | None, autograder: pathlib.Path) ->
     client = docker_grade.docker_client()
     with tempfile.TemporaryDirectory(prefix="notegrade-regrade-") as tmp:
         source = docker_grade.unpack_autograder(autograder, pathlib.Path(tmp))
-        tag = docker_grade.ensure_image(client, source=source, tag=image)
+        tag = docker_grade.ensure_image(client, source=source, tag=image, base_image=base_image)
     return functools.partial(docker_grade.grade_submission, image=tag, client=client)
 
 

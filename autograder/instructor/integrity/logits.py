@@ -31,7 +31,7 @@ from tqdm import tqdm
 from autograder.errors import NotegradeError
 from autograder.instructor.integrity.members import Member
 
-PROBE_VERSION = 1  # bump when sandbox_logits changes what it asks for
+PROBE_VERSION = 2  # bump when sandbox_logits changes what it asks for
 HELDOUT_NAME = "heldout.safetensors"
 BATCH_SIZE = 256
 
@@ -85,6 +85,7 @@ def load_heldout(autograder: pathlib.Path, *, work: pathlib.Path) -> HeldOut:
 def sandbox_logits(folder: pathlib.Path, features: np.ndarray, *, timeout_s: float, threads: int,
                    hide: tuple[str, ...] = ()) -> LogitsOutcome:
     """Logits of ``folder``'s NoteCNN + model.pt on ``features``, computed in the grading sandbox."""
+    from autograder.checks.checkpoint import CheckpointRefused, read_submitted, share_checkpoint
     from autograder.checks.common import failure_message
     from autograder.sandbox import Sandbox, SandboxLimits
 
@@ -97,9 +98,15 @@ def sandbox_logits(folder: pathlib.Path, features: np.ndarray, *, timeout_s: flo
         imported = sandbox.import_module("model", timeout_s=timeout_s)
         if not imported.ok:
             return LogitsOutcome(None, imported.status, failure_message(imported, "importing model.py"))
+        # The worker never opens model.pt: the grader's verified copy goes in (autograder/checks/checkpoint.py).
+        try:
+            args, inputs = share_checkpoint(sandbox, read_submitted(sandbox))
+        except CheckpointRefused as refused:
+            return LogitsOutcome(None, "error", str(refused))
         shared = sandbox.share_input("heldout_features", features)
         left = max(5.0, timeout_s - (time.monotonic() - started))
-        result = sandbox.call("heldout_logits", {"batch_size": BATCH_SIZE}, timeout_s=left, inputs={"features": shared})
+        result = sandbox.call("heldout_logits", {"batch_size": BATCH_SIZE, **args}, timeout_s=left,
+                              inputs={"features": shared, **inputs})
     if not result.ok:
         return LogitsOutcome(None, result.status, failure_message(result, "evaluating model.pt on the held-out notes"))
     logits = result.arrays.get("logits")
