@@ -347,7 +347,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only the archive's path and size")
     parser.add_argument("--secret", type=Path, metavar="FILE",
                         help="the autograder's secret (keys the held-out order, perturbation and split; made when "
-                             "missing); None = beside the held-out file, <heldout>.secret. Keep it: a rebuild with "
+                             "missing; default: <heldout>.secret beside the held-out file). Keep it: a rebuild with "
                              "another secret grades the same files differently")
 
 
