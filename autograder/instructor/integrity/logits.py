@@ -3,7 +3,8 @@
 Grading does not keep its logits (and under issue 10 it sees the notes perturbed and shuffled),
 so the analysis asks each student's own ``NoteCNN`` + ``model.pt`` for logits on the autograder's
 held-out features, clean and in file order, through the same sandbox the grader uses (student
-code never runs in this process).  ``--jobs`` sandboxes run at once.
+code never runs in this process).  ``--jobs`` sandboxes run at once; with ``--slurm``, array tasks
+run :func:`all_logits` on shards into the same cache (:mod:`autograder.instructor.slurm.integrity`).
 
 Cache: ``CACHE/<key>.npy`` (float32 logits) + ``CACHE/<key>.json`` (status, message, seconds),
 the JSON written last, where ``key`` hashes the submission's files, the held-out file and
