@@ -89,7 +89,8 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
     submission = root / "submission"
     submission.mkdir(exist_ok=True)  # an empty submission is graded (every item fails), not an error
     hide = [source, root / "submission_metadata.json", root / "results"]
-    context = {"heldout_path": heldout, "deadline": started + rubric.time_budget_s}
+    integrity = _integrity_session(rubric=rubric, source=source, submission=submission, metadata=metadata)
+    context = {"heldout_path": heldout, "deadline": started + rubric.time_budget_s, **integrity.context}
     try:
         from tqdm import tqdm
         progress = tqdm(total=len(rubric.items), desc="grading", unit="item", file=sys.stderr, disable=None)
@@ -97,14 +98,22 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
         progress = None
     try:
         with _open_sandbox(submission=submission, limits=rubric.sandbox, hide=hide) as sandbox:
-            grade_items(rubric=rubric, sandbox=sandbox, registry=REGISTRY, context=context,
+            grade_items(rubric=rubric, sandbox=integrity.watch(sandbox), registry=integrity.registry(REGISTRY),
+                        context=context,
                         deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
             print(f"sandbox: {sandbox.describe()}", flush=True)  # the instructor's log (results/stdout)
     finally:
         if progress is not None:
             progress.close()
     return build_results(rubric=rubric, graded=state["graded"], metadata=metadata, metadata_note=note,
-                         execution_time=time.monotonic() - started)
+                         execution_time=time.monotonic() - started, integrity=integrity)
+
+
+def _integrity_session(**kwargs: Any) -> Any:
+    """The held-out integrity of this run: secret, digest, rate limit, source scan (``autograder/integrity``)."""
+    from autograder.integrity.session import Session
+
+    return Session.prepare(**kwargs)
 
 
 def _write_json(path: pathlib.Path, data: dict) -> None:

@@ -123,6 +123,18 @@ def _features_for_check(path: Path, plan: Plan, scratch: Path, max_notes: int) -
     return subset, count, len(rows)
 
 
+def _heldout_context(plan: Plan, staged: Path) -> dict:
+    """The grader's perturbation and source budget for the accuracy estimate (without its secret:
+    the order and noise differ from Gradescope's, their size does not)."""
+    from autograder.checks.heldout_presentation import HeldoutRun, submission_digest
+
+    perturbation = plan.heldout.get("perturbation") or {}
+    run = HeldoutRun(submission_digest=submission_digest(staged), perturb=bool(perturbation.get("enabled", True)),
+                     gain_db=float(perturbation.get("gain_db", HeldoutRun.gain_db)),
+                     noise_db=float(perturbation.get("noise_db", HeldoutRun.noise_db)))
+    return {"heldout_run": run, "max_source_kb": float(plan.heldout.get("max_source_kb", 0.0))}
+
+
 def _not_run(reason: str) -> Callable[..., Any]:
     def run(sandbox: Any, params: dict, *, timeout_s: float) -> Any:
         from autograder.checks.outcome import ItemOutcome
@@ -185,6 +197,7 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
             if features is not None:
                 context["heldout_path"], count, used = _features_for_check(features, plan, Path(scratch), max_notes)
             _stage(directory, model, Path(scratch) / "submission", limits.max_file_mb)
+            context.update(_heldout_context(plan, Path(scratch) / "submission"))
             with Sandbox(Path(scratch) / "submission", limits=limits, use_gpu=torch.cuda.is_available(),
                          run_as="self") as sandbox:
                 if log is not None:

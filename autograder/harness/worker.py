@@ -135,6 +135,10 @@ def main(argv: "list[str] | None" = None) -> int:
     context = common.WorkerContext(
         submission=args.submission, inputs=args.inputs, outputs=args.outputs, device=device,
         threads=max(1, args.threads))
+    from .watch import Watcher
+
+    context.watcher = Watcher(submission=args.submission)  # before any student code runs
+    context.watcher.install()
     _write_line(args.responses, {
         "event": "ready", "pid": worker_pid, "python": sys.version.split()[0], "torch": torch.__version__,
         "numpy": numpy.__version__, "cuda_available": bool(torch.cuda.is_available()), "device": device,

@@ -128,6 +128,10 @@ Use elementary tensor operations only (`exp`, `log`, `sum`, `amax`, `clamp`, ind
 `torch.nn.functional` losses, no `softmax` / `log_softmax` / `logsumexp` built-ins, no `nn.*Loss`
 modules.  Every loss is mean-reduced, like PyTorch's default `reduction="mean"`.  The grader compares
 values and gradients with PyTorch's functions in float64 and runs `torch.autograd.gradcheck`.
+While your losses run, the grader watches which of PyTorch's kernels they reach, whatever name or
+route reaches them (an alias, `torch.ops`, an unwrapped function), and the graph their result
+hangs on; it also reads `losses.py` for references to PyTorch's internals (`torch._C`, `torch.ops`,
+`__wrapped__`) and to `gc`.  Each of these fails the function concerned.
 
 | function | definition |
 |---|---|
@@ -154,6 +158,10 @@ A `loader` is any iterable of `(features, labels)` batches; move each batch to `
 - `fit(model, train_loader, valid_loader, *, optimizer, loss_fn, device, epochs, patience) -> list[dict]`:
   one dict per epoch with `epoch` (from 1), `train_loss`, `valid_loss`, `valid_accuracy`; stops after
   `patience` epochs without a new lowest validation loss and loads the best weights back into `model`.
+
+The grader tells train mode, eval mode and gradients apart by what your functions *return*: its
+test model behaves slightly differently in each mode, so the loss `evaluate` returns and the
+weights `train_one_epoch` leaves show which modes really ran.
 
 ### Check your work as you go
 

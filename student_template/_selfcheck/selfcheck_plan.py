@@ -59,6 +59,9 @@ class Plan:
     not_shown_items: int = 0
     not_shown_points: float = 0.0
     source: str = "<export>"
+    # How the grader presents the held-out notes (the perturbation) and the source budget, so the
+    # accuracy estimate and the budget message match Gradescope's; nothing secret.
+    heldout: dict = dataclasses.field(default_factory=dict)
 
 
 def export_rubric(rubric: Any, *, frontend_hash: "str | None" = None) -> dict:
@@ -70,7 +73,15 @@ def export_rubric(rubric: Any, *, frontend_hash: "str | None" = None) -> dict:
             "late_policy": dataclasses.asdict(rubric.late_policy), "frontend_hash": frontend_hash,
             "items": [{"number": i.number, "title": i.title, "points": i.points, "check": i.check,
                        "params": dict(i.params), "timeout_s": i.timeout_s} for i in visible],
-            "not_shown": {"items": len(others), "points": sum(i.points for i in others)}}
+            "not_shown": {"items": len(others), "points": sum(i.points for i in others)},
+            "heldout": _heldout_export(rubric)}
+
+
+def _heldout_export(rubric: Any) -> dict:
+    settings = getattr(rubric, "heldout", None)
+    if settings is None:
+        return {}
+    return {"perturbation": dataclasses.asdict(settings.perturbation), "max_source_kb": settings.max_source_kb}
 
 
 def plan_from_export(data: Any, *, source: str = "<export>") -> Plan:
@@ -98,7 +109,7 @@ def plan_from_export(data: Any, *, source: str = "<export>") -> Plan:
                 time_budget_s=float(data.get("time_budget_s", 480.0)), sandbox=dict(data.get("sandbox") or {}),
                 late_policy=dict(data.get("late_policy") or {}), frontend_hash=data.get("frontend_hash"),
                 not_shown_items=int(not_shown.get("items", 0)), not_shown_points=float(not_shown.get("points", 0.0)),
-                source=source)
+                source=source, heldout=dict(data.get("heldout") or {}))
 
 
 def default_rubric() -> Path:
