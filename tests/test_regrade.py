@@ -169,6 +169,32 @@ def test_resume_skips_what_was_graded_with_the_same_autograder(tmp_path, autogra
     assert len(calls) == 7
 
 
+def test_an_autograder_error_is_shown_but_never_reused(tmp_path, autograder_dir, fixture_export):
+    """The grader's own failure (here: its process got SIGTERM) is not a grade a rerun may keep."""
+    from autograder.results import error_results
+
+    calls: list[str] = []
+    killed: list[str] = []
+
+    def killed_once(**kw):
+        calls.append(kw["submission"].name)
+        if kw["submission"].name == "submission_1002" and not killed:
+            killed.append(kw["submission"].name)
+            return error_results(rubric=RUBRIC, graded=[], error="_Terminated: the grader received signal 15",
+                                 details="", execution_time=1.0).to_gradescope_dict()
+        return fake_grader(**kw)
+
+    out = tmp_path / "out"
+    _run(fixture_export, autograder_dir, out, grade=killed_once)
+    grades = pd.read_csv(out / "grades.csv").set_index("name")
+    assert grades.loc["Ben Franklin", "status"] == "autograder error"
+    assert not (out / "submissions" / "submission_1002" / "grade_key.json").exists()
+    calls.clear()
+    again = _run(fixture_export, autograder_dir, out, grade=killed_once)
+    assert calls == ["submission_1002"] and again.reused == 6 and again.graded == 1
+    assert pd.read_csv(out / "grades.csv").set_index("name").loc["Ben Franklin", "status"] == "graded"
+
+
 def test_one_broken_submission_never_stops_the_batch(tmp_path, autograder_dir, fixture_export):
     out = tmp_path / "out"
     regrade.main(export=fixture_export.path, autograder=autograder_dir, out=out, grade=fake_grader, **OPTIONS)

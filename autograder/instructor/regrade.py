@@ -103,6 +103,7 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
         raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
     if not autograder.exists():
         raise NotegradeError(f"{autograder}: no such autograder zip or directory (build one with 'notegrade build')")
+    _settle_slurm(out, slurm, integrity=integrity, progress=progress)  # before the export is unpacked again
     info = gs_export.load_assignment_info(path=assignment, title=title, due=due, late_due=late_due)
     ext = gs_export.load_extensions(extensions, assignment=info) if extensions else {}
     out.mkdir(parents=True, exist_ok=True)
@@ -117,10 +118,6 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     summary.problems += [f"extensions: {who} is not in the export" for who in sorted(ext) if who not in known]
 
     todo = [(e, gs_export.submission_metadata(entry=e, assignment=info, extensions=ext)) for e in entries if e.folder]
-    if slurm is None:
-        from autograder.instructor.slurm.grading import refuse_if_slurm_is_grading
-
-        refuse_if_slurm_is_grading(out)
     grader = grade or default_grader(docker, image, autograder, python=python, base_image=base_image)
     outcomes = (slurm.regrade if slurm else grade_all)(
         todo, out=out, autograder=autograder, grade=grader, jobs=jobs, progress=progress)
@@ -168,7 +165,7 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
 
         summary.integrity = after_regrade(entries=entries, results={k: r for k, (r, _, _) in outcomes.items()},
                                           export_root=parsed.root, autograder=autograder, out=out / "integrity",
-                                          jobs=jobs, progress=progress)
+                                          jobs=jobs, progress=progress, slurm=slurm)
         paths["integrity"] = summary.integrity.paths["csv"]
     return summary
 
@@ -178,6 +175,21 @@ def _check_runtime_flags(*, docker: bool, python: str | None, base_image: str | 
         raise NotegradeError("--python does not apply with --docker (the image's own runtime grades)")
     if base_image is not None and not docker:
         raise NotegradeError("--base-image only applies with --docker")
+
+
+def _settle_slurm(out: pathlib.Path, slurm: "SlurmGrading | None", *, integrity: bool, progress: bool) -> None:
+    """No Slurm array of an earlier run may still read the export this run unpacks again: with --slurm
+    wait for them (grading, and the integrity logits), without refuse while one runs."""
+    from autograder.instructor.slurm.grading import settle_earlier_runs
+    from autograder.instructor.slurm.integrity import for_regrade
+
+    if slurm is not None and slurm.resume and (out / "integrity" / "slurm" / f"job_{slurm.resume}.json").is_file() \
+            and not (out / "slurm" / f"job_{slurm.resume}.json").is_file():
+        raise NotegradeError(f"Slurm job {slurm.resume} computes the --integrity logits, it grades nothing: rerun the "
+                             "same command without --resume (it reuses every grade and waits for that job)")
+    settle_earlier_runs(out, slurm, progress=progress)
+    if integrity:
+        settle_earlier_runs(out / "integrity", for_regrade(slurm), progress=progress, doing="computing held-out logits")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
