@@ -32,6 +32,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("assign",): ("autograder.instructor.assign", "generate the student starter code from the reference"),
     ("selfcheck",): ("autograder.selfcheck", "run the visible checks on a student directory"),
     ("build",): ("autograder.instructor.build", "build the Gradescope autograder zip"),
+    ("calibrate",): ("autograder.instructor.calibrate", "what each common student mistake costs under an autograder"),
     ("grade",): ("autograder.grade", "grade one submission (or a folder of them) locally or in Docker"),
     ("regrade",): ("autograder.instructor.regrade", "regrade a Gradescope 'Export Submissions' archive"),
     ("integrity",): ("autograder.instructor.integrity.command",
@@ -98,8 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"notegrade {__version__}")
         return 0
     matched = _match(argv)
+    group = [w for w in COMMANDS if w[0] == argv[0] and len(w) > 1]
+    if matched is None and group and (len(argv) == 1 or argv[1] in ("-h", "--help", "help")):
+        # `notegrade data --help`: the group's subcommands (bare `notegrade data`: the same, as bad usage)
+        width = max(len(" ".join(words)) for words in group)
+        print(f"usage: notegrade {argv[0]} {{{','.join(w[1] for w in group)}}} [options]\n\n{argv[0]} commands:")
+        for words in group:
+            print(f"  {' '.join(words):<{width}}  {COMMANDS[words][1]}")
+        print(f"\nRun 'notegrade {argv[0]} COMMAND --help' for a command's options and examples.")
+        return 0 if len(argv) > 1 else 2
     if matched is None:
-        group = [w for w in COMMANDS if w[0] == argv[0] and len(w) > 1]
         hint = (" (did you mean: " + ", ".join(" ".join(w) for w in group) + "?)") if group else ""
         print(f"notegrade: error: unknown command {' '.join(argv[:2])!r}{hint}\n", file=sys.stderr)
         print(_overview(), file=sys.stderr)

@@ -91,8 +91,9 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
 
     Writes ``out/results.json``, ``out/report.html`` (instructor view) and ``out/stdout.txt``.
     ``quiet`` also captures the grader's stderr (its progress bar) into the log.  ``python`` is
-    the interpreter that grades (default: this one), e.g. a venv with the CPU build of torch as
-    in the Gradescope image; it needs torch, numpy, safetensors and gradescope-utils.
+    the interpreter that grades; by default the grading runtime built from the autograder's own
+    requirements.txt (:func:`grading_python`), as on Gradescope.  Another one needs torch, numpy,
+    safetensors and gradescope-utils; results.json's ``extra_data["runtime"]`` says which graded.
     """
     submission, autograder, out = pathlib.Path(submission), pathlib.Path(autograder), pathlib.Path(out)
     for path, what in ((submission, "submission"), (autograder, "autograder")):
@@ -109,8 +110,14 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
         if metadata is not None:
             shutil.copyfile(metadata, root / "submission_metadata.json")
         (root / "results").mkdir()
+        python, runtime_env = grading_python(root / "source", python, quiet=quiet)
         env = {**os.environ, "AUTOGRADER_ROOT": str(root), "PYTHONPATH": str(root / "source")}
         env.pop("PYTHONSTARTUP", None)
+        for key, value in runtime_env.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         log_path = out / "stdout.txt"
         with open(log_path, "wb") as log:
             code = run_grader([str(python or sys.executable), "-m", "autograder.run_autograder"], cwd=root / "source",
@@ -132,12 +139,64 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
         remove_tree(root)  # iterative: a submission's deep folder cannot make this raise
 
 
+def grading_python(source: pathlib.Path, python: "str | os.PathLike | None", *, quiet: bool = False
+                   ) -> "tuple[str, dict[str, str | None]]":
+    """(the interpreter that grades, environment changes for the grader).
+
+    ``python`` given: that one ("custom" runtime; the sandbox's worker follows ``$NOTEGRADE_WORKER_PYTHON``
+    if set).  Otherwise the grading runtime, a cached venv built from the autograder's requirements.txt
+    (:mod:`autograder.instructor.grading_runtime`), whose interpreter then also runs the worker."""
+    if python is not None:
+        return str(python), {"NOTEGRADE_RUNTIME_KIND": "custom"}
+    from autograder.import_policy import requirements_of
+    from autograder.instructor.grading_runtime import ensure_runtime
+
+    requirements = requirements_of(source)
+    if requirements is None:
+        raise NotegradeError("the autograder has no requirements.txt to build its grading runtime from; rebuild it "
+                             "with `notegrade build`, or grade with --python PYTHON")
+    wheels = source / "wheels"
+    runtime = ensure_runtime(requirements, wheels=wheels if wheels.is_dir() else None,
+                             log=lambda line: print(f"[notegrade] {line}", file=sys.stderr, flush=True))
+    if runtime.built and not quiet:
+        print(f"[notegrade] grading runtime ready in {runtime.seconds:.0f} s: {runtime.python} (torch {runtime.torch})",
+              file=sys.stderr, flush=True)
+    return str(runtime.python), {"NOTEGRADE_RUNTIME_KIND": "grading-venv", "NOTEGRADE_WORKER_PYTHON": None}
+
+
+def _is_submission_folder(path: pathlib.Path) -> bool:
+    """A folder that holds one student's work: an assignment file at its top or inside one folder."""
+    from autograder.submission import ASSIGNMENT_FILES, single_folder
+
+    folder = single_folder(path, ASSIGNMENT_FILES)
+    base = path / folder if folder else path
+    return any((base / name).exists() for name in ASSIGNMENT_FILES)
+
+
 def _is_batch(path: pathlib.Path) -> bool:
-    """A directory holding only directories (each one student's submission) is a batch."""
-    if not path.is_dir():
+    """A directory is a batch when it holds nothing but submission folders (junk like .DS_Store aside).
+
+    Never by guess: a stray notes.txt next to the folders makes it one submission (and ``--batch``
+    then says why it isn't one); a single folder inside is one submission graded from that folder
+    (Gradescope's layout for a zipped folder), never a batch of one."""
+    if not path.is_dir() or _is_submission_folder(path):
         return False
     entries = [p for p in path.iterdir() if p.name not in _SKIP and not p.name.startswith(".")]
-    return bool(entries) and all(p.is_dir() for p in entries)
+    return len(entries) > 1 and all(p.is_dir() for p in entries)
+
+
+def batch_problem(path: pathlib.Path) -> "str | None":
+    """Why ``path`` can't be graded as a batch (``--batch``), or None."""
+    if not path.is_dir():
+        return f"{path} is not a folder of submission folders"
+    entries = [p for p in path.iterdir() if p.name not in _SKIP and not p.name.startswith(".")]
+    stray = [p.name for p in entries if not p.is_dir()]
+    if stray:
+        return (f"{path} holds files besides submission folders ({', '.join(sorted(stray)[:5])}): move them out, "
+                "or grade it as one submission (without --batch)")
+    if not entries:
+        return f"{path} holds no submission folders"
+    return None
 
 
 def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike,
@@ -209,14 +268,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a submission_metadata.json (for the late penalty); without it no penalty applies")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("graded"),
                         help="where results.json, report.html and the grader's stdout.txt go")
-    parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (a directory of submissions; with --slurm: in each array task)")
+    parser.add_argument("--batch", action="store_true",
+                        help="SUBMISSION is a folder of submission folders (detected when it holds nothing else)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="submissions graded in parallel (with a batch; with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade inside the autograder's Docker image, as Gradescope does")
     parser.add_argument("--image", default=None, help="with --docker: the image tag to build or reuse")
     parser.add_argument("--base-image", default=None,
-                        help="with --docker: the image to build FROM (None: $NOTEGRADE_BASE_IMAGE, else "
+                        help="with --docker: the image to build FROM (default: $NOTEGRADE_BASE_IMAGE, else "
                              "gradescope/autograder-base:latest)")
     parser.add_argument("--python", default=None,
-                        help="the interpreter that grades (default: this one), e.g. a venv with CPU-only torch as on Gradescope")
+                        help="the interpreter that grades (default: a cached venv built from the autograder's "
+                             "requirements.txt, as setup.sh builds on Gradescope)")
     parser.add_argument("--isolation", choices=("auto", "bubblewrap", "uid", "none"), default=None,
                         help="how student code is isolated (default: $NOTEGRADE_ISOLATION, else auto: bubblewrap where "
                              "the machine allows namespaces, else a separate uid; both need root)")
@@ -228,15 +291,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(*, submission: pathlib.Path, autograder: pathlib.Path, metadata: pathlib.Path | None = None,
-         out: pathlib.Path = pathlib.Path("graded"), jobs: int = 1, python: str | None = None, slurm=None) -> int:
-    """Grade one submission (print its report) or a directory of them (print a summary; ``slurm``: on Slurm)."""
+         out: pathlib.Path = pathlib.Path("graded"), jobs: int = 1, python: str | None = None, slurm=None,
+         is_batch: "bool | None" = None) -> int:
+    """Grade one submission (print its report) or a directory of them (print a summary; ``slurm``: on Slurm).
+
+    ``is_batch``: True (``--batch``), or None: a batch only when the folder holds nothing but
+    submission folders (see :func:`_is_batch`)."""
     from autograder.report import markdown_report
 
     if jobs < 1:
         raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
-    if slurm is not None and not _is_batch(submission):
+    if is_batch is None:
+        is_batch = _is_batch(submission)
+    elif is_batch and batch_problem(submission):
+        raise NotegradeError(f"--batch: {batch_problem(submission)}")
+    if slurm is not None and not is_batch:
         raise NotegradeError(f"--slurm grades a batch: {submission} is not a directory of submission directories")
-    if _is_batch(submission):
+    if jobs > 1 and not is_batch:
+        raise NotegradeError(f"--jobs {jobs} grades several submissions at once, but {submission} is one submission "
+                             "(a batch is a folder holding nothing but submission folders; say so with --batch)")
+    if is_batch:
         rows = grade_batch(submissions=submission, autograder=autograder, metadata=metadata, out=out, jobs=jobs,
                            python=python, slurm=slurm)
         print(summary_table(rows))
@@ -271,10 +345,13 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise NotegradeError("--docker needs autograder/instructor/docker_grade.py, which this install lacks; "
                                  "drop --docker to grade in local processes") from None
+        if args.python is not None:
+            raise NotegradeError("--python does not apply with --docker (the image's own runtime grades)")
         return int(docker_grade.main(submission=args.submission, autograder=args.autograder, metadata=args.metadata,
-                                     out=args.out, image=args.image, jobs=args.jobs, base_image=args.base_image) or 0)
+                                     out=args.out, image=args.image, jobs=args.jobs, base_image=args.base_image,
+                                     batch=True if args.batch else None) or 0)
     for flag, value in (("--image", args.image), ("--base-image", args.base_image)):
         if value is not None:
             raise NotegradeError(f"{flag} only applies with --docker")
     return main(submission=args.submission, autograder=args.autograder, metadata=args.metadata, out=args.out,
-                jobs=args.jobs, python=args.python, slurm=slurm)
+                jobs=args.jobs, python=args.python, slurm=slurm, is_batch=True if args.batch else None)

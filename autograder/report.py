@@ -68,10 +68,12 @@ def _summary_blocks(results: dict, audience: str) -> list:
     tests = results.get("tests") or []
     shown = [t for t in tests if audience == "instructor" or t.get("visibility", "visible") == "visible"]
     withheld = [t for t in tests if t not in shown and _kind(t) == "item"]
+    # Gradescope hides the total from students while any line is not visible to them.
+    total_hidden = bool(withheld) or len(shown) < len(tests)
     total = extra.get("total_points")
     title = extra.get("rubric_title", "Autograder results")
     heading = f"{title}: {fmt_points(results.get('score', 0.0))} / {fmt_points(total)}" \
-        if total is not None and not withheld else title
+        if total is not None and not total_hidden else title
     rows = []
     for test in shown:
         if _kind(test) == "late_penalty":
@@ -85,13 +87,16 @@ def _summary_blocks(results: dict, audience: str) -> list:
             label = name[len(number):].strip() if number and name.startswith(number) else name
             rows.append([number, label, f"{fmt_points(test.get('score', 0.0))} / {fmt_points(test.get('max_score', 0.0))}",
                          _status_text(test)])
-    if total is not None and not withheld:
+    if total is not None and not total_hidden:
         rows.append(["", "**Total**", f"**{fmt_points(results.get('score', 0.0))} / {fmt_points(total)}**", ""])
     blocks: list = [_Heading(heading, 2), _Table(["#", "Item", "Score", "Status"], rows, {2})]
     if withheld:
         points = sum(t.get("max_score", 0.0) for t in withheld)
         blocks.append(f"{len(withheld)} more item(s) worth {fmt_points(points)} points are shown after the "
                       "due date or when grades are published, so the total is not shown yet.")
+    elif total_hidden:
+        blocks.append("The total is not shown: Gradescope hides it while some result lines are for the course "
+                      "staff only. Every item you are graded on is listed above.")
     return blocks
 
 
@@ -105,6 +110,9 @@ def _accuracy_blocks(results: dict, audience: str) -> list:
         return []
     count = extra.get("heldout_count")
     blocks: list = [_Heading(f"Held-out accuracy: {accuracy:.1%}" + (f" on {count:,} notes" if count else ""))]
+    details = (extra.get("heldout") or {}).get("details_visibility", "visible")
+    if audience == "student" and details != "visible":
+        return blocks  # per-family accuracy and the confusion matrix have a line of their own, shown later
     per_family = extra.get("per_family") or {}
     if per_family:
         rows = [[name, "–" if value is None else f"{value:.1%}"] for name, value in per_family.items()]
@@ -140,6 +148,10 @@ def report_blocks(results: dict, *, audience: str = "student") -> list:
     note = ((results.get("extra_data") or {}).get("late") or {}).get("note")
     if note:
         blocks.append(f"Note: {note}")
+    runtime = (results.get("extra_data") or {}).get("runtime") or {}
+    if audience == "instructor" and runtime:
+        blocks.append(f"Graded in the {runtime.get('kind')} runtime: Python {runtime.get('python')}, "
+                      f"torch {runtime.get('torch')}.")
     return blocks
 
 

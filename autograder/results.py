@@ -152,7 +152,10 @@ def _extra_data(rubric: Rubric, graded: list[GradedItem], late: LatePenalty | No
                               "late_seconds": late.late_seconds, "units": late.units, "penalty": late.penalty,
                               "zeroed": late.zeroed, "line": late.line, "note": late.note}
     return {"rubric_title": rubric.title, "total_points": rubric.total_points, **_accuracy_data(graded),
-            "toolkit_version": __version__, "rubric_hash": rubric.rubric_hash, "late": late_data}
+            "toolkit_version": __version__, "rubric_hash": rubric.rubric_hash, "late": late_data,
+            # Filled in by the held-out integrity session (autograder/integrity); this default keeps
+            # the key present in every results.json, error results included.
+            "integrity": {"train_on_test": None, "tampering": []}}
 
 
 def _finish(data: dict[str, Any], rubric: Rubric, *, execution_time: float) -> dict[str, Any]:
@@ -168,8 +171,11 @@ def _finish(data: dict[str, Any], rubric: Rubric, *, execution_time: float) -> d
 
 
 def build_results(*, rubric: Rubric, graded: list[GradedItem], metadata: dict | None, metadata_note: str = "",
-                  execution_time: float | None = None) -> Results:
-    """Run one gradescope-utils test per graded item and post-process into the full results.json."""
+                  execution_time: float | None = None, integrity: Any = None) -> Results:
+    """Run one gradescope-utils test per graded item and post-process into the full results.json.
+
+    ``integrity``: an ``autograder.integrity.session.Session`` (run_autograder's), whose ``apply``
+    adds the held-out lines (public part, per family, the hidden integrity line) and extra_data."""
     by_number = {g.item.number: g for g in graded}
     columns = _leaderboard_values(rubric, graded)
     methods = {f"test_{i:04d}": _test_method(g) for i, g in enumerate(graded)}
@@ -195,6 +201,8 @@ def build_results(*, rubric: Rubric, graded: list[GradedItem], metadata: dict | 
         data["score"] = earned - late.penalty
         data["leaderboard"] = [e for e in data["leaderboard"] if e.get("value") is not None]
         data["extra_data"] = _extra_data(rubric, graded, late)
+        if integrity is not None:
+            integrity.apply(data, graded)
 
     stream = io.StringIO()  # JSONTestRunner also dumps the JSON here; the file is written by the caller
     runner = JSONTestRunner(stream=stream, visibility=rubric.visibility, stdout_visibility=rubric.stdout_visibility,
@@ -208,6 +216,9 @@ def error_results(*, rubric: Rubric | None, graded: list[GradedItem], error: str
                   execution_time: float) -> Results:
     """results.json when grading itself failed: items graded so far keep their scores, the others are
     "not run", a visible "Autograder error" test explains, and a hidden test holds ``details``."""
+    from autograder.integrity.results_lines import points_visibility
+
+    fallback_rubric = rubric or Rubric(title="Autograder", total_points=0.0, items=())
     tests: list[dict[str, Any]] = []
     done = {g.item.number for g in graded}
     pending = [GradedItem(item, not_run_outcome("not run: the autograder failed before this item"))
@@ -215,7 +226,7 @@ def error_results(*, rubric: Rubric | None, graded: list[GradedItem], error: str
     for g in list(graded) + pending:
         tests.append({"name": f"{g.item.number} {g.item.title}", "number": g.item.number, "score": g.score,
                       "max_score": g.item.points, "status": "passed" if g.outcome.fraction >= 1 else "failed",
-                      "output": item_output(g), "visibility": g.item.visibility,
+                      "output": item_output(g), "visibility": points_visibility(fallback_rubric, g.item),
                       "extra_data": {"kind": "item", "check": g.item.check, "status": g.outcome.status}})
     tests.append({"name": "Autograder error", "score": 0.0, "max_score": 0.0, "status": "failed", "visibility": "visible",
                   "output": "The autograder itself failed while grading this submission; this is not a problem "

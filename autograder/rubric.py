@@ -37,14 +37,14 @@ except ModuleNotFoundError:  # pragma: no cover - exercised on Python 3.10 only
 
 from autograder.errors import NotegradeError
 from autograder.rubric_model import (CONTAINER_STARTUP_MARGIN_S, DEFAULT_ITEM_TIMEOUT_S, DEFAULT_TIME_BUDGET_S,
-                                     GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES, ContainerSettings, LatePolicy,
-                                     LeaderboardColumn, Rubric, RubricItem)
+                                     GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES, ContainerSettings, HeldoutSettings,
+                                     LatePolicy, LeaderboardColumn, Rubric, RubricItem)
 from autograder.rubric_tables import (MIN_CONTAINER_MEMORY_MB, TOP_KEYS, check_sandbox, check_table, is_valid,
-                                      parse_cluster, parse_container, parse_items, parse_late_policy,
-                                      parse_leaderboard, validate_check_params)
+                                      parse_checkpoint, parse_cluster, parse_container, parse_heldout, parse_items,
+                                      parse_late_policy, parse_leaderboard, parse_submission, validate_check_params)
 
 __all__ = ["CONTAINER_STARTUP_MARGIN_S", "DEFAULT_ITEM_TIMEOUT_S", "DEFAULT_TIME_BUDGET_S", "GRADESCOPE_MAX_TIMEOUT_S",
-           "MIN_CONTAINER_MEMORY_MB", "VISIBILITIES", "ContainerSettings", "LatePolicy", "LeaderboardColumn", "Rubric",
+           "MIN_CONTAINER_MEMORY_MB", "VISIBILITIES", "ContainerSettings", "HeldoutSettings", "LatePolicy", "LeaderboardColumn", "Rubric",
            "RubricItem", "load_rubric", "parse_rubric", "tomllib", "validate_check_params"]
 
 
@@ -95,6 +95,8 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
     container = parse_container(raw["container"] if is_valid(raw, TOP_KEYS, "container") else {},
                                 float(budget) if valid_budget or "time_budget_s" not in raw else DEFAULT_TIME_BUDGET_S,
                                 problems)
+    checkpoint = parse_checkpoint(raw["checkpoint"] if is_valid(raw, TOP_KEYS, "checkpoint") else {}, problems)
+    submission_files = parse_submission(raw["submission"] if is_valid(raw, TOP_KEYS, "submission") else {}, problems)
     if validate_checks and is_valid(raw, TOP_KEYS, "sandbox"):
         check_sandbox(raw["sandbox"], problems)
     # Declared numbers, even of items rejected above, so one bad item doesn't cascade.
@@ -102,14 +104,16 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
     columns = parse_leaderboard(raw["leaderboard"], numbers, problems) \
         if is_valid(raw, TOP_KEYS, "leaderboard") else []
     cluster = parse_cluster(raw["cluster"], problems) if is_valid(raw, TOP_KEYS, "cluster") else {}
+    heldout = parse_heldout(raw["heldout"], problems) if is_valid(raw, TOP_KEYS, "heldout") else HeldoutSettings()
     if problems:
         count = f"{len(problems)} problems: " if len(problems) > 1 else ""
         raise NotegradeError(f"{source}: {count}" + "; ".join(problems))
     return Rubric(
         title=raw["title"], total_points=float(raw["total_points"]), items=tuple(items), late_policy=late,
         leaderboard=tuple(columns), time_budget_s=float(budget), sandbox=dict(raw.get("sandbox", {})), container=container,
-        cluster=cluster, visibility=raw.get("visibility", "visible"), stdout_visibility=raw.get("stdout_visibility", "hidden"),
-        source=source,
+        checkpoint=checkpoint, submission_files=submission_files, cluster=cluster,
+        visibility=raw.get("visibility", "visible"), stdout_visibility=raw.get("stdout_visibility", "hidden"),
+        source=source, heldout=heldout,
     )
 
 

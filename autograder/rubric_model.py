@@ -84,6 +84,56 @@ class ContainerSettings:
 
 
 @dataclass(frozen=True)
+class Perturbation:
+    """The held-out perturbation: a per-note gain offset (uniform in +-``gain_db``) and Gaussian
+    noise (``noise_db`` dB std per bin), drawn from the autograder's secret and the submission."""
+
+    enabled: bool = True
+    gain_db: float = 1.0
+    noise_db: float = 0.5
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``max_evaluations`` held-out evaluations per ``window_hours`` (0: no limit)."""
+
+    max_evaluations: int = 0
+    window_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class TrainOnTest:
+    """The train-on-test detector's thresholds (instructor-only: never shown to students).
+
+    A model is flagged when its held-out accuracy is at least ``min_accuracy`` and within
+    ``same_margin`` of (or above) its accuracy on the file's training sample, or when its
+    held-out/training accuracy ratio exceeds the reference's by ``ratio_margin`` while it is at
+    least as accurate as the reference on the held-out notes.
+    """
+
+    enabled: bool = True
+    min_accuracy: float = 0.5
+    same_margin: float = 0.02
+    ratio_margin: float = 0.15
+
+
+@dataclass(frozen=True)
+class HeldoutSettings:
+    """The rubric's ``[heldout]`` table: how the held-out item is presented, split, shown and limited."""
+
+    perturbation: Perturbation = Perturbation()
+    public_fraction: float = 0.0  # share of held-out notes in the public part (0: no split)
+    details_visibility: str = "after_due_date"  # per-family accuracy and the confusion matrix
+    max_source_kb: float = 64.0  # the submission's files besides model.pt (0: no budget)
+    # The hidden "Integrity (instructors only)" line: "always", only when something was "flagged",
+    # or "never".  Gradescope hides the total from students while a hidden line exists, so
+    # "flagged" would tell a flagged student so; "always" hides every total and tells nobody.
+    integrity_line: str = "always"
+    rate_limit: RateLimit = RateLimit()
+    train_on_test: TrainOnTest = TrainOnTest()
+
+
+@dataclass(frozen=True)
 class Rubric:
     """A validated rubric; ``rubric_hash`` identifies its content (not its formatting)."""
 
@@ -95,10 +145,15 @@ class Rubric:
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
     sandbox: dict[str, Any] = field(default_factory=dict)
     container: ContainerSettings = ContainerSettings()
+    # [checkpoint]: model.pt's buffer budget and module. prefix policy (autograder/checks/checkpoint.py)
+    checkpoint: dict[str, Any] = field(default_factory=lambda: {"buffer_budget": 4096, "module_prefix": "accept"})
+    # [submission] files: the upload's files the grader copies next to student code (autograder/submission.py)
+    submission_files: tuple[str, ...] = ("model.py", "losses.py", "train.py", "model.pt")
     cluster: dict[str, Any] = field(default_factory=dict)  # [cluster]: where --slurm jobs go; not part of grading
     visibility: str = "visible"
     stdout_visibility: str = "hidden"
     source: str = "<string>"
+    heldout: HeldoutSettings = HeldoutSettings()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready), without the source path."""
@@ -106,7 +161,14 @@ class Rubric:
         data.pop("source")
         if self.container == ContainerSettings.default_for(self.time_budget_s):
             data.pop("container")  # so rubrics without [container] keep the hash they had before it existed
+        # The same for the tables added later, at their defaults.
+        if self.checkpoint == {"buffer_budget": 4096, "module_prefix": "accept"}:
+            data.pop("checkpoint")
+        if tuple(self.submission_files) == ("model.py", "losses.py", "train.py", "model.pt"):
+            data.pop("submission_files")
         data.pop("cluster")  # where the grading runs (a Slurm account, a partition) does not change a grade
+        if self.heldout == HeldoutSettings():
+            data.pop("heldout")  # so rubrics without [heldout] keep their hash too
         return data
 
     @property

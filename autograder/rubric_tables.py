@@ -1,5 +1,6 @@
 """Validation of each table of a rubric's TOML: ``[[items]]``, ``[late_policy]``, ``[container]``,
-``[sandbox]``, ``[[leaderboard]]`` and ``[cluster]`` (the Slurm profile, also read from its own file).
+``[sandbox]``, ``[checkpoint]``, ``[submission]``, ``[[leaderboard]]`` and ``[cluster]`` (the Slurm profile, also
+read from its own file).
 
 Each function appends every problem it finds (prefixed with where it is, e.g. ``item 1.2: ``) to a
 shared list instead of raising, so that :func:`autograder.rubric.parse_rubric` can report them all at
@@ -13,7 +14,8 @@ import re
 from typing import Any, Callable, Mapping
 
 from autograder.rubric_model import (DEFAULT_ITEM_TIMEOUT_S, GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES,
-                                     ContainerSettings, LatePolicy, LeaderboardColumn, RubricItem)
+                                     ContainerSettings, HeldoutSettings, LatePolicy, LeaderboardColumn, Perturbation,
+                                     RateLimit, RubricItem, TrainOnTest)
 
 MIN_CONTAINER_MEMORY_MB = 512  # the grader and the worker each import torch (~370 MB together)
 _NUMBER_RE = re.compile(r"^\d+(\.\d+)*$")
@@ -23,7 +25,8 @@ _NUM, _STR = (int, float), (str,)
 TOP_KEYS = {"title": (_STR, True), "total_points": (_NUM, True), "time_budget_s": (_NUM, False),
             "visibility": (_STR, False), "stdout_visibility": (_STR, False), "items": ((list,), True),
             "late_policy": ((dict,), False), "leaderboard": ((list,), False), "sandbox": ((dict,), False),
-            "container": ((dict,), False), "cluster": ((dict,), False)}
+            "container": ((dict,), False), "checkpoint": ((dict,), False), "submission": ((dict,), False),
+            "cluster": ((dict,), False), "heldout": ((dict,), False)}
 _ITEM_KEYS = {"number": (_STR, True), "title": (_STR, True), "points": (_NUM, True), "check": (_STR, True),
               "params": ((dict,), False), "visibility": (_STR, False), "timeout_s": (_NUM, False),
               "tags": ((list,), False)}
@@ -33,6 +36,10 @@ _LATE_KEYS = {"amount": (_NUM, True), "unit": (_STR, False), "per": (_STR, False
 _LATE_CHOICES = {"unit": ("points", "percent"), "per": ("day", "hour"),
                  "rounding": ("ceil", "floor", "none"), "percent_of": ("earned", "total")}
 _CONTAINER_KEYS = {"memory_mb": (_NUM, False), "cpus": (_NUM, False), "timeout_s": (_NUM, False)}
+_CHECKPOINT_KEYS = {"buffer_budget": ((int,), False), "module_prefix": (_STR, False)}
+_SUBMISSION_KEYS = {"files": ((list,), False)}
+DEFAULT_CHECKPOINT = {"buffer_budget": 4096, "module_prefix": "accept"}  # = autograder.checks.checkpoint.DEFAULT_POLICY
+DEFAULT_SUBMISSION_FILES = ("model.py", "losses.py", "train.py", "model.pt")
 # [cluster]: how `notegrade regrade/grade/integrity --slurm` and `notegrade train --slurm` submit jobs.
 # time: minutes or a Slurm time ("90", "1:30:00", "1-12"); mem: MB or a Slurm size ("8G", "8000M");
 # options: any other sbatch option, e.g. {qos = "class"}; train: overrides for `notegrade train --slurm`.
@@ -214,6 +221,34 @@ def parse_leaderboard(raw_columns: list, item_numbers: set[str], problems: list[
     return columns
 
 
+def parse_checkpoint(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``[checkpoint]``: ``buffer_budget`` (values model.pt may hold beyond NoteCNN's parameters) and
+    ``module_prefix`` ("accept": read DataParallel's ``module.`` keys with a note; "refuse": fail with the fix)."""
+    where = "checkpoint: "
+    before = len(problems)
+    check_table(raw, _CHECKPOINT_KEYS, where, problems)
+    if is_valid(raw, _CHECKPOINT_KEYS, "buffer_budget") and not 0 <= raw["buffer_budget"] <= 1_000_000:
+        problems.append(f"{where}buffer_budget must be in [0, 1000000] values, got {raw['buffer_budget']}")
+    if is_valid(raw, _CHECKPOINT_KEYS, "module_prefix") and raw["module_prefix"] not in ("accept", "refuse"):
+        problems.append(f"{where}module_prefix {raw['module_prefix']!r} is not one of accept, refuse")
+    return dict(DEFAULT_CHECKPOINT) if len(problems) > before else {**DEFAULT_CHECKPOINT, **raw}
+
+
+def parse_submission(raw: Mapping[str, Any], problems: list[str]) -> tuple[str, ...]:
+    """``[submission] files``: the only files of an upload copied next to the grader (default the four
+    the assignment names); anything else is ignored with a note, so no data file reaches student code."""
+    where = "submission: "
+    before = len(problems)
+    check_table(raw, _SUBMISSION_KEYS, where, problems)
+    files = raw.get("files", list(DEFAULT_SUBMISSION_FILES))
+    if is_valid(raw, _SUBMISSION_KEYS, "files"):
+        bad = [f for f in files if not isinstance(f, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", f)
+               or f.startswith(".")]
+        if bad or not files:
+            problems.append(f"{where}files must be a non-empty list of plain file names (no folders), got {files!r}")
+    return DEFAULT_SUBMISSION_FILES if len(problems) > before else tuple(files)
+
+
 def slurm_minutes(value: "str | int") -> int:
     """A Slurm time limit in whole minutes (rounded up): ``90``, ``"45:00"``, ``"1:30:00"``, ``"1-12"``.
 
@@ -281,3 +316,55 @@ def parse_cluster(raw: Mapping[str, Any], problems: list[str], where: str = "clu
     if nested and is_valid(raw, schema, "train"):
         parse_cluster(raw["train"], problems, where=f"{where}train: ", nested=False)
     return dict(raw) if len(problems) == before else {}
+
+
+INTEGRITY_LINES = ("always", "flagged", "never")
+_HELDOUT_KEYS = {"public_fraction": (_NUM, False), "details_visibility": (_STR, False), "max_source_kb": (_NUM, False),
+                 "integrity_line": (_STR, False),
+                 "perturbation": ((dict,), False), "rate_limit": ((dict,), False), "train_on_test": ((dict,), False)}
+# sub-table -> (data class, key -> (types, (low, high) or None))
+_HELDOUT_TABLES = {
+    "perturbation": (Perturbation, {"enabled": ((bool,), None), "gain_db": (_NUM, (0.0, 6.0)),
+                                    "noise_db": (_NUM, (0.0, 3.0))}),
+    "rate_limit": (RateLimit, {"max_evaluations": ((int,), (0, 1000)), "window_hours": (_NUM, (0.01, 24.0 * 366))}),
+    "train_on_test": (TrainOnTest, {"enabled": ((bool,), None), "min_accuracy": (_NUM, (0.0, 1.0)),
+                                    "same_margin": (_NUM, (-1.0, 1.0)), "ratio_margin": (_NUM, (0.0, 10.0))}),
+}
+
+
+def _heldout_subtable(name: str, raw: Mapping[str, Any], problems: list[str]) -> Any:
+    cls, keys = _HELDOUT_TABLES[name]
+    where = f"heldout.{name}: "
+    before = len(problems)
+    check_table(raw, {key: (types, False) for key, (types, _) in keys.items()}, where, problems)
+    for key, (types, bounds) in keys.items():
+        value = raw.get(key)
+        if bounds is not None and key in raw and isinstance(value, types) and not isinstance(value, bool) \
+                and not bounds[0] <= value <= bounds[1]:
+            problems.append(f"{where}{key} must be between {bounds[0]:g} and {bounds[1]:g}, got {value!r}")
+    if len(problems) > before:
+        return cls()
+    return cls(**{k: (float(v) if isinstance(getattr(cls(), k), float) else v) for k, v in raw.items()})
+
+
+def parse_heldout(raw: Mapping[str, Any], problems: list[str]) -> HeldoutSettings:
+    """``[heldout]``: perturbation, public/private split, what students see, rate limit, train-on-test."""
+    where = "heldout: "
+    before = len(problems)
+    check_table(raw, _HELDOUT_KEYS, where, problems)
+    if is_valid(raw, _HELDOUT_KEYS, "public_fraction") and not 0 <= raw["public_fraction"] < 1:
+        problems.append(f"{where}public_fraction must be in [0, 1) (0: no public/private split), got {raw['public_fraction']}")
+    if is_valid(raw, _HELDOUT_KEYS, "details_visibility") and raw["details_visibility"] not in VISIBILITIES:
+        problems.append(f"{where}details_visibility {raw['details_visibility']!r} is not one of {', '.join(VISIBILITIES)}")
+    if is_valid(raw, _HELDOUT_KEYS, "integrity_line") and raw["integrity_line"] not in INTEGRITY_LINES:
+        problems.append(f"{where}integrity_line {raw['integrity_line']!r} is not one of {', '.join(INTEGRITY_LINES)}")
+    if is_valid(raw, _HELDOUT_KEYS, "max_source_kb") and raw["max_source_kb"] < 0:
+        problems.append(f"{where}max_source_kb must be >= 0 (0: no budget), got {raw['max_source_kb']}")
+    tables = {name: _heldout_subtable(name, raw[name], problems) for name in _HELDOUT_TABLES
+              if is_valid(raw, _HELDOUT_KEYS, name)}
+    if len(problems) > before:
+        return HeldoutSettings()
+    return HeldoutSettings(public_fraction=float(raw.get("public_fraction", 0.0)),
+                           details_visibility=raw.get("details_visibility", "after_due_date"),
+                           max_source_kb=float(raw.get("max_source_kb", HeldoutSettings.max_source_kb)),
+                           integrity_line=raw.get("integrity_line", "always"), **tables)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from typing import Any
 
 from autograder.errors import NotegradeError
 from autograder.items import MIN_ITEM_SECONDS, grade_items  # noqa: F401  (re-exported; shared with the self-check)
+from autograder.submission import prepare as prepare_submission
 
 # Only the standard library (and the stdlib-only modules above) is imported up here, so `python -m` installs its SIGTERM handler
 # within milliseconds; the grading modules (torch, gradescope-utils) are imported by `_grade`,
@@ -86,28 +88,45 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
     heldout = source / "heldout.safetensors"
     if not heldout.is_file():
         raise NotegradeError(f"{heldout}: the held-out file is missing from the autograder (rebuild it with `notegrade build`)")
-    submission = root / "submission"
-    submission.mkdir(exist_ok=True)  # an empty submission is graded (every item fails), not an error
-    hide = [source, root / "submission_metadata.json", root / "results"]
-    context = {"heldout_path": heldout, "deadline": started + rubric.time_budget_s}
+    upload = root / "submission"
+    upload.mkdir(exist_ok=True)  # an empty submission is graded (every item fails), not an error
+    # The upload itself is hidden too: student code gets only the assignment's files (see submission.py).
+    hide = [source, root / "submission_metadata.json", root / "results", upload]
     try:
         from tqdm import tqdm
         progress = tqdm(total=len(rubric.items), desc="grading", unit="item", file=sys.stderr, disable=None)
     except ImportError:  # tqdm is a convenience; Gradescope's image may not have it
         progress = None
+    staging = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-upload-"))
     try:
-        with _open_sandbox(submission=submission, limits=rubric.sandbox, hide=hide) as sandbox:
+        prepared = prepare_submission(upload, staging / "submission", files=rubric.submission_files,
+                                      max_file_mb=rubric.sandbox.get("max_file_mb", 50.0))
+        print(f"submission: graded {prepared.folder or 'the top folder'}; copied {prepared.copied}; "
+              f"ignored {prepared.ignored[:50]}", flush=True)
+        # The integrity session digests exactly the graded files (after the layout is resolved).
+        integrity = _integrity_session(rubric=rubric, source=source, submission=prepared.path, metadata=metadata)
+        context = {"heldout_path": heldout, "deadline": started + rubric.time_budget_s,
+                   "checkpoint_policy": rubric.checkpoint, **integrity.context}
+        with _open_sandbox(submission=prepared.path, limits=rubric.sandbox, hide=hide) as sandbox:
             _log_isolation(sandbox, state)
-            grade_items(rubric=rubric, sandbox=sandbox, registry=REGISTRY, context=context,
+            _import_policy(sandbox, source)
+            grade_items(rubric=rubric, sandbox=integrity.watch(sandbox), registry=integrity.registry(REGISTRY),
+                        context=context,
                         deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
             print(f"sandbox: {sandbox.describe()}", flush=True)  # the instructor's log (results/stdout)
+            runtime = runtime_info(sandbox)
         if sandbox.leftovers:
             print(f"[notegrade] the student uid keeps a reservation; could not remove: {sandbox.leftovers[:5]}", flush=True)
     finally:
         if progress is not None:
             progress.close()
+        shutil.rmtree(staging, ignore_errors=True)
     results = build_results(rubric=rubric, graded=state["graded"], metadata=metadata, metadata_note=note,
-                            execution_time=time.monotonic() - started)
+                            execution_time=time.monotonic() - started, integrity=integrity)
+    add_submission_notes(results.data, prepared.notes(files=rubric.submission_files))
+    results.data["extra_data"]["submission"] = {"folder": prepared.folder, "copied": prepared.copied,
+                                                "ignored": prepared.ignored[:200]}
+    results.data["extra_data"]["runtime"] = runtime
     _record_isolation(results.data, state)
     return results
 
@@ -121,6 +140,46 @@ def _log_isolation(sandbox: Any, state: dict) -> None:
 def _record_isolation(data: dict, state: dict) -> None:
     if state.get("isolation") and isinstance(data.get("extra_data"), dict):
         data["extra_data"]["isolation"] = state["isolation"]
+
+
+def _integrity_session(**kwargs: Any) -> Any:
+    """The held-out integrity of this run: secret, digest, rate limit, source scan (``autograder/integrity``)."""
+    from autograder.integrity.session import Session
+
+    return Session.prepare(**kwargs)
+
+
+def _import_policy(sandbox: Any, source: pathlib.Path) -> None:
+    """Student code may import the standard library and what requirements.txt installs (the grading
+    runtime's packages), here exactly as on Gradescope, whichever Python grades."""
+    from autograder.import_policy import import_names, requirements_of, write_policy
+
+    requirements = requirements_of(source)
+    if requirements is None:
+        print("imports: no requirements.txt in the autograder; student imports are not restricted", flush=True)
+        return
+    allowed = import_names(requirements.read_text(encoding="utf-8"))
+    write_policy(sandbox, allowed)
+    print(f"imports: the standard library and {', '.join(allowed)} (from {requirements.name})", flush=True)
+
+
+def add_submission_notes(data: dict, notes: "list[str]") -> None:
+    """Put the notes about the upload (folder graded, files ignored) at the top of the visible output."""
+    if notes:
+        data["output"] = "\n".join(f"**Note:** {line}" for line in notes) + "\n\n" + data.get("output", "")
+
+
+def runtime_info(sandbox: Any) -> dict:
+    """results.json ``extra_data["runtime"]``: the Python and torch that ran student code, and which runtime.
+
+    ``kind``: ``$NOTEGRADE_RUNTIME_KIND`` as set by whoever started the grader (``notegrade grade``:
+    "grading-venv" or "custom"; ``--docker``: "docker"), else "gradescope" in Gradescope's
+    ``/autograder/venv`` and "toolkit" otherwise."""
+    info = sandbox.worker_info
+    kind = os.environ.get("NOTEGRADE_RUNTIME_KIND") or (
+        "gradescope" if pathlib.Path(sys.prefix) == pathlib.Path("/autograder/venv") else "toolkit")
+    return {"python": str(info.get("python") or sys.version.split()[0]), "torch": str(info.get("torch") or ""),
+            "kind": kind, "executable": sandbox.python}
 
 
 def _write_json(path: pathlib.Path, data: dict) -> None:

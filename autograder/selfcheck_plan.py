@@ -28,7 +28,6 @@ from autograder.errors import NotegradeError
 
 EXPORT_FORMAT = "notegrade-selfcheck-rubric/1"
 EXPORT_NAME = "rubric.json"  # next to this module in the vendored copy
-TOOLKIT_RUBRIC = Path(__file__).resolve().parents[1] / "rubrics" / "fall2024_a2.toml"
 DEFAULT_ITEM_TIMEOUT_S = 60.0  # the rubric's default, for exports that leave it out
 
 
@@ -59,10 +58,19 @@ class Plan:
     not_shown_items: int = 0
     not_shown_points: float = 0.0
     source: str = "<export>"
+    # How the grader presents the held-out notes (the perturbation) and the source budget, so the
+    # accuracy estimate and the budget message match Gradescope's; nothing secret.
+    heldout: dict = dataclasses.field(default_factory=dict)
+    checkpoint: dict = dataclasses.field(default_factory=dict)  # the rubric's [checkpoint] (budget, module. prefix)
+    submission_files: "tuple[str, ...]" = ("model.py", "losses.py", "train.py", "model.pt")
+    allowed_imports: "tuple[str, ...] | None" = None  # the grading runtime's packages (requirements.txt); None: any
 
 
-def export_rubric(rubric: Any, *, frontend_hash: "str | None" = None) -> dict:
-    """A validated ``Rubric`` -> the JSON the vendored self-check reads: visible items only."""
+def export_rubric(rubric: Any, *, frontend_hash: "str | None" = None,
+                  allowed_imports: "list[str] | tuple[str, ...] | None" = None) -> dict:
+    """A validated ``Rubric`` -> the JSON the vendored self-check reads: visible items only.
+
+    ``allowed_imports``: top-level modules of the grading runtime (the autograder's requirements.txt)."""
     visible = [item for item in rubric.items if item.visibility == "visible"]
     others = [item for item in rubric.items if item.visibility != "visible"]
     return {"format": EXPORT_FORMAT, "title": rubric.title, "total_points": rubric.total_points,
@@ -70,7 +78,18 @@ def export_rubric(rubric: Any, *, frontend_hash: "str | None" = None) -> dict:
             "late_policy": dataclasses.asdict(rubric.late_policy), "frontend_hash": frontend_hash,
             "items": [{"number": i.number, "title": i.title, "points": i.points, "check": i.check,
                        "params": dict(i.params), "timeout_s": i.timeout_s} for i in visible],
-            "not_shown": {"items": len(others), "points": sum(i.points for i in others)}}
+            "not_shown": {"items": len(others), "points": sum(i.points for i in others)},
+            "heldout": _heldout_export(rubric),
+            "checkpoint": dict(getattr(rubric, "checkpoint", {}) or {}),
+            "submission_files": list(getattr(rubric, "submission_files", ()) or ()),
+            "allowed_imports": sorted(allowed_imports) if allowed_imports is not None else None}
+
+
+def _heldout_export(rubric: Any) -> dict:
+    settings = getattr(rubric, "heldout", None)
+    if settings is None:
+        return {}
+    return {"perturbation": dataclasses.asdict(settings.perturbation), "max_source_kb": settings.max_source_kb}
 
 
 def plan_from_export(data: Any, *, source: str = "<export>") -> Plan:
@@ -98,13 +117,66 @@ def plan_from_export(data: Any, *, source: str = "<export>") -> Plan:
                 time_budget_s=float(data.get("time_budget_s", 480.0)), sandbox=dict(data.get("sandbox") or {}),
                 late_policy=dict(data.get("late_policy") or {}), frontend_hash=data.get("frontend_hash"),
                 not_shown_items=int(not_shown.get("items", 0)), not_shown_points=float(not_shown.get("points", 0.0)),
-                source=source)
+                source=source, heldout=dict(data.get("heldout") or {}), checkpoint=dict(data.get("checkpoint") or {}),
+                submission_files=tuple(data.get("submission_files") or Plan.submission_files),
+                allowed_imports=tuple(data["allowed_imports"]) if data.get("allowed_imports") is not None else None)
 
 
-def default_rubric() -> Path:
-    """The vendored copy's ``rubric.json`` when there is one, else the toolkit's default course rubric."""
-    packaged = Path(__file__).with_name(EXPORT_NAME)
-    return packaged if packaged.is_file() else TOOLKIT_RUBRIC
+def default_rubric(directory: "Path | None" = None) -> Path:
+    """The rubric the self-check uses without ``--rubric``/``--autograder``: the student folder's own
+    ``_selfcheck/rubric.json`` (what its template was generated with), else this vendored copy's.
+    Never a course offering picked by the toolkit: that is how a demo once scored 14/30 here and
+    30/30 on its autograder."""
+    candidates = ([Path(directory) / "_selfcheck" / EXPORT_NAME] if directory is not None else []) + \
+        [Path(__file__).with_name(EXPORT_NAME)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise NotegradeError(f"{directory or 'this folder'} has no _selfcheck/{EXPORT_NAME} (it was not made by "
+                         "`notegrade assign`): pass --autograder autograder.zip to check against that autograder's "
+                         "rubric, or --rubric FILE")
+
+
+def toolkit_allowed_imports() -> "list[str] | None":
+    """The toolkit's grading runtime (autograder/gradescope/requirements.txt) as import names; None when absent."""
+    from autograder.import_policy import import_names
+
+    requirements = Path(__file__).resolve().parent / "gradescope" / "requirements.txt"
+    return import_names(requirements.read_text(encoding="utf-8")) if requirements.is_file() else None
+
+
+def plan_from_autograder(path: "str | os.PathLike") -> Plan:
+    """The plan of an autograder zip (or its unpacked folder): its rubric.toml and its requirements.txt."""
+    import tempfile
+    import zipfile
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            from autograder.import_policy import requirements_of
+
+            rubric_text = (path / "rubric.toml").read_text(encoding="utf-8")
+            requirements = requirements_of(path)
+            req_text = requirements.read_text(encoding="utf-8") if requirements is not None else None
+        else:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+                rubric_text = archive.read("rubric.toml").decode("utf-8")
+                found = [n for n in ("requirements.txt", "autograder/gradescope/requirements.txt") if n in names]
+                req_text = archive.read(found[0]).decode("utf-8") if found else None
+    except FileNotFoundError:
+        raise NotegradeError(f"--autograder {path}: no such file or folder") from None
+    except KeyError:
+        raise NotegradeError(f"--autograder {path}: not an autograder zip (no rubric.toml at its root)") from None
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as err:
+        raise NotegradeError(f"--autograder {path}: cannot read it ({err})") from None
+    with tempfile.TemporaryDirectory(prefix="notegrade-rubric-") as tmp:
+        (Path(tmp) / "rubric.toml").write_text(rubric_text, encoding="utf-8")
+        plan = load_plan(Path(tmp) / "rubric.toml")
+    from autograder.import_policy import import_names
+
+    return dataclasses.replace(plan, source=f"{path} (rubric.toml)",
+                               allowed_imports=tuple(import_names(req_text)) if req_text is not None else None)
 
 
 def load_plan(path: "str | os.PathLike") -> Plan:
@@ -116,7 +188,9 @@ def load_plan(path: "str | os.PathLike") -> Plan:
         except ImportError:
             raise NotegradeError(f"{path}: reading a .toml rubric needs the instructor toolkit (notegrade); "
                                  f"this copy reads its {EXPORT_NAME}") from None
-        return dataclasses.replace(plan_from_export(export_rubric(rubric_module.load_rubric(path))), source=str(path))
+        allowed = toolkit_allowed_imports()
+        return dataclasses.replace(plan_from_export(export_rubric(rubric_module.load_rubric(path), allowed_imports=allowed)),
+                                   source=str(path))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -39,7 +39,10 @@ def load_state_dict(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise NotegradeError(f"{path} is not a weights-only PyTorch checkpoint ({type(err).__name__}: {err})") from err
+        from autograder.checks.checkpoint import _first_line  # torch's refusal without ANSI codes or boilerplate
+
+        raise NotegradeError(f"{path} is not a weights-only PyTorch checkpoint ({type(err).__name__}: "
+                             f"{_first_line(err)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -109,10 +112,12 @@ def main(*, checkpoint: Path, features: Path, out: Path, device: str = "auto", b
     """Evaluate ``checkpoint`` on ``features``; write metrics.json and confusion.png into ``out``."""
     state = load_state_dict(checkpoint)
     model = NoteCNN()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise NotegradeError(f"{checkpoint} does not fit NoteCNN: {str(err).splitlines()[0]}") from err
+    from autograder.harness.checkpoint import mismatch  # every missing/unexpected/misshapen key, by name
+
+    problem = mismatch(model.state_dict(), state)
+    if problem:
+        raise NotegradeError(f"{checkpoint}: {problem.replace('your NoteCNN', 'the reference NoteCNN')}")
+    model.load_state_dict(state)
     dev = resolve_device(device)
     model = model.to(dev, memory_format=torch.channels_last)
     data = read_feature_file(features, expected_frontend_hash=frontend_hash())

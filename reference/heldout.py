@@ -2,36 +2,56 @@
 
 The held-out file is a feature file of kind ``heldout`` (:mod:`autograder.featurefile`): the
 front-end's float16 features, the family labels and the NSynth note ids of one split (usually
-the test split, whose instruments the students never train on).  It holds no audio.  After
-writing it is read back and validated: not empty, labels in range, the toolkit's front-end
-hash, and the per-family counts are reported (a family with no notes is named, since the
-grader's per-family accuracy will be missing for it).
+the test split, whose instruments the students never train on).  It holds no audio.
+
+Two optional parts serve the grader's train-on-test detector:
+
+- ``--train-sample nsynth-train`` packs a labelled random sample of the training split
+  (``--sample-size``, default 1,024 notes).  The grader evaluates it mixed in with the held-out
+  notes, so an honest model shows its usual gap between training and unseen instruments, and a
+  model that learnt the public test labels does not.
+- ``--reference-model model.pt`` records the reference's accuracy and loss on both parts, so the
+  detector can also compare a submission's gap with the reference's.
+
+After writing, the file is read back and validated: not empty, labels in range, the toolkit's
+front-end hash, no note shared between the sample and the held-out notes, and the per-family
+counts are reported (a family with no notes is named, since the grader's per-family accuracy
+will be missing for it).
 
 Example
 -------
->>> summary = main(nsynth="data/rendered/nsynth-test", out="heldout.safetensors")  # doctest: +SKIP
->>> summary["notes"], summary["family_counts"]["vocal"]                             # doctest: +SKIP
-(5760, 180)
+>>> summary = main(nsynth="data/rendered/nsynth-test", out="heldout.safetensors",          # doctest: +SKIP
+...                train_sample="data/rendered/nsynth-train", sample_size=1024)
+>>> summary["notes"], summary["train_sample"]                                               # doctest: +SKIP
+(4855, 1024)
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 
+import numpy as np
+
 from autograder.errors import NotegradeError
-from autograder.featurefile import FAMILIES, read_feature_file
+from autograder.featurefile import FAMILIES, read_feature_file, write_heldout_with_sample
 from reference.features import frontend_hash
 from reference.make_features import build_feature_file
 
+DEFAULT_SAMPLE_SIZE = 1024
+
 EXAMPLES = """examples:
-  notegrade heldout --nsynth data/rendered/nsynth-test --out heldout.safetensors
-  # the official NSynth test split (4,096 notes, no synth_lead)
-  notegrade heldout --nsynth nsynth-test --out heldout-nsynth.safetensors
+  notegrade heldout --nsynth data/rendered/nsynth-test --out heldout.safetensors \\
+      --train-sample data/rendered/nsynth-train --reference-model runs/ref/model.pt
+  # the official NSynth test split (4,096 notes, no synth_lead) with 1,024 training notes
+  notegrade heldout --nsynth nsynth-test --out heldout-nsynth.safetensors --train-sample nsynth-train
 """
 
 
 def validate_heldout(path: str | Path) -> dict:
-    """Read a held-out file back and check it; returns ``{"notes": N, "family_counts": {...}, "missing": [...]}``."""
+    """Read a held-out file back and check it; returns ``{"notes": N, "family_counts": {...}, "missing": [...],
+    "train_sample": n}``."""
     heldout = read_feature_file(path, expected_frontend_hash=frontend_hash(), mmap=False)
     if heldout.kind != "heldout":
         raise NotegradeError(f"{path}: is a {heldout.kind!r} file, not a held-out file; build one with `notegrade heldout`")
@@ -41,15 +61,88 @@ def validate_heldout(path: str | Path) -> dict:
         raise NotegradeError(f"{path}: labels outside 0..{len(FAMILIES) - 1}")
     if len(set(heldout.notes.tolist())) != len(heldout):
         raise NotegradeError(f"{path}: duplicate note ids; the split's examples.json repeats notes")
+    sample = heldout.sample
+    if sample is not None:
+        shared = set(heldout.note_strs) & set(sample.note_strs)
+        if shared:
+            raise NotegradeError(f"{path}: the training sample shares {len(shared)} note(s) with the held-out notes "
+                                 f"(e.g. {sorted(shared)[0]}): --train-sample must be the training split")
     counts = heldout.family_counts()
-    return {"notes": len(heldout), "family_counts": counts, "missing": [f for f, n in counts.items() if n == 0]}
+    return {"notes": len(heldout), "family_counts": counts, "missing": [f for f, n in counts.items() if n == 0],
+            "train_sample": len(sample) if sample is not None else 0}
+
+
+def _sampler(size: int, seed: int):
+    def select(notes: list) -> list:
+        if size >= len(notes):
+            return list(notes)
+        rows = np.random.default_rng(seed).choice(len(notes), size=size, replace=False)
+        return [notes[i] for i in sorted(rows)]
+    return select
+
+
+def reference_metrics(checkpoint: str | Path, heldout_path: str | Path) -> dict:
+    """The reference's accuracy and loss on the held-out notes and on the training sample (unperturbed)."""
+    import torch
+
+    from autograder.checks.heldout import _sample_metrics, mean_cross_entropy
+    from reference.evaluation import load_state_dict
+    from reference.model import NoteCNN
+
+    data = read_feature_file(heldout_path, mmap=False)
+    if data.sample is None:
+        raise NotegradeError("--reference-model needs --train-sample: the detector compares the two parts")
+    model = NoteCNN()
+    model.load_state_dict(load_state_dict(Path(checkpoint)))
+    model.eval()
+
+    def logits(features: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.cat([model(torch.from_numpy(np.asarray(features[i:i + 256], dtype=np.float32)))
+                              for i in range(0, len(features), 256)]).numpy()
+
+    held = logits(data.features)
+    labels = np.asarray(data.labels, dtype=np.int64)
+    sample = _sample_metrics(logits(data.sample.features), np.asarray(data.sample.labels, dtype=np.int64),
+                             np.bincount(labels, minlength=len(FAMILIES)))
+    return {"heldout_accuracy": round(float((held.argmax(1) == labels).mean()), 4),
+            "heldout_loss": round(mean_cross_entropy(held, labels), 4),
+            "train_accuracy": round(sample["accuracy_matched"], 4), "train_loss": round(sample["loss"], 4),
+            "model_sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()}
 
 
 def main(*, nsynth: str | Path, out: str | Path, workers: int | None = None, batch_size: int = 64,
-         device: str | None = None, progress: bool = True) -> dict:
-    """Write and validate the held-out file ``out`` from the NSynth split ``nsynth``."""
+         device: str | None = None, progress: bool = True, train_sample: str | Path | None = None,
+         sample_size: int = DEFAULT_SAMPLE_SIZE, sample_seed: int = 0,
+         reference_model: str | Path | None = None) -> dict:
+    """Write and validate the held-out file ``out`` from the NSynth split ``nsynth`` (see the module doc)."""
+    out = Path(out)
+    if sample_size < 1:
+        raise NotegradeError(f"--sample-size must be at least 1, got {sample_size}")
+    if reference_model is not None and train_sample is None:
+        raise NotegradeError("--reference-model needs --train-sample: the detector compares the two parts")
+    if reference_model is not None and not Path(reference_model).is_file():
+        raise NotegradeError(f"--reference-model {reference_model}: no such file")
     built = build_feature_file(nsynth=nsynth, out=out, kind="heldout", workers=workers, batch_size=batch_size,
                                device=device, progress=progress)
+    if train_sample is not None:
+        partial = out.with_name(out.name + ".sample.partial")
+        try:
+            sampled = build_feature_file(nsynth=train_sample, out=partial, workers=workers, batch_size=batch_size,
+                                         device=device, progress=progress, select=_sampler(sample_size, sample_seed))
+            info = {"count": sampled["notes"], "split": sampled["split"], "seed": sample_seed,
+                    "family_counts": sampled["family_counts"]}
+            write_heldout_with_sample(out, heldout=read_feature_file(out, mmap=False),
+                                      sample=read_feature_file(partial, mmap=False),
+                                      extra_metadata={"train_sample": json.dumps(info, sort_keys=True)})
+        finally:
+            partial.unlink(missing_ok=True)
+        if reference_model is not None:
+            metrics = reference_metrics(reference_model, out)
+            write_heldout_with_sample(out, heldout=read_feature_file(out, mmap=False),
+                                      sample=read_feature_file(out, mmap=False).sample,
+                                      extra_metadata={"reference": json.dumps(metrics, sort_keys=True)})
+            built["reference"] = metrics
     return {**built, **validate_heldout(out)}
 
 
@@ -57,17 +150,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nsynth", required=True, type=Path, metavar="SPLIT_DIR",
                         help="the NSynth split to hold out (usually nsynth-test)")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the held-out file to write")
-    parser.add_argument("--workers", type=int, default=None, help="worker threads; None = one per core")
+    parser.add_argument("--train-sample", type=Path, metavar="TRAIN_DIR",
+                        help="pack a labelled random sample of this training split (the train-on-test detector's "
+                             "yardstick; default: no sample, no detector)")
+    parser.add_argument("--sample-size", type=int, default=DEFAULT_SAMPLE_SIZE, help="notes in the training sample")
+    parser.add_argument("--sample-seed", type=int, default=0, help="which notes the sample draws")
+    parser.add_argument("--reference-model", type=Path, metavar="MODEL_PT",
+                        help="record the reference's accuracy and loss on both parts (needs --train-sample)")
+    parser.add_argument("--workers", type=int, default=None, help="worker threads (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
-    parser.add_argument("--device", default=None, help="front-end device; None = cuda when available")
+    parser.add_argument("--device", default=None, help="front-end device (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = main(nsynth=args.nsynth, out=args.out, workers=args.workers, batch_size=args.batch_size, device=args.device)
+    summary = main(nsynth=args.nsynth, out=args.out, workers=args.workers, batch_size=args.batch_size, device=args.device,
+                   train_sample=args.train_sample, sample_size=args.sample_size, sample_seed=args.sample_seed,
+                   reference_model=args.reference_model)
     width = max(len(f) for f in FAMILIES)
     print(f"wrote {summary['out']}: {summary['notes']} held-out notes (features, labels, note ids; no audio)")
     for family, n in summary["family_counts"].items():
         print(f"  {family:<{width}}  {n:>6}")
     if summary["missing"]:
         print(f"note: no notes for {', '.join(summary['missing'])}; per-family accuracy will be missing for them")
+    if summary["train_sample"]:
+        print(f"training sample: {summary['train_sample']:,} labelled notes for the train-on-test detector")
+    else:
+        print("note: no training sample (--train-sample): the grader's train-on-test detector will not run")
+    if "reference" in summary:
+        ref = summary["reference"]
+        print(f"reference: {ref['heldout_accuracy']:.1%} on the held-out notes, {ref['train_accuracy']:.1%} on the "
+              "training sample (family mix of the held-out notes)")
     return 0

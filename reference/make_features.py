@@ -56,11 +56,14 @@ EXAMPLES = """examples:
 def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, sources=None,
                        pitches: tuple[int, int] | None = None, velocities=None, kind: str = "features",
                        workers: int | None = None, batch_size: int = 64, device: str | None = None,
-                       progress: bool = True) -> dict:
-    """Build ``out`` from the NSynth split ``nsynth``; returns a summary (notes, seconds, files/s, counts)."""
+                       progress: bool = True, select=None) -> dict:
+    """Build ``out`` from the NSynth split ``nsynth``; returns a summary (notes, seconds, files/s, counts).
+
+    ``select``: a function from the filtered notes (sorted by note id) to the notes to keep
+    (``notegrade heldout`` draws its training sample with it)."""
     started = time.perf_counter()
     split = load_split(nsynth, families=families, sources=sources, pitches=pitches, velocities=velocities)
-    notes = split.notes
+    notes = split.notes if select is None else sorted(select(split.notes), key=lambda n: n.note)
     if not notes:
         raise NotegradeError(f"{nsynth}: no notes left after the filters; nothing to write")
     if batch_size < 1:
@@ -107,7 +110,9 @@ def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, so
         writer.close(ok=ok)
     seconds = time.perf_counter() - started
     return {"out": str(out), "split": split_name, "notes": len(notes), "seconds": seconds,
-            "files_per_s": len(notes) / seconds, "family_counts": split.family_counts()}
+            "files_per_s": len(notes) / seconds,
+            "family_counts": split.family_counts() if select is None else
+            {name: sum(1 for n in notes if n.family == i) for i, name in enumerate(FAMILIES)}}
 
 
 def _csv(kind: str, choices: tuple[str, ...]):
@@ -144,9 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pitch-range", type=_pitch_range, metavar="LO-HI", help="only MIDI pitches in LO..HI")
     parser.add_argument("--velocities", type=_ints, metavar="V,V,...", help="only these velocities")
     parser.add_argument("--workers", type=int, default=None, help="worker threads, each decoding and computing "
-                        "whole batches; None = one per core")
+                        "whole batches (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
-    parser.add_argument("--device", default=None, help="front-end device, e.g. cpu or cuda; None = cuda when available")
+    parser.add_argument("--device", default=None, help="front-end device, e.g. cpu or cuda (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:

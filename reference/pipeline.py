@@ -20,6 +20,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,25 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def channels_last_works(model: nn.Module, device: torch.device) -> bool:
+    """Whether ``model`` runs a channels_last batch (False: its forward needs contiguous memory, e.g.
+    ``x.view(x.size(0), -1)``, a correct model that only the faster memory format breaks).  Raises
+    :class:`NotegradeError` when the forward fails on contiguous input too."""
+    x = torch.zeros(2, 1, 64, 64, device=device)
+    try:
+        with torch.inference_mode():  # (spelled unlike train.py's evaluate, which students write)
+            model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+        return True
+    except RuntimeError:
+        pass
+    try:
+        with torch.inference_mode():
+            model.to(memory_format=torch.contiguous_format)(x)
+    except Exception as err:
+        raise NotegradeError(f"NoteCNN.forward fails on a batch of 2 notes: {type(err).__name__}: {err}") from None
+    return False
+
+
 def make_loss(config: TrainConfig, model: nn.Module):
     """The training objective: the chosen cross-entropy plus optional L1/L2 penalties."""
     base = {
@@ -173,6 +193,11 @@ def main(*, train: Path, valid: Path, out: Path, config: TrainConfig | None = No
     expected = frontend_hash()
     train_set = read_feature_file(train, expected_frontend_hash=expected)
     valid_set = read_feature_file(valid, expected_frontend_hash=expected)
+    if config.channels_last and not channels_last_works(NoteCNN().to(device), device):
+        print("note: your NoteCNN.forward does not accept channels_last input (x.view(x.size(0), -1) needs "
+              "contiguous memory; torch.flatten(x, 1) does not), so training uses contiguous tensors: correct, "
+              "a little slower", file=sys.stderr)
+        config = dataclasses.replace(config, channels_last=False)
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     train_loader = FeatureLoader(
         train_set, batch_size=config.batch_size, shuffle=True, seed=config.seed, device=device,
@@ -289,14 +314,16 @@ def _field_comments() -> dict[str, str]:
     return {m[1]: m[2].replace("%", "%%") for m in map(pattern.match, inspect.getsource(TrainConfig).splitlines()) if m}
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, student: bool = False) -> int:
+    """``notegrade train`` (the instructor's) or, with ``student``, ``python pipeline.py`` (the student's)."""
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     result = main(train=args.train, valid=args.valid, out=args.out, config=config)
     m = result["metrics"]
+    submit = " (submit it with model.py, losses.py and train.py)" if student else ""
     print(
         f"trained {m['epochs_run']} epochs in {m['train_seconds']:.0f} s on {m['device']} "
         f"({m['examples_per_second']:.0f} examples/s); valid accuracy {100 * m['valid_accuracy']:.1f}%\n"
-        f"wrote {args.out / 'model.pt'} (submit this), checkpoint.pt, history.csv, curves.png"
+        f"wrote {args.out / 'model.pt'}{submit}, checkpoint.pt, history.csv, curves.png"
     )
     return 0
 
@@ -306,6 +333,6 @@ if __name__ == "__main__":
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(_parser)
     try:
-        raise SystemExit(run(_parser.parse_args()))
+        raise SystemExit(run(_parser.parse_args(), student=True))
     except NotegradeError as _err:
         raise SystemExit(f"error: {_err}")

@@ -164,18 +164,19 @@ def main(*, out: str | Path, soundfonts: Sequence[str | Path] = DEFAULT_SOUNDFON
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory (gets nsynth-{train,valid,test}/)")
     parser.add_argument("--soundfont", action="append", dest="soundfonts", metavar="PATH",
-                        help=f"an SF2/SF3 SoundFont; repeat for several; None = {', '.join(DEFAULT_SOUNDFONTS)}")
+                        help=f"an SF2/SF3 SoundFont; repeat for several (default: {', '.join(DEFAULT_SOUNDFONTS)})")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split and the note choice")
     parser.add_argument("--notes-per-instrument", type=int, default=DEFAULT_NOTES_PER_INSTRUMENT,
                         help="(pitch, velocity) pairs rendered per instrument (the size budget)")
     parser.add_argument("--pitch-range", type=_parse_range, default=(21, 108), metavar="LO-HI",
-                        help="only pitches in this MIDI range (each instrument also keeps to its own range)")
+                        help="only pitches in this MIDI range (each instrument also keeps to its own range) "
+                             "(default: 21-108, the piano's range)")
     parser.add_argument("--velocities", type=_parse_velocities, default=VELOCITIES, metavar="V,V,...",
-                        help="velocities to draw from (subset of 25,50,75,100,127)")
+                        help="velocities to draw from, a subset of 25,50,75,100,127 (default: all five)")
     parser.add_argument("--max-programs-per-family", type=int, default=None, metavar="N",
                         help="keep at most N SoundFont programs (each with its bank variants) per family, "
                              "a seeded choice; small sets for demos and tests")
-    parser.add_argument("--workers", type=int, default=None, help="render processes; None = one per core")
+    parser.add_argument("--workers", type=int, default=None, help="render processes (default: one per core)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing nsynth-* splits in --out")
 
 

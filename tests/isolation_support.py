@@ -116,13 +116,17 @@ def attacker(case: support.Case, dest: pathlib.Path, **files: str) -> pathlib.Pa
     return dest
 
 
+def set_first_line(submission: pathlib.Path, **values: object) -> None:
+    """Give a hostile case its parameters on model.py's first line (only the assignment's files reach
+    the sandbox through run_autograder, so a side file would be ignored)."""
+    model = submission / "model.py"
+    line = "; ".join(f"{name} = {value!r}" for name, value in values.items())
+    model.write_text(f"{line}  # set by the test\n" + model.read_text())
+
+
 def marker_path() -> pathlib.Path:
     """Where a planted .pth would write the euid it ran with (absent: it never ran)."""
     return pathlib.Path("/tmp") / f"notegrade-uid0-marker-{uuid.uuid4().hex}"
-
-
-def attack_file(marker: pathlib.Path) -> str:
-    return json.dumps({"marker": str(marker)})
 
 
 def student_processes() -> "list[processes.ProcInfo]":

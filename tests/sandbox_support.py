@@ -180,8 +180,18 @@ def build_case(case: Case, workdir: pathlib.Path, *, heldout: pathlib.Path, stat
         built.target.write_text(built.target_text)
         built.target.chmod(mode)
         built.extra_cleanup.append(results)
-        (submission / "target.txt").write_text(str(built.target))
+        aim_target(submission, str(built.target))
     return built
+
+
+def aim_target(submission: pathlib.Path, path: str) -> None:
+    """Set the results file a hostile case attacks, in model.py itself: only the assignment's four files
+    reach the sandbox through run_autograder (a target.txt beside them would be ignored)."""
+    model = submission / "model.py"
+    lines = model.read_text().splitlines(keepends=True)
+    if lines and lines[0].startswith("_target = "):
+        lines = lines[1:]
+    model.write_text(f"_target = {path!r}  # the results file this hostile case tries to rewrite\n" + "".join(lines))
 
 
 def uid_processes(uid: int) -> "list[int]":

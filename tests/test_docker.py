@@ -113,7 +113,7 @@ def _build_hostile(folder: Path, state_dict: dict, heldout: Path) -> dict:
         built = sandbox_support.build_case(cases[name], folder.parent / f"build-{name}", heldout=heldout,
                                            state_dict=state_dict)
         if built.target is not None:  # aim at the container's real results.json, not a host temp file
-            (built.submission / "target.txt").write_text(RESULTS_IN_CONTAINER)
+            sandbox_support.aim_target(built.submission, RESULTS_IN_CONTAINER)
         shutil.copytree(built.submission, folder / name)
     return {name: cases[name].spec for name in HOSTILE}
 
@@ -274,7 +274,8 @@ def test_no_network_from_student_code_in_a_container(client, image, setup, tmp_p
         state = torch.load(grading_assets().state_dict_path, weights_only=True)
         built = sandbox_support.build_case(cases["tcp_exfiltration"], tmp_path / "build",
                                            heldout=grading_assets().heldout, state_dict=state)
-        (built.submission / "listener.json").write_text(json.dumps({"port": port}))
+        model = built.submission / "model.py"  # only the assignment's files reach the sandbox: the port goes in it
+        model.write_text(f"_PORT = {port}\n" + model.read_text())
         results_dir = tmp_path / "results"
         results_dir.mkdir()
         uid = str(CONTAINER_UIDS[-2])

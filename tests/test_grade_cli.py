@@ -49,12 +49,57 @@ def test_reference_scores_100_through_the_cli(tmp_path, autograder_zip):
     # The worker's batches/threads may order float sums differently: allow one near-tie to flip.
     extra = results["extra_data"]
     assert extra["heldout_count"] == 88 and extra["heldout_accuracy"] == pytest.approx(assets.accuracy, abs=1.01 / 88)
-    assert results["leaderboard"] == [{"name": "Held-out accuracy", "value": extra["heldout_accuracy"], "order": "desc"}]
+    # The leaderboard shows the accuracy rounded to 0.1 point, as students see it.
+    assert results["leaderboard"] == [{"name": "Held-out accuracy", "value": round(extra["heldout_accuracy"], 3),
+                                       "order": "desc"}]
     assert "## Rendered-data rubric (tests and demo): 100 / 100" in proc.stdout
     assert "no submission_metadata.json" in proc.stdout  # a local run: no late penalty, and it says so
     html = (out / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "100 / 100" in html and "Confusion matrix" in html
     assert "[notegrade] item 1.1" in (out / "stdout.txt").read_text()
+    # Graded in the runtime built from the autograder's requirements.txt, as on Gradescope.
+    assert extra["runtime"]["kind"] == "grading-venv" and extra["runtime"]["torch"] == "2.13.0+cpu", extra["runtime"]
+    assert "Graded in the grading-venv runtime: Python 3." in proc.stdout and ", torch 2.13.0+cpu." in proc.stdout
+
+
+def test_a_zipped_folder_is_graded_from_its_folder_and_only_the_assignment_files_reach_student_code(tmp_path, autograder_zip):
+    """Gradescope puts a zipped folder's files under submission/<folder>/: graded from there, with a note;
+    __MACOSX and .DS_Store are ignored silently, other files (a data file) with a note, and never copied."""
+    assets = grading_assets()
+    upload = tmp_path / "upload"
+    make_submission(upload / "my_hw", state_dict=torch.load(assets.state_dict_path))
+    (upload / "my_hw" / "labels.npy").write_bytes(b"a lookup table")
+    (upload / "my_hw" / ".DS_Store").write_bytes(b"\0")
+    (upload / "__MACOSX" / "my_hw").mkdir(parents=True)
+    (upload / "__MACOSX" / "my_hw" / "._model.py").write_bytes(b"\0")
+    # A model.py that reports which files it can see next to it.
+    model = (upload / "my_hw" / "model.py").read_text() + "\nimport os as _os\nprint('SEES', sorted(_os.listdir('.')))\n"
+    (upload / "my_hw" / "model.py").write_text(model)
+    out = tmp_path / "out"
+    assert grade.main(submission=upload, autograder=autograder_zip, out=out) == 0  # one submission, not a batch
+    results = json.loads((out / "results.json").read_text())
+    assert results["score"] == 100, results["output"]
+    assert "**Note:** Your upload has everything inside the folder my_hw/, so that folder was graded" in results["output"]
+    assert "**Note:** Ignored (only model.py, losses.py, train.py, model.pt are graded): labels.npy." in results["output"]
+    assert results["extra_data"]["submission"] == {"folder": "my_hw", "copied": ["model.py", "losses.py", "train.py",
+                                                                                  "model.pt"], "ignored": ["labels.npy"]}
+
+
+def test_an_import_the_grading_runtime_lacks_fails_as_on_gradescope(tmp_path, autograder_zip):
+    """`import librosa` (installed in the toolkit's environment) fails locally exactly as in Gradescope's venv."""
+    assets = grading_assets()
+    lines = (REPO / "reference" / "model.py").read_text().splitlines(keepends=True)
+    at = lines.index("import torch\n") + 1
+    model = "".join(lines[:at] + ["import librosa\n"] + lines[at:])
+    submission = make_submission(tmp_path / "sub", state_dict=torch.load(assets.state_dict_path), files={"model.py": model})
+    line = model.splitlines().index("import librosa") + 1
+    out = tmp_path / "out"
+    grade.grade_submission(submission=submission, autograder=autograder_zip, out=out, quiet=True)
+    results = json.loads((out / "results.json").read_text())
+    by_number = {t.get("number"): t for t in results["tests"]}
+    assert by_number["1.1"]["score"] == 0 and results["score"] == 50, results["output"]
+    assert f"importing model.py raised ModuleNotFoundError: No module named 'librosa' (at model.py, line {line}" \
+        in by_number["1.1"]["output"]
 
 
 @pytest.mark.slow
@@ -84,8 +129,27 @@ def test_batch_detection(tmp_path):
     (tmp_path / "many" / "a").mkdir(parents=True)
     (tmp_path / "many" / "b").mkdir()
     (tmp_path / "many" / ".DS_Store").write_text("")
-    assert grade._is_batch(tmp_path / "many")
+    assert grade._is_batch(tmp_path / "many") and grade.batch_problem(tmp_path / "many") is None
     assert not grade._is_batch(tmp_path / "missing")
+    # A zipped folder (one folder holding the work) is one submission, never a batch of one.
+    (tmp_path / "nested" / "my_hw").mkdir(parents=True)
+    (tmp_path / "nested" / "my_hw" / "model.py").write_text("")
+    assert not grade._is_batch(tmp_path / "nested")
+    # A stray file never silently turns a batch into one submission: --batch says why.
+    (tmp_path / "many" / "notes.txt").write_text("to do")
+    assert not grade._is_batch(tmp_path / "many")
+    assert "holds files besides submission folders (notes.txt)" in grade.batch_problem(tmp_path / "many")
+
+
+def test_batch_flag_and_jobs_without_a_batch_are_errors_that_say_why(tmp_path):
+    (tmp_path / "many" / "a").mkdir(parents=True)
+    (tmp_path / "many" / "notes.txt").write_text("to do")
+    with pytest.raises(NotegradeError, match=r"--batch: .* holds files besides submission folders \(notes.txt\)"):
+        grade.main(submission=tmp_path / "many", autograder=tmp_path / "ag.zip", is_batch=True)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "model.py").write_text("")
+    with pytest.raises(NotegradeError, match="--jobs 2 grades several submissions at once, but .* is one submission"):
+        grade.main(submission=tmp_path / "one", autograder=tmp_path / "ag.zip", jobs=2)
 
 
 def test_not_an_autograder_is_a_one_line_error(tmp_path):
@@ -132,9 +196,13 @@ def test_docker_flag_dispatches_to_docker_grade(tmp_path, monkeypatch):
     args = _parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--image", "tag", "--jobs", "3"])
     assert grade.run(args) == 0
     assert calls == [{"submission": tmp_path, "autograder": pathlib.Path("ag.zip"), "metadata": None,
-                      "out": pathlib.Path("graded"), "image": "tag", "jobs": 3, "base_image": None}]
+                      "out": pathlib.Path("graded"), "image": "tag", "jobs": 3, "base_image": None, "batch": None}]
     assert grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--base-image", "local:1"])) == 0
     assert calls[-1]["base_image"] == "local:1" and calls[-1]["image"] is None
+    assert grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--batch"])) == 0
+    assert calls[-1]["batch"] is True
+    with pytest.raises(NotegradeError, match="--python does not apply with --docker"):
+        grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--python", "/usr/bin/python3"]))
     with pytest.raises(NotegradeError, match="--image only applies with --docker"):
         grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--image", "tag"]))
     with pytest.raises(NotegradeError, match="--base-image only applies with --docker"):

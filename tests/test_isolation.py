@@ -154,7 +154,7 @@ def test_network_exfiltration_reaches_no_listener(level, tmp_path):
 
         state = torch.load(iso.grading_assets().state_dict_path, weights_only=True)
         built = support.build_case(case, tmp_path, heldout=iso.grading_assets().heldout, state_dict=state)
-        (built.submission / "listener.json").write_text(json.dumps({"port": listener.port}))
+        iso.set_first_line(built.submission, _PORT=listener.port)
         from autograder.checks import REGISTRY
 
         with support.RecordingSandbox(built.submission) as sandbox:
@@ -299,7 +299,8 @@ def test_survivor_then_victim(name, level, tmp_path, tmp_path_factory):
     alone = baseline(level, tmp_path_factory)
     before = iso.venv_listing(python)
     marker = iso.marker_path()
-    attacker = iso.attacker(case, tmp_path / "attacker", **{"attack.json": iso.attack_file(marker)})
+    attacker = iso.attacker(case, tmp_path / "attacker")
+    iso.set_first_line(attacker, _MARKER=str(marker))
     started = time.monotonic()
     if case.spec.get("kill_grader"):
         stop = threading.Event()

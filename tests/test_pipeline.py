@@ -67,8 +67,16 @@ def test_evaluate_cli_writes_metrics_and_confusion(feature_files, tmp_path, caps
 
 def test_evaluate_refuses_wrong_architecture_and_garbage(feature_files, tmp_path):
     torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "other.pt")
-    with pytest.raises(NotegradeError, match="does not fit NoteCNN"):
+    with pytest.raises(NotegradeError, match="does not fit the reference NoteCNN") as refused:
         evaluation.main(checkpoint=tmp_path / "other.pt", features=feature_files["valid"], out=tmp_path / "e")
+    # Every key by name, never torch's cut-off list or its ANSI escapes.
+    message = str(refused.value)
+    assert "conv1.weight (16, 1, 3, 3)" in message and "model.pt has weight (2, 3), bias (2,)" in message
+    assert "\x1b[" not in message and "..." not in message
+    torch.save(NoteCNN(), tmp_path / "whole.pt")
+    with pytest.raises(NotegradeError, match="not a weights-only PyTorch checkpoint") as refused:
+        evaluation.main(checkpoint=tmp_path / "whole.pt", features=feature_files["valid"], out=tmp_path / "e")
+    assert "\x1b[" not in str(refused.value) and "Please" not in str(refused.value)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(NotegradeError, match="not a weights-only PyTorch checkpoint"):
         evaluation.main(checkpoint=tmp_path / "junk.pt", features=feature_files["valid"], out=tmp_path / "e")
@@ -83,3 +91,25 @@ def test_train_cli_bad_usage_and_missing_file(tmp_path, capsys):
     code = cli(["train", "--train", str(tmp_path / "missing.safetensors"), "--valid", "y", "--out", str(tmp_path)])
     assert code == 1
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+class ViewNoteCNN(NoteCNN):
+    """A correct student model that flattens with x.view(x.size(0), -1): fails on channels_last input."""
+
+    def forward(self, x):
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            x = self.pool(torch.relu(conv(x)))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_model_using_view_trains_with_a_one_line_note(feature_files, tmp_path, monkeypatch, capsys):
+    with pytest.raises(RuntimeError, match="view size is not compatible"):  # what used to crash the driver
+        ViewNoteCNN().to(memory_format=torch.channels_last)(torch.zeros(2, 1, 64, 64).contiguous(
+            memory_format=torch.channels_last))
+    monkeypatch.setattr(pipeline, "NoteCNN", ViewNoteCNN)
+    result = _train(feature_files, tmp_path / "view")
+    assert len(result["history"]) == 2 and (tmp_path / "view" / "model.pt").is_file()
+    err = capsys.readouterr().err
+    assert "note: your NoteCNN.forward does not accept channels_last input" in err
+    assert json.loads((tmp_path / "view" / "config.json").read_text())["channels_last"] is False
+    assert pipeline.channels_last_works(NoteCNN(), torch.device("cpu"))  # the reference keeps the fast path

@@ -169,6 +169,32 @@ def test_resume_skips_what_was_graded_with_the_same_autograder(tmp_path, autogra
     assert len(calls) == 7
 
 
+def test_an_autograder_error_is_shown_but_never_reused(tmp_path, autograder_dir, fixture_export):
+    """The grader's own failure (here: its process got SIGTERM) is not a grade a rerun may keep."""
+    from autograder.results import error_results
+
+    calls: list[str] = []
+    killed: list[str] = []
+
+    def killed_once(**kw):
+        calls.append(kw["submission"].name)
+        if kw["submission"].name == "submission_1002" and not killed:
+            killed.append(kw["submission"].name)
+            return error_results(rubric=RUBRIC, graded=[], error="_Terminated: the grader received signal 15",
+                                 details="", execution_time=1.0).to_gradescope_dict()
+        return fake_grader(**kw)
+
+    out = tmp_path / "out"
+    _run(fixture_export, autograder_dir, out, grade=killed_once)
+    grades = pd.read_csv(out / "grades.csv").set_index("name")
+    assert grades.loc["Ben Franklin", "status"] == "autograder error"
+    assert not (out / "submissions" / "submission_1002" / "grade_key.json").exists()
+    calls.clear()
+    again = _run(fixture_export, autograder_dir, out, grade=killed_once)
+    assert calls == ["submission_1002"] and again.reused == 6 and again.graded == 1
+    assert pd.read_csv(out / "grades.csv").set_index("name").loc["Ben Franklin", "status"] == "graded"
+
+
 def test_one_broken_submission_never_stops_the_batch(tmp_path, autograder_dir, fixture_export):
     out = tmp_path / "out"
     regrade.main(export=fixture_export.path, autograder=autograder_dir, out=out, grade=fake_grader, **OPTIONS)
@@ -237,7 +263,8 @@ def test_docker_path_checks_the_engine_once_and_grades_in_the_image(tmp_path, au
     client, built, seen = object(), [], []
     monkeypatch.setattr(docker_grade, "docker_client", lambda: client)
     monkeypatch.setattr(docker_grade, "unpack_autograder", lambda path, work: path)
-    monkeypatch.setattr(docker_grade, "ensure_image", lambda c, *, source, tag: built.append((c, source, tag)) or "img:1")
+    monkeypatch.setattr(docker_grade, "ensure_image",
+                        lambda c, *, source, tag, base_image: built.append((c, source, tag, base_image)) or "img:1")
 
     def in_container(*, image, client, **kw):
         seen.append((image, client))
@@ -245,8 +272,8 @@ def test_docker_path_checks_the_engine_once_and_grades_in_the_image(tmp_path, au
 
     monkeypatch.setattr(docker_grade, "grade_submission", in_container)
     summary = regrade.main(export=fixture_export.path, autograder=autograder_dir, out=tmp_path / "o", docker=True,
-                           image=None, jobs=2, extensions=fixture_export.extensions_csv, **OPTIONS)
-    assert built == [(client, autograder_dir, None)]
+                           image=None, jobs=2, extensions=fixture_export.extensions_csv, base_image="local:1", **OPTIONS)
+    assert built == [(client, autograder_dir, None, "local:1")]  # regrade's --base-image reaches the image build
     assert len(seen) == 7 and set(seen) == {("img:1", client)}
     assert dict(zip(*pd.read_csv(summary.paths["grades"])[["name", "total"]].T.values)) == EXPECTED_TOTALS
 

@@ -137,14 +137,21 @@ def test_raw_template_gives_zero_with_a_not_implemented_message_per_item(assets,
     assert sections[-1].startswith("11 of 11 visible items do not pass yet (1.1, 1.2, 2.1")
 
 
-def test_without_features_the_accuracy_item_is_not_run_with_a_hint(tmp_path):
+def test_without_features_model_pt_is_still_loaded_and_run(tmp_path, assets):
     export = json.loads((TEMPLATE / "_selfcheck" / "rubric.json").read_text())
     export["items"] = [item for item in export["items"] if item["check"] == "heldout_accuracy"]
     (tmp_path / "rubric.json").write_text(json.dumps(export))
-    report = selfcheck.main(directory=TEMPLATE, rubric=tmp_path / "rubric.json", progress=False)
+    # A usable model.pt: loaded, run on a synthetic batch, and the accuracy "not run" with the hint.
+    work = fill_with_reference(TEMPLATE, tmp_path / "filled", state_dict_path=assets.state_dict_path)
+    report = selfcheck.main(directory=work, rubric=tmp_path / "rubric.json", progress=False)
     assert [(i["number"], i["status"], i["score"]) for i in report["items"]] == [("4.1", "not run", 0.0)]
-    assert report["items"][0]["output"] == selfcheck.NO_FEATURES_HINT and not report["passed"]
+    assert report["items"][0]["output"] == ("model.pt loads into your NoteCNN (10 tensors, 119,691 values) and gives "
+                                            "(4, 11) logits on a synthetic batch.\n" + selfcheck.NO_FEATURES_HINT)
     assert "1 of 1 visible items do not pass yet (4.1): 0 / 30 visible points." in selfcheck.render_text(report)
+    # No model.pt (the raw template): the error Gradescope gives, not "not run".
+    report = selfcheck.main(directory=TEMPLATE, rubric=tmp_path / "rubric.json", progress=False)
+    assert report["items"][0]["status"] == "error"
+    assert report["items"][0]["output"].startswith("model.pt is missing from the submission")
 
 
 # ---------------------------------------------------------------- verdicts agree with the autograder
@@ -283,6 +290,7 @@ def test_a_large_feature_file_is_cut_to_evenly_spaced_notes(tmp_path):
 
 
 def test_staging_copies_only_the_submitted_files_and_keeps_what_the_sandbox_refuses(tmp_path):
+    plan = selfcheck_plan.Plan(title="t", total_points=0.0, items=(), sandbox={"max_file_mb": 50.0})
     source = tmp_path / "folder"
     (source / "runs" / "first").mkdir(parents=True)
     (source / "model.py").write_text("x = 1\n")
@@ -290,18 +298,25 @@ def test_staging_copies_only_the_submitted_files_and_keeps_what_the_sandbox_refu
     os.symlink("/etc/passwd", source / "train.py")
     with open(source / "model.pt", "wb") as handle:
         handle.truncate(60 << 20)  # over the 50 MB limit: staged sparse, never read
-    selfcheck._stage(source, None, tmp_path / "staged", max_file_mb=50.0)
+    assert selfcheck._stage(source, None, tmp_path / "staged", plan) == []
     staged = tmp_path / "staged"
     assert sorted(p.name for p in staged.iterdir()) == ["model.pt", "model.py", "train.py"]
     assert os.readlink(staged / "train.py") == "/etc/passwd" and (staged / "model.pt").stat().st_size == 60 << 20
     (source / "model.pt").unlink()
     (source / "runs" / "first" / "model.pt").write_bytes(b"weights")
     os.symlink(source / "runs" / "first" / "model.pt", source / "latest.pt")
-    selfcheck._stage(source, source / "latest.pt", tmp_path / "explicit", max_file_mb=50.0)  # --model: its target
+    selfcheck._stage(source, source / "latest.pt", tmp_path / "explicit", plan)  # --model: its target
     assert not (tmp_path / "explicit" / "model.pt").is_symlink()
     assert (tmp_path / "explicit" / "model.pt").read_bytes() == b"weights"
     assert selfcheck._hints(source, None) == [
         f"model.pt is not in {source}, but {source}/runs/first/model.pt is: pass --model {source}/runs/first/model.pt"]
+    # A folder holding one folder with the work: graded from it, with the note run_autograder gives.
+    nested = tmp_path / "upload"
+    shutil.copytree(source, nested / "my_hw", symlinks=True)
+    (nested / "__MACOSX").mkdir()
+    notes = selfcheck._stage(nested, None, tmp_path / "nested", plan)
+    assert notes and notes[0].startswith("Your upload has everything inside the folder my_hw/")
+    assert sorted(p.name for p in (tmp_path / "nested").iterdir()) == ["model.py", "train.py"]
 
 
 def test_vendored_files_import_nothing_from_the_toolkit():
@@ -333,3 +348,27 @@ def test_run_is_a_thin_layer_over_main(monkeypatch, capsys):
     assert selfcheck.run(parser.parse_args(["d"])) == 1
     out = capsys.readouterr().out
     assert "  1.1   Counts" in out and "10 / 10  passed" in out and "    ✓ conv1 parameters: 160" in out
+
+
+def test_the_rubric_is_the_folders_own_or_the_autograders_never_a_hard_coded_offering(tmp_path, assets):
+    """Point 7: a demo once scored 14.12/30 here and 30/30 on its autograder, because the two used different rubrics."""
+    assert selfcheck_plan.default_rubric(TEMPLATE) == TEMPLATE / "_selfcheck" / "rubric.json"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(NotegradeError, match="has no _selfcheck/rubric.json .* pass --autograder autograder.zip"):
+        selfcheck_plan.default_rubric(bare)
+    # --autograder: that autograder's rubric.toml and requirements.txt, from its zip or its folder.
+    rubric = tmp_path / "rubric.toml"
+    rubric.write_text(assets.rubric)
+    source = make_autograder_dir(tmp_path / "autograder", rubric=rubric, heldout=assets.heldout)
+    archive = shutil.make_archive(str(tmp_path / "autograder_zip"), "zip", source)
+    for given in (source, pathlib.Path(archive)):
+        plan = selfcheck_plan.plan_from_autograder(given)
+        assert plan.title == parse_rubric(assets.rubric).title and plan.items[-1].params["full_at"] == 0.35
+        assert "torch" in plan.allowed_imports and "numpy" in plan.allowed_imports
+        assert "librosa" not in plan.allowed_imports and "tqdm" not in plan.allowed_imports
+    with pytest.raises(NotegradeError, match="give --rubric or --autograder, not both"):
+        selfcheck.main(directory=TEMPLATE, rubric=rubric, autograder=source)
+    with pytest.raises(NotegradeError, match="not an autograder zip"):
+        (tmp_path / "empty.zip").write_bytes(open(shutil.make_archive(str(tmp_path / "e"), "zip", bare), "rb").read())
+        selfcheck_plan.plan_from_autograder(tmp_path / "empty.zip")

@@ -74,14 +74,16 @@ def _without_timing(value):
 def assert_same_outputs(local: pathlib.Path, cluster_out: pathlib.Path) -> None:
     """Every file a regrade writes, byte for byte; results.json without its timing fields.
 
-    Left out: ``slurm/`` (the job files) and ``graded/stdout.txt`` (the grader's log: scratch paths, times)."""
+    Left out: ``slurm/`` (the job files) and ``graded/stdout.txt`` (the grader's log: scratch paths, times).
+    Each output folder's own path reads OUT: ``grades.json`` names the export it unpacked into it."""
     def files(root: pathlib.Path) -> set[str]:
         return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
                 and p.relative_to(root).parts[0] != "slurm" and p.name != "stdout.txt"}
 
     assert files(local) == files(cluster_out)
     for name in sorted(files(local)):
-        a, b = (local / name).read_bytes(), (cluster_out / name).read_bytes()
+        a = (local / name).read_bytes().replace(str(local).encode(), b"OUT")
+        b = (cluster_out / name).read_bytes().replace(str(cluster_out).encode(), b"OUT")
         if name.endswith("results.json"):
             assert _without_timing(json.loads(a)) == _without_timing(json.loads(b)), name
         else:

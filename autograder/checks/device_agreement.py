@@ -46,9 +46,12 @@ def verification_indices(n: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
 
 
-def _cpu_logits(sandbox: Any, budget: Budget, features: np.ndarray, name: str, batch_size: int) -> "np.ndarray | None":
+def _cpu_logits(sandbox: Any, budget: Budget, features: np.ndarray, name: str, batch_size: int,
+                checkpoint: "tuple[dict, dict]") -> "np.ndarray | None":
     shared = sandbox.share_input(name, features)
-    result = call(sandbox, budget, "heldout_logits", {"batch_size": batch_size, "device": "cpu"}, {"features": shared})
+    args, inputs = checkpoint  # the grader's verified model.pt (autograder/checks/checkpoint.py)
+    result = call(sandbox, budget, "heldout_logits", {"batch_size": batch_size, "device": "cpu", **args},
+                  {"features": shared, **inputs})
     logits = result.arrays.get("logits") if result.ok else None
     if logits is None or logits.shape != (len(features), 11) or not np.isfinite(logits).all():
         return None
@@ -56,17 +59,18 @@ def _cpu_logits(sandbox: Any, budget: Budget, features: np.ndarray, name: str, b
 
 
 def cross_check_on_cpu(sandbox: Any, budget: Budget, features: np.ndarray, logits: np.ndarray, device: str,
-                       params: dict) -> "tuple[np.ndarray, dict]":
+                       params: dict, checkpoint: "tuple[dict, dict]" = ({}, {})) -> "tuple[np.ndarray, dict]":
     """The logits to grade and what the item's data records about the device.
 
     ``device`` is where ``logits`` were computed (the probe's answer).  CPU logits pass unchanged.
+    ``checkpoint``: the verified model.pt's probe args and inputs, sent with every re-run.
     """
     if device != "cuda":
         return logits, {"device": "cpu"}
     minimum = float(params.get("gpu_min_agreement", DEFAULT_MIN_AGREEMENT))
     batch_size = int(params.get("batch_size", 64))
     picked = verification_indices(len(features), int(params.get("gpu_verify_notes", DEFAULT_VERIFY_NOTES)))
-    sample = _cpu_logits(sandbox, budget, np.asarray(features[picked]), "heldout_verify", batch_size)
+    sample = _cpu_logits(sandbox, budget, np.asarray(features[picked]), "heldout_verify", batch_size, checkpoint)
     if sample is None:  # the CPU re-run failed or ran out of time: the GPU's answer is all there is
         return logits, {"device": "cuda", "gpu_agreement": None, "gpu_verified_notes": 0}
     agreement = argmax_agreement(logits[picked], sample)
@@ -74,7 +78,7 @@ def cross_check_on_cpu(sandbox: Any, budget: Budget, features: np.ndarray, logit
     if agreement >= minimum:
         return logits, {"device": "cuda", **info}
     everything = sample if len(picked) == len(features) else \
-        _cpu_logits(sandbox, budget, np.asarray(features), "heldout_features", batch_size)
+        _cpu_logits(sandbox, budget, np.asarray(features), "heldout_features", batch_size, checkpoint)
     if everything is None:
         return logits, {"device": "cuda", **info}
     return everything.astype(logits.dtype, copy=False), {"device": "cpu", **info}

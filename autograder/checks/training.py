@@ -1,4 +1,4 @@
-"""Training checks: train_one_epoch, overfitting a tiny batch, evaluate's modes, fit's early stopping.
+"""Training checks: train_one_epoch, overfitting a tiny batch, fit's early stopping (evaluate's modes: modes.py).
 
 TRUSTED side.  The worker drives the student's train.py with a harness-owned MLP
 (16 -> 24 -> ReLU -> 11) whose initial weights and data are seeded here, and torch's own
@@ -67,9 +67,22 @@ def _forward(flat: np.ndarray, x: np.ndarray, requires_grad: bool = False) -> "t
     return F.linear(hidden, parts["out.weight"], parts["out.bias"]), theta
 
 
-def loss_and_grad(flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> "tuple[float, np.ndarray]":
-    """Mean cross-entropy of the MLP at ``flat`` and its gradient (float64)."""
+def mode_shifts(rng: np.random.Generator) -> "dict[str, np.ndarray]":
+    """Two logit shifts of different sizes on different classes: the worker's probe model adds
+    ``eval_shift`` in eval mode and ``nograd_shift`` with gradients off, so outputs tell the mode."""
+    first, second = rng.choice(11, size=2, replace=False)
+    eval_shift, nograd_shift = np.zeros(11, np.float32), np.zeros(11, np.float32)
+    eval_shift[first] = float(rng.uniform(2.0, 3.0))
+    nograd_shift[second] = float(rng.uniform(1.0, 1.8))
+    return {"eval_shift": eval_shift, "nograd_shift": nograd_shift}
+
+
+def loss_and_grad(flat: np.ndarray, x: np.ndarray, y: np.ndarray,
+                  shift: "np.ndarray | None" = None) -> "tuple[float, np.ndarray]":
+    """Mean cross-entropy of the MLP at ``flat`` (logits + ``shift``) and its gradient (float64)."""
     logits, theta = _forward(flat, x, True)
+    if shift is not None:
+        logits = logits + torch.from_numpy(np.asarray(shift, dtype=np.float64))
     loss = F.cross_entropy(logits, torch.from_numpy(y))
     # autograd.grad rather than the solution's `loss.backward()` line, which assign's leak check
     # (this file is vendored into the student template) would flag as solution text.
@@ -109,8 +122,9 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
     rng, lr = np.random.default_rng(int(params.get("seed", 0))), float(params.get("lr", 0.5))
     init = init_params(rng)
     (xa, ya), (xb, yb), (xc, yc) = batch(rng, 8), batch(rng, 4), batch(rng, 6)
+    shifts = mode_shifts(rng)
     result = call(sandbox, budget, "train_step", {"lr": lr},
-                  _inputs(init, xa=xa, ya=ya, xb=xb, yb=yb, xc=xc, yc=yc))
+                  _inputs(init, xa=xa, ya=ya, xb=xb, yb=yb, xc=xc, yc=yc, **shifts))
     if not result.ok:
         return outcome_for_failure(result, "train_one_epoch")
     two, one = result.value.get("two_batches") or {}, result.value.get("one_batch") or {}
@@ -122,7 +136,11 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
     if two.get("error"):
         return ItemOutcome.failed("error", _error_text(two))
     got = _weights(result, "two_batches.params")
-    if _same(got, p2):
+    # The same two steps with the model left in eval mode (the probe model's eval shift on).
+    shift = shifts["eval_shift"]
+    q1 = p0 - lr * loss_and_grad(p0, xa, ya, shift)[1]
+    in_eval = _same(got, q1 - lr * loss_and_grad(q1, xb, yb, shift)[1])
+    if _same(got, p2) or in_eval:
         step = SubCheck("one SGD step per batch", True, 1.0, "two batches gave exactly two SGD steps with fresh gradients")
     else:
         hint = ("the weights did not change: call optimizer.step() after loss.backward()" if _same(got, p0) else
@@ -143,10 +161,14 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
                         f"train_one_epoch returned {describe(returned) if returned is not None else 'nothing usable'}, "
                         f"expected {expected:.6g} (the mean loss over the 12 examples)" + (f": {hint}" if hint else ""))
     seen = two.get("seen") or []
-    train_mode = bool(seen) and all(s[0] for s in seen)
+    # From the weights when they tell (train mode and eval mode give different steps); else the record.
+    told = _same(got, p2) or in_eval
+    train_mode = _same(got, p2) if told else bool(seen) and all(s[0] for s in seen)
+    source = "told by the weights it produced" if told else "from the worker's record"
     mode = SubCheck("trains in train mode", train_mode, 1.0,
-                    "forward ran in train mode" if train_mode else
-                    "forward ran in eval mode (or never ran): call model.train() at the start of train_one_epoch")
+                    f"forward ran in train mode ({source})" if train_mode else
+                    f"forward ran in eval mode or never ran ({source}): call model.train() at the start of "
+                    "train_one_epoch")
     if one.get("error"):
         lower = SubCheck("one step lowers the loss", False, 1.0, _error_text(one))
     else:
@@ -187,63 +209,6 @@ def run_train_overfit(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOu
         SubCheck("fits the tiny batch", acc == 1.0, 1.0, f"training accuracy {acc:.0%} on the 16 examples" +
                  ("" if acc == 1.0 else ", expected 100%")),
     ], data=data)
-
-
-def run_evaluate_modes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
-    """evaluate: eval mode, no grad, weights untouched, mode restored, per-example loss and accuracy."""
-    budget, blocked = _start(sandbox, timeout_s)
-    if blocked:
-        return blocked
-    rng = np.random.default_rng(int(params.get("seed", 0)))
-    init = init_params(rng)
-    (x1, y1), (x2, y2) = batch(rng, 5), batch(rng, 3)
-    result = call(sandbox, budget, "evaluate_modes", {}, _inputs(init, x1=x1, y1=y1, x2=x2, y2=y2))
-    if not result.ok:
-        return outcome_for_failure(result, "evaluate")
-    from_train, from_eval = result.value.get("from_train") or {}, result.value.get("from_eval") or {}
-    if from_train.get("error"):
-        return ItemOutcome.failed("error", _error_text(from_train))
-    seen = from_train.get("seen") or []
-    x, y = np.concatenate([x1, x2]), np.concatenate([y1, y2])
-    p0 = flatten(init)
-    loss = loss_and_grad(p0, x, y)[0]
-    batch_means = (loss_and_grad(p0, x1, y1)[0] + loss_and_grad(p0, x2, y2)[0]) / 2
-    acc = accuracy(p0, x, y)
-    returned = from_train.get("returned")
-    got_loss = returned.get("loss") if isinstance(returned, dict) else None
-    got_acc = returned.get("accuracy") if isinstance(returned, dict) else None
-    shape_hint = "" if isinstance(returned, dict) else f": evaluate returned {from_train.get('returned_type')}, " \
-                                                       "expected {'loss': float, 'accuracy': float}"
-    loss_ok = isinstance(got_loss, float) and close(got_loss, loss, rtol=1e-4, atol=1e-6)
-    loss_hint = ": that is the mean of the batch means; weight each batch by its size" if isinstance(
-        got_loss, float) and close(got_loss, batch_means, rtol=1e-4, atol=1e-6) else shape_hint
-    acc_ok = isinstance(got_acc, float) and close(got_acc, acc, rtol=1e-6, atol=1e-6)
-    acc_hint = ": return a fraction between 0 and 1" if isinstance(got_acc, float) and close(
-        got_acc, acc * 100, rtol=1e-6, atol=1e-6) else shape_hint
-    eval_mode = bool(seen) and not any(s[0] for s in seen)
-    no_grad = bool(seen) and not any(s[1] for s in seen) and not from_train.get("grads_computed")
-    return ItemOutcome.from_subchecks([
-        SubCheck("eval mode", eval_mode, 1.0, "forward ran in eval mode" if eval_mode else
-                 "forward ran in train mode: call model.eval() inside evaluate"),
-        SubCheck("no gradients", no_grad, 1.0, "forward ran without gradients" if no_grad else
-                 "gradients were tracked: wrap the loop in torch.no_grad()"),
-        SubCheck("weights unchanged", not from_train.get("weights_changed"), 1.0,
-                 "the weights were not changed" if not from_train.get("weights_changed") else
-                 "evaluate changed the weights: it must not train"),
-        SubCheck("restores train mode", bool(from_train.get("training_after")), 1.0,
-                 "a model in train mode is back in train mode afterwards" if from_train.get("training_after") else
-                 "a model that was in train mode is left in eval mode: restore model.training at the end"),
-        SubCheck("keeps eval mode", not from_eval.get("error") and from_eval.get("training_after") is False, 1.0,
-                 _error_text(from_eval) if from_eval.get("error") else
-                 "a model in eval mode stays in eval mode" if from_eval.get("training_after") is False else
-                 "a model that was in eval mode is left in train mode: restore the previous mode, do not force train()"),
-        SubCheck("mean loss", loss_ok, 1.0, f"loss {got_loss:.6g}" if loss_ok else
-                 f"loss {describe(got_loss) if isinstance(got_loss, float) else 'missing'}, expected {loss:.6g} "
-                 f"(mean over the 8 examples){loss_hint}"),
-        SubCheck("accuracy", acc_ok, 1.0, f"accuracy {got_acc:.4g}" if acc_ok else
-                 f"accuracy {describe(got_acc) if isinstance(got_acc, float) else 'missing'}, expected {acc:.4g}"
-                 f"{acc_hint}"),
-    ])
 
 
 def _fit_scenarios() -> "list[dict]":

@@ -12,7 +12,6 @@ Example
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import re
@@ -67,7 +66,8 @@ class _Zone:
 
 
 def _guarded(qualname: str, original: Any) -> Any:
-    @functools.wraps(original)
+    # Not functools.wraps: it would hand student code the original as ``guard.__wrapped__``.
+    # (The dispatcher-level watch in kernels.py refuses the kernels whatever the route anyway.)
     def guard(*args: Any, **kwargs: Any) -> Any:
         if _Zone.active:
             if qualname not in _Zone.hits:
@@ -75,6 +75,8 @@ def _guarded(qualname: str, original: Any) -> Any:
             raise ForbiddenCall(f"{qualname} is forbidden in losses.py: write it from elementary tensor operations")
         return original(*args, **kwargs)
 
+    guard.__name__ = guard.__qualname__ = getattr(original, "__name__", qualname.rsplit(".", 1)[-1])
+    guard.__doc__ = getattr(original, "__doc__", None)
     guard.__notegrade_guard__ = True
     return guard
 

@@ -21,6 +21,7 @@ import torch
 
 from .common import (ProbeFailure, WorkerContext, describe_exception, forbidden_zone, import_student,
                      type_name)
+from .kernels import KernelWatch, forbidden_nodes
 
 GRADCHECK = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}
 
@@ -98,32 +99,38 @@ def _one_call(call: dict, losses: Any, context: WorkerContext) -> dict:
         arguments = list(tensors)
     counter = _BackwardCounter(function_class) if function_class is not None else None
     doing = f"losses.{name}" + (".apply" if function_class is not None else "")
+    known = tensors + [p for _, p in grad_targets]
+    # The dispatcher watch covers the call and its backward pass (gradcheck below repeats the
+    # same function many times: the Python guards still cover it, and the watch would only cost time).
+    kernels = KernelWatch(known)
     with forbidden_zone() as zone:
         try:
-            if counter is not None:
-                counter.__enter__()
-            out = fn(*arguments, **kwargs)
-            result["returned_type"] = type_name(out)
-            if not isinstance(out, torch.Tensor):
-                raise ProbeFailure("type", f"{doing} returned a {type_name(out)}, expected a tensor")
-            result["value_dtype"] = str(out.dtype).replace("torch.", "")
-            context.save(f"{key}.value", out)
-            result["value"] = f"{key}.value"
-            if grad_targets:
-                if not out.requires_grad:
-                    raise ProbeFailure("gradient", f"{doing} returned a tensor without a gradient: "
-                                                   "the computation left the autograd graph (detach/.item()/numpy?)")
-                if out.dim() == 0:
-                    (out * float(call.get("grad_scale", 1.0))).backward()
-                else:
-                    upstream = context.tensor(str(call["upstream"])).to(out.dtype)
-                    out.backward(upstream)
-                result["grads"] = {}
-                for label, tensor in grad_targets:
-                    if tensor.grad is not None:
-                        context.save(f"{key}.grad.{label}", tensor.grad)
-                        result["grads"][label] = f"{key}.grad.{label}"
-            result["ok"] = True
+            with kernels:
+                if counter is not None:
+                    counter.__enter__()
+                out = fn(*arguments, **kwargs)
+                result["returned_type"] = type_name(out)
+                if not isinstance(out, torch.Tensor):
+                    raise ProbeFailure("type", f"{doing} returned a {type_name(out)}, expected a tensor")
+                _check_kernels(out, kernels, doing, context)
+                result["value_dtype"] = str(out.dtype).replace("torch.", "")
+                context.save(f"{key}.value", out)
+                result["value"] = f"{key}.value"
+                if grad_targets:
+                    if not out.requires_grad:
+                        raise ProbeFailure("gradient", f"{doing} returned a tensor without a gradient: "
+                                                       "the computation left the autograd graph (detach/.item()/numpy?)")
+                    if out.dim() == 0:
+                        (out * float(call.get("grad_scale", 1.0))).backward()
+                    else:
+                        upstream = context.tensor(str(call["upstream"])).to(out.dtype)
+                        out.backward(upstream)
+                    result["grads"] = {}
+                    for label, tensor in grad_targets:
+                        if tensor.grad is not None:
+                            context.save(f"{key}.grad.{label}", tensor.grad)
+                            result["grads"][label] = f"{key}.grad.{label}"
+                result["ok"] = True
         except ProbeFailure as failure:
             result["error"] = failure.to_dict()
         except BaseException as err:
@@ -133,10 +140,28 @@ def _one_call(call: dict, losses: Any, context: WorkerContext) -> dict:
                 counter.__exit__()
         if result["ok"] and call.get("gradcheck") and tensors:
             result["gradcheck"] = _gradcheck(fn, tensors, call, kwargs, doing, context)
-        result["forbidden"] = list(zone.hits)
+        result["forbidden"] = list(zone.hits) + [f"{op} (reached at the dispatcher)" for op in kernels.forbidden]
     if counter is not None:
         result["backward_calls"] = counter.calls
     return result
+
+
+def _check_kernels(out: torch.Tensor, kernels: KernelWatch, doing: str, context: WorkerContext) -> None:
+    """Fail a result that the dispatcher did not see being made, or whose graph holds a forbidden node."""
+    nodes = forbidden_nodes(out)
+    if nodes:
+        kernels.forbidden.extend(f"{node} (in the autograd graph)" for node in nodes)
+        raise ProbeFailure("forbidden", f"{doing}: its result's autograd graph holds {', '.join(nodes)}: a built-in "
+                                        "loss or softmax ran; write it from elementary tensor operations")
+    if kernels.produced_outside(out):
+        kernels.forbidden.append("a result computed outside the dispatcher's view")
+        raise ProbeFailure("forbidden", f"{doing} returned a tensor that no operation the grader could observe "
+                                        "produced (was torch's dispatch disabled?): compute it with ordinary "
+                                        "tensor operations")
+    watcher = getattr(context, "watcher", None)
+    if kernels.unknown_inputs and watcher is not None:
+        watcher.note("dispatch", f"{doing} used {kernels.unknown_inputs} tensor(s) that no operation the grader saw "
+                                 "had produced (tensors made at import time, or dispatch bypassed)")
 
 
 def _gradcheck(fn: Any, tensors: "list[torch.Tensor]", call: dict, kwargs: dict, doing: str,

@@ -179,10 +179,11 @@ def main(argv: "list[str] | None" = None) -> int:
     # Probes on tiny models are several times faster on one thread (no wake-ups of a pool);
     # only held-out inference switches to ``--threads``.
     torch.set_num_threads(1)
-    from . import common, probes
+    from . import common, imports, probes
     from .device import select_device
 
     common.install_guards()
+    imports.install(args.submission)  # the grading runtime's imports only (see imports.py)
     import_seconds = time.perf_counter() - started
     device = select_device(args.device, cuda_available=torch.cuda.is_available())
     limit_mb, headroom_mb = _tighten_address_space(args.headroom_mb, args.memory_budget_mb)
@@ -192,6 +193,10 @@ def main(argv: "list[str] | None" = None) -> int:
     context = common.WorkerContext(
         submission=args.submission, inputs=args.inputs, outputs=args.outputs, device=device,
         threads=max(1, args.threads))
+    from .watch import Watcher
+
+    context.watcher = Watcher(submission=args.submission)  # before any student code runs
+    context.watcher.install()
     _write_line(args.responses, {
         "event": "ready", "pid": worker_pid, "python": sys.version.split()[0], "torch": torch.__version__,
         "numpy": numpy.__version__, "cuda_available": bool(torch.cuda.is_available()), "device": device,

@@ -2,7 +2,8 @@
 
 The archive's root is what Gradescope unpacks into ``/autograder/source``: ``setup.sh`` and
 ``run_autograder`` (from ``autograder/gradescope/``), ``setup.conf`` (where setup.sh gets its
-wheels), the pinned ``requirements.txt``, ``rubric.toml``, ``heldout.safetensors``, the grading
+wheels), the pinned ``requirements.txt``, ``rubric.toml``, ``heldout.safetensors``,
+``heldout.secret`` (the key of the held-out order, perturbation and split), the grading
 code (only the modules ``autograder.run_autograder``, the checks and the worker harness need:
 no instructor tools, no reference solution, no tests, no caches), the ``Dockerfile`` for
 Gradescope's manual Docker configuration, and ``MANIFEST.json`` (sha256 of every file).
@@ -171,7 +172,9 @@ def grading_modules() -> list[str]:
         raise NotegradeError("the grading code needs packages the Gradescope runtime does not install ("
                              + ", ".join(sorted(RUNTIME_PACKAGES)) + "): " + "; ".join(problems))
     files = set(seen)
-    for folder in {p.parent for p in seen}:
+    # Data files beside included modules come along, but not the top-level package's own (demo_rubric.toml:
+    # the demo's rubric is the instructor's, never the grader's).
+    for folder in {p.parent for p in seen} - {PACKAGE_DIR}:
         files.update(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(".py") and not _is_skipped(p))
     return sorted(str(Path("autograder") / p.relative_to(PACKAGE_DIR)) for p in files)
 
@@ -187,6 +190,9 @@ def _validate_heldout(path: Path) -> dict:
     from reference.features import frontend_hash
 
     expected = frontend_hash()
+    if not path.is_file():
+        raise NotegradeError(f"--heldout {path}: no such held-out file; make one from the NSynth test split with "
+                             f"`notegrade heldout --nsynth nsynth-test --out {path}`")
     heldout = read_feature_file(path, expected_frontend_hash=expected)  # refuses another front-end
     try:
         recomputed = frontend_hash(heldout.frontend_params)
@@ -199,7 +205,9 @@ def _validate_heldout(path: Path) -> dict:
         raise NotegradeError(f"{path}: is a {heldout.kind!r} file, not a held-out file; make one with `notegrade heldout`")
     if len(heldout) == 0:
         raise NotegradeError(f"{path}: the held-out file has no notes")
-    return {"notes": len(heldout), "split": heldout.split, "frontend_hash": expected}
+    sample = len(heldout.sample) if heldout.sample is not None else 0
+    return {"notes": len(heldout), "split": heldout.split, "frontend_hash": expected, "train_sample": sample,
+            "reference_metrics": "reference" in heldout.metadata}
 
 
 _PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*$")
@@ -260,19 +268,31 @@ def _write_zip(out: Path, files: dict[str, Path | bytes], *, quiet: bool) -> Non
     tmp.replace(out)
 
 
+def default_secret_path(heldout: Path) -> Path:
+    """Where the build keeps the secret of a held-out file: beside it, ``<name>.secret``."""
+    return Path(heldout).with_suffix(".secret")
+
+
 def main(*, rubric: Path, heldout: Path, out: Path = Path("autograder.zip"), wheel_source: str | None = None,
          index_url: str = PYTORCH_CPU_INDEX, find_links: str | None = None, wheelhouse: Path | None = None,
-         quiet: bool = False) -> BuildResult:
+         quiet: bool = False, secret: Path | None = None) -> BuildResult:
     """Validate ``rubric`` and ``heldout`` and write the autograder zip to ``out``.
 
     ``wheelhouse``: a directory of wheels to bundle under ``wheels/`` (setup.sh then installs
     offline from it).  Otherwise ``wheel_source="index"`` (default) installs torch from
     ``index_url`` and the rest from PyPI, and ``"wheelhouse"`` installs from ``find_links``.
+    ``secret``: the file holding the autograder's secret (made when missing; default beside the
+    held-out file, :func:`default_secret_path`), so the same inputs give the same zip.
     """
+    from autograder.integrity.secret import SECRET_NAME, ensure_secret, secret_bytes_for_zip
+
     rubric, heldout, out = Path(rubric), Path(heldout), Path(out)
     parsed = _validate_rubric(rubric)
     heldout_info = _validate_heldout(heldout)
     files: dict[str, Path | bytes] = {}
+    # The held-out order, batches, perturbation and public/private split are keyed on this secret;
+    # on Gradescope it sits in /autograder/source, which student code cannot read.
+    files[SECRET_NAME] = secret_bytes_for_zip(ensure_secret(Path(secret) if secret else default_secret_path(heldout)))
     if wheelhouse is not None:
         for wheel in _validate_wheelhouse(Path(wheelhouse)):
             files[f"wheels/{wheel.name}"] = wheel
@@ -325,16 +345,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                              "or URL that pip searches at image build time")
     parser.add_argument("--wheelhouse", type=Path, help="bundle this directory's wheels into the zip (under wheels/)")
     parser.add_argument("--quiet", action="store_true", help="print only the archive's path and size")
+    parser.add_argument("--secret", type=Path, metavar="FILE",
+                        help="the autograder's secret (keys the held-out order, perturbation and split; made when "
+                             "missing; default: <heldout>.secret beside the held-out file). Keep it: a rebuild with "
+                             "another secret grades the same files differently")
 
 
 def run(args: argparse.Namespace) -> int:
     result = main(rubric=args.rubric, heldout=args.heldout, out=args.out, wheel_source=args.wheel_source,
-                  index_url=args.index_url, find_links=args.find_links, wheelhouse=args.wheelhouse, quiet=args.quiet)
+                  index_url=args.index_url, find_links=args.find_links, wheelhouse=args.wheelhouse, quiet=args.quiet,
+                  secret=args.secret)
     if not args.quiet:
         width = max(len(name) for name in result.entries)
         for name, size in result.entries.items():
             print(f"  {name:<{width}}  {_human(size):>10}")
         print(f"{len(result.entries)} files, {_human(sum(result.entries.values()))} uncompressed")
     print(f"wrote {result.path} ({_human(result.size)}; rubric {result.manifest['rubric']['rubric_hash'][:12]}, "
-          f"{result.manifest['heldout']['notes']:,} held-out notes)")
+          f"{result.manifest['heldout']['notes']:,} held-out notes, "
+          f"{result.manifest['heldout']['train_sample']:,} training-sample notes for the train-on-test detector)")
+    if not result.manifest["heldout"]["train_sample"]:
+        print("note: the held-out file has no training sample, so the train-on-test detector will not run; "
+              "add one with `notegrade heldout --train-sample nsynth-train`")
     return 0

@@ -39,7 +39,7 @@ from autograder.featurefile import FAMILIES
 
 EXAMPLES = """examples:
   notegrade report regrade/grades.csv --out class.html --reference-accuracy 0.72
-  notegrade report regrade/grades.csv --out class.html --reference-metrics runs/ref/metrics.json --top 15
+  notegrade report regrade/grades.csv --out class.html --reference-metrics runs/ref/test/metrics.json --top 15
 
 The report reads grades.json beside grades.csv (written by 'notegrade regrade') for the items'
 maximum points and the pooled confusion matrix; --class-data points at it elsewhere.  When an

@@ -171,7 +171,7 @@ def main(*, out: Path = Path("demo-out"), jobs: int | None = None, keep: bool = 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="directory for every artefact")
     parser.add_argument("--jobs", type=_positive_int, default=None,
-                        help="parallel workers, and submissions graded at once; None = one per core")
+                        help="parallel workers, and submissions graded at once (default: one per core)")
     parser.add_argument("--keep", action="store_true", help="keep the rendered WAV files")
 
 

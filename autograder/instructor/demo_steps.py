@@ -27,6 +27,7 @@ from autograder.errors import NotegradeError
 STUDENT_FILES = ("model.py", "losses.py", "train.py")
 RENDER = {"seed": 0, "max_programs_per_family": 8, "notes_per_instrument": 16}  # ~1,300 notes, ~10-15 s
 EPOCHS = 12  # ~40% held-out accuracy on this data (the demo rubric's full marks start at 30%)
+SAMPLE_SIZE = 300  # training notes packed into the held-out file for the train-on-test detector
 TITLE = "NSynth CNN demo"
 
 
@@ -157,8 +158,10 @@ class Context:
         from reference.evaluation import main as evaluate
         from reference.heldout import main as heldout
 
+        # With a training sample and the reference's numbers, so the train-on-test detector runs.
         made = heldout(nsynth=self.out / "data/nsynth-test", out=self.path("heldout", "heldout.safetensors"),
-                       workers=self.jobs, progress=self.progress)
+                       workers=self.jobs, progress=self.progress, train_sample=self.out / "data/nsynth-train",
+                       sample_size=SAMPLE_SIZE, reference_model=self.out / "reference/model.pt")
         metrics = evaluate(checkpoint=self.out / "reference/model.pt", features=self.out / "heldout.safetensors",
                            out=self.path("reference_eval", "reference/heldout_eval"))
         rubric = self.path("rubric", "demo_rubric.toml")
@@ -168,7 +171,8 @@ class Context:
         if not self.keep:  # ~170 MB of WAVs; the feature files and the held-out file hold what is needed
             for split in ("train", "valid", "test"):
                 shutil.rmtree(self.out / "data" / f"nsynth-{split}", ignore_errors=True)
-        return (f"{made['notes']} held-out notes, reference accuracy {metrics['accuracy']:.1%}; "
+        return (f"{made['notes']} held-out notes + {made['train_sample']} training notes, reference accuracy "
+                f"{metrics['accuracy']:.1%}; "
                 f"autograder.zip {archive.size / 1e6:.1f} MB")
 
     def starter(self) -> str:

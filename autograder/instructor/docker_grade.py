@@ -105,17 +105,19 @@ def _grade_runs(submissions: list[Path], *, autograder: Path, outs: list[Path], 
             return [f.result() for f in futures]
 
 
-def find_submissions(path: Path) -> list[Path]:
-    """``path`` itself when it holds submission files, else its subdirectories (sorted)."""
+def find_submissions(path: Path, *, batch: "bool | None" = None) -> list[Path]:
+    """``[path]`` for one submission, or the submission folders of a batch (sorted): the same rule as
+    local grading (:func:`autograder.grade._is_batch`; ``batch=True`` is ``--batch``)."""
+    from autograder.grade import _is_batch, batch_problem
+
     path = Path(path)
     if not path.is_dir():
         raise NotegradeError(f"{path}: no such submission directory")
-    if any(p.is_file() for p in path.iterdir()):
+    if batch and batch_problem(path):
+        raise NotegradeError(f"--batch: {batch_problem(path)}")
+    if not (batch or (batch is None and _is_batch(path))):
         return [path]
-    subs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not subs:
-        raise NotegradeError(f"{path}: empty: expected submission files (model.py, ...) or one folder per submission")
-    return subs
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
 
 
 def summary_table(runs: list[ContainerRun]) -> str:
@@ -134,9 +136,9 @@ def summary_table(runs: list[ContainerRun]) -> str:
 
 def grade_all(*, submission: Path, autograder: Path, out: Path, metadata: Path | None = None,
               image: str | None = None, jobs: int = 1, base_image: str | None = None, rebuild: bool = False,
-              quiet: bool = False, client=None) -> list[ContainerRun]:
+              quiet: bool = False, client=None, batch: "bool | None" = None) -> list[ContainerRun]:
     """Grade one submission (``out/results.json``) or a folder of them (``out/<name>/results.json``)."""
-    submissions = find_submissions(Path(submission))
+    submissions = find_submissions(Path(submission), batch=batch)
     single = len(submissions) == 1 and submissions[0] == Path(submission)
     outs = [Path(out)] if single else [Path(out) / s.name for s in submissions]
     return _grade_runs(submissions, autograder=Path(autograder), outs=outs, metadata=metadata, image=image,
@@ -144,12 +146,15 @@ def grade_all(*, submission: Path, autograder: Path, out: Path, metadata: Path |
 
 
 def main(*, submission: Path, autograder: Path, out: Path, metadata: Path | None = None, image: str | None = None,
-         jobs: int = 1, base_image: str | None = None, rebuild: bool = False) -> int:
+         jobs: int = 1, base_image: str | None = None, rebuild: bool = False, batch: "bool | None" = None) -> int:
     """:func:`grade_all` + the summary table; 1 when a container ended without results of its own."""
     if jobs < 1:
         raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    if jobs > 1 and len(find_submissions(Path(submission), batch=batch)) == 1 and not batch:
+        raise NotegradeError(f"--jobs {jobs} grades several submissions at once, but {submission} is one submission "
+                             "(a batch is a folder holding nothing but submission folders; say so with --batch)")
     runs = grade_all(submission=submission, autograder=autograder, out=out, metadata=metadata, image=image,
-                     jobs=jobs, base_image=base_image, rebuild=rebuild)
+                     jobs=jobs, base_image=base_image, rebuild=rebuild, batch=batch)
     print(summary_table(runs))
     print(f"results in {Path(out)}")
     failed = [r for r in runs if "container_error" in (r.results.get("extra_data") or {})]

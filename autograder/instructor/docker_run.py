@@ -146,7 +146,8 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
         container = client.containers.create(
             image, command=["/autograder/run_autograder"], volumes=volumes, network_mode="none", mem_limit=memory,
             memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9), pids_limit=4096,
-            environment={STUDENT_UID_ENV: str(uid)}, labels={"notegrade": "grade", UID_LABEL: str(uid)})
+            environment={STUDENT_UID_ENV: str(uid), "NOTEGRADE_RUNTIME_KIND": "docker"},
+            labels={"notegrade": "grade", UID_LABEL: str(uid)})
     finally:
         with _UID_LOCK:  # from now on the container's label reserves the uid
             _UIDS_STARTING.discard(uid)

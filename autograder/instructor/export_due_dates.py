@@ -163,7 +163,8 @@ def submission_metadata(
             }
         users.append(user)
     previous = [
-        {"submission_time": _iso(h.created_at), "score": h.score, "autograder_error": h.status == "failed", "results": {}}
+        {"submission_time": _iso(h.created_at), "score": h.score, "autograder_error": h.status == "failed",
+         "results": h.results or {}}
         for h in entry.history
         if h.created_at is not None and h.created_at < entry.created_at
     ]

@@ -50,6 +50,7 @@ class HistoryItem:
     created_at: dt.datetime | None
     score: float | None
     status: str
+    results: dict[str, Any] | None = None  # that submission's results.json (a rate-limited one keeps its held-out result)
 
 
 @dataclass
@@ -169,6 +170,7 @@ def _history(raw: Any, *, where: str, warnings: list[str]) -> list[HistoryItem]:
                 created_at=parse_datetime(created, what=":created_at:") if created is not None else None,
                 score=_score(_sym(item, "score"), what=":score:"),
                 status=str(_sym(item, "status") or ""),
+                results=_sym(item, "results") if isinstance(_sym(item, "results"), dict) else None,
             ))
         except NotegradeError as err:
             warnings.append(f"{where}: :history: item {i + 1} unreadable ({err}); ignored")

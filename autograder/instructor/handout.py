@@ -23,7 +23,8 @@ from pathlib import Path
 from types import ModuleType
 
 from autograder.errors import NotegradeError
-from autograder.instructor.handout_text import (GITIGNORE, README_BODY, REQUIREMENTS, SBATCH, SELFCHECK_ACCURACY,
+from autograder.instructor.handout_text import (GITIGNORE, PREFIX_ACCEPT, PREFIX_REFUSE, README_BODY, REQUIREMENTS,
+                                                SBATCH, SELFCHECK_ACCURACY, SUBMIT_SECTION,
                                                 SELFCHECK_INIT, SELFCHECK_SCRIPT, SELFCHECK_SECTION)
 
 _VISIBILITY = {
@@ -90,11 +91,13 @@ def grading_section(rubric_path: Path) -> str:
                    "handout (never with a model solution), and give partial credit per sub-check; a failed check "
                    "says what it expected, what your code produced and where."), "",
              "| item | what is checked | points | time limit | you see the result |", "|---|---|---:|---:|---|"]
+    from autograder.integrity.results_lines import points_visibility
+
     accuracy = []
     for item in rubric.items:
         title = item.title.replace("|", "\\|")  # a bare pipe would end the table cell
         lines.append(f"| {item.number} | {title} | {_points(item.points)} | {item.timeout_s:g} s | "
-                     f"{_VISIBILITY[item.visibility]} |")
+                     f"{_VISIBILITY[points_visibility(rubric, item)]} |")
         if "zero_at" in item.params and "full_at" in item.params:
             accuracy.append(item)
     lines.append(f"| | **total** | **{_points(rubric.total_points)}** | | |")
@@ -104,6 +107,7 @@ def grading_section(rubric_path: Path) -> str:
                             "whose labels stay with the grader (features computed by exactly this `features.py`), and "
                             f"scales the points linearly with the accuracy: {zero:g}% or less gives 0, {full:g}% or more "
                             f"gives all {_points(item.points)} points.")]
+        lines += ["", heldout_rules(rubric, item)]
     lines += ["", _wrap(f"The whole run has {rubric.time_budget_s:g} s; an item that runs out of its time limit gets no "
                         "points. Grading runs on a CPU without a GPU and with a memory limit: keep `model.pt` a plain "
                         "state_dict and never call `.cuda()` unconditionally.")]
@@ -128,6 +132,48 @@ def grading_section(rubric_path: Path) -> str:
                  f"{_points(rubric.total_points)}:")
     lines += [_wrap(" ".join(rules)), ""] + _late_examples(policy, rubric.total_points)
     return "\n".join(lines) + "\n"
+
+
+def heldout_rules(rubric, item) -> str:
+    """What the held-out item checks besides accuracy, and why (never the detector's thresholds)."""
+    settings = rubric.heldout
+    rules = []
+    if settings.perturbation.enabled:
+        rules.append("The held-out notes reach your model in a secret random order (so which notes share a batch "
+                     "is secret too), with a small random gain and a little noise added to the features (about "
+                     f"{settings.perturbation.gain_db:g} dB and {settings.perturbation.noise_db:g} dB): far too little "
+                     "to change an instrument family, so a model that generalises loses nothing, while a model that "
+                     "recognises memorised test notes does not recognise them any more. The same files always get "
+                     "the same order and noise, so resubmitting them gives the same score.")
+    else:
+        rules.append("The held-out notes reach your model in a secret random order (so which notes share a batch "
+                     "is secret too).")
+    if settings.public_fraction > 0:
+        rules.append(f"Before the due date you see your accuracy on a public part of the held-out notes "
+                     f"({settings.public_fraction:.0%} of them, the same for everyone), rounded to 0.1 point, and the "
+                     "leaderboard shows it; the points come from the other notes, the private part, and are shown "
+                     "after the due date.")
+    else:
+        rules.append("You see the accuracy rounded to 0.1 point, and the points are computed from that rounded value.")
+    rules.append(f"Per-family accuracy and the confusion matrix are shown "
+                 f"{_VISIBILITY[settings.details_visibility]}. No result ever names an individual held-out note.")
+    limit = settings.rate_limit
+    if limit.max_evaluations > 0:
+        rules.append(f"At most {limit.max_evaluations} submissions per {limit.window_hours:g} hours are evaluated on "
+                     "the held-out notes (counted from Gradescope's submission times; submissions that failed "
+                     "because of the autograder do not count). A submission over the limit keeps the held-out result "
+                     "of your last evaluated one and says when the next evaluation is possible.")
+    if settings.max_source_kb:
+        rules.append(f"The files you submit besides `model.pt` may hold at most {settings.max_source_kb:g} KB in "
+                     "total (the complete assignment needs a fraction of that): a submission that carries data in its "
+                     "source is not evaluated on the held-out notes.")
+    rules.append("Your course staff also receive an integrity report that Gradescope never shows you: it compares how "
+                 "your model does on the held-out notes and on training notes (NSynth's test labels are public; "
+                 "training on them shows), and lists code that reaches into the grader's process. It never changes "
+                 "your score by itself.")
+    if settings.integrity_line == "always":
+        rules.append("Because of it, Gradescope does not show you a total: add up the items.")
+    return _wrap(" ".join(rules))
 
 
 def selfcheck_section(rubric_path: Path) -> str:
@@ -174,11 +220,26 @@ def _frontend_constants(source: Path) -> dict:
             "silence": round((floor_db - module.DB_OFFSET) / module.DB_SCALE, 3)}
 
 
+def submit_section(rubric_path: "Path | None") -> str:
+    """The handout's "What to submit" section: the upload layouts, the rubric's files, checkpoint budget
+    and ``module.`` prefix policy (the defaults without a rubric)."""
+    from autograder.rubric import load_rubric
+
+    rubric = load_rubric(rubric_path, validate_checks=False) if rubric_path is not None else None
+    files = rubric.submission_files if rubric else ("model.py", "losses.py", "train.py", "model.pt")
+    policy = rubric.checkpoint if rubric else {"buffer_budget": 4096, "module_prefix": "accept"}
+    text = SUBMIT_SECTION.format(files=", ".join(f"`{name}`" for name in files),
+                                 budget=f"{int(policy['buffer_budget']):,}",
+                                 prefix=PREFIX_ACCEPT if policy["module_prefix"] == "accept" else PREFIX_REFUSE)
+    return text
+
+
 def readme(*, manifest, rubric: Path | None, features_source: Path) -> str:
     """The handout text; ``rubric=None`` leaves out the grading section (say so in the course page)."""
     grading = grading_section(Path(rubric)) if rubric is not None else ""
     selfcheck = selfcheck_section(Path(rubric)) if rubric is not None else ""  # it runs the rubric's items
     return README_BODY.format(files=_file_table(manifest, selfcheck=rubric is not None), architecture=_architecture_table(),
+                              submit=submit_section(Path(rubric) if rubric is not None else None),
                               grading=grading, selfcheck=selfcheck, **_frontend_constants(features_source))
 
 

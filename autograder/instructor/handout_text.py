@@ -128,6 +128,10 @@ Use elementary tensor operations only (`exp`, `log`, `sum`, `amax`, `clamp`, ind
 `torch.nn.functional` losses, no `softmax` / `log_softmax` / `logsumexp` built-ins, no `nn.*Loss`
 modules.  Every loss is mean-reduced, like PyTorch's default `reduction="mean"`.  The grader compares
 values and gradients with PyTorch's functions in float64 and runs `torch.autograd.gradcheck`.
+While your losses run, the grader watches which of PyTorch's kernels they reach, whatever name or
+route reaches them (an alias, `torch.ops`, an unwrapped function), and the graph their result
+hangs on; it also reads `losses.py` for references to PyTorch's internals (`torch._C`, `torch.ops`,
+`__wrapped__`) and to `gc`.  Each of these fails the function concerned.
 
 | function | definition |
 |---|---|
@@ -154,6 +158,10 @@ A `loader` is any iterable of `(features, labels)` batches; move each batch to `
 - `fit(model, train_loader, valid_loader, *, optimizer, loss_fn, device, epochs, patience) -> list[dict]`:
   one dict per epoch with `epoch` (from 1), `train_loss`, `valid_loss`, `valid_accuracy`; stops after
   `patience` epochs without a new lowest validation loss and loads the best weights back into `model`.
+
+The grader tells train mode, eval mode and gradients apart by what your functions *return*: its
+test model behaves slightly differently in each mode, so the loss `evaluate` returns and the
+weights `train_one_epoch` leaves show which modes really ran.
 
 ### Check your work as you go
 
@@ -210,7 +218,9 @@ python pipeline.py --train train.safetensors --valid valid.safetensors --out run
 
 `runs/first/` then holds `model.pt` (what you submit), `checkpoint.pt`, `history.csv`/`history.json`,
 `curves.png` (loss and accuracy per epoch) and `config.json`.  It trains with your `NoteCNN`, your
-`cross_entropy` and your `fit`.  `python pipeline.py --help` lists the
+`cross_entropy` and your `fit`, with channels_last tensors (faster convolutions).  A `forward` that
+flattens with `x.view(x.size(0), -1)` is correct but cannot take channels_last input: `pipeline.py`
+then says so in one line and trains with ordinary tensors (`torch.flatten(x, 1)` keeps the fast path).  `python pipeline.py --help` lists the
 options (`--epochs`, `--patience`, `--optimizer`, `--lr`, `--l1`, `--l2`, `--loss softmax_cross_entropy`
 to train with your own backward, `--seed`, ...).  Training uses a GPU automatically when PyTorch sees one.
 
@@ -224,21 +234,45 @@ squeue -u "$USER"                     # is it running?
 tail -f slurm-notecnn-<jobid>.out     # its log; the model lands in runs/<jobid>/model.pt
 ```
 
+{submit}
+{selfcheck}{grading}"""
+
+SUBMIT_SECTION = """\
 ## What to submit
 
-Upload exactly these four files to Gradescope:
+Upload these four files to Gradescope: {files}.  Any of these layouts works:
 
-- `model.py`, `losses.py`, `train.py`: they may import only `torch` and the Python standard library,
-  because the grader runs them on their own, without the support files of this folder;
+- the four files themselves (drag them into the upload dialog), or a zip of them;
+- a zip of a folder that holds them (e.g. `my_hw/model.py`): Gradescope unpacks it to `my_hw/`, and
+  the autograder grades that folder, with a note saying so.
+
+Only those four files are graded.  Anything else in the upload is ignored, with a note listing it
+(`__MACOSX/`, `.DS_Store` and `__pycache__/` silently): the grader never copies data files next to
+your code.  A file with the right name in the wrong place (`Model.py`, `code/model.py`) is named in
+a note with the rename that fixes it.
+
+- `model.py`, `losses.py`, `train.py` may import only `torch` and the Python standard library: the
+  grader runs them in its own environment, which has the packages of its `requirements.txt` (torch,
+  numpy, safetensors, gradescope-utils and torch's own dependencies) and nothing else.  An import of
+  anything else (`import librosa`) fails there with `No module named 'librosa'`, and the self-check
+  says the same, naming the file and line.
 - `model.pt`: a plain `state_dict` of your `NoteCNN` (`torch.save(model.state_dict(), "model.pt")`,
   which is what `pipeline.py` writes), about 0.5 MB.  The grader loads it with
-  `torch.load("model.pt", weights_only=True)`, so it must hold tensors only.  Check before you submit:
+  `torch.load("model.pt", weights_only=True)`, so it must hold tensors only.  It may hold NoteCNN's
+  119,691 parameters plus at most {budget} other values (buffers such as normalisation constants);
+  a larger file is refused with the names and sizes of the extra tensors.  The usual mistakes, each
+  with its own message: `torch.save(model)` (pickles your class: save the `state_dict`),
+  `checkpoint.pt` instead of `model.pt`, an empty file, or the Git LFS pointer instead of the file
+  (`git lfs pull`).  A file saved on a GPU loads on the grader's CPU.  {prefix}
 
 ```bash
 python -c "import torch; from model import NoteCNN; m = NoteCNN(); m.load_state_dict(torch.load('runs/first/model.pt', weights_only=True)); print('model.pt loads')"
 ```
-
-{selfcheck}{grading}"""
+"""
+PREFIX_ACCEPT = ("Keys saved from `nn.DataParallel` (`module.conv1.weight`) are read without the prefix, with a "
+                 "note; save `model.module.state_dict()` to avoid it.")
+PREFIX_REFUSE = ("Keys saved from `nn.DataParallel` (`module.conv1.weight`) are refused: save "
+                 "`model.module.state_dict()` instead.")
 
 SELFCHECK_SECTION = """\
 ## Check your work before submitting
@@ -265,7 +299,9 @@ With `--features valid.safetensors` (your validation features, see "Compute the 
 the same check on your own validation notes and reports "validation accuracy (your file), not the
 held-out score": an estimate, since the held-out instruments differ from yours.  It uses at most
 4,096 of your notes, evenly spaced, to stay well under a minute (`--max-notes 0` uses them all).
-Without `--features` it is reported as not run.
+Without `--features`, `model.pt` is still loaded into your `NoteCNN` and run on a few synthetic notes,
+so a `model.pt` that Gradescope would refuse is refused here with the same message; only the accuracy
+is reported as not run.
 
 ```bash
 python selfcheck.py --model runs/first/model.pt --features valid.safetensors

@@ -88,19 +88,23 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
          image: str | None = None, extensions: pathlib.Path | None = None, due: str | None = None,
          late_due: str | None = None, assignment: pathlib.Path | None = None, title: str | None = None,
          canvas_column: str | None = None, tolerance: float = 0.005, grade: GradeFn | None = None,
-         progress: bool = True, slurm: "SlurmGrading | None" = None, integrity: bool = False) -> RegradeSummary:
+         progress: bool = True, slurm: "SlurmGrading | None" = None, integrity: bool = False,
+         python: str | None = None, base_image: str | None = None) -> RegradeSummary:
     """Regrade every usable submission of ``export`` and write the gradebooks into ``out``.
 
     ``grade`` replaces the grader (``autograder.grade.grade_submission``, or the Docker one with
     ``docker=True``); it is called as ``grade(submission=, autograder=, metadata=, out=)``.
     ``slurm`` grades on a Slurm cluster as a job array instead (``autograder/instructor/slurm/``).
     ``integrity``: then also compare the class's submissions into ``out/integrity/`` (no score changes).
+    ``python`` and ``base_image`` are ``notegrade grade``'s ``--python`` and ``--base-image``.
     """
+    _check_runtime_flags(docker=docker, python=python, base_image=base_image)
     export, autograder, out = pathlib.Path(export), pathlib.Path(autograder), pathlib.Path(out)
     if jobs < 1:
         raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
     if not autograder.exists():
         raise NotegradeError(f"{autograder}: no such autograder zip or directory (build one with 'notegrade build')")
+    _settle_slurm(out, slurm, integrity=integrity, progress=progress)  # before the export is unpacked again
     info = gs_export.load_assignment_info(path=assignment, title=title, due=due, late_due=late_due)
     ext = gs_export.load_extensions(extensions, assignment=info) if extensions else {}
     private_dir(out)  # 0700 when created: students' results and the unpacked export stay the instructor's
@@ -115,13 +119,9 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     summary.problems += [f"extensions: {who} is not in the export" for who in sorted(ext) if who not in known]
 
     todo = [(e, gs_export.submission_metadata(entry=e, assignment=info, extensions=ext)) for e in entries if e.folder]
-    if slurm is None:
-        from autograder.instructor.slurm.grading import refuse_if_slurm_is_grading
-
-        refuse_if_slurm_is_grading(out)
+    grader = grade or default_grader(docker, image, autograder, python=python, base_image=base_image)
     outcomes = (slurm.regrade if slurm else grade_all)(
-        todo, out=out, autograder=autograder, grade=grade or default_grader(docker, image, autograder), jobs=jobs,
-        progress=progress)
+        todo, out=out, autograder=autograder, grade=grader, jobs=jobs, progress=progress)
     rows, confusion = [], {}
     for entry in entries:
         results, error, reused = outcomes.get(entry.key, (None, "the export has no folder for it", False))
@@ -166,9 +166,31 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
 
         summary.integrity = after_regrade(entries=entries, results={k: r for k, (r, _, _) in outcomes.items()},
                                           export_root=parsed.root, autograder=autograder, out=out / "integrity",
-                                          jobs=jobs, progress=progress)
+                                          jobs=jobs, progress=progress, slurm=slurm)
         paths["integrity"] = summary.integrity.paths["csv"]
     return summary
+
+
+def _check_runtime_flags(*, docker: bool, python: str | None, base_image: str | None) -> None:
+    if python is not None and docker:
+        raise NotegradeError("--python does not apply with --docker (the image's own runtime grades)")
+    if base_image is not None and not docker:
+        raise NotegradeError("--base-image only applies with --docker")
+
+
+def _settle_slurm(out: pathlib.Path, slurm: "SlurmGrading | None", *, integrity: bool, progress: bool) -> None:
+    """No Slurm array of an earlier run may still read the export this run unpacks again: with --slurm
+    wait for them (grading, and the integrity logits), without refuse while one runs."""
+    from autograder.instructor.slurm.grading import settle_earlier_runs
+    from autograder.instructor.slurm.integrity import for_regrade
+
+    if slurm is not None and slurm.resume and (out / "integrity" / "slurm" / f"job_{slurm.resume}.json").is_file() \
+            and not (out / "slurm" / f"job_{slurm.resume}.json").is_file():
+        raise NotegradeError(f"Slurm job {slurm.resume} computes the --integrity logits, it grades nothing: rerun the "
+                             "same command without --resume (it reuses every grade and waits for that job)")
+    settle_earlier_runs(out, slurm, progress=progress)
+    if integrity:
+        settle_earlier_runs(out / "integrity", for_regrade(slurm), progress=progress, doing="computing held-out logits")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +200,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once (with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade each submission in a container")
     parser.add_argument("--image", help="Docker image tag to use or build (with --docker)")
+    parser.add_argument("--base-image", default=None,
+                        help="with --docker: the image to build FROM (default: $NOTEGRADE_BASE_IMAGE, else "
+                             "gradescope/autograder-base:latest)")
+    parser.add_argument("--python", default=None,
+                        help="the interpreter that grades (default: a cached venv built from the autograder's "
+                             "requirements.txt, as setup.sh builds on Gradescope)")
     parser.add_argument("--due", help="due date, ISO 8601 with time zone (the export has none)")
     parser.add_argument("--late-due", help="late due date, ISO 8601 with time zone")
     parser.add_argument("--assignment", type=pathlib.Path,
@@ -198,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     summary = main(export=args.export, autograder=args.autograder, out=args.out, jobs=args.jobs, docker=args.docker,
                    image=args.image, extensions=args.extensions, due=args.due, late_due=args.late_due,
                    assignment=args.assignment, title=args.title, canvas_column=args.canvas_column,
-                   tolerance=args.tolerance, slurm=slurm_grading(args, command="regrade"), integrity=args.integrity)
+                   tolerance=args.tolerance, slurm=slurm_grading(args, command="regrade"), integrity=args.integrity,
+                   python=args.python, base_image=args.base_image)
     print(f"graded {summary.graded} submission(s), reused {summary.reused} from an earlier run, "
           f"{len(summary.failed)} could not be graded")
     for line in summary.failed:

@@ -5,7 +5,8 @@ gradebooks) because this is the part that runs student code and decides what can
 submission is graded in ``submissions/<id>/`` by the local grader or, with ``--docker``, in a
 container; ``grade_key.json`` holds the sha256s of the autograder, the rebuilt metadata and the
 submission's files, written last, so a rerun skips exactly the grades that finished with the same
-inputs.  Whatever a grade raises becomes that submission's error (and ``error.txt``).
+inputs (an "Autograder error" result gets no key: a rerun grades it again).  Whatever a grade
+raises becomes that submission's error (and ``error.txt``).
 
 Example
 -------
@@ -55,13 +56,15 @@ def sha256_of(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def default_grader(docker: bool, image: str | None, autograder: pathlib.Path) -> GradeFn:
-    """The grader used when the caller gives none: a local grader process, or a container per submission."""
+def default_grader(docker: bool, image: str | None, autograder: pathlib.Path, *, python: str | None = None,
+                   base_image: str | None = None) -> GradeFn:
+    """The grader used when the caller gives none: a local grader process (in the grading runtime built
+    from the autograder's requirements.txt, or ``python``), or a container per submission."""
     if not docker:
         from autograder.grade import grade_submission
 
         # quiet: the grader's own progress bar goes to its log, not across ours
-        return functools.partial(grade_submission, quiet=True)
+        return functools.partial(grade_submission, quiet=True, python=python)
     try:
         from autograder.instructor import docker_grade
     except ImportError:
@@ -71,7 +74,7 @@ def default_grader(docker: bool, image: str | None, autograder: pathlib.Path) ->
     client = docker_grade.docker_client()
     with tempfile.TemporaryDirectory(prefix="notegrade-regrade-") as tmp:
         source = docker_grade.unpack_autograder(autograder, pathlib.Path(tmp))
-        tag = docker_grade.ensure_image(client, source=source, tag=image)
+        tag = docker_grade.ensure_image(client, source=source, tag=image, base_image=base_image)
     return functools.partial(docker_grade.grade_submission, image=tag, client=client)
 
 
@@ -115,7 +118,11 @@ def _grade_one(entry: ExportEntry, *, work: pathlib.Path, metadata: dict, autogr
         (work / "error.txt").write_text(detail + "\n\n" + traceback.format_exc())
         return None, detail, False
     results_path.write_text(json.dumps(results, indent=2))
-    key_path.write_text(json.dumps(key, indent=2))  # last: marks the grade complete for resume
+    # An autograder error is the grader's failure, not the student's grade (e.g. its process got
+    # SIGTERM when a Slurm task was cancelled, or Ctrl-C): it shows in this run's gradebook, and
+    # with no key a rerun grades it again instead of reusing it.
+    if not any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", [])):
+        key_path.write_text(json.dumps(key, indent=2))  # last: marks the grade complete for resume
     return results, None, False
 
 

@@ -127,7 +127,13 @@ def selfcheck_files(*, repo_root: Path, rubric: Path | None) -> dict[str, bytes]
         must_parse(out, target=target)
         files[target] = out.encode("utf-8")
     files[f"{SELFCHECK_PACKAGE}/__init__.py"] = handout.SELFCHECK_INIT.format(version=__version__).encode("utf-8")
-    export = export_rubric(load_rubric(rubric), frontend_hash=_frontend_hash(repo_root / "reference" / "features.py"))
+    # The imports the grading runtime has (what `notegrade build` ships as requirements.txt), so that
+    # `import librosa` fails in the self-check as it does on Gradescope.
+    from autograder.import_policy import import_names
+
+    requirements = repo_root / "autograder" / "gradescope" / "requirements.txt"
+    export = export_rubric(load_rubric(rubric), frontend_hash=_frontend_hash(repo_root / "reference" / "features.py"),
+                           allowed_imports=import_names(requirements.read_text(encoding="utf-8")))
     files[f"{SELFCHECK_PACKAGE}/{EXPORT_NAME}"] = (json.dumps(export, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     files["selfcheck.py"] = handout.SELFCHECK_SCRIPT.encode("utf-8")
     return files

@@ -63,6 +63,10 @@ class FeatureSet:
     note_strs: list[str]
     metadata: dict[str, str]
     path: Path | None = None
+    # A held-out file may also carry a labelled sample of the training split (the train-on-test
+    # detector's yardstick): tensors ``sample_features``/``sample_labels``/``sample_notes``/
+    # ``sample_note_str``.  Readers that only know the four main tensors ignore it.
+    sample: "FeatureSet | None" = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -233,18 +237,40 @@ def read_feature_file(path: str | os.PathLike, *, expected_frontend_hash: str | 
             "rebuild it with `notegrade data features` (or `notegrade heldout` for a held-out file)")
     if json.loads(meta["families"]) != list(FAMILIES):
         raise NotegradeError(f"{path}: malformed feature file: its family list {meta['families']} is not {list(FAMILIES)}")
+    arrays = _read_tensors(path, header, data_start, prefix="", mmap=mmap)
+    labels = arrays["labels"]
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(FAMILIES)):
+        raise NotegradeError(f"{path}: malformed feature file: labels outside 0..{len(FAMILIES) - 1}")
+    sample = None
+    if any(name.startswith(SAMPLE_PREFIX) for name in header):
+        tensors = _read_tensors(path, header, data_start, prefix=SAMPLE_PREFIX, mmap=mmap)
+        if len(tensors["labels"]) and (tensors["labels"].min() < 0 or tensors["labels"].max() >= len(FAMILIES)):
+            raise NotegradeError(f"{path}: malformed feature file: training-sample labels outside 0..{len(FAMILIES) - 1}")
+        sample = FeatureSet(features=tensors["features"], labels=tensors["labels"], notes=tensors["notes"],
+                            note_strs=_decode_note_strs(tensors["note_str"]),
+                            metadata={**meta, "kind": "features", "split": "train-sample"}, path=path)
+    return FeatureSet(features=arrays["features"], labels=labels, notes=arrays["notes"],
+                      note_strs=_decode_note_strs(arrays["note_str"]), metadata=dict(meta), path=path, sample=sample)
+
+
+SAMPLE_PREFIX = "sample_"
+
+
+def _read_tensors(path: Path, header: dict, data_start: int, *, prefix: str, mmap: bool) -> dict[str, np.ndarray]:
+    """The four tensors ``prefix + (labels, notes, features, note_str)``, checked against each other."""
     size = path.stat().st_size
     arrays: dict[str, np.ndarray] = {}
     n = None
     for name, (code, dtype) in _DTYPES.items():
-        entry = header.get(name)
+        entry = header.get(prefix + name)
         if not isinstance(entry, dict) or entry.get("dtype") != code:
-            raise NotegradeError(f"{path}: malformed feature file: tensor {name!r} is missing or not {code}")
+            raise NotegradeError(f"{path}: malformed feature file: tensor {prefix + name!r} is missing or not {code}")
         shape, (begin, end) = tuple(entry["shape"]), entry["data_offsets"]
         n = shape[0] if n is None else n
         want = {"labels": (n,), "notes": (n,), "features": (n, *FEATURE_SHAPE), "note_str": (n, NOTE_STR_BYTES)}[name]
         if shape != want or end - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
-            raise NotegradeError(f"{path}: malformed feature file: tensor {name!r} has shape {list(shape)}, expected {list(want)}")
+            raise NotegradeError(f"{path}: malformed feature file: tensor {prefix + name!r} has shape {list(shape)}, "
+                                 f"expected {list(want)}")
         if data_start + end > size:
             raise NotegradeError(f"{path}: truncated feature file ({size:,} bytes, the header needs "
                                  f"{data_start + end:,}); rebuild or re-copy it")
@@ -252,11 +278,50 @@ def read_feature_file(path: str | os.PathLike, *, expected_frontend_hash: str | 
             arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=data_start + begin)
         else:
             arrays[name] = np.fromfile(path, dtype=dtype, count=int(np.prod(shape)), offset=data_start + begin).reshape(shape)
-    labels = arrays["labels"]
-    if n and (labels.min() < 0 or labels.max() >= len(FAMILIES)):
-        raise NotegradeError(f"{path}: malformed feature file: labels outside 0..{len(FAMILIES) - 1}")
-    return FeatureSet(features=arrays["features"], labels=labels, notes=arrays["notes"],
-                      note_strs=_decode_note_strs(arrays["note_str"]), metadata=dict(meta), path=path)
+    return arrays
+
+
+def write_heldout_with_sample(path: str | os.PathLike, *, heldout: FeatureSet, sample: FeatureSet | None,
+                              extra_metadata: dict[str, str] | None = None) -> Path:
+    """Write ``heldout`` (a held-out FeatureSet) to ``path`` with ``sample`` (labelled training notes) packed in.
+
+    Small files (a few thousand notes), so everything is written from memory; the file is renamed
+    into place only when complete.
+    """
+    path = Path(path)
+    tensors: dict[str, np.ndarray] = {}
+    for prefix, part in (("", heldout), (SAMPLE_PREFIX, sample)):
+        if part is None:
+            continue
+        tensors[prefix + "labels"] = np.ascontiguousarray(part.labels, dtype=np.int64)
+        tensors[prefix + "notes"] = np.ascontiguousarray(part.notes, dtype=np.int64)
+        tensors[prefix + "features"] = np.ascontiguousarray(part.features, dtype=np.float16)
+        tensors[prefix + "note_str"] = _encode_note_strs(part.note_strs)
+    metadata = {k: v for k, v in heldout.metadata.items()}
+    metadata.update(extra_metadata or {})
+    header: dict[str, Any] = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
+    offset = 0
+    # No holes between tensors (safetensors forbids them); every size is a multiple of 8 bytes
+    # (int64 counts, 64x64 float16 features, 64-byte names), so every tensor stays aligned.
+    for name, array in tensors.items():
+        code = _DTYPES[name.removeprefix(SAMPLE_PREFIX)][0]
+        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    tmp = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for array in tensors.values():
+                f.write(array.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 class FeatureLoader:

@@ -35,7 +35,6 @@ import dataclasses
 import inspect
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from typing import Any, Callable
 
 from _selfcheck import __version__
 from _selfcheck.errors import NotegradeError
-from _selfcheck.selfcheck_plan import EXPORT_NAME, Plan, default_rubric, late_summary, load_plan
+from _selfcheck.selfcheck_plan import EXPORT_NAME, Plan, default_rubric, late_summary, load_plan, plan_from_autograder
 
 SUBMITTED = ("model.py", "losses.py", "train.py", "model.pt")
 VALIDATION_LABEL = "validation accuracy (your file), not the held-out score"
@@ -68,22 +67,19 @@ STUDENT_EXAMPLES = """examples:
 """
 
 
-def _stage(directory: Path, model: "Path | None", dest: Path, max_file_mb: float) -> None:
-    """Copy what students upload into ``dest``, so the sandbox sees what Gradescope gets (not
-    the data, runs and support files of the starter folder).  Symlinks stay symlinks and files
-    over the size limit become sparse files of the same size: the sandbox refuses both without
-    reading them, with the same messages as on Gradescope."""
-    dest.mkdir()
-    for name in SUBMITTED:
-        # --model names the file to check: its target is what an upload of it sends
-        source = model.resolve() if name == "model.pt" and model is not None else directory / name
-        if os.path.islink(source):
-            os.symlink(os.readlink(source), dest / name)
-        elif source.is_file() and source.stat().st_size > max_file_mb * (1 << 20):
-            with open(dest / name, "wb") as handle:
-                handle.truncate(source.stat().st_size)
-        elif source.is_file():
-            shutil.copyfile(source, dest / name)
+def _stage(directory: Path, model: "Path | None", dest: Path, plan: Plan) -> "list[str]":
+    """Copy what Gradescope would grade into ``dest`` (:func:`autograder.submission.prepare`, the same
+    function ``run_autograder`` uses: one top-level folder is graded with a note; only the assignment's
+    files); returns the notes about the folder.  Symlinks stay links and oversized files become sparse
+    files of the same size, so the sandbox refuses both without reading them, as on Gradescope."""
+    from _selfcheck.submission import prepare
+
+    # --model names the file to check: its target is what an upload of it sends
+    overrides = {"model.pt": model.resolve()} if model is not None else None
+    prepared = prepare(directory, dest, files=plan.submission_files, overrides=overrides,
+                       max_file_mb=float(plan.sandbox.get("max_file_mb", 50.0)))
+    # The files beside your work (data, runs, this script) are not "ignored uploads": no note for them.
+    return prepared.notes(files=plan.submission_files, ignored=False)
 
 
 def _hints(directory: Path, model: "Path | None") -> "list[str]":
@@ -123,13 +119,30 @@ def _features_for_check(path: Path, plan: Plan, scratch: Path, max_notes: int) -
     return subset, count, len(rows)
 
 
-def _not_run(reason: str) -> Callable[..., Any]:
-    def run(sandbox: Any, params: dict, *, timeout_s: float) -> Any:
-        from _selfcheck.checks.outcome import ItemOutcome
+def _heldout_context(plan: Plan, staged: Path) -> dict:
+    """The grader's perturbation and source budget for the accuracy estimate (without its secret:
+    the order and noise differ from Gradescope's, their size does not)."""
+    from _selfcheck.checks.heldout_presentation import HeldoutRun, submission_digest
 
-        return ItemOutcome.failed("not_run", reason)
+    perturbation = plan.heldout.get("perturbation") or {}
+    run = HeldoutRun(submission_digest=submission_digest(staged), perturb=bool(perturbation.get("enabled", True)),
+                     gain_db=float(perturbation.get("gain_db", HeldoutRun.gain_db)),
+                     noise_db=float(perturbation.get("noise_db", HeldoutRun.noise_db)))
+    return {"heldout_run": run, "max_source_kb": float(plan.heldout.get("max_source_kb", 0.0))}
 
-    return run
+
+def _checkpoint_only(sandbox: Any, params: dict, *, timeout_s: float, checkpoint_policy: "dict | None" = None) -> Any:
+    """The held-out item without features: model.pt is still loaded and run, with the verdict and message
+    Gradescope gives when it can't be used; when it can, the accuracy is "not run", with a hint."""
+    from _selfcheck.checks import checkpoint
+    from _selfcheck.checks.common import Budget
+    from _selfcheck.checks.outcome import ItemOutcome
+
+    blocked, verified = checkpoint.verify(sandbox, Budget(timeout_s, sandbox), checkpoint_policy)
+    if blocked is not None:
+        return blocked
+    return ItemOutcome.failed("not_run", "\n".join(verified.notes + [checkpoint.loads_message(verified) + ".",
+                                                                       NO_FEATURES_HINT]))
 
 
 def status_of(outcome: Any) -> str:
@@ -150,7 +163,11 @@ def _check_inputs(directory: Path, model: "Path | None") -> None:
         raise NotegradeError("the self-check's sandbox needs Linux (on Windows, run it in WSL)")
     if not directory.is_dir():
         raise NotegradeError(f"{directory}: no such folder")
-    if model is None and not any((directory / name).exists() for name in SUBMITTED[:3]):
+    from _selfcheck.submission import single_folder
+
+    folder = single_folder(directory, SUBMITTED)
+    base = directory / folder if folder else directory
+    if model is None and not any((base / name).exists() for name in SUBMITTED[:3]):
         raise NotegradeError(f"{directory} has none of model.py, losses.py, train.py: give your assignment folder")
     if model is not None and not model.is_file():
         raise NotegradeError(f"--model {model}: no such file")
@@ -162,6 +179,7 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
     import torch
 
     from _selfcheck.checks import REGISTRY
+    from _selfcheck.import_policy import write_policy
     from _selfcheck.items import GradedItem, SCORE_DIGITS, grade_items, item_output
     from _selfcheck.sandbox import Sandbox, SandboxLimits
 
@@ -170,10 +188,11 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
     # The checks that need the held-out file (heldout_accuracy) get the student's, or don't run.
     on_features = {name for name, spec in REGISTRY.items() if "heldout_path" in inspect.signature(spec.run).parameters}
     registry = dict(REGISTRY) if features is not None else \
-        {**REGISTRY, **{name: dataclasses.replace(REGISTRY[name], run=_not_run(NO_FEATURES_HINT)) for name in on_features}}
+        {**REGISTRY, **{name: dataclasses.replace(REGISTRY[name], run=_checkpoint_only) for name in on_features}}
     limits = SandboxLimits(**plan.sandbox)
     graded: "list[GradedItem]" = []
     count = used = None
+    notes: "list[str]" = []
     try:
         from tqdm import tqdm
         bar = tqdm(total=len(plan.items), desc="self-check", unit="item", file=sys.stderr, disable=None if progress else True)
@@ -181,12 +200,15 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
         bar = None
     try:
         with tempfile.TemporaryDirectory(prefix="notegrade-selfcheck-") as scratch:
-            context: dict = {"accuracy_label": VALIDATION_LABEL}
+            context: dict = {"accuracy_label": VALIDATION_LABEL, "checkpoint_policy": plan.checkpoint}
             if features is not None:
                 context["heldout_path"], count, used = _features_for_check(features, plan, Path(scratch), max_notes)
-            _stage(directory, model, Path(scratch) / "submission", limits.max_file_mb)
+            notes = _stage(directory, model, Path(scratch) / "submission", plan)
+            context.update(_heldout_context(plan, Path(scratch) / "submission"))
             with Sandbox(Path(scratch) / "submission", limits=limits, use_gpu=torch.cuda.is_available(),
                          run_as="self") as sandbox:
+                # The grading runtime's imports only, as on Gradescope (its venv has nothing else).
+                write_policy(sandbox, list(plan.allowed_imports) if plan.allowed_imports is not None else None)
                 if log is not None:
                     log(f"[notegrade] {sandbox.describe()}")
                 grade_items(rubric=plan, sandbox=sandbox, registry=registry, context=context, graded=graded,
@@ -209,24 +231,32 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
             "score": round(sum(g.score for g in graded), SCORE_DIGITS),
             "max_score": sum(i.points for i in plan.items), "passed": all(i["status"] == "passed" for i in items),
             "not_shown_items": plan.not_shown_items, "not_shown_points": plan.not_shown_points,
-            "late_policy": late_summary(plan.late_policy), "hints": _hints(directory, model),
+            "late_policy": late_summary(plan.late_policy), "notes": notes, "hints": _hints(directory, model),
+            "allowed_imports": list(plan.allowed_imports) if plan.allowed_imports is not None else None,
             "seconds": round(time.monotonic() - started, 1), "toolkit_version": __version__}
 
 
 def main(*, directory: "str | os.PathLike", rubric: "str | os.PathLike | None" = None,
          features: "str | os.PathLike | None" = None, model: "str | os.PathLike | None" = None,
-         max_notes: int = MAX_NOTES, progress: bool = True, log: "Callable[[str], None] | None" = None) -> dict:
+         max_notes: int = MAX_NOTES, progress: bool = True, log: "Callable[[str], None] | None" = None,
+         autograder: "str | os.PathLike | None" = None) -> dict:
     """Run the self-check; returns the report (``items`` with number, title, points, score, status,
     output and sub-checks; ``score``/``max_score`` over the visible items; ``passed``).
 
-    ``rubric``: a ``.toml`` or an exported ``rubric.json`` (default :func:`default_rubric`);
+    ``rubric``: a ``.toml`` or an exported ``rubric.json``; ``autograder``: an autograder zip or folder,
+    whose rubric.toml and requirements.txt are used; neither: the folder's own ``_selfcheck/rubric.json``
+    (:func:`default_rubric`);
     ``features``: the student's feature file for the accuracy items, of which at most
     ``max_notes`` evenly spaced notes are used (0: all); ``model``: default ``directory/model.pt``;
     ``log``: gets the sandbox set-up and one line per item (default: nothing).
     """
     if max_notes < 0:
         raise NotegradeError(f"--max-notes must be 0 (all notes) or more, not {max_notes}")
-    plan = load_plan(rubric if rubric is not None else default_rubric())
+    _check_inputs(Path(directory), Path(model) if model else None)  # before the rubric: the folder is the first question
+    if rubric is not None and autograder is not None:
+        raise NotegradeError("give --rubric or --autograder, not both")
+    plan = plan_from_autograder(autograder) if autograder is not None else \
+        load_plan(rubric if rubric is not None else default_rubric(Path(directory)))
     return run_selfcheck(directory=Path(directory), plan=plan, features=Path(features) if features else None,
                          model=Path(model) if model else None, max_notes=max_notes, progress=progress, log=log)
 
@@ -244,8 +274,9 @@ def render_text(report: dict) -> str:
     """The terminal report: a per-item table, every item's messages, then the visible total."""
     width = min(max([len(i["title"]) for i in report["items"]] + [20]) + 1, 52)
     lines = [f"Self-check: {report['title']}", f"folder {report['directory']}, model {report['model']}" +
-             (f", accuracy on {report['features']} ({_notes_used(report)})" if report["features"] else ""), "",
-             f"  {'#':<5} {'item':<{width}} {'points':>9}  status"]
+             (f", accuracy on {report['features']} ({_notes_used(report)})" if report["features"] else "")]
+    lines += [f"Note: {note}" for note in report.get("notes") or []]
+    lines += ["", f"  {'#':<5} {'item':<{width}} {'points':>9}  status"]
     for item in report["items"]:
         title = item["title"] if len(item["title"]) < width else item["title"][:width - 2] + "…"
         title += "*" if item["estimated_from_your_file"] else ""
@@ -270,6 +301,9 @@ def render_text(report: dict) -> str:
         lines.append(f"Gradescope also grades {report['not_shown_items']} item(s) worth {_points(report['not_shown_points'])} "
                      "points that are not shown when you submit.")
     lines += [f"hint: {hint}" for hint in report["hints"]]
+    if report.get("allowed_imports") is not None:
+        lines.append("Imports: the Python standard library and the grading runtime's packages "
+                     f"({', '.join(n for n in report['allowed_imports'] if not n.startswith('_'))}), as on Gradescope.")
     lines.append(f"Late policy: {report['late_policy']}.  (self-check took {report['seconds']:g} s)")
     return "\n".join(lines) + "\n"
 
@@ -280,14 +314,18 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_directory: "Path |
         parser.add_argument("directory", type=Path, metavar="DIR", help=help_dir)
     else:
         parser.add_argument("directory", type=Path, metavar="DIR", nargs="?", default=default_directory, help=help_dir)
-    parser.add_argument("--model", type=Path, metavar="FILE", help="the model.pt to check, e.g. runs/first/model.pt; "
-                                                                   "None = DIR/model.pt")
+    parser.add_argument("--model", type=Path, metavar="FILE", help="the model.pt to check, e.g. runs/first/model.pt "
+                                                                   "(default: DIR/model.pt)")
     parser.add_argument("--features", type=Path, metavar="VALID_FILE",
-                        help="your validation feature file: the accuracy item runs on it; None = that item is not run")
+                        help="your validation feature file: the accuracy item runs on it (without it, model.pt is "
+                             "still loaded and run, but the accuracy is not measured)")
     parser.add_argument("--max-notes", type=int, default=MAX_NOTES, metavar="N",
                         help="use at most N evenly spaced notes of --features (0: all; the forward passes take the time)")
     parser.add_argument("--rubric", type=Path, metavar="FILE",
-                        help=f"a rubric .toml (toolkit) or an exported {EXPORT_NAME}; None = {default_rubric().name}")
+                        help=f"a rubric .toml (toolkit) or an exported {EXPORT_NAME} (default: DIR/_selfcheck/{EXPORT_NAME}, "
+                             "the rubric your starter folder came with)")
+    parser.add_argument("--autograder", type=Path, metavar="ZIP",
+                        help="an autograder zip (or its folder): check against its rubric and its requirements.txt")
     parser.add_argument("--json", action="store_true", dest="as_json", help="print the report as JSON")
     parser.add_argument("--verbose", action="store_true", help="log each item's time and the sandbox set-up to stderr")
 
@@ -296,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.verbose else None
     try:
         report = main(directory=args.directory, rubric=args.rubric, features=args.features, model=args.model,
-                      max_notes=args.max_notes, log=log)
+                      max_notes=args.max_notes, log=log, autograder=args.autograder)
     except ModuleNotFoundError as err:  # the trusted side needs the student's own torch and numpy
         raise NotegradeError(f"the self-check needs {err.name}: pip install -r requirements.txt") from None
     if args.as_json:

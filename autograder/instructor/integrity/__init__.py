@@ -20,8 +20,9 @@ harness tampering      (``extra_data["integrity"]``, written by the grader)
 =====================  ==============================================================  ====================
 
 The held-out logits come from each student's own ``NoteCNN`` in the grading sandbox
-(:mod:`.logits`), ``--jobs`` at a time, cached by the submission's content digest so a rerun
-recomputes only what changed.  :mod:`.flags` decides what is flagged and writes the evidence;
+(:mod:`.logits`), ``--jobs`` at a time (with ``--slurm``, as a job array:
+:mod:`autograder.instructor.slurm.integrity`), cached by the submission's content digest so a
+rerun recomputes only what changed.  :mod:`.flags` decides what is flagged and writes the evidence;
 :mod:`.outputs` writes ``integrity.csv`` / ``integrity.json`` / ``pairs.npz`` and the copydetect
 HTML; :mod:`.report_section` is the class report's section; :mod:`.members` finds the
 submissions and who wrote them; :mod:`.command` is the CLI and the regrade hook.

@@ -6,11 +6,13 @@ time is recorded in ``integrity.json`` (the benchmark reads it).
 """
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import shutil
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +25,9 @@ from autograder.instructor.integrity.logits import HeldOut, LogitsOutcome, all_l
 from autograder.instructor.integrity.members import ClassInput
 from autograder.instructor.integrity.student_flags import read_student_flags
 from autograder.instructor.regrade_jobs import sha256_of
+
+if TYPE_CHECKING:
+    from autograder.instructor.slurm.grading import SlurmGrading
 
 MAX_REPORTS = 100
 
@@ -77,11 +82,12 @@ def _starter(boilerplate: pathlib.Path | None) -> dict[str, str]:
 def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, jobs: int = 1, timeout_s: float = 180.0,
             thresholds: Thresholds = Thresholds(), boilerplate: pathlib.Path | None = None,
             known_seeds: tuple[int, ...] = ckpt.KNOWN_SEEDS, heldout: HeldOut | None = None,
-            max_reports: int = MAX_REPORTS, progress: bool = True) -> IntegritySummary:
+            max_reports: int = MAX_REPORTS, progress: bool = True, slurm: "SlurmGrading | None" = None) -> IntegritySummary:
     """Compare every pair of ``cls.members``; write integrity.csv/json, pairs.npz and copydetect reports.
 
     copydetect's HTML (about 0.2 s each: it draws two plots) is written for the ``max_reports``
-    strongest pairs flagged for code; the others keep their row and numbers.
+    strongest pairs flagged for code; the others keep their row and numbers.  ``slurm``: the held-out
+    logits are computed by a Slurm job array into the same cache (job files in ``out/slurm/``).
     """
     out.mkdir(parents=True, exist_ok=True)
     summary = IntegritySummary(out=out, members=len(cls.members), problems=list(cls.problems))
@@ -96,8 +102,13 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
 
     heldout = heldout or load_heldout(autograder, work=out / "cache")
     # As root the sandbox's user must not read other students' files (no framing a classmate).
-    outcomes = all_logits(members, heldout, cache=out / "cache" / "logits", jobs=jobs, timeout_s=timeout_s,
-                          hide=(str(cls.export_root),), progress=progress)
+    compute = all_logits
+    if slurm is not None:
+        from autograder.instructor.slurm.integrity import slurm_logits
+
+        compute = functools.partial(slurm_logits, slurm, folder=out / "slurm")
+    outcomes = compute(members, heldout, cache=out / "cache" / "logits", jobs=jobs, timeout_s=timeout_s,
+                       hide=(str(cls.export_root),), progress=progress)
     phase("logits")
     classes = len(heldout.families)
     index, predictions = _predictions(outcomes, keys, classes)

@@ -3,7 +3,8 @@
 Grading does not keep its logits (and under issue 10 it sees the notes perturbed and shuffled),
 so the analysis asks each student's own ``NoteCNN`` + ``model.pt`` for logits on the autograder's
 held-out features, clean and in file order, through the same sandbox the grader uses (student
-code never runs in this process).  ``--jobs`` sandboxes run at once.
+code never runs in this process).  ``--jobs`` sandboxes run at once; with ``--slurm``, array tasks
+run :func:`all_logits` on shards into the same cache (:mod:`autograder.instructor.slurm.integrity`).
 
 Cache: ``CACHE/<key>.npy`` (float32 logits) + ``CACHE/<key>.json`` (status, message, seconds),
 the JSON written last, where ``key`` hashes the submission's files, the held-out file and
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from autograder.errors import NotegradeError
 from autograder.instructor.integrity.members import Member
 
-PROBE_VERSION = 1  # bump when sandbox_logits changes what it asks for
+PROBE_VERSION = 2  # bump when sandbox_logits changes what it asks for
 HELDOUT_NAME = "heldout.safetensors"
 BATCH_SIZE = 256
 
@@ -56,35 +57,53 @@ class LogitsOutcome:
 
 def load_heldout(autograder: pathlib.Path, *, work: pathlib.Path) -> HeldOut:
     """The held-out file of an autograder zip (copied to ``work``, readable by root only) or directory."""
-    from autograder.featurefile import read_feature_file
-
     autograder = pathlib.Path(autograder)
     if autograder.is_dir():
         path = autograder / HELDOUT_NAME
     elif zipfile.is_zipfile(autograder):
         work.mkdir(parents=True, exist_ok=True)
         os.chmod(work, 0o700)  # the labels: never readable by the sandbox's user
-        path = work / HELDOUT_NAME
+        path, tmp = work / HELDOUT_NAME, work / f"{HELDOUT_NAME}.tmp"
         with zipfile.ZipFile(autograder) as zf:
             if HELDOUT_NAME not in zf.namelist():
                 raise NotegradeError(f"{autograder}: no {HELDOUT_NAME} in the zip; build it with 'notegrade build'")
-            with zf.open(HELDOUT_NAME) as src, open(path, "wb") as dst:
+            with zf.open(HELDOUT_NAME) as src, open(tmp, "wb") as dst:
+                os.fchmod(dst.fileno(), 0o600)
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
-        os.chmod(path, 0o600)
+        tmp.replace(path)  # a new file: a reader that has the old one memory-mapped (a Slurm task) keeps it
     else:
         raise NotegradeError(f"{autograder}: not an autograder zip or directory (build one with 'notegrade build')")
     if not path.is_file():
         raise NotegradeError(f"{autograder}: no {HELDOUT_NAME} in it; build it with 'notegrade build'")
+    return read_heldout(path)
+
+
+def read_heldout(path: pathlib.Path) -> HeldOut:
+    """A held-out feature file as :class:`HeldOut` (with the sha256 the cache keys use)."""
+    from autograder.featurefile import read_feature_file
+
     data = read_feature_file(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
     return HeldOut(features=np.asarray(data.features), labels=np.asarray(data.labels, dtype=np.int64),
-                   families=tuple(data.families), sha256=digest, path=path)
+                   families=tuple(data.families), sha256=digest, path=pathlib.Path(path))
+
+
+def available_cores() -> int:
+    """The cores this process may use: a Slurm task's allocation, else its CPU affinity."""
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if allocated.isdigit() and int(allocated) > 0:
+        return int(allocated)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def sandbox_logits(folder: pathlib.Path, features: np.ndarray, *, timeout_s: float, threads: int,
                    hide: tuple[str, ...] = ()) -> LogitsOutcome:
     """Logits of ``folder``'s NoteCNN + model.pt on ``features``, computed in the grading sandbox."""
+    from autograder.checks.checkpoint import CheckpointRefused, read_submitted, share_checkpoint
     from autograder.checks.common import failure_message
     from autograder.sandbox import Sandbox, SandboxLimits
 
@@ -97,9 +116,15 @@ def sandbox_logits(folder: pathlib.Path, features: np.ndarray, *, timeout_s: flo
         imported = sandbox.import_module("model", timeout_s=timeout_s)
         if not imported.ok:
             return LogitsOutcome(None, imported.status, failure_message(imported, "importing model.py"))
+        # The worker never opens model.pt: the grader's verified copy goes in (autograder/checks/checkpoint.py).
+        try:
+            args, inputs = share_checkpoint(sandbox, read_submitted(sandbox))
+        except CheckpointRefused as refused:
+            return LogitsOutcome(None, "error", str(refused))
         shared = sandbox.share_input("heldout_features", features)
         left = max(5.0, timeout_s - (time.monotonic() - started))
-        result = sandbox.call("heldout_logits", {"batch_size": BATCH_SIZE}, timeout_s=left, inputs={"features": shared})
+        result = sandbox.call("heldout_logits", {"batch_size": BATCH_SIZE, **args}, timeout_s=left,
+                              inputs={"features": shared, **inputs})
     if not result.ok:
         return LogitsOutcome(None, result.status, failure_message(result, "evaluating model.pt on the held-out notes"))
     logits = result.arrays.get("logits")
@@ -166,7 +191,7 @@ def all_logits(members: list[Member], heldout: HeldOut, *, cache: pathlib.Path, 
 
     ensure_worker_python()  # as root: an interpreter the sandbox's unprivileged user can run
     cache.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    threads = max(1, available_cores() // max(jobs, 1))  # on a Slurm node: the task's cores, not the node's
     # Byte-identical submissions (a shared folder) run once.
     first: dict[str, Member] = {}
     for m in members:

@@ -62,12 +62,14 @@ class SlurmGrading:
     resume: str | None = None
     resume_hint: str = ""  # the command that collects the job (printed on Ctrl-C); JOBID is replaced
 
-    def _settings(self, autograder: pathlib.Path, jobs: int, count: int) -> tuple[SlurmOptions, int, int]:
-        """Options with the defaults, submissions per task, and the default minutes for ``count`` submissions."""
-        per_task = self.options.per_task or DEFAULT_PER_TASK
+    def settings(self, jobs: int, count: int, *, seconds_each: float,
+                 default_per_task: int = DEFAULT_PER_TASK) -> tuple[SlurmOptions, int, int]:
+        """Options with the defaults, submissions per task, and the default minutes for ``count``
+        submissions that take at most ``seconds_each`` each, ``jobs`` at a time within a task."""
+        per_task = self.options.per_task or default_per_task
         options = SlurmOptions(cpus_per_task=DEFAULT_CPUS * jobs).merged(self.options)
-        rounds = math.ceil(min(per_task, max(count, 1)) / jobs)  # grades one after another in the biggest task
-        minutes = math.ceil(rounds * _time_budget_s(autograder) / 60) + STARTUP_MIN
+        rounds = math.ceil(min(per_task, max(count, 1)) / jobs)  # one after another in the biggest task
+        minutes = math.ceil(rounds * seconds_each / 60) + STARTUP_MIN
         return options, per_task, minutes
 
     # ------------------------------------------------------------------------------ regrade
@@ -90,14 +92,11 @@ class SlurmGrading:
         if self.resume:
             submitted = [self.resume]
         else:
-            for earlier in array.unfinished_runs(folder):  # never grade what an earlier array may still be grading
-                print(f"Slurm job {earlier.job_id} from an earlier run has not been collected: waiting for it "
-                      "(Ctrl-C leaves it running)", flush=True)
-                array.collect(folder, earlier.job_id, progress=progress, resume_hint=self.resume_hint)
+            wait_for_earlier(folder, progress=progress, resume_hint=self.resume_hint)  # never grade anything twice
             todo = [(e, m) for e, m in jobs_in if on_disk(e.key) is None]
             submitted = []
             if todo:
-                options, per_task, minutes = self._settings(autograder, jobs, len(todo))
+                options, per_task, minutes = self.settings(jobs, len(todo), seconds_each=_time_budget_s(autograder))
                 task = functools.partial(grade_shard, out=out, autograder=autograder, grade=grade, jobs=jobs)
                 shards = shards_of(todo, per_task)
                 run = array.submit(task, shards, options=options, folder=folder, job_name="notegrade-regrade",
@@ -134,7 +133,7 @@ class SlurmGrading:
         if any(f.name == "slurm" for f in folders):
             raise NotegradeError("a submission folder is named 'slurm', which is where --slurm keeps its job files: "
                                  "rename it")
-        options, per_task, minutes = self._settings(autograder, jobs, len(folders))
+        options, per_task, minutes = self.settings(jobs, len(folders), seconds_each=_time_budget_s(autograder))
         shards = shards_of(folders, per_task)
         task = functools.partial(grade_folders, autograder=autograder, metadata=metadata and pathlib.Path(metadata).resolve(),
                                  out=out, python=python, jobs=jobs)
@@ -201,7 +200,33 @@ def from_arguments(args, *, command: str) -> "SlurmGrading | None":
                         resume_hint=resume_hint(command))
 
 
-def refuse_if_slurm_is_grading(out: pathlib.Path) -> None:
+def wait_for_earlier(folder: pathlib.Path, *, progress: bool, resume_hint: str = "", resuming: str | None = None) -> None:
+    """Wait for every array submitted from ``folder`` that was never collected, and collect it
+    (its work lands in the same ``--out``); ``resuming`` is the job ``--resume`` names (no notice)."""
+    for earlier in array.unfinished_runs(folder):
+        if earlier.job_id != resuming:
+            print(f"Slurm job {earlier.job_id} from an earlier run has not been collected: waiting for it "
+                  "(Ctrl-C leaves it running)", flush=True)
+        array.collect(folder, earlier.job_id, progress=progress, resume_hint=resume_hint)
+
+
+def settle_earlier_runs(out: pathlib.Path, slurm: "SlurmGrading | None", *, progress: bool,
+                        doing: str = "grading") -> None:
+    """Before a run unpacks its export again into (or computes into) ``out``, whose ``slurm/`` holds
+    the job files: no array of an earlier run may still be reading or writing there.
+
+    With ``--slurm`` wait for such arrays (that is how a rerun collects them, and a half-unpacked
+    export never meets a running task); without, refuse while one is queued or running."""
+    if slurm is None:
+        refuse_if_slurm_is_grading(out, doing=doing)
+        return
+    folder = pathlib.Path(out) / "slurm"
+    if slurm.resume:
+        array.ArrayRun.load(folder, slurm.resume)  # an unknown job id: say so before waiting for anything
+    wait_for_earlier(folder, progress=progress, resume_hint=slurm.resume_hint, resuming=slurm.resume)
+
+
+def refuse_if_slurm_is_grading(out: pathlib.Path, *, doing: str = "grading") -> None:
     """A local run must not grade into an ``--out`` that a Slurm array is still grading into."""
     from autograder.instructor.slurm import states
 
@@ -211,6 +236,6 @@ def refuse_if_slurm_is_grading(out: pathlib.Path) -> None:
         except RuntimeError:
             continue  # no Slurm here (e.g. the folder was copied to a laptop): nothing can still be running
         if active:
-            raise NotegradeError(f"Slurm job {run.job_id} is still grading into {out} ({len(active)} task(s) queued or "
+            raise NotegradeError(f"Slurm job {run.job_id} is still {doing} into {out} ({len(active)} task(s) queued or "
                                  f"running): add --slurm to collect it (a rerun waits for it), or stop it with "
                                  f"scancel {run.job_id}")

@@ -139,7 +139,9 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key, (value if sep else True)
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, grading: bool = True) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, grading: bool = True,
+                  per_task_help: str = "submissions graded by one array task (default: 5)",
+                  time_default: str = "--per-task x the rubric's time budget + 10 min") -> None:
     """The ``--slurm`` options; ``grading`` adds those of job arrays (--per-task, --array-parallelism)."""
     group = parser.add_argument_group("on a Slurm cluster (--slurm; run this on a login node, paths on a shared filesystem)")
     group.add_argument("--slurm", action="store_true", help="submit the work to Slurm through submitit instead of running it here")
@@ -149,12 +151,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, grading: bool = True) -> N
     group.add_argument("--account", help="Slurm account (allocation) to charge")
     group.add_argument("--time", help="time limit per job" + (" array task" if grading else "") +
                        ": minutes or a Slurm time such as 1:30:00" +
-                       (" (default: --per-task x the rubric's time budget + 10 min)" if grading else " (default: 2:00:00)"))
+                       (f" (default: {time_default})" if grading else " (default: 2:00:00)"))
     group.add_argument("--mem", help="memory per job, e.g. 8G (default: the partition's)")
     group.add_argument("--cpus-per-task", type=int, help="CPU cores per job" + (" (default: 2)" if grading else " (default: 4)"))
     group.add_argument("--gpus", type=int, help="GPUs per job" + (": held-out evaluation then runs on the GPU" if grading else ""))
     if grading:
-        group.add_argument("--per-task", type=int, help="submissions graded by one array task (default: 5)")
+        group.add_argument("--per-task", type=int, help=per_task_help)
         group.add_argument("--array-parallelism", type=int, help="array tasks running at once (default: no limit)")
     group.add_argument("--slurm-opt", action="append", type=_key_value, metavar="KEY=VALUE",
                        help="any other sbatch option, e.g. --slurm-opt qos=class (repeatable)")

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from _selfcheck.checks import architecture, heldout, losses, stability, training
+from _selfcheck.checks import architecture, heldout, losses, modes, stability, training
 from _selfcheck.checks.common import tolerate_malformed_answers
 from _selfcheck.checks.outcome import CheckSpec, ItemOutcome, SubCheck
 
@@ -79,7 +79,7 @@ REGISTRY: "dict[str, CheckSpec]" = {spec.name: spec for spec in (
           "train_one_epoch: one SGD step per batch, fresh gradients, per-example mean loss, train mode"),
     _spec("train_overfit", ("train.py",), {"seed": 0, "epochs": 150, "lr": 0.01, "max_loss": 0.05},
           training.run_train_overfit, "train_one_epoch drives a 16-example batch to ~0 loss and 100% accuracy"),
-    _spec("evaluate_modes", ("train.py",), {"seed": 0}, training.run_evaluate_modes,
+    _spec("evaluate_modes", ("train.py",), {"seed": 0}, modes.run_evaluate_modes,
           "evaluate: eval mode, no grad, weights untouched, mode restored, correct loss and accuracy"),
     _spec("fit_early_stopping", ("train.py",), {"seed": 0}, training.run_fit_early_stopping,
           "fit: stops after `patience` epochs without improvement and restores the best weights"),

@@ -1,9 +1,14 @@
 """Held-out accuracy: the student's ``model.pt`` in their ``NoteCNN`` on notes only the grader can label.
 
-TRUSTED side.  The grader reads the held-out file (``autograder.featurefile``, numpy only),
-sends the worker the features alone, gets logits back and computes, with numpy: accuracy,
-per-family accuracy and the 11x11 confusion matrix (rows: true family, columns: predicted).
-Points scale linearly from ``zero_at`` (no points) to ``full_at`` (all points).
+TRUSTED side.  The grader reads the held-out file (``autograder.featurefile``, numpy only), and
+sends the worker feature batches alone, in a secret order, in secret batches and slightly
+perturbed (``heldout_presentation.py``), mixed with the file's labelled training sample when it
+has one.  The logits come back, are put back in note order, and numpy computes: accuracy,
+per-family accuracy, the 11x11 confusion matrix (rows: true family, columns: predicted), the mean
+cross-entropy, the public and private parts' accuracies (when the rubric splits the set) and the
+training sample's accuracy and loss (for the grader's train-on-test detector, which lives outside
+this package).  The accuracy that scores is rounded to 0.1 point first, so the points reveal no
+more than the rounded accuracy; points scale linearly from ``zero_at`` (none) to ``full_at`` (all).
 
 Example
 -------
@@ -12,20 +17,26 @@ Example
 (0.6667, 0.0, 1)
 >>> scaled_fraction(0.6, zero_at=0.5, full_at=0.7)
 0.5
+>>> round_accuracy(0.71249), round_accuracy(0.71251)
+(0.712, 0.713)
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import numpy as np
 
-from _selfcheck.checks.common import Budget, call, outcome_for_failure, prerequisites
+from _selfcheck.checks import checkpoint
+from _selfcheck.checks.common import Budget, call, outcome_for_failure
 from _selfcheck.checks.device_agreement import cross_check_on_cpu
+from _selfcheck.checks.heldout_presentation import HeldoutRun, present, presentation, public_mask, restore_order
 from _selfcheck.checks.outcome import ItemOutcome, SubCheck
 from _selfcheck.errors import NotegradeError
 
 FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal")
+ACCURACY_DIGITS = 3  # 0.1 point: what students see, and what the points are computed from
 
 
 def heldout_metrics(logits: np.ndarray, labels: np.ndarray, families: "tuple[str, ...] | list[str]" = FAMILIES) -> dict:
@@ -44,17 +55,83 @@ def heldout_metrics(logits: np.ndarray, labels: np.ndarray, families: "tuple[str
             "confusion": confusion.astype(int).tolist(), "families": list(families)}
 
 
+def mean_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of ``logits`` against ``labels`` in float64 (log-sum-exp, max subtracted)."""
+    if len(labels) == 0:
+        return float("nan")
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)].mean())
+
+
 def scaled_fraction(accuracy: float, *, zero_at: float, full_at: float) -> float:
     """0 at or below ``zero_at``, 1 at or above ``full_at``, linear between."""
     return float(min(1.0, max(0.0, (accuracy - zero_at) / (full_at - zero_at))))
 
 
+def round_accuracy(accuracy: float) -> float:
+    """``accuracy`` rounded to 0.1 point (half up, so 0.7125 -> 0.713)."""
+    return float(np.floor(accuracy * 10**ACCURACY_DIGITS + 0.5) / 10**ACCURACY_DIGITS)
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.argmax(logits, axis=1) == labels).mean()) if len(labels) else float("nan")
+
+
+def _sample_metrics(logits: np.ndarray, labels: np.ndarray, heldout_counts: np.ndarray) -> dict:
+    """The training sample's accuracy and loss, and its accuracy re-weighted to the held-out family mix.
+
+    Re-weighting compares like with like: NSynth's test split has another family mix than a random
+    training sample (e.g. no synth_lead), and families differ in difficulty.
+    """
+    correct = np.argmax(logits, axis=1) == labels
+    per_family, weights = [], []
+    for family, count in enumerate(heldout_counts):
+        members = labels == family
+        if count and members.any():
+            per_family.append(float(correct[members].mean()))
+            weights.append(float(count))
+    matched = float(np.average(per_family, weights=weights)) if weights else float("nan")
+    return {"accuracy": float(correct.mean()), "loss": mean_cross_entropy(logits, labels), "count": int(len(labels)),
+            "accuracy_matched": matched}
+
+
+def _budget_problem(sandbox: Any, max_source_kb: float) -> "str | None":
+    """Why the submission's files other than model.pt are over the source budget, or None.
+
+    Sizes come from the grader's own copy of the submission (never from files student code could
+    have changed since), so a lookup table carried in source (or data) files is refused here."""
+    if not max_source_kb:
+        return None
+    sizes = {}
+    for name in sorted(getattr(sandbox, "files", ()) or ()):
+        if name == "model.pt":
+            continue
+        try:
+            sizes[name] = os.lstat(os.path.join(sandbox.submission, name)).st_size
+        except OSError:
+            continue
+    total = sum(sizes.values())
+    if total <= max_source_kb * 1024:
+        return None
+    listed = ", ".join(f"{name} {size / 1024:,.0f} KB" for name, size in sorted(sizes.items(), key=lambda kv: -kv[1])[:5])
+    return (f"the submitted code files hold {total / 1024:,.0f} KB ({listed}); the limit is {max_source_kb:g} KB, "
+            "far above what the assignment's code needs: the held-out accuracy is not evaluated for a submission "
+            "that carries data in its source (a table of notes?). Keep data out of your .py files and resubmit")
+
+
 def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "str | os.PathLike | None" = None,
-                accuracy_label: str = "held-out accuracy") -> ItemOutcome:
+                accuracy_label: str = "held-out accuracy", heldout_run: "HeldoutRun | None" = None,
+                max_source_kb: float = 0.0, checkpoint_policy: "dict | None" = None) -> ItemOutcome:
     """Evaluate model.pt on the held-out file ``heldout_path`` (kept by the grader, labels included).
 
     ``accuracy_label`` names the accuracy in the message and sub-check: the self-check runs this
-    same check on the student's own validation file and says so.
+    same check on the student's own validation file and says so.  ``heldout_run``: the secret,
+    the submission's digest, the perturbation and the public/private split (default: perturbed,
+    no secret, no split).  ``max_source_kb``: the budget of the submission's files besides
+    model.pt (0: none).  ``checkpoint_policy``: the rubric's ``[checkpoint]`` table (see
+    :mod:`autograder.checks.checkpoint`).
     """
     if heldout_path is None:
         raise NotegradeError("heldout_accuracy needs the held-out file: pass heldout_path=... to its run()")
@@ -63,36 +140,63 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     if params.get("zero_at") is None or params.get("full_at") is None:
         raise NotegradeError("heldout_accuracy needs zero_at and full_at: set them in the rubric item's params")
     zero_at, full_at = float(params["zero_at"]), float(params["full_at"])
+    run = dataclasses.replace(heldout_run or HeldoutRun(), batch_size=int(params.get("batch_size", 64)))
     budget = Budget(timeout_s, sandbox)
-    blocked = prerequisites(sandbox, budget, files=("model.py", "model.pt"), modules=("model",))
+    over = _budget_problem(sandbox, max_source_kb)
+    if over:
+        return ItemOutcome.failed("error", over, data={"source_budget_exceeded": True})
+    blocked, verified = checkpoint.verify(sandbox, budget, checkpoint_policy)  # the same verdict as the self-check's
     if blocked:
         return blocked
     heldout = read_feature_file(heldout_path)
-    features = sandbox.share_input("heldout_features", heldout.features)
-    result = call(sandbox, budget, "heldout_logits", {"batch_size": int(params.get("batch_size", 64))},
-                  {"features": features})
+    sample = heldout.sample
+    n, m = len(heldout), (len(sample) if sample is not None else 0)
+    features = (heldout.features, sample.features) if m else (heldout.features,)
+    plan = presentation(n + m, run)
+    db_scale = float(heldout.frontend_params.get("db_scale", 40.0)) if isinstance(heldout.frontend_params, dict) else 40.0
+    sent = present(features, plan, run, db_scale=db_scale)
+    result = call(sandbox, budget, "heldout_logits", {"batches": plan.batches, **verified.args},
+                  {"features": sent, **verified.inputs})
     if not result.ok:
         return outcome_for_failure(result, "evaluating model.pt on the held-out notes")
-    n = len(heldout)
-    logits = result.arrays.get("logits")
-    if logits is None:
+    presented = result.arrays.get("logits")
+    if presented is None:
         return ItemOutcome.failed("error", "no logits came back: " + "; ".join(result.array_errors.values()))
-    if logits.shape != (n, 11) or logits.dtype.kind != "f":
-        return ItemOutcome.failed("error", f"NoteCNN produced {logits.dtype} logits of shape {tuple(logits.shape)} for "
-                                           f"{n:,} held-out notes, expected ({n}, 11) float logits")
-    bad = ~np.isfinite(logits).all(axis=1)
-    if bad.any():
-        first = int(np.argmax(bad))
-        return ItemOutcome.failed("error", f"the model produced NaN or infinite logits for {int(bad.sum()):,} of {n:,} "
-                                           f"held-out notes (first at note {first}): check model.pt and forward")
-    logits, device = cross_check_on_cpu(sandbox, budget, heldout.features, logits, result.value.get("device"), params)
+    if presented.shape != (n + m, 11) or presented.dtype.kind != "f":
+        return ItemOutcome.failed("error", f"NoteCNN produced {presented.dtype} logits of shape {tuple(presented.shape)} "
+                                           f"for {n + m:,} held-out notes, expected ({n + m}, 11) float logits")
+    bad = int((~np.isfinite(presented).all(axis=1)).sum())
+    if bad:  # no index: which note is which stays with the grader
+        return ItemOutcome.failed("error", f"the model produced NaN or infinite logits for {bad:,} of {n + m:,} notes: "
+                                           "check model.pt and forward")
+    # On a GPU, a sample of the same presented rows is re-run on the CPU (issue 13's cross-check).
+    presented, device = cross_check_on_cpu(sandbox, budget, sent, presented, result.value.get("device"), params,
+                                           (verified.args, verified.inputs))
+    del sent
+    logits = restore_order(presented.astype(np.float32), plan)
     families = tuple(heldout.families) if len(getattr(heldout, "families", ()) or ()) == 11 else FAMILIES
-    metrics = heldout_metrics(logits.astype(np.float32), heldout.labels, families)
-    accuracy = metrics["accuracy"]
-    fraction = scaled_fraction(accuracy, zero_at=zero_at, full_at=full_at)
-    message = (f"{accuracy_label} {accuracy:.1%} ({metrics['correct']:,} of {n:,} notes): no points at "
-               f"{zero_at:.0%} or below, full points from {full_at:.0%}, so {fraction:.1%} of the points")
-    metrics.update(zero_at=zero_at, full_at=full_at, inference_seconds=result.value.get("seconds"),
-                   logits_dtype=result.value.get("dtype"), **device)
-    return ItemOutcome(fraction=fraction, subchecks=[SubCheck(accuracy_label, accuracy >= full_at, 1.0, message)],
-                       message=message, data=metrics)
+    held, labels = logits[:n], np.asarray(heldout.labels, dtype=np.int64)
+    metrics = heldout_metrics(held, labels, families)
+    metrics["loss"] = mean_cross_entropy(held, labels)
+    scored_accuracy, scored_count, part = metrics["accuracy"], n, ""
+    if run.public_fraction > 0:
+        mask = public_mask(labels, secret=run.secret, fraction=run.public_fraction)
+        public_acc, private_acc = _accuracy(held[mask], labels[mask]), _accuracy(held[~mask], labels[~mask])
+        metrics.update(public_accuracy=public_acc, public_accuracy_rounded=round_accuracy(public_acc),
+                       public_count=int(mask.sum()), private_accuracy=private_acc, private_count=int((~mask).sum()))
+        scored_accuracy, scored_count, part = private_acc, int((~mask).sum()), " on the private part"
+    shown = round_accuracy(scored_accuracy)
+    fraction = scaled_fraction(shown, zero_at=zero_at, full_at=full_at)
+    message = (f"{accuracy_label}{part} {shown:.1%} ({scored_count:,} notes): no points at {zero_at:.0%} or below, "
+               f"full points from {full_at:.0%}, so {fraction:.1%} of the points")
+    metrics.update(overall_accuracy=metrics["accuracy"], accuracy=scored_accuracy, accuracy_rounded=shown,
+                   scored_count=scored_count, zero_at=zero_at, full_at=full_at,
+                   inference_seconds=result.value.get("seconds"), logits_dtype=result.value.get("dtype"),
+                   **device, presentation={"perturbed": run.perturb, "gain_db": run.gain_db, "noise_db": run.noise_db,
+                                 "secret": run.has_secret, "batches": len(plan.batches),
+                                 "public_fraction": run.public_fraction})
+    if m:
+        metrics["train_sample"] = _sample_metrics(logits[n:], np.asarray(sample.labels, dtype=np.int64),
+                                                  np.bincount(labels, minlength=len(families)))
+    return ItemOutcome(fraction=fraction, subchecks=[SubCheck(accuracy_label, shown >= full_at, 1.0, message)],
+                       message="".join(note + "\n" for note in verified.notes) + message, data=metrics)

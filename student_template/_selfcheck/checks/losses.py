@@ -148,7 +148,7 @@ def run_cases(sandbox: Any, budget: Budget, cases: "list[Case]") -> "tuple[dict[
             entries[str(entry.get("key"))] = entry
     static = forbidden_uses(sandbox.source_text("losses.py") or "")
     for entry in entries.values():
-        entry["static_forbidden"] = static.get(str(entry.get("fn")), [])
+        entry["static_forbidden"] = static.get(str(entry.get("fn")), []) + static.get("*", [])
     return entries, None
 
 

@@ -6,7 +6,7 @@ code) becomes ``{"ok": false, "error": {...}}``.  The grader (``autograder.check
 
 Probes here: ``import_module``, ``model_summary`` (parameter counts per named child),
 ``model_forward`` (shapes from forward hooks), ``heldout_logits``; the loss and training
-probes live in ``loss_probes.py`` and ``train_probes.py``.
+probes live in ``loss_probes.py`` and ``train_probes.py``, the checkpoint's in ``checkpoint.py``.
 
 Example (inside the worker)::
 
@@ -15,14 +15,13 @@ Example (inside the worker)::
 """
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from . import loss_probes, train_probes
+from . import checkpoint, loss_probes, train_probes
 from .device import select_device
 from .common import (ProbeFailure, WorkerContext, describe_exception, import_student,
                      student_attribute, type_name)
@@ -103,50 +102,39 @@ def probe_model_forward(args: dict, context: WorkerContext) -> dict:
     return {"runs": results}
 
 
-def _load_checkpoint(path: str, device: str) -> "dict[str, torch.Tensor]":
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise ProbeFailure("missing", "model.pt is not in the submission") from None
-    except BaseException as err:
-        # torch's refusal is long and has ANSI codes; keep the line that names the problem.
-        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
-        lines = [line for line in lines if line]
-        specific = [line for line in lines if "WeightsUnpickler" in line or "Unsupported" in line]
-        first_line = (specific or lines or [type(err).__name__])[0].split(" Please use")[0][:300]
-        raise ProbeFailure(
-            "checkpoint", "model.pt is not a plain state_dict that torch.load(..., weights_only=True) accepts "
-            f"({first_line}); save it with torch.save(model.state_dict(), 'model.pt')") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        keys = sorted(str(k) for k in state)[:8] if isinstance(state, dict) else []
-        hint = f" holding keys {keys}" if keys else ""
-        raise ProbeFailure("checkpoint", f"model.pt holds a {type(state).__name__}{hint}, not a state_dict of tensors; "
-                                         "save it with torch.save(model.state_dict(), 'model.pt')")
-    return state
+def _batch_plan(args: dict, n: int) -> "list[int]":
+    """The grader's batch sizes (they must cover the ``n`` notes exactly), else ``batch_size`` each."""
+    sizes = args.get("batches")
+    if sizes is None:
+        size = max(1, int(args.get("batch_size", 64)))
+        return [min(size, n - start) for start in range(0, n, size)]
+    sizes = [int(s) for s in sizes]
+    if any(s < 1 for s in sizes) or sum(sizes) != n:
+        raise ProbeFailure("harness", f"the grader's batches cover {sum(sizes)} notes, the input holds {n}")
+    return sizes
 
 
 def probe_heldout_logits(args: dict, context: WorkerContext) -> dict:
-    """Load ``model.pt`` into the student's ``NoteCNN`` and return logits for the grader's features."""
+    """Load the verified ``model.pt`` into the student's ``NoteCNN`` and return logits for the grader's features.
+
+    The grader sends the notes already in the order and batches it chose (``args["batches"]``:
+    sizes adding up to the number of notes); the worker never learns which note is which.
+    """
     # The grader may ask for the CPU on a GPU worker (its cross-check of GPU logits).
     device = select_device(args.get("device") or context.device, cuda_available=torch.cuda.is_available())
-    state = _load_checkpoint(str(args.get("checkpoint", "model.pt")), device)
-    model = _new_model(args, context)
-    try:
-        model.load_state_dict(state, strict=True)
-    except BaseException as err:
-        message = " ".join(str(err).split())[:600]
-        raise ProbeFailure("checkpoint", f"model.pt does not fit your NoteCNN: {message}") from None
+    # The grader's verified copy of model.pt (see checkpoint.py), never the file itself.
+    model = checkpoint.load_model(args, context, _new_model)
     features = context.load("features", mmap=True)
-    batch_size = max(1, int(args.get("batch_size", 64)))
+    batches = _batch_plan(args, len(features))
     torch.set_num_threads(context.threads)
     try:
-        return _heldout_batches(model, features, batch_size, context, device)
+        return _heldout_batches(model, features, batches, device, context)
     finally:
         torch.set_num_threads(1)
 
 
-def _heldout_batches(model: torch.nn.Module, features: np.ndarray, batch_size: int, context: WorkerContext,
-                     device: str) -> dict:
+def _heldout_batches(model: torch.nn.Module, features: np.ndarray, batches: "list[int]", device: str,
+                     context: WorkerContext) -> dict:
     started = time.perf_counter()
     try:
         model = model.to(device).eval()
@@ -158,22 +146,22 @@ def _heldout_batches(model: torch.nn.Module, features: np.ndarray, batch_size: i
     model = model.to(memory_format=torch.channels_last)
     outputs = []
     dtype = None
+    start = 0
     with torch.inference_mode():
-        for start in range(0, len(features), batch_size):
-            batch = torch.from_numpy(np.asarray(features[start : start + batch_size], dtype=np.float32)).to(device)
+        for index, size in enumerate(batches):
+            batch = torch.from_numpy(np.asarray(features[start : start + size], dtype=np.float32)).to(device)
+            what = f"NoteCNN.forward on held-out batch {index + 1} of {len(batches)} ({size} notes)"
             try:
                 out = model(batch.contiguous(memory_format=torch.channels_last) if channels_last else batch)
             except BaseException as err:
-                if not (channels_last and start == 0 and isinstance(err, Exception)):
-                    raise describe_exception(err, f"NoteCNN.forward on held-out notes {start}-{start + len(batch) - 1}",
-                                             context) from None
+                if not (channels_last and index == 0 and isinstance(err, Exception)):
+                    raise describe_exception(err, what, context) from None
                 channels_last = False
                 model = model.to(memory_format=torch.contiguous_format)
                 try:
                     out = model(batch)
                 except BaseException as err2:
-                    raise describe_exception(err2, f"NoteCNN.forward on held-out notes 0-{len(batch) - 1}",
-                                             context) from None
+                    raise describe_exception(err2, what, context) from None
             if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(batch) \
                     or not out.is_floating_point():
                 got = f"shape {tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else type_name(out)
@@ -181,12 +169,13 @@ def _heldout_batches(model: torch.nn.Module, features: np.ndarray, batch_size: i
                                             f"expected float logits of shape ({len(batch)}, 11)")
             dtype = dtype or str(out.dtype).replace("torch.", "")
             outputs.append(out.detach().to("cpu"))
+            start += size
     logits = torch.cat(outputs) if outputs else torch.zeros(0, 11)
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
     context.save("logits", logits)
     return {"dtype": dtype, "n": int(logits.shape[0]), "seconds": round(time.perf_counter() - started, 4),
-            "device": device, "channels_last": channels_last}
+            "device": device, "channels_last": channels_last, "batches": len(batches)}
 
 
 PROBES: "dict[str, Callable[[dict, WorkerContext], dict]]" = {
@@ -194,6 +183,7 @@ PROBES: "dict[str, Callable[[dict, WorkerContext], dict]]" = {
     "model_summary": probe_model_summary,
     "model_forward": probe_model_forward,
     "heldout_logits": probe_heldout_logits,
+    "checkpoint_forward": lambda args, context: checkpoint.probe_checkpoint_forward(args, context, _new_model),
     "loss_calls": loss_probes.probe_loss_calls,
     "train_step": train_probes.probe_train_step,
     "train_overfit": train_probes.probe_train_overfit,
@@ -213,8 +203,19 @@ def run_probe(request: dict, context: WorkerContext) -> dict:
     try:
         value = probe(dict(request.get("args") or {}), context)
     except ProbeFailure as failure:
-        return {"ok": False, "error": failure.to_dict(), "arrays": context.arrays}
+        return _with_integrity({"ok": False, "error": failure.to_dict(), "arrays": context.arrays}, context)
     except BaseException as err:  # student code raised inside a probe step without its own handler
-        return {"ok": False, "error": describe_exception(err, "student code", context).to_dict(),
-                "arrays": context.arrays}
-    return {"ok": True, "value": value, "arrays": context.arrays}
+        return _with_integrity({"ok": False, "error": describe_exception(err, "student code", context).to_dict(),
+                                "arrays": context.arrays}, context)
+    return _with_integrity({"ok": True, "value": value, "arrays": context.arrays}, context)
+
+
+def _with_integrity(response: dict, context: WorkerContext) -> dict:
+    """Attach what the watcher recorded during this call (``_integrity``, for instructors only)."""
+    watcher = getattr(context, "watcher", None)
+    records = watcher.collect() if watcher is not None else []
+    if records:
+        part = response["value"] if response.get("ok") else response["error"]
+        if isinstance(part, dict):
+            part["_integrity"] = records
+    return response

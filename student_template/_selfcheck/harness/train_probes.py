@@ -24,10 +24,17 @@ CROSS_ENTROPY = F.cross_entropy
 
 
 class HarnessMLP(torch.nn.Module):
-    """flatten -> Linear -> ReLU -> Linear; records (training, grad enabled) per forward."""
+    """flatten -> Linear -> ReLU -> Linear; records (training, grad enabled) per forward.
 
-    def __init__(self, init: "dict[str, torch.Tensor]") -> None:
+    With ``mode_shifts`` (the grader's ``eval_shift`` and ``nograd_shift``, one value per logit),
+    the output itself tells the mode: ``eval_shift`` is added in eval mode and ``nograd_shift``
+    when gradients are off, so the loss a function computes from it shows which modes were used
+    (a verdict from behaviour; the ``seen`` record is only a fallback, and code can rewrite it).
+    """
+
+    def __init__(self, init: "dict[str, torch.Tensor]", mode_shifts: "dict[str, torch.Tensor] | None" = None) -> None:
         super().__init__()
+        self._mode_shifts = mode_shifts
         hidden_w, out_w = init["hidden.weight"], init["out.weight"]
         self.hidden = torch.nn.Linear(hidden_w.shape[1], hidden_w.shape[0])
         self.out = torch.nn.Linear(out_w.shape[1], out_w.shape[0])
@@ -39,7 +46,13 @@ class HarnessMLP(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.seen) < 1000:
             self.seen.append([bool(self.training), bool(torch.is_grad_enabled())])
-        return self.out(torch.relu(self.hidden(x.flatten(1))))
+        out = self.out(torch.relu(self.hidden(x.flatten(1))))
+        if self._mode_shifts is not None:
+            if not self.training:
+                out = out + self._mode_shifts["eval_shift"]
+            if not torch.is_grad_enabled():
+                out = out + self._mode_shifts["nograd_shift"]
+        return out
 
     def flat(self) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
@@ -88,9 +101,10 @@ def probe_train_step(args: dict, context: WorkerContext) -> dict:
     """``train_one_epoch`` with SGD on two batches (model left in eval mode) and on one batch."""
     train_one_epoch = _train_function("train_one_epoch", context)
     scenarios = {"two_batches": [("xa", "ya"), ("xb", "yb")], "one_batch": [("xc", "yc")]}
+    shifts = {"eval_shift": context.tensor("eval_shift"), "nograd_shift": context.tensor("nograd_shift")}
     results = {}
     for name, pairs in scenarios.items():
-        model = HarnessMLP(_init(context))
+        model = HarnessMLP(_init(context), shifts)
         model.eval()  # train_one_epoch must switch to train mode itself
         optimizer = torch.optim.SGD(model.parameters(), lr=float(args["lr"]))
         counts: dict = {}
@@ -130,9 +144,10 @@ def probe_train_overfit(args: dict, context: WorkerContext) -> dict:
 def probe_evaluate_modes(args: dict, context: WorkerContext) -> dict:
     """``evaluate`` on two batches, starting once in train mode and once in eval mode."""
     evaluate = _train_function("evaluate", context)
+    shifts = {"eval_shift": context.tensor("eval_shift"), "nograd_shift": context.tensor("nograd_shift")}
     results = {}
     for name, start_training in (("from_train", True), ("from_eval", False)):
-        model = HarnessMLP(_init(context))
+        model = HarnessMLP(_init(context), shifts)
         model.train(start_training)
         before = model.flat().clone()
         batches = [(context.tensor("x1"), context.tensor("y1")), (context.tensor("x2"), context.tensor("y2"))]
@@ -145,6 +160,14 @@ def probe_evaluate_modes(args: dict, context: WorkerContext) -> dict:
         entry.update(seen=model.seen[:50], training_after=bool(model.training),
                      grads_computed=any(p.grad is not None for p in model.parameters()),
                      weights_changed=not torch.equal(before, model.flat()))
+        # Outputs the grader decides from: the weights, and one forward (gradients off) that shows
+        # which mode evaluate left the model in.
+        context.save(f"{name}.final", model.flat())
+        try:
+            with torch.set_grad_enabled(False):
+                context.save(f"{name}.after", model(context.tensor("x1")))
+        except BaseException as err:
+            entry["after_error"] = describe_exception(err, "NoteCNN after evaluate", context).to_dict()
         results[name] = entry
     return results
 

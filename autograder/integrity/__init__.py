@@ -1,0 +1,17 @@
+"""Held-out integrity on the grader's side: what makes the held-out score something a student can't buy.
+
+GRADER-ONLY (shipped in the autograder zip, never vendored into the student template: the
+detector's thresholds and the rate limit's bookkeeping are not the students' business).
+
+- ``secret.py``: the autograder's secret (made by ``notegrade build``) and the per-run key.
+- ``rate_limit.py``: evaluations per window from ``previous_submissions``; over the limit the
+  held-out item keeps the last evaluated result.
+- ``train_on_test.py``: flags a model that does as well on NSynth's test split as on training notes.
+- ``tampering.py``: reaching into the harness (static scan on the trusted side, audit records from
+  the worker), reported to instructors only.
+- ``session.py``: the glue ``run_autograder`` calls; ``results_lines.py``: the result lines it adds
+  (public part, per-family details, the hidden integrity line) and ``extra_data["integrity"]``.
+
+None of this changes a score except the rate limit (which keeps an earlier score) and the
+source-size budget (enforced by the held-out check itself).
+"""
