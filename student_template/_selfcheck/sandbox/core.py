@@ -128,6 +128,13 @@ class Sandbox:
         return self.scratch_dir.path if self.scratch_dir else ""
 
     @property
+    def lib_dir(self) -> str:
+        """The folder holding the harness copy (``notegrade_harness/``): the scratch folder itself.  Root's
+        (0755) from the student uid's point of view; files added there before the first student import
+        (the import policy) are read by every worker."""
+        return self.scratch
+
+    @property
     def work_dir(self) -> str:
         """The submission copy on the grader's side."""
         return self.scratch_dir.work if self.scratch_dir else ""
