@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow  # each case grades twice in a sandbox (~10-30 s o
 HELDOUT_ONLY = ("4.1",)
 LOSSES = ("2.1", "2.2", "2.3", "2.4")
 NO_PERTURBATION = "\n[heldout.perturbation]\nenabled = false\n"
+# Lets the buffers through the checkpoint budget (issue 11), so the perturbation is tested alone.
+OPEN_BUDGET = "\n[checkpoint]\nbuffer_budget = 1000000\n"
 
 MEMORISED = '''
 _Honest = NoteCNN
@@ -87,17 +89,22 @@ def test_memorised_test_split_buys_nothing(tmp_path, assets, monkeypatch):
     base = untrained_state()
     attack_state = _memorised_state(base, assets.heldout)
     twin_state = {**attack_state, "keys": torch.full_like(attack_state["keys"], 1e6)}  # matches nothing
-    rubric = subset_rubric(HELDOUT_ONLY)
+    rubric = subset_rubric(HELDOUT_ONLY, extra=OPEN_BUDGET)
     attack = grade(tmp_path / "attack", rubric=rubric, heldout=assets.heldout, files=files, state_dict=attack_state,
                    presentation_key="same", monkeypatch=monkeypatch)
     twin = grade(tmp_path / "twin", rubric=rubric, heldout=assets.heldout, files=files, state_dict=twin_state,
                  presentation_key="same", monkeypatch=monkeypatch)
+    assert twin["extra_data"]["heldout_accuracy"] is not None, twin["output"]
     assert attack["score"] <= twin["score"], (attack["output"], twin["output"])
     assert attack["extra_data"]["heldout_accuracy"] == twin["extra_data"]["heldout_accuracy"]  # no note matched
     # Without the perturbation the same lookup matches every note: the wall is what stops it.
-    unperturbed = grade(tmp_path / "unperturbed", rubric=subset_rubric(HELDOUT_ONLY, extra=NO_PERTURBATION),
+    unperturbed = grade(tmp_path / "unperturbed", rubric=subset_rubric(HELDOUT_ONLY, extra=OPEN_BUDGET + NO_PERTURBATION),
                         heldout=assets.heldout, files=files, state_dict=attack_state, monkeypatch=monkeypatch)
     assert unperturbed["extra_data"]["heldout_accuracy"] == 1.0 and unperturbed["score"] == 30
+    # The default rubric's checkpoint budget refuses the table before any note is seen (a second wall).
+    refused = grade(tmp_path / "refused", rubric=subset_rubric(HELDOUT_ONLY, extra=NO_PERTURBATION), heldout=assets.heldout,
+                    files=files, state_dict=attack_state, monkeypatch=monkeypatch)
+    assert refused["score"] == 0 and "keys" in refused["output"] and "4,096" in refused["output"], refused["output"]
 
 
 def test_order_attack_predicts_by_position_and_gets_chance(tmp_path, assets, monkeypatch):
