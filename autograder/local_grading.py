@@ -20,6 +20,10 @@ or ``--out graded/``.  The rules here:
   (it still writes results.json), then SIGKILL, and afterwards reclaims the student uids of graders
   that died (:func:`autograder.sandbox.users.reclaim_stale`): no process of a student uid outlives
   ``notegrade grade``.
+- **A stopped grading run stops its graders.**  :func:`stop_graders` (the SIGTERM handler of a Slurm
+  array task: Slurm sends it when the task is cancelled or reaches its time limit, and submitit
+  would ignore it) passes SIGTERM on to every running grader, which still writes its results.json
+  as an autograder error that a rerun grades again, and no new grader starts.
 
 Example
 -------
@@ -37,6 +41,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import zipfile
 from typing import Any
 
@@ -44,6 +49,8 @@ ARGV_FD_ENV = "NOTEGRADE_ARGV_FD"
 MAX_DEPTH = 32  # folder levels staged from a submission (the sandbox itself copies 16)
 SPARSE_FROM = 1 << 30  # larger files are staged as sparse files of the same size (no sandbox takes them)
 TERM_GRACE_S = 30.0  # between SIGTERM and SIGKILL for an overdue grader
+_RUNNING: "set[subprocess.Popen]" = set()  # graders of this process, for stop_graders
+_STOPPED = threading.Event()
 
 
 # -- arguments ---------------------------------------------------------------------------
@@ -195,9 +202,13 @@ def run_grader(command: "list[str]", *, timeout_s: float, **popen: Any) -> "int 
     """Run the grader; on ``timeout_s`` SIGTERM (results.json is still written), then SIGKILL.
     Returns its exit status, or None when it had to be stopped.  Student uids of graders that
     died are reclaimed afterwards."""
+    from autograder.errors import NotegradeError
     from autograder.sandbox import users
 
+    if _STOPPED.is_set():
+        raise NotegradeError("not graded: this grading run was stopped (SIGTERM) before it reached this submission")
     process = subprocess.Popen(command, **popen)
+    _RUNNING.add(process)
     try:
         return process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -215,7 +226,22 @@ def run_grader(command: "list[str]", *, timeout_s: float, **popen: Any) -> "int 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        _RUNNING.discard(process)
         users.reclaim_stale()
+
+
+def stop_graders(signum: int = signal.SIGTERM, frame: Any = None) -> None:
+    """Stop this process's grading: running graders get SIGTERM, new ones are refused (a signal handler)."""
+    _STOPPED.set()
+    for process in list(_RUNNING):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+
+
+def stop_graders_on_sigterm() -> None:
+    """Install :func:`stop_graders` for SIGTERM (from the main thread only, where Python allows it)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop_graders)
 
 
 def isolation_of(results: dict) -> dict:
