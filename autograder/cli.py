@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         # running command line (readable by student code via /proc) names no instructor's path.
         received = received_arguments()
         argv = sys.argv[1:] if received is None else received
+        if received is not None:
+            sys.argv[1:] = received  # the command as typed, for hints that repeat it (e.g. --resume JOBID)
         if received is None and argv[:1] in (["grade"], ["regrade"], ["integrity"], ["demo"]):
             hide_arguments(argv)  # returns only when there is nothing to hide (not root)
     argv = list(argv)
