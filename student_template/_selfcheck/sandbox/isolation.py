@@ -35,13 +35,17 @@ CHOICES = ("auto", "bubblewrap", "uid", "none")
 
 @dataclass
 class Isolation:
-    """The level a sandbox runs at and a sentence of detail for the instructor."""
+    """The level a sandbox runs at, a sentence of detail for the instructor, and the student uid.
+
+    The uid is kept out of the sentence: it is fresh for every grading, and the rest of results.json
+    is the same when a submission is graded again (regrades and Slurm runs compare them)."""
 
     level: str
     detail: str
+    uid: "int | None" = None
 
-    def as_dict(self) -> "dict[str, str]":
-        return {"level": self.level, "detail": self.detail}
+    def as_dict(self) -> "dict[str, str | int]":
+        return {"level": self.level, "detail": self.detail} | ({} if self.uid is None else {"uid": self.uid})
 
 
 def requested(environ: "dict[str, str] | None" = None) -> str:
@@ -87,16 +91,17 @@ def choose(level: str, *, python: str, user: Any, limits: Any) -> "tuple[Isolati
                                       user={"user": user.uid, "group": user.gid, "extra_groups": []})
         if works:
             return Isolation("bubblewrap", (
-                f"bubblewrap: student code runs as the fresh uid {user.uid} in new user, PID, mount, IPC, UTS, network "
+                f"bubblewrap: student code runs as a fresh uid in new user, PID, mount, IPC, UTS, network "
                 f"and cgroup namespaces; it sees only the interpreter, its packages, the harness and its submission "
-                f"copy, with a private {limits.tmp_mb} MB /tmp; {network}")), program
+                f"copy, with a private {limits.tmp_mb} MB /tmp; {network}"), user.uid), program
         if level == "bubblewrap":
             raise NotegradeError(f"{ISOLATION_ENV}=bubblewrap, but {why}")
         refused = f" (bubblewrap unavailable: {why})"
     if level in ("auto", "uid"):
         return Isolation("uid", (
-            f"uid: student code runs as the fresh uid {user.uid}{refused}, without namespaces: it shares the grader's "
-            f"view of the filesystem, processes and network; files the grader keeps are closed to it; {network}")), program
+            f"uid: student code runs as a fresh uid{refused}, without namespaces: it shares the grader's "
+            f"view of the filesystem, processes and network; files the grader keeps are closed to it; {network}"),
+            user.uid), program
     who = pwd.getpwuid(os.getuid()).pw_name
     why = "the grader is not root" if os.geteuid() != 0 else \
         f"isolation was switched off (run_as='self' or {ISOLATION_ENV}=none)"
