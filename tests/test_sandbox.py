@@ -110,7 +110,8 @@ def test_worker_identity_limits_and_environment(level, open_tmp, monkeypatch, wo
         assert report["gid"] == uid and report["groups"] == []  # no supplementary groups
         assert report["limits"]["NPROC"] == [limits.max_processes] * 2
         assert not report["read_secret"] and not report["write_protected"]
-        assert description.startswith(f"isolation {level}: ")
+        assert description.startswith(f"isolation {level}: ") and f"; student uid {uid};" in description
+        assert sandbox.isolation.as_dict()["uid"] == uid and str(uid) not in sandbox.isolation.detail
         if level == "bubblewrap":
             assert worker_home == "/sandbox/work" and report["pid"] < 10  # its own PID namespace
     else:

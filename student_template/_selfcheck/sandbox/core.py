@@ -152,8 +152,8 @@ class Sandbox:
                   f"{info['memory_budget_mb'] + limits.memory_reserve_mb} MB left as the worker started, "
                   f"{limits.memory_reserve_mb} MB of it kept for the grader)"
                   if info.get("memory_budget_mb") and info.get("headroom_mb") != limits.memory_headroom_mb else "")
-        uid = "" if self.isolation.uid is None else f" (uid {self.isolation.uid})"
-        return (f"isolation {self.isolation.level}{uid}: {self.isolation.detail}; limits: {limits.memory_headroom_mb} MB of "
+        uid = "" if self.isolation.uid is None else f"; student uid {self.isolation.uid}"
+        return (f"isolation {self.isolation.level}: {self.isolation.detail}{uid}; limits: {limits.memory_headroom_mb} MB of "
                 f"address space above the imports{capped}, {limits.max_processes} processes, {limits.file_size_mb} MB "
                 f"per file written, {limits.max_file_mb:g} MB per submitted file")
 
