@@ -20,6 +20,7 @@ import traceback
 
 from autograder import __version__
 from autograder.errors import NotegradeError
+from autograder.local_grading import hide_arguments, received_arguments
 
 # (subcommand words) -> (module, one-line summary).  The order is the data flow.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -82,7 +83,16 @@ def build_parser(words: tuple[str, ...]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``notegrade`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        # As root, grading commands re-execute with their arguments in a root-only channel, so the
+        # running command line (readable by student code via /proc) names no instructor's path.
+        received = received_arguments()
+        argv = sys.argv[1:] if received is None else received
+        if received is not None:
+            sys.argv[1:] = received  # the command as typed, for hints that repeat it (e.g. --resume JOBID)
+        if received is None and argv[:1] in (["grade"], ["regrade"], ["integrity"], ["demo"]):
+            hide_arguments(argv)  # returns only when there is nothing to hide (not root)
+    argv = list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(f"usage: notegrade COMMAND [options]\n\nnotegrade {__version__}: the NSynth CNN assignment toolkit.\n")
         print(_overview())

@@ -32,6 +32,8 @@ import time
 import zipfile
 
 from autograder.errors import NotegradeError
+from autograder.sandbox.cleanup import remove_tree
+from autograder.local_grading import isolation_of, isolation_warning, private_dir, run_grader, stage_tree, stage_zip
 
 EXAMPLES = """examples:
   notegrade grade my_submission/ --autograder autograder.zip
@@ -54,7 +56,7 @@ def _safe_extract(archive: pathlib.Path, dest: pathlib.Path) -> None:
                 target = (dest / name).resolve()
                 if not target.is_relative_to(dest.resolve()):
                     raise NotegradeError(f"{archive}: entry {name!r} would extract outside the target directory")
-            zf.extractall(dest)
+        stage_zip(archive, dest)  # iterative, bounded in depth and size
     except zipfile.BadZipFile as err:
         raise NotegradeError(f"{archive}: not a valid zip file ({err})") from None
 
@@ -62,9 +64,9 @@ def _safe_extract(archive: pathlib.Path, dest: pathlib.Path) -> None:
 def _place(src: pathlib.Path, dest: pathlib.Path, what: str) -> None:
     """Copy a directory, or unpack a zip, into ``dest``."""
     if src.is_dir():
-        # symlinks=True: copy links as links, never the files they point to (as root that could
-        # pull an unreadable file into the submission).
-        shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns(*_SKIP))
+        # Links are copied as links, never the files they point to (as root that could pull an
+        # unreadable file into the submission); iteratively, so a 1,200-deep folder is cut, not fatal.
+        stage_tree(src, dest, skip=_SKIP)
     elif src.is_file() and zipfile.is_zipfile(src):
         dest.mkdir(parents=True)
         _safe_extract(src, dest)
@@ -99,8 +101,8 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
             raise NotegradeError(f"{path}: no such {what} (a directory or a .zip file)")
     if metadata is not None and not pathlib.Path(metadata).is_file():
         raise NotegradeError(f"{metadata}: no such metadata file")
-    out.mkdir(parents=True, exist_ok=True)
-    root = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-grade-"))
+    private_dir(out)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-grade-"))  # 0700: the held-out file is read from here
     try:
         _place(autograder, root / "source", "autograder")
         _check_autograder(root / "source", autograder)
@@ -118,12 +120,11 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
                 env[key] = value
         log_path = out / "stdout.txt"
         with open(log_path, "wb") as log:
-            try:
-                subprocess.run([str(python or sys.executable), "-m", "autograder.run_autograder"], cwd=root / "source", env=env,
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=log if quiet else None,
-                               timeout=OUTER_TIMEOUT_S, check=False)
-            except subprocess.TimeoutExpired:
-                raise NotegradeError(f"the grader did not finish within {OUTER_TIMEOUT_S} s; see {log_path}") from None
+            code = run_grader([str(python or sys.executable), "-m", "autograder.run_autograder"], cwd=root / "source",
+                              env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log if quiet else None,
+                              timeout_s=OUTER_TIMEOUT_S)
+            if code is None and not (root / "results" / "results.json").is_file():
+                raise NotegradeError(f"the grader did not finish within {OUTER_TIMEOUT_S} s; see {log_path}")
         try:
             results = json.loads((root / "results" / "results.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
@@ -135,7 +136,7 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
         (out / "report.html").write_text(html_report(results, audience="instructor"), encoding="utf-8")
         return results
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)  # iterative: a submission's deep folder cannot make this raise
 
 
 def grading_python(source: pathlib.Path, python: "str | os.PathLike | None", *, quiet: bool = False
@@ -209,7 +210,7 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
     """
     from tqdm import tqdm
 
-    out = pathlib.Path(out)
+    out = private_dir(out)  # 0700 when created: no other student reads these results
     folders = batch_folders(pathlib.Path(submissions))
     one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
     if slurm is not None:  # a Slurm job array: each task runs grade_folder over a shard
@@ -218,9 +219,8 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
         # Threads only wait: each grading runs in its own grader process (process parallelism).
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             rows = list(tqdm(pool.map(one, folders), total=len(folders), desc="grading", unit="submission", disable=None))
-    out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["name", "score", "total", "status", "seconds"])
+        writer = csv.DictWriter(handle, fieldnames=["name", "score", "total", "status", "seconds"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return rows
@@ -241,9 +241,11 @@ def grade_folder(folder: pathlib.Path, *, autograder: str | os.PathLike, metadat
         errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
         total = (results.get("extra_data") or {}).get("total_points")
         return {"name": folder.name, "score": results.get("score"), "total": total,
-                "status": "autograder error" if errored else "graded", "seconds": round(time.monotonic() - started, 1)}
-    except NotegradeError as err:
-        return {"name": folder.name, "score": None, "total": None, "status": f"failed: {err}",
+                "status": "autograder error" if errored else "graded", "seconds": round(time.monotonic() - started, 1),
+                "isolation": isolation_of(results).get("level")}
+    except Exception as err:  # noqa: BLE001 - one broken submission never stops the batch
+        why = str(err) if isinstance(err, NotegradeError) else f"{type(err).__name__}: {err}"
+        return {"name": folder.name, "score": None, "total": None, "status": f"failed: {why}"[:500],
                 "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -278,6 +280,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python", default=None,
                         help="the interpreter that grades (default: a cached venv built from the autograder's "
                              "requirements.txt, as setup.sh builds on Gradescope)")
+    parser.add_argument("--isolation", choices=("auto", "bubblewrap", "uid", "none"), default=None,
+                        help="how student code is isolated (default: $NOTEGRADE_ISOLATION, else auto: bubblewrap where "
+                             "the machine allows namespaces, else a separate uid; both need root)")
     try:  # the instructor tools are absent from the autograder zip; --slurm is theirs
         from autograder.instructor.slurm import options as slurm_options
     except ImportError:
@@ -310,15 +315,25 @@ def main(*, submission: pathlib.Path, autograder: pathlib.Path, metadata: pathli
                            python=python, slurm=slurm)
         print(summary_table(rows))
         print(f"\nresults in {out}/<submission>/results.json; summary in {out / 'summary.csv'}")
+        _warn_without_isolation([r.get("isolation") for r in rows if r.get("isolation")])
         return 0 if all(r["status"] == "graded" for r in rows) else 1
     results = grade_submission(submission=submission, autograder=autograder, metadata=metadata, out=out, python=python)
     print(markdown_report(results, audience="instructor"))
     print(f"results: {out / 'results.json'}  report: {out / 'report.html'}  grader log: {out / 'stdout.txt'}")
+    _warn_without_isolation([isolation_of(results).get("level")])
     errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
     return 1 if errored else 0
 
 
+def _warn_without_isolation(levels: list) -> None:
+    line = isolation_warning(levels)
+    if line:
+        print(line, file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.isolation:  # read by every grader process this one starts (autograder.sandbox.isolation)
+        os.environ["NOTEGRADE_ISOLATION"] = args.isolation
     slurm = None
     if hasattr(args, "slurm"):  # refuses --slurm with --docker, and Slurm flags without --slurm
         from autograder.instructor.slurm.grading import from_arguments as slurm_grading

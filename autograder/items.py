@@ -1,8 +1,9 @@
 """Running rubric items: the per-item loop shared by ``run_autograder`` and the student self-check.
 
-Each item's check runs in the sandbox within min(item timeout, what is left of the global budget);
-an item that can't start in time is "not run: time budget exhausted", with its points withheld and
-said so.  A check that raises is the grader's bug, not the student's: the item is withheld with a
+Each item's check runs in the sandbox within min(item timeout, what is left of the global budget),
+and the sandbox itself refuses to wait past the budget's end inside an item (a worker restart
+included); an item that can't start in time is "not run: time budget exhausted", with its points
+withheld and said so.  A check that raises is the grader's bug, not the student's: the item is withheld with a
 message saying so and the traceback goes to ``log`` (stdout, which Gradescope shows to instructors
 only); the other items still run.  The self-check passes ``abort_on_misconfiguration=True`` instead,
 so that a :class:`~autograder.errors.NotegradeError` (e.g. the worker's Python cannot import torch)
@@ -100,6 +101,7 @@ def grade_items(*, rubric: Any, sandbox: Any, registry: dict, context: dict, dea
     line per item and the traceback of any check that raised (default: print to stdout).
     """
     log = log or _print_flush
+    _tell_sandbox(sandbox, "set_deadline", deadline)
     for item in rubric.items:
         remaining = deadline - time.monotonic()
         if remaining < MIN_ITEM_SECONDS:
@@ -116,6 +118,7 @@ def _grade_one(item: Any, *, sandbox: Any, registry: dict, context: dict, timeou
                log: Callable[[str], None], abort: bool) -> GradedItem:
     spec = registry[item.check]
     params = {**{k: v for k, v in spec.params.items() if v is not None}, **item.params}
+    _tell_sandbox(sandbox, "set_item", item.number)
     started = time.monotonic()
     try:
         outcome = _call_check(spec, sandbox, params, timeout_s=timeout_s, context=context)
@@ -127,6 +130,14 @@ def _grade_one(item: Any, *, sandbox: Any, registry: dict, context: dict, timeou
     log(f"[notegrade] item {item.number} ({item.check}): {outcome.status}, {outcome.fraction:.3f} in {elapsed:.1f} s "
         f"(limit {timeout_s:.0f} s)")
     return GradedItem(item, outcome, elapsed)
+
+
+def _tell_sandbox(sandbox: Any, method: str, value: Any) -> None:
+    """The global deadline (enforced inside items too) and the current item (for "not run" messages),
+    for a sandbox that takes them (test doubles need not)."""
+    setter = getattr(sandbox, method, None)
+    if callable(setter):
+        setter(value)
 
 
 def _internal_error(item: Any, err: Exception, log: Callable[[str], None]) -> Any:

@@ -108,12 +108,15 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
         context = {"heldout_path": heldout, "deadline": started + rubric.time_budget_s,
                    "checkpoint_policy": rubric.checkpoint, **integrity.context}
         with _open_sandbox(submission=prepared.path, limits=rubric.sandbox, hide=hide) as sandbox:
+            _log_isolation(sandbox, state)
             _import_policy(sandbox, source)
             grade_items(rubric=rubric, sandbox=integrity.watch(sandbox), registry=integrity.registry(REGISTRY),
                         context=context,
                         deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
             print(f"sandbox: {sandbox.describe()}", flush=True)  # the instructor's log (results/stdout)
             runtime = runtime_info(sandbox)
+        if sandbox.leftovers:
+            print(f"[notegrade] the student uid keeps a reservation; could not remove: {sandbox.leftovers[:5]}", flush=True)
     finally:
         if progress is not None:
             progress.close()
@@ -124,7 +127,19 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
     results.data["extra_data"]["submission"] = {"folder": prepared.folder, "copied": prepared.copied,
                                                 "ignored": prepared.ignored[:200]}
     results.data["extra_data"]["runtime"] = runtime
+    _record_isolation(results.data, state)
     return results
+
+
+def _log_isolation(sandbox: Any, state: dict) -> None:
+    """The isolation level goes to the instructor's log now and to results.json's extra_data later."""
+    state["isolation"] = sandbox.isolation.as_dict()
+    print(f"[notegrade] isolation: {sandbox.isolation.level} ({sandbox.isolation.detail})", flush=True)
+
+
+def _record_isolation(data: dict, state: dict) -> None:
+    if state.get("isolation") and isinstance(data.get("extra_data"), dict):
+        data["extra_data"]["isolation"] = state["isolation"]
 
 
 def _integrity_session(**kwargs: Any) -> Any:
@@ -206,6 +221,7 @@ def main(*, root: str | os.PathLike | None = None) -> dict:
 
             data = error_results(rubric=state["rubric"], graded=state["graded"], error=summary, details=details,
                                  execution_time=time.monotonic() - started).data
+            _record_isolation(data, state)
         except BaseException:  # even the error report failed (e.g. interrupted mid-import): the last resort
             print(f"[notegrade] could not build the error results:\n{traceback.format_exc()}", flush=True)
         if isinstance(err, (KeyboardInterrupt, SystemExit)):  # `finally` writes, then stop as asked

@@ -89,14 +89,28 @@ def single_folder(upload: Path, files: "tuple[str, ...]") -> "str | None":
     return "/".join(parts) or None
 
 
+WALK_DEPTH = 16  # folder levels listed (a 1,200-deep folder is listed as its top 16 levels, never a RecursionError)
+
+
 def _walk(folder: Path, prefix: str = "") -> "list[str]":
-    found = []
-    for entry in _entries(folder):
-        rel = prefix + entry.name
-        if entry.is_dir(follow_symlinks=False) and entry.name not in (".git",):
-            found += [p for p in _walk(folder / entry.name, rel + "/")] or [rel + "/"]
+    """Relative paths under ``folder`` (an empty folder as ``name/``), depth-first in name order, without
+    recursion; folders deeper than :data:`WALK_DEPTH` are listed as ``name/``."""
+    found: "list[str]" = []
+    stack = [iter([(folder, prefix, entry) for entry in _entries(folder)])]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        current, rel_dir, entry = item
+        rel = rel_dir + entry.name
+        is_dir = entry.is_dir(follow_symlinks=False)
+        inside = _entries(current / entry.name) if is_dir and entry.name not in (".git",) and len(stack) <= WALK_DEPTH \
+            else []
+        if inside:
+            stack.append(iter([(current / entry.name, rel + "/", child) for child in inside]))
         else:
-            found.append(rel + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+            found.append(rel + ("/" if is_dir else ""))
     return found
 
 

@@ -10,6 +10,12 @@ Prints, measured in one run on this machine's cores:
   start), sampled every 20 ms from /proc: the sum of RSS (double-counts shared pages such as
   torch's libraries) and the sum of PSS (shared pages split between processes: what a cgroup
   limit like Gradescope's 768 MB effectively sees).  Goal <= 768 MB with a CPU build of torch.
+* each of it at every isolation level this machine offers (``--levels``; as root: ``bubblewrap``
+  and the ``uid`` fallback, forced with ``$NOTEGRADE_ISOLATION``; the levels alternate run by run),
+  plus the time a sandbox takes to start its worker, answer one call and clean up, so the cost of
+  bubblewrap shows;
+* the same peak memory while grading the hard-link array bomb of ``tests/corpus/hardlink_array_bomb``
+  (20 links to one 63 MiB ``.npy`` per answer), which the grader must refuse without reading.
 
 The CPU build lives in its own venv, created on first use and reused afterwards::
 
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,7 +70,7 @@ def _base_python() -> str:
 
 def ensure_cpu_venv(venv: pathlib.Path) -> pathlib.Path:
     """The venv's python, creating the venv and installing the CPU build of torch if needed."""
-    from autograder.sandbox.system import path_is_reachable_by_others
+    from autograder.sandbox.processes import path_is_reachable_by_others
 
     python = venv / "bin" / "python"
     probe = "import torch, numpy, safetensors, gradescope_utils; assert '+cpu' in torch.__version__"
@@ -159,6 +166,23 @@ def measure_floor(python: pathlib.Path, heldout: pathlib.Path, scratch: pathlib.
     return import_s, time.perf_counter() - started
 
 
+START_SCRIPT = """
+import sys, time
+from autograder.sandbox import Sandbox
+started = time.perf_counter()
+with Sandbox(sys.argv[1], python=sys.argv[2]) as sandbox:
+    assert sandbox.call("model_summary", {}, timeout_s=120).ok
+print(time.perf_counter() - started)
+"""
+
+
+def measure_sandbox_start(python: pathlib.Path, submission: pathlib.Path) -> float:
+    """Seconds for a sandbox at ``$NOTEGRADE_ISOLATION`` to start its worker, answer one call and clean up."""
+    done = subprocess.run([sys.executable, "-c", START_SCRIPT, str(submission), str(python)], capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathlib.Path, out: pathlib.Path) -> tuple[float, float, float, dict]:
     """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout."""
     from autograder.grade import grade_submission
@@ -174,7 +198,24 @@ def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathl
     return wall, sampler.peak_rss, sampler.peak_pss, results
 
 
-def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int) -> int:
+def bomb_submission(scratch: pathlib.Path) -> pathlib.Path:
+    """The hard-link array bomb of tests/corpus (reference files + the attack appended)."""
+    from tests.autograder_dir import make_submission
+
+    submission = make_submission(scratch / "bomb")
+    attack = (REPO / "tests" / "corpus" / "hardlink_array_bomb" / "model.py.append").read_text()
+    with open(submission / "model.py", "a") as handle:
+        handle.write("\n\n" + attack)
+    return submission
+
+
+def default_levels() -> list[str]:
+    if os.geteuid() != 0:
+        return ["none"]
+    return ["bubblewrap", "uid"] if shutil.which("bwrap") else ["uid"]
+
+
+def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[str]) -> int:
     from tests.autograder_dir import make_autograder_dir, make_submission
 
     work.mkdir(parents=True, exist_ok=True)
@@ -183,24 +224,51 @@ def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int) -> int:
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="bench-grading-", dir=work))
     autograder = make_autograder_dir(scratch / "autograder", rubric=REPO / "rubrics" / "fall2024_a2.toml", heldout=heldout)
     submission = make_submission(scratch / "submission")
+    bomb = bomb_submission(scratch)
     torch_version = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
                                    text=True, check=True).stdout.strip()
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}, grader torch {torch_version}, "
-          f"held-out notes: {N_NOTES}")
-    floors, walls, rss, pss = [], [], [], []
-    for i in range(repeat):
-        import_s, floor_s = measure_floor(python, heldout, scratch)
-        wall, peak_rss, peak_pss, results = grade_once(python, autograder, submission, scratch / f"out{i}")
-        floors.append(floor_s), walls.append(wall), rss.append(peak_rss), pss.append(peak_pss)
-        statuses = {t.get("number"): (t.get("extra_data") or {}).get("status") for t in results["tests"] if t.get("number")}
-        print(f"run {i + 1}: floor {floor_s:.2f} s (import torch alone {import_s:.2f} s), grading {wall:.2f} s "
-              f"= {wall / floor_s:.2f}x, peak tree RSS {peak_rss:.0f} MB, PSS {peak_pss:.0f} MB, "
-              f"score {results['score']:g}, items {statuses}")
-    ratio = statistics.median(w / f for w, f in zip(walls, floors))
-    print(f"\nmedian of {repeat}: floor {statistics.median(floors):.2f} s, grading {statistics.median(walls):.2f} s, "
-          f"ratio {ratio:.2f}x (goal <= {GOAL_RATIO:g}x): {'OK' if ratio <= GOAL_RATIO else 'OVER'}")
-    print(f"peak memory of the grading process tree: RSS sum {max(rss):.0f} MB, PSS sum {max(pss):.0f} MB "
-          f"(goal <= {GOAL_MB:g} MB): {'OK' if max(pss) <= GOAL_MB else 'OVER'}")
+          f"held-out notes: {N_NOTES}, isolation levels: {', '.join(levels)}")
+    runs: "dict[str, list[tuple[float, float, float, float]]]" = {level: [] for level in levels}
+    starts: "dict[str, list[float]]" = {level: [] for level in levels}
+    for i in range(repeat):  # levels interleaved, so that a change in the machine's load hits both alike
+        for level in levels:
+            os.environ["NOTEGRADE_ISOLATION"] = level
+            starts[level].append(measure_sandbox_start(python, submission))
+            import_s, floor_s = measure_floor(python, heldout, scratch)
+            wall, peak_rss, peak_pss, results = grade_once(python, autograder, submission, scratch / f"out-{level}-{i}")
+            runs[level].append((floor_s, wall, peak_rss, peak_pss))
+            statuses = {t.get("number"): (t.get("extra_data") or {}).get("status") for t in results["tests"] if t.get("number")}
+            graded_at = (results.get("extra_data") or {}).get("isolation", {}).get("level")
+            print(f"[{level}] run {i + 1}: sandbox start + one call {starts[level][-1]:.2f} s; floor {floor_s:.2f} s "
+                  f"(import torch alone {import_s:.2f} s), grading {wall:.2f} s = {wall / floor_s:.2f}x, peak tree RSS "
+                  f"{peak_rss:.0f} MB, PSS {peak_pss:.0f} MB, score {results['score']:g}, graded at {graded_at}, "
+                  f"items {statuses}", flush=True)
+    summary = []
+    for level in levels:
+        os.environ["NOTEGRADE_ISOLATION"] = level
+        _, bomb_rss, bomb_pss, bombed = grade_once(python, autograder, bomb, scratch / f"out-{level}-bomb")
+        refused = sum("hard links" in str(t.get("output", "")) for t in bombed["tests"])
+        print(f"[{level}] hard-link array bomb: peak tree RSS {bomb_rss:.0f} MB, PSS {bomb_pss:.0f} MB, "
+              f"{refused} items refused its answers, score {bombed['score']:g}")
+        floors, walls, rss, pss = zip(*runs[level])
+        ratio = statistics.median(w / f for w, f in zip(walls, floors))
+        summary.append((level, statistics.median(floors), statistics.median(walls), ratio, max(rss), max(pss), bomb_pss))
+        print(f"[{level}] sandbox start + one call: median {statistics.median(starts[level]):.2f} s "
+              f"(runs: {', '.join(f'{s:.2f}' for s in starts[level])})")
+    print()
+    for level, floor, wall, ratio, peak_rss, peak_pss, bomb_pss in summary:
+        print(f"{level:>10}: median of {repeat}: floor {floor:.2f} s, grading {wall:.2f} s, ratio {ratio:.2f}x "
+              f"(goal <= {GOAL_RATIO:g}x: {'OK' if ratio <= GOAL_RATIO else 'OVER'}); peak tree RSS {peak_rss:.0f} MB, "
+              f"PSS {peak_pss:.0f} MB, on the array bomb PSS {bomb_pss:.0f} MB (goal <= {GOAL_MB:g} MB: "
+              f"{'OK' if max(peak_pss, bomb_pss) <= GOAL_MB else 'OVER'})")
+    if len(summary) > 1:
+        base = next((s for s in summary if s[0] == "uid"), summary[-1])
+        for level, _, wall, *_ in summary:
+            if level != base[0]:
+                start = statistics.median(starts[level]) - statistics.median(starts[base[0]])
+                print(f"cost of {level} over {base[0]}: {wall - base[2]:+.2f} s per graded submission "
+                      f"({wall / base[2]:.2f}x); sandbox start + one call {start:+.2f} s (medians)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
@@ -213,5 +281,7 @@ if __name__ == "__main__":
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/notegrade-bench"),
                         help="cache for the held-out file and scratch space")
     parser.add_argument("--repeat", type=int, default=3, help="measurements (the median is reported)")
+    parser.add_argument("--levels", default=",".join(default_levels()),
+                        help="isolation levels to measure, comma-separated (bubblewrap, uid, none)")
     args = parser.parse_args()
-    sys.exit(main(venv=args.venv, work=args.work, repeat=args.repeat))
+    sys.exit(main(venv=args.venv, work=args.work, repeat=args.repeat, levels=args.levels.split(",")))

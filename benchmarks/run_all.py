@@ -100,7 +100,7 @@ BENCHMARKS = (
               (r"^Benchmark 1:", r"^builder / ", r"^librosa vs builder")),
     Benchmark("grading", BENCH_DIR / "bench_grading.py",
               lambda *, quick, work, **_: ["--work", str(work)] + (["--repeat", "1"] if quick else []),
-              (r"^median of ", r"^peak memory of the grading")),
+              (r"^ *\w+: median of ", r"^cost of \w+ over")),
     Benchmark("docker", BENCH_DIR / "bench_docker.py",
               lambda *, quick, work, **_: ["--work", str(work)] + (["--submissions", "4", "--rounds", "1"] if quick else []),
               (r"^autograder zip:", r"^setup\.sh in", r"^image ", r"^reference submission, one container",

@@ -16,8 +16,9 @@ A corpus case is a directory ``tests/corpus/<name>/`` with ``expected.json``::
      "expect": {"check": {"status": "error", "fraction": 0.0, "max_fraction": 0.9,
                           "message": "substring", "failed": ["sub-check name"]}},
      "after": {"no_marker": true, "target_unchanged": true, "heldout_unreadable": true,
-               "stdout_includes": "SEARCHED", "stdout_excludes": "WROTE", "max_stdout_bytes": 9000,
-               "uid_clean": true}}
+               "stdout_includes": "SEARCHED", "stdout_includes_any": ["A", "B"], "stdout_excludes": "WROTE",
+               "max_stdout_bytes": 9000, "uid_clean": true, "nothing_left": true},
+     "scenario": "...", "levels": [...]}     # issue 9 attacks that need several graders: tests/test_isolation.py
 
 Checks not under ``expect`` must score full marks with status ``ran``: a broken part fails
 only the items that depend on it.  Other files in the case directory are copied as they are.
@@ -195,9 +196,42 @@ def aim_target(submission: pathlib.Path, path: str) -> None:
 
 def uid_processes(uid: int) -> "list[int]":
     """Live (non-zombie) processes of ``uid``."""
-    from autograder.sandbox.system import process_table
+    from autograder.sandbox.processes import process_table
 
     return [p.pid for p in process_table().values() if p.uid == uid and p.state != "Z"]
+
+
+ROOT = os.geteuid() == 0
+
+
+def bubblewrap_works() -> "tuple[bool, str]":
+    """Whether this machine runs the worker under bubblewrap (root, bwrap installed, namespaces allowed)."""
+    from autograder.sandbox import bubblewrap
+    from autograder.sandbox.launch import ChildSetup
+    from autograder.sandbox.limits import SandboxLimits
+
+    if not ROOT:
+        return False, "the isolation levels need root"
+    python = os.environ.get("NOTEGRADE_WORKER_PYTHON") or sys.executable
+    return bubblewrap.probe(python, preexec=ChildSetup(SandboxLimits(), nproc=64, address_space_mb=0),
+                            user={"user": 65534, "group": 65534, "extra_groups": []})
+
+
+def isolation_levels() -> "list[str]":
+    """The levels the tests force, strongest first: bubblewrap and uid as root (bubblewrap where the
+    machine allows namespaces; otherwise its tests are skipped with the reason), none always."""
+    return (["bubblewrap", "uid"] if ROOT else []) + ["none"]
+
+
+def force_isolation(monkeypatch: Any, level: str) -> None:
+    """Make every sandbox of the test (and graders it starts) run at ``level``; skip when impossible."""
+    import pytest
+
+    if level == "bubblewrap":
+        works, why = bubblewrap_works()
+        if not works:
+            pytest.skip(f"bubblewrap cannot run here: {why}")
+    monkeypatch.setenv("NOTEGRADE_ISOLATION", level)
 
 
 
@@ -255,6 +289,8 @@ def expectation_problems(case: Case, outcomes: dict, sandbox: RecordingSandbox, 
         problems.append(f"stdout contains {after['stdout_excludes']!r}: {stdout[:300]}")
     if after.get("stdout_includes") and after["stdout_includes"] not in stdout:
         problems.append(f"stdout lacks {after['stdout_includes']!r}: {stdout[:300]}")
+    if after.get("stdout_includes_any") and not any(text in stdout for text in after["stdout_includes_any"]):
+        problems.append(f"stdout lacks all of {after['stdout_includes_any']!r}: {stdout[:300]}")
     if "max_stdout_bytes" in after:
         longest = max((len(r.stdout.encode()) for r in sandbox.results), default=0)
         if longest > after["max_stdout_bytes"] or "more bytes not shown" not in stdout:

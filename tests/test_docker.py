@@ -28,7 +28,7 @@ import torch
 import docker_support
 import sandbox_support
 from autograder.instructor import build, docker_grade
-from autograder.sandbox.system import CONTAINER_UIDS, STUDENT_UID_ENV
+from autograder.sandbox.users import CONTAINER_UIDS, STUDENT_UID_ENV
 from autograder_dir import grading_assets, make_starter_submission, make_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,7 +184,6 @@ echo IDEMPOTENT
 cp run_autograder /autograder/run_autograder
 mkdir -p /autograder/submission && cp /in/submission/* /autograder/submission/
 /autograder/run_autograder
-getent passwd notegrade-student
 """
     # Containers share the host's uids: a student uid from the containers' range (the grader creates
     # the user with it) keeps the host's own sandbox tests, which kill every process of their student
@@ -196,9 +195,12 @@ getent passwd notegrade-student
                    str(sub): {"bind": "/in/submission", "mode": "ro"},
                    str(results): {"bind": "/autograder/results", "mode": "rw"}})
     assert "IDEMPOTENT" in log, log[-3000:]
-    assert f"notegrade-student:x:{uid}:{uid}:" in log, log[-3000:]  # created by the grader, uid = gid
     data = json.loads((results / "results.json").read_text())
     assert data["score"] == 100, log[-4000:]
+    # no namespaces without privileges: the uid fallback, with the container's own uid and the network filter
+    isolation = data["extra_data"]["isolation"]
+    assert isolation["level"] == "uid" and isolation["uid"] == int(uid), isolation
+    assert "socket() refused" in isolation["detail"], isolation
     with zipfile.ZipFile(setup["zip"]) as archive:
         assert json.loads(archive.read("MANIFEST.json"))["rubric"]["rubric_hash"] == data["extra_data"]["rubric_hash"]
 
@@ -238,3 +240,54 @@ def test_without_an_engine_grade_docker_says_so_in_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1, done.stderr
     assert "no Docker engine is reachable" in done.stderr and "without --docker" in done.stderr
+
+
+@pytest.mark.docker
+def test_no_network_from_student_code_in_a_container(client, image, setup, tmp_path):
+    """Issue 9 attack 7 in Docker without privileges (as on Gradescope: no namespaces, so the uid
+    fallback): the container shares the host's network (``network_mode="host"``), so only the seccomp
+    filter stands between student code and a listener the test starts on 127.0.0.1."""
+    import socket
+    import threading
+
+    received = []
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                received.append(conn.recv(65536))
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        cases = {case.name: case for case in sandbox_support.load_cases()}
+        state = torch.load(grading_assets().state_dict_path, weights_only=True)
+        built = sandbox_support.build_case(cases["tcp_exfiltration"], tmp_path / "build",
+                                           heldout=grading_assets().heldout, state_dict=state)
+        model = built.submission / "model.py"  # only the assignment's files reach the sandbox: the port goes in it
+        model.write_text(f"_PORT = {port}\n" + model.read_text())
+        results_dir = tmp_path / "results"
+        results_dir.mkdir()
+        uid = str(CONTAINER_UIDS[-2])
+        _run(client, image, "/autograder/run_autograder", network_mode="host", environment={STUDENT_UID_ENV: uid},
+             labels={docker_grade.UID_LABEL: uid}, volumes={
+                 str(built.submission): {"bind": "/autograder/submission", "mode": "rw"},
+                 str(results_dir): {"bind": "/autograder/results", "mode": "rw"}})
+        data = json.loads((results_dir / "results.json").read_text())
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        server.close()
+    assert received == [], received
+    assert data["extra_data"]["isolation"]["level"] == "uid", data["extra_data"]["isolation"]
+    assert data["score"] == 100, data["output"][:2000]  # the attack costs nothing else

@@ -261,3 +261,22 @@ def test_help_shows_examples():
     proc = subprocess.run(NOTEGRADE + ["grade", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "notegrade grade my_submission/ --autograder autograder.zip" in proc.stdout
     assert "--jobs" in proc.stdout and "--docker" in proc.stdout
+
+
+def test_a_stopped_grading_run_stops_its_graders_and_starts_no_new_one(monkeypatch):
+    """A cancelled Slurm task's SIGTERM (local_grading.stop_graders) reaches the running grader at once
+    instead of letting it grade on until Slurm's SIGKILL, and no later submission starts grading."""
+    import threading
+    import time
+
+    from autograder import local_grading
+
+    monkeypatch.setattr(local_grading, "_STOPPED", threading.Event())
+    code = "import signal,sys,time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); time.sleep(60)"
+    stopper = threading.Timer(1.0, local_grading.stop_graders)
+    stopper.start()
+    started = time.monotonic()
+    assert local_grading.run_grader([sys.executable, "-c", code], timeout_s=60) == 7
+    assert time.monotonic() - started < 20
+    with pytest.raises(NotegradeError, match="stopped"):
+        local_grading.run_grader([sys.executable, "-c", "pass"], timeout_s=60)

@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.slurm]
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OPTIONS = dict(due=DUE.isoformat(), late_due=LATE_DUE.isoformat(), title="Assignment 2", progress=False)
 SIX = ("Ada Lovelace", "Ben Franklin", "Cleo Patra", "Dev Null", "Eve Adams", "Finn Mertens")
-TIMING_KEYS = {"execution_time", "duration_s", "seconds", "inference_seconds", "startup_seconds"}
+# run-specific fields: timings, and the fresh student uid each grading gets
+TIMING_KEYS = {"execution_time", "duration_s", "seconds", "inference_seconds", "startup_seconds", "uid"}
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,11 @@ class Budget:
 def failure_message(result: Any, doing: str) -> str:
     """One sentence for a probe that did not return normally (error, timeout, crash)."""
     if result.status == "timeout":
+        message = result.message or ""
+        if " did not return within " in message:  # the sandbox knows which function
+            return f"{doing}: {message}: an infinite loop, or far too slow?"
+        if message and not message.startswith("did not finish"):  # e.g. the worker stopped taking requests
+            return f"{doing}: {message}"
         return f"{doing} did not finish within {result.seconds:.0f} s: an infinite loop, or far too slow?"
     if result.status == "crash":
         where = (result.error or {}).get("where")
@@ -55,6 +60,8 @@ def failure_message(result: Any, doing: str) -> str:
 
 
 def outcome_for_failure(result: Any, doing: str, **kwargs: Any) -> ItemOutcome:
+    if (result.error or {}).get("kind") == "not_run":  # the sandbox did not run it (see sandbox/failfast.py)
+        return ItemOutcome.failed("not_run", str(result.error.get("message")), **kwargs)
     status = "timeout" if result.status == "timeout" else "error"
     return ItemOutcome.failed(status, failure_message(result, doing), **kwargs)
 
@@ -124,7 +131,7 @@ def tolerate_malformed_answers(run: Callable[..., ItemOutcome]) -> Callable[...,
     def checked(*args: Any, **kwargs: Any) -> ItemOutcome:
         try:
             return run(*args, **kwargs)
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as err:
             return ItemOutcome.failed("error", f"the worker's answer could not be used ({type(err).__name__}: "
                                       f"{str(err)[:200]}): does your code write to file descriptors it did not "
                                       "open, or replace functions of torch or of the grader?")

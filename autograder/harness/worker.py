@@ -1,10 +1,11 @@
 """The sandboxed worker's request loop: one JSON line in, one JSON line out, per probe.
 
-UNTRUSTED side.  ``autograder/sandbox.py`` copies this package into a scratch directory and
-starts it (as an unprivileged user when the grader is root, with rlimits) as::
+UNTRUSTED side.  ``autograder/sandbox/`` copies this package into a scratch directory and
+starts it there (as an unprivileged uid when the grader is root, with rlimits, maybe inside
+bubblewrap) with folders relative to that directory, so its command line names none::
 
     python -s -m notegrade_harness.worker --requests 3 --responses 4 \\
-        --submission DIR --inputs DIR --outputs DIR --device cpu --threads 2 --headroom-mb 1024 \\
+        --submission work --inputs in --outputs out --device cpu --threads 2 --headroom-mb 1024 \\
         --memory-budget-mb 0
 
 Protocol (dedicated pipes, never stdout, which belongs to the student's prints):
@@ -18,6 +19,11 @@ Protocol (dedicated pipes, never stdout, which belongs to the student's prints):
 Input arrays live in ``--inputs`` (written by the grader), output arrays in ``--outputs`` as
 ``.npy`` files the grader loads with ``allow_pickle=False``.
 
+On ``SIGUSR1`` (sent when a call timed out) the worker writes
+``{"event": "where", "stack": [["NoteCNN.forward", "model", 12], ...]}``: the student functions on
+the main thread's stack, outermost first, so the grader can tell which one did not return
+(``autograder/sandbox/failfast.py``).  Student code can ignore it; the grader then guesses.
+
 Example (what the sandbox runs; needs the two pipe fds, so not runnable by hand)::
 
     python -s -m notegrade_harness.worker --requests 3 --responses 4 --submission . ...
@@ -25,10 +31,13 @@ Example (what the sandbox runs; needs the two pipe fds, so not runnable by hand)
 from __future__ import annotations
 
 import argparse
+import ctypes
 import faulthandler
+import fcntl
 import json
 import os
 import resource
+import signal
 import site
 import sys
 import time
@@ -98,6 +107,50 @@ def _limit_cpu_seconds(seconds: object) -> None:
         pass  # the grader's own prlimit and wall-clock timeout still apply
 
 
+def _confinement() -> dict:
+    """What the grader's launch set up, as this process sees it (reported in the ready message)."""
+    status = {}
+    try:
+        with open("/proc/self/status") as handle:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+    except OSError:
+        pass
+    death_signal = ctypes.c_int(0)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(2, ctypes.byref(death_signal), 0, 0, 0)  # PR_GET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    return {"seccomp": status.get("Seccomp", "?").strip(), "no_new_privs": status.get("NoNewPrivs", "?").strip(),
+            "death_signal": death_signal.value, "uid": os.getuid()}
+
+
+def _answer_where(responses: int, submission: str) -> None:
+    """On SIGUSR1, write the student frames of the main thread's stack (see the module doc)."""
+    prefix = submission.rstrip(os.sep) + os.sep
+
+    def where(signum: int, frame: object) -> None:
+        stack = []
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename.startswith(prefix):
+                module = os.path.splitext(os.path.basename(code.co_filename))[0]
+                stack.append([getattr(code, "co_qualname", code.co_name), module, frame.f_lineno])
+            frame = frame.f_back
+        stack.reverse()
+        data = (json.dumps({"event": "where", "stack": stack[:10] + stack[10:][-10:]}) + "\n").encode()
+        try:
+            flags = fcntl.fcntl(responses, fcntl.F_GETFL)
+            fcntl.fcntl(responses, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+            try:
+                os.write(responses, data)
+            finally:
+                fcntl.fcntl(responses, fcntl.F_SETFL, flags)
+        except OSError:
+            pass
+
+    signal.signal(signal.SIGUSR1, where)
+
+
 def _write_line(fd: int, message: dict) -> None:
     data = (json.dumps(message, allow_nan=True, default=str) + "\n").encode()
     view = memoryview(data)
@@ -109,6 +162,9 @@ def _write_line(fd: int, message: dict) -> None:
 def main(argv: "list[str] | None" = None) -> int:
     """Run the request loop until the grader closes the request pipe."""
     args = _parse_args(argv)
+    # Folders come relative to the scratch folder (the starting directory); the worker later works
+    # in the submission copy, so they are made absolute first.
+    args.submission, args.inputs, args.outputs = (os.path.abspath(p) for p in (args.submission, args.inputs, args.outputs))
     worker_pid = os.getpid()
     faulthandler.enable()  # a segfault in student code prints its Python traceback to stderr
     # The protocol fds must not leak into processes the student starts.
@@ -133,6 +189,7 @@ def main(argv: "list[str] | None" = None) -> int:
     limit_mb, headroom_mb = _tighten_address_space(args.headroom_mb, args.memory_budget_mb)
     os.chdir(args.submission)
     sys.path.insert(0, args.submission)
+    _answer_where(args.responses, args.submission)
     context = common.WorkerContext(
         submission=args.submission, inputs=args.inputs, outputs=args.outputs, device=device,
         threads=max(1, args.threads))
@@ -145,6 +202,7 @@ def main(argv: "list[str] | None" = None) -> int:
         "numpy": numpy.__version__, "cuda_available": bool(torch.cuda.is_available()), "device": device,
         "import_seconds": round(import_seconds, 3), "ready_seconds": round(time.perf_counter() - started, 3),
         "address_space_limit_mb": limit_mb, "headroom_mb": headroom_mb, "memory_budget_mb": args.memory_budget_mb,
+        "confinement": _confinement(),
     })
     requests = os.fdopen(args.requests, "rb", buffering=0)
     while True:

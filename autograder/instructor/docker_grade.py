@@ -46,8 +46,8 @@ from tqdm import tqdm
 from autograder.errors import NotegradeError
 from autograder.instructor.docker_image import (GRADESCOPE_BASE_IMAGE, REQUIRED, base_image_name, docker_client,
                                                 ensure_image, unpack_autograder)
-from autograder.instructor.docker_run import (UID_LABEL, ContainerLimits, ContainerRun, pick_student_uid,
-                                              run_container)
+from autograder.instructor.docker_run import (UID_LABEL, ContainerLimits, ContainerRun, failed_run,
+                                              pick_student_uid, run_container)
 
 __all__ = ["GRADESCOPE_BASE_IMAGE", "REQUIRED", "UID_LABEL", "ContainerLimits", "ContainerRun", "base_image_name",
            "docker_client", "ensure_image", "find_submissions", "grade_all", "grade_submission", "main",
@@ -89,8 +89,11 @@ def _grade_runs(submissions: list[Path], *, autograder: Path, outs: list[Path], 
         tag = ensure_image(client, source=source, tag=image, base_image=base_image, rebuild=rebuild, quiet=quiet)
 
         def one(index: int) -> ContainerRun:
-            run = run_container(client, image=tag, submission=submissions[index], metadata=metadata,
-                                limits=limits, work=Path(tmp) / f"job{index}")
+            try:
+                run = run_container(client, image=tag, submission=submissions[index], metadata=metadata,
+                                    limits=limits, work=Path(tmp) / f"job{index}")
+            except Exception as err:  # noqa: BLE001 - one broken submission never stops the batch
+                run = failed_run(submissions[index], err)
             _write_outputs(run, outs[index])
             return run
 

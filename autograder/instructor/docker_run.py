@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.errors import NotegradeError
-from autograder.sandbox.system import CONTAINER_UIDS, STUDENT_UID_ENV
+from autograder.local_grading import stage_tree
+from autograder.sandbox.cleanup import remove_tree
+from autograder.sandbox.users import CONTAINER_UIDS, STUDENT_UID_ENV
 
 UID_LABEL = "notegrade.student_uid"  # each grading container's student uid, so others can avoid it
 _UID_LOCK = threading.Lock()
@@ -55,14 +57,14 @@ class ContainerRun:
 
 
 def pick_student_uid(client) -> int:
-    """A uid for one container's student user: in ``sandbox.system.CONTAINER_UIDS``, used by no other
+    """A uid for one container's student user: in ``sandbox.users.CONTAINER_UIDS``, used by no other
     grading container on this engine.
 
     Containers share the host kernel's uids: if every container's grader (and the host's) made its
     student user with the same uid, RLIMIT_NPROC would count all their processes together, and a
     grader that kills "every process of the student uid" would reach into the other containers.
     The container's grader creates the user with this uid (``$NOTEGRADE_STUDENT_UID``, read by
-    ``sandbox.system.StudentUser``); the host's own users come from ``HOST_UIDS``, a separate range.
+    ``sandbox.users.StudentUid``); the host's own users come from ``HOST_UIDS``, a separate range.
     """
     import docker
 
@@ -103,6 +105,13 @@ def _sample_stats(container, peaks: dict, stop: threading.Event) -> None:
         return
 
 
+def failed_run(submission: Path, err: Exception) -> ContainerRun:
+    """The run of a submission that could not even be put in a container (its batch goes on)."""
+    reason = f"could not be graded ({type(err).__name__}: {str(err)[:300]})"
+    return ContainerRun(submission=str(submission), exit_code=None, wall_s=0.0, peak_memory_mb=None, peak_rss_mb=None,
+                        oom_killed=False, timed_out=False, results=_failure_results(reason, ""), logs="")
+
+
 def _failure_results(reason: str, logs: str) -> dict:
     """A valid results.json for a run that left none: 0 points, the reason, logs for the staff."""
     return {"score": 0.0, "output": f"The autograder did not finish: {reason}.", "output_format": "md",
@@ -121,8 +130,9 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
     import requests
 
     sub_dir, results_dir = work / "submission", work / "results"
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(submission, sub_dir)  # the container may write there; the original stays untouched
+    remove_tree(work)
+    work.mkdir(parents=True)
+    stage_tree(submission, sub_dir)  # iterative, links kept as links; the container may write there
     results_dir.mkdir(parents=True)
     volumes = {str(sub_dir.resolve()): {"bind": "/autograder/submission", "mode": "rw"},
                str(results_dir.resolve()): {"bind": "/autograder/results", "mode": "rw"}}

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograder.errors import NotegradeError
+from autograder.local_grading import private_dir
 from autograder.featurefile import FAMILIES
 from autograder.instructor import export as gs_export
 from autograder.instructor.regrade_jobs import GradeFn, default_grader, grade_all, sha256_of
@@ -106,7 +107,7 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     _settle_slurm(out, slurm, integrity=integrity, progress=progress)  # before the export is unpacked again
     info = gs_export.load_assignment_info(path=assignment, title=title, due=due, late_due=late_due)
     ext = gs_export.load_extensions(extensions, assignment=info) if extensions else {}
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)  # 0700 when created: students' results and the unpacked export stay the instructor's
     if export.is_file():
         shutil.rmtree(out / "export", ignore_errors=True)  # a fresh unpack: no files left from another zip
     parsed = gs_export.read_export(export, extract_to=out / "export" if export.is_file() else None)

@@ -32,7 +32,7 @@ import tempfile
 
 from autograder.errors import NotegradeError
 from autograder.sandbox import WORKER_PYTHON_ENV
-from autograder.sandbox.system import path_is_reachable_by_others
+from autograder.sandbox.processes import path_is_reachable_by_others
 
 PTH_NAME = "notegrade_project.pth"
 

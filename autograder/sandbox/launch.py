@@ -1,26 +1,46 @@
-"""How the worker process is launched: its environment, its command line, its rlimits before exec.
+"""How the worker process is launched: its environment, its command line, what the child sets before exec.
 
-Split from :mod:`autograder.sandbox.worker`, which spawns the worker with these and then talks
-to it: everything here is decided before the process exists.  The guarantees they implement
-(scrubbed environment, limits set in the child) are listed in :mod:`autograder.sandbox.core`.
+TRUSTED side; everything here is decided before the process exists.
+
+- **Environment**: PATH, HOME (the submission copy), USER/LOGNAME, LANG/LC_ALL, TMPDIR, thread counts,
+  MALLOC_ARENA_MAX, PYTHONHASHSEED, PYTHONDONTWRITEBYTECODE and, without a GPU, an empty
+  CUDA_VISIBLE_DEVICES.  Nothing of the grader's (no AUTOGRADER_ROOT).
+- **Command line**: ``python -s -m notegrade_harness.worker`` with folders *relative* to the
+  scratch folder (the working directory), so ``/proc/<pid>/cmdline``, which any uid can read
+  without a PID namespace, names no folder of the grader's.
+- **Child setup** (:class:`ChildSetup`, between fork and exec, after the uid switch, only system
+  calls on objects made before the fork): rlimits (core 0, CPU, processes, file size, address
+  space), ``PR_SET_PDEATHSIG`` = SIGKILL (the worker dies with its grader; set after the uid
+  switch, which would clear it), an exit if the grader is already gone, ``oom_score_adj`` 1000
+  where the child may write it (the grader writes it too), ``PR_SET_NO_NEW_PRIVS`` and the network filter of
+  :mod:`autograder.sandbox.seccomp` (not under bubblewrap, which loads it itself).
 
 Example
 -------
->>> env = worker_environment(work_dir="/tmp/sub", tmp_dir="/tmp/sub-tmp", threads=2, use_gpu=False)
+>>> env = worker_environment(work_dir="/tmp/s/work", tmp_dir="/tmp/s/tmp", threads=2, use_gpu=False)
 >>> env["HOME"], env["OMP_NUM_THREADS"], env["CUDA_VISIBLE_DEVICES"]
-('/tmp/sub', '2', '')
+('/tmp/s/work', '2', '')
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
+import signal
 import site
 from typing import Any
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+EXIT_NO_FILTER = 97  # the child could not install the network filter it was asked to
 
 
 def worker_environment(*, work_dir: str, tmp_dir: str, threads: int, use_gpu: bool) -> "dict[str, str]":
     """The worker's whole environment: nothing of the grader's is inherited."""
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work_dir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+    # USER/LOGNAME: the student uid has no passwd entry, and getpass.getuser() (torch's cache
+    # folders) looks at them before it asks for one.
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work_dir, "USER": "student", "LOGNAME": "student",
+           "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
            "TMPDIR": tmp_dir, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "MALLOC_ARENA_MAX": "2", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
     if not use_gpu:
@@ -30,13 +50,13 @@ def worker_environment(*, work_dir: str, tmp_dir: str, threads: int, use_gpu: bo
     return env
 
 
-def worker_command(*, python: str, request_fd: int, response_fd: int, work_dir: str, inputs_dir: str,
-                   outputs_dir: str, use_gpu: bool, threads: int, headroom_mb: int, budget_mb: int,
+def worker_command(*, python: str, request_fd: int, response_fd: int, submission: str, inputs: str,
+                   outputs: str, use_gpu: bool, threads: int, headroom_mb: int, budget_mb: int,
                    same_user: bool) -> "list[str]":
-    """``python -s -m notegrade_harness.worker`` with the pipes, directories and memory budget it is given."""
+    """``python -s -m notegrade_harness.worker`` with the pipes, folders and memory budget it is given."""
     command = [python, "-s", "-m", "notegrade_harness.worker", "--requests", str(request_fd),
-               "--responses", str(response_fd), "--submission", work_dir, "--inputs", inputs_dir,
-               "--outputs", outputs_dir, "--device", "cuda" if use_gpu else "cpu", "--threads", str(threads),
+               "--responses", str(response_fd), "--submission", submission, "--inputs", inputs,
+               "--outputs", outputs, "--device", "cuda" if use_gpu else "cpu", "--threads", str(threads),
                "--headroom-mb", str(headroom_mb), "--memory-budget-mb", str(budget_mb)]
     if same_user and site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
         # Same user, but HOME is the scratch dir: keep a `pip install --user` torch importable.
@@ -51,16 +71,38 @@ def _limit(resource_id: int, value: int) -> None:
     resource.setrlimit(resource_id, (value, value))
 
 
-def child_setup(limits: Any, nproc: int, address_space_mb: int) -> Any:
-    """Runs in the child after the uid switch and before exec: limits only, no imports."""
-    cpu, fsize = int(limits.cpu_seconds_total), int(limits.file_size_mb) << 20
+class ChildSetup:
+    """The ``preexec_fn`` of the worker (or of bwrap): see the module doc.
 
-    def setup() -> None:
+    Made in the grader; calling it in the child uses only objects made here (``libc``, the
+    filter), because the child, already the student uid, may not be able to import anything.
+    """
+
+    def __init__(self, limits: Any, *, nproc: int, address_space_mb: int, socket_filter: Any = None) -> None:
+        self.cpu, self.fsize = int(limits.cpu_seconds_total), int(limits.file_size_mb) << 20
+        self.nproc, self.address_space_mb = nproc, address_space_mb
+        self.socket_filter = socket_filter
+        self.parent = os.getpid()
+        self.libc = ctypes.CDLL(None, use_errno=True)
+
+    def __call__(self) -> None:
         _limit(resource.RLIMIT_CORE, 0)
-        _limit(resource.RLIMIT_CPU, cpu)
-        _limit(resource.RLIMIT_NPROC, nproc)
-        _limit(resource.RLIMIT_FSIZE, fsize)
-        if address_space_mb > 0:
-            _limit(resource.RLIMIT_AS, address_space_mb << 20)
-
-    return setup
+        _limit(resource.RLIMIT_CPU, self.cpu)
+        _limit(resource.RLIMIT_NPROC, self.nproc)
+        _limit(resource.RLIMIT_FSIZE, self.fsize)
+        if self.address_space_mb > 0:
+            _limit(resource.RLIMIT_AS, self.address_space_mb << 20)
+        self.libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != self.parent:  # the grader died before the death signal was armed
+            os._exit(1)
+        try:
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            try:
+                os.write(fd, b"1000")
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+        self.libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # nothing it runs can gain privileges (setuid files)
+        if self.socket_filter is not None and not self.socket_filter.install():
+            os._exit(EXIT_NO_FILTER)

@@ -151,8 +151,13 @@ class SlurmGrading:
 
 
 def grade_shard(shard: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade, jobs: int) -> dict:
-    """One regrade array task (on a node): the local ``grade_all`` over its shard."""
+    """One regrade array task (on a node): the local ``grade_all`` over its shard.
+
+    A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
     from autograder.instructor.regrade_jobs import grade_all
+    from autograder.local_grading import stop_graders_on_sigterm
+
+    stop_graders_on_sigterm()
 
     return grade_all(shard, out=out, autograder=autograder, grade=grade, jobs=jobs, progress=False)
 
@@ -163,6 +168,9 @@ def grade_folders(folders: list[pathlib.Path], *, autograder: pathlib.Path, meta
     import concurrent.futures
 
     from autograder.grade import grade_folder
+    from autograder.local_grading import stop_graders_on_sigterm
+
+    stop_graders_on_sigterm()
 
     one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each grade is its own process

@@ -1,6 +1,6 @@
 """What the grader keeps of one worker call: the :class:`ProbeResult`, capped output, clipped strings.
 
-Split from :mod:`autograder.sandbox.worker` so the worker module reads as the process and its
+Kept apart from :mod:`autograder.sandbox.worker` so the worker module reads as the process and its
 pipes; everything here is plain data with no process behind it.  The worker's answers and its
 stdout/stderr are student-controlled, so what is kept is bounded: :class:`OutputCapture` keeps
 the first bytes of a stream (and its last 4 KiB, where a crash happened) and counts the rest;
@@ -42,6 +42,7 @@ class ProbeResult:
     stderr: str = ""
     stderr_tail: str = ""  # the last 4 KiB of stderr, uncut (where a crash happened)
     seconds: float = 0.0
+    stack: list = field(default_factory=list)  # on a timeout: student frames [qualname, module, line], outermost first
 
     @property
     def ok(self) -> bool:

@@ -1,12 +1,10 @@
-"""The worker process of a sandbox: spawning it, its two pipes, output capture, killing.
+"""One worker process: how it starts (plain or inside bubblewrap), how a call runs, how it is killed.
 
-Used by :mod:`autograder.sandbox.core` (read its docstring for the guarantees).  :class:`Worker`
-starts ``python -s -m notegrade_harness.worker`` with rlimits, a scrubbed environment and its
-own session, talks JSON lines over two dedicated pipes, keeps the first bytes of the
-student's stdout/stderr, and kills every process the student started.  Its pieces live beside
-it: :mod:`autograder.sandbox.launch` (environment, command line, rlimits),
-:mod:`autograder.sandbox.result` (:class:`ProbeResult`, capped capture) and
-:mod:`autograder.sandbox.strays` (which processes cleanup kills).
+TRUSTED side.  Used by :mod:`autograder.sandbox.core` (read the package docstring for the
+guarantees).  The pieces live beside it: :mod:`~autograder.sandbox.spawn` (what it is started with,
+at each level: :mod:`~autograder.sandbox.launch`, :mod:`~autograder.sandbox.bubblewrap`),
+:mod:`~autograder.sandbox.channel` (pipes with deadlines), :mod:`~autograder.sandbox.answers`
+(bounded answers), :mod:`~autograder.sandbox.strays` (what cleanup kills).
 
 Example
 -------
@@ -18,18 +16,15 @@ from __future__ import annotations
 import json
 import os
 import resource
-import select
 import signal
 import subprocess
 import time
 from typing import Any
 
-from _selfcheck.sandbox import launch as sandbox_launch
-from _selfcheck.sandbox import memory as sandbox_memory
-from _selfcheck.sandbox import system as sandbox_os
 from _selfcheck.errors import NotegradeError
-from _selfcheck.sandbox.files import SAFE_NAME, human_size, read_array, remove_quietly
-from _selfcheck.sandbox.result import OutputCapture, ProbeResult, clip
+from _selfcheck.sandbox import answers, launch, processes, spawn
+from _selfcheck.sandbox.channel import Channel
+from _selfcheck.sandbox.result import ProbeResult, clip
 from _selfcheck.sandbox.strays import LIVE_WORKERS, find_strays
 
 __all__ = ["ProbeResult", "Worker"]
@@ -42,231 +37,235 @@ _SIGNALS = {
     signal.SIGABRT: "aborted (SIGABRT)",
     signal.SIGBUS: "crashed with a bus error (SIGBUS)",
 }
+WHERE_WAIT_S = 1.0  # how long a timed-out worker gets to say where it is
+
+
+def _first_to_die(pid: int) -> None:
+    """oom_score_adj 1000: if memory runs out, the OOM killer takes the worker first.  Written by the
+    grader (the child, already the student uid, may not write its own /proc files)."""
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as handle:
+            handle.write("1000")
+    except OSError:
+        pass
 
 
 class Worker:
-    """One running worker process; see :mod:`autograder.sandbox.core`.
+    """One running worker process; the constructor only spawns it (so its ``import torch`` overlaps
+    the grader's own work), :meth:`wait_ready` waits for the ready message.
 
-    The constructor only spawns it (so its ``import torch`` overlaps the grader's own work);
-    :meth:`wait_ready` waits for the ready message.
+    ``level``: ``bubblewrap`` | ``uid`` | ``none``; ``user``: the :class:`~autograder.sandbox.users.StudentUid`
+    (None at ``none``); ``filter_program``: the seccomp program (bytes) or None.
     """
 
-    def __init__(self, *, python: str, lib_dir: str, work_dir: str, inputs_dir: str, outputs_dir: str,
-                 tmp_dir: str, limits: Any, use_gpu: bool, user: Any) -> None:
-        self.limits, self.user, self.outputs_dir = limits, user, outputs_dir
+    def __init__(self, *, python: str, scratch: Any, limits: Any, use_gpu: bool, user: Any, level: str,
+                 filter_program: "bytes | None") -> None:
+        self.limits, self.user, self.level, self.python = limits, user, level, python
+        self.outputs_dir = scratch.outputs
         self.grader_pid, self.grader_sid = os.getpid(), os.getsid(0)
-        threads = max(1, int(limits.threads))
-        env = sandbox_launch.worker_environment(work_dir=work_dir, tmp_dir=tmp_dir, threads=threads, use_gpu=use_gpu)
-        uid = user.uid if user else os.getuid()
-        nproc = limits.max_processes + (0 if user else sandbox_os.count_processes_of_uid(uid))
-        # CUDA maps huge virtual ranges when it initialises: no address-space limit with a GPU.
-        headroom = 0 if use_gpu else int(limits.memory_headroom_mb)
-        address_space = 0 if use_gpu else int(limits.startup_address_space_mb)
-        # Measured now, before this worker exists (a previous one is already stopped and reaped).
-        budget = sandbox_memory.worker_memory_budget_mb(reserve_mb=limits.memory_reserve_mb,
-                                                        memory=sandbox_memory.cgroup_memory()) if headroom else 0
-        request_r, self._request_w = os.pipe()
-        self._response_r, response_w = os.pipe()
-        self.preexisting = {p.pid for p in sandbox_os.process_table().values() if p.ppid == self.grader_pid}
-        command = sandbox_launch.worker_command(
-            python=python, request_fd=request_r, response_fd=response_w, work_dir=work_dir, inputs_dir=inputs_dir,
-            outputs_dir=outputs_dir, use_gpu=use_gpu, threads=threads, headroom_mb=headroom, budget_mb=budget,
-            same_user=user is None)
-        extra = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+        request_r, request_w = os.pipe()
+        response_r, response_w = os.pipe()
+        plan = spawn.plan(python=python, scratch=scratch, limits=limits, use_gpu=use_gpu, user=user, level=level,
+                          filter_program=filter_program, request_fd=request_r, response_fd=response_w)
+        self.work_dir = plan.work_dir
+        self.preexisting = {p.pid for p in processes.process_table().values() if p.ppid == self.grader_pid}
         try:
             self.proc = subprocess.Popen(
-                command, cwd=lib_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, pass_fds=(request_r, response_w), start_new_session=True,
-                preexec_fn=sandbox_launch.child_setup(limits, nproc, address_space), umask=0o022, **extra)
-        except OSError as err:
-            for fd in (self._request_w, self._response_r):
+                plan.command, cwd=scratch.path, env=plan.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=plan.passed, start_new_session=True, preexec_fn=plan.setup,
+                umask=0o077, **plan.user)
+        except (OSError, subprocess.SubprocessError) as err:
+            for fd in (request_w, response_r):
                 os.close(fd)
             raise NotegradeError(f"cannot start the grading worker with {python}: {err}") from None
         finally:
-            os.close(request_r)
-            os.close(response_w)
-        try:  # if memory runs out, the OOM killer takes the worker first (not writable before exec)
-            with open(f"/proc/{self.proc.pid}/oom_score_adj", "w") as handle:
-                handle.write("1000")
-        except OSError:
-            pass
-        self.owner_uid, self.python = uid, python
-        for fd in (self._response_r, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
-            os.set_blocking(fd, False)
-        self._buffer = b""
-        self.stdout, self.stderr = OutputCapture(limits.output_bytes), OutputCapture(limits.output_bytes)
+            for fd in plan.passed:
+                os.close(fd)
+        uid = user.uid if user else os.getuid()
+        self.owner_uid = uid
+        _first_to_die(self.proc.pid)
+        self.channel = Channel(request_w=request_w, response_r=response_r, stdout=self.proc.stdout.fileno(),
+                               stderr=self.proc.stderr.fileno(), output_bytes=limits.output_bytes,
+                               response_bytes=limits.response_bytes)
         LIVE_WORKERS.add(self.proc.pid)
-        me = sandbox_os.process_table().get(self.proc.pid)
+        me = processes.process_table().get(self.proc.pid)
         self.start_tick = me.start if me else 0
         self.spawned = time.monotonic()
+        self.worker_pid = self.proc.pid  # the python process itself (inside bubblewrap: found when ready)
+        self.keep: "set[int]" = {self.proc.pid}
         self.info: "dict | None" = None
 
-    def wait_ready(self) -> dict:
-        """Wait for the worker's ready message (python + torch imported); NotegradeError if it never comes."""
+    # -- start -----------------------------------------------------------------------
+    def wait_ready(self, deadline: "float | None" = None) -> dict:
+        """The worker's ready message (python + torch imported); NotegradeError if it never comes."""
         if self.info is not None:
             return self.info
-        line, status = self._read_line(self.spawned + self.limits.startup_timeout_s)
-        info = self._parse(line) if line is not None else None
-        if not info or info.get("event") != "ready":
-            try:
-                code = self.proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                code = None
+        limit = self.spawned + self.limits.startup_timeout_s
+        line, status = self.channel.read_line(min(limit, deadline) if deadline else limit, alive=self.alive)
+        try:
+            info = answers.parse_answer(line) if line is not None else None
+        except answers.AnswerError:
+            info = None
+        if not isinstance(info, dict) or info.get("event") != "ready":
+            code = self._exit_code(1.0)
             self.stop()
-            detail = self.stderr.text().strip()[-1500:] or "no output"
+            detail = self.channel.stderr.text().strip()[-1500:] or "no output"
+            if code == launch.EXIT_NO_FILTER:
+                detail = "the network filter (seccomp) could not be installed"
             raise NotegradeError(f"the grading worker ({self.python}) did not start ({status}, exit status {code}); "
                                  f"its stderr ends with: {detail}")
+        if self.level == "bubblewrap":
+            found = processes.host_pid(self.proc.pid, int(info.get("pid", 0) or 0))
+            if found is not None:
+                self.worker_pid = found
+                reaper = processes.process_table().get(found)
+                self.keep = {self.proc.pid, found} | ({reaper.ppid} if reaper else set())
+                for pid in self.keep:
+                    _first_to_die(pid)
+        else:
+            self.keep = {self.proc.pid}
+        info["host_pid"] = self.worker_pid  # "pid" is the worker's own view (1 or 2 under bubblewrap)
         self.info = info
         return info
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    # -- I/O -----------------------------------------------------------------------
-    def _drain(self, fd: int, capture: "OutputCapture | None") -> bool:
-        """Read what is available; False at end of file."""
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                return True
-            except OSError:
-                return False
-            if not chunk:
-                return False
-            if capture is None:
-                self._buffer += chunk
-                if len(self._buffer) > self.limits.response_bytes:
-                    return True
-            else:
-                capture.add(chunk)
-
-    def _read_line(self, deadline: float) -> "tuple[bytes | None, str]":
-        streams = {self.proc.stdout.fileno(): self.stdout, self.proc.stderr.fileno(): self.stderr}
-        watch = [self._response_r, *streams]
-        while True:
-            if b"\n" in self._buffer:
-                line, self._buffer = self._buffer.split(b"\n", 1)
-                return line, "ok"
-            if len(self._buffer) > self.limits.response_bytes:
-                return None, f"sent a response over {human_size(self.limits.response_bytes)}"
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None, "timeout"
-            if self.proc.poll() is not None and not select.select([self._response_r], [], [], 0)[0]:
-                return None, "exited"
-            ready, _, _ = select.select(watch, [], [], min(remaining, 0.25))
-            for fd in ready:
-                if not self._drain(fd, streams.get(fd)):
-                    watch.remove(fd)
-                    if fd == self._response_r:
-                        return None, "exited"
-
-    @staticmethod
-    def _parse(line: "bytes | None") -> "dict | None":
+    def _exit_code(self, wait_s: float) -> "int | None":
         try:
-            message = json.loads(line) if line is not None else None
-        except ValueError:
-            return None
-        return message if isinstance(message, dict) else None
-
-    def _crash_message(self, status: str) -> str:
-        try:
-            code = self.proc.wait(timeout=2)
+            return self.proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
-            code = None
-        if status.startswith("sent"):
-            return f"the worker {status}"
+            return None
+
+    # -- a call ----------------------------------------------------------------------
+    def _crash_message(self, status: str) -> str:
+        if status == "too long":
+            return f"the worker sent an answer over {self.limits.response_bytes:,} bytes"
+        code = self._exit_code(2.0)
         if code is None:
             return "the worker stopped answering (it closed or broke its connection to the grader)"
+        if self.level == "bubblewrap" and code > 128:
+            code = 128 - code  # bwrap exits with 128 + the signal that killed the worker
         if code < 0:
             return f"the worker process {_SIGNALS.get(-code, f'was killed by signal {-code}')}"
-        self._drain(self.proc.stderr.fileno(), self.stderr)
-        last_words = self.stderr.tail.decode("utf-8", errors="replace")
+        self.channel.drain(self.channel.stderr_fd)
+        last_words = self.channel.stderr.tail.decode("utf-8", errors="replace")
         if "Bad file descriptor" in last_words or "Broken pipe" in last_words:
             return ("the worker lost its connection to the grader: student code closed or replaced "
                     "file descriptors it did not open")
         return f"the worker process exited with status {code} (os._exit() or a crash in native code)"
 
+    def _where(self) -> list:
+        """Ask a timed-out worker which student functions it is in (SIGUSR1; see harness/worker.py)."""
+        try:
+            os.kill(self.worker_pid, signal.SIGUSR1)
+        except OSError:
+            return []
+        deadline = time.monotonic() + WHERE_WAIT_S
+        while True:
+            line, status = self.channel.read_line(deadline)
+            if line is None:
+                return []
+            try:
+                event = answers.parse_answer(line)
+            except answers.AnswerError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "where" and isinstance(event.get("stack"), list):
+                return [[str(f[0])[:100], str(f[1])[:100], int(f[2]) if isinstance(f[2], int) else 0]
+                        for f in event["stack"][:20] if isinstance(f, list) and len(f) == 3]
+
     def request(self, message: dict, *, timeout_s: float) -> ProbeResult:
-        self.wait_ready()
+        """Send one probe request and wait for its answer within ``timeout_s`` (everything included)."""
         probe = str(message["probe"])
         started = time.monotonic()
-        self.stdout, self.stderr = OutputCapture(self.limits.output_bytes), OutputCapture(self.limits.output_bytes)
-        self._drain(self._response_r, None)
-        self._buffer = b""  # anything already there was not an answer to this request
+        deadline = started + max(0.0, timeout_s)
+        self.wait_ready(deadline)
+        self.channel.reset_output()
+        self.channel.discard_responses()  # anything already there was not an answer to this request
         self._set_cpu_limit(timeout_s)
         # The worker also applies it to itself: prlimit() on another user's process is refused
         # inside containers (EPERM), where this is then the only per-call CPU limit.
         message = {**message, "cpu_limit_s": int(timeout_s * max(1, int(self.limits.threads)) + 10)}
-        try:
-            os.set_blocking(self._request_w, True)
-            os.write(self._request_w, (json.dumps(message) + "\n").encode())
-        except OSError:
-            return ProbeResult(probe, "crash", message=self._crash_message("exited"),
-                               seconds=time.monotonic() - started)
-        deadline = started + max(0.0, timeout_s)
-        while True:
-            line, status = self._read_line(deadline)
-            response = self._parse(line) if line is not None else None
-            if line is None or response is None or response.get("id") == message["id"]:
-                break  # lines with another id were not written by the harness for this call
-        for fd, capture in ((self.proc.stdout.fileno(), self.stdout), (self.proc.stderr.fileno(), self.stderr)):
-            self._drain(fd, capture)
-        result = ProbeResult(probe, "ok", stdout=self.stdout.text(), stderr=self.stderr.text(),
-                             seconds=time.monotonic() - started)
+        line, status = None, "ok"
+        if not self.channel.send((json.dumps(message) + "\n").encode(), deadline):
+            status = "timeout" if time.monotonic() >= deadline else "exited"
+            unread = True
+        else:
+            unread = False
+            while True:
+                line, status = self.channel.read_line(deadline, alive=self.alive)
+                if line is None:
+                    break
+                try:
+                    response = answers.parse_answer(line)
+                except answers.AnswerError as err:
+                    return self._refused(probe, str(err), started)
+                if isinstance(response, dict) and response.get("id") == message["id"]:
+                    break  # lines with another id were not written by the harness for this call
+        result = ProbeResult(probe, "ok", seconds=time.monotonic() - started)
         if line is None:
-            result.status = "timeout" if status == "timeout" else "crash"
             if status == "timeout":
-                result.message = f"did not finish within {timeout_s:.0f} s"
-            else:  # _crash_message waits for the exit, so its last words (stderr) are in the pipe
+                result.status = "timeout"
+                result.stack = self._where()
+                result.message = (f"did not take the request within {timeout_s:.0f} s (student code kept the worker "
+                                  "busy or held its pipe)" if unread else f"did not finish within {timeout_s:.0f} s")
+            else:
+                result.status = "crash"
                 result.message = self._crash_message(status)
-                self._drain(self.proc.stderr.fileno(), self.stderr)
-                result.stderr = self.stderr.text()
-                result.stderr_tail = self.stderr.tail.decode("utf-8", errors="replace")
+            self.channel.drain()
+            result.stdout, result.stderr = self.channel.stdout.text(), self.channel.stderr.text()
+            result.stderr_tail = self.channel.stderr.tail.decode("utf-8", errors="replace")
+            result.seconds = time.monotonic() - started
             return result
-        if response is None:
-            result.status, result.message = "crash", "the worker sent a malformed response"
-            return result
+        self.channel.drain()
+        result.stdout, result.stderr = self.channel.stdout.text(), self.channel.stderr.text()
         result.value = clip(response.get("value") or {}) if isinstance(response.get("value"), dict) else {}
         result.error = clip(response.get("error") or {}) if isinstance(response.get("error"), dict) else {}
         if not response.get("ok"):
             result.status = "error"
-        arrays = response.get("arrays") if isinstance(response.get("arrays"), dict) else {}
-        for name, filename in list(arrays.items())[:200]:
-            try:
-                result.arrays[str(name)] = read_array(self.outputs_dir, str(filename), owner_uid=self.owner_uid,
-                                                      max_bytes=int(self.limits.array_mb * (1 << 20)))
-            except (ValueError, OSError) as err:
-                result.array_errors[str(name)] = str(err)[:300]
-            if SAFE_NAME.match(str(filename)):
-                remove_quietly(os.path.join(self.outputs_dir, str(filename)))
+        names = response.get("arrays") if isinstance(response.get("arrays"), dict) else {}
+        try:
+            result.arrays, result.array_errors = answers.read_arrays(
+                self.outputs_dir, {str(k): str(v) for k, v in names.items()}, owner_uid=self.owner_uid,
+                max_count=int(self.limits.max_arrays), max_each=int(self.limits.array_mb * (1 << 20)),
+                max_total=int(self.limits.answer_mb * (1 << 20)))
+        except answers.AnswerError as err:
+            return self._refused(probe, str(err), started, names=names)
+        finally:
+            answers.remove_answer_files(self.outputs_dir, {str(k): str(v) for k, v in names.items()})
         return result
+
+    def _refused(self, probe: str, reason: str, started: float, names: "dict | None" = None) -> ProbeResult:
+        """An answer that breaks a rule of :mod:`~autograder.sandbox.answers`: the submission's fault."""
+        if names:
+            answers.remove_answer_files(self.outputs_dir, {str(k): str(v) for k, v in names.items()})
+        self.channel.drain()
+        return ProbeResult(probe, "error", error={"kind": "answer", "message": f"{reason}: does your code write to "
+                                                  "the grader's pipes or replace functions of the grader?"},
+                           stdout=self.channel.stdout.text(), stderr=self.channel.stderr.text(),
+                           seconds=time.monotonic() - started)
 
     def _set_cpu_limit(self, timeout_s: float) -> None:
         try:
-            used = sandbox_os.process_cpu_seconds(self.proc.pid)
-            _, hard = resource.prlimit(self.proc.pid, resource.RLIMIT_CPU)
+            used = processes.process_cpu_seconds(self.worker_pid)
+            _, hard = resource.prlimit(self.worker_pid, resource.RLIMIT_CPU)
             soft = int(used + timeout_s * max(1, int(self.limits.threads)) + 10)
             if hard != resource.RLIM_INFINITY:
                 soft = min(soft, hard)
-            resource.prlimit(self.proc.pid, resource.RLIMIT_CPU, (soft, hard))
+            resource.prlimit(self.worker_pid, resource.RLIMIT_CPU, (soft, hard))
         except (OSError, ValueError):
-            pass  # the worker is gone; the request will report it
+            pass  # the worker is gone (the request will report it), or a container refuses prlimit
 
-    # -- killing -------------------------------------------------------------------
-    def _strays(self, *, keep_worker: bool) -> "tuple[set[int], set[int]]":
-        """(live student processes, zombies we must reap): see :func:`autograder.sandbox.strays.find_strays`."""
-        return find_strays(worker_pid=self.proc.pid, student_uid=self.user.uid if self.user is not None else None,
-                           grader_pid=self.grader_pid, grader_sid=self.grader_sid, preexisting=self.preexisting,
-                           start_tick=self.start_tick, keep_worker=keep_worker)
-
+    # -- killing ---------------------------------------------------------------------
     def _sweep(self, *, keep_worker: bool) -> bool:
         """One round of cleanup: reap our zombies, SIGKILL live strays; True if any were alive."""
-        alive, zombies = self._strays(keep_worker=keep_worker)
-        sandbox_os.reap_children(zombies)
+        alive, zombies = find_strays(worker_pid=self.proc.pid, student_uid=self.user.uid if self.user else None,
+                                     grader_pid=self.grader_pid, grader_sid=self.grader_sid,
+                                     preexisting=self.preexisting, start_tick=self.start_tick,
+                                     keep=self.keep if keep_worker else set())
+        processes.reap_children(zombies)
         if alive:
-            sandbox_os.kill_pids(alive)
+            processes.kill_pids(alive)
         return bool(alive)
 
     def kill_strays(self) -> None:
@@ -285,10 +284,7 @@ class Worker:
             pass
         if self.proc.poll() is None:
             self.proc.kill()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        self._exit_code(10.0)
         LIVE_WORKERS.discard(self.proc.pid)
         for _ in range(100):
             if self.user is not None:
@@ -301,10 +297,4 @@ class Worker:
                 stream.close()
             except OSError:
                 pass
-        for fd in (self._request_w, self._response_r):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._request_w = self._response_r = -1
+        self.channel.close()

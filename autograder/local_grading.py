@@ -1,0 +1,261 @@
+"""What local grading (``notegrade grade`` / ``regrade`` as root) does so student code learns nothing of the instructor's.
+
+Without a PID namespace (the uid fallback) any uid can read every process's command line in
+``/proc``, so a student's code can climb its ancestors and find ``--autograder /path/autograder.zip``
+or ``--out graded/``.  The rules here:
+
+- **Arguments through a root-only channel.**  :func:`hide_arguments` re-executes the CLI with its
+  arguments in a ``memfd`` named by an environment variable (a process's environment and file
+  descriptors are readable only by its own uid), so the running command line is
+  ``python -m autograder.cli`` and names no path.  :func:`received_arguments` reads them back.
+- **Private outputs.**  Folders the grader creates are 0700 (:func:`private_dir`): results of other
+  students in a batch cannot be listed or read.
+- **A root-only copy of everything graded.**  The autograder (held-out labels included) and the
+  submission are placed in a ``mkdtemp`` folder (0700) before grading; :func:`stage_tree` and
+  :func:`stage_zip` copy iteratively, never following links (they are recreated as links, which the
+  sandbox then reports), never deeper than :data:`MAX_DEPTH` levels (a 1,200-deep folder is cut,
+  with a note, instead of a ``RecursionError`` that would stop a batch); files too large for any
+  sandbox become sparse files of the same size (the sandbox says "model.pt is 2.0 GB").
+- **A grader that is killed is cleaned up.**  :func:`run_grader` stops an overdue grader with SIGTERM
+  (it still writes results.json), then SIGKILL, and afterwards reclaims the student uids of graders
+  that died (:func:`autograder.sandbox.users.reclaim_stale`): no process of a student uid outlives
+  ``notegrade grade``.
+- **A stopped grading run stops its graders.**  :func:`stop_graders` (the SIGTERM handler of a Slurm
+  array task: Slurm sends it when the task is cancelled or reaches its time limit, and submitit
+  would ignore it) passes SIGTERM on to every running grader, which still writes its results.json
+  as an autograder error that a rerun grades again, and no new grader starts.
+
+Example
+-------
+>>> import tempfile, pathlib
+>>> out = private_dir(pathlib.Path(tempfile.mkdtemp()) / "graded" / "alice")
+>>> oct(out.stat().st_mode & 0o777), oct(out.parent.stat().st_mode & 0o777)
+('0o700', '0o700')
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import zipfile
+from typing import Any
+
+ARGV_FD_ENV = "NOTEGRADE_ARGV_FD"
+MAX_DEPTH = 32  # folder levels staged from a submission (the sandbox itself copies 16)
+SPARSE_FROM = 1 << 30  # larger files are staged as sparse files of the same size (no sandbox takes them)
+TERM_GRACE_S = 30.0  # between SIGTERM and SIGKILL for an overdue grader
+_RUNNING: "set[subprocess.Popen]" = set()  # graders of this process, for stop_graders
+_STOPPED = threading.Event()
+
+
+# -- arguments ---------------------------------------------------------------------------
+def hide_arguments(argv: "list[str]") -> None:
+    """As root, re-execute ``python -m autograder.cli`` with ``argv`` in a memfd (never returns);
+    otherwise, or when already done, return at once."""
+    if os.geteuid() != 0 or ARGV_FD_ENV in os.environ or not hasattr(os, "memfd_create"):
+        return
+    fd = os.memfd_create("notegrade-arguments", 0)
+    os.write(fd, json.dumps(argv).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    env = {**os.environ, ARGV_FD_ENV: str(fd)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "autograder.cli"], env)
+
+
+def received_arguments() -> "list[str] | None":
+    """The arguments :func:`hide_arguments` passed on (and forget the channel), or None."""
+    value = os.environ.pop(ARGV_FD_ENV, None)
+    if value is None or not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        data = b""
+        while chunk := os.read(fd, 1 << 16):
+            data += chunk
+    finally:
+        os.close(fd)
+    argv = json.loads(data)
+    return [str(a) for a in argv] if isinstance(argv, list) else None
+
+
+# -- folders -----------------------------------------------------------------------------
+def private_dir(path: "str | os.PathLike") -> pathlib.Path:
+    """``path`` and the missing folders above it, created 0700 (existing ones are left as they are)."""
+    path = pathlib.Path(path)
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)  # mkdir's mode is cut by the umask
+    return path
+
+
+def _open_dir(name: str, dir_fd: int) -> int:
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def _copy_file(src_fd: int, name: str, dst_fd: int, size: int) -> None:
+    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dst_fd)
+    try:
+        if size > SPARSE_FROM:
+            os.ftruncate(out, size)  # the sandbox refuses it by its size without reading it
+            return
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_fd)
+        try:
+            if not stat.S_ISREG(os.fstat(src).st_mode):
+                return
+            while chunk := os.read(src, 1 << 20):
+                os.write(out, chunk)
+        finally:
+            os.close(src)
+    finally:
+        os.close(out)
+
+
+def stage_tree(src: "str | os.PathLike", dest: "str | os.PathLike", *, skip: "set[str]" = frozenset()) -> "list[str]":
+    """Copy the folder ``src`` to the new folder ``dest`` (see the module doc); notes on what was cut."""
+    notes: "list[str]" = []
+    os.mkdir(dest, 0o755)
+    src_root = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dst_root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    stack = [(src_root, dst_root, "", iter(sorted(os.listdir(src_root))))]
+    try:
+        while stack:
+            src_fd, dst_fd, rel, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                os.close(src_fd)
+                os.close(dst_fd)
+                stack.pop()
+                continue
+            if name in skip:
+                continue
+            try:
+                info = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+                if stat.S_ISLNK(info.st_mode):
+                    os.symlink(os.readlink(name, dir_fd=src_fd), name, dir_fd=dst_fd)
+                elif stat.S_ISDIR(info.st_mode):
+                    if len(stack) >= MAX_DEPTH:
+                        notes.append(f"{os.path.join(rel, name)[:200]}...: nested deeper than {MAX_DEPTH} levels, not copied")
+                        continue
+                    os.mkdir(name, 0o755, dir_fd=dst_fd)
+                    child_src, child_dst = _open_dir(name, src_fd), _open_dir(name, dst_fd)
+                    stack.append((child_src, child_dst, os.path.join(rel, name), iter(sorted(os.listdir(child_src)))))
+                elif stat.S_ISREG(info.st_mode):
+                    _copy_file(src_fd, name, dst_fd, info.st_size)
+                else:  # a fifo or device: an empty file of the same name, which the sandbox reports
+                    notes.append(f"{os.path.join(rel, name)}: not a regular file")
+            except OSError as err:
+                notes.append(f"{os.path.join(rel, name)}: {err.strerror}")
+    finally:
+        for src_fd, dst_fd, _, _ in stack:
+            os.close(src_fd)
+            os.close(dst_fd)
+    return notes
+
+
+def stage_zip(archive: "str | os.PathLike", dest: "str | os.PathLike", *, max_bytes: int = 4 << 30) -> "list[str]":
+    """Unpack ``archive`` into the (new or empty) folder ``dest``: no entry outside it, none deeper than
+    :data:`MAX_DEPTH`, at most ``max_bytes`` unpacked; notes on what was left out."""
+    dest = pathlib.Path(dest)
+    dest.mkdir(exist_ok=True)
+    notes: "list[str]" = []
+    budget = max_bytes
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            parts = [p for p in info.filename.replace("\\", "/").split("/") if p not in ("", ".")]
+            if not parts or info.filename.startswith("/") or ".." in parts:
+                notes.append(f"{info.filename[:200]}: outside the archive's folder, not unpacked")
+                continue
+            if len(parts) > MAX_DEPTH:
+                notes.append(f"{'/'.join(parts)[:200]}...: nested deeper than {MAX_DEPTH} levels, not unpacked")
+                continue
+            target = dest
+            for part in parts[:-1] if not info.is_dir() else parts:
+                target = target / part
+                if not target.is_dir():
+                    target.mkdir(exist_ok=True)
+            if info.is_dir():
+                continue
+            if info.file_size > budget:
+                notes.append(f"{'/'.join(parts)}: the archive unpacks to over {max_bytes >> 20} MB, not unpacked")
+                continue
+            budget -= info.file_size
+            with zf.open(info) as reader, open(target / parts[-1], "xb") as writer:
+                while chunk := reader.read(1 << 20):
+                    writer.write(chunk)
+    return notes
+
+
+# -- the grader process ------------------------------------------------------------------
+def run_grader(command: "list[str]", *, timeout_s: float, **popen: Any) -> "int | None":
+    """Run the grader; on ``timeout_s`` SIGTERM (results.json is still written), then SIGKILL.
+    Returns its exit status, or None when it had to be stopped.  Student uids of graders that
+    died are reclaimed afterwards."""
+    from autograder.errors import NotegradeError
+    from autograder.sandbox import users
+
+    if _STOPPED.is_set():
+        raise NotegradeError("not graded: this grading run was stopped (SIGTERM) before it reached this submission")
+    process = subprocess.Popen(command, **popen)
+    _RUNNING.add(process)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=TERM_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return None
+    finally:
+        if process.poll() is None:  # interrupted (Ctrl-C): the grader got the SIGINT too
+            try:
+                process.wait(timeout=TERM_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        _RUNNING.discard(process)
+        users.reclaim_stale()
+
+
+def stop_graders(signum: int = signal.SIGTERM, frame: Any = None) -> None:
+    """Stop this process's grading: running graders get SIGTERM, new ones are refused (a signal handler)."""
+    _STOPPED.set()
+    for process in list(_RUNNING):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+
+
+def stop_graders_on_sigterm() -> None:
+    """Install :func:`stop_graders` for SIGTERM (from the main thread only, where Python allows it)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop_graders)
+
+
+def isolation_of(results: dict) -> dict:
+    """``extra_data["isolation"]`` of a results.json (``{}`` when the grader recorded none)."""
+    extra = results.get("extra_data") if isinstance(results, dict) else None
+    value = extra.get("isolation") if isinstance(extra, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def isolation_warning(levels: "list[str | None]") -> "str | None":
+    """One line when any submission was graded without isolation (level ``none``)."""
+    bare = [level for level in levels if level == "none"]
+    if not bare:
+        return None
+    who = f"{len(bare)} of {len(levels)} submissions were" if len(levels) > 1 else "this submission was"
+    return (f"warning: {who} graded WITHOUT isolation: student code ran as the grader's own user and could read and "
+            "write whatever it can (grade as root for a separate uid and bubblewrap)")

@@ -1,0 +1,174 @@
+"""The worker inside bubblewrap: new namespaces, and a filesystem that holds only what it needs.
+
+TRUSTED side.  Where the machine allows user namespaces (a host, a privileged container),
+the worker runs under ``bwrap`` (Debian's ``bubblewrap``, the sandbox Flatpak uses) with new
+user, PID, mount, IPC, UTS, network and cgroup namespaces (``--unshare-all``), dying with its
+parent (``--die-with-parent``), in a new session (``--new-session``: no terminal to inject
+into), without capabilities (``--cap-drop ALL``), unable to make further user namespaces
+(``--disable-userns``), with an empty environment but what the grader sets (``--clearenv``).
+
+**The uid stays the real, unprivileged student uid.**  bwrap is not setuid here: the grader
+drops to the fresh student uid (``setgroups``/``setresgid``/``setresuid``, then
+``PR_SET_NO_NEW_PRIVS``) *before* it executes bwrap, which maps that uid to itself.  Running bwrap
+as root with ``--uid N`` instead would map the sandbox's uid to host root, and student code
+would get root's access to every file bound in.
+
+What the sandbox sees (everything else of the host does not exist in it):
+
+- read-only: the interpreter's prefixes and the ``site-packages``/``dist-packages`` folders on
+  the worker's ``sys.path`` (:func:`interpreter_binds`, from the interpreter itself, so a grading
+  venv anywhere works); other ``sys.path`` entries (an editable source checkout) are left out;
+  ``/lib``, ``/bin``... as the host has them (symlinks into ``/usr`` on merged-/usr systems);
+  the harness copy at ``/sandbox/notegrade_harness`` and the grader's inputs at ``/sandbox/in``;
+- read-write: the submission copy at ``/sandbox/work`` (the working directory and ``HOME``) and
+  the answers folder ``/sandbox/out``;
+- a private ``/tmp`` and ``/dev/shm`` of bounded size (``--size`` + ``--tmpfs``), a minimal
+  ``/dev``, a new ``/proc`` showing only the sandbox's processes; the root and ``/dev`` are
+  remounted read-only;
+- no network but its own loopback; the seccomp filter of :mod:`autograder.sandbox.seccomp` on top.
+
+:func:`probe` runs a trivial sandbox once per process and interpreter to learn whether this
+machine allows it (Docker without privileges refuses user namespaces; then the uid fallback runs).
+
+Example
+-------
+>>> args = wrap(["python", "-c", "pass"], binds=[("ro", "/usr", "/usr")], env={"HOME": "/sandbox/work"},
+...             chdir="/sandbox", tmp_mb=64, seccomp_fd=None)
+>>> args[:4], args[-3:]
+(['bwrap', '--unshare-all', '--unshare-user', '--die-with-parent'], ['python', '-c', 'pass'])
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+from typing import Any, Callable
+
+BWRAP = "bwrap"
+INSIDE = "/sandbox"  # where the scratch folders appear in the sandbox
+SHM_MB = 16
+_TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_LAYOUT = ("import json, sys; print(json.dumps({'executable': sys.executable, 'prefix': sys.prefix, "
+           "'base_prefix': sys.base_prefix, 'exec_prefix': sys.exec_prefix, "
+           "'base_exec_prefix': sys.base_exec_prefix, 'path': sys.path}))")
+
+
+def executable() -> "str | None":
+    """The bwrap binary, or None when bubblewrap is not installed."""
+    return shutil.which(BWRAP)
+
+
+@functools.lru_cache(maxsize=8)
+def interpreter_layout(python: str) -> dict:
+    """``sys.executable``, prefixes and ``sys.path`` of ``python -s`` (as the worker runs it)."""
+    done = subprocess.run([python, "-s", "-c", _LAYOUT], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    if done.returncode != 0:
+        raise OSError(f"{python} did not start: {done.stderr.strip()[-300:]}")
+    return json.loads(done.stdout)
+
+
+def _covered(path: str, roots: "list[str]") -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def interpreter_binds(python: str) -> "tuple[list[tuple[str, str, str]], list[str]]":
+    """(binds ``(kind, source, dest)`` for the interpreter, ``sys.path`` entries left out).
+
+    Bound read-only: the interpreter's prefixes (its venv and the base installation, e.g.
+    ``/usr``), the real file behind ``python``, and every ``sys.path`` entry that is a
+    ``site-packages`` or ``dist-packages`` folder or lies in a prefix.  Left out: other entries,
+    such as an editable checkout of the toolkit (the harness needs only torch, numpy and itself).
+    """
+    layout = interpreter_layout(python)
+    roots: "list[str]" = []
+    for key in ("base_prefix", "base_exec_prefix", "prefix", "exec_prefix"):
+        path = os.path.realpath(layout[key])
+        if os.path.isdir(path) and path != "/" and not _covered(path, roots):
+            roots.append(path)
+    skipped = []
+    for entry in layout["path"]:
+        if not entry or not os.path.exists(entry):
+            continue
+        real = os.path.realpath(entry)
+        if _covered(real, roots):
+            continue
+        if os.path.basename(real) in ("site-packages", "dist-packages") or real.endswith(".zip"):
+            roots.append(real)
+        else:
+            skipped.append(entry)
+    binds = [("ro", root, root) for root in roots]
+    for given in (python, layout["executable"]):  # a venv's bin/python links to the base interpreter
+        target = os.path.realpath(given)
+        if not _covered(target, roots):
+            binds.append(("ro", target, target))
+        if not _covered(given, roots) and given != target:
+            binds.append(("ro", given, given))
+    return binds, skipped
+
+
+def system_binds() -> "list[tuple[str, str, str]]":
+    """``/bin``, ``/lib``... as the host has them: symlinks into ``/usr`` (merged /usr) or read-only binds."""
+    binds = []
+    for name in _TOP_LEVEL_LINKS:
+        path = "/" + name
+        if os.path.islink(path):
+            binds.append(("symlink", os.readlink(path), path))
+        elif os.path.isdir(path):
+            binds.append(("ro", path, path))
+    binds += [("ro-try", "/etc/ld.so.cache", "/etc/ld.so.cache"), ("ro-try", "/etc/localtime", "/etc/localtime")]
+    return binds
+
+
+def gpu_binds() -> "list[tuple[str, str, str]]":
+    """NVIDIA device nodes (held-out inference on a GPU); empty on a machine without them."""
+    names = [n for n in sorted(os.listdir("/dev")) if n.startswith("nvidia")] if os.path.isdir("/dev") else []
+    return [("dev", f"/dev/{n}", f"/dev/{n}") for n in names] + [("ro-try", "/proc/driver/nvidia", "/proc/driver/nvidia")]
+
+
+def wrap(command: "list[str]", *, binds: "list[tuple[str, str, str]]", env: "dict[str, str]", chdir: str,
+         tmp_mb: int, seccomp_fd: "int | None") -> "list[str]":
+    """The bwrap command line that runs ``command`` in the sandbox described in the module doc."""
+    args = [BWRAP, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--disable-userns", "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev",
+            "--size", str(int(tmp_mb) << 20), "--tmpfs", "/tmp", "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm"]
+    flags = {"ro": "--ro-bind", "ro-try": "--ro-bind-try", "rw": "--bind", "dev": "--dev-bind-try"}
+    for kind, source, dest in binds:  # /tmp first (above), so binds below /tmp land on the tmpfs
+        if kind == "symlink":
+            args += ["--symlink", source, dest]
+        else:
+            args += [flags[kind], source, dest]
+    args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", chdir, "--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
+    return args + ["--"] + list(command)
+
+
+_PROBED: "dict[str, tuple[bool, str]]" = {}
+
+
+def probe(python: str, *, preexec: "Callable[[], None] | None", user: "dict[str, Any]") -> "tuple[bool, str]":
+    """(works, detail): run ``python -s -c pass`` in a minimal sandbox as the student uid, once per process.
+
+    ``preexec``/``user`` are what the worker's launch uses (uid switch, no_new_privs, death signal)."""
+    if python in _PROBED:
+        return _PROBED[python]
+    if executable() is None:
+        result = (False, "bubblewrap is not installed (apt-get install bubblewrap)")
+    else:
+        try:
+            binds, _ = interpreter_binds(python)
+            command = wrap([python, "-s", "-c", "pass"], binds=system_binds() + binds, env={"PATH": "/usr/bin"},
+                           chdir="/", tmp_mb=1, seccomp_fd=None)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                                  preexec_fn=preexec, **user)
+            result = (True, "namespaces work") if done.returncode == 0 else \
+                (False, f"bwrap failed here: {done.stderr.strip()[-300:] or f'exit status {done.returncode}'}")
+        except (OSError, ValueError, subprocess.SubprocessError) as err:
+            result = (False, f"bwrap could not run: {err}")
+    _PROBED[python] = result
+    return result

@@ -1,0 +1,203 @@
+"""Processes of the sandbox seen from the grader: /proc scans, killing, limits, reachability.
+
+Linux only.  TRUSTED side: used by :mod:`autograder.sandbox.worker` and
+:mod:`autograder.sandbox.users`; kept apart so those read as policy.  :func:`kill_all_of_uid`
+kills every process of a uid from a forked helper that drops to that uid first, so the kill can
+never reach anything else, and ``kill(-1)`` is atomic (it outruns a fork bomb).
+
+Example
+-------
+>>> table = process_table()
+>>> os.getpid() in table and table[os.getpid()].uid == os.getuid()
+True
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    uid: int  # the real uid
+    start: int  # clock ticks after boot
+    state: str
+    uids: "tuple[int, ...]" = ()  # real, effective, saved, filesystem
+
+
+def _read_proc(pid: int) -> "ProcInfo | None":
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read().decode(errors="replace")
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            uid_line = next(line for line in handle.read().decode(errors="replace").splitlines()
+                            if line.startswith("Uid:"))
+    except (OSError, StopIteration):
+        return None  # it exited while we looked
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces and ')'
+    uids = tuple(int(v) for v in uid_line.split()[1:5])
+    return ProcInfo(pid=pid, ppid=int(fields[1]), pgid=int(fields[2]), sid=int(fields[3]), uid=uids[0],
+                    start=int(fields[19]), state=fields[0], uids=uids)
+
+
+def process_table() -> "dict[int, ProcInfo]":
+    """Every process visible in /proc, by pid."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = _read_proc(int(entry))
+            if info is not None:
+                table[info.pid] = info
+    return table
+
+
+def processes_of_uid(uid: int, table: "dict[int, ProcInfo] | None" = None) -> "list[ProcInfo]":
+    """Live (non-zombie) processes holding ``uid`` as any of their uids (real, effective, saved, fs)."""
+    table = process_table() if table is None else table
+    return [p for p in table.values() if uid in (p.uids or (p.uid,)) and p.state != "Z"]
+
+
+def descendants(table: "dict[int, ProcInfo]", roots: "set[int]") -> "set[int]":
+    """All processes below ``roots`` (not including the roots)."""
+    children: "dict[int, list[int]]" = {}
+    for info in table.values():
+        children.setdefault(info.ppid, []).append(info.pid)
+    found: "set[int]" = set()
+    stack = list(roots)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found and child not in roots:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def enable_subreaper() -> bool:
+    """Make this process adopt orphaned descendants (double-forked daemons) so they can be found."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def kill_pids(pids: "set[int]") -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def reap_children(pids: "set[int]") -> None:
+    """Collect exit statuses of our own children among ``pids`` (orphans we adopted)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def kill_all_of_uid(uid: int, gid: int) -> None:
+    """SIGKILL every process of ``uid``, from a helper that became ``uid`` first.
+
+    ``kill(-1, SIGKILL)`` as that user reaches exactly the processes the user may signal,
+    atomically, which also stops fork bombs that outrun a pid-by-pid kill.
+    """
+    if uid == 0 or os.getuid() != 0:
+        raise ValueError("kill_all_of_uid needs root and a non-root target uid")
+    helper = os.fork()
+    if helper == 0:  # child: only raw syscalls, then _exit
+        try:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            if os.getuid() == uid and os.geteuid() == uid and uid != 0:
+                os.kill(-1, signal.SIGKILL)
+        except BaseException:
+            pass
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 5.0
+    while os.waitpid(helper, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:  # a helper stuck after fork (a lock held by another thread)
+            os.kill(helper, signal.SIGKILL)
+            os.waitpid(helper, 0)
+            break
+        time.sleep(0.001)
+
+
+def kill_uid_until_gone(uid: int, gid: int, *, rounds: int = 50) -> bool:
+    """Kill every process of ``uid`` until none is left (zombies aside); True when none is left.
+
+    Processes that exited but still hold the uid as saved or filesystem id (a setuid-root binary:
+    none is reachable from a sandbox) are killed pid by pid as well."""
+    for _ in range(rounds):
+        alive = processes_of_uid(uid)
+        if not alive:
+            return True
+        kill_all_of_uid(uid, gid)
+        kill_pids({p.pid for p in alive if p.uid != uid})
+        reap_children({p.pid for p in process_table().values() if p.uid == uid and p.ppid == os.getpid()})
+        time.sleep(0.01)
+    return not processes_of_uid(uid)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process."""
+    info = open(f"/proc/{pid}/stat").read()
+    fields = info[info.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def count_processes_of_uid(uid: int) -> int:
+    """Processes and threads of ``uid``: what RLIMIT_NPROC counts."""
+    total = 0
+    for info in process_table().values():
+        if info.uid == uid:
+            try:
+                total += len(os.listdir(f"/proc/{info.pid}/task"))
+            except OSError:
+                pass
+    return total
+
+
+def path_is_reachable_by_others(path: str) -> "str | None":
+    """None if every directory above ``path`` lets other users through; else the blocking dir."""
+    current = os.path.dirname(os.path.realpath(path))
+    while True:
+        try:
+            mode = os.stat(current).st_mode
+        except OSError:
+            return current
+        if not mode & 0o001:
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def host_pid(root_pid: int, inner_pid: int) -> "int | None":
+    """The pid, as the grader sees it, of the descendant of ``root_pid`` that is ``inner_pid`` in its
+    own PID namespace (the worker inside bubblewrap), from the ``NSpid`` lines of /proc."""
+    table = process_table()
+    for pid in sorted(descendants(table, {root_pid})):
+        try:
+            with open(f"/proc/{pid}/status") as handle:
+                line = next((l for l in handle if l.startswith("NSpid:")), "")
+        except OSError:
+            continue
+        ids = line.split()[1:]
+        if len(ids) > 1 and ids[-1] == str(inner_pid):
+            return pid
+    return None
