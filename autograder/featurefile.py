@@ -1,9 +1,12 @@
-"""The feature / held-out file format (safetensors, memory-mapped) and a batch loader.
+"""The feature / held-out file format (safetensors, memory-mapped): its reader and writers.
 
 One file per split, readable with numpy + safetensors alone (torch is imported lazily, only
 by :class:`FeatureLoader`), so the grader can read held-out files without torchaudio or the
-``reference`` package.  Layout (a standard safetensors file: 8-byte header length, JSON
-header, raw little-endian data):
+``reference`` package.  What a file holds in memory (:class:`FeatureSet`, the family list
+``FAMILIES``) and the batch loader (:class:`FeatureLoader`) live in ``featureset.py`` beside this
+file and are re-exported here, so this module alone gives the whole feature-file API.
+
+Layout (a standard safetensors file: 8-byte header length, JSON header, raw little-endian data):
 
 * tensors: ``labels`` int64 (N,) family ids, ``notes`` int64 (N,) NSynth ``note`` ids,
   ``features`` float16 (N, 1, 64, 64), ``note_str`` uint8 (N, 64) zero-padded ASCII;
@@ -35,66 +38,25 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from autograder.errors import NotegradeError
+from autograder.featureset import FAMILIES, FeatureLoader, FeatureSet
+
+# FAMILIES, FeatureSet and FeatureLoader are re-exported: callers, and the template's flat imports,
+# name this module for the whole feature-file API.
+__all__ = ["FAMILIES", "FEATURE_SHAPE", "FORMAT", "KINDS", "NOTE_STR_BYTES", "SAMPLE_PREFIX", "FeatureFileWriter",
+           "FeatureLoader", "FeatureSet", "read_feature_file", "write_feature_file", "write_heldout_with_sample"]
 
 FORMAT = "notegrade-features/1"
 KINDS = ("features", "heldout")
-# NSynth instrument families; the index is the label id.
-FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal")
 FEATURE_SHAPE = (1, 64, 64)
 NOTE_STR_BYTES = 64
 _DTYPES = {"labels": ("I64", np.int64), "notes": ("I64", np.int64), "features": ("F16", np.float16), "note_str": ("U8", np.uint8)}
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
-
-
-@dataclass
-class FeatureSet:
-    """A feature file's contents: ``features`` is a read-only memmap unless read with ``mmap=False``."""
-
-    features: np.ndarray  # float16 (N, 1, 64, 64)
-    labels: np.ndarray  # int64 (N,)
-    notes: np.ndarray  # int64 (N,)
-    note_strs: list[str]
-    metadata: dict[str, str]
-    path: Path | None = None
-    # A held-out file may also carry a labelled sample of the training split (the train-on-test
-    # detector's yardstick): tensors ``sample_features``/``sample_labels``/``sample_notes``/
-    # ``sample_note_str``.  Readers that only know the four main tensors ignore it.
-    sample: "FeatureSet | None" = None
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def kind(self) -> str:
-        return self.metadata["kind"]
-
-    @property
-    def split(self) -> str:
-        return self.metadata["split"]
-
-    @property
-    def frontend_hash(self) -> str:
-        return self.metadata["frontend_hash"]
-
-    @property
-    def frontend_params(self) -> dict:
-        return json.loads(self.metadata["frontend_params"])
-
-    @property
-    def families(self) -> list[str]:
-        return json.loads(self.metadata["families"])
-
-    def family_counts(self) -> dict[str, int]:
-        """Notes per family name (every family, zeros included)."""
-        counts = np.bincount(self.labels, minlength=len(FAMILIES))
-        return {name: int(counts[i]) for i, name in enumerate(FAMILIES)}
 
 
 def _encode_note_strs(note_strs: Sequence[str]) -> np.ndarray:
@@ -324,59 +286,3 @@ def write_heldout_with_sample(path: str | os.PathLike, *, heldout: FeatureSet, s
     return path
 
 
-class FeatureLoader:
-    """Batches ``(float32 features (B, 1, 64, 64), int64 labels (B,))`` as torch tensors on ``device``.
-
-    On a CUDA device with room for it, the whole fp16 feature tensor is copied there once and
-    indexed per batch (no host round trips); otherwise batches are gathered from the memmap.
-    ``shuffle`` draws a new permutation per epoch from a generator seeded with ``seed``, so two
-    loaders with the same seed yield the same sequence of epochs.  ``len()`` is the batch count.
-    """
-
-    def __init__(self, feature_set: FeatureSet, *, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 device: Any = "cpu", drop_last: bool = False, channels_last: bool = False) -> None:
-        import torch  # lazily: reading files must work with numpy alone
-
-        if batch_size < 1:
-            raise NotegradeError(f"batch_size must be >= 1, got {batch_size}")
-        self.feature_set, self.batch_size, self.shuffle = feature_set, batch_size, shuffle
-        self.drop_last, self.channels_last = drop_last, channels_last
-        self.device = torch.device(device)
-        self._rng = np.random.default_rng(seed)
-        self._resident: tuple | None = None
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            if feature_set.features.nbytes < 0.5 * free:  # leave room for the model and activations
-                self._resident = (torch.from_numpy(np.ascontiguousarray(feature_set.features)).to(self.device),
-                                  torch.from_numpy(np.asarray(feature_set.labels)).to(self.device))
-
-    @property
-    def resident(self) -> bool:
-        """True when the features live on the device (CUDA) rather than being gathered per batch."""
-        return self._resident is not None
-
-    def __len__(self) -> int:
-        n = len(self.feature_set)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple]:
-        import torch
-
-        n = len(self.feature_set)
-        order = self._rng.permutation(n) if self.shuffle else np.arange(n)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        if self._resident is not None:
-            order_dev = torch.from_numpy(order).to(self.device)
-        for b in range(len(self)):
-            if self._resident is not None:
-                idx = order_dev[b * self.batch_size : (b + 1) * self.batch_size]
-                x, y = self._resident[0][idx].float(), self._resident[1][idx]
-            else:
-                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                # The shuffle decides which notes share a batch; reading them in file order keeps
-                # memmap page faults sequential (the order inside a batch does not matter).
-                sorted_idx = np.sort(idx) if self.shuffle else idx
-                x = torch.from_numpy(self.feature_set.features[sorted_idx].astype(np.float32))
-                y = torch.from_numpy(self.feature_set.labels[sorted_idx])
-                x, y = x.to(self.device), y.to(self.device)
-            yield x.contiguous(memory_format=memory_format), y

@@ -1,10 +1,13 @@
 """Validation of each table of a rubric's TOML: ``[[items]]``, ``[late_policy]``, ``[container]``,
-``[sandbox]``, ``[checkpoint]``, ``[submission]``, ``[[leaderboard]]`` and ``[cluster]`` (the Slurm profile, also
-read from its own file).
+``[sandbox]``, ``[checkpoint]``, ``[submission]``, ``[[leaderboard]]``, ``[heldout]`` and ``[cluster]`` (the
+Slurm profile, also read from its own file).
 
 Each function appends every problem it finds (prefixed with where it is, e.g. ``item 1.2: ``) to a
 shared list instead of raising, so that :func:`autograder.rubric.parse_rubric` can report them all at
 once; a table with problems yields a default (or no) value so that one mistake doesn't cascade.
+The generic key/type checks live in :mod:`autograder.table_schema` and ``[cluster]`` in
+:mod:`autograder.slurm_profile`; both are re-exported here, so every table's parser is importable
+from this module.
 """
 from __future__ import annotations
 
@@ -16,6 +19,13 @@ from typing import Any, Callable, Mapping
 from autograder.rubric_model import (DEFAULT_ITEM_TIMEOUT_S, GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES,
                                      ContainerSettings, HeldoutSettings, LatePolicy, LeaderboardColumn, Perturbation,
                                      RateLimit, RubricItem, TrainOnTest)
+from autograder.slurm_profile import parse_cluster, slurm_memory, slurm_minutes
+from autograder.table_schema import check_table, is_valid
+
+__all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_SUBMISSION_FILES", "INTEGRITY_LINES", "MIN_CONTAINER_MEMORY_MB", "TOP_KEYS",
+           "check_sandbox", "check_table", "is_valid", "parse_checkpoint", "parse_cluster", "parse_container",
+           "parse_heldout", "parse_items", "parse_late_policy", "parse_leaderboard", "parse_submission",
+           "slurm_memory", "slurm_minutes", "validate_check_params"]
 
 MIN_CONTAINER_MEMORY_MB = 512  # the grader and the worker each import torch (~370 MB together)
 _NUMBER_RE = re.compile(r"^\d+(\.\d+)*$")
@@ -40,45 +50,8 @@ _CHECKPOINT_KEYS = {"buffer_budget": ((int,), False), "module_prefix": (_STR, Fa
 _SUBMISSION_KEYS = {"files": ((list,), False)}
 DEFAULT_CHECKPOINT = {"buffer_budget": 4096, "module_prefix": "accept"}  # = autograder.checks.checkpoint.DEFAULT_POLICY
 DEFAULT_SUBMISSION_FILES = ("model.py", "losses.py", "train.py", "model.pt")
-# [cluster]: how `notegrade regrade/grade/integrity --slurm` and `notegrade train --slurm` submit jobs.
-# time: minutes or a Slurm time ("90", "1:30:00", "1-12"); mem: MB or a Slurm size ("8G", "8000M");
-# options: any other sbatch option, e.g. {qos = "class"}; train: overrides for `notegrade train --slurm`.
-_CLUSTER_KEYS = {"partition": (_STR, False), "account": (_STR, False), "time": ((str, int), False),
-                 "mem": ((str, int), False), "cpus_per_task": ((int,), False), "array_parallelism": ((int,), False),
-                 "gpus": ((int,), False), "per_task": ((int,), False), "python": (_STR, False),
-                 "setup": ((list,), False), "options": ((dict,), False), "train": ((dict,), False)}
-_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-_MEM_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)B?$", re.IGNORECASE)
 _LEADERBOARD_KEYS = {"name": ((str,), True), "item": ((str,), True), "field": ((str,), True),
                      "order": ((str,), False)}
-
-
-def _type_name(types: tuple[type, ...]) -> str:
-    return " or ".join({"str": "a string", "int": "a number", "float": "a number", "list": "a list",
-                        "dict": "a table", "bool": "true/false"}[t.__name__] for t in types[:1])
-
-
-def check_table(table: Mapping[str, Any], schema: dict, where: str, problems: list[str]) -> None:
-    """Unknown keys (with a did-you-mean), missing required keys and wrong types."""
-    for key, value in table.items():
-        if key not in schema:
-            close = difflib.get_close_matches(key, list(schema), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(schema)})"
-            problems.append(f"{where}unknown key {key!r}{hint}")
-            continue
-        types, _ = schema[key]
-        # bool is an int in Python; a rubric saying `points = true` is a mistake, not 1 point.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            problems.append(f"{where}{key!r} must be {_type_name(types)}, got {type(value).__name__} {value!r}")
-    for key, (_, required) in schema.items():
-        if required and key not in table:
-            problems.append(f"{where}missing required key {key!r}")
-
-
-def is_valid(table: Mapping[str, Any], schema: dict, key: str) -> bool:
-    types = schema[key][0]
-    value = table.get(key)
-    return key in table and isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
 
 
 def validate_check_params(spec: Any, params: Mapping[str, Any]) -> list[str]:
@@ -248,74 +221,6 @@ def parse_submission(raw: Mapping[str, Any], problems: list[str]) -> tuple[str, 
             problems.append(f"{where}files must be a non-empty list of plain file names (no folders), got {files!r}")
     return DEFAULT_SUBMISSION_FILES if len(problems) > before else tuple(files)
 
-
-def slurm_minutes(value: "str | int") -> int:
-    """A Slurm time limit in whole minutes (rounded up): ``90``, ``"45:00"``, ``"1:30:00"``, ``"1-12"``.
-
-    Raises ValueError for anything else.  Slurm reads ``A:B`` as minutes:seconds and ``D-A:B`` as
-    days-hours:minutes, and so does this.
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError(f"{value} is not a positive number of minutes")
-        return value
-    match = _TIME_RE.match(str(value).strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a Slurm time (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)")
-    days, first, second, third = (int(g) if g else None for g in match.groups())
-    if days is not None:  # D-H[:M[:S]]
-        seconds = days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0)
-    elif third is not None:  # H:M:S
-        seconds = first * 3600 + second * 60 + third
-    else:  # M or M:S
-        seconds = first * 60 + (second or 0)
-    if seconds <= 0:
-        raise ValueError(f"{value!r} is no time at all")
-    return -(-seconds // 60)
-
-
-def slurm_memory(value: "str | int") -> str:
-    """A Slurm memory size as sbatch wants it (``"8G"``, ``"8000M"``); a bare number is MB."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError(f"{value} is not a positive number of MB")
-        return f"{value}M"
-    match = _MEM_RE.match(str(value).strip())
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{value!r} is not a Slurm memory size (e.g. 8G or 8000M)")
-    number, unit = match.group(1), (match.group(2) or "M").upper()
-    if "." in number:  # sbatch takes whole numbers: 1.5G -> 1536M
-        scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
-        return f"{max(1, round(float(number) * scale))}M"
-    return f"{number}{unit}"
-
-
-def parse_cluster(raw: Mapping[str, Any], problems: list[str], where: str = "cluster: ",
-                  nested: bool = True) -> dict[str, Any]:
-    """``[cluster]``: a validated copy (``{}`` when it has problems); ``train`` is checked the same way."""
-    before = len(problems)
-    schema = _CLUSTER_KEYS if nested else {k: v for k, v in _CLUSTER_KEYS.items()
-                                           if k not in ("train", "per_task", "array_parallelism")}
-    check_table(raw, schema, where, problems)
-    for key, check in (("time", slurm_minutes), ("mem", slurm_memory)):
-        if is_valid(raw, schema, key):
-            try:
-                check(raw[key])
-            except ValueError as err:
-                problems.append(f"{where}{key}: {err}")
-    for key, low in (("cpus_per_task", 1), ("array_parallelism", 1), ("gpus", 0), ("per_task", 1)):
-        if key in schema and is_valid(raw, schema, key) and raw[key] < low:
-            problems.append(f"{where}{key} must be at least {low}, got {raw[key]}")
-    if is_valid(raw, schema, "setup") and not all(isinstance(line, str) for line in raw["setup"]):
-        problems.append(f"{where}setup must be a list of shell lines (strings)")
-    if is_valid(raw, schema, "options"):
-        for key, value in raw["options"].items():
-            if not re.fullmatch(r"[a-z][a-z0-9_-]*", key) or not isinstance(value, (str, int, bool)):
-                problems.append(f"{where}options.{key}: must be an sbatch long option name (without --) "
-                                f"with a string, number or true, got {value!r}")
-    if nested and is_valid(raw, schema, "train"):
-        parse_cluster(raw["train"], problems, where=f"{where}train: ", nested=False)
-    return dict(raw) if len(problems) == before else {}
 
 
 INTEGRITY_LINES = ("always", "flagged", "never")

@@ -155,9 +155,11 @@ def measure_floor(python: pathlib.Path, heldout: pathlib.Path, scratch: pathlib.
     """(seconds for `python -c "import torch"`, seconds for import + one forward pass over the held-out set)."""
     code = scratch / "floor_code"
     code.mkdir(exist_ok=True)
-    for name, src in (("model.py", REPO / "reference" / "model.py"), ("featurefile.py", REPO / "autograder" / "featurefile.py")):
+    for name, src in (("model.py", REPO / "reference" / "model.py"), ("featurefile.py", REPO / "autograder" / "featurefile.py"),
+                      ("featureset.py", REPO / "autograder" / "featureset.py")):
         (code / name).write_text(src.read_text().replace("from autograder.errors import NotegradeError",
-                                                         "class NotegradeError(Exception): pass"))
+                                                         "class NotegradeError(Exception): pass")
+                                 .replace("from autograder.featureset import", "from featureset import"))
     started = time.perf_counter()
     subprocess.run([python, "-c", "import torch"], check=True)
     import_s = time.perf_counter() - started

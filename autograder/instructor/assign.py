@@ -67,6 +67,7 @@ MANIFEST: tuple[Shipped, ...] = (
     Shipped("features.py", "reference/features.py", "whole", "the fixed log-mel front-end (complete)"),
     Shipped("nsynth.py", "reference/nsynth.py", "whole", "NSynth `examples.json` + WAV loader (complete)"),
     Shipped("featurefile.py", "autograder/featurefile.py", "whole", "feature-file format and batch loader (complete)"),
+    Shipped("featureset.py", "autograder/featureset.py", "whole", "`FeatureSet` and `FeatureLoader`, which featurefile.py re-exports (complete)"),
     Shipped("make_features.py", "reference/make_features.py", "whole", "NSynth split -> feature file (complete)"),
     Shipped("pipeline.py", "reference/pipeline.py", "whole", "training driver: data, `fit`, `model.pt`, plots (complete)"),
     Shipped("errors.py", "autograder/errors.py", "whole", "the error type the support code raises (complete)"),
