@@ -129,10 +129,29 @@ def marker_path() -> pathlib.Path:
     return pathlib.Path("/tmp") / f"notegrade-uid0-marker-{uuid.uuid4().hex}"
 
 
+def _reserved_by_a_live_grader(uid: int) -> bool:
+    """The uid's state file is locked: a grader still running (another test run on this machine,
+    say) holds it, so its processes are that grader's to end, not survivors."""
+    import fcntl
+
+    path = os.path.join(users.STATE_DIR, f"uid-{uid}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def student_processes() -> "list[processes.ProcInfo]":
-    """Live processes of any student uid."""
+    """Live processes of student uids that no running grader holds: survivors."""
     return [p for p in processes.process_table().values()
-            if p.state != "Z" and any(p.uid in r for r in STUDENT_RANGES)]
+            if p.state != "Z" and any(p.uid in r for r in STUDENT_RANGES) and not _reserved_by_a_live_grader(p.uid)]
 
 
 def item_scores(results: dict) -> "dict[str, float]":

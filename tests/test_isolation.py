@@ -391,6 +391,18 @@ def test_neighbours_under_jobs_2_see_nothing_of_each_other(level, tmp_path, tmp_
     assert_no_student_processes()
 
 
+def _small_tmp(work: pathlib.Path) -> str:
+    """Shell steps that mount a 64 MB tmpfs on /tmp.  A checkout or interpreter living under /tmp
+    (a clone in /tmp, say) is bound back over it from the real /tmp, which is bound aside first."""
+    keep = sorted({pathlib.Path("/tmp", pathlib.Path(p).resolve().relative_to("/tmp").parts[0])
+                   for p in (pathlib.Path(__file__).parents[1], sys.prefix, pathlib.Path(sys.executable).parent)
+                   if pathlib.Path(p).resolve().is_relative_to("/tmp")})
+    aside = work / "real-tmp"
+    aside.mkdir()
+    return (f"mount --bind /tmp {aside} && mount -t tmpfs -o size=64m,mode=1777 notegrade-test-tmp /tmp && " +
+            "".join(f"mkdir -p {k} && mount --bind {aside}/{k.name} {k} && " for k in keep))
+
+
 @pytest.mark.slow
 def test_filling_tmp_leaves_nothing_for_the_next_submission(level, tmp_path_factory):
     """In a mount namespace of its own with a 64 MB tmpfs on /tmp: the real disk is never filled."""
@@ -406,7 +418,7 @@ def test_filling_tmp_leaves_nothing_for_the_next_submission(level, tmp_path_fact
         zip_path = iso.autograder_zip(iso.short_rubric(tmp_mb=32))
         python = iso.python_outside_tmp()
         out = work / "out"
-        script = ("mount -t tmpfs -o size=64m,mode=1777 notegrade-test-tmp /tmp && exec " +
+        script = (_small_tmp(work) + "exec " +
                   " ".join(NOTEGRADE + ["grade", str(batch), "--autograder", str(zip_path), "--out", str(out),
                                         "--python", python]))
         env = {**os.environ, "NOTEGRADE_WORKER_PYTHON": python}

@@ -311,3 +311,17 @@ def test_worker_sets_its_own_cpu_limit_per_call():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_fail_fast_knows_the_student_functions_of_every_probe():
+    """A probe missing from failfast.PROBE_FUNCTIONS would wait its full timeout again after
+    ``forward`` already hung (the held-out item's checkpoint_forward once did)."""
+    from autograder.harness.probes import PROBES
+    from autograder.sandbox.failfast import PROBE_FUNCTIONS, HungFunctions
+
+    derived = {"import_module", "loss_calls"}  # their functions come from the request's arguments
+    assert set(PROBES) - derived <= set(PROBE_FUNCTIONS), set(PROBES) - derived - set(PROBE_FUNCTIONS)
+    hung = HungFunctions()
+    hung.record("forward", 60.2, "1.2")
+    for probe in ("model_forward", "checkpoint_forward", "heldout_logits"):
+        assert hung.blocked(probe, {}) == "not run: `forward` did not return within 60 s in item 1.2"
