@@ -27,6 +27,7 @@ PROBE_FUNCTIONS: "dict[str, tuple[str, ...]]" = {
     "model_summary": ("import:model", "NoteCNN()"),
     "model_forward": ("import:model", "NoteCNN()", "forward"),
     "heldout_logits": ("import:model", "NoteCNN()", "forward"),
+    "checkpoint_forward": ("import:model", "NoteCNN()", "forward"),
     "train_step": ("import:train", "train_one_epoch"),
     "train_overfit": ("import:train", "train_one_epoch"),
     "evaluate_modes": ("import:train", "evaluate"),
