@@ -70,17 +70,12 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
     Returns one summary row per submission (``name, score, total, status, seconds``); writes
     ``out/<name>/results.json`` etc. and ``out/summary.csv``.  One failure never stops the batch.
     """
-    from tqdm import tqdm
-
     out = private_dir(out)  # 0700 when created: no other student reads these results
     folders = batch_folders(pathlib.Path(submissions))
-    one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
-    if slurm is not None:  # a Slurm job array: each task runs grade_folder over a shard
+    if slurm is not None:  # a Slurm job array: each task runs grade_folders over a shard
         rows = slurm.grade_batch(folders, autograder=autograder, metadata=metadata, out=out, python=python, jobs=jobs)
     else:
-        # Threads only wait: each grading runs in its own grader process (process parallelism).
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            rows = list(tqdm(pool.map(one, folders), total=len(folders), desc="grading", unit="submission", disable=None))
+        rows = grade_folders(folders, autograder=autograder, metadata=metadata, out=out, python=python, jobs=jobs)
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["name", "score", "total", "status", "seconds"], extrasaction="ignore")
         writer.writeheader()
@@ -91,6 +86,18 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
 def batch_folders(submissions: pathlib.Path) -> list[pathlib.Path]:
     """The submission directories of a batch, sorted."""
     return sorted(p for p in submissions.iterdir() if p.is_dir() and p.name not in JUNK_NAMES and not p.name.startswith("."))
+
+
+def grade_folders(folders: "list[pathlib.Path]", *, autograder: str | os.PathLike, metadata: str | os.PathLike | None,
+                  out: pathlib.Path, python: str | os.PathLike | None, jobs: int = 1, progress: bool = True) -> list[dict]:
+    """:func:`grade_folder` over ``folders``, ``jobs`` at a time, in order (here and in a Slurm task)."""
+    from tqdm import tqdm
+
+    one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
+    # Threads only wait: each grading runs in its own grader process (process parallelism).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(tqdm(pool.map(one, folders), total=len(folders), desc="grading", unit="submission",
+                         disable=None if progress else True))
 
 
 def grade_folder(folder: pathlib.Path, *, autograder: str | os.PathLike, metadata: str | os.PathLike | None,

@@ -87,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         # As root, grading commands re-execute with their arguments in a root-only channel, so the
         # running command line (readable by student code via /proc) names no instructor's path.
         received = received_arguments()
-        argv = sys.argv[1:] if received is None else received
         if received is not None:
-            sys.argv[1:] = received  # the command as typed, for hints that repeat it (e.g. --resume JOBID)
-        if received is None and argv[:1] in (["grade"], ["regrade"], ["integrity"], ["demo"]):
-            hide_arguments(argv)  # returns only when there is nothing to hide (not root)
+            argv = sys.argv[1:] = received  # the command as typed, for hints that repeat it (e.g. --resume JOBID)
+        else:
+            argv = sys.argv[1:]
+            if argv[:1] in (["grade"], ["regrade"], ["integrity"], ["demo"]):
+                hide_arguments(argv)  # returns only when there is nothing to hide (not root)
     argv = list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(f"usage: notegrade COMMAND [options]\n\nnotegrade {__version__}: the NSynth CNN assignment toolkit.\n")

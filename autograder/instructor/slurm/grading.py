@@ -158,23 +158,20 @@ def grade_shard(shard: list[tuple[Any, dict]], *, out: pathlib.Path, autograder:
     from autograder.local_grading import stop_graders_on_sigterm
 
     stop_graders_on_sigterm()
-
     return grade_all(shard, out=out, autograder=autograder, grade=grade, jobs=jobs, progress=False)
 
 
 def grade_folders(folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
                   out: pathlib.Path, python: str | None, jobs: int = 1) -> list[dict]:
-    """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, ``jobs`` at a time."""
-    import concurrent.futures
+    """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, ``jobs`` at a time.
 
-    from autograder.grade import grade_folder
+    A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
+    from autograder import batch_grading
     from autograder.local_grading import stop_graders_on_sigterm
 
     stop_graders_on_sigterm()
-
-    one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each grade is its own process
-        return list(pool.map(one, folders))
+    return batch_grading.grade_folders(folders, autograder=autograder, metadata=metadata, out=out, python=python,
+                                       jobs=jobs, progress=False)
 
 
 def resume_hint(command: str) -> str:
