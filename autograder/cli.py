@@ -20,7 +20,7 @@ import traceback
 
 from autograder import __version__
 from autograder.errors import NotegradeError
-from autograder.local_grading import hide_arguments, received_arguments
+from autograder.instructor.grading.local import hide_arguments, received_arguments
 
 # (subcommand words) -> (module, one-line summary).  The order is the data flow.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -29,16 +29,16 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("heldout",): ("reference.heldout", "NSynth split directory -> held-out file for the autograder"),
     ("train",): ("autograder.instructor.slurm.training", "train the reference NoteCNN on feature files (here or on Slurm)"),
     ("evaluate",): ("reference.evaluation", "checkpoint + feature file -> metrics.json and confusion matrix"),
-    ("assign",): ("autograder.instructor.assign", "generate the student starter code from the reference"),
-    ("selfcheck",): ("autograder.selfcheck", "run the visible checks on a student directory"),
-    ("build",): ("autograder.instructor.build", "build the Gradescope autograder zip"),
-    ("calibrate",): ("autograder.instructor.calibrate", "what each common student mistake costs under an autograder"),
-    ("grade",): ("autograder.grade", "grade one submission (or a folder of them) locally or in Docker"),
-    ("regrade",): ("autograder.instructor.regrade", "regrade a Gradescope 'Export Submissions' archive"),
-    ("integrity",): ("autograder.instructor.integrity.command",
+    ("assign",): ("autograder.instructor.assign.command", "generate the student starter code from the reference"),
+    ("selfcheck",): ("autograder.selfcheck.command", "run the visible checks on a student directory"),
+    ("build",): ("autograder.instructor.build.command", "build the Gradescope autograder zip"),
+    ("calibrate",): ("autograder.instructor.calibrate.command", "what each common student mistake costs under an autograder"),
+    ("grade",): ("autograder.instructor.grading.command", "grade one submission (or a folder of them) locally or in Docker"),
+    ("regrade",): ("autograder.instructor.regrade.command", "regrade a Gradescope 'Export Submissions' archive"),
+    ("integrity",): ("autograder.instructor.class_integrity.command",
                      "compare a class's submissions: shared checkpoints, copied code, suspicious agreement"),
-    ("report",): ("autograder.instructor.class_report", "grades.csv -> single-file HTML class report"),
-    ("demo",): ("autograder.instructor.demo", "run the whole toolkit end to end on a small rendered dataset"),
+    ("report",): ("autograder.instructor.class_report.command", "grades.csv -> single-file HTML class report"),
+    ("demo",): ("autograder.instructor.demo.command", "run the whole toolkit end to end on a small rendered dataset"),
 }
 
 

@@ -174,7 +174,7 @@ def build_results(*, rubric: Rubric, graded: list[GradedItem], metadata: dict | 
                   execution_time: float | None = None, integrity: Any = None) -> Results:
     """Run one gradescope-utils test per graded item and post-process into the full results.json.
 
-    ``integrity``: an ``autograder.integrity.session.Session`` (run_autograder's), whose ``apply``
+    ``integrity``: an ``autograder.heldout_guard.session.Session`` (run_autograder's), whose ``apply``
     adds the held-out lines (public part, per family, the hidden integrity line) and extra_data."""
     by_number = {g.item.number: g for g in graded}
     columns = _leaderboard_values(rubric, graded)
@@ -216,7 +216,7 @@ def error_results(*, rubric: Rubric | None, graded: list[GradedItem], error: str
                   execution_time: float) -> Results:
     """results.json when grading itself failed: items graded so far keep their scores, the others are
     "not run", a visible "Autograder error" test explains, and a hidden test holds ``details``."""
-    from autograder.integrity.results_lines import points_visibility
+    from autograder.heldout_guard.results_lines import points_visibility
 
     fallback_rubric = rubric or Rubric(title="Autograder", total_points=0.0, items=())
     tests: list[dict[str, Any]] = []

@@ -39,7 +39,7 @@ from typing import Any
 
 from autograder.errors import NotegradeError
 from autograder.items import MIN_ITEM_SECONDS, grade_items  # noqa: F401  (re-exported; shared with the self-check)
-from autograder.submission import prepare as prepare_submission
+from autograder.upload import prepare as prepare_submission
 
 # Only the standard library (and the stdlib-only modules above) is imported up here, so `python -m` installs its SIGTERM handler
 # within milliseconds; the grading modules (torch, gradescope-utils) are imported by `_grade`,
@@ -143,8 +143,8 @@ def _record_isolation(data: dict, state: dict) -> None:
 
 
 def _integrity_session(**kwargs: Any) -> Any:
-    """The held-out integrity of this run: secret, digest, rate limit, source scan (``autograder/integrity``)."""
-    from autograder.integrity.session import Session
+    """The held-out integrity of this run: secret, digest, rate limit, source scan (``autograder/heldout_guard``)."""
+    from autograder.heldout_guard.session import Session
 
     return Session.prepare(**kwargs)
 

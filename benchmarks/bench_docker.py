@@ -12,7 +12,7 @@ Prints, measured in one run:
   5 starter code), in alternating rounds (``--rounds``, median), each with the load average before it.
 
 The held-out file has 4,096 synthetic notes (cached in ``--work``, shared with bench_grading.py);
-the base image is the local debootstrap stand-in for gradescope/autograder-base (tests/docker_support.py).
+the base image is the local debootstrap stand-in for gradescope/autograder-base (testkit/docker_support.py).
 Other engineers share the 2 cores: numbers fluctuate, run it when the machine is quiet.
 
 Run: ``.venv/bin/python benchmarks/bench_docker.py [--work DIR] [--submissions 10] [--rounds 2]``
@@ -28,7 +28,7 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 GOAL_MB = 768.0
 MB = 1024 * 1024
 
@@ -56,7 +56,7 @@ def layer_sizes(client, image: str) -> list[tuple[str, float]]:
 
 def throughput(submissions: pathlib.Path, *, zip_path: pathlib.Path, image: str, client, jobs: int,
                out: pathlib.Path) -> tuple[float, list]:
-    from autograder.instructor.docker_grade import grade_all
+    from autograder.instructor.grading.docker.fanout import grade_all
 
     started = time.perf_counter()
     runs = grade_all(submission=submissions, autograder=zip_path, out=out, image=image, jobs=jobs, client=client,
@@ -65,9 +65,10 @@ def throughput(submissions: pathlib.Path, *, zip_path: pathlib.Path, image: str,
 
 
 def main(*, work: pathlib.Path, n_submissions: int, rounds: int) -> int:
-    import docker_support
-    from autograder.instructor import build, docker_grade
-    from autograder_dir import make_starter_submission, make_submission
+    from testkit import docker_support
+    from autograder.instructor.build import command as build
+    from autograder.instructor.grading.docker import fanout as docker_grade
+    from testkit.autograder_dir import make_starter_submission, make_submission
     from bench_grading import ensure_heldout
 
     client, reason = docker_support.engine()

@@ -92,7 +92,7 @@ def ensure_heldout(work: pathlib.Path) -> pathlib.Path:
     import numpy as np
 
     from autograder.featurefile import read_feature_file, write_feature_file
-    from tests.autograder_dir import write_feature_split
+    from testkit.autograder_dir import write_feature_split
 
     print(f"making a {N_NOTES}-note held-out file in {work} (once) ...", flush=True)
     big = write_feature_split(work / "heldout-all.safetensors", work=work / "wav", n_per_family=-(-N_NOTES // 11),
@@ -187,7 +187,7 @@ def measure_sandbox_start(python: pathlib.Path, submission: pathlib.Path) -> flo
 
 def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathlib.Path, out: pathlib.Path) -> tuple[float, float, float, dict]:
     """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout."""
-    from autograder.grade import grade_submission
+    from autograder.instructor.grading.command import grade_submission
 
     sampler = TreeMemorySampler()
     sampler.start()
@@ -202,7 +202,7 @@ def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathl
 
 def bomb_submission(scratch: pathlib.Path) -> pathlib.Path:
     """The hard-link array bomb of tests/corpus (reference files + the attack appended)."""
-    from tests.autograder_dir import make_submission
+    from testkit.autograder_dir import make_submission
 
     submission = make_submission(scratch / "bomb")
     attack = (REPO / "tests" / "corpus" / "hardlink_array_bomb" / "model.py.append").read_text()
@@ -218,7 +218,7 @@ def default_levels() -> list[str]:
 
 
 def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[str]) -> int:
-    from tests.autograder_dir import make_autograder_dir, make_submission
+    from testkit.autograder_dir import make_autograder_dir, make_submission
 
     work.mkdir(parents=True, exist_ok=True)
     python = ensure_cpu_venv(venv)

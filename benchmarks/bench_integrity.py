@@ -4,7 +4,7 @@ The class (built once, cached in ``--work``): four references trained briefly fr
 synthetic notes; each student's ``model.pt`` is one of them plus Gaussian noise (as large as the
 weights themselves, per layer), and their held-out logits, on the 4,096-note held-out file of
 ``bench_grading.py``, are that reference's plus noise, written to the analysis's cache as the
-sandbox would have.  Code: the 25 honest implementations of tests/honest_code.py, each student
+sandbox would have.  Code: the 25 honest implementations of testkit/honest_code.py, each student
 with a few statements of their own (the fixture pool is small; without them, the students who
 draw the same combination would share their code exactly).  Planted: one shared ``model.pt``
 and one disguised copy of a ``losses.py``.  Since the references start from seeds 0-3, every
@@ -61,7 +61,7 @@ class _Habits(ast.NodeTransformer):
 
 
 def student_code(index: int) -> dict[str, str]:
-    from tests.honest_code import honest_files
+    from testkit.honest_code import honest_files
 
     rng = random.Random(index)
     return {name: ast.unparse(ast.fix_missing_locations(_Habits(rng).visit(ast.parse(text)))) + "\n"
@@ -72,15 +72,15 @@ def build(work: pathlib.Path, students: int) -> tuple[pathlib.Path, pathlib.Path
     """The export, the autograder directory, and the planted pairs (student indices)."""
     import torch
 
-    from autograder.instructor.integrity.logits import LogitsOutcome, cache_key, load_heldout, store_cached
-    from autograder.instructor.integrity.members import Member
-    from autograder.instructor.regrade_jobs import sha256_of
-    from autograder.instructor.synthetic_class import DUE, Student, Submission, make_export
+    from autograder.instructor.class_integrity.logits import LogitsOutcome, cache_key, load_heldout, store_cached
+    from autograder.instructor.class_integrity.members import Member
+    from autograder.instructor.regrade.jobs import sha256_of
+    from autograder.instructor.demo.synthetic_class import DUE, Student, Submission, make_export
     from bench_grading import ensure_heldout
     from reference.model import NoteCNN
-    from tests.autograder_dir import RENDERED_RUBRIC, make_autograder_dir, rubric_text, write_feature_split
-    from tests.honest_code import disguise
-    from tests.integrity_class import train
+    from testkit.autograder_dir import RENDERED_RUBRIC, make_autograder_dir, rubric_text, write_feature_split
+    from testkit.honest_code import disguise
+    from testkit.integrity_class import train
 
     root = work / f"integrity-{students}"
     planted = [(5, 1), (9, 2)]  # (original, copier): a shared model.pt, a disguised losses.py
@@ -135,9 +135,9 @@ def build(work: pathlib.Path, students: int) -> tuple[pathlib.Path, pathlib.Path
 
 def sandbox_sample(export: pathlib.Path, autograder: pathlib.Path, sample: int, work: pathlib.Path) -> float:
     """Seconds per submission for real sandbox logits (``--jobs 2``) on ``sample`` submissions."""
-    from autograder.instructor.integrity.logits import all_logits, load_heldout
-    from autograder.instructor.integrity.members import Member
-    from autograder.instructor.regrade_jobs import sha256_of
+    from autograder.instructor.class_integrity.logits import all_logits, load_heldout
+    from autograder.instructor.class_integrity.members import Member
+    from autograder.instructor.regrade.jobs import sha256_of
 
     folders = sorted(p for p in export.iterdir() if p.is_dir())[:sample]
     members = [Member(key=f.name, submission_id="", folder=f, people=[], results=None, digest=sha256_of(f)) for f in folders]

@@ -1,6 +1,6 @@
 """Benchmark: grading on Slurm against grading here, on a one-node cluster started for the purpose.
 
-Prints, measured on this machine (the cluster is tests/slurm_support.py: munged, slurmctld and
+Prints, measured on this machine (the cluster is testkit/slurm_support.py: munged, slurmctld and
 slurmd of its own, 2 CPUs, started as root and stopped at the end):
 
 * the overhead per array task: from the ``sbatch`` of a one-task array to the moment its first
@@ -10,7 +10,7 @@ slurmd of its own, 2 CPUs, started as root and stopped at the end):
   here against ``--slurm --array-parallelism 2 --cpus-per-task 1`` with ``--per-task`` N/2 (two
   tasks, like two local grader processes) and with ``--per-task`` 2 (more, smaller tasks).
 
-The held-out file is tests/autograder_dir.py's 88-note synthetic set; a submission's grade is
+The held-out file is testkit/autograder_dir.py's 88-note synthetic set; a submission's grade is
 dominated by the two torch imports and the checks, as it is with the real 4,096-note file plus
 ~9 s of inference (benchmarks/bench_grading.py).  Other engineers share the cores: run it quiet.
 
@@ -30,11 +30,11 @@ import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO)]
 
 
 def _export(tmp: pathlib.Path, n: int, checkpoint: pathlib.Path):
-    from autograder.instructor.synthetic_class import DUE, Student, Submission, make_export
+    from autograder.instructor.demo.synthetic_class import DUE, Student, Submission, make_export
 
     students = [Submission(2000 + i, [Student(f"Student {i:02d}", f"{300000 + i}", f"s{i}@example.edu")],
                            DUE - dt.timedelta(hours=1), "reference", 100.0) for i in range(n)]
@@ -42,8 +42,8 @@ def _export(tmp: pathlib.Path, n: int, checkpoint: pathlib.Path):
 
 
 def _regrade(export, autograder, out: pathlib.Path, **kwargs) -> float:
-    from autograder.instructor import regrade
-    from autograder.instructor.synthetic_class import DUE
+    from autograder.instructor.regrade import command as regrade
+    from autograder.instructor.demo.synthetic_class import DUE
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -74,10 +74,10 @@ def _first_grade(out: pathlib.Path, marks: dict) -> None:
 
 
 def main(*, submissions: int, repeat: int) -> int:
-    import slurm_support
+    from testkit import slurm_support
     from autograder.instructor.slurm.grading import SlurmGrading
     from autograder.instructor.slurm.options import SlurmOptions
-    from tests.autograder_dir import grading_assets, make_autograder_dir
+    from testkit.autograder_dir import grading_assets, make_autograder_dir
 
     try:
         cluster = slurm_support.SlurmCluster.start()

@@ -64,7 +64,7 @@ class Outcome:
 
 def _docker_unreachable(**_) -> "str | None":
     from autograder.errors import NotegradeError
-    from autograder.instructor.docker_grade import docker_client
+    from autograder.instructor.grading.docker.fanout import docker_client
 
     try:
         docker_client().close()
@@ -83,8 +83,8 @@ def _training_data_missing(*, training_data: Path, **_) -> "str | None":
 
 
 def _slurm_unavailable(**_) -> "str | None":
-    sys.path.insert(0, str(REPO / "tests"))
-    from slurm_support import cluster_problem
+    sys.path.insert(0, str(REPO))
+    from testkit.slurm_support import cluster_problem
 
     return cluster_problem()
 

@@ -29,7 +29,7 @@ def tiny_nsynth(tmp_path_factory) -> pathlib.Path:
     train: 6 notes per family from 2 instruments; valid and test: 3 notes per family.  Read-only:
     tests that damage a split must make their own with ``nsynth_factory.make_nsynth_split``.
     """
-    from nsynth_factory import make_nsynth_split
+    from testkit.nsynth_factory import make_nsynth_split
 
     root = tmp_path_factory.mktemp("tiny_nsynth")
     make_nsynth_split(root, split="train", n_per_family=6, n_instruments=2, seed=0)

@@ -8,7 +8,7 @@ TRUSTED side.  What each wall does and which attack it stops is in the package d
    "other" permission bits, by file descriptor;
 2. the scratch folder, root-only while the harness and the submission are copied in, then
    handed to the uid (:mod:`~autograder.sandbox.scratch`);
-3. the worker, plain or inside bubblewrap (:mod:`~autograder.sandbox.worker`), reused across
+3. the worker, plain or inside bubblewrap (:mod:`~autograder.sandbox.worker_process`), reused across
    calls and replaced after a timeout, a crash, a memory error or a refused answer;
 4. per call: the global deadline (:meth:`Sandbox.set_deadline`) caps the call's timeout, and a
    function that already did not return is not called again (:mod:`~autograder.sandbox.failfast`);
@@ -36,7 +36,7 @@ import numpy as np
 from autograder.errors import NotegradeError
 from autograder.harness.device import select_device
 from autograder.sandbox import bubblewrap, files, isolation, processes, users
-from autograder.sandbox import worker as worker_module
+from autograder.sandbox import worker_process as worker_module
 from autograder.sandbox.failfast import HungFunctions
 from autograder.sandbox.files import human_size
 from autograder.sandbox.isolation import Isolation

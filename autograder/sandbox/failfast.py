@@ -3,7 +3,7 @@
 TRUSTED side.  A ``forward`` that never returns would cost every item that calls it its whole
 timeout (about 5 minutes for the assignment's rubric).  When a call times out, the worker is
 asked where it is (``SIGUSR1``: the harness answers with the chain of student functions on its
-stack, see ``harness/worker.py``) and the culprit is remembered for the rest of the submission;
+stack, see ``harness/worker_main.py``) and the culprit is remembered for the rest of the submission;
 a later call whose probe needs it returns at once with "not run: `forward` did not return within
 60 s in item 1.2".  A worker that ignores the question is blamed on the probe's last student
 function (:data:`PROBE_FUNCTIONS`).  For ``loss_calls`` only the calls of the culprit are dropped.

@@ -5,7 +5,7 @@ TRUSTED side; everything here is decided before the process exists.
 - **Environment**: PATH, HOME (the submission copy), USER/LOGNAME, LANG/LC_ALL, TMPDIR, thread counts,
   MALLOC_ARENA_MAX, PYTHONHASHSEED, PYTHONDONTWRITEBYTECODE and, without a GPU, an empty
   CUDA_VISIBLE_DEVICES.  Nothing of the grader's (no AUTOGRADER_ROOT).
-- **Command line**: ``python -s -m notegrade_harness.worker`` with folders *relative* to the
+- **Command line**: ``python -s -m notegrade_harness.worker_main`` with folders *relative* to the
   scratch folder (the working directory), so ``/proc/<pid>/cmdline``, which any uid can read
   without a PID namespace, names no folder of the grader's.
 - **Child setup** (:class:`ChildSetup`, between fork and exec, after the uid switch, only system
@@ -53,8 +53,8 @@ def worker_environment(*, work_dir: str, tmp_dir: str, threads: int, use_gpu: bo
 def worker_command(*, python: str, request_fd: int, response_fd: int, submission: str, inputs: str,
                    outputs: str, use_gpu: bool, threads: int, headroom_mb: int, budget_mb: int,
                    same_user: bool) -> "list[str]":
-    """``python -s -m notegrade_harness.worker`` with the pipes, folders and memory budget it is given."""
-    command = [python, "-s", "-m", "notegrade_harness.worker", "--requests", str(request_fd),
+    """``python -s -m notegrade_harness.worker_main`` with the pipes, folders and memory budget it is given."""
+    command = [python, "-s", "-m", "notegrade_harness.worker_main", "--requests", str(request_fd),
                "--responses", str(response_fd), "--submission", submission, "--inputs", inputs,
                "--outputs", outputs, "--device", "cuda" if use_gpu else "cpu", "--threads", str(threads),
                "--headroom-mb", str(headroom_mb), "--memory-budget-mb", str(budget_mb)]

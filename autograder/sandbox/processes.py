@@ -1,6 +1,6 @@
 """Processes of the sandbox seen from the grader: /proc scans, killing, limits, reachability.
 
-Linux only.  TRUSTED side: used by :mod:`autograder.sandbox.worker` and
+Linux only.  TRUSTED side: used by :mod:`autograder.sandbox.worker_process` and
 :mod:`autograder.sandbox.users`; kept apart so those read as policy.  :func:`kill_all_of_uid`
 kills every process of a uid from a forked helper that drops to that uid first, so the kill can
 never reach anything else, and ``kill(-1)`` is atomic (it outruns a fork bomb).

@@ -1,6 +1,6 @@
 """What the grader keeps of one worker call: the :class:`ProbeResult`, capped output, clipped strings.
 
-Kept apart from :mod:`autograder.sandbox.worker` so the worker module reads as the process and its
+Kept apart from :mod:`autograder.sandbox.worker_process` so the worker module reads as the process and its
 pipes; everything here is plain data with no process behind it.  The worker's answers and its
 stdout/stderr are student-controlled, so what is kept is bounded: :class:`OutputCapture` keeps
 the first bytes of a stream (and its last 4 KiB, where a crash happened) and counts the rest;

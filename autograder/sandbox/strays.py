@@ -1,6 +1,6 @@
 """Which processes a worker's student code left behind: the rule that decides what cleanup kills.
 
-Used by :mod:`autograder.sandbox.worker`, whose kill loops (``Worker.kill_strays`` and
+Used by :mod:`autograder.sandbox.worker_process`, whose kill loops (``Worker.kill_strays`` and
 ``Worker.stop``) call :func:`find_strays` until nothing is left.  The rule is the delicate part
 of cleanup: too narrow and a double-forked daemon survives to rewrite results; too wide and it
 kills another open sandbox's worker, which is why every live worker of this process is

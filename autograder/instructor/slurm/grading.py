@@ -76,7 +76,7 @@ class SlurmGrading:
     def regrade(self, jobs_in: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade,
                 jobs: int, progress: bool) -> dict[str, tuple[dict | None, str | None, bool]]:
         """``regrade_jobs.grade_all``'s contract, on Slurm: ``{entry key: (results, error, reused)}``."""
-        from autograder.instructor.regrade_jobs import earlier_grade, grade_key, sha256_of
+        from autograder.instructor.regrade.jobs import earlier_grade, grade_key, sha256_of
 
         out, autograder = pathlib.Path(out).resolve(), pathlib.Path(autograder).resolve()
         folder = out / "slurm"
@@ -154,8 +154,8 @@ def grade_shard(shard: list[tuple[Any, dict]], *, out: pathlib.Path, autograder:
     """One regrade array task (on a node): the local ``grade_all`` over its shard.
 
     A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
-    from autograder.instructor.regrade_jobs import grade_all
-    from autograder.local_grading import stop_graders_on_sigterm
+    from autograder.instructor.regrade.jobs import grade_all
+    from autograder.instructor.grading.local import stop_graders_on_sigterm
 
     stop_graders_on_sigterm()
     return grade_all(shard, out=out, autograder=autograder, grade=grade, jobs=jobs, progress=False)
@@ -166,8 +166,8 @@ def grade_folders(folders: list[pathlib.Path], *, autograder: pathlib.Path, meta
     """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, ``jobs`` at a time.
 
     A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
-    from autograder import batch_grading
-    from autograder.local_grading import stop_graders_on_sigterm
+    from autograder.instructor.grading import batch as batch_grading
+    from autograder.instructor.grading.local import stop_graders_on_sigterm
 
     stop_graders_on_sigterm()
     return batch_grading.grade_folders(folders, autograder=autograder, metadata=metadata, out=out, python=python,

@@ -3,7 +3,7 @@
 ``notegrade integrity ... --slurm`` and ``notegrade regrade ... --slurm --integrity``.  The
 expensive part of the analysis is each submission's held-out logits in the grading sandbox;
 the pair analysis after it takes seconds.  So only the logits go to the cluster: every array task
-runs the local :func:`~autograder.instructor.integrity.logits.all_logits` over its shard of
+runs the local :func:`~autograder.instructor.class_integrity.logits.all_logits` over its shard of
 ``--per-task`` submissions (default 10: a submission's logits take seconds, not a grade's
 minute), into the same content-addressed cache (``OUT/cache/logits/``, on the shared
 filesystem), and the analysis then runs here from that cache, so its outputs are a local run's.
@@ -26,9 +26,9 @@ import functools
 import pathlib
 
 from autograder.errors import NotegradeError
-from autograder.instructor.integrity.logits import (HeldOut, LogitsOutcome, all_logits, cache_key, load_cached,
+from autograder.instructor.class_integrity.logits import (HeldOut, LogitsOutcome, all_logits, cache_key, load_cached,
                                                     read_heldout)
-from autograder.instructor.integrity.members import Member
+from autograder.instructor.class_integrity.members import Member
 from autograder.instructor.slurm import array
 from autograder.instructor.slurm.grading import SlurmGrading, resume_hint, shards_of, wait_for_earlier
 

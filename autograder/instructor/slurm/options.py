@@ -5,7 +5,7 @@ profile file given with ``--cluster FILE`` (e.g. ``great_lakes.toml``), the auto
 ``[cluster]`` table, then Slurm's own defaults.  A profile is the rubric's ``[cluster]`` table,
 written either as that table or as bare keys; its ``[cluster.train]`` table overrides the rest for
 ``notegrade train --slurm`` (a GPU partition for training, a CPU one for grading).  Both are
-validated by :func:`autograder.slurm_profile.parse_cluster`.
+validated by :func:`autograder.rubric.cluster.parse_cluster`.
 
 Example
 -------
@@ -53,13 +53,13 @@ class SlurmOptions:
         return SlurmOptions(**values)
 
     def minutes(self, default: int) -> int:
-        from autograder.slurm_profile import slurm_minutes
+        from autograder.rubric.cluster import slurm_minutes
 
         return slurm_minutes(self.time) if self.time is not None else default
 
     def executor_parameters(self, *, job_name: str, default_minutes: int) -> dict[str, Any]:
         """Keyword arguments for ``submitit.SlurmExecutor.update_parameters``."""
-        from autograder.slurm_profile import slurm_memory
+        from autograder.rubric.cluster import slurm_memory
 
         params: dict[str, Any] = {"job_name": job_name, "time": self.minutes(default_minutes)}
         for name in ("partition", "account", "cpus_per_task", "array_parallelism"):
@@ -89,7 +89,7 @@ def from_table(table: dict[str, Any], *, train: bool = False) -> SlurmOptions:
 def load_profile(path: pathlib.Path) -> dict[str, Any]:
     """A cluster profile file: the rubric's ``[cluster]`` table as a table or as bare keys, validated."""
     from autograder.rubric import tomllib
-    from autograder.slurm_profile import parse_cluster
+    from autograder.rubric.cluster import parse_cluster
 
     try:
         raw = tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))
@@ -173,7 +173,7 @@ def from_arguments(args: argparse.Namespace, *, autograder: pathlib.Path | None 
         options = options.merged(from_table(load_profile(args.cluster), train=train))
     flags = {name: getattr(args, name, None) for name in FLAG_FIELDS}
     options = options.merged(SlurmOptions(**flags, extra=tuple(getattr(args, "slurm_opt", None) or ())))
-    from autograder.slurm_profile import parse_cluster
+    from autograder.rubric.cluster import parse_cluster
 
     problems: list[str] = []
     parse_cluster({k: v for k in FLAG_FIELDS if (v := getattr(options, k)) is not None}, problems, where="--")

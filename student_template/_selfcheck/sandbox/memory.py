@@ -5,7 +5,7 @@ Gradescope (and ``notegrade grade --docker``) runs the grader in a container wit
 above what its imports took) is what turns a memory bomb into a ``MemoryError`` with the
 sandbox's own message; if that limit is above what the container has left, the kernel's OOM
 killer strikes first and the student only learns that the worker was killed.  So
-:mod:`autograder.sandbox.worker` passes the worker a budget (:func:`worker_memory_budget_mb`:
+:mod:`autograder.sandbox.worker_process` passes the worker a budget (:func:`worker_memory_budget_mb`:
 what the cgroup has left minus ``SandboxLimits.memory_reserve_mb`` kept for the grader) and
 the worker lowers its own limit (the grader cannot: a container's root lacks CAP_SYS_RESOURCE,
 which ``prlimit`` on another user's process needs).
@@ -106,7 +106,7 @@ def worker_memory_budget_mb(*, reserve_mb: int, memory: "CgroupMemory | None") -
 
     Measured before the worker starts, so it counts the grader (torch imported) and everything
     else in the container; the worker subtracts what its own imports made resident and keeps
-    its address-space headroom below the rest (``harness/worker.py``).  ``reserve_mb`` stays
+    its address-space headroom below the rest (``harness/worker_main.py``).  ``reserve_mb`` stays
     free for the grader's later allocations (held-out batches, oracles).
 
     >>> mb = 1 << 20

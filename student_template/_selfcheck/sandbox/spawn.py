@@ -1,7 +1,7 @@
 """What the worker is started with, at each isolation level: one :class:`Launch` (command, environment,
 file descriptors, child setup).
 
-TRUSTED side.  Used by :mod:`autograder.sandbox.worker`, which only makes the pipes and calls
+TRUSTED side.  Used by :mod:`autograder.sandbox.worker_process`, which only makes the pipes and calls
 ``Popen``.  At ``uid`` and ``none`` the command is the harness itself, started in the scratch
 folder with relative paths, under the network filter installed by :class:`~autograder.sandbox.launch.ChildSetup`;
 at ``bubblewrap`` it is wrapped by :func:`autograder.sandbox.bubblewrap.wrap`, which gets the

@@ -19,7 +19,7 @@ no ``useradd`` runs.  The rules:
   so survivors and their files are gone before the next submission starts.
 - **Containers.**  ``notegrade grade --docker`` gives each container its own uid from
   :data:`CONTAINER_UIDS` in ``$NOTEGRADE_STUDENT_UID`` (containers share the host kernel's uids;
-  see ``instructor/docker_run.py``); inside, that uid is used as given, after the same cleanup.
+  see ``instructor/grading/docker/container.py``); inside, that uid is used as given, after the same cleanup.
 
 The host range avoids distribution users (below 60000), the named users older notegrade versions
 made (``notegrade-student*``, 60000 up), the container range, nobody (65534) and the

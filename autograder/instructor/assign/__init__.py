@@ -1,0 +1,1 @@
+"""`notegrade assign` (command): the student starter code from the reference (markers: solution regions; handout + handout_text: the README and entry points; sources, template_check: what the template holds and whether it is current; vendor_selfcheck: the self-check copied into _selfcheck/)."""

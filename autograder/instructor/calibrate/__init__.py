@@ -1,0 +1,1 @@
+"""`notegrade calibrate` (command): what each common student mistake (cases) costs under an autograder."""

@@ -1,0 +1,193 @@
+"""The integrity analysis from start to finish: submissions -> logits, weights, code -> flags -> files.
+
+:func:`analyse` runs the steps on a :class:`~.members.ClassInput` and writes everything into
+``out`` (see :mod:`.outputs`); :mod:`.command` is its CLI and regrade hook.  Each phase's wall
+time is recorded in ``integrity.json`` (the benchmark reads it).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from autograder.instructor.class_integrity import checkpoints as ckpt
+from autograder.instructor.class_integrity import code_similarity as code
+from autograder.instructor.class_integrity import evidence
+from autograder.instructor.class_integrity import outputs
+from autograder.instructor.class_integrity.agreement import pair_statistics
+from autograder.instructor.class_integrity.flags import Thresholds, build_signals, pair_flags
+from autograder.instructor.class_integrity.logits import HeldOut, LogitsOutcome, all_logits, load_heldout
+from autograder.instructor.class_integrity.members import ClassInput
+from autograder.instructor.class_integrity.student_flags import read_student_flags
+from autograder.instructor.regrade.jobs import sha256_of
+
+if TYPE_CHECKING:
+    from autograder.instructor.slurm.grading import SlurmGrading
+
+MAX_REPORTS = 100
+
+
+@dataclass
+class IntegritySummary:
+    out: pathlib.Path
+    members: int = 0
+    flagged_pairs: list[dict] = field(default_factory=list)
+    flagged_students: list[dict] = field(default_factory=list)
+    logits_computed: int = 0
+    logits_reused: int = 0
+    logits_failed: list[str] = field(default_factory=list)
+    unchecked: int = 0  # results.json without the grader's integrity verdicts
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    paths: dict[str, pathlib.Path] = field(default_factory=dict)
+
+
+def _checkpoint_sha256(folder: pathlib.Path | None) -> str | None:
+    path = folder / "model.pt" if folder is not None else None
+    return sha256_of(path) if path is not None and path.is_file() and not path.is_symlink() else None
+
+
+def _predictions(outcomes: dict[str, LogitsOutcome], keys: list[str], classes: int) -> tuple[np.ndarray, np.ndarray]:
+    index, rows = [], []
+    for i, key in enumerate(keys):
+        outcome = outcomes.get(key)
+        if outcome is None or outcome.logits is None:
+            continue
+        if outcome.logits.shape[1] != classes:
+            outcome.status, outcome.message = "error", f"{outcome.logits.shape[1]} logits per note, expected {classes}"
+            outcome.logits = None
+            continue
+        index.append(i)
+        rows.append(outcome.logits.argmax(axis=1))
+    return np.array(index, dtype=np.int64), (np.stack(rows) if rows else np.zeros((0, 0), np.int64))
+
+
+def _starter(boilerplate: pathlib.Path | None) -> dict[str, str]:
+    if boilerplate is None:
+        return code.starter_code()
+    texts = {name: code.read_source(pathlib.Path(boilerplate), name) or "" for name in code.FILES}
+    if not any(texts.values()):
+        from autograder.errors import NotegradeError
+
+        raise NotegradeError(f"--boilerplate {boilerplate}: none of {', '.join(code.FILES)} is in it")
+    return texts
+
+
+def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, jobs: int = 1, timeout_s: float = 180.0,
+            thresholds: Thresholds = Thresholds(), boilerplate: pathlib.Path | None = None,
+            known_seeds: tuple[int, ...] = ckpt.KNOWN_SEEDS, heldout: HeldOut | None = None,
+            max_reports: int = MAX_REPORTS, progress: bool = True, slurm: "SlurmGrading | None" = None) -> IntegritySummary:
+    """Compare every pair of ``cls.members``; write integrity.csv/json, pairs.npz and copydetect reports.
+
+    copydetect's HTML (about 0.2 s each: it draws two plots) is written for the ``max_reports``
+    strongest pairs flagged for code; the others keep their row and numbers.  ``slurm``: the held-out
+    logits are computed by a Slurm job array into the same cache (job files in ``out/slurm/``).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    summary = IntegritySummary(out=out, members=len(cls.members), problems=list(cls.problems))
+    members, keys = cls.members, [m.key for m in cls.members]
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        summary.seconds[name] = round(now - clock, 3)
+        clock = now
+
+    heldout = heldout or load_heldout(autograder, work=out / "cache")
+    # As root the sandbox's user must not read other students' files (no framing a classmate).
+    compute = all_logits
+    if slurm is not None:
+        from autograder.instructor.slurm.integrity import slurm_logits
+
+        compute = functools.partial(slurm_logits, slurm, folder=out / "slurm")
+    outcomes = compute(members, heldout, cache=out / "cache" / "logits", jobs=jobs, timeout_s=timeout_s,
+                       hide=(str(cls.export_root),), progress=progress)
+    phase("logits")
+    classes = len(heldout.families)
+    index, predictions = _predictions(outcomes, keys, classes)
+    for m in members:
+        outcome = outcomes[m.key]
+        summary.logits_reused += outcome.reused and outcome.logits is not None
+        summary.logits_computed += (not outcome.reused) and outcome.logits is not None
+        if outcome.logits is None:
+            summary.logits_failed.append(f"{m.label}: {outcome.message or outcome.status}")
+    stats = pair_statistics(predictions, heldout.labels, classes=classes, min_both_wrong=thresholds.min_both_wrong) \
+        if len(index) >= 2 else None
+    phase("agreement")
+    shapes = ckpt.reference_shapes()
+    loaded = [ckpt.load_state(m.folder / "model.pt", shapes) if m.folder is not None else (None, "no folder")
+              for m in members]
+    pairs = ckpt.compare_checkpoints([s for s, _ in loaded], [_checkpoint_sha256(m.folder) for m in members],
+                                     shapes=shapes, starts=ckpt.initial_states(tuple(known_seeds)))
+    phase("checkpoints")
+    starter = _starter(boilerplate)
+    bp = code.boilerplate_hashes(list(starter.values()), "starter.py")
+    files = {name: code.file_similarity([code.read_source(m.folder, name) for m in members], name=name, boilerplate=bp)
+             for name in code.FILES}
+    phase("code")
+    signals = build_signals(n=len(members), logits_index=index, stats=stats, checkpoints=pairs, code=files,
+                            thresholds=thresholds)
+    flagged = pair_flags(signals, thresholds)
+    summary.notes = signals.notes
+    if os.getuid() != 0:
+        summary.notes.append("not run as root: student code computed its held-out logits as your own user, not "
+                             "isolated (run as root, as the grader does, for an unprivileged sandbox user)")
+    starter_dir = out / "copydetect" / "starter"
+    shutil.rmtree(out / "copydetect", ignore_errors=True)  # no report left from an earlier run's flags
+    rows, reports = [], {}
+    for (i, j), kinds in sorted(flagged.items(), key=lambda item: evidence.strength(item[1], signals, *item[0])):
+        report = ""
+        code_files = [k.split(":", 1)[1] for k in kinds if k.startswith("code:")]
+        if code_files and len(reports) < max_reports:
+            starter_dir.mkdir(parents=True, exist_ok=True)
+            for name, text in starter.items():
+                (starter_dir / name).write_text(text, encoding="utf-8")
+            path = out / "copydetect" / f"{members[i].key}__{members[j].key}.html"
+            code.html_report(out_file=path, files_a=[members[i].folder / f for f in code_files],
+                             files_b=[members[j].folder / f for f in code_files], boilerplate_dir=starter_dir)
+            report = path.relative_to(out).as_posix()
+            reports[f"{members[i].key}__{members[j].key}"] = report
+        rows.append(evidence.pair_row(i, j, kinds, members=members, signals=signals, notes=len(heldout.labels),
+                                      report=report))
+    summary.flagged_pairs = list(rows)
+    people = []
+    for i, m in enumerate(members):
+        flags = read_student_flags(m.results)
+        summary.unchecked += not flags.checked
+        summary.problems += [f"{m.label}: {p}" for p in flags.problems]
+        people.append({"key": m.key, "submission_id": m.submission_id, "name": m.field("name"), "sid": m.field("sid"),
+                       "email": m.field("email"), "results": m.results_source or "none",
+                       "integrity_checked": flags.checked, "logits": outcomes[m.key].status,
+                       "logits_message": outcomes[m.key].message, "heldout_accuracy": signals.accuracy[i],
+                       "checkpoint": loaded[i][1] or "ok", "start_seed": int(pairs.start[i]) if pairs.start[i] >= 0 else None,
+                       "start_similarity": pairs.start_similarity[i]})
+        if flags.flagged:
+            row = evidence.student_row(m, flags, accuracy=float(signals.accuracy[i]))
+            rows.append(row)
+            summary.flagged_students.append(row)
+    phase("flags")
+    summary.paths = {"csv": outputs.write_csv(out / outputs.CSV_NAME, rows)}
+    summary.paths["npz"] = outputs.write_npz(
+        out / outputs.NPZ_NAME, keys=keys, labels=[m.label for m in members], agreement=signals.agreement,
+        expected_agreement=signals.expected_agreement, agreement_z=signals.agreement_z, same_errors_z=signals.wrong_z,
+        weight_similarity=pairs.similarity,
+        code_similarity=np.fmax.reduce([f.similarity for f in files.values()]) if files else np.full((len(keys),) * 2, np.nan))
+    phase("outputs")
+    summary.paths["json"] = outputs.write_json(out / outputs.JSON_NAME, {
+        "source": cls.kind, "export_root": str(cls.export_root), "heldout": {"notes": len(heldout.labels),
+                                                                             "sha256": heldout.sha256},
+        "thresholds": thresholds.as_dict(), "known_seeds": list(known_seeds), "members": people, "flags": rows,
+        "copydetect": reports, "distributions": signals.distributions, "notes": summary.notes,
+        "problems": summary.problems, "logits_failed": summary.logits_failed, "seconds": summary.seconds,
+        "logits": {"computed": summary.logits_computed, "reused": summary.logits_reused},
+        "unchecked": summary.unchecked})
+    summary.paths["copydetect"] = out / "copydetect"
+    return summary

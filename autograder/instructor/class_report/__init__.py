@@ -1,0 +1,1 @@
+"""`notegrade report` (command): grades.csv -> a single-file HTML class report."""

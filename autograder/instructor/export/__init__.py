@@ -1,0 +1,1 @@
+"""A Gradescope "Export Submissions" archive: reading it (archive), its submission_metadata.yml (metadata_yaml) and due dates (due_dates).  A library for regrade and class integrity, not a command."""

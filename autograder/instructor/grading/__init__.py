@@ -1,0 +1,1 @@
+"""Grading on the instructor's machine: `notegrade grade` (command), one submission in a temporary Gradescope layout (one_submission), a folder of them (batch: the one fan-out), the hardening of local runs (local), the cached grading runtime (runtime), the interpreter the sandboxed user runs (student_python), and Docker (docker/)."""

@@ -1,0 +1,151 @@
+"""Grade one submission in a temporary Gradescope layout, with the autograder's own code.
+
+:func:`grade_submission` builds a private ``/autograder``-style root (``source/`` = the unpacked
+autograder, ``submission/``, ``submission_metadata.json``, ``results/``) and runs ``python -m
+autograder.run_autograder`` in a subprocess whose ``PYTHONPATH`` is the autograder's own code, so
+the zip's code grades, as on Gradescope, in the grading runtime of :func:`grading_python`.  It
+writes ``OUT/results.json``, ``OUT/report.html`` and the grader's log ``OUT/stdout.txt``.
+``notegrade grade`` (:mod:`autograder.instructor.grading.command`) and a batch (:mod:`autograder.instructor.grading.batch`) call it.
+
+Example
+-------
+>>> results = grade_submission(submission="sub", autograder="autograder.zip", out="graded")  # doctest: +SKIP
+>>> results["score"]                                    # doctest: +SKIP
+100.0
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+from autograder.errors import NotegradeError
+from autograder.instructor.grading.local import private_dir, run_grader, stage_tree, stage_zip
+from autograder.sandbox.cleanup import remove_tree
+
+# The grader keeps to the rubric's budget (<= 40 min, Gradescope's maximum); this is the outer
+# safety net against a wedged grader process.
+OUTER_TIMEOUT_S = 45 * 60
+# Never graded, never a submission folder of a batch: what zipping on macOS or running Python leaves.
+JUNK_NAMES = {"__pycache__", ".DS_Store", "__MACOSX"}
+
+
+def _safe_extract(archive: pathlib.Path, dest: pathlib.Path) -> None:
+    """Unzip, refusing entries that would land outside ``dest`` (``../`` or absolute paths)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                target = (dest / name).resolve()
+                if not target.is_relative_to(dest.resolve()):
+                    raise NotegradeError(f"{archive}: entry {name!r} would extract outside the target directory")
+        stage_zip(archive, dest)  # iterative, bounded in depth and size
+    except zipfile.BadZipFile as err:
+        raise NotegradeError(f"{archive}: not a valid zip file ({err})") from None
+
+
+def _place(src: pathlib.Path, dest: pathlib.Path, what: str) -> None:
+    """Copy a directory, or unpack a zip, into ``dest``."""
+    if src.is_dir():
+        # Links are copied as links, never the files they point to (as root that could pull an
+        # unreadable file into the submission); iteratively, so a 1,200-deep folder is cut, not fatal.
+        stage_tree(src, dest, skip=JUNK_NAMES)
+    elif src.is_file() and zipfile.is_zipfile(src):
+        dest.mkdir(parents=True)
+        _safe_extract(src, dest)
+    elif src.exists():
+        raise NotegradeError(f"{src}: the {what} must be a directory or a .zip file")
+    else:
+        raise NotegradeError(f"{src}: no such {what}")
+
+
+def _check_autograder(source: pathlib.Path, origin: pathlib.Path) -> None:
+    missing = [name for name in ("rubric.toml", "heldout.safetensors", "autograder/run_autograder.py")
+               if not (source / name).is_file()]
+    if missing:
+        raise NotegradeError(f"{origin}: not an autograder (missing {', '.join(missing)}); build one with "
+                             "`notegrade build --rubric FILE --heldout FILE`")
+
+
+def grade_submission(*, submission: str | os.PathLike, autograder: str | os.PathLike,
+                     metadata: str | os.PathLike | None = None, out: str | os.PathLike,
+                     quiet: bool = False, python: str | os.PathLike | None = None) -> dict:
+    """Grade one submission in a temporary Gradescope layout; return the results.json dict.
+
+    Writes ``out/results.json``, ``out/report.html`` (instructor view) and ``out/stdout.txt``.
+    ``quiet`` also captures the grader's stderr (its progress bar) into the log.  ``python`` is
+    the interpreter that grades; by default the grading runtime built from the autograder's own
+    requirements.txt (:func:`grading_python`), as on Gradescope.  Another one needs torch, numpy,
+    safetensors and gradescope-utils; results.json's ``extra_data["runtime"]`` says which graded.
+    """
+    submission, autograder, out = pathlib.Path(submission), pathlib.Path(autograder), pathlib.Path(out)
+    for path, what in ((submission, "submission"), (autograder, "autograder")):
+        if not path.exists():
+            raise NotegradeError(f"{path}: no such {what} (a directory or a .zip file)")
+    if metadata is not None and not pathlib.Path(metadata).is_file():
+        raise NotegradeError(f"{metadata}: no such metadata file")
+    private_dir(out)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-grade-"))  # 0700: the held-out file is read from here
+    try:
+        _place(autograder, root / "source", "autograder")
+        _check_autograder(root / "source", autograder)
+        _place(submission, root / "submission", "submission")
+        if metadata is not None:
+            shutil.copyfile(metadata, root / "submission_metadata.json")
+        (root / "results").mkdir()
+        python, runtime_env = grading_python(root / "source", python, quiet=quiet)
+        env = {**os.environ, "AUTOGRADER_ROOT": str(root), "PYTHONPATH": str(root / "source")}
+        env.pop("PYTHONSTARTUP", None)
+        for key, value in runtime_env.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        log_path = out / "stdout.txt"
+        with open(log_path, "wb") as log:
+            code = run_grader([str(python or sys.executable), "-m", "autograder.run_autograder"], cwd=root / "source",
+                              env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log if quiet else None,
+                              timeout_s=OUTER_TIMEOUT_S)
+            if code is None and not (root / "results" / "results.json").is_file():
+                raise NotegradeError(f"the grader did not finish within {OUTER_TIMEOUT_S} s; see {log_path}")
+        try:
+            results = json.loads((root / "results" / "results.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise NotegradeError(f"the grader left no valid results.json ({err}); its log {log_path} ends with:\n{tail}") from None
+        from autograder.report import html_report
+
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (out / "report.html").write_text(html_report(results, audience="instructor"), encoding="utf-8")
+        return results
+    finally:
+        remove_tree(root)  # iterative: a submission's deep folder cannot make this raise
+
+
+def grading_python(source: pathlib.Path, python: "str | os.PathLike | None", *, quiet: bool = False
+                   ) -> "tuple[str, dict[str, str | None]]":
+    """(the interpreter that grades, environment changes for the grader).
+
+    ``python`` given: that one ("custom" runtime; the sandbox's worker follows ``$NOTEGRADE_WORKER_PYTHON``
+    if set).  Otherwise the grading runtime, a cached venv built from the autograder's requirements.txt
+    (:mod:`autograder.instructor.grading.runtime`), whose interpreter then also runs the worker."""
+    if python is not None:
+        return str(python), {"NOTEGRADE_RUNTIME_KIND": "custom"}
+    from autograder.import_policy import requirements_of
+    from autograder.instructor.grading.runtime import ensure_runtime
+
+    requirements = requirements_of(source)
+    if requirements is None:
+        raise NotegradeError("the autograder has no requirements.txt to build its grading runtime from; rebuild it "
+                             "with `notegrade build`, or grade with --python PYTHON")
+    wheels = source / "wheels"
+    runtime = ensure_runtime(requirements, wheels=wheels if wheels.is_dir() else None,
+                             log=lambda line: print(f"[notegrade] {line}", file=sys.stderr, flush=True))
+    if runtime.built and not quiet:
+        print(f"[notegrade] grading runtime ready in {runtime.seconds:.0f} s: {runtime.python} (torch {runtime.torch})",
+              file=sys.stderr, flush=True)
+    return str(runtime.python), {"NOTEGRADE_RUNTIME_KIND": "grading-venv", "NOTEGRADE_WORKER_PYTHON": None}

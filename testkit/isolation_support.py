@@ -1,0 +1,161 @@
+"""Scenario runners for the attacks of issue 9: corpus cases with a ``"scenario"`` key.
+
+A corpus case (see testkit/sandbox_support.py) may name a scenario that one sandbox run cannot
+express: the attacker graded through ``notegrade grade`` (library or CLI), then a victim graded
+after it, with what the issue requires checked afterwards.  Everything here runs real graders
+(``python -m autograder.run_autograder``) at the isolation level the test forces.
+
+- :func:`grading_python`: the interpreter that grades and runs the worker (a student uid can run it);
+  its ``site-packages`` folders are "the grading venv" the attacks aim at.
+- :func:`autograder_zip`: the test rubric (calibrated held-out file, short timeouts) zipped into a
+  world-readable folder, as an instructor's would be.
+- :func:`attacker` / :func:`victim`: the case's submission and the briefly trained reference.
+- :func:`student_processes`: live processes of any student uid (the ranges of sandbox.users).
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import uuid
+import zipfile
+
+import torch
+
+from testkit import sandbox_support as support
+from autograder.sandbox import bubblewrap, processes, users
+from testkit.autograder_dir import ensure_worker_python, grading_assets, make_autograder_dir, make_submission
+
+STUDENT_RANGES = (users.HOST_UIDS, users.CONTAINER_UIDS)
+
+
+def grading_python() -> str:
+    """The interpreter for graders and workers alike (reachable by the student uids)."""
+    return ensure_worker_python() or sys.executable
+
+
+def venv_site_packages(python: str) -> "list[pathlib.Path]":
+    """The ``site-packages`` folders on ``python``'s path: where a planted ``.pth`` would run as root."""
+    return [pathlib.Path(p) for p in bubblewrap.interpreter_layout(python)["path"]
+            if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+
+
+def venv_listing(python: str) -> "dict[str, set[str]]":
+    return {str(folder): set(os.listdir(folder)) for folder in venv_site_packages(python)}
+
+
+def short_rubric(item_timeout_s: float = 30, budget_s: float = 240, **sandbox: object) -> str:
+    """The calibrated test rubric with every item's timeout and the global budget cut (faster attacks),
+    and ``sandbox`` limits (the rubric's ``[sandbox]`` table)."""
+    import tomli_w
+
+    from autograder.rubric import tomllib
+
+    data = tomllib.loads(grading_assets().rubric)
+    data["time_budget_s"] = budget_s
+    for item in data["items"]:
+        item["timeout_s"] = min(item["timeout_s"], item_timeout_s)
+    if sandbox:
+        data.setdefault("sandbox", {}).update(sandbox)
+    return tomli_w.dumps(data)
+
+
+def python_outside_tmp() -> str:
+    """A grading interpreter a student uid can run that does not live under /tmp (a test mounts over it)."""
+    from autograder.instructor.grading import student_python as worker_python
+
+    python = grading_python()
+    if not python.startswith("/tmp/"):
+        return python
+    saved = os.environ.pop(worker_python.WORKER_PYTHON_ENV, None)
+    try:
+        folder = pathlib.Path("/var/tmp/notegrade-test-python")
+        folder.mkdir(mode=0o755, exist_ok=True)
+        return worker_python.ensure_worker_python(cache_dir=folder) or sys.executable
+    finally:
+        os.environ.pop(worker_python.WORKER_PYTHON_ENV, None)
+        if saved is not None:
+            os.environ[worker_python.WORKER_PYTHON_ENV] = saved
+
+
+@functools.lru_cache(maxsize=None)
+def autograder_zip(rubric: "str | None" = None) -> pathlib.Path:
+    """The autograder zip in a world-readable folder (mode 0644), outside /tmp (a test may mount over /tmp)."""
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-isolation-zip-", dir="/var/tmp"))
+    atexit.register(shutil.rmtree, folder, True)
+    folder.chmod(0o755)
+    source = make_autograder_dir(folder / "dir", rubric=rubric or short_rubric(), heldout=grading_assets().heldout)
+    archive = folder / "autograder.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(source.rglob("*")):
+            zf.write(path, path.relative_to(source).as_posix())
+    archive.chmod(0o644)
+    shutil.rmtree(source)
+    return archive
+
+
+def victim(dest: pathlib.Path) -> pathlib.Path:
+    """The briefly trained reference submission (scores 100 alone)."""
+    return make_submission(dest, state_dict=torch.load(grading_assets().state_dict_path, weights_only=True))
+
+
+def attacker(case: support.Case, dest: pathlib.Path, **files: str) -> pathlib.Path:
+    """The case's submission (reference base + its hostile code) in ``dest``, with extra ``files``."""
+    work = pathlib.Path(tempfile.mkdtemp(prefix="build-", dir=dest.parent))
+    state = torch.load(grading_assets().state_dict_path, weights_only=True)
+    built = support.build_case(case, work, heldout=grading_assets().heldout, state_dict=state)
+    shutil.move(str(built.submission), dest)
+    shutil.rmtree(work, ignore_errors=True)
+    for name, text in files.items():
+        (dest / name).write_text(text)
+    return dest
+
+
+def set_first_line(submission: pathlib.Path, **values: object) -> None:
+    """Give a hostile case its parameters on model.py's first line (only the assignment's files reach
+    the sandbox through run_autograder, so a side file would be ignored)."""
+    model = submission / "model.py"
+    line = "; ".join(f"{name} = {value!r}" for name, value in values.items())
+    model.write_text(f"{line}  # set by the test\n" + model.read_text())
+
+
+def marker_path() -> pathlib.Path:
+    """Where a planted .pth would write the euid it ran with (absent: it never ran)."""
+    return pathlib.Path("/tmp") / f"notegrade-uid0-marker-{uuid.uuid4().hex}"
+
+
+def _reserved_by_a_live_grader(uid: int) -> bool:
+    """The uid's state file is locked: a grader still running (another test run on this machine,
+    say) holds it, so its processes are that grader's to end, not survivors."""
+    import fcntl
+
+    path = os.path.join(users.STATE_DIR, f"uid-{uid}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def student_processes() -> "list[processes.ProcInfo]":
+    """Live processes of student uids that no running grader holds: survivors."""
+    return [p for p in processes.process_table().values()
+            if p.state != "Z" and any(p.uid in r for r in STUDENT_RANGES) and not _reserved_by_a_live_grader(p.uid)]
+
+
+def item_scores(results: dict) -> "dict[str, float]":
+    return {t["number"]: t["score"] for t in results.get("tests", []) if t.get("number")}
+
+
+def outputs(results: dict) -> str:
+    return "\n".join(str(t.get("output", "")) for t in results.get("tests", [])) + str(results.get("output", ""))

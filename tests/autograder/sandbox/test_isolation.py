@@ -1,0 +1,524 @@
+"""Issue 9: every attack of the determined student, at both isolation levels (bubblewrap and the uid fallback).
+
+Each attack is a case in tests/corpus/ (its expected.json names the scenario and the outcome).
+Cases a single sandbox run can express go through :func:`sandbox_support.run_case`; the others
+are graded with real grader processes (``grade_submission`` or the ``notegrade`` CLI), an
+attacker and then a victim, and what the issue requires is checked afterwards:
+
+- the victim graded after an attacker scores exactly what it scores alone;
+- no file appears in the grading venv, and nothing from a submission runs as uid 0;
+- no process of a student uid is alive after grading returns;
+- the attacker still gets a valid results.json, within the budget, charged with the reason.
+
+The level is forced with ``$NOTEGRADE_ISOLATION``; bubblewrap tests skip (with the reason) where the
+machine refuses namespaces.  Quick cases run by default; scenarios that grade several submissions
+are ``slow`` (CI runs them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+from testkit import isolation_support as iso
+from testkit import sandbox_support as support
+from autograder.errors import NotegradeError
+from autograder.instructor.grading.command import grade_submission
+from autograder.sandbox.cleanup import remove_tree
+
+pytestmark = pytest.mark.skipif(not support.ROOT, reason="the isolation levels need root")
+CASES = {case.name: case for case in support.load_cases()}
+LEVELS = ["bubblewrap", "uid"]
+NOTEGRADE = [sys.executable, "-m", "autograder.cli"]
+_BASELINES: "dict[str, dict]" = {}
+
+
+@pytest.fixture(params=LEVELS)
+def level(request, monkeypatch) -> str:
+    support.force_isolation(monkeypatch, request.param)
+    return request.param
+
+
+def baseline(level: str, tmp_path_factory) -> dict:
+    """The victim graded alone at ``level`` (once per level per session)."""
+    if level not in _BASELINES:
+        work = tmp_path_factory.mktemp(f"baseline-{level}")
+        _BASELINES[level] = grade_submission(submission=iso.victim(work / "victim"), autograder=iso.autograder_zip(),
+                                             out=work / "out", quiet=True, python=iso.grading_python())
+        assert _BASELINES[level]["extra_data"]["isolation"]["level"] == level
+    return _BASELINES[level]
+
+
+def assert_as_alone(results: dict, alone: dict, who: str = "the victim") -> None:
+    assert iso.item_scores(results) == iso.item_scores(alone), f"{who} scored differently:\n{iso.outputs(results)[:3000]}"
+    assert results["score"] == alone["score"]
+
+
+def assert_no_student_processes() -> None:
+    left = iso.student_processes()
+    assert not left, f"processes of student uids survived: {[(p.pid, p.uid) for p in left]}"
+
+
+# -- cases one sandbox run expresses ----------------------------------------------------------
+def _case_problems(case: support.Case, tmp_path: pathlib.Path) -> "tuple[list[str], object]":
+    heldout = iso.grading_assets().heldout
+    import torch
+
+    state = torch.load(iso.grading_assets().state_dict_path, weights_only=True)
+    outcomes, sandbox, built = support.run_case(case, tmp_path, heldout=heldout, state_dict=state,
+                                                checks=list(case.expect) + ["loss_values"])
+    problems = support.expectation_problems(case, outcomes, sandbox, built, heldout)
+    if case.spec.get("after", {}).get("nothing_left"):
+        if sandbox.leftovers or os.path.exists(sandbox.scratch):
+            problems.append(f"left behind: {sandbox.leftovers[:3]} (scratch exists: {os.path.exists(sandbox.scratch)})")
+    return problems, sandbox
+
+
+@pytest.mark.parametrize("name", ["malformed_answers", "deep_tree_tmpdir"])
+def test_malformed_answers_and_deep_trees_are_the_submissions_fault_and_cleaned(name, level, tmp_path):
+    problems, sandbox = _case_problems(CASES[name], tmp_path)
+    assert sandbox.isolation.level == level
+    assert not problems, "\n".join(problems)
+    assert_no_student_processes()
+
+
+class Listener:
+    """TCP and UDP on one 127.0.0.1 port; keeps every byte that arrives."""
+
+    def __init__(self) -> None:
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen(8)
+        self.port = self.tcp.getsockname()[1]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        self.received = b""
+        self._stop = False
+        self.threads = [threading.Thread(target=self._accept, daemon=True),
+                        threading.Thread(target=self._datagrams, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _accept(self) -> None:
+        self.tcp.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    while chunk := conn.recv(65536):
+                        self.received += chunk
+                except OSError:
+                    pass
+
+    def _datagrams(self) -> None:
+        self.udp.settimeout(0.2)
+        while not self._stop:
+            try:
+                self.received += self.udp.recv(65536)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop = True
+        for thread in self.threads:
+            thread.join(timeout=2)
+        self.tcp.close()
+        self.udp.close()
+
+
+def test_network_exfiltration_reaches_no_listener(level, tmp_path):
+    listener = Listener()
+    try:
+        # the listener itself works: a process of the test reaches it
+        with socket.create_connection(("127.0.0.1", listener.port), timeout=2) as probe:
+            probe.sendall(b"control")
+        time.sleep(0.3)
+        assert listener.received == b"control"
+        listener.received = b""
+        case = CASES["tcp_exfiltration"]
+        import torch
+
+        state = torch.load(iso.grading_assets().state_dict_path, weights_only=True)
+        built = support.build_case(case, tmp_path, heldout=iso.grading_assets().heldout, state_dict=state)
+        iso.set_first_line(built.submission, _PORT=listener.port)
+        from autograder.checks import REGISTRY
+
+        with support.RecordingSandbox(built.submission) as sandbox:
+            outcome = REGISTRY["heldout_accuracy"].run(sandbox, {"zero_at": 0.1, "full_at": 0.35},
+                                                       timeout_s=60, heldout_path=iso.grading_assets().heldout)
+        time.sleep(0.5)
+        printed = "".join(r.stdout for r in sandbox.results)
+        assert outcome.status == "ran", outcome
+        assert "network refused" in printed and "SENT" not in printed, printed[:500]
+        assert listener.received == b"", listener.received[:200]
+    finally:
+        listener.close()
+
+
+SECRET_READER = """
+import os, sys
+def can_read(path):
+    try:
+        open(path, "rb").read(1)
+        return True
+    except OSError:
+        return False
+print("READ-SECRET" if can_read(os.environ.get("NOTEGRADE_TEST_SECRET", "") or open("secret_path.txt").read().strip())
+      else "SECRET-CLOSED")
+"""
+
+
+def test_the_worker_is_the_student_uid_on_the_host_and_root_only_files_stay_closed(level, tmp_path):
+    """The bubblewrap pitfall: run as root with --uid, the sandbox uid would be host root.  The host's
+    /proc says the worker's real, effective, saved and filesystem uids are the student's, and a root-only
+    0600 file in a folder bound into the sandbox (the grading venv's site-packages) cannot be read."""
+    site = iso.venv_site_packages(iso.grading_python())[0]
+    secret = site / f"notegrade-test-secret-{os.getpid()}"
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    try:
+        (tmp_path / "model.py").write_text(SECRET_READER)
+        (tmp_path / "secret_path.txt").write_text(str(secret))
+        from autograder.sandbox import Sandbox
+
+        with Sandbox(tmp_path, python=iso.grading_python()) as sandbox:
+            result = sandbox.call("import_module", {"module": "model"}, timeout_s=60)
+            host_pid = sandbox.worker_info["host_pid"]
+            status = pathlib.Path(f"/proc/{host_pid}/status").read_text()
+            uid = sandbox.user.uid
+        ids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+        assert ids == [str(uid)] * 4 and uid >= 70_000, (ids, uid)
+        assert result.ok and "SECRET-CLOSED" in result.stdout, result
+    finally:
+        secret.unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie is dead: it may be re-parented to this test process, a subreaper once a
+    Sandbox ran in it, which does not reap it)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_the_worker_dies_with_its_grader(level, tmp_path):
+    """SIGKILL the grader: its worker gets PR_SET_PDEATHSIG (bubblewrap: --die-with-parent too) and
+    dies at once, before any cleanup of ours could run."""
+    (tmp_path / "model.py").write_text("import time\ntime.sleep(600)\n")
+    script = (f"import sys, time\nfrom autograder.sandbox import Sandbox\n"
+              f"box = Sandbox({str(tmp_path)!r}, python={iso.grading_python()!r})\n"
+              "print(box._worker.wait_ready()['host_pid'], flush=True)\n"
+              "box.call('import_module', {'module': 'model'}, timeout_s=600)\n")
+    grader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[3])})
+    try:
+        worker = int(grader.stdout.readline())
+        time.sleep(1.0)
+        assert os.path.exists(f"/proc/{worker}")
+        grader.kill()
+        grader.wait()
+        end = time.monotonic() + 5
+        while _alive(worker) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not _alive(worker), "the worker outlived its grader"
+    finally:
+        if grader.poll() is None:
+            grader.kill()
+        from autograder.sandbox import users
+
+        users.reclaim_stale()  # the killed grader's uid (what `notegrade grade` does after each grader)
+
+
+def test_grading_without_isolation_says_so_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    done = _cli("grade", str(iso.victim(tmp_path / "victim")), "--autograder", str(iso.autograder_zip()), "--out",
+                str(out), "--isolation", "none", "--python", iso.grading_python())
+    results = json.loads((out / "results.json").read_text())
+    assert results["extra_data"]["isolation"]["level"] == "none"
+    assert results["extra_data"]["isolation"]["detail"].startswith("NOT ISOLATED")
+    warnings = [line for line in done.stderr.splitlines() if "WITHOUT isolation" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: this submission was graded WITHOUT isolation")
+    assert "[notegrade] isolation: none" in (out / "stdout.txt").read_text()
+
+
+# -- scenarios with real graders --------------------------------------------------------------
+def _run_autograder_children() -> "list[int]":
+    me = os.getpid()
+    table = support_processes()
+    return [p.pid for p in table.values() if p.ppid == me and b"autograder.run_autograder" in _cmdline(p.pid)]
+
+
+def support_processes():
+    from autograder.sandbox import processes
+
+    return processes.process_table()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _kill_grader_once_survivor_runs(stop: threading.Event) -> "list[str]":
+    """SIGKILL the grader (run_autograder) as soon as an attacker's survivor wrote its pid."""
+    events = []
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not stop.is_set():
+        if list(pathlib.Path("/tmp").glob("notegrade-sandbox-*/work/survivor.pid")):
+            for pid in _run_autograder_children():
+                os.kill(pid, signal.SIGKILL)
+                events.append(f"killed grader {pid}")
+            return events
+        time.sleep(0.05)
+    return events
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pipe_wedge_survivor", "symlink_race_next_scratch"])
+def test_survivor_then_victim(name, level, tmp_path, tmp_path_factory):
+    case = CASES[name]
+    python = iso.grading_python()
+    alone = baseline(level, tmp_path_factory)
+    before = iso.venv_listing(python)
+    marker = iso.marker_path()
+    attacker = iso.attacker(case, tmp_path / "attacker")
+    iso.set_first_line(attacker, _MARKER=str(marker))
+    started = time.monotonic()
+    if case.spec.get("kill_grader"):
+        stop = threading.Event()
+        killer: "list[str]" = []
+        thread = threading.Thread(target=lambda: killer.extend(_kill_grader_once_survivor_runs(stop)))
+        thread.start()
+        try:
+            with pytest.raises(NotegradeError, match="no valid results.json"):
+                grade_submission(submission=attacker, autograder=iso.autograder_zip(), out=tmp_path / "out-attacker",
+                                 quiet=True, python=python)
+        finally:
+            stop.set()
+            thread.join()
+        assert killer, "the grader was never killed: the survivor did not start"
+    else:
+        results = grade_submission(submission=attacker, autograder=iso.autograder_zip(), out=tmp_path / "out-attacker",
+                                   quiet=True, python=python)
+        assert results["execution_time"] <= 240 + 30 and time.monotonic() - started < 240 + 60
+        assert results["score"] <= case.spec["expect_attacker"]["max_score"], iso.outputs(results)[:2000]
+        assert case.spec["expect_attacker"]["item_message"] in iso.outputs(results), iso.outputs(results)[:3000]
+        assert not any("Autograder error" in t["name"] for t in results["tests"])
+    assert_no_student_processes()  # when grade_submission returned, even after a SIGKILL
+    victim = grade_submission(submission=iso.victim(tmp_path / "victim"), autograder=iso.autograder_zip(),
+                              out=tmp_path / "out-victim", quiet=True, python=python)
+    assert_as_alone(victim, alone)
+    assert iso.venv_listing(python) == before, "a file appeared in the grading venv"
+    assert not marker.exists(), f"a planted .pth ran as uid {marker.read_text()}"
+    assert_no_student_processes()
+
+
+def _cli(*args: str, env: "dict | None" = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(NOTEGRADE + list(args), capture_output=True, text=True, timeout=timeout,
+                          env=env or dict(os.environ), cwd="/")
+
+
+def test_proc_climbing_finds_no_path_to_the_world_readable_zip(level, tmp_path, tmp_path_factory):
+    alone = baseline(level, tmp_path_factory)
+    attacker = iso.attacker(CASES["proc_climb_instructor_zip"], tmp_path / "attacker")
+    out = tmp_path / "out"
+    zip_path = iso.autograder_zip()
+    assert zip_path.stat().st_mode & 0o004  # world-readable, as an instructor's would be
+    done = _cli("grade", str(attacker), "--autograder", str(zip_path), "--out", str(out), "--python",
+                iso.grading_python())
+    results = json.loads((out / "results.json").read_text())
+    assert results["extra_data"]["isolation"]["level"] == level, done.stdout[-2000:] + done.stderr[-2000:]
+    assert results["extra_data"]["heldout_accuracy"] == alone["extra_data"]["heldout_accuracy"]
+    assert_as_alone(results, alone, "the attacker")
+    assert oct(out.stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.slow
+def test_proc_climbing_control_an_ancestor_that_names_the_zip(level, tmp_path, tmp_path_factory):
+    """The attack works when a process above the grader names the zip (a shell wrapper, sudo):
+    in the uid fallback it steals the labels (a documented limit), under bubblewrap it sees no
+    process outside its namespace."""
+    alone = baseline(level, tmp_path_factory)
+    attacker = iso.attacker(CASES["proc_climb_instructor_zip"], tmp_path / "attacker")
+    out = tmp_path / "out"
+    command = " ".join(NOTEGRADE + ["grade", str(attacker), "--autograder", str(iso.autograder_zip()), "--out", str(out),
+                                    "--python", iso.grading_python()]) + "; true"
+    subprocess.run(["bash", "-c", command], capture_output=True, timeout=900, cwd="/")
+    accuracy = json.loads((out / "results.json").read_text())["extra_data"]["heldout_accuracy"]
+    if level == "uid":
+        assert accuracy == 1.0 > alone["extra_data"]["heldout_accuracy"]  # the test can fail: the attack is real
+    else:
+        assert accuracy == alone["extra_data"]["heldout_accuracy"]
+
+
+@pytest.mark.slow
+def test_neighbours_under_jobs_2_see_nothing_of_each_other(level, tmp_path, tmp_path_factory):
+    alone = baseline(level, tmp_path_factory)
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    iso.attacker(CASES["neighbour_under_jobs2"], batch / "spy")
+    iso.victim(batch / "victim")
+    (batch / "victim" / "secret.txt").write_text("VICTIM-SECRET\n")
+    with open(batch / "victim" / "model.py", "a") as handle:
+        handle.write("\n# VICTIM-SECRET\n")
+    out = tmp_path / "out"
+    done = _cli("grade", str(batch), "--autograder", str(iso.autograder_zip()), "--out", str(out), "--jobs", "2",
+                "--python", iso.grading_python())
+    assert "spy" in done.stdout and "victim" in done.stdout, done.stdout + done.stderr
+    for name in ("spy", "victim"):
+        results = json.loads((out / name / "results.json").read_text())
+        assert "SPY-FOUND" not in iso.outputs(results), iso.outputs(results)[:2000]
+        assert_as_alone(results, alone, name)
+        assert oct((out / name).stat().st_mode & 0o777) == "0o700"
+    assert_no_student_processes()
+
+
+def _small_tmp(work: pathlib.Path) -> str:
+    """Shell steps that mount a 64 MB tmpfs on /tmp.  A checkout or interpreter living under /tmp
+    (a clone in /tmp, say) is bound back over it from the real /tmp, which is bound aside first."""
+    keep = sorted({pathlib.Path("/tmp", pathlib.Path(p).resolve().relative_to("/tmp").parts[0])
+                   for p in (pathlib.Path(__file__).parents[3], sys.prefix, pathlib.Path(sys.executable).parent)
+                   if pathlib.Path(p).resolve().is_relative_to("/tmp")})
+    aside = work / "real-tmp"
+    aside.mkdir()
+    return (f"mount --bind /tmp {aside} && mount -t tmpfs -o size=64m,mode=1777 notegrade-test-tmp /tmp && " +
+            "".join(f"mkdir -p {k} && mount --bind {aside}/{k.name} {k} && " for k in keep))
+
+
+@pytest.mark.slow
+def test_filling_tmp_leaves_nothing_for_the_next_submission(level, tmp_path_factory):
+    """In a mount namespace of its own with a 64 MB tmpfs on /tmp: the real disk is never filled."""
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this machine refuses a mount namespace for the test (unshare --mount)")
+    alone = baseline(level, tmp_path_factory)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-fill-tmp-", dir="/var/tmp"))
+    try:
+        batch = work / "batch"
+        batch.mkdir()
+        iso.attacker(CASES["fill_tmp"], batch / "a_attacker")
+        iso.victim(batch / "b_victim")
+        zip_path = iso.autograder_zip(iso.short_rubric(tmp_mb=32))
+        python = iso.python_outside_tmp()
+        out = work / "out"
+        script = (_small_tmp(work) + "exec " +
+                  " ".join(NOTEGRADE + ["grade", str(batch), "--autograder", str(zip_path), "--out", str(out),
+                                        "--python", python]))
+        env = {**os.environ, "NOTEGRADE_WORKER_PYTHON": python}
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                              capture_output=True, text=True, timeout=900, env=env, cwd="/")
+        assert "a_attacker" in done.stdout, done.stdout + done.stderr
+        attacker = json.loads((out / "a_attacker" / "results.json").read_text())
+        assert attacker["extra_data"]["isolation"]["level"] == level
+        victim = json.loads((out / "b_victim" / "results.json").read_text())
+        assert_as_alone(victim, alone)
+        left = [p for d in ("/var/tmp", "/dev/shm") for p in pathlib.Path(d).glob("notegrade-filler-*")]
+        assert not left, left
+        assert_no_student_processes()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _deep_folder(root: pathlib.Path, depth: int) -> None:
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+
+
+@pytest.mark.slow
+def test_a_deep_folder_in_one_submission_never_stops_the_batch(level, tmp_path, tmp_path_factory):
+    alone = baseline(level, tmp_path_factory)
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    deep = iso.victim(batch / "a_deep")
+    _deep_folder(deep, CASES["deep_tree_submission"].spec["deep_folder"])
+    iso.victim(batch / "b_victim")
+    out = tmp_path / "out"
+    try:
+        done = _cli("grade", str(batch), "--autograder", str(iso.autograder_zip()), "--out", str(out),
+                    "--python", iso.grading_python())
+    finally:
+        remove_tree(deep / "d")  # pytest's own cleanup of tmp_path recurses
+    assert "a_deep" in done.stdout and "b_victim" in done.stdout and "summary" in done.stdout, done.stdout + done.stderr
+    assert_as_alone(json.loads((out / "b_victim" / "results.json").read_text()), alone)
+    assert_as_alone(json.loads((out / "a_deep" / "results.json").read_text()), alone, "the deep submission")
+
+
+def _peak_rss_mb_of_grader(stop: threading.Event, peaks: "list[float]") -> None:
+    """Largest VmRSS of the run_autograder process (the grader alone, not its worker)."""
+    while not stop.is_set():
+        for pid in _run_autograder_children():
+            try:
+                status = pathlib.Path(f"/proc/{pid}/status").read_text()
+                rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+                peaks.append(rss / 1024)
+            except (OSError, StopIteration):
+                pass
+        time.sleep(0.02)
+
+
+def _graded_with_peak(submission: pathlib.Path, out: pathlib.Path) -> "tuple[dict, float]":
+    stop, peaks = threading.Event(), []
+    sampler = threading.Thread(target=_peak_rss_mb_of_grader, args=(stop, peaks))
+    sampler.start()
+    try:
+        results = grade_submission(submission=submission, autograder=iso.autograder_zip(), out=out, quiet=True,
+                                   python=iso.grading_python())
+    finally:
+        stop.set()
+        sampler.join()
+    return results, max(peaks, default=0.0)
+
+
+@pytest.mark.slow
+def test_hard_link_array_bomb_leaves_the_graders_memory_alone(level, tmp_path):
+    case = CASES["hardlink_array_bomb"]
+    _, honest_peak = _graded_with_peak(iso.victim(tmp_path / "victim"), tmp_path / "out-victim")
+    results, bomb_peak = _graded_with_peak(iso.attacker(case, tmp_path / "attacker"), tmp_path / "out-attacker")
+    assert honest_peak > 0 and bomb_peak > 0
+    assert bomb_peak < honest_peak + 100, (honest_peak, bomb_peak)  # 20 x 63 MiB would be +1,260 MB
+    by_check = {t["extra_data"]["check"]: t for t in results["tests"] if (t.get("extra_data") or {}).get("kind") == "item"}
+    for check, expected in case.expect.items():
+        assert expected["message"] in by_check[check]["output"], by_check[check]["output"]
+        assert by_check[check]["extra_data"]["status"] == expected["status"]
+    assert_no_student_processes()
+
+
+@pytest.mark.slow
+def test_forward_that_never_returns_fails_fast(level, tmp_path):
+    """Item 1.2 waits its 60 s once; the held-out item does not wait again; results within 2 minutes."""
+    case = CASES["forward_never_returns"]
+    rubric = iso.grading_assets().rubric  # the rubric's own timeouts: 60 s for 1.2, 120 s for 4.1
+    zip_path = iso.autograder_zip(rubric)
+    started = time.monotonic()
+    results = grade_submission(submission=iso.attacker(case, tmp_path / "attacker"), autograder=zip_path,
+                               out=tmp_path / "out", quiet=True, python=iso.grading_python())
+    elapsed = time.monotonic() - started
+    tests = {t.get("number"): t for t in results["tests"]}
+    assert tests["1.2"]["extra_data"]["status"] == "timeout"
+    assert "`forward` did not return within 60 s" in tests["1.2"]["output"], tests["1.2"]["output"]
+    heldout = next(t for t in results["tests"] if (t.get("extra_data") or {}).get("check") == "heldout_accuracy")
+    assert heldout["extra_data"]["status"] == "not_run"
+    assert "not run: `forward` did not return within 60 s in item 1.2" in heldout["output"], heldout["output"]
+    assert elapsed < 120, elapsed
