@@ -25,17 +25,22 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import pathlib
-import tempfile
 import unittest
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gradescope_utils.autograder_utils.decorators import leaderboard, number, partial_credit, tags, visibility
+from gradescope_utils.autograder_utils.decorators import (
+    leaderboard,
+    number,
+    partial_credit,
+    tags,
+    visibility,
+)
 from gradescope_utils.autograder_utils.json_test_runner import JSONTestRunner
 
 from autograder import __version__
+from autograder.atomic import write_json_atomically  # noqa: F401  (re-exported)
 from autograder.items import NOT_RUN_BUDGET, GradedItem, item_output, not_run_outcome  # noqa: F401  (re-exported)
 from autograder.items import SCORE_DIGITS as _SCORE_DIGITS
 from autograder.late import LatePenalty, assess_late_penalty
@@ -58,24 +63,6 @@ class Results:
 
     def write(self, path: str | pathlib.Path) -> None:
         write_json_atomically(path, self.data)
-
-
-def write_json_atomically(path: str | pathlib.Path, data: dict[str, Any]) -> None:
-    """Write ``data`` via a fresh temp file + ``os.replace``: readers never see half a file, and a
-    file or symlink someone planted at ``path`` is replaced, not followed."""
-    path = pathlib.Path(path)
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def json_safe(value: Any) -> Any:
@@ -241,3 +228,9 @@ def error_results(*, rubric: Rubric | None, graded: list[GradedItem], error: str
     if rubric is None:  # the rubric itself could not be read: nothing to score
         data["extra_data"].update(rubric_title="Autograder error", total_points=None, rubric_hash=None)
     return Results(_finish(data, fallback, execution_time=execution_time))
+
+
+def is_autograder_error(results: dict) -> bool:
+    """True when grading itself failed (the line :func:`error_results` adds), not the student's code:
+    such a result is reported as an error, never reused, and graded again by a rerun."""
+    return any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))

@@ -37,6 +37,8 @@ import time
 import traceback
 from typing import Any
 
+from autograder import layout
+from autograder.atomic import write_json_atomically
 from autograder.errors import NotegradeError
 from autograder.items import MIN_ITEM_SECONDS, grade_items  # noqa: F401  (re-exported; shared with the self-check)
 from autograder.upload import prepare as prepare_submission
@@ -46,7 +48,7 @@ from autograder.upload import prepare as prepare_submission
 # still before any student code runs, so a submission that rewrites files under source/
 # (possible when not running as root) can't change the grader.
 
-DEFAULT_ROOT = "/autograder"
+DEFAULT_ROOT = layout.DEFAULT_ROOT
 
 
 class _Terminated(BaseException):
@@ -182,22 +184,6 @@ def runtime_info(sandbox: Any) -> dict:
             "kind": kind, "executable": sandbox.python}
 
 
-def _write_json(path: pathlib.Path, data: dict) -> None:
-    """Temp file + ``os.replace`` with the standard library only (``results.write_json_atomically``
-    does the same, but this must work even when importing the grading modules failed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _LAST_RESORT = {"score": 0.0, "output": "The autograder failed before it could grade; please tell the course staff.",
                 "tests": [{"name": "Autograder error", "score": 0.0, "max_score": 0.0, "status": "failed",
                            "output": "The autograder failed before it could grade.", "visibility": "visible"}]}
@@ -207,7 +193,7 @@ def main(*, root: str | os.PathLike | None = None) -> dict:
     """Grade ``root`` (default ``$AUTOGRADER_ROOT`` or ``/autograder``); return the results.json dict."""
     started = time.monotonic()
     root = pathlib.Path(root or os.environ.get("AUTOGRADER_ROOT") or DEFAULT_ROOT)
-    results_path = root / "results" / "results.json"
+    results_path = layout.results_file(root)
     state: dict[str, Any] = {"rubric": None, "graded": []}
     data: dict = _LAST_RESORT
     try:
@@ -227,7 +213,7 @@ def main(*, root: str | os.PathLike | None = None) -> dict:
         if isinstance(err, (KeyboardInterrupt, SystemExit)):  # `finally` writes, then stop as asked
             raise
     finally:
-        _write_json(results_path, data)
+        write_json_atomically(results_path, data)
     return json.loads(json.dumps(data))
 
 

@@ -24,6 +24,7 @@ import time
 from autograder.errors import NotegradeError
 from autograder.instructor.grading.local import isolation_of, private_dir
 from autograder.instructor.grading.one_submission import JUNK_NAMES, grade_submission
+from autograder.results import is_autograder_error
 
 
 def _is_submission_folder(path: pathlib.Path) -> bool:
@@ -107,7 +108,7 @@ def grade_folder(folder: pathlib.Path, *, autograder: str | os.PathLike, metadat
     try:
         results = grade_submission(submission=folder, autograder=autograder, metadata=metadata,
                                    out=pathlib.Path(out) / folder.name, quiet=True, python=python)
-        errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
+        errored = is_autograder_error(results)
         total = (results.get("extra_data") or {}).get("total_points")
         return {"name": folder.name, "score": results.get("score"), "total": total,
                 "status": "autograder error" if errored else "graded", "seconds": round(time.monotonic() - started, 1),

@@ -22,11 +22,22 @@ import os
 import pathlib
 import sys
 
-from autograder.instructor.grading.batch import batch_folders, batch_problem, grade_batch, grade_folder, summary_table
-from autograder.instructor.grading.batch import is_batch_folder as _is_batch
 from autograder.errors import NotegradeError
+from autograder.instructor.grading.batch import (
+    batch_folders,
+    batch_problem,
+    grade_batch,
+    grade_folder,
+    summary_table,
+)
+from autograder.instructor.grading.batch import is_batch_folder as _is_batch
 from autograder.instructor.grading.local import isolation_of, isolation_warning
-from autograder.instructor.grading.one_submission import OUTER_TIMEOUT_S, grade_submission, grading_python
+from autograder.instructor.grading.one_submission import (
+    OUTER_TIMEOUT_S,
+    grade_submission,
+    grading_python,
+)
+from autograder.results import is_autograder_error
 
 # Callers (regrade, calibrate, Slurm tasks, the demo, tests) import the grading functions from here.
 __all__ = ["OUTER_TIMEOUT_S", "add_arguments", "batch_folders", "batch_problem", "grade_batch", "grade_folder",
@@ -103,7 +114,7 @@ def main(*, submission: pathlib.Path, autograder: pathlib.Path, metadata: pathli
     print(markdown_report(results, audience="instructor"))
     print(f"results: {out / 'results.json'}  report: {out / 'report.html'}  grader log: {out / 'stdout.txt'}")
     _warn_without_isolation([isolation_of(results).get("level")])
-    errored = any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", []))
+    errored = is_autograder_error(results)
     return 1 if errored else 0
 
 

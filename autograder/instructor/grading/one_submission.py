@@ -24,8 +24,14 @@ import sys
 import tempfile
 import zipfile
 
+from autograder.atomic import write_json_atomically
 from autograder.errors import NotegradeError
-from autograder.instructor.grading.local import private_dir, run_grader, stage_tree, stage_zip
+from autograder.instructor.grading.local import (
+    private_dir,
+    run_grader,
+    stage_tree,
+    stage_zip,
+)
 from autograder.sandbox.cleanup import remove_tree
 
 # The grader keeps to the rubric's budget (<= 40 min, Gradescope's maximum); this is the outer
@@ -119,7 +125,7 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
             raise NotegradeError(f"the grader left no valid results.json ({err}); its log {log_path} ends with:\n{tail}") from None
         from autograder.report import html_report
 
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_json_atomically(out / "results.json", results)
         (out / "report.html").write_text(html_report(results, audience="instructor"), encoding="utf-8")
         return results
     finally:

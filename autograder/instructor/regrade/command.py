@@ -39,11 +39,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autograder.errors import NotegradeError
-from autograder.instructor.grading.local import private_dir
 from autograder.featurefile import FAMILIES
 from autograder.instructor.export import archive as gs_export
-from autograder.instructor.regrade.jobs import GradeFn, default_grader, grade_all, sha256_of
-from autograder.instructor.slurm import options as slurm_options
+from autograder.instructor.grading.local import private_dir
+from autograder.instructor.regrade.jobs import (
+    GradeFn,
+    default_grader,
+    grade_all,
+    sha256_of,
+)
 from autograder.instructor.regrade.outputs import (
     canvas_table,
     grades_table,
@@ -52,6 +56,7 @@ from autograder.instructor.regrade.outputs import (
     score_changes,
     write_student_reports,
 )
+from autograder.instructor.slurm import options as slurm_options
 
 if TYPE_CHECKING:
     from autograder.instructor.slurm.grading import SlurmGrading

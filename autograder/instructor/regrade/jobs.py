@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from autograder.errors import NotegradeError
 from autograder.instructor.export.archive import ExportEntry
+from autograder.results import is_autograder_error
 
 GradeFn = Callable[..., dict]
 
@@ -121,7 +122,7 @@ def _grade_one(entry: ExportEntry, *, work: pathlib.Path, metadata: dict, autogr
     # An autograder error is the grader's failure, not the student's grade (e.g. its process got
     # SIGTERM when a Slurm task was cancelled, or Ctrl-C): it shows in this run's gradebook, and
     # with no key a rerun grades it again instead of reusing it.
-    if not any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", [])):
+    if not is_autograder_error(results):
         key_path.write_text(json.dumps(key, indent=2))  # last: marks the grade complete for resume
     return results, None, False
 

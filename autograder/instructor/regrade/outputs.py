@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from autograder.results import is_autograder_error
+
 
 # ----------------------------------------------------------------------------- reading results
 def _is_item(test: dict) -> bool:
@@ -37,7 +39,7 @@ def _column(test: dict) -> str:
 def _status(results: dict | None, error: str | None) -> str:
     if results is None:
         return f"not graded: {error}"
-    if any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in results.get("tests", [])):
+    if is_autograder_error(results):
         return "autograder error"
     return "graded"
 

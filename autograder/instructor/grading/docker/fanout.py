@@ -44,10 +44,22 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autograder.errors import NotegradeError
-from autograder.instructor.grading.docker.image import (GRADESCOPE_BASE_IMAGE, REQUIRED, base_image_name, docker_client,
-                                                ensure_image, unpack_autograder)
-from autograder.instructor.grading.docker.container import (UID_LABEL, ContainerLimits, ContainerRun, failed_run,
-                                              pick_student_uid, run_container)
+from autograder.instructor.grading.docker.container import (
+    UID_LABEL,
+    ContainerLimits,
+    ContainerRun,
+    failed_run,
+    pick_student_uid,
+    run_container,
+)
+from autograder.instructor.grading.docker.image import (
+    GRADESCOPE_BASE_IMAGE,
+    REQUIRED,
+    base_image_name,
+    docker_client,
+    ensure_image,
+    unpack_autograder,
+)
 
 __all__ = ["GRADESCOPE_BASE_IMAGE", "REQUIRED", "UID_LABEL", "ContainerLimits", "ContainerRun", "base_image_name",
            "docker_client", "ensure_image", "find_submissions", "grade_all", "grade_submission", "main",
