@@ -5,11 +5,14 @@ but a wrapper can be stepped around (a closure cell, ``torch.ops.aten``, a name 
 time).  Whatever the route, the built-in loss and softmax *kernels* pass through the dispatcher,
 so while a student loss function runs (forward and backward) a
 ``torch.utils._python_dispatch.TorchDispatchMode`` records every ATen operator it reaches and
-refuses the forbidden ones (:data:`FORBIDDEN_OPS`).  Two more observations cover the ways around
+refuses the forbidden ones (:data:`FORBIDDEN_OPS`).  The mode is thread-local, so while a loss probe runs :class:`KernelBan` also refuses the same
+kernels process-wide (every thread, native ones included), through ``torch.library``
+registrations that are removed again afterwards.  Two more observations cover the ways around
 the mode itself:
 
 - the returned tensor must come out of an operator the mode saw (a result computed with Python
-  dispatch disabled, ``torch._C._DisableTorchDispatch``, did not);
+  dispatch disabled, ``torch._C._DisableTorchDispatch``, did not; one rebuilt from Python data
+  with ``torch.tensor(...)`` was not computed either: such tensors stay unknown);
 - the autograd graph behind the result must hold no forbidden backward node
   (:data:`FORBIDDEN_NODES`: ``LogSoftmaxBackward0`` ...), however the forward got there.
 
@@ -29,9 +32,23 @@ Example
 aten::_log_softmax is forbidden in losses.py: write it from elementary tensor operations
 >>> forbidden_nodes(torch.log_softmax(x, 1))
 ['LogSoftmaxBackward0']
+>>> import threading
+>>> def elsewhere():
+...     try:
+...         torch.ops.aten._log_softmax(x, 1, False)
+...     except ForbiddenKernel:
+...         pass
+>>> with KernelBan() as ban:
+...     worker = threading.Thread(target=elsewhere); worker.start(); worker.join()
+>>> ban.hits
+['aten::_log_softmax (on a thread the submission started)']
+>>> torch.log_softmax(x, 1).shape  # the kernels are back once the ban ends
+torch.Size([2, 3])
 """
 from __future__ import annotations
 
+import threading
+import warnings
 import weakref
 from typing import Any, Iterable
 
@@ -57,6 +74,12 @@ FORBIDDEN_NODES = frozenset({
     "MultiMarginLossBackward0", "MultilabelMarginLossBackward0", "MaskedSoftmaxBackward0",
 })
 MAX_NODES = 20000
+# Operators that turn Python data into a tensor (``torch.tensor([...])``): their output was not
+# computed by anything the watch saw, so it stays unknown.
+LIFTS = frozenset({"aten::lift_fresh", "aten::lift", "aten::lift_fresh_copy"})
+# Where KernelBan registers its refusals: the backends a student tensor can live on, and the
+# composite kernels (ops such as aten::cross_entropy_loss that decompose before any backend).
+BAN_KEYS = ("CPU", "CUDA", "CompositeExplicitAutograd", "CompositeImplicitAutograd")
 
 
 class ForbiddenKernel(Exception):
@@ -85,6 +108,8 @@ class KernelWatch(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: "dict | None" = None) -> Any:
         name = func._schema.name
+        if name in LIFTS:
+            return func(*args, **(kwargs or {}))  # data from Python: neither an input nor a result we saw made
         if name in FORBIDDEN_OPS:
             if name not in self.forbidden:
                 self.forbidden.append(name)
@@ -92,8 +117,8 @@ class KernelWatch(TorchDispatchMode):
         self.ops.add(name)
         kwargs = kwargs or {}
         for value in (*args, *kwargs.values()):
-            if isinstance(value, torch.Tensor) and id(value) not in self._known and value.dim() > 0:
-                self.unknown_inputs += 1
+            if isinstance(value, torch.Tensor) and id(value) not in self._known:
+                self.unknown_inputs += 1  # 0-dimensional ones too: a loss value rebuilt from Python is one
         out = func(*args, **kwargs)
         for value in (out if isinstance(out, (tuple, list)) else (out,)):
             if isinstance(value, torch.Tensor):
@@ -103,6 +128,49 @@ class KernelWatch(TorchDispatchMode):
     def produced_outside(self, value: Any) -> bool:
         """True when ``value`` is a tensor that no operator inside the mode produced (nor an input)."""
         return isinstance(value, torch.Tensor) and id(value) not in self._known
+
+
+class KernelBan:
+    """Context manager: :data:`FORBIDDEN_OPS` refused on every thread of the process while it is active.
+
+    ``hits`` lists what was refused, marked when it ran on a thread other than the one that
+    entered the ban.  The registrations go away on exit, so torch's own kernels serve the grader's
+    oracles and the next probes unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.hits: "list[str]" = []
+        self._library: Any = None
+        self._owner = threading.get_ident()
+
+    def _refusal(self, name: str) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            where = "" if threading.get_ident() == self._owner else " (on a thread the submission started)"
+            if name + where not in self.hits:
+                self.hits.append(name + where)
+            raise ForbiddenKernel(f"{name} is forbidden in losses.py: write it from elementary tensor operations")
+        return refuse
+
+    def __enter__(self) -> "KernelBan":
+        self._owner = threading.get_ident()
+        self._library = torch.library.Library("aten", "IMPL")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "overriding a previously registered kernel": that is the point
+            for name in sorted(FORBIDDEN_OPS):
+                packet = getattr(torch.ops.aten, name.split("::", 1)[1], None)
+                for overload in (packet.overloads() if packet is not None else ()):
+                    qualified = packet.__name__.split(".")[-1] + ("" if overload == "default" else f".{overload}")
+                    for key in BAN_KEYS:
+                        try:
+                            self._library.impl(qualified, self._refusal(name), key)
+                        except (RuntimeError, ValueError):
+                            pass  # a key this build does not have for this operator
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._library is not None:
+            self._library._destroy()
+            self._library = None
 
 
 def forbidden_nodes(value: Any) -> "list[str]":

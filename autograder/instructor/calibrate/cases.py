@@ -187,6 +187,14 @@ MISTAKES: "tuple[Mistake, ...]" = (
     Mistake("import librosa", "runtime", "model.py imports a package the grading runtime lacks",
             patches={"model.py": [("\nimport torch\n", "\nimport torch\nimport librosa  # noqa: F401\n")]},
             model_pt=_plain),
+    # tqdm is already loaded in the grader's own process (the toolkit's torch imports it), so only a
+    # rule on every import statement, not on the import system, refuses it as Gradescope's venv does.
+    Mistake("import tqdm", "runtime", "model.py imports a package the toolkit's torch has loaded already",
+            patches={"model.py": [("\nimport torch\n", "\nimport tqdm  # noqa: F401\nimport torch\n")]},
+            model_pt=_plain),
+    Mistake("import tqdm in train.py", "runtime", "train.py imports a package the grading runtime lacks",
+            patches={"train.py": [("\nimport torch\n", "\nimport tqdm  # noqa: F401\nimport torch\n")]},
+            model_pt=_plain),
     Mistake("nested folder", "layout", "the files zipped inside a folder my_hw/", model_pt=_plain, folder="my_hw"),
 )
 

@@ -21,7 +21,8 @@ import torch
 
 from .common import (ProbeFailure, WorkerContext, describe_exception, forbidden_zone, import_student,
                      type_name)
-from .kernels import KernelWatch, forbidden_nodes
+from .kernels import KernelBan, KernelWatch, forbidden_nodes
+from .spawn_guard import no_new_tasks
 
 GRADCHECK = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}
 
@@ -103,7 +104,8 @@ def _one_call(call: dict, losses: Any, context: WorkerContext) -> dict:
     # The dispatcher watch covers the call and its backward pass (gradcheck below repeats the
     # same function many times: the Python guards still cover it, and the watch would only cost time).
     kernels = KernelWatch(known)
-    with forbidden_zone() as zone:
+    # The watch is thread-local; the ban and the task guard hold for every thread of the process.
+    with KernelBan() as ban, no_new_tasks() as tasks, forbidden_zone() as zone:
         try:
             with kernels:
                 if counter is not None:
@@ -140,7 +142,9 @@ def _one_call(call: dict, losses: Any, context: WorkerContext) -> dict:
                 counter.__exit__()
         if result["ok"] and call.get("gradcheck") and tensors:
             result["gradcheck"] = _gradcheck(fn, tensors, call, kwargs, doing, context)
-        result["forbidden"] = list(zone.hits) + [f"{op} (reached at the dispatcher)" for op in kernels.forbidden]
+        result["forbidden"] = list(dict.fromkeys(
+            list(zone.hits) + [f"{op} (reached at the dispatcher)" for op in kernels.forbidden]
+            + [hit if "thread" in hit else f"{hit} (reached at the dispatcher)" for hit in ban.hits] + list(tasks.hits)))
     if counter is not None:
         result["backward_calls"] = counter.calls
     return result
@@ -161,7 +165,7 @@ def _check_kernels(out: torch.Tensor, kernels: KernelWatch, doing: str, context:
     watcher = getattr(context, "watcher", None)
     if kernels.unknown_inputs and watcher is not None:
         watcher.note("dispatch", f"{doing} used {kernels.unknown_inputs} tensor(s) that no operation the grader saw "
-                                 "had produced (tensors made at import time, or dispatch bypassed)")
+                                 "had produced (tensors made from Python data or at import time, or dispatch bypassed)")
 
 
 def _gradcheck(fn: Any, tensors: "list[torch.Tensor]", call: dict, kwargs: dict, doing: str,
@@ -190,5 +194,6 @@ def _gradcheck(fn: Any, tensors: "list[torch.Tensor]", call: dict, kwargs: dict,
 
 def probe_loss_calls(args: dict, context: WorkerContext) -> dict:
     """Run every call in ``args["calls"]`` against losses.py; one result per call."""
-    losses = import_student("losses", context)
+    with no_new_tasks():  # what losses.py starts at import would run outside the probes' guards
+        losses = import_student("losses", context)
     return {"calls": [_one_call(call, losses, context) for call in list(args.get("calls", []))[:100]]}

@@ -179,10 +179,11 @@ def main(argv: "list[str] | None" = None) -> int:
     # Probes on tiny models are several times faster on one thread (no wake-ups of a pool);
     # only held-out inference switches to ``--threads``.
     torch.set_num_threads(1)
-    from . import common, imports, probes
+    from . import common, imports, probes, spawn_guard
     from .device import select_device
 
     common.install_guards()
+    spawn_guard.install()  # before any student import, so no submission file holds the unwrapped originals
     imports.install(args.submission)  # the grading runtime's imports only (see imports.py)
     import_seconds = time.perf_counter() - started
     device = select_device(args.device, cuda_available=torch.cuda.is_available())

@@ -22,7 +22,7 @@ from autograder.instructor.calibrate import command as calibrate
 from autograder.instructor.calibrate import cases
 from testkit.autograder_dir import grading_assets, make_autograder_dir
 
-FAST = ("empty model.pt", "import librosa")  # the rest are slow: ~35 s each (a grading and two self-checks)
+FAST = ("empty model.pt", "import librosa", "import tqdm", "import tqdm in train.py")  # the rest are slow: ~35 s each (a grading and two self-checks)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_the_set_has_every_mistake_the_issue_names_and_each_still_applies(tmp_pa
                    "Git LFS pointer", "CUDA-saved model.pt", "conv3 without bias", "BatchNorm added",
                    "nn.Sequential, other names", "softmax without max-subtraction", "BCE without clamping",
                    "CE gradient not divided by N", "fit keeps the last weights", "evaluate without eval()",
-                   "no zero_grad", "import librosa", "nested folder"):
+                   "no zero_grad", "import librosa", "import tqdm", "import tqdm in train.py", "nested folder"):
         assert needed in names
     state = grading_assets().state_dict_path
     for mistake in cases.MISTAKES:  # every patch still matches the reference (else a NotegradeError names it)
@@ -73,6 +73,10 @@ def _compare(mistake: cases.Mistake, setup: dict, tmp_path: pathlib.Path) -> Non
                 continue
             got = (item["score"], item["check_status"], item["output"].replace(selfcheck.VALIDATION_LABEL, "held-out accuracy"))
             assert got == (test["score"], test["extra_data"]["status"], test["output"].rstrip("\n")), (mistake.name, number)
+    if mistake.name.startswith("import "):  # parity alone would also hold if both let the import through
+        module = mistake.name.split()[1]
+        assert any(f"No module named '{module}'" in t["output"] for t in tests.values()), mistake.name
+        assert without["score"] < without["max_score"], mistake.name
     if mistake.folder:
         assert any("inside the folder my_hw/" in note for note in without["notes"])
         assert "inside the folder my_hw/" in graded["output"]
