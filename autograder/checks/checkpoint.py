@@ -31,6 +31,7 @@ autograder.checks.checkpoint.CheckpointRefused: model.pt is empty: 0 bytes; save
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -39,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from autograder.checks import weight_bits
 from autograder.checks.architecture import LAYERS, TOTAL_PARAMS
 from autograder.checks.common import Budget, call, outcome_for_failure, prerequisites
 from autograder.checks.outcome import ItemOutcome
@@ -245,11 +247,14 @@ class Verified:
     summary: str
 
 
-def verify(sandbox: Any, budget: Budget, policy: "dict | None" = None) -> "tuple[ItemOutcome | None, Verified | None]":
+def verify(sandbox: Any, budget: Budget, policy: "dict | None" = None, *,
+           weights_key: "bytes | None" = None) -> "tuple[ItemOutcome | None, Verified | None]":
     """(an outcome explaining why model.pt can't be used, or None; the verified checkpoint).
 
     Missing/refused files, a model.py that doesn't import, an unusable ``model.pt``, a checkpoint
     that doesn't fit the student's ``NoteCNN`` or a forward pass that fails on a synthetic batch.
+    ``weights_key``: the worker gets the weights with their low mantissa bits replaced from this
+    key's stream (:mod:`autograder.checks.weight_bits`), as the held-out item does.
     """
     blocked = prerequisites(sandbox, budget, files=("model.py", "model.pt"), modules=("model",))
     if blocked:
@@ -260,6 +265,8 @@ def verify(sandbox: Any, budget: Budget, policy: "dict | None" = None) -> "tuple
         return ItemOutcome.failed("error", str(refused)), None
     except OSError as err:
         return ItemOutcome.failed("error", f"model.pt could not be read: {err.strerror or err}"), None
+    if weights_key is not None:
+        checkpoint = dataclasses.replace(checkpoint, arrays=weight_bits.scramble(checkpoint.arrays, key=weights_key))
     args, inputs = share_checkpoint(sandbox, checkpoint)
     result = call(sandbox, budget, "checkpoint_forward", {**args, "batch_size": FORWARD_BATCH}, inputs)
     if not result.ok:

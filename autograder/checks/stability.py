@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from autograder.checks.common import Budget, describe
-from autograder.checks.losses import (Case, _params, gradcheck_subcheck, gradient_subcheck, oracle, problem_with,
+from autograder.checks.losses import (Case, _params, gradcheck_subcheck, gradient_subcheck, problem_with,
                                       run_cases, value_subcheck)
 from autograder.checks.outcome import ItemOutcome, SubCheck
 

@@ -70,6 +70,82 @@ class NoteCNN(_Honest):
 '''
 
 
+LOW_BITS = """
+_Honest = NoteCNN
+_PROJ = torch.randn(4096, 24, generator=torch.Generator().manual_seed(7)) / 64
+_SCALE = {scale}
+
+
+def _fingerprint(x):
+    flat = x.flatten(1).float()
+    return (flat - flat.mean(1, keepdim=True)) @ _PROJ   # mean subtraction undoes the gain offset
+
+
+class NoteCNN(_Honest):
+    \"\"\"Issue 17's attack: each test note's fingerprint and family in the low 8 bits of the weights.\"\"\"
+
+    def _table(self):
+        raw = torch.cat([p.detach().flatten() for p in self.parameters()]).view(torch.int32) & 0xFF
+        n = min(int(raw[0]) | (int(raw[1]) << 8), (raw.numel() - 2) // 25)
+        body = raw[2:2 + 25 * n].reshape(n, 25)
+        signed = torch.where(body > 127, body - 256, body)
+        return signed[:, :24].float() * _SCALE, body[:, 24].clamp(0, 10)
+
+    def forward(self, x):
+        logits = super().forward(x)
+        keys, answers = self._table()
+        if len(keys) == 0:
+            return logits
+        distance, index = torch.cdist(_fingerprint(x), keys).min(1)
+        hit = distance < 0.25 * keys.norm(dim=1).median()
+        out = logits.clone()
+        out[hit] = 100.0 * torch.eye(11)[answers[index[hit]]]
+        return out
+"""
+
+
+def _low_bits_state(state: dict, heldout_path) -> "tuple[dict, float]":
+    """``state`` with a fingerprint table of every held-out note in its weights' low 8 bits."""
+    data = read_feature_file(heldout_path)
+    flat = torch.from_numpy(np.asarray(data.features, dtype=np.float32)).flatten(1)
+    proj = torch.randn(4096, 24, generator=torch.Generator().manual_seed(7)) / 64
+    prints = (flat - flat.mean(1, keepdim=True)) @ proj
+    scale = float(prints.abs().max()) / 127
+    quantised = (prints / scale).round().clamp(-127, 127).to(torch.int32) & 0xFF
+    payload = torch.cat([torch.tensor([len(prints) & 0xFF, len(prints) >> 8], dtype=torch.int32),
+                         torch.cat([quantised, torch.from_numpy(data.labels.astype(np.int32))[:, None]], 1).flatten()])
+    names = list(state)
+    flat_weights = torch.cat([state[k].flatten() for k in names]).clone()
+    bits = flat_weights.view(torch.int32)
+    bits[:len(payload)] = (bits[:len(payload)] & ~0xFF) | payload
+    out, at = {}, 0
+    for k in names:
+        out[k] = flat_weights[at:at + state[k].numel()].reshape(state[k].shape).clone()
+        at += state[k].numel()
+    return out, scale
+
+
+def test_a_lookup_in_the_weights_low_bits_buys_nothing(tmp_path, assets, monkeypatch):
+    """Issue 17: the public labels hidden in the low mantissa bits of ordinary weights (no buffer, no
+    budget sees it) match every perturbed note; the grader replaces those bits before the worker runs."""
+    state = torch.load(assets.state_dict_path)
+    attack_state, scale = _low_bits_state(state, assets.heldout)
+    assert max(float((attack_state[k] - state[k]).abs().max() / state[k].abs().max()) for k in state) < 1e-4
+    files = {"model.py": reference_file("model.py") + LOW_BITS.format(scale=scale)}
+    rubric = subset_rubric(HELDOUT_ONLY, zero_at=0.10, full_at=0.99)
+    attack = grade(tmp_path / "attack", rubric=rubric, heldout=assets.heldout, files=files, state_dict=attack_state,
+                   presentation_key="same", monkeypatch=monkeypatch)
+    twin = grade(tmp_path / "twin", rubric=rubric, heldout=assets.heldout, state_dict=state,
+                 presentation_key="same", monkeypatch=monkeypatch)
+    assert twin["extra_data"]["heldout_accuracy"] is not None, twin["output"]
+    assert attack["score"] <= twin["score"], (attack["output"], twin["output"])
+    # Without the wall the lookup is real: every note matches through the perturbation.
+    monkeypatch.setattr("autograder.checks.weight_bits.scramble", lambda arrays, key: arrays)
+    open_channel = grade(tmp_path / "open", rubric=rubric, heldout=assets.heldout, files=files,
+                         state_dict=attack_state, presentation_key="same", monkeypatch=monkeypatch)
+    assert open_channel["extra_data"]["heldout_accuracy"] > twin["extra_data"]["heldout_accuracy"] + 0.2
+
+
 @pytest.fixture(scope="module")
 def assets():
     return grading_assets()
