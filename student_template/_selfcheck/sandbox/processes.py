@@ -201,3 +201,15 @@ def host_pid(root_pid: int, inner_pid: int) -> "int | None":
         if len(ids) > 1 and ids[-1] == str(inner_pid):
             return pid
     return None
+
+
+def may_raise_hard_limits() -> bool:
+    """True when this process has CAP_SYS_RESOURCE (it may raise another process's hard rlimits)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 24 & 1)  # CAP_SYS_RESOURCE = 24
+    except (OSError, ValueError):
+        pass
+    return False

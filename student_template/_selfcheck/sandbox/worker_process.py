@@ -246,10 +246,19 @@ class Worker:
                            seconds=time.monotonic() - started)
 
     def _set_cpu_limit(self, timeout_s: float) -> None:
+        """This call's CPU budget.  Where the grader may raise a hard limit again (CAP_SYS_RESOURCE:
+        root outside a container) the hard limit is the soft one, so student code cannot lift its
+        own; elsewhere (Docker's default capabilities, Gradescope, rootless) the hard limit stays the
+        worker's lifetime budget, since a lowered one could never be raised for the next call, and
+        the wall-clock timeout ends the call."""
         try:
             used = processes.process_cpu_seconds(self.worker_pid)
             _, hard = resource.prlimit(self.worker_pid, resource.RLIMIT_CPU)
             soft = int(used + timeout_s * max(1, int(self.limits.threads)) + 10)
+            cap = min(soft, int(self.limits.cpu_seconds_total))
+            if processes.may_raise_hard_limits():
+                resource.prlimit(self.worker_pid, resource.RLIMIT_CPU, (cap, cap))
+                return
             if hard != resource.RLIM_INFINITY:
                 soft = min(soft, hard)
             resource.prlimit(self.worker_pid, resource.RLIMIT_CPU, (soft, hard))

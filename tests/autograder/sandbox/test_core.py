@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from testkit import sandbox_support as support
+from autograder.sandbox import processes
 from autograder.sandbox import answers as sandbox_answers
 from autograder.errors import NotegradeError
 from autograder.sandbox import Sandbox, SandboxLimits
@@ -103,6 +104,8 @@ def test_worker_identity_limits_and_environment(level, open_tmp, monkeypatch, wo
     assert abs(report["limits"]["AS"][0] - info["address_space_limit_mb"] * mb) < mb
     assert report["limits"]["AS"][0] < limits.startup_address_space_mb * mb
     assert 0 < report["limits"]["CPU"][0] <= limits.cpu_seconds_total
+    if processes.may_raise_hard_limits():  # root outside a container: the call's budget is a hard limit too
+        assert report["limits"]["CPU"][1] <= 60 * max(1, limits.threads) + 10 + 30 < limits.cpu_seconds_total, report
     assert report["oom"] == "1000"
     assert info["confinement"]["death_signal"] == 9 and info["confinement"]["no_new_privs"] == "1"
     if level != "none":
