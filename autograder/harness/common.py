@@ -22,6 +22,10 @@ import numpy as np
 import torch
 
 MESSAGE_CHARS = 400  # student-controlled text is cut to this length
+# What a submission holds, and the starter folder's other modules (shipped to students, never graded).
+SUBMITTED = ("model.py", "losses.py", "train.py", "model.pt")
+STARTER_HELPERS = frozenset({"features", "featurefile", "featureset", "nsynth", "make_features", "pipeline", "errors",
+                             "selfcheck", "_selfcheck"})
 TRACEBACK_CHARS = 1500
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
 
@@ -206,6 +210,10 @@ def describe_exception(exc: BaseException, doing: str, context: "WorkerContext |
         return ProbeFailure(
             "cuda", f"{doing} called .cuda() or used a CUDA device, but the grader has no GPU; "
             f"use the input's device (x.device) or 'cpu' ({detail})", where=where, details=details)
+    if isinstance(exc, ModuleNotFoundError) and exc.name in STARTER_HELPERS:
+        return ProbeFailure("exception", f"{doing} raised {detail}: only the submitted files ({', '.join(SUBMITTED)}) "
+                            f"are graded, so the starter folder's {exc.name}.py can't be imported from them; copy what "
+                            "you need into the file that uses it", where=where, details=details)
     return ProbeFailure("exception", f"{doing} raised {detail}", where=where, details=details)
 
 

@@ -64,7 +64,10 @@ def item_output(graded: GradedItem) -> str:
     lines = [outcome.message] if outcome.message else []
     for sub in outcome.subchecks:
         mark = "✓" if sub.passed else "✗"
-        lines.append(f"{mark} {sub.name}" + (f": {sub.message}" if sub.message else ""))
+        if sub.message.startswith(sub.name):  # "softmax at |logits| up to 1e4 returned ...": named once
+            lines.append(f"{mark} {sub.message}")
+        else:
+            lines.append(f"{mark} {sub.name}" + (f": {sub.message}" if sub.message else ""))
     return "\n".join(lines)
 
 

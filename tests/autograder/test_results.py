@@ -184,3 +184,15 @@ def test_write_json_atomically_replaces_a_planted_symlink(tmp_path):
     with pytest.raises(ValueError):
         write_json_atomically(target, {"score": float("nan")})
     assert json.loads(target.read_text()) == {"score": 1}  # a failed write leaves the old file whole
+
+
+def test_a_sub_check_whose_message_starts_with_its_name_is_named_once():
+    """Issue 19.6: "softmax at |logits| up to 1e4: softmax at |logits| up to 1e4 returned ..." said it twice."""
+    from autograder.items import item_output
+
+    outcome = ItemOutcome(fraction=0.5, subchecks=[
+        SubCheck("softmax at |logits| up to 1e4", False, 1.0, "softmax at |logits| up to 1e4 returned shape (4,)"),
+        SubCheck("cross_entropy value", True, 1.0, "cross_entropy matches torch.nn.functional.cross_entropy (2.3)")])
+    text = item_output(GradedItem(ITEMS[1], outcome, 1.0))
+    assert text.splitlines() == ["✗ softmax at |logits| up to 1e4 returned shape (4,)",
+                                 "✓ cross_entropy value: cross_entropy matches torch.nn.functional.cross_entropy (2.3)"]

@@ -148,10 +148,13 @@ def _as_state_dict(state: Any) -> "dict[str, Any]":
 
     if not isinstance(state, dict):
         raise CheckpointRefused(f"model.pt holds a {type(state).__name__}, not a state_dict; {SAVE_HINT}")
-    if isinstance(state.get("state_dict"), dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
-        keys = ", ".join(sorted(str(k) for k in state)[:6])
-        raise CheckpointRefused(f"model.pt is a training checkpoint (keys {keys}), not the model's state_dict: submit "
-                                "the model.pt that pipeline.py wrote beside it, or save checkpoint['state_dict']")
+    for inner in ("state_dict", "model_state_dict", "model", "net"):  # the usual names of a training checkpoint
+        if isinstance(state.get(inner), dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+            keys = ", ".join(sorted(str(k) for k in state)[:6])
+            fix = ("submit the model.pt that pipeline.py wrote beside it, or save checkpoint['state_dict']"
+                   if inner == "state_dict" else f"save checkpoint[{inner!r}] instead: "
+                   f"torch.save(checkpoint[{inner!r}], 'model.pt')")
+            raise CheckpointRefused(f"model.pt is a training checkpoint (keys {keys}), not the model's state_dict: {fix}")
     bad = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor) or not isinstance(k, str))
     if bad:
         raise CheckpointRefused(f"model.pt holds entries that are not tensors ({', '.join(bad[:6])}); {SAVE_HINT}")

@@ -47,6 +47,18 @@ def test_each_common_mistake_gets_its_own_message(name, message, state):
     assert "Please" not in text and "WeightsUnpickler" not in text and "\x1b[" not in text  # none of torch's boilerplate
 
 
+@pytest.mark.parametrize("inner", ["model", "model_state_dict", "net"])
+def test_a_training_loops_checkpoint_dict_says_which_entry_to_save(inner, state):
+    """Issue 19.4: {'model', 'optimizer', 'epoch'} names the entry to save, not "entries that are not tensors"."""
+    data = torch_bytes({inner: state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 3})
+    with pytest.raises(checkpoint.CheckpointRefused) as refused:
+        checkpoint.read_checkpoint(data)
+    text = str(refused.value)
+    assert text.startswith("model.pt is a training checkpoint (keys epoch, ") and \
+        f"save checkpoint[{inner!r}] instead: torch.save(checkpoint[{inner!r}], 'model.pt')" in text, text
+    assert "not tensors" not in text
+
+
 def test_module_prefix_is_read_with_a_note_or_refused_with_the_fix(state):
     data = _bytes("DataParallel module. keys", state)
     read = checkpoint.read_checkpoint(data)
