@@ -77,7 +77,7 @@ def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.
 
 
 def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
-    from autograder.checks import REGISTRY
+    from autograder.checks import REGISTRY, CheckContext
     from autograder.late import read_metadata
     from autograder.results import build_results
     from autograder.rubric import load_rubric
@@ -107,8 +107,8 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
               f"ignored {prepared.ignored[:50]}", flush=True)
         # The integrity session digests exactly the graded files (after the layout is resolved).
         integrity = _integrity_session(rubric=rubric, source=source, submission=prepared.path, metadata=metadata)
-        context = {"heldout_path": heldout, "deadline": started + rubric.time_budget_s,
-                   "checkpoint_policy": rubric.checkpoint, **integrity.context}
+        context = CheckContext(heldout_path=heldout, heldout_run=integrity.run,
+                               max_source_kb=rubric.heldout.max_source_kb, checkpoint_policy=rubric.checkpoint)
         with _open_sandbox(submission=prepared.path, limits=rubric.sandbox, hide=hide) as sandbox:
             _log_isolation(sandbox, state)
             _import_policy(sandbox, source)

@@ -20,6 +20,8 @@ will be missing for it).
 
 Example
 -------
+(Skipped by the doctest run: it needs NSynth-format splits on disk.)
+
 >>> summary = main(nsynth="data/rendered/nsynth-test", out="heldout.safetensors",          # doctest: +SKIP
 ...                train_sample="data/rendered/nsynth-train", sample_size=1024)
 >>> summary["notes"], summary["train_sample"]                                               # doctest: +SKIP

@@ -31,6 +31,8 @@ The same seed and options give byte-identical files, whatever ``--workers``.
 
 Example
 -------
+(Skipped by the doctest run: it renders hundreds of notes with FluidSynth and a SoundFont.)
+
 >>> summary = main(out="rendered-demo", soundfonts=["/usr/share/sounds/sf2/TimGM6mb.sf2"],
 ...                max_programs_per_family=3, notes_per_instrument=10)  # doctest: +SKIP
 >>> summary["counts"]["test"]["brass"]                                         # doctest: +SKIP

@@ -19,6 +19,9 @@ Students run it as a script too::
 Example
 -------
 >>> from make_features import build_feature_file
+
+(Skipped by the doctest run: it needs an NSynth-format split on disk.)
+
 >>> summary = build_feature_file(nsynth="data/rendered/nsynth-valid",
 ...                              out="valid.safetensors")  # doctest: +SKIP
 >>> summary["notes"], summary["files_per_s"] > 0           # doctest: +SKIP

@@ -12,6 +12,8 @@ Family ids: 0 bass, 1 brass, 2 flute, 3 guitar, 4 keyboard, 5 mallet, 6 organ, 7
 
 Example
 -------
+(Skipped by the doctest run: it needs an NSynth split on disk.)
+
 >>> split = load_split("nsynth-valid", families=["bass", "guitar"], pitches=(36, 72))  # doctest: +SKIP
 >>> note = split.notes[0]                                                               # doctest: +SKIP
 >>> note.note_str, note.family, read_wav(note.path).shape                               # doctest: +SKIP

@@ -1,4 +1,4 @@
-"""The checks a rubric item can run: ``REGISTRY[name] = CheckSpec(name, needs, params, run)``.
+"""The checks a rubric item can run: ``REGISTRY[name] = CheckSpec(name, needs, params, run, context_fields=...)``.
 
 TRUSTED side: checks never import student code; they send probes to the sandboxed worker
 (:class:`autograder.sandbox.Sandbox`) and judge its raw outputs against public oracles
@@ -10,7 +10,7 @@ Calling a check (what ``run_autograder`` does)::
     spec = REGISTRY[item.check]
     params = {**defaults_without_None, **item.params}        # see ``spec.params``
     outcome = spec.run(sandbox, params, timeout_s=seconds_left_for_the_item,
-                       heldout_path=...)   # only heldout_accuracy declares heldout_path
+                       **context.for_check(spec.context_fields))  # only heldout_accuracy declares any
 
 - ``sandbox``: an open :class:`~autograder.sandbox.Sandbox` (one per submission; its
   ``use_gpu`` decides whether the held-out probe runs on CUDA).
@@ -19,11 +19,11 @@ Calling a check (what ``run_autograder`` does)::
   item can take up to one worker start-up longer; importing one student module is capped at
   the sandbox's ``import_timeout_s`` (30 s), and a failed import is remembered, so later
   items needing that module fail at once with the same message.
-- ``heldout_path`` (keyword-only, heldout_accuracy only): the held-out safetensors file; its
-  labels never leave this process.  ``accuracy_label`` (keyword-only, heldout_accuracy only,
-  default "held-out accuracy"): what its message calls the accuracy (the self-check runs it on
-  the student's validation file).  The runner passes the keyword arguments a check's ``run``
-  declares; other checks take none.
+- ``context``: the run's :class:`~autograder.checks.context.CheckContext` (the held-out file,
+  the accuracy's label, the held-out presentation, the source budget, the rubric's
+  ``[checkpoint]`` table; each field documented there).  A check declares the fields it takes in
+  ``CheckSpec.context_fields`` and gets exactly those as keyword arguments: heldout_accuracy takes
+  all five (``heldout_path``'s labels never leave this process); the other checks take none.
 - Returns an :class:`~autograder.checks.outcome.ItemOutcome`; student problems (missing files,
   crashes, timeouts, wrong values) are outcomes, never exceptions.  A
   :class:`~autograder.errors.NotegradeError` means the grader is misconfigured (e.g. no
@@ -49,17 +49,20 @@ from typing import Any, Callable
 
 from autograder.checks import architecture, heldout, losses, modes, stability, training
 from autograder.checks.common import tolerate_malformed_answers
+from autograder.checks.context import CheckContext
 from autograder.checks.outcome import CheckSpec, ItemOutcome, SubCheck
 
-__all__ = ["REGISTRY", "validate_params", "CheckSpec", "ItemOutcome", "SubCheck"]
+__all__ = ["REGISTRY", "validate_params", "CheckContext", "CheckSpec", "ItemOutcome", "SubCheck"]
 
 _LOSS_PARAMS = {"seed": 0, "rtol": 1e-4, "atol": 1e-6}
+# What the held-out check takes from the run's CheckContext (the keyword arguments of heldout.run_heldout).
+HELDOUT_CONTEXT = ("heldout_path", "accuracy_label", "heldout_run", "max_source_kb", "checkpoint_policy")
 
 
 def _spec(name: str, needs: "tuple[str, ...]", params: dict, run: Callable[..., ItemOutcome],
-          description: str) -> CheckSpec:
+          description: str, context_fields: "tuple[str, ...]" = ()) -> CheckSpec:
     return CheckSpec(name=name, needs=needs, params=params, run=tolerate_malformed_answers(run),
-                     description=description)
+                     description=description, context_fields=context_fields)
 
 
 REGISTRY: "dict[str, CheckSpec]" = {spec.name: spec for spec in (
@@ -85,7 +88,8 @@ REGISTRY: "dict[str, CheckSpec]" = {spec.name: spec for spec in (
           "fit: stops after `patience` epochs without improvement and restores the best weights"),
     _spec("heldout_accuracy", ("model.py", "model.pt"), {"zero_at": None, "full_at": None, "batch_size": 64,
                                                         "gpu_min_agreement": 0.995, "gpu_verify_notes": 512},
-          heldout.run_heldout, "model.pt on the held-out file: points linear from zero_at to full_at accuracy"),
+          heldout.run_heldout, "model.pt on the held-out file: points linear from zero_at to full_at accuracy",
+          context_fields=HELDOUT_CONTEXT),
 )}
 
 # Types of the parameters whose default is None (required).

@@ -3,7 +3,7 @@
 ``run_autograder`` (the Gradescope entry point) calls, in order::
 
     session = Session.prepare(rubric=rubric, source=source, submission=submission, metadata=metadata)
-    context.update(session.context)             # secret + submission digest + perturbation + budget
+    CheckContext(heldout_run=session.run, ...)  # secret + submission digest + perturbation + split
     registry = session.registry(REGISTRY)       # over the rate limit: the held-out item keeps a result
     sandbox = session.watch(sandbox)            # collects the worker's audit records
     build_results(..., integrity=session)       # -> session.apply(data, graded) adds the lines
@@ -15,7 +15,7 @@ Example
 >>> rubric = Rubric(title="t", total_points=1.0, items=(RubricItem("4.1", "acc", 1.0, "heldout_accuracy"),))
 >>> session = Session.prepare(rubric=rubric, source=pathlib.Path(tempfile.mkdtemp()),
 ...                           submission=pathlib.Path(tempfile.mkdtemp()), metadata=None)
->>> session.context["heldout_run"].has_secret, session.rate.evaluate
+>>> session.run.has_secret, session.rate.evaluate
 (False, True)
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Session:
     """Everything one run needs for the held-out item's integrity, and what it found."""
 
     rubric: Any
-    run: HeldoutRun
+    run: HeldoutRun  # the run's held-out presentation: the grader's CheckContext.heldout_run
     rate: rate_limit.RateDecision
     static_findings: "list[dict]" = field(default_factory=list)
     worker_records: "list[dict]" = field(default_factory=list)
@@ -68,17 +68,12 @@ class Session:
                    reference=_reference_numbers(pathlib.Path(source) / "heldout.safetensors"),
                    created_at=created if isinstance(created, str) else None, notes=notes + list(rate.notes))
 
-    @property
-    def context(self) -> dict:
-        """Keyword arguments for the held-out check (see ``autograder.checks.heldout.run_heldout``)."""
-        return {"heldout_run": self.run, "max_source_kb": self.rubric.heldout.max_source_kb}
-
     def registry(self, base: dict) -> dict:
         """``base``, with the held-out check replaced by the kept result when over the rate limit."""
         if self.rate.evaluate or HELDOUT_CHECK not in base:
             return base
         spec = base[HELDOUT_CHECK]
-        return {**base, HELDOUT_CHECK: dataclasses.replace(spec, run=self._kept_result)}
+        return {**base, HELDOUT_CHECK: dataclasses.replace(spec, run=self._kept_result, context_fields=())}
 
     def _kept_result(self, sandbox: Any, params: dict, *, timeout_s: float) -> Any:
         from autograder.checks.outcome import ItemOutcome, SubCheck

@@ -27,6 +27,9 @@ Example
 >>> from autograder.checks.outcome import ItemOutcome
 >>> status_of(ItemOutcome(fraction=0.5)), status_of(ItemOutcome.failed("not_run", "no --features"))
 ('partial', 'not run')
+
+(Skipped by the doctest run: the self-check starts sandboxed workers, tens of seconds.)
+
 >>> report = main(directory="student_template", progress=False)  # doctest: +SKIP
 >>> report["score"], report["max_score"], report["items"][-1]["status"]  # doctest: +SKIP
 (0.0, 100.0, 'not run')

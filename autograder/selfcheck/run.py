@@ -16,16 +16,18 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from autograder import __version__
 from autograder.errors import NotegradeError
 from autograder.selfcheck.plan import Plan, late_summary
+
+if TYPE_CHECKING:
+    from autograder.checks.context import CheckContext
 
 SUBMITTED = ("model.py", "losses.py", "train.py", "model.pt")
 VALIDATION_LABEL = "validation accuracy (your file), not the held-out score"
@@ -88,16 +90,25 @@ def features_for_check(path: Path, plan: Plan, scratch: Path, max_notes: int) ->
     return subset, count, len(rows)
 
 
-def _heldout_context(plan: Plan, staged: Path) -> dict:
-    """The grader's perturbation and source budget for the accuracy estimate (without its secret:
-    the order and noise differ from Gradescope's, their size does not)."""
+def _check_context(plan: Plan, staged: Path, heldout_path: "Path | None") -> CheckContext:
+    """The self-check's :class:`~autograder.checks.context.CheckContext`: the student's features
+    (``heldout_path``, None without --features), labelled as their validation accuracy, and the
+    grader's perturbation and source budget for the accuracy estimate (without its secret: the
+    order and noise differ from Gradescope's, their size does not)."""
+    from autograder.checks.context import CheckContext
     from autograder.checks.heldout_presentation import HeldoutRun, submission_digest
 
     perturbation = plan.heldout.get("perturbation") or {}
     run = HeldoutRun(submission_digest=submission_digest(staged), perturb=bool(perturbation.get("enabled", True)),
                      gain_db=float(perturbation.get("gain_db", HeldoutRun.gain_db)),
                      noise_db=float(perturbation.get("noise_db", HeldoutRun.noise_db)))
-    return {"heldout_run": run, "max_source_kb": float(plan.heldout.get("max_source_kb", 0.0))}
+    return CheckContext(heldout_path=heldout_path, accuracy_label=VALIDATION_LABEL, heldout_run=run,
+                        max_source_kb=float(plan.heldout.get("max_source_kb", 0.0)),
+                        checkpoint_policy=plan.checkpoint)
+
+
+# What _checkpoint_only takes from the CheckContext (its keyword arguments).
+CHECKPOINT_ONLY_CONTEXT = ("checkpoint_policy",)
 
 
 def _checkpoint_only(sandbox: Any, params: dict, *, timeout_s: float, checkpoint_policy: "dict | None" = None) -> Any:
@@ -148,10 +159,11 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
 
     started = time.monotonic()
     check_inputs(directory, model)
-    # The checks that need the held-out file (heldout_accuracy) get the student's, or don't run.
-    on_features = {name for name, spec in REGISTRY.items() if "heldout_path" in inspect.signature(spec.run).parameters}
+    # The checks that declare the held-out file (heldout_accuracy) get the student's, or don't run.
+    on_features = {name for name, spec in REGISTRY.items() if "heldout_path" in spec.context_fields}
     registry = dict(REGISTRY) if features is not None else \
-        {**REGISTRY, **{name: dataclasses.replace(REGISTRY[name], run=_checkpoint_only) for name in on_features}}
+        {**REGISTRY, **{name: dataclasses.replace(REGISTRY[name], run=_checkpoint_only,
+                                                  context_fields=CHECKPOINT_ONLY_CONTEXT) for name in on_features}}
     limits = SandboxLimits(**plan.sandbox)
     graded: "list[GradedItem]" = []
     count = used = None
@@ -163,11 +175,11 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
         bar = None
     try:
         with tempfile.TemporaryDirectory(prefix="notegrade-selfcheck-") as scratch:
-            context: dict = {"accuracy_label": VALIDATION_LABEL, "checkpoint_policy": plan.checkpoint}
+            heldout_path = None
             if features is not None:
-                context["heldout_path"], count, used = features_for_check(features, plan, Path(scratch), max_notes)
+                heldout_path, count, used = features_for_check(features, plan, Path(scratch), max_notes)
             notes = stage_upload(directory, model, Path(scratch) / "submission", plan)
-            context.update(_heldout_context(plan, Path(scratch) / "submission"))
+            context = _check_context(plan, Path(scratch) / "submission", heldout_path)
             with Sandbox(Path(scratch) / "submission", limits=limits, use_gpu=torch.cuda.is_available(),
                          run_as="self") as sandbox:
                 # The grading runtime's imports only, as on Gradescope (its venv has nothing else).

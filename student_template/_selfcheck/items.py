@@ -15,11 +15,12 @@ SIGTERM handler is installed, and the self-check ships this file to students.
 Example
 -------
 >>> from types import SimpleNamespace
+>>> from _selfcheck.checks.context import CheckContext
 >>> from _selfcheck.checks.outcome import CheckSpec, ItemOutcome, SubCheck
 >>> def passes(sandbox, params, *, timeout_s):
 ...     return ItemOutcome.from_subchecks([SubCheck("conv1 parameters", True, message="160, as expected")])
 >>> item = SimpleNamespace(number="1.1", title="Counts", points=10.0, check="ok", params={}, timeout_s=60.0)
->>> graded = grade_items(rubric=SimpleNamespace(items=[item]), sandbox=None, context={}, graded=[],
+>>> graded = grade_items(rubric=SimpleNamespace(items=[item]), sandbox=None, context=CheckContext(), graded=[],
 ...                      registry={"ok": CheckSpec("ok", (), {}, passes)}, deadline=time.monotonic() + 60,
 ...                      log=lambda line: None)
 >>> graded[0].score, item_output(graded[0])
@@ -27,13 +28,15 @@ Example
 """
 from __future__ import annotations
 
-import inspect
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from _selfcheck.errors import NotegradeError
+
+if TYPE_CHECKING:  # not imported at run time: the checks package loads numpy and every check
+    from _selfcheck.checks.context import CheckContext
 
 NOT_RUN_BUDGET = "not run: time budget exhausted"
 # An item needs at least this long to be worth starting (a worker start alone takes ~1-3 s).
@@ -82,25 +85,25 @@ def _print_flush(line: str) -> None:
     print(line, flush=True)
 
 
-def _call_check(spec: Any, sandbox: Any, params: dict, *, timeout_s: float, context: dict) -> Any:
-    """``spec.run(sandbox, params, timeout_s=...)`` plus the keyword-only context the check declares."""
+def _call_check(spec: Any, sandbox: Any, params: dict, *, timeout_s: float, context: CheckContext) -> Any:
+    """``spec.run(sandbox, params, timeout_s=...)`` plus the fields of ``context`` (a
+    :class:`~autograder.checks.context.CheckContext`) that ``spec.context_fields`` declares."""
     from _selfcheck.checks.outcome import ItemOutcome
 
-    accepted = inspect.signature(spec.run).parameters
-    extra = {k: v for k, v in context.items() if k in accepted}
-    outcome = spec.run(sandbox, params, timeout_s=timeout_s, **extra)
+    outcome = spec.run(sandbox, params, timeout_s=timeout_s, **context.for_check(spec.context_fields))
     if not isinstance(outcome, ItemOutcome):
         raise TypeError(f"check {spec.name!r} returned {type(outcome).__name__}, not ItemOutcome")
     return outcome
 
 
-def grade_items(*, rubric: Any, sandbox: Any, registry: dict, context: dict, deadline: float,
+def grade_items(*, rubric: Any, sandbox: Any, registry: dict, context: CheckContext, deadline: float,
                 graded: list, progress: Any = None, log: "Callable[[str], None] | None" = None,
                 abort_on_misconfiguration: bool = False) -> list:
     """Run every item of ``rubric.items`` in order, appending to ``graded`` as each finishes (so a crash keeps them).
 
-    ``deadline`` is a ``time.monotonic()`` value: the end of the global budget.  ``context`` holds
-    keyword arguments for the checks that declare them (e.g. ``heldout_path``).  ``log`` gets one
+    ``deadline`` is a ``time.monotonic()`` value: the end of the global budget.  ``context`` is the
+    run's :class:`~autograder.checks.context.CheckContext`: each check gets the fields its
+    ``CheckSpec.context_fields`` declares (e.g. ``heldout_path``), as keyword arguments.  ``log`` gets one
     line per item and the traceback of any check that raised (default: print to stdout).
     """
     log = log or _print_flush
@@ -117,7 +120,7 @@ def grade_items(*, rubric: Any, sandbox: Any, registry: dict, context: dict, dea
     return graded
 
 
-def _grade_one(item: Any, *, sandbox: Any, registry: dict, context: dict, timeout_s: float,
+def _grade_one(item: Any, *, sandbox: Any, registry: dict, context: CheckContext, timeout_s: float,
                log: Callable[[str], None], abort: bool) -> GradedItem:
     spec = registry[item.check]
     params = {**{k: v for k, v in spec.params.items() if v is not None}, **item.params}

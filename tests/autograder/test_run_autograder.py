@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from autograder import run_autograder
+from autograder.checks.context import CheckContext
 from autograder.checks.outcome import CheckSpec, ItemOutcome, SubCheck
 from autograder.results import NOT_RUN_BUDGET
 from autograder.rubric import Rubric, RubricItem
@@ -51,7 +52,7 @@ def test_items_past_the_budget_are_not_run_and_say_so():
     seen_timeouts.clear()
     rubric = _rubric(_item("1", seconds=1.0), _item("2"), _item("3"))
     deadline = time.monotonic() + run_autograder.MIN_ITEM_SECONDS + 0.5
-    graded = run_autograder.grade_items(rubric=rubric, sandbox=None, registry=TIMING_REGISTRY, context={},
+    graded = run_autograder.grade_items(rubric=rubric, sandbox=None, registry=TIMING_REGISTRY, context=CheckContext(),
                                         deadline=deadline, graded=[])
     assert [g.outcome.status for g in graded] == ["ran", "not_run", "not_run"]
     assert [g.score for g in graded] == [5.0, 0.0, 0.0]
@@ -62,32 +63,45 @@ def test_items_past_the_budget_are_not_run_and_say_so():
 def test_item_timeout_is_the_smaller_of_its_own_and_the_remaining_budget():
     seen_timeouts.clear()
     rubric = _rubric(_item("1", timeout_s=3.0), _item("2", timeout_s=500.0))
-    run_autograder.grade_items(rubric=rubric, sandbox=None, registry=TIMING_REGISTRY, context={},
+    run_autograder.grade_items(rubric=rubric, sandbox=None, registry=TIMING_REGISTRY, context=CheckContext(),
                                deadline=time.monotonic() + 100.0, graded=[])
     assert seen_timeouts[0] == 3.0 and 99.0 < seen_timeouts[1] <= 100.0
 
 
 def test_a_check_that_crashes_withholds_only_its_item(capsys):
     rubric = _rubric(_item("1", check="broken"), _item("2"))
-    graded = run_autograder.grade_items(rubric=rubric, sandbox=None, registry=TIMING_REGISTRY, context={},
+    graded = run_autograder.grade_items(rubric=rubric, sandbox=None, registry=TIMING_REGISTRY, context=CheckContext(),
                                         deadline=time.monotonic() + 60, graded=[])
     assert graded[0].outcome.status == "error" and "check failed internally; this is not a problem with your code" in graded[0].outcome.message
     assert graded[1].outcome.fraction == 1.0
     assert "KeyError: 'a bug in the grader'" in capsys.readouterr().out  # the traceback, for instructors
 
 
-def test_context_is_passed_only_to_checks_that_declare_it():
+def test_a_check_gets_exactly_the_context_fields_it_declares():
     received = {}
 
-    def check_with_context(sandbox, params, *, timeout_s, heldout_path=None):
-        received["heldout_path"] = heldout_path
+    def check_with_context(sandbox, params, *, timeout_s, **context):
+        received[params["name"]] = context
         return ItemOutcome(fraction=1.0)
 
-    registry = {"ctx": CheckSpec("ctx", (), {}, check_with_context)}
-    graded = run_autograder.grade_items(rubric=_rubric(_item("1", check="ctx")), sandbox=None, registry=registry,
-                                        context={"heldout_path": "/x/heldout.safetensors", "deadline": 1e12},
+    registry = {"ctx": CheckSpec("ctx", (), {"name": "ctx"}, check_with_context,
+                                 context_fields=("heldout_path", "max_source_kb")),
+                "none": CheckSpec("none", (), {"name": "none"}, check_with_context)}
+    items = [RubricItem(number=str(i), title=name, points=5.0, check=name, params={"name": name})
+             for i, name in enumerate(registry)]
+    graded = run_autograder.grade_items(rubric=_rubric(*items), sandbox=None, registry=registry,
+                                        context=CheckContext(heldout_path="/x/heldout.safetensors",
+                                                             accuracy_label="unused"),
                                         deadline=time.monotonic() + 60, graded=[])
-    assert graded[0].outcome.fraction == 1.0 and received == {"heldout_path": "/x/heldout.safetensors"}
+    assert [g.outcome.fraction for g in graded] == [1.0, 1.0]
+    assert received == {"ctx": {"heldout_path": "/x/heldout.safetensors", "max_source_kb": 0.0}, "none": {}}
+
+
+def test_a_check_cannot_declare_what_the_context_does_not_hold():
+    with pytest.raises(ValueError, match="context_fields must be a tuple of CheckContext fields"):
+        CheckSpec("x", (), {}, _sleep_check, context_fields=("deadline",))
+    with pytest.raises(ValueError, match="context_fields"):
+        CheckSpec("x", (), {}, _sleep_check, context_fields="heldout_path")
 
 
 # ---------------------------------------------------------------- grader failures still give results.json

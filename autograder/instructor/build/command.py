@@ -34,9 +34,12 @@ from autograder.errors import NotegradeError
 from autograder.instructor.build import grading_code
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../autograder
-REPO_ROOT = PACKAGE_DIR.parent
+REPO_ROOT = PACKAGE_DIR.parent  # a checkout's root, or site-packages: the grading modules' names start with autograder/
 TEMPLATES = PACKAGE_DIR / "gradescope"
-DOCKERFILE = REPO_ROOT / "Dockerfile"
+# The repository's top-level Dockerfile, as the package carries it: in a checkout a symlink to
+# ../../../Dockerfile, in a wheel or sdist a copy (setuptools follows the link; pyproject's package-data
+# names it), so `notegrade build` works from an installed package too.
+DOCKERFILE = Path(__file__).resolve().parent / "Dockerfile"
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed so that the same inputs give the same bytes
 EXECUTABLES = ("setup.sh", "run_autograder")
@@ -163,6 +166,18 @@ def _write_zip(out: Path, files: dict[str, Path | bytes], *, quiet: bool) -> Non
     tmp.replace(out)
 
 
+def _dockerfile() -> bytes:
+    """The Dockerfile the zip ships (:data:`DOCKERFILE`)."""
+    if not DOCKERFILE.is_file():
+        raise NotegradeError(f"{DOCKERFILE} is missing: the notegrade installation is incomplete (reinstall it, or "
+                             "run from a checkout, where it links to the repository's Dockerfile)")
+    data = DOCKERFILE.read_bytes()
+    if not any(line.startswith(b"FROM ") for line in data.splitlines()):
+        raise NotegradeError(f"{DOCKERFILE} is not a Dockerfile (a checkout made without symlinks? it must link to "
+                             "../../../Dockerfile: `git config core.symlinks true` and check it out again)")
+    return data
+
+
 def default_secret_path(heldout: Path) -> Path:
     """Where the build keeps the secret of a held-out file: beside it, ``<name>.secret``."""
     return Path(heldout).with_suffix(".secret")
@@ -196,9 +211,7 @@ def main(*, rubric: Path, heldout: Path, out: Path = Path("autograder.zip"), whe
     files["setup.conf"] = _setup_conf(wheel_source=wheel_source or "index", index_url=index_url, find_links=find_links)
     for name in ("setup.sh", "run_autograder", "requirements.txt"):
         files[name] = TEMPLATES / name
-    if not DOCKERFILE.is_file():
-        raise NotegradeError(f"{DOCKERFILE} is missing: run `notegrade build` from a notegrade checkout")
-    files["Dockerfile"] = DOCKERFILE
+    files["Dockerfile"] = _dockerfile()
     files["rubric.toml"] = rubric
     files["heldout.safetensors"] = heldout
     for name in grading_modules():

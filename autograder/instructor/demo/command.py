@@ -23,7 +23,11 @@ and the extension apply): exit 1 if one is off.  ``DIR/demo.json`` records the s
 
 Example
 -------
->>> from autograder.instructor.demo.command import main   # doctest: +SKIP
+>>> from autograder.instructor.demo.command import main
+
+(The demo itself is skipped by the doctest run: it renders a dataset and trains, minutes;
+``tests/instructor/demo/`` runs it.)
+
 >>> result = main(out=Path("demo-out"))             # doctest: +SKIP
 >>> result.scores["reference"]["score"]             # doctest: +SKIP
 100.0

@@ -10,7 +10,11 @@ Slurm, a batch or one submission); the grading functions stay importable from he
 
 Example
 -------
->>> from autograder.instructor.grading.command import grade_submission       # doctest: +SKIP
+>>> from autograder.instructor.grading.command import grade_submission
+
+(The grading itself is skipped by the doctest run: it needs an autograder zip and the grading
+runtime; see :mod:`autograder.instructor.grading.one_submission`.)
+
 >>> results = grade_submission(submission="sub", autograder="autograder.zip", out="graded")  # doctest: +SKIP
 >>> results["score"]                                    # doctest: +SKIP
 100.0

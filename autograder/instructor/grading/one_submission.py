@@ -9,6 +9,9 @@ writes ``OUT/results.json``, ``OUT/report.html`` and the grader's log ``OUT/stdo
 
 Example
 -------
+(Skipped by the doctest run: it needs an autograder zip and grades in the grading runtime, a
+venv built on first use; ``tests/instructor/grading/`` runs it.)
+
 >>> results = grade_submission(submission="sub", autograder="autograder.zip", out="graded")  # doctest: +SKIP
 >>> results["score"]                                    # doctest: +SKIP
 100.0

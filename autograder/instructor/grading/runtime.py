@@ -22,6 +22,9 @@ builds a venv of Debian's ``/usr/bin/python3`` with exactly those pins and cache
 
 Example
 -------
+(Skipped by the doctest run: a first call builds a venv from the pinned requirements, minutes
+and a download.)
+
 >>> runtime = ensure_runtime(Path("autograder/gradescope/requirements.txt"))  # doctest: +SKIP
 >>> runtime.python, runtime.built                                             # doctest: +SKIP
 (PosixPath('/var/cache/notegrade/runtimes/py3.11-1b2c...'), False)

@@ -72,7 +72,9 @@ class CheckSpec:
     ``needs``: submission files it depends on (e.g. ``("model.py",)``), so a missing file fails
     only the items that need it.  ``params``: parameter name -> default value (the type of the
     default is the expected type; ``None`` means required).  ``run(sandbox, params, *, timeout_s)``
-    returns an :class:`ItemOutcome`.
+    returns an :class:`ItemOutcome`.  ``context_fields``: the fields of the run's
+    :class:`~autograder.checks.context.CheckContext` that ``run`` takes as keyword arguments (the
+    per-item loop passes exactly these; e.g. ``("heldout_path",)``).
     """
 
     name: str
@@ -80,3 +82,12 @@ class CheckSpec:
     params: dict[str, Any]
     run: Callable[..., ItemOutcome]
     description: str = ""
+    context_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        from _selfcheck.checks.context import unknown_fields
+
+        unknown = unknown_fields(self.context_fields)
+        if isinstance(self.context_fields, str) or unknown:
+            raise ValueError(f"check {self.name!r}: context_fields must be a tuple of CheckContext fields, "
+                             f"got {self.context_fields!r}")

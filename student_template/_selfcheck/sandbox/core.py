@@ -18,6 +18,9 @@ TRUSTED side.  What each wall does and which attack it stops is in the package d
 
 Example
 -------
+(Skipped by the doctest run: it needs a submission folder and starts a real worker, seconds of
+torch imports.)
+
 >>> with Sandbox("submission/") as sandbox:                             # doctest: +SKIP
 ...     result = sandbox.call("model_summary", {}, timeout_s=30)
 ...     result.status, result.value["total_params"], sandbox.isolation.level

@@ -234,16 +234,6 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     assert exc.value.code == 2
 
 
-def test_the_package_doctests_pass():
-    import doctest
-    import importlib
-
-    for name in ("agreement", "checkpoints", "code_similarity", "evidence", "flags", "members", "outputs",
-                 "report_section", "student_flags"):
-        module = importlib.import_module(f"autograder.instructor.class_integrity.{name}")
-        assert doctest.testmod(module).failed == 0, name
-
-
 def test_logits_cache_keeps_student_failures_retries_timeouts_and_runs_duplicates_once(tmp_path, monkeypatch):
     from autograder.instructor.class_integrity import logits
     from autograder.instructor.class_integrity.members import Member
