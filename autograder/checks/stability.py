@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from autograder.checks.common import Budget, describe
-from autograder.checks.losses import (Case, _params, gradcheck_subcheck, gradient_subcheck, problem_with,
-                                      run_cases, value_subcheck)
+from autograder.checks.losses import (Case, _params, gradcheck_subcheck, gradient_subcheck,  # noqa: F401
+                                      oracle, problem_with, run_cases, value_subcheck)  # oracle: the example uses it
 from autograder.checks.outcome import ItemOutcome, SubCheck
 
 

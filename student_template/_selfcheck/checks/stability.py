@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from _selfcheck.checks.common import Budget, describe
-from _selfcheck.checks.losses import (Case, _params, gradcheck_subcheck, gradient_subcheck, problem_with,
-                                      run_cases, value_subcheck)
+from _selfcheck.checks.losses import (Case, _params, gradcheck_subcheck, gradient_subcheck,  # noqa: F401
+                                      oracle, problem_with, run_cases, value_subcheck)  # oracle: the example uses it
 from _selfcheck.checks.outcome import ItemOutcome, SubCheck
 
 
