@@ -34,13 +34,18 @@ VALIDATION_LABEL = "validation accuracy (your file), not the held-out score"
 NO_FEATURES_HINT = ("not run: the held-out labels stay on Gradescope; to estimate this item, build your validation "
                     "features (python make_features.py --nsynth nsynth-valid --out valid.safetensors) and run again "
                     "with --features valid.safetensors")
+# The starter folder's files and what its tools write: never part of an upload, so no "Ignored" note.
+STARTER_FILES = frozenset({"README.md", "_selfcheck", "selfcheck.py", "errors.py", "featurefile.py", "features.py",
+                           "featureset.py", "make_features.py", "nsynth.py", "pipeline.py", "requirements.txt",
+                           "train_gpu.sbatch", "runs", "data", "nsynth", "__pycache__", "selfcheck.json"})
+STARTER_SUFFIXES = (".safetensors", ".pyc", ".log", ".out", ".err", ".ipynb")
 MAX_NOTES = 4096  # notes of --features the accuracy runs on by default: the held-out set's size, ~1 min at worst
 
 
-def stage_upload(directory: Path, model: "Path | None", dest: Path, plan: Plan) -> "list[str]":
+def stage_upload(directory: Path, model: "Path | None", dest: Path, plan: Plan) -> "tuple[list[str], str | None]":
     """Copy what Gradescope would grade into ``dest`` (:func:`autograder.upload.prepare`, the same
     function ``run_autograder`` uses: one top-level folder is graded with a note; only the assignment's
-    files); returns the notes about the folder.  Symlinks stay links and oversized files become sparse
+    files); returns the notes about the folder and the folder graded (None: the top).  Symlinks stay links and oversized files become sparse
     files of the same size, so the sandbox refuses both without reading them, as on Gradescope."""
     from autograder.upload import prepare
 
@@ -48,8 +53,16 @@ def stage_upload(directory: Path, model: "Path | None", dest: Path, plan: Plan) 
     overrides = {"model.pt": model.resolve()} if model is not None else None
     prepared = prepare(directory, dest, files=plan.submission_files, overrides=overrides,
                        max_file_mb=float(plan.sandbox.get("max_file_mb", 50.0)))
-    # The files beside your work (data, runs, this script) are not "ignored uploads": no note for them.
-    return prepared.notes(files=plan.submission_files, ignored=False)
+    # The starter folder's own files, data and runs are not "ignored uploads"; anything else would be
+    # ignored by Gradescope too if this folder were uploaded as it is, so say so as the grader does.
+    prepared.ignored = [path for path in prepared.ignored if not _starter_file(path)]
+    return prepared.notes(files=plan.submission_files, ignored=True), prepared.folder
+
+
+def _starter_file(path: str) -> bool:
+    """A file of the starter folder, its data or its outputs (never uploaded, never worth a note)."""
+    top = path.split("/", 1)[0]
+    return top in STARTER_FILES or top.startswith(".") or path.endswith(STARTER_SUFFIXES)
 
 
 def folder_hints(directory: Path, model: "Path | None") -> "list[str]":
@@ -168,6 +181,7 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
     graded: "list[GradedItem]" = []
     count = used = None
     notes: "list[str]" = []
+    folder = None
     try:
         from tqdm import tqdm
         bar = tqdm(total=len(plan.items), desc="self-check", unit="item", file=sys.stderr, disable=None if progress else True)
@@ -178,7 +192,7 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
             heldout_path = None
             if features is not None:
                 heldout_path, count, used = features_for_check(features, plan, Path(scratch), max_notes)
-            notes = stage_upload(directory, model, Path(scratch) / "submission", plan)
+            notes, folder = stage_upload(directory, model, Path(scratch) / "submission", plan)
             context = _check_context(plan, Path(scratch) / "submission", heldout_path)
             with Sandbox(Path(scratch) / "submission", limits=limits, use_gpu=torch.cuda.is_available(),
                          run_as="self") as sandbox:
@@ -195,16 +209,20 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
     items = []
     for g in graded:
         estimated = features is not None and g.item.check in on_features
+        # Not a failure: model.pt loaded and ran, only the features to measure the accuracy were not given.
+        needs_features = features is None and g.item.check in on_features and g.outcome.status == "not_run"
         items.append({"number": g.item.number, "title": g.item.title, "points": g.item.points, "score": g.score,
                       "status": status_of(g.outcome), "check": g.item.check, "check_status": g.outcome.status,
                       "fraction": g.outcome.fraction, "output": item_output(g), "duration_s": round(g.duration_s, 3),
-                      "estimated_from_your_file": estimated, "data": g.outcome.data if estimated else {},
+                      "estimated_from_your_file": estimated, "needs_features": needs_features,
+                      "data": g.outcome.data if estimated else {},
                       "subchecks": [dataclasses.asdict(s) for s in g.outcome.subchecks]})
     return {"title": plan.title, "rubric": plan.source, "directory": str(directory),
-            "model": str(model or directory / "model.pt"), "features": str(features) if features else None,
+            "model": str(model or (directory / folder if folder else directory) / "model.pt"),
+            "features": str(features) if features else None,
             "feature_count": count, "features_used": used, "items": items,
             "score": round(sum(g.score for g in graded), SCORE_DIGITS),
-            "max_score": sum(i.points for i in plan.items), "passed": all(i["status"] == "passed" for i in items),
+            "max_score": sum(i.points for i in plan.items), "passed": all(i["status"] == "passed" or i["needs_features"] for i in items),
             "not_shown_items": plan.not_shown_items, "not_shown_points": plan.not_shown_points,
             "late_policy": late_summary(plan.late_policy), "notes": notes, "hints": folder_hints(directory, model),
             "allowed_imports": list(plan.allowed_imports) if plan.allowed_imports is not None else None,

@@ -150,11 +150,36 @@ def test_without_features_model_pt_is_still_loaded_and_run(tmp_path, assets):
     assert [(i["number"], i["status"], i["score"]) for i in report["items"]] == [("4.1", "not run", 0.0)]
     assert report["items"][0]["output"] == ("model.pt loads into your NoteCNN (10 tensors, 119,691 values) and gives "
                                             "(4, 11) logits on a synthetic batch.\n" + selfcheck.NO_FEATURES_HINT)
-    assert "1 of 1 visible items do not pass yet (4.1): 0 / 30 visible points." in selfcheck.render_text(report)
-    # No model.pt (the raw template): the error Gradescope gives, not "not run".
+    # Issue 19.2: an item that could not run for want of --features is not a failure (exit 0), and says so.
+    text = selfcheck.render_text(report)
+    assert report["passed"] and report["items"][0]["needs_features"]
+    assert "All 0 visible items that ran pass: 0 / 30 visible points." in text
+    assert "4.1 (30 points) needs --features VALID_FILE to measure the accuracy" in text
+    assert "do not pass yet" not in text
+    # No model.pt (the raw template): the error Gradescope gives, not "not run", and a failure.
     report = selfcheck.main(directory=TEMPLATE, rubric=tmp_path / "rubric.json", progress=False)
-    assert report["items"][0]["status"] == "error"
+    assert report["items"][0]["status"] == "error" and not report["passed"]
     assert report["items"][0]["output"].startswith("model.pt is missing from the submission")
+    assert "1 of 1 visible items do not pass yet (4.1)" in selfcheck.render_text(report)
+
+
+def test_a_nested_upload_names_its_model_and_what_gradescope_would_ignore(tmp_path, assets):
+    """Issue 19.3: the header names the model.pt that is checked, and the "Ignored" note the grader gives
+    appears for files that are not the starter folder's own."""
+    export = json.loads((TEMPLATE / "_selfcheck" / "rubric.json").read_text())
+    export["items"] = [item for item in export["items"] if item["check"] == "architecture_params"]
+    (tmp_path / "rubric.json").write_text(json.dumps(export))
+    work = fill_with_reference(TEMPLATE, tmp_path / "filled", state_dict_path=assets.state_dict_path)
+    upload = tmp_path / "upload"
+    (upload / "my_hw").mkdir(parents=True)
+    for name in ("model.py", "losses.py", "train.py", "model.pt", "features.py"):
+        (upload / "my_hw" / name).write_bytes((work / name).read_bytes())
+    (upload / "my_hw" / "labels.npy").write_bytes(b"\x93NUMPY")
+    report = selfcheck.main(directory=upload, rubric=tmp_path / "rubric.json", progress=False)
+    assert report["model"] == str(upload / "my_hw" / "model.pt")
+    assert any("inside the folder my_hw/" in note for note in report["notes"])
+    assert "Ignored (only model.py, losses.py, train.py, model.pt are graded): labels.npy." in report["notes"]
+    assert not any("features.py" in note for note in report["notes"])  # the starter's own file: no note
 
 
 # ---------------------------------------------------------------- verdicts agree with the autograder
@@ -301,7 +326,7 @@ def test_staging_copies_only_the_submitted_files_and_keeps_what_the_sandbox_refu
     os.symlink("/etc/passwd", source / "train.py")
     with open(source / "model.pt", "wb") as handle:
         handle.truncate(60 << 20)  # over the 50 MB limit: staged sparse, never read
-    assert selfcheck._stage(source, None, tmp_path / "staged", plan) == []
+    assert selfcheck._stage(source, None, tmp_path / "staged", plan) == ([], None)  # the starter files: no note
     staged = tmp_path / "staged"
     assert sorted(p.name for p in staged.iterdir()) == ["model.pt", "model.py", "train.py"]
     assert os.readlink(staged / "train.py") == "/etc/passwd" and (staged / "model.pt").stat().st_size == 60 << 20
@@ -317,7 +342,8 @@ def test_staging_copies_only_the_submitted_files_and_keeps_what_the_sandbox_refu
     nested = tmp_path / "upload"
     shutil.copytree(source, nested / "my_hw", symlinks=True)
     (nested / "__MACOSX").mkdir()
-    notes = selfcheck._stage(nested, None, tmp_path / "nested", plan)
+    notes, folder = selfcheck._stage(nested, None, tmp_path / "nested", plan)
+    assert folder == "my_hw"
     assert notes and notes[0].startswith("Your upload has everything inside the folder my_hw/")
     assert sorted(p.name for p in (tmp_path / "nested").iterdir()) == ["model.py", "train.py"]
 
@@ -340,7 +366,8 @@ def test_run_is_a_thin_layer_over_main(monkeypatch, capsys):
     selfcheck.add_arguments(parser)
     report = {"title": "T", "directory": "d", "model": "d/model.pt", "features": None, "feature_count": None,
               "items": [{"number": "1.1", "title": "Counts", "points": 10.0, "score": 10.0, "status": "passed",
-                         "output": "✓ conv1 parameters: 160", "estimated_from_your_file": False, "data": {}}],
+                         "output": "✓ conv1 parameters: 160", "estimated_from_your_file": False, "data": {},
+                         "needs_features": False}],
               "score": 10.0, "max_score": 10.0, "passed": True, "not_shown_items": 0, "not_shown_points": 0.0,
               "late_policy": "no late penalty", "hints": [], "seconds": 1.0}
     seen = {}
