@@ -18,11 +18,11 @@ import csv
 import datetime as dt
 import json
 import pathlib
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
 from autograder.errors import NotegradeError
+from autograder.rubric import tomllib  # tomli on Python 3.10
 from autograder.instructor.export.metadata_yaml import ExportEntry, Submitter, parse_datetime
 
 
