@@ -39,7 +39,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -49,7 +49,8 @@ from autograder.featureset import FAMILIES, FeatureLoader, FeatureSet
 # FAMILIES, FeatureSet and FeatureLoader are re-exported: callers, and the template's flat imports,
 # name this module for the whole feature-file API.
 __all__ = ["FAMILIES", "FEATURE_SHAPE", "FORMAT", "KINDS", "NOTE_STR_BYTES", "SAMPLE_PREFIX", "FeatureFileWriter",
-           "FeatureLoader", "FeatureSet", "read_feature_file", "write_feature_file", "write_heldout_with_sample"]
+           "FeatureLoader", "FeatureSet", "read_feature_file", "validate_heldout", "write_feature_file",
+           "write_heldout_with_sample"]
 
 FORMAT = "notegrade-features/1"
 KINDS = ("features", "heldout")
@@ -213,6 +214,49 @@ def read_feature_file(path: str | os.PathLike, *, expected_frontend_hash: str | 
                             metadata={**meta, "kind": "features", "split": "train-sample"}, path=path)
     return FeatureSet(features=arrays["features"], labels=labels, notes=arrays["notes"],
                       note_strs=_decode_note_strs(arrays["note_str"]), metadata=dict(meta), path=path, sample=sample)
+
+
+
+def validate_heldout(path: str | os.PathLike, *, frontend_hash: Callable[..., str]) -> dict:
+    """The one check of a held-out file: after ``notegrade heldout`` writes it, before ``notegrade build`` packs it.
+
+    ``frontend_hash()`` is the toolkit's front-end hash, ``frontend_hash(params)`` that of a file's
+    parameters (``reference.features.frontend_hash``, passed in: this module never imports the
+    reference).  Refuses, saying what to do: another front-end, parameters edited after the hash,
+    a feature file of another kind, no notes, a note id more than once, a training sample that
+    shares notes with the held-out notes.  Returns ``{"notes", "split", "frontend_hash",
+    "family_counts", "missing", "train_sample", "reference_metrics"}``.
+    """
+    expected = frontend_hash()
+    heldout = read_feature_file(path, expected_frontend_hash=expected)  # refuses another front-end
+    try:
+        recomputed = frontend_hash(heldout.frontend_params)
+    except (TypeError, ValueError):  # not JSON-serialisable parameters: a damaged file
+        recomputed = None
+    if recomputed != expected:
+        raise NotegradeError(f"{path}: its front-end parameters do not match its front-end hash {expected}; "
+                             "the file was edited or corrupted: rebuild it with `notegrade heldout`")
+    if heldout.kind != "heldout":
+        raise NotegradeError(f"{path}: is a {heldout.kind!r} file, not a held-out file; make one with `notegrade heldout`")
+    if len(heldout) == 0:
+        raise NotegradeError(f"{path}: the held-out file has no notes")
+    ids, counts = np.unique(heldout.notes, return_counts=True)
+    if (counts > 1).any():
+        first = int(ids[counts > 1][0])
+        name = heldout.note_strs[int(np.flatnonzero(heldout.notes == first)[0])]
+        raise NotegradeError(f"{path}: {int((counts > 1).sum())} note id(s) appear more than once (e.g. note {first}, "
+                             f"{name}: the split's examples.json repeats notes); remove the repeated entries from "
+                             "examples.json and rebuild the file with `notegrade heldout`")
+    sample = heldout.sample
+    if sample is not None:
+        shared = set(heldout.note_strs) & set(sample.note_strs)
+        if shared:
+            raise NotegradeError(f"{path}: the training sample shares {len(shared)} note(s) with the held-out notes "
+                                 f"(e.g. {sorted(shared)[0]}): --train-sample must be the training split")
+    family_counts = heldout.family_counts()
+    return {"notes": len(heldout), "split": heldout.split, "frontend_hash": expected, "family_counts": family_counts,
+            "missing": [f for f, n in family_counts.items() if n == 0],
+            "train_sample": len(sample) if sample is not None else 0, "reference_metrics": "reference" in heldout.metadata}
 
 
 SAMPLE_PREFIX = "sample_"
