@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from autograder.rubric.model import (DEFAULT_ITEM_TIMEOUT_S, GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES,
                                      ContainerSettings, HeldoutSettings, LatePolicy, LeaderboardColumn, Perturbation,
@@ -25,7 +25,7 @@ from autograder.rubric.schema import check_table, is_valid
 __all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_SUBMISSION_FILES", "INTEGRITY_LINES", "MIN_CONTAINER_MEMORY_MB", "TOP_KEYS",
            "check_sandbox", "check_table", "is_valid", "parse_checkpoint", "parse_cluster", "parse_container",
            "parse_heldout", "parse_items", "parse_late_policy", "parse_leaderboard", "parse_submission",
-           "slurm_memory", "slurm_minutes", "validate_check_params"]
+           "slurm_memory", "slurm_minutes"]
 
 MIN_CONTAINER_MEMORY_MB = 512  # the grader and the worker each import torch (~370 MB together)
 _NUMBER_RE = re.compile(r"^\d+(\.\d+)*$")
@@ -54,33 +54,9 @@ _LEADERBOARD_KEYS = {"name": ((str,), True), "item": ((str,), True), "field": ((
                      "order": ((str,), False)}
 
 
-def validate_check_params(spec: Any, params: Mapping[str, Any]) -> list[str]:
-    """Problems with ``params`` by the :class:`~autograder.checks.outcome.CheckSpec` contract.
-
-    Known names only; a ``None`` default means required; a value has the type of its default
-    (an int is accepted where a float is expected).  The real checks refine this with their own
-    ``autograder.checks.validate_params`` (value ranges etc.), which :func:`parse_rubric` prefers.
-    """
-    problems = []
-    for name, value in params.items():
-        if name not in spec.params:
-            problems.append(f"unknown parameter {name!r} for check {spec.name!r} (known: {', '.join(spec.params) or 'none'})")
-            continue
-        default = spec.params[name]
-        if default is None:
-            continue
-        expected = float if isinstance(default, float) else type(default)
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (numeric if expected is float else isinstance(value, expected)):
-            problems.append(f"parameter {name!r} must be {type(default).__name__}, got {value!r}")
-    for name, default in spec.params.items():
-        if default is None and name not in params:
-            problems.append(f"check {spec.name!r} needs parameter {name!r}")
-    return problems
-
-
-def parse_items(raw_items: list, registry: Mapping[str, Any] | None, validator: Callable | None,
-                problems: list[str]) -> list[RubricItem]:
+def parse_items(raw_items: list, registry: Mapping[str, Any] | None, problems: list[str]) -> list[RubricItem]:
+    """``[[items]]``; with a ``registry`` (check name -> CheckSpec) each item's check and its parameters too
+    (:func:`autograder.checks.params.params_problems`, the checks' own validator)."""
     items: list[RubricItem] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_items, start=1):
@@ -114,8 +90,9 @@ def parse_items(raw_items: list, registry: Mapping[str, Any] | None, validator: 
                 hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(registry))}"
                 problems.append(f"{where}unknown check {raw['check']!r} ({hint})")
             else:
-                found = validator(spec.name, dict(params)) if validator else validate_check_params(spec, params)
-                problems.extend(where + p for p in found)
+                from autograder.checks.params import params_problems
+
+                problems.extend(where + p for p in params_problems(spec, params))
         if len(problems) == before:
             items.append(RubricItem(
                 number=number, title=raw["title"], points=float(raw["points"]), check=raw["check"],
