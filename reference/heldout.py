@@ -70,7 +70,7 @@ def reference_metrics(checkpoint: str | Path, heldout_path: str | Path) -> dict:
     """The reference's accuracy and loss on the held-out notes and on the training sample (unperturbed)."""
     import torch
 
-    from autograder.checks.heldout import _sample_metrics, mean_cross_entropy
+    from autograder.checks.heldout import mean_cross_entropy, train_sample_metrics
     from reference.evaluation import load_state_dict
     from reference.model import NoteCNN
 
@@ -88,7 +88,7 @@ def reference_metrics(checkpoint: str | Path, heldout_path: str | Path) -> dict:
 
     held = logits(data.features)
     labels = np.asarray(data.labels, dtype=np.int64)
-    sample = _sample_metrics(logits(data.sample.features), np.asarray(data.sample.labels, dtype=np.int64),
+    sample = train_sample_metrics(logits(data.sample.features), np.asarray(data.sample.labels, dtype=np.int64),
                              np.bincount(labels, minlength=len(FAMILIES)))
     return {"heldout_accuracy": round(float((held.argmax(1) == labels).mean()), 4),
             "heldout_loss": round(mean_cross_entropy(held, labels), 4),

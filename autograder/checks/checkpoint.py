@@ -90,8 +90,9 @@ def _looks_like_text(data: bytes) -> bool:
     return sum(c.isprintable() or c in "\n\r\t" for c in text) >= 0.95 * max(len(text), 1)
 
 
-def _first_line(err: BaseException) -> str:
-    """The line of torch's refusal that names the problem, without ANSI codes or "Please file an issue"."""
+def torch_refusal_line(err: BaseException) -> str:
+    """The line of torch's refusal (``torch.load`` with ``weights_only=True``) that names the problem, without
+    ANSI codes or "Please file an issue", at most 200 characters; also what ``notegrade evaluate`` says."""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
     lines = [line for line in lines if line]
     specific = [line for line in lines if "Unsupported" in line or "WeightsUnpickler" in line]
@@ -126,7 +127,7 @@ def _load(data: bytes) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever torch says, the student gets one sentence
-        line = _first_line(err)
+        line = torch_refusal_line(err)
         pickled = re.search(r"GLOBAL ([\w.]+)", line)
         name = pickled.group(1) if pickled else ""
         if name and name.rsplit(".", 1)[-1][:1].isupper() and not name.startswith(("torch.", "collections.")):
