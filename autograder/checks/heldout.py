@@ -34,8 +34,8 @@ from autograder.checks.device_agreement import cross_check_on_cpu
 from autograder.checks.heldout_presentation import HeldoutRun, present, presentation, public_mask, restore_order
 from autograder.checks.outcome import ItemOutcome, SubCheck
 from autograder.errors import NotegradeError
+from autograder.featureset import FAMILIES
 
-FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal")
 ACCURACY_DIGITS = 3  # 0.1 point: what students see, and what the points are computed from
 
 

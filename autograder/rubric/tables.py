@@ -16,13 +16,14 @@ import math
 import re
 from typing import Any, Mapping
 
+from autograder.assignment import ASSIGNMENT_FILES, DEFAULT_CHECKPOINT_POLICY
 from autograder.rubric.model import (DEFAULT_ITEM_TIMEOUT_S, GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES,
                                      ContainerSettings, HeldoutSettings, LatePolicy, LeaderboardColumn, Perturbation,
                                      RateLimit, RubricItem, TrainOnTest)
 from autograder.rubric.cluster import parse_cluster, slurm_memory, slurm_minutes
 from autograder.rubric.schema import check_table, is_valid
 
-__all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_SUBMISSION_FILES", "INTEGRITY_LINES", "MIN_CONTAINER_MEMORY_MB", "TOP_KEYS",
+__all__ = ["INTEGRITY_LINES", "MIN_CONTAINER_MEMORY_MB", "TOP_KEYS",
            "check_sandbox", "check_table", "is_valid", "parse_checkpoint", "parse_cluster", "parse_container",
            "parse_heldout", "parse_items", "parse_late_policy", "parse_leaderboard", "parse_submission",
            "slurm_memory", "slurm_minutes"]
@@ -48,8 +49,6 @@ _LATE_CHOICES = {"unit": ("points", "percent"), "per": ("day", "hour"),
 _CONTAINER_KEYS = {"memory_mb": (_NUM, False), "cpus": (_NUM, False), "timeout_s": (_NUM, False)}
 _CHECKPOINT_KEYS = {"buffer_budget": ((int,), False), "module_prefix": (_STR, False)}
 _SUBMISSION_KEYS = {"files": ((list,), False)}
-DEFAULT_CHECKPOINT = {"buffer_budget": 4096, "module_prefix": "accept"}  # = autograder.checks.checkpoint.DEFAULT_POLICY
-DEFAULT_SUBMISSION_FILES = ("model.py", "losses.py", "train.py", "model.pt")
 _LEADERBOARD_KEYS = {"name": ((str,), True), "item": ((str,), True), "field": ((str,), True),
                      "order": ((str,), False)}
 
@@ -181,7 +180,7 @@ def parse_checkpoint(raw: Mapping[str, Any], problems: list[str]) -> dict[str, A
         problems.append(f"{where}buffer_budget must be in [0, 1000000] values, got {raw['buffer_budget']}")
     if is_valid(raw, _CHECKPOINT_KEYS, "module_prefix") and raw["module_prefix"] not in ("accept", "refuse"):
         problems.append(f"{where}module_prefix {raw['module_prefix']!r} is not one of accept, refuse")
-    return dict(DEFAULT_CHECKPOINT) if len(problems) > before else {**DEFAULT_CHECKPOINT, **raw}
+    return dict(DEFAULT_CHECKPOINT_POLICY) if len(problems) > before else {**DEFAULT_CHECKPOINT_POLICY, **raw}
 
 
 def parse_submission(raw: Mapping[str, Any], problems: list[str]) -> tuple[str, ...]:
@@ -190,13 +189,13 @@ def parse_submission(raw: Mapping[str, Any], problems: list[str]) -> tuple[str, 
     where = "submission: "
     before = len(problems)
     check_table(raw, _SUBMISSION_KEYS, where, problems)
-    files = raw.get("files", list(DEFAULT_SUBMISSION_FILES))
+    files = raw.get("files", list(ASSIGNMENT_FILES))
     if is_valid(raw, _SUBMISSION_KEYS, "files"):
         bad = [f for f in files if not isinstance(f, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", f)
                or f.startswith(".")]
         if bad or not files:
             problems.append(f"{where}files must be a non-empty list of plain file names (no folders), got {files!r}")
-    return DEFAULT_SUBMISSION_FILES if len(problems) > before else tuple(files)
+    return ASSIGNMENT_FILES if len(problems) > before else tuple(files)
 
 
 

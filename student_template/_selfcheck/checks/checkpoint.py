@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from _selfcheck.assignment import DEFAULT_CHECKPOINT_POLICY
 from _selfcheck.checks.architecture import LAYERS, TOTAL_PARAMS
 from _selfcheck.checks.common import Budget, call, outcome_for_failure, prerequisites
 from _selfcheck.checks.outcome import ItemOutcome
 
-DEFAULT_POLICY = {"buffer_budget": 4096, "module_prefix": "accept"}
 MODULE_PREFIXES = ("accept", "refuse")
 SAVE_HINT = 'save your weights with torch.save(model.state_dict(), "model.pt")'
 PREFIX_FIX = ("python -c \"import torch; s = torch.load('model.pt'); torch.save({k.removeprefix('module.'): v "
@@ -78,7 +78,7 @@ class Checkpoint:
 
 def policy_from(raw: "dict | None") -> dict:
     """The rubric's ``[checkpoint]`` table over the defaults."""
-    return {**DEFAULT_POLICY, **(raw or {})}
+    return {**DEFAULT_CHECKPOINT_POLICY, **(raw or {})}
 
 
 def _looks_like_text(data: bytes) -> bool:

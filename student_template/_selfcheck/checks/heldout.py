@@ -34,8 +34,8 @@ from _selfcheck.checks.device_agreement import cross_check_on_cpu
 from _selfcheck.checks.heldout_presentation import HeldoutRun, present, presentation, public_mask, restore_order
 from _selfcheck.checks.outcome import ItemOutcome, SubCheck
 from _selfcheck.errors import NotegradeError
+from _selfcheck.featureset import FAMILIES
 
-FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal")
 ACCURACY_DIGITS = 3  # 0.1 point: what students see, and what the points are computed from
 
 

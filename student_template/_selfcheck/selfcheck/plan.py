@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _selfcheck.assignment import ASSIGNMENT_FILES
 from _selfcheck.errors import NotegradeError
 
 EXPORT_FORMAT = "notegrade-selfcheck-rubric/1"
@@ -62,7 +63,7 @@ class Plan:
     # accuracy estimate and the budget message match Gradescope's; nothing secret.
     heldout: dict = dataclasses.field(default_factory=dict)
     checkpoint: dict = dataclasses.field(default_factory=dict)  # the rubric's [checkpoint] (budget, module. prefix)
-    submission_files: "tuple[str, ...]" = ("model.py", "losses.py", "train.py", "model.pt")
+    submission_files: "tuple[str, ...]" = ASSIGNMENT_FILES
     allowed_imports: "tuple[str, ...] | None" = None  # the grading runtime's packages (requirements.txt); None: any
 
 
