@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from autograder.atomic import PUBLIC, write_atomically
+from autograder.layout import CHECKOUT_REQUIREMENTS, REQUIREMENTS_FILE
 
 POLICY_FILE = "import_policy.json"  # = autograder/harness/imports.py's
 HARNESS_PACKAGE = "notegrade_harness"  # = the sandbox's name for the harness copy
@@ -73,7 +74,7 @@ def import_names(text: str) -> "list[str]":
 
 def requirements_of(source: Path) -> "Path | None":
     """The requirements.txt of an unpacked autograder (the zip's root; in a source checkout, gradescope/)."""
-    for candidate in (source / "requirements.txt", source / "autograder" / "gradescope" / "requirements.txt"):
+    for candidate in (source / REQUIREMENTS_FILE, source / CHECKOUT_REQUIREMENTS):
         if candidate.is_file():
             return candidate
     return None

@@ -28,6 +28,7 @@ from autograder.instructor.assign import handout
 from autograder.instructor.assign.markers import flatten_imports
 from autograder.instructor.assign.sources import module_name, must_parse
 from autograder.instructor.build.import_closure import reach
+from autograder.layout import CHECKOUT_REQUIREMENTS
 
 SELFCHECK_PACKAGE = "_selfcheck"  # private, so an installed toolkit's `autograder` is never shadowed
 SELFCHECK_PACKAGES = ("checks", "harness", "selfcheck")  # vendored whole, with what they import
@@ -101,7 +102,7 @@ def selfcheck_files(*, repo_root: Path, rubric: Path | None) -> dict[str, bytes]
     # `import librosa` fails in the self-check as it does on Gradescope.
     from autograder.import_policy import import_names
 
-    requirements = repo_root / "autograder" / "gradescope" / "requirements.txt"
+    requirements = repo_root / CHECKOUT_REQUIREMENTS
     export = export_rubric(load_rubric(rubric), frontend_hash=_frontend_hash(repo_root / "reference" / "features.py"),
                            allowed_imports=import_names(requirements.read_text(encoding="utf-8")))
     files[f"{SELFCHECK_PACKAGE}/{EXPORT_NAME}"] = (json.dumps(export, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -32,9 +32,9 @@ from tqdm import tqdm
 from autograder.atomic import PRIVATE, PendingFile, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.class_integrity.members import Member
+from autograder.layout import HELDOUT_FILE
 
 PROBE_VERSION = 2  # bump when sandbox_logits changes what it asks for
-HELDOUT_NAME = "heldout.safetensors"
 BATCH_SIZE = 256
 
 
@@ -60,22 +60,22 @@ def load_heldout(autograder: pathlib.Path, *, work: pathlib.Path) -> HeldOut:
     """The held-out file of an autograder zip (copied to ``work``, readable by root only) or directory."""
     autograder = pathlib.Path(autograder)
     if autograder.is_dir():
-        path = autograder / HELDOUT_NAME
+        path = autograder / HELDOUT_FILE
     elif zipfile.is_zipfile(autograder):
         work.mkdir(parents=True, exist_ok=True)
         os.chmod(work, 0o700)  # the labels: never readable by the sandbox's user
-        path = work / HELDOUT_NAME
+        path = work / HELDOUT_FILE
         with zipfile.ZipFile(autograder) as zf:
-            if HELDOUT_NAME not in zf.namelist():
-                raise NotegradeError(f"{autograder}: no {HELDOUT_NAME} in the zip; build it with 'notegrade build'")
+            if HELDOUT_FILE not in zf.namelist():
+                raise NotegradeError(f"{autograder}: no {HELDOUT_FILE} in the zip; build it with 'notegrade build'")
             # A new file: a reader that has the old one memory-mapped (a Slurm task) keeps it.
-            with zf.open(HELDOUT_NAME) as src, PendingFile(path, mode=PRIVATE, fsync=False) as dst:
+            with zf.open(HELDOUT_FILE) as src, PendingFile(path, mode=PRIVATE, fsync=False) as dst:
                 while chunk := src.read(1 << 20):
                     dst.handle.write(chunk)
     else:
         raise NotegradeError(f"{autograder}: not an autograder zip or directory (build one with 'notegrade build')")
     if not path.is_file():
-        raise NotegradeError(f"{autograder}: no {HELDOUT_NAME} in it; build it with 'notegrade build'")
+        raise NotegradeError(f"{autograder}: no {HELDOUT_FILE} in it; build it with 'notegrade build'")
     return read_heldout(path)
 
 
