@@ -1,4 +1,6 @@
-"""A feature file's contents in memory (:class:`FeatureSet`, what a held-out one must hold) and its batches (:class:`FeatureLoader`).
+"""A feature file's contents in memory (:class:`FeatureSet`, what a held-out one holds) and its batches.
+
+:class:`FeatureLoader` gives the training batches; :func:`check_heldout` what a held-out file must hold.
 
 The on-disk format, its reader and its writers live in ``featurefile.py`` beside this file, which
 re-exports these names (callers import them from there).  They sit apart because they are the
@@ -75,8 +77,8 @@ class FeatureSet:
 
 
 def check_heldout(heldout: FeatureSet, *, frontend_hash: Callable[..., str]) -> dict:
-    """What makes a feature file a held-out file the toolkit packs (:func:`autograder.featurefile.validate_heldout`
-    reads the file with the toolkit's front-end hash, then calls this).
+    """What makes a feature file a held-out file the toolkit packs (``featurefile.validate_heldout`` reads
+    the file with the toolkit's front-end hash, then calls this).
 
     ``frontend_hash()`` is the toolkit's front-end hash, ``frontend_hash(params)`` that of the file's
     parameters.  Refuses, saying what to do: parameters edited after the hash, a feature file of
@@ -112,7 +114,8 @@ def check_heldout(heldout: FeatureSet, *, frontend_hash: Callable[..., str]) -> 
     family_counts = heldout.family_counts()
     return {"notes": len(heldout), "split": heldout.split, "frontend_hash": expected, "family_counts": family_counts,
             "missing": [f for f, n in family_counts.items() if n == 0],
-            "train_sample": len(sample) if sample is not None else 0, "reference_metrics": "reference" in heldout.metadata}
+            "train_sample": len(sample) if sample is not None else 0,
+            "reference_metrics": "reference" in heldout.metadata}
 
 
 class FeatureLoader:

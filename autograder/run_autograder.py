@@ -145,7 +145,7 @@ def _record_isolation(data: dict, state: dict) -> None:
 
 
 def _guard_session(**kwargs: Any) -> Any:
-    """This run's per-submission held-out guard: secret, digest, rate limit, source scan (``autograder/heldout_guard``)."""
+    """This run's per-submission held-out guard: secret, digest, rate limit, source scan (``heldout_guard/``)."""
     from autograder.heldout_guard.session import Session
 
     return Session.prepare(**kwargs)

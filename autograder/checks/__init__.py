@@ -90,8 +90,8 @@ REGISTRY: "dict[str, CheckSpec]" = {spec.name: spec for spec in (
 )}
 
 def validate_params(check_name: str, params: "dict[str, Any]") -> "list[str]":
-    """Problems with a rubric item's check and params (empty list: fine): :func:`autograder.checks.params.params_problems`
-    for a registered check."""
+    """Problems with a rubric item's check and params (empty list: fine): for a registered check,
+    :func:`autograder.checks.params.params_problems`."""
     spec = REGISTRY.get(check_name)
     if spec is None:
         return [f"unknown check {check_name!r} (known checks: {', '.join(sorted(REGISTRY))})"]

@@ -1,4 +1,4 @@
-"""The instructor tools' one import walker: what a module of the ``autograder`` package imports, and what a set of them reaches.
+"""The instructor tools' one import walker: what an ``autograder`` module imports, and what a set of them reaches.
 
 Read from the source with :mod:`ast` (nothing is imported).  Two tools stand on it:
 :mod:`autograder.instructor.build.grading_code` (the grading code the autograder zip ships: the

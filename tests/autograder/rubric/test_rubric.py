@@ -6,8 +6,8 @@ import pathlib
 import pytest
 
 from autograder.checks.outcome import CheckSpec
-from autograder.errors import NotegradeError
 from autograder.checks.params import params_problems
+from autograder.errors import NotegradeError
 from autograder.rubric import ContainerSettings, LatePolicy, load_rubric, parse_rubric
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -156,8 +156,8 @@ def test_any_registry_is_checked_by_the_checks_own_parameter_validator():
     """One validator (autograder.checks.params): a test registry gets the ranges and messages the real checks get."""
     spec = REGISTRY["heldout_accuracy"]
     assert params_problems(spec, {"zero_at": 0.2, "full_at": 1}) == []  # an int is a valid float
-    assert params_problems(spec, {"zero_at": True}) == ["heldout_accuracy: parameter 'zero_at' must be a number, not bool",
-                                                         "heldout_accuracy: parameter 'full_at' is required"]
+    assert params_problems(spec, {"zero_at": True}) == [
+        "heldout_accuracy: parameter 'zero_at' must be a number, not bool", "heldout_accuracy: parameter 'full_at' is required"]
     assert "item 2.1: heldout_accuracy: parameter 'batch_size' must be between 1 and 4096, got 0" in rejection(
         GOOD.replace("{ zero_at = 0.25, full_at = 0.6 }", "{ zero_at = 0.25, full_at = 0.6, batch_size = 0 }"))
     assert "item 2.1: heldout_accuracy: zero_at (0.6) must be below full_at (0.25)" in rejection(
