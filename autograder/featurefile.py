@@ -39,22 +39,25 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from autograder.atomic import PendingFile
 from autograder.errors import NotegradeError
-from autograder.featureset import FAMILIES, FeatureLoader, FeatureSet
+from autograder.featureset import FAMILIES, FeatureLoader, FeatureSet, check_heldout
 
 # FAMILIES, FeatureSet and FeatureLoader are re-exported: callers, and the template's flat imports,
 # name this module for the whole feature-file API.
 __all__ = ["FAMILIES", "FEATURE_SHAPE", "FORMAT", "KINDS", "NOTE_STR_BYTES", "SAMPLE_PREFIX", "FeatureFileWriter",
-           "FeatureLoader", "FeatureSet", "read_feature_file", "write_feature_file", "write_heldout_with_sample"]
+           "FeatureLoader", "FeatureSet", "read_feature_file", "validate_heldout", "write_feature_file",
+           "write_heldout_with_sample"]
 
 FORMAT = "notegrade-features/1"
 KINDS = ("features", "heldout")
 FEATURE_SHAPE = (1, 64, 64)
 NOTE_STR_BYTES = 64
+SAMPLE_PREFIX = "sample_"  # a held-out file's training sample: sample_labels, ...
 _DTYPES = {"labels": ("I64", np.int64), "notes": ("I64", np.int64), "features": ("F16", np.float16), "note_str": ("U8", np.uint8)}
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
@@ -73,12 +76,28 @@ def _decode_note_strs(raw: np.ndarray) -> list[str]:
     return [bytes(row).rstrip(b"\0").decode("ascii") for row in raw]
 
 
+def _layout(shapes: dict[str, list[int]], metadata: dict[str, str]) -> tuple[bytes, dict[str, int], int]:
+    """The safetensors head (8-byte length + JSON header padded to 8 bytes) for tensors of these names and
+    shapes, stored in this order without holes; each tensor's offset after the head; the data's size."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offsets, offset = {}, 0
+    for name, shape in shapes.items():
+        code, dtype = _DTYPES[name.removeprefix(SAMPLE_PREFIX)]
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offsets[name], offset = offset, offset + size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # safetensors pads the header to 8 bytes
+    return struct.pack("<Q", len(blob)) + blob, offsets, offset
+
+
 class FeatureFileWriter:
     """Create a feature file whose ``features`` are filled in place (for builders that stream).
 
     ``with FeatureFileWriter(path, n=..., ...) as w: w.features[i:j] = ...`` writes everything
-    but the features up front, memory-maps the features region for writing, and renames the
-    finished file into place only on success (so an interrupted build leaves no half file).
+    but the features up front into a temp file beside ``path``
+    (:class:`autograder.atomic.PendingFile`), memory-maps its features region for writing, and
+    renames it into place only on success (so an interrupted build leaves no half file).
     """
 
     def __init__(self, path: str | os.PathLike, *, labels: np.ndarray, notes: np.ndarray,
@@ -94,44 +113,37 @@ class FeatureFileWriter:
         if n and (labels.min() < 0 or labels.max() >= len(FAMILIES)):
             raise NotegradeError(f"labels must be family ids 0..{len(FAMILIES) - 1}, got {labels.min()}..{labels.max()}")
         self.path = Path(path)
-        self._tmp = self.path.with_name(self.path.name + ".partial")
         small = {"labels": labels, "notes": notes, "note_str": _encode_note_strs(note_strs)}
-        shapes = {"labels": [n], "notes": [n], "features": [n, *FEATURE_SHAPE], "note_str": [n, NOTE_STR_BYTES]}
-        header: dict[str, Any] = {"__metadata__": {
-            "format": FORMAT, "kind": kind, "frontend_params": json.dumps(frontend_params, sort_keys=True),
-            "frontend_hash": str(frontend_hash), "split": str(split), "families": json.dumps(list(FAMILIES)),
-            "created_by": created_by,
-        }}
-        offset = 0
         # int64 first, then float16, then bytes: every tensor starts aligned to its item size.
-        for name in ("labels", "notes", "features", "note_str"):
-            code, dtype = _DTYPES[name]
-            size = int(np.prod(shapes[name])) * np.dtype(dtype).itemsize
-            header[name] = {"dtype": code, "shape": shapes[name], "data_offsets": [offset, offset + size]}
-            offset += size
-        blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % 8)  # safetensors pads the header to 8 bytes
-        self._data_start = 8 + len(blob)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            f.truncate(self._data_start + offset)
+        head, offsets, size = _layout(
+            {"labels": [n], "notes": [n], "features": [n, *FEATURE_SHAPE], "note_str": [n, NOTE_STR_BYTES]},
+            {"format": FORMAT, "kind": kind, "frontend_params": json.dumps(frontend_params, sort_keys=True),
+             "frontend_hash": str(frontend_hash), "split": str(split), "families": json.dumps(list(FAMILIES)),
+             "created_by": created_by})
+        self._pending = PendingFile(self.path, fsync=False)
+        try:
+            f = self._pending.handle
+            f.write(head)
+            f.truncate(len(head) + size)
             for name, array in small.items():
-                f.seek(self._data_start + header[name]["data_offsets"][0])
+                f.seek(len(head) + offsets[name])
                 f.write(array.tobytes())
-        self.features = np.memmap(self._tmp, dtype=np.float16, mode="r+", shape=(n, *FEATURE_SHAPE),
-                                  offset=self._data_start + header["features"]["data_offsets"][0]) if n else \
-            np.zeros((0, *FEATURE_SHAPE), np.float16)
+            f.flush()
+            self.features = np.memmap(f, dtype=np.float16, mode="r+", shape=(n, *FEATURE_SHAPE),
+                                      offset=len(head) + offsets["features"]) if n else \
+                np.zeros((0, *FEATURE_SHAPE), np.float16)
+        except BaseException:
+            self._pending.discard()
+            raise
 
     def close(self, *, ok: bool = True) -> None:
         if isinstance(self.features, np.memmap):
             self.features.flush()
         del self.features
         if ok:
-            os.replace(self._tmp, self.path)
+            self._pending.commit()
         else:
-            self._tmp.unlink(missing_ok=True)
+            self._pending.discard()
 
     def __enter__(self) -> "FeatureFileWriter":
         return self
@@ -215,7 +227,15 @@ def read_feature_file(path: str | os.PathLike, *, expected_frontend_hash: str | 
                       note_strs=_decode_note_strs(arrays["note_str"]), metadata=dict(meta), path=path, sample=sample)
 
 
-SAMPLE_PREFIX = "sample_"
+
+def validate_heldout(path: str | os.PathLike, *, frontend_hash: Callable[..., str]) -> dict:
+    """The one check of a held-out file: after ``notegrade heldout`` writes it, before ``notegrade build`` packs it.
+
+    ``frontend_hash()`` is the toolkit's front-end hash, ``frontend_hash(params)`` that of a file's
+    parameters (the front-end module's ``frontend_hash``, passed in: the grading code never imports
+    it).  Read with the toolkit's hash, then :func:`autograder.featureset.check_heldout`.
+    """
+    return check_heldout(read_feature_file(path, expected_frontend_hash=frontend_hash()), frontend_hash=frontend_hash)
 
 
 def _read_tensors(path: Path, header: dict, data_start: int, *, prefix: str, mmap: bool) -> dict[str, np.ndarray]:
@@ -250,7 +270,6 @@ def write_heldout_with_sample(path: str | os.PathLike, *, heldout: FeatureSet, s
     Small files (a few thousand notes), so everything is written from memory; the file is renamed
     into place only when complete.
     """
-    path = Path(path)
     tensors: dict[str, np.ndarray] = {}
     for prefix, part in (("", heldout), (SAMPLE_PREFIX, sample)):
         if part is None:
@@ -259,30 +278,12 @@ def write_heldout_with_sample(path: str | os.PathLike, *, heldout: FeatureSet, s
         tensors[prefix + "notes"] = np.ascontiguousarray(part.notes, dtype=np.int64)
         tensors[prefix + "features"] = np.ascontiguousarray(part.features, dtype=np.float16)
         tensors[prefix + "note_str"] = _encode_note_strs(part.note_strs)
-    metadata = {k: v for k, v in heldout.metadata.items()}
-    metadata.update(extra_metadata or {})
-    header: dict[str, Any] = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
-    offset = 0
-    # No holes between tensors (safetensors forbids them); every size is a multiple of 8 bytes
-    # (int64 counts, 64x64 float16 features, 64-byte names), so every tensor stays aligned.
-    for name, array in tensors.items():
-        code = _DTYPES[name.removeprefix(SAMPLE_PREFIX)][0]
-        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    tmp = path.with_name(path.name + ".partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            for array in tensors.values():
-                f.write(array.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
+    metadata = {**heldout.metadata, **(extra_metadata or {})}
+    # Every size is a multiple of 8 bytes (int64 counts, 64x64 float16 features, 64-byte names), so
+    # every tensor stays aligned.
+    head, _, _ = _layout({name: list(a.shape) for name, a in tensors.items()}, {k: str(v) for k, v in metadata.items()})
+    with PendingFile(path) as pending:
+        pending.handle.write(head)
+        for array in tensors.values():
+            pending.handle.write(array.tobytes())
+    return Path(path)

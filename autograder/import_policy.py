@@ -22,6 +22,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from autograder.atomic import PUBLIC, write_atomically
+from autograder.layout import CHECKOUT_REQUIREMENTS, REQUIREMENTS_FILE
+
 POLICY_FILE = "import_policy.json"  # = autograder/harness/imports.py's
 HARNESS_PACKAGE = "notegrade_harness"  # = the sandbox's name for the harness copy
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -71,7 +74,7 @@ def import_names(text: str) -> "list[str]":
 
 def requirements_of(source: Path) -> "Path | None":
     """The requirements.txt of an unpacked autograder (the zip's root; in a source checkout, gradescope/)."""
-    for candidate in (source / "requirements.txt", source / "autograder" / "gradescope" / "requirements.txt"):
+    for candidate in (source / REQUIREMENTS_FILE, source / CHECKOUT_REQUIREMENTS):
         if candidate.is_file():
             return candidate
     return None
@@ -83,6 +86,4 @@ def write_policy(sandbox: Any, allowed: "list[str] | None") -> None:
     if allowed is None:
         return
     path = os.path.join(sandbox.lib_dir, HARNESS_PACKAGE, POLICY_FILE)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump({"allowed": sorted(set(allowed))}, handle)
-    os.chmod(path, 0o644)
+    write_atomically(path, json.dumps({"allowed": sorted(set(allowed))}), mode=PUBLIC, fsync=False)

@@ -10,8 +10,8 @@ Example
 >>> import pathlib
 >>> results_file(pathlib.Path("/autograder")).as_posix()
 '/autograder/results/results.json'
->>> HELDOUT_FILE, RUBRIC_FILE
-('heldout.safetensors', 'rubric.toml')
+>>> HELDOUT_FILE, RUBRIC_FILE, in_container(SUBMISSION_DIR)
+('heldout.safetensors', 'rubric.toml', '/autograder/submission')
 """
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ MANIFEST_FILE = "MANIFEST.json"
 SETUP_SCRIPT = "setup.sh"
 RUN_SCRIPT = "run_autograder"
 DOCKERFILE = "Dockerfile"
+SECRET_FILE = "heldout.secret"  # the key of the held-out order, perturbation and split (heldout_guard/secret.py)
+GRADING_PACKAGE = "autograder"  # the grading code's folder
+# What every autograder folder holds (a zip without them is not one).
+REQUIRED = (SETUP_SCRIPT, RUN_SCRIPT, REQUIREMENTS_FILE, RUBRIC_FILE, HELDOUT_FILE, GRADING_PACKAGE)
+# In a source checkout the shipped scripts sit in autograder/gradescope/ (`notegrade build` copies them to the root).
+CHECKOUT_REQUIREMENTS = f"{GRADING_PACKAGE}/gradescope/{REQUIREMENTS_FILE}"
 
 # The Gradescope root
 DEFAULT_ROOT = "/autograder"
@@ -35,6 +41,11 @@ RESULTS_FILE = "results.json"
 METADATA_FILE = "submission_metadata.json"
 
 
+def in_container(*parts: str) -> str:
+    """A path inside Gradescope's root as a container sees it (``/autograder/...``)."""
+    return "/".join((DEFAULT_ROOT, *parts))
+
+
 def source_dir(root: pathlib.Path) -> pathlib.Path:
     """The autograder folder inside a Gradescope root."""
     return root / SOURCE_DIR
@@ -42,6 +53,10 @@ def source_dir(root: pathlib.Path) -> pathlib.Path:
 
 def submission_dir(root: pathlib.Path) -> pathlib.Path:
     return root / SUBMISSION_DIR
+
+
+def results_dir(root: pathlib.Path) -> pathlib.Path:
+    return root / RESULTS_DIR
 
 
 def results_file(root: pathlib.Path) -> pathlib.Path:

@@ -140,7 +140,7 @@ def _extra_data(rubric: Rubric, graded: list[GradedItem], late: LatePenalty | No
                               "zeroed": late.zeroed, "line": late.line, "note": late.note}
     return {"rubric_title": rubric.title, "total_points": rubric.total_points, **_accuracy_data(graded),
             "toolkit_version": __version__, "rubric_hash": rubric.rubric_hash, "late": late_data,
-            # Filled in by the held-out integrity session (autograder/integrity); this default keeps
+            # Filled in by the per-submission held-out guard (autograder/heldout_guard); this default keeps
             # the key present in every results.json, error results included.
             "integrity": {"train_on_test": None, "tampering": []}}
 
@@ -158,11 +158,12 @@ def _finish(data: dict[str, Any], rubric: Rubric, *, execution_time: float) -> d
 
 
 def build_results(*, rubric: Rubric, graded: list[GradedItem], metadata: dict | None, metadata_note: str = "",
-                  execution_time: float | None = None, integrity: Any = None) -> Results:
+                  execution_time: float | None = None, guard: Any = None) -> Results:
     """Run one gradescope-utils test per graded item and post-process into the full results.json.
 
-    ``integrity``: an ``autograder.heldout_guard.session.Session`` (run_autograder's), whose ``apply``
-    adds the held-out lines (public part, per family, the hidden integrity line) and extra_data."""
+    ``guard``: the per-submission held-out guard, an ``autograder.heldout_guard.session.Session``
+    (run_autograder's), whose ``apply`` adds the held-out lines (public part, per family, the hidden
+    "Integrity (instructors only)" line) and ``extra_data["integrity"]``."""
     by_number = {g.item.number: g for g in graded}
     columns = _leaderboard_values(rubric, graded)
     methods = {f"test_{i:04d}": _test_method(g) for i, g in enumerate(graded)}
@@ -188,8 +189,8 @@ def build_results(*, rubric: Rubric, graded: list[GradedItem], metadata: dict | 
         data["score"] = earned - late.penalty
         data["leaderboard"] = [e for e in data["leaderboard"] if e.get("value") is not None]
         data["extra_data"] = _extra_data(rubric, graded, late)
-        if integrity is not None:
-            integrity.apply(data, graded)
+        if guard is not None:
+            guard.apply(data, graded)
 
     stream = io.StringIO()  # JSONTestRunner also dumps the JSON here; the file is written by the caller
     runner = JSONTestRunner(stream=stream, visibility=rubric.visibility, stdout_visibility=rubric.stdout_visibility,

@@ -82,18 +82,18 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
     from autograder.results import build_results
     from autograder.rubric import load_rubric
 
-    source = root / "source"
-    rubric = load_rubric(source / "rubric.toml")
+    source = layout.source_dir(root)
+    rubric = load_rubric(source / layout.RUBRIC_FILE)
     state["rubric"] = rubric
 
-    metadata, note = read_metadata(root / "submission_metadata.json")
-    heldout = source / "heldout.safetensors"
+    metadata, note = read_metadata(layout.metadata_file(root))
+    heldout = source / layout.HELDOUT_FILE
     if not heldout.is_file():
         raise NotegradeError(f"{heldout}: the held-out file is missing from the autograder (rebuild it with `notegrade build`)")
-    upload = root / "submission"
+    upload = layout.submission_dir(root)
     upload.mkdir(exist_ok=True)  # an empty submission is graded (every item fails), not an error
     # The upload itself is hidden too: student code gets only the assignment's files (see submission.py).
-    hide = [source, root / "submission_metadata.json", root / "results", upload]
+    hide = [source, layout.metadata_file(root), layout.results_dir(root), upload]
     try:
         from tqdm import tqdm
         progress = tqdm(total=len(rubric.items), desc="grading", unit="item", file=sys.stderr, disable=None)
@@ -101,18 +101,18 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
         progress = None
     staging = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-upload-"))
     try:
-        prepared = prepare_submission(upload, staging / "submission", files=rubric.submission_files,
+        prepared = prepare_submission(upload, staging / layout.SUBMISSION_DIR, files=rubric.submission_files,
                                       max_file_mb=rubric.sandbox.get("max_file_mb", 50.0))
         print(f"submission: graded {prepared.folder or 'the top folder'}; copied {prepared.copied}; "
               f"ignored {prepared.ignored[:50]}", flush=True)
-        # The integrity session digests exactly the graded files (after the layout is resolved).
-        integrity = _integrity_session(rubric=rubric, source=source, submission=prepared.path, metadata=metadata)
-        context = CheckContext(heldout_path=heldout, heldout_run=integrity.run,
+        # The held-out guard digests exactly the graded files (after the layout is resolved).
+        guard = _guard_session(rubric=rubric, source=source, submission=prepared.path, metadata=metadata)
+        context = CheckContext(heldout_path=heldout, heldout_run=guard.run,
                                max_source_kb=rubric.heldout.max_source_kb, checkpoint_policy=rubric.checkpoint)
         with _open_sandbox(submission=prepared.path, limits=rubric.sandbox, hide=hide) as sandbox:
             _log_isolation(sandbox, state)
             _import_policy(sandbox, source)
-            grade_items(rubric=rubric, sandbox=integrity.watch(sandbox), registry=integrity.registry(REGISTRY),
+            grade_items(rubric=rubric, sandbox=guard.watch(sandbox), registry=guard.registry(REGISTRY),
                         context=context,
                         deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
             print(f"sandbox: {sandbox.describe()}", flush=True)  # the instructor's log (results/stdout)
@@ -124,7 +124,7 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
             progress.close()
         shutil.rmtree(staging, ignore_errors=True)
     results = build_results(rubric=rubric, graded=state["graded"], metadata=metadata, metadata_note=note,
-                            execution_time=time.monotonic() - started, integrity=integrity)
+                            execution_time=time.monotonic() - started, guard=guard)
     add_submission_notes(results.data, prepared.notes(files=rubric.submission_files))
     results.data["extra_data"]["submission"] = {"folder": prepared.folder, "copied": prepared.copied,
                                                 "ignored": prepared.ignored[:200]}
@@ -144,8 +144,8 @@ def _record_isolation(data: dict, state: dict) -> None:
         data["extra_data"]["isolation"] = state["isolation"]
 
 
-def _integrity_session(**kwargs: Any) -> Any:
-    """The held-out integrity of this run: secret, digest, rate limit, source scan (``autograder/heldout_guard``)."""
+def _guard_session(**kwargs: Any) -> Any:
+    """This run's per-submission held-out guard: secret, digest, rate limit, source scan (``heldout_guard/``)."""
     from autograder.heldout_guard.session import Session
 
     return Session.prepare(**kwargs)

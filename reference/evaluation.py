@@ -39,10 +39,10 @@ def load_state_dict(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        from autograder.checks.checkpoint import _first_line  # torch's refusal without ANSI codes or boilerplate
+        from autograder.checks.checkpoint import torch_refusal_line  # torch's refusal without ANSI codes or boilerplate
 
         raise NotegradeError(f"{path} is not a weights-only PyTorch checkpoint ({type(err).__name__}: "
-                             f"{_first_line(err)})") from None
+                             f"{torch_refusal_line(err)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

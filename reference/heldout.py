@@ -13,10 +13,11 @@ Two optional parts serve the grader's train-on-test detector:
 - ``--reference-model model.pt`` records the reference's accuracy and loss on both parts, so the
   detector can also compare a submission's gap with the reference's.
 
-After writing, the file is read back and validated: not empty, labels in range, the toolkit's
-front-end hash, no note shared between the sample and the held-out notes, and the per-family
-counts are reported (a family with no notes is named, since the grader's per-family accuracy
-will be missing for it).
+After writing, the file is read back and validated by the check ``notegrade build`` makes too
+(:func:`autograder.featurefile.validate_heldout`: the toolkit's front-end hash, not empty, no note
+id twice, no note shared between the sample and the held-out notes), and the per-family counts
+are reported (a family with no notes is named, since the grader's per-family accuracy will be
+missing for it).
 
 Example
 -------
@@ -38,6 +39,7 @@ import numpy as np
 
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES, read_feature_file, write_heldout_with_sample
+from autograder.featurefile import validate_heldout as check_heldout_file
 from reference.features import frontend_hash
 from reference.make_features import build_feature_file
 
@@ -52,26 +54,9 @@ EXAMPLES = """examples:
 
 
 def validate_heldout(path: str | Path) -> dict:
-    """Read a held-out file back and check it; returns ``{"notes": N, "family_counts": {...}, "missing": [...],
-    "train_sample": n}``."""
-    heldout = read_feature_file(path, expected_frontend_hash=frontend_hash(), mmap=False)
-    if heldout.kind != "heldout":
-        raise NotegradeError(f"{path}: is a {heldout.kind!r} file, not a held-out file; build one with `notegrade heldout`")
-    if len(heldout) == 0:
-        raise NotegradeError(f"{path}: the held-out file has no notes")
-    if heldout.labels.min() < 0 or heldout.labels.max() >= len(FAMILIES):
-        raise NotegradeError(f"{path}: labels outside 0..{len(FAMILIES) - 1}")
-    if len(set(heldout.notes.tolist())) != len(heldout):
-        raise NotegradeError(f"{path}: duplicate note ids; the split's examples.json repeats notes")
-    sample = heldout.sample
-    if sample is not None:
-        shared = set(heldout.note_strs) & set(sample.note_strs)
-        if shared:
-            raise NotegradeError(f"{path}: the training sample shares {len(shared)} note(s) with the held-out notes "
-                                 f"(e.g. {sorted(shared)[0]}): --train-sample must be the training split")
-    counts = heldout.family_counts()
-    return {"notes": len(heldout), "family_counts": counts, "missing": [f for f, n in counts.items() if n == 0],
-            "train_sample": len(sample) if sample is not None else 0}
+    """Read a held-out file back and check it (:func:`autograder.featurefile.validate_heldout`, the same check
+    ``notegrade build`` makes); returns ``{"notes": N, "family_counts": {...}, "missing": [...], "train_sample": n, ...}``."""
+    return check_heldout_file(path, frontend_hash=frontend_hash)
 
 
 def _sampler(size: int, seed: int):
@@ -87,7 +72,7 @@ def reference_metrics(checkpoint: str | Path, heldout_path: str | Path) -> dict:
     """The reference's accuracy and loss on the held-out notes and on the training sample (unperturbed)."""
     import torch
 
-    from autograder.checks.heldout import _sample_metrics, mean_cross_entropy
+    from autograder.checks.heldout import mean_cross_entropy, train_sample_metrics
     from reference.evaluation import load_state_dict
     from reference.model import NoteCNN
 
@@ -105,7 +90,7 @@ def reference_metrics(checkpoint: str | Path, heldout_path: str | Path) -> dict:
 
     held = logits(data.features)
     labels = np.asarray(data.labels, dtype=np.int64)
-    sample = _sample_metrics(logits(data.sample.features), np.asarray(data.sample.labels, dtype=np.int64),
+    sample = train_sample_metrics(logits(data.sample.features), np.asarray(data.sample.labels, dtype=np.int64),
                              np.bincount(labels, minlength=len(FAMILIES)))
     return {"heldout_accuracy": round(float((held.argmax(1) == labels).mean()), 4),
             "heldout_loss": round(mean_cross_entropy(held, labels), 4),

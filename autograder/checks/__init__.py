@@ -51,6 +51,7 @@ from autograder.checks import architecture, heldout, losses, modes, stability, t
 from autograder.checks.common import tolerate_malformed_answers
 from autograder.checks.context import CheckContext
 from autograder.checks.outcome import CheckSpec, ItemOutcome, SubCheck
+from autograder.checks.params import params_problems
 
 __all__ = ["REGISTRY", "validate_params", "CheckContext", "CheckSpec", "ItemOutcome", "SubCheck"]
 
@@ -92,44 +93,10 @@ REGISTRY: "dict[str, CheckSpec]" = {spec.name: spec for spec in (
           context_fields=HELDOUT_CONTEXT),
 )}
 
-# Types of the parameters whose default is None (required).
-_REQUIRED_TYPES = {"zero_at": float, "full_at": float}
-_RANGES: "dict[str, tuple[float, float]]" = {
-    "seed": (0, 2**32 - 1), "rtol": (1e-12, 1.0), "atol": (0.0, 1.0), "lr": (1e-9, 100.0), "epochs": (1, 10000),
-    "max_loss": (1e-9, 100.0), "batch_size": (1, 4096), "zero_at": (0.0, 1.0), "full_at": (0.0, 1.0),
-    "gpu_min_agreement": (0.5, 1.0), "gpu_verify_notes": (0, 1_000_000)}
-
-
-def _type_problem(check: str, key: str, value: Any, expected: type) -> "str | None":
-    if isinstance(value, bool) or not isinstance(value, (int, float) if expected is float else expected):
-        kind = "a number" if expected is float else "an integer" if expected is int else expected.__name__
-        return f"{check}: parameter {key!r} must be {kind}, not {type(value).__name__}"
-    return None
-
-
 def validate_params(check_name: str, params: "dict[str, Any]") -> "list[str]":
-    """Problems with a rubric item's check and params (empty list: fine), for the rubric validator."""
+    """Problems with a rubric item's check and params (empty list: fine): for a registered check,
+    :func:`autograder.checks.params.params_problems`."""
     spec = REGISTRY.get(check_name)
     if spec is None:
         return [f"unknown check {check_name!r} (known checks: {', '.join(sorted(REGISTRY))})"]
-    problems = []
-    for key, value in params.items():
-        if key not in spec.params:
-            known = ", ".join(sorted(spec.params)) or "none"
-            problems.append(f"{check_name}: unknown parameter {key!r} (known: {known})")
-            continue
-        default = spec.params[key]
-        expected = _REQUIRED_TYPES.get(key, float) if default is None else type(default)
-        problem = _type_problem(check_name, key, value, expected)
-        if problem:
-            problems.append(problem)
-            continue
-        low, high = _RANGES.get(key, (float("-inf"), float("inf")))
-        if not low <= value <= high:
-            problems.append(f"{check_name}: parameter {key!r} must be between {low:g} and {high:g}, got {value!r}")
-    for key, default in spec.params.items():
-        if default is None and key not in params:
-            problems.append(f"{check_name}: parameter {key!r} is required")
-    if not problems and "zero_at" in params and "full_at" in params and params["zero_at"] >= params["full_at"]:
-        problems.append(f"{check_name}: zero_at ({params['zero_at']}) must be below full_at ({params['full_at']})")
-    return problems
+    return params_problems(spec, params)

@@ -40,12 +40,12 @@ from typing import Any
 
 import numpy as np
 
+from autograder.assignment import DEFAULT_CHECKPOINT_POLICY
 from autograder.checks import weight_bits
 from autograder.checks.architecture import LAYERS, TOTAL_PARAMS
 from autograder.checks.common import Budget, call, outcome_for_failure, prerequisites
 from autograder.checks.outcome import ItemOutcome
 
-DEFAULT_POLICY = {"buffer_budget": 4096, "module_prefix": "accept"}
 MODULE_PREFIXES = ("accept", "refuse")
 SAVE_HINT = 'save your weights with torch.save(model.state_dict(), "model.pt")'
 PREFIX_FIX = ("python -c \"import torch; s = torch.load('model.pt'); torch.save({k.removeprefix('module.'): v "
@@ -80,7 +80,7 @@ class Checkpoint:
 
 def policy_from(raw: "dict | None") -> dict:
     """The rubric's ``[checkpoint]`` table over the defaults."""
-    return {**DEFAULT_POLICY, **(raw or {})}
+    return {**DEFAULT_CHECKPOINT_POLICY, **(raw or {})}
 
 
 def _looks_like_text(data: bytes) -> bool:
@@ -92,8 +92,9 @@ def _looks_like_text(data: bytes) -> bool:
     return sum(c.isprintable() or c in "\n\r\t" for c in text) >= 0.95 * max(len(text), 1)
 
 
-def _first_line(err: BaseException) -> str:
-    """The line of torch's refusal that names the problem, without ANSI codes or "Please file an issue"."""
+def torch_refusal_line(err: BaseException) -> str:
+    """The line of torch's refusal (``torch.load`` with ``weights_only=True``) that names the problem, without
+    ANSI codes or "Please file an issue", at most 200 characters; also what ``notegrade evaluate`` says."""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
     lines = [line for line in lines if line]
     specific = [line for line in lines if "Unsupported" in line or "WeightsUnpickler" in line]
@@ -128,7 +129,7 @@ def _load(data: bytes) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever torch says, the student gets one sentence
-        line = _first_line(err)
+        line = torch_refusal_line(err)
         pickled = re.search(r"GLOBAL ([\w.]+)", line)
         name = pickled.group(1) if pickled else ""
         if name and name.rsplit(".", 1)[-1][:1].isupper() and not name.startswith(("torch.", "collections.")):

@@ -35,8 +35,8 @@ from autograder.checks.heldout_presentation import (HeldoutRun, derive_key, pres
                                                    restore_order)
 from autograder.checks.outcome import ItemOutcome, SubCheck
 from autograder.errors import NotegradeError
+from autograder.featureset import FAMILIES
 
-FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal")
 ACCURACY_DIGITS = 3  # 0.1 point: what students see, and what the points are computed from
 
 
@@ -80,11 +80,14 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((np.argmax(logits, axis=1) == labels).mean()) if len(labels) else float("nan")
 
 
-def _sample_metrics(logits: np.ndarray, labels: np.ndarray, heldout_counts: np.ndarray) -> dict:
+def train_sample_metrics(logits: np.ndarray, labels: np.ndarray, heldout_counts: np.ndarray) -> dict:
     """The training sample's accuracy and loss, and its accuracy re-weighted to the held-out family mix.
 
-    Re-weighting compares like with like: NSynth's test split has another family mix than a random
-    training sample (e.g. no synth_lead), and families differ in difficulty.
+    ``logits`` and ``labels`` are the sample's; ``heldout_counts`` the held-out notes per family id.
+    Returns ``{"accuracy", "loss", "count", "accuracy_matched"}``.  Re-weighting compares like with
+    like: NSynth's test split has another family mix than a random training sample (e.g. no
+    synth_lead), and families differ in difficulty.  The grader's train-on-test detector and
+    ``notegrade heldout --reference-model`` both use it.
     """
     correct = np.argmax(logits, axis=1) == labels
     per_family, weights = [], []
@@ -200,7 +203,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
                                  "secret": run.has_secret, "batches": len(plan.batches),
                                  "public_fraction": run.public_fraction})
     if m:
-        metrics["train_sample"] = _sample_metrics(logits[n:], np.asarray(sample.labels, dtype=np.int64),
+        metrics["train_sample"] = train_sample_metrics(logits[n:], np.asarray(sample.labels, dtype=np.int64),
                                                   np.bincount(labels, minlength=len(families)))
     return ItemOutcome(fraction=fraction, subchecks=[SubCheck(accuracy_label, shown >= full_at, 1.0, message)],
                        message="".join(note + "\n" for note in verified.notes) + message, data=metrics)

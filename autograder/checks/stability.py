@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from autograder.checks.common import Budget, describe
-from autograder.checks.losses import (Case, _params, gradcheck_subcheck, gradient_subcheck,  # noqa: F401
-                                      oracle, problem_with, run_cases, value_subcheck)  # oracle: the example uses it
+from autograder.checks.losses import (Case, gradcheck_subcheck, gradient_subcheck, oracle, problem_with, run_cases,
+                                      seeded_tolerances, value_subcheck)
 from autograder.checks.outcome import ItemOutcome, SubCheck
 
 
@@ -36,7 +36,7 @@ def sce_cases(rng: np.random.Generator) -> "list[Case]":
 
 def run_softmax_ce_backward(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """Forward value, hand-written gradient, grad_output scaling, backward actually used, gradcheck."""
-    rng, rtol, atol = _params(params)
+    rng, rtol, atol = seeded_tolerances(params)
     plain, scaled = sce_cases(rng)
     entries, blocked = run_cases(sandbox, Budget(timeout_s, sandbox), [plain, scaled])
     if blocked:
@@ -91,7 +91,7 @@ def _finite_value_and_grad(entry: "dict | None", case: Case, *, rtol: float, ato
 
 def run_stability(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """Finite, correct values and finite gradients at extreme logits and probabilities."""
-    rng, rtol, atol = _params(params)
+    rng, rtol, atol = seeded_tolerances(params)
     cases = stability_cases(rng)
     entries, blocked = run_cases(sandbox, Budget(timeout_s, sandbox), cases)
     if blocked:

@@ -4,119 +4,33 @@ TRUSTED side.  The worker drives the student's train.py with a harness-owned MLP
 (16 -> 24 -> ReLU -> 11) whose initial weights and data are seeded here, and torch's own
 cross-entropy, so model.py and losses.py cannot fail these items.  Every verdict is
 recomputed from raw data: the weights the worker returns are replayed through an oracle
-(float64 autograd of the same MLP), e.g. two SGD steps must land exactly where
-``p - lr * grad`` twice lands.
+(:mod:`autograder.checks.fit_probes`: float64 autograd of the same MLP), e.g. two SGD steps must
+land exactly where ``p - lr * grad`` twice lands.
 
 Example
 -------
->>> rng = np.random.default_rng(0)
->>> flat = flatten(init_params(rng))
->>> x, y = batch(rng, 8)
->>> loss, grad = loss_and_grad(flat, x, y)
->>> grad.shape == flat.shape and loss > 0
-True
+>>> [(s["name"], s["ran"], s["best"]) for s in _fit_scenarios()]
+[('stops', 4, 2), ('improves', 3, 3)]
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from autograder.checks.common import Budget, call, close, describe, outcome_for_failure, prerequisites
+from autograder.checks.common import call, close, describe, outcome_for_failure
+from autograder.checks.fit_probes import (accuracy, batch, entry_error, flatten, init_params, loss_and_grad,
+                                          mode_shifts, probe_inputs, returned_weights, start_train_item)
 from autograder.checks.outcome import ItemOutcome, SubCheck
-
-SHAPES = {"hidden.weight": (24, 16), "hidden.bias": (24,), "out.weight": (11, 24), "out.bias": (11,)}
-N_PARAMS = sum(int(np.prod(shape)) for shape in SHAPES.values())
-
-
-def _weights(result: Any, name: str, rows: "int | None" = None) -> "np.ndarray | None":
-    """A returned weight vector (or ``rows`` x vector matrix) as float64, None if absent or malformed."""
-    array = result.arrays.get(name)
-    if array is None or array.dtype.kind != "f":
-        return None
-    if rows is None and array.shape != (N_PARAMS,):
-        return None
-    if rows is not None and (array.ndim != 2 or array.shape[1] != N_PARAMS):
-        return None
-    return array.astype(np.float64)
-
-
-def init_params(rng: np.random.Generator) -> "dict[str, np.ndarray]":
-    return {name: (rng.normal(size=shape) / np.sqrt(shape[-1] if len(shape) > 1 else 24)).astype(np.float32)
-            for name, shape in SHAPES.items()}
-
-
-def flatten(params: "dict[str, np.ndarray]") -> np.ndarray:
-    return np.concatenate([params[name].reshape(-1) for name in SHAPES]).astype(np.float64)
-
-
-def batch(rng: np.random.Generator, size: int) -> "tuple[np.ndarray, np.ndarray]":
-    return rng.normal(size=(size, 1, 4, 4)).astype(np.float32), rng.integers(0, 11, size=size).astype(np.int64)
-
-
-def _forward(flat: np.ndarray, x: np.ndarray, requires_grad: bool = False) -> "tuple[torch.Tensor, torch.Tensor]":
-    theta = torch.tensor(flat, dtype=torch.float64, requires_grad=requires_grad)
-    parts, start = {}, 0
-    for name, shape in SHAPES.items():
-        size = int(np.prod(shape))
-        parts[name] = theta[start : start + size].reshape(shape)
-        start += size
-    hidden = F.relu(F.linear(torch.from_numpy(x).double().flatten(1), parts["hidden.weight"], parts["hidden.bias"]))
-    return F.linear(hidden, parts["out.weight"], parts["out.bias"]), theta
-
-
-def mode_shifts(rng: np.random.Generator) -> "dict[str, np.ndarray]":
-    """Two logit shifts of different sizes on different classes: the worker's probe model adds
-    ``eval_shift`` in eval mode and ``nograd_shift`` with gradients off, so outputs tell the mode."""
-    first, second = rng.choice(11, size=2, replace=False)
-    eval_shift, nograd_shift = np.zeros(11, np.float32), np.zeros(11, np.float32)
-    eval_shift[first] = float(rng.uniform(2.0, 3.0))
-    nograd_shift[second] = float(rng.uniform(1.0, 1.8))
-    return {"eval_shift": eval_shift, "nograd_shift": nograd_shift}
-
-
-def loss_and_grad(flat: np.ndarray, x: np.ndarray, y: np.ndarray,
-                  shift: "np.ndarray | None" = None) -> "tuple[float, np.ndarray]":
-    """Mean cross-entropy of the MLP at ``flat`` (logits + ``shift``) and its gradient (float64)."""
-    logits, theta = _forward(flat, x, True)
-    if shift is not None:
-        logits = logits + torch.from_numpy(np.asarray(shift, dtype=np.float64))
-    loss = F.cross_entropy(logits, torch.from_numpy(y))
-    # autograd.grad rather than the solution's `loss.backward()` line, which assign's leak check
-    # (this file is vendored into the student template) would flag as solution text.
-    (grad,) = torch.autograd.grad(loss, theta)
-    return float(loss.detach()), grad.numpy()
-
-
-def accuracy(flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
-    logits, _ = _forward(flat, x)
-    return float((logits.argmax(1).numpy() == y).mean())
-
-
-def _inputs(params: "dict[str, np.ndarray]", **arrays: np.ndarray) -> "dict[str, np.ndarray]":
-    return {**{f"init.{name}": value for name, value in params.items()}, **arrays}
-
-
-def _start(sandbox: Any, timeout_s: float) -> "tuple[Budget, ItemOutcome | None]":
-    budget = Budget(timeout_s, sandbox)
-    return budget, prerequisites(sandbox, budget, files=("train.py",), modules=("train",))
 
 
 def _same(got: "np.ndarray | None", want: np.ndarray) -> bool:
     return got is not None and close(got, want, rtol=1e-3, atol=1e-5)
 
 
-def _error_text(entry: dict) -> str:
-    error = entry.get("error") or {}
-    where = f" (at {error['where']})" if error.get("where") else ""
-    return f"{error.get('message', 'failed')}{where}"
-
-
 def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """One SGD step per batch with fresh gradients, the per-example mean loss, train mode, loss goes down."""
-    budget, blocked = _start(sandbox, timeout_s)
+    budget, blocked = start_train_item(sandbox, timeout_s)
     if blocked:
         return blocked
     rng, lr = np.random.default_rng(int(params.get("seed", 0))), float(params.get("lr", 0.5))
@@ -124,7 +38,7 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
     (xa, ya), (xb, yb), (xc, yc) = batch(rng, 8), batch(rng, 4), batch(rng, 6)
     shifts = mode_shifts(rng)
     result = call(sandbox, budget, "train_step", {"lr": lr},
-                  _inputs(init, xa=xa, ya=ya, xb=xb, yb=yb, xc=xc, yc=yc, **shifts))
+                  probe_inputs(init, xa=xa, ya=ya, xb=xb, yb=yb, xc=xc, yc=yc, **shifts))
     if not result.ok:
         return outcome_for_failure(result, "train_one_epoch")
     two, one = result.value.get("two_batches") or {}, result.value.get("one_batch") or {}
@@ -134,8 +48,8 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
     loss_b, grad_b = loss_and_grad(p1, xb, yb)
     p2, accumulated = p1 - lr * grad_b, p1 - lr * (grad_a + grad_b)
     if two.get("error"):
-        return ItemOutcome.failed("error", _error_text(two))
-    got = _weights(result, "two_batches.params")
+        return ItemOutcome.failed("error", entry_error(two))
+    got = returned_weights(result, "two_batches.params")
     # The same two steps with the model left in eval mode (the probe model's eval shift on).
     shift = shifts["eval_shift"]
     q1 = p0 - lr * loss_and_grad(p0, xa, ya, shift)[1]
@@ -170,10 +84,10 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
                     f"forward ran in eval mode or never ran ({source}): call model.train() at the start of "
                     "train_one_epoch")
     if one.get("error"):
-        lower = SubCheck("one step lowers the loss", False, 1.0, _error_text(one))
+        lower = SubCheck("one step lowers the loss", False, 1.0, entry_error(one))
     else:
         before = loss_and_grad(p0, xc, yc)[0]
-        after_params = _weights(result, "one_batch.params")
+        after_params = returned_weights(result, "one_batch.params")
         after = loss_and_grad(after_params, xc, yc)[0] if after_params is not None else before
         lower = SubCheck("one step lowers the loss", after < before, 1.0,
                          f"one epoch on a fixed batch took its loss from {before:.4f} to {after:.4f}" +
@@ -183,7 +97,7 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
 
 def run_train_overfit(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """Repeated train_one_epoch calls on 16 examples must drive the loss near 0 and accuracy to 100%."""
-    budget, blocked = _start(sandbox, timeout_s)
+    budget, blocked = start_train_item(sandbox, timeout_s)
     if blocked:
         return blocked
     rng = np.random.default_rng(int(params.get("seed", 0)))
@@ -191,12 +105,12 @@ def run_train_overfit(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOu
     init = init_params(rng)
     x, y = batch(rng, 16)
     result = call(sandbox, budget, "train_overfit", {"epochs": epochs, "lr": float(params.get("lr", 0.01))},
-                  _inputs(init, x=x, y=y))
+                  probe_inputs(init, x=x, y=y))
     if not result.ok:
         return outcome_for_failure(result, "train_one_epoch")
     if result.value.get("error"):
-        return ItemOutcome.failed("error", _error_text(result.value))
-    final = _weights(result, "final.params")
+        return ItemOutcome.failed("error", entry_error(result.value))
+    final = returned_weights(result, "final.params")
     if final is None:
         return ItemOutcome.failed("error", "the worker returned no usable weights")
     start = loss_and_grad(flatten(init), x, y)[0]
@@ -219,7 +133,7 @@ def _fit_scenarios() -> "list[dict]":
 
 def run_fit_early_stopping(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """fit stops after ``patience`` epochs without a new best validation loss and restores the best weights."""
-    budget, blocked = _start(sandbox, timeout_s)
+    budget, blocked = start_train_item(sandbox, timeout_s)
     if blocked:
         return blocked
     rng = np.random.default_rng(int(params.get("seed", 0)))
@@ -227,13 +141,13 @@ def run_fit_early_stopping(sandbox: Any, params: dict, *, timeout_s: float) -> I
     (xt, yt), (xv, yv) = batch(rng, 8), batch(rng, 8)
     scenarios = _fit_scenarios()
     result = call(sandbox, budget, "fit_early_stopping", {"scenarios": scenarios},
-                  _inputs(init, xt=xt, yt=yt, xv=xv, yv=yv))
+                  probe_inputs(init, xt=xt, yt=yt, xv=xv, yv=yv))
     if not result.ok:
         return outcome_for_failure(result, "fit")
     stops, improves = (result.value.get(s["name"]) or {} for s in scenarios)
     for entry in (stops, improves):
         if entry.get("error"):
-            return ItemOutcome.failed("error", _error_text(entry))
+            return ItemOutcome.failed("error", entry_error(entry))
     subchecks = []
     for scenario, entry, title in ((scenarios[0], stops, "stops after patience"),
                                    (scenarios[1], improves, "runs every epoch while improving")):
@@ -246,8 +160,8 @@ def run_fit_early_stopping(sandbox: Any, params: dict, *, timeout_s: float) -> I
                                   f"{scenario['epochs']} epochs: ran {ran} epochs, history has {length} entries" + (
                                       "" if ok else f", expected {scenario['ran']} and {scenario['ran']}: stop once "
                                       f"{scenario['patience']} epochs in a row bring no new best validation loss")))
-        snapshots = _weights(result, f"{scenario['name']}.snapshots", rows=0)
-        final = _weights(result, f"{scenario['name']}.final")
+        snapshots = returned_weights(result, f"{scenario['name']}.snapshots", rows=0)
+        final = returned_weights(result, f"{scenario['name']}.final")
         best = scenario["best"]
         if snapshots is None or final is None or len(snapshots) < best:
             subchecks.append(SubCheck(f"best weights ({scenario['name']})", False, 1.0,

@@ -23,9 +23,7 @@ from typing import Any
 
 from autograder.heldout_guard import tampering
 from autograder.heldout_guard import trained_on_heldout as train_on_test
-
-SHORT = {"bass": "bass", "brass": "brass", "flute": "flute", "guitar": "guit", "keyboard": "keyb", "mallet": "mall",
-         "organ": "organ", "reed": "reed", "string": "str", "synth_lead": "synth", "vocal": "vocal"}
+from autograder.report import SHORT_FAMILY
 
 
 def points_visibility(rubric: Any, item: Any) -> str:
@@ -75,7 +73,7 @@ def _details_line(item: Any, data: dict, visibility: str) -> "dict | None":
         return None
     names = list(per_family) if len(per_family) == len(confusion) else [str(i) for i in range(len(confusion))]
     rows = [f"{name:<11} {'-' if value is None else f'{value:.1%}':>6}" for name, value in per_family.items()]
-    short = [SHORT.get(n, n[:5]) for n in names]
+    short = [SHORT_FAMILY.get(n, n[:5]) for n in names]
     matrix = ["true \\ pred " + " ".join(f"{s:>5}" for s in short)]
     matrix += [f"{short[i]:<11} " + " ".join(f"{v:>5}" for v in row) for i, row in enumerate(confusion)]
     text = ("Per-family accuracy on all held-out notes:\n" + "\n".join(rows) +

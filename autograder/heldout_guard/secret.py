@@ -23,8 +23,8 @@ import secrets
 from pathlib import Path
 
 from autograder.errors import NotegradeError
+from autograder.layout import SECRET_FILE as SECRET_NAME  # noqa: F401  (build/command.py imports it from here)
 
-SECRET_NAME = "heldout.secret"  # in the autograder directory (the zip's root)
 SECRET_BYTES = 32
 _HEADER = b"notegrade-secret/1\n"
 

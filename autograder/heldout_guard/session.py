@@ -1,4 +1,4 @@
-"""One grading run's held-out integrity: what ``run_autograder`` asks of this package, in one object.
+"""One grading run's held-out guard: what ``run_autograder`` asks of this package, in one object.
 
 ``run_autograder`` (the Gradescope entry point) calls, in order::
 
@@ -6,7 +6,7 @@
     CheckContext(heldout_run=session.run, ...)  # secret + submission digest + perturbation + split
     registry = session.registry(REGISTRY)       # over the rate limit: the held-out item keeps a result
     sandbox = session.watch(sandbox)            # collects the worker's audit records
-    build_results(..., integrity=session)       # -> session.apply(data, graded) adds the lines
+    build_results(..., guard=session)           # -> session.apply(data, graded) adds the lines
 
 Example
 -------
@@ -29,14 +29,15 @@ from typing import Any
 from autograder.checks.heldout_presentation import NO_SECRET, HeldoutRun, submission_digest
 from autograder.heldout_guard import rate_limit
 from autograder.heldout_guard import tampering
-from autograder.heldout_guard.secret import SECRET_NAME, read_secret
+from autograder.heldout_guard.secret import read_secret
+from autograder.layout import HELDOUT_FILE, SECRET_FILE
 
 HELDOUT_CHECK = "heldout_accuracy"
 
 
 @dataclass
 class Session:
-    """Everything one run needs for the held-out item's integrity, and what it found."""
+    """Everything one run needs to guard the held-out item, and what it found."""
 
     rubric: Any
     run: HeldoutRun  # the run's held-out presentation: the grader's CheckContext.heldout_run
@@ -51,8 +52,8 @@ class Session:
     def prepare(cls, *, rubric: Any, source: pathlib.Path, submission: pathlib.Path, metadata: "dict | None") -> "Session":
         """Read the secret, digest the graded files, decide the rate limit, scan the sources."""
         settings = rubric.heldout
-        secret = read_secret(pathlib.Path(source) / SECRET_NAME)
-        notes = [] if secret else [f"no {SECRET_NAME} in the autograder: the held-out order and perturbation are "
+        secret = read_secret(pathlib.Path(source) / SECRET_FILE)
+        notes = [] if secret else [f"no {SECRET_FILE} in the autograder: the held-out order and perturbation are "
                                    "predictable (rebuild it with `notegrade build`)"]
         run = HeldoutRun(secret=secret or NO_SECRET, submission_digest=submission_digest(submission),
                          perturb=settings.perturbation.enabled, gain_db=settings.perturbation.gain_db,
@@ -65,7 +66,7 @@ class Session:
                 sources[path.name] = path.read_text(encoding="utf-8", errors="replace")
         created = metadata.get("created_at") if isinstance(metadata, dict) else None
         return cls(rubric=rubric, run=run, rate=rate, static_findings=tampering.scan_sources(sources),
-                   reference=_reference_numbers(pathlib.Path(source) / "heldout.safetensors"),
+                   reference=_reference_numbers(pathlib.Path(source) / HELDOUT_FILE),
                    created_at=created if isinstance(created, str) else None, notes=notes + list(rate.notes))
 
     def registry(self, base: dict) -> dict:

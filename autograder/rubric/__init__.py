@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 try:  # Python 3.11+; Gradescope's Ubuntu 22.04 image has 3.10, which needs the tomli backport.
     import tomllib  # novermin  (guarded: tomli below on 3.10)
@@ -41,19 +41,19 @@ from autograder.rubric.model import (CONTAINER_STARTUP_MARGIN_S, DEFAULT_ITEM_TI
                                      LatePolicy, LeaderboardColumn, Rubric, RubricItem)
 from autograder.rubric.tables import (MIN_CONTAINER_MEMORY_MB, TOP_KEYS, check_sandbox, check_table, is_valid,
                                       parse_checkpoint, parse_cluster, parse_container, parse_heldout, parse_items,
-                                      parse_late_policy, parse_leaderboard, parse_submission, validate_check_params)
+                                      parse_late_policy, parse_leaderboard, parse_submission)
 
 __all__ = ["CONTAINER_STARTUP_MARGIN_S", "DEFAULT_ITEM_TIMEOUT_S", "DEFAULT_TIME_BUDGET_S", "GRADESCOPE_MAX_TIMEOUT_S",
            "MIN_CONTAINER_MEMORY_MB", "VISIBILITIES", "ContainerSettings", "HeldoutSettings", "LatePolicy", "LeaderboardColumn", "Rubric",
-           "RubricItem", "load_rubric", "parse_rubric", "tomllib", "validate_check_params"]
+           "RubricItem", "load_rubric", "parse_rubric", "tomllib"]
 
 
-def _default_registry() -> tuple[Mapping[str, Any], Callable[[str, dict], list[str]] | None]:
-    """The real checks: ``(REGISTRY, validate_params)`` from ``autograder.checks``."""
+def _default_registry() -> Mapping[str, Any]:
+    """The real checks: ``autograder.checks.REGISTRY``."""
     try:
         from autograder import checks
 
-        return checks.REGISTRY, getattr(checks, "validate_params", None)
+        return checks.REGISTRY
     except (ImportError, AttributeError) as err:  # incomplete grading code: a packaging bug, say which part
         raise NotegradeError(f"cannot validate rubric checks: autograder.checks.REGISTRY is unavailable ({err})") from err
 
@@ -62,20 +62,19 @@ def parse_rubric(text: str, *, source: str = "<string>", registry: Mapping[str, 
                  validate_checks: bool = True) -> Rubric:
     """Parse and validate rubric TOML text; raise :class:`NotegradeError` listing every problem.
 
-    ``registry`` maps check names to ``CheckSpec`` (default: ``autograder.checks.REGISTRY``, whose
-    ``validate_params`` then checks the parameters; a given registry is checked by the CheckSpec contract);
+    ``registry`` maps check names to ``CheckSpec`` (default: ``autograder.checks.REGISTRY``); every item's
+    parameters are checked by the checks' own validator (:mod:`autograder.checks.params`);
     ``validate_checks=False`` skips check names/params (for tools that only read the structure).
     """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:  # the message carries "(at line L, column C)"
         raise NotegradeError(f"{source}: not valid TOML: {err}") from None
-    validator = None
     if validate_checks and registry is None:
-        registry, validator = _default_registry()
+        registry = _default_registry()
     problems: list[str] = []
     check_table(raw, TOP_KEYS, "", problems)
-    items = parse_items(raw["items"], registry if validate_checks else None, validator, problems) \
+    items = parse_items(raw["items"], registry if validate_checks else None, problems) \
         if is_valid(raw, TOP_KEYS, "items") else []
     if is_valid(raw, TOP_KEYS, "items") and not raw["items"]:
         problems.append("the rubric has no items")

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from autograder.assignment import ASSIGNMENT_FILES, DEFAULT_CHECKPOINT_POLICY
+
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 # Gradescope kills the whole run at its timeout (10 min by default) and shows no tests at all,
 # so the default budget leaves ~2 minutes for start-up, the report and results.json.
@@ -146,9 +148,9 @@ class Rubric:
     sandbox: dict[str, Any] = field(default_factory=dict)
     container: ContainerSettings = ContainerSettings()
     # [checkpoint]: model.pt's buffer budget and module. prefix policy (autograder/checks/checkpoint.py)
-    checkpoint: dict[str, Any] = field(default_factory=lambda: {"buffer_budget": 4096, "module_prefix": "accept"})
+    checkpoint: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CHECKPOINT_POLICY))
     # [submission] files: the upload's files the grader copies next to student code (autograder/upload.py)
-    submission_files: tuple[str, ...] = ("model.py", "losses.py", "train.py", "model.pt")
+    submission_files: tuple[str, ...] = ASSIGNMENT_FILES
     cluster: dict[str, Any] = field(default_factory=dict)  # [cluster]: where --slurm jobs go; not part of grading
     visibility: str = "visible"
     stdout_visibility: str = "hidden"
@@ -162,9 +164,9 @@ class Rubric:
         if self.container == ContainerSettings.default_for(self.time_budget_s):
             data.pop("container")  # so rubrics without [container] keep the hash they had before it existed
         # The same for the tables added later, at their defaults.
-        if self.checkpoint == {"buffer_budget": 4096, "module_prefix": "accept"}:
+        if self.checkpoint == DEFAULT_CHECKPOINT_POLICY:
             data.pop("checkpoint")
-        if tuple(self.submission_files) == ("model.py", "losses.py", "train.py", "model.pt"):
+        if tuple(self.submission_files) == ASSIGNMENT_FILES:
             data.pop("submission_files")
         data.pop("cluster")  # where the grading runs (a Slurm account, a partition) does not change a grade
         if self.heldout == HeldoutSettings():

@@ -14,18 +14,19 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
+from autograder.assignment import ASSIGNMENT_FILES, DEFAULT_CHECKPOINT_POLICY
 from autograder.rubric.model import (DEFAULT_ITEM_TIMEOUT_S, GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES,
                                      ContainerSettings, HeldoutSettings, LatePolicy, LeaderboardColumn, Perturbation,
                                      RateLimit, RubricItem, TrainOnTest)
 from autograder.rubric.cluster import parse_cluster, slurm_memory, slurm_minutes
 from autograder.rubric.schema import check_table, is_valid
 
-__all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_SUBMISSION_FILES", "INTEGRITY_LINES", "MIN_CONTAINER_MEMORY_MB", "TOP_KEYS",
+__all__ = ["INTEGRITY_LINES", "MIN_CONTAINER_MEMORY_MB", "TOP_KEYS",
            "check_sandbox", "check_table", "is_valid", "parse_checkpoint", "parse_cluster", "parse_container",
            "parse_heldout", "parse_items", "parse_late_policy", "parse_leaderboard", "parse_submission",
-           "slurm_memory", "slurm_minutes", "validate_check_params"]
+           "slurm_memory", "slurm_minutes"]
 
 MIN_CONTAINER_MEMORY_MB = 512  # the grader and the worker each import torch (~370 MB together)
 _NUMBER_RE = re.compile(r"^\d+(\.\d+)*$")
@@ -48,39 +49,13 @@ _LATE_CHOICES = {"unit": ("points", "percent"), "per": ("day", "hour"),
 _CONTAINER_KEYS = {"memory_mb": (_NUM, False), "cpus": (_NUM, False), "timeout_s": (_NUM, False)}
 _CHECKPOINT_KEYS = {"buffer_budget": ((int,), False), "module_prefix": (_STR, False)}
 _SUBMISSION_KEYS = {"files": ((list,), False)}
-DEFAULT_CHECKPOINT = {"buffer_budget": 4096, "module_prefix": "accept"}  # = autograder.checks.checkpoint.DEFAULT_POLICY
-DEFAULT_SUBMISSION_FILES = ("model.py", "losses.py", "train.py", "model.pt")
 _LEADERBOARD_KEYS = {"name": ((str,), True), "item": ((str,), True), "field": ((str,), True),
                      "order": ((str,), False)}
 
 
-def validate_check_params(spec: Any, params: Mapping[str, Any]) -> list[str]:
-    """Problems with ``params`` by the :class:`~autograder.checks.outcome.CheckSpec` contract.
-
-    Known names only; a ``None`` default means required; a value has the type of its default
-    (an int is accepted where a float is expected).  The real checks refine this with their own
-    ``autograder.checks.validate_params`` (value ranges etc.), which :func:`parse_rubric` prefers.
-    """
-    problems = []
-    for name, value in params.items():
-        if name not in spec.params:
-            problems.append(f"unknown parameter {name!r} for check {spec.name!r} (known: {', '.join(spec.params) or 'none'})")
-            continue
-        default = spec.params[name]
-        if default is None:
-            continue
-        expected = float if isinstance(default, float) else type(default)
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (numeric if expected is float else isinstance(value, expected)):
-            problems.append(f"parameter {name!r} must be {type(default).__name__}, got {value!r}")
-    for name, default in spec.params.items():
-        if default is None and name not in params:
-            problems.append(f"check {spec.name!r} needs parameter {name!r}")
-    return problems
-
-
-def parse_items(raw_items: list, registry: Mapping[str, Any] | None, validator: Callable | None,
-                problems: list[str]) -> list[RubricItem]:
+def parse_items(raw_items: list, registry: Mapping[str, Any] | None, problems: list[str]) -> list[RubricItem]:
+    """``[[items]]``; with a ``registry`` (check name -> CheckSpec) each item's check and its parameters too
+    (:func:`autograder.checks.params.params_problems`, the checks' own validator)."""
     items: list[RubricItem] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_items, start=1):
@@ -114,8 +89,9 @@ def parse_items(raw_items: list, registry: Mapping[str, Any] | None, validator: 
                 hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(registry))}"
                 problems.append(f"{where}unknown check {raw['check']!r} ({hint})")
             else:
-                found = validator(spec.name, dict(params)) if validator else validate_check_params(spec, params)
-                problems.extend(where + p for p in found)
+                from autograder.checks.params import params_problems
+
+                problems.extend(where + p for p in params_problems(spec, params))
         if len(problems) == before:
             items.append(RubricItem(
                 number=number, title=raw["title"], points=float(raw["points"]), check=raw["check"],
@@ -204,7 +180,7 @@ def parse_checkpoint(raw: Mapping[str, Any], problems: list[str]) -> dict[str, A
         problems.append(f"{where}buffer_budget must be in [0, 1000000] values, got {raw['buffer_budget']}")
     if is_valid(raw, _CHECKPOINT_KEYS, "module_prefix") and raw["module_prefix"] not in ("accept", "refuse"):
         problems.append(f"{where}module_prefix {raw['module_prefix']!r} is not one of accept, refuse")
-    return dict(DEFAULT_CHECKPOINT) if len(problems) > before else {**DEFAULT_CHECKPOINT, **raw}
+    return dict(DEFAULT_CHECKPOINT_POLICY) if len(problems) > before else {**DEFAULT_CHECKPOINT_POLICY, **raw}
 
 
 def parse_submission(raw: Mapping[str, Any], problems: list[str]) -> tuple[str, ...]:
@@ -213,13 +189,13 @@ def parse_submission(raw: Mapping[str, Any], problems: list[str]) -> tuple[str, 
     where = "submission: "
     before = len(problems)
     check_table(raw, _SUBMISSION_KEYS, where, problems)
-    files = raw.get("files", list(DEFAULT_SUBMISSION_FILES))
+    files = raw.get("files", list(ASSIGNMENT_FILES))
     if is_valid(raw, _SUBMISSION_KEYS, "files"):
         bad = [f for f in files if not isinstance(f, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", f)
                or f.startswith(".")]
         if bad or not files:
             problems.append(f"{where}files must be a non-empty list of plain file names (no folders), got {files!r}")
-    return DEFAULT_SUBMISSION_FILES if len(problems) > before else tuple(files)
+    return ASSIGNMENT_FILES if len(problems) > before else tuple(files)
 
 
 

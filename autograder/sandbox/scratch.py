@@ -32,7 +32,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from autograder.sandbox import cleanup, files
+from autograder.sandbox import cleanup, files, tree_copy
 
 HARNESS_PACKAGE = "notegrade_harness"
 # The harness is a sibling package (autograder/harness, or _selfcheck/harness in the template).
@@ -87,9 +87,9 @@ class Scratch:
             os.close(fd)
         return cls(path)
 
-    def copy_submission(self, submission: str, limits: object) -> files.CopyReport:
+    def copy_submission(self, submission: str, limits: object) -> tree_copy.CopyReport:
         """Copy the submission into ``work/`` (before :meth:`hand_over`)."""
-        return files.copy_tree(submission, self.work, limits)
+        return tree_copy.copy_tree(submission, self.work, limits)
 
     def hand_over(self, uid: "int | None", gid: "int | None") -> None:
         """Set the modes of the module doc, by file descriptor; ``uid`` None: keep everything ours (0700)."""

@@ -41,6 +41,7 @@ import pwd
 import stat
 import time
 
+from autograder.atomic import write_atomically
 from autograder.errors import NotegradeError
 from autograder.sandbox import cleanup, processes
 
@@ -198,10 +199,7 @@ class StudentUid:
     @staticmethod
     def _advance(state_dir: str, uid: int, candidates: range) -> None:
         following = uid + 1 if uid + 1 in candidates else candidates.start
-        tmp = os.path.join(state_dir, f"next.{os.getpid()}")
-        with open(tmp, "w") as handle:
-            handle.write(f"{following}\n")
-        os.replace(tmp, os.path.join(state_dir, "next"))
+        write_atomically(os.path.join(state_dir, "next"), f"{following}\n", fsync=False)
 
     def kill_everything(self) -> bool:
         """Kill every process of this uid; True once none is left (zombies aside)."""

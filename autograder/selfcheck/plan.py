@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autograder.assignment import ASSIGNMENT_FILES
 from autograder.errors import NotegradeError
+from autograder.layout import CHECKOUT_REQUIREMENTS, REQUIREMENTS_FILE, RUBRIC_FILE
 
 EXPORT_FORMAT = "notegrade-selfcheck-rubric/1"
 EXPORT_NAME = "rubric.json"  # next to this module in the vendored copy
@@ -62,7 +64,7 @@ class Plan:
     # accuracy estimate and the budget message match Gradescope's; nothing secret.
     heldout: dict = dataclasses.field(default_factory=dict)
     checkpoint: dict = dataclasses.field(default_factory=dict)  # the rubric's [checkpoint] (budget, module. prefix)
-    submission_files: "tuple[str, ...]" = ("model.py", "losses.py", "train.py", "model.pt")
+    submission_files: "tuple[str, ...]" = ASSIGNMENT_FILES
     allowed_imports: "tuple[str, ...] | None" = None  # the grading runtime's packages (requirements.txt); None: any
 
 
@@ -141,7 +143,7 @@ def toolkit_allowed_imports() -> "list[str] | None":
     """The toolkit's grading runtime (autograder/gradescope/requirements.txt) as import names; None when absent."""
     from autograder.import_policy import import_names
 
-    requirements = Path(__file__).resolve().parent / "gradescope" / "requirements.txt"
+    requirements = Path(__file__).resolve().parents[2] / CHECKOUT_REQUIREMENTS
     return import_names(requirements.read_text(encoding="utf-8")) if requirements.is_file() else None
 
 
@@ -155,27 +157,27 @@ def plan_from_autograder(path: "str | os.PathLike") -> Plan:
         if path.is_dir():
             from autograder.import_policy import requirements_of
 
-            rubric_text = (path / "rubric.toml").read_text(encoding="utf-8")
+            rubric_text = (path / RUBRIC_FILE).read_text(encoding="utf-8")
             requirements = requirements_of(path)
             req_text = requirements.read_text(encoding="utf-8") if requirements is not None else None
         else:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
-                rubric_text = archive.read("rubric.toml").decode("utf-8")
-                found = [n for n in ("requirements.txt", "autograder/gradescope/requirements.txt") if n in names]
+                rubric_text = archive.read(RUBRIC_FILE).decode("utf-8")
+                found = [n for n in (REQUIREMENTS_FILE, CHECKOUT_REQUIREMENTS) if n in names]
                 req_text = archive.read(found[0]).decode("utf-8") if found else None
     except FileNotFoundError:
         raise NotegradeError(f"--autograder {path}: no such file or folder") from None
     except KeyError:
-        raise NotegradeError(f"--autograder {path}: not an autograder zip (no rubric.toml at its root)") from None
+        raise NotegradeError(f"--autograder {path}: not an autograder zip (no {RUBRIC_FILE} at its root)") from None
     except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as err:
         raise NotegradeError(f"--autograder {path}: cannot read it ({err})") from None
     with tempfile.TemporaryDirectory(prefix="notegrade-rubric-") as tmp:
-        (Path(tmp) / "rubric.toml").write_text(rubric_text, encoding="utf-8")
-        plan = load_plan(Path(tmp) / "rubric.toml")
+        (Path(tmp) / RUBRIC_FILE).write_text(rubric_text, encoding="utf-8")
+        plan = load_plan(Path(tmp) / RUBRIC_FILE)
     from autograder.import_policy import import_names
 
-    return dataclasses.replace(plan, source=f"{path} (rubric.toml)",
+    return dataclasses.replace(plan, source=f"{path} ({RUBRIC_FILE})",
                                allowed_imports=tuple(import_names(req_text)) if req_text is not None else None)
 
 

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from autograder import __version__
+from autograder.assignment import ASSIGNMENT_FILES
 from autograder.errors import NotegradeError
 from autograder.selfcheck.plan import Plan, late_summary
 
 if TYPE_CHECKING:
     from autograder.checks.context import CheckContext
 
-SUBMITTED = ("model.py", "losses.py", "train.py", "model.pt")
+SUBMITTED = ASSIGNMENT_FILES  # the default [submission] files (a folder holding any of them is the student's)
 VALIDATION_LABEL = "validation accuracy (your file), not the held-out score"
 NO_FEATURES_HINT = ("not run: the held-out labels stay on Gradescope; to estimate this item, build your validation "
                     "features (python make_features.py --nsynth nsynth-valid --out valid.safetensors) and run again "

@@ -1,4 +1,6 @@
-"""A feature file's contents in memory (:class:`FeatureSet`) and its training batches (:class:`FeatureLoader`).
+"""A feature file's contents in memory (:class:`FeatureSet`, what a held-out one holds) and its batches.
+
+:class:`FeatureLoader` gives the training batches; :func:`check_heldout` what a held-out file must hold.
 
 The on-disk format, its reader and its writers live in ``featurefile.py`` beside this file, which
 re-exports these names (callers import them from there).  They sit apart because they are the
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -72,6 +74,48 @@ class FeatureSet:
         """Notes per family name (every family, zeros included)."""
         counts = np.bincount(self.labels, minlength=len(FAMILIES))
         return {name: int(counts[i]) for i, name in enumerate(FAMILIES)}
+
+
+def check_heldout(heldout: FeatureSet, *, frontend_hash: Callable[..., str]) -> dict:
+    """What makes a feature file a held-out file the toolkit packs (``featurefile.validate_heldout`` reads
+    the file with the toolkit's front-end hash, then calls this).
+
+    ``frontend_hash()`` is the toolkit's front-end hash, ``frontend_hash(params)`` that of the file's
+    parameters.  Refuses, saying what to do: parameters edited after the hash, a feature file of
+    another kind, no notes, a note id more than once, a training sample that shares notes with the
+    held-out notes.  Returns ``{"notes", "split", "frontend_hash", "family_counts", "missing",
+    "train_sample", "reference_metrics"}``.
+    """
+    path, expected = heldout.path, frontend_hash()
+    try:
+        recomputed = frontend_hash(heldout.frontend_params)
+    except (TypeError, ValueError):  # not JSON-serialisable parameters: a damaged file
+        recomputed = None
+    if recomputed != expected:
+        raise NotegradeError(f"{path}: its front-end parameters do not match its front-end hash {expected}; "
+                             "the file was edited or corrupted: rebuild it with `notegrade heldout`")
+    if heldout.kind != "heldout":
+        raise NotegradeError(f"{path}: is a {heldout.kind!r} file, not a held-out file; make one with `notegrade heldout`")
+    if len(heldout) == 0:
+        raise NotegradeError(f"{path}: the held-out file has no notes")
+    ids, counts = np.unique(heldout.notes, return_counts=True)
+    if (counts > 1).any():
+        first = int(ids[counts > 1][0])
+        name = heldout.note_strs[int(np.flatnonzero(heldout.notes == first)[0])]
+        raise NotegradeError(f"{path}: {int((counts > 1).sum())} note id(s) appear more than once (e.g. note {first}, "
+                             f"{name}: the split's examples.json repeats notes); remove the repeated entries from "
+                             "examples.json and rebuild the file with `notegrade heldout`")
+    sample = heldout.sample
+    if sample is not None:
+        shared = set(heldout.note_strs) & set(sample.note_strs)
+        if shared:
+            raise NotegradeError(f"{path}: the training sample shares {len(shared)} note(s) with the held-out notes "
+                                 f"(e.g. {sorted(shared)[0]}): --train-sample must be the training split")
+    family_counts = heldout.family_counts()
+    return {"notes": len(heldout), "split": heldout.split, "frontend_hash": expected, "family_counts": family_counts,
+            "missing": [f for f, n in family_counts.items() if n == 0],
+            "train_sample": len(sample) if sample is not None else 0,
+            "reference_metrics": "reference" in heldout.metadata}
 
 
 class FeatureLoader:

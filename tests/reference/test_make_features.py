@@ -70,6 +70,23 @@ def test_heldout_file_is_validated_and_counted(tiny_nsynth, tmp_path):
         validate_heldout(features)
 
 
+def test_heldout_refuses_a_split_that_lists_a_note_twice(tiny_nsynth, tmp_path):
+    """The same check `notegrade build` makes (tests/instructor/build: a duplicated note fails the build)."""
+    import json
+    import shutil
+
+    split = tmp_path / "nsynth-test"
+    shutil.copytree(tiny_nsynth / "nsynth-test", split)
+    examples = json.loads((split / "examples.json").read_text())
+    first, second = sorted(examples)[:2]
+    examples[second]["note"] = examples[first]["note"]
+    (split / "examples.json").write_text(json.dumps(examples))
+    with pytest.raises(NotegradeError, match=rf"1 note id\(s\) appear more than once \(e\.g\. note "
+                                             rf"{examples[first]['note']}, .*remove the repeated entries from "
+                                             r"examples\.json and rebuild the file with `notegrade heldout`"):
+        make_heldout(nsynth=split, out=tmp_path / "heldout.safetensors", progress=False)
+
+
 def test_cli_render_features_heldout_smoke(tmp_path, capsys):
     data = tmp_path / "data"
     assert cli(["data", "render", "--out", str(data), "--soundfont", "/usr/share/sounds/sf2/TimGM6mb.sf2",

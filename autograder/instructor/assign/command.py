@@ -71,6 +71,7 @@ MANIFEST: tuple[Shipped, ...] = (
     Shipped("make_features.py", "reference/make_features.py", "whole", "NSynth split -> feature file (complete)"),
     Shipped("pipeline.py", "reference/pipeline.py", "whole", "training driver: data, `fit`, `model.pt`, plots (complete)"),
     Shipped("errors.py", "autograder/errors.py", "whole", "the error type the support code raises (complete)"),
+    Shipped("atomic.py", "autograder/atomic.py", "whole", "the atomic file writer featurefile.py uses (complete)"),
 )
 
 

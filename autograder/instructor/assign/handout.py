@@ -22,6 +22,7 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
+from autograder.assignment import ASSIGNMENT_FILES, DEFAULT_CHECKPOINT_POLICY
 from autograder.errors import NotegradeError
 from autograder.instructor.assign.handout_text import (GITIGNORE, PREFIX_ACCEPT, PREFIX_REFUSE, README_BODY, REQUIREMENTS,
                                                 SBATCH, SELFCHECK_ACCURACY, SUBMIT_SECTION,
@@ -226,8 +227,8 @@ def submit_section(rubric_path: "Path | None") -> str:
     from autograder.rubric import load_rubric
 
     rubric = load_rubric(rubric_path, validate_checks=False) if rubric_path is not None else None
-    files = rubric.submission_files if rubric else ("model.py", "losses.py", "train.py", "model.pt")
-    policy = rubric.checkpoint if rubric else {"buffer_budget": 4096, "module_prefix": "accept"}
+    files = rubric.submission_files if rubric else ASSIGNMENT_FILES
+    policy = rubric.checkpoint if rubric else DEFAULT_CHECKPOINT_POLICY
     text = SUBMIT_SECTION.format(files=", ".join(f"`{name}`" for name in files),
                                  budget=f"{int(policy['buffer_budget']):,}",
                                  prefix=PREFIX_ACCEPT if policy["module_prefix"] == "accept" else PREFIX_REFUSE)

@@ -4,7 +4,8 @@ Students run ``python selfcheck.py`` on their own machine, with no notegrade ins
 grader's checks, the untrusted harness, the sandbox, the per-item loop and the self-check itself
 are copied into the private package ``_selfcheck/`` with their imports rewritten to it (the
 harness keeps its own relative imports); :func:`selfcheck_files` also writes the rubric's visible
-items (``_selfcheck/rubric.json``) and the entry point.  What is copied is computed, not listed:
+items (``_selfcheck/rubric.json``) and the entry point.  What is copied is computed, not listed
+(with the import walker ``notegrade build`` uses, :mod:`autograder.instructor.build.import_closure`):
 the ``checks``, ``harness`` and ``selfcheck`` packages whole, plus every grading module they
 import, followed transitively, and any imported subpackage (``sandbox/``) whole, so a new sandbox
 helper comes along without an edit here.  Split
@@ -12,9 +13,9 @@ from :mod:`autograder.instructor.assign.command`, which adds these files to the 
 
 Example
 -------
->>> sorted(_grading_imports("from autograder import sandbox\\nfrom autograder.items import Item\\n",
-...                         path="autograder/selfcheck/command.py", package="autograder"))
-['items', 'sandbox']
+>>> sources = _selfcheck_sources(Path(__file__).resolve().parents[3])
+>>> "autograder/items.py" in sources, "autograder/sandbox/core.py" in sources, "autograder/rubric/tables.py" in sources
+(True, True, False)
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from autograder.errors import NotegradeError
 from autograder.instructor.assign import handout
 from autograder.instructor.assign.markers import flatten_imports
 from autograder.instructor.assign.sources import module_name, must_parse
+from autograder.instructor.build.import_closure import reach
+from autograder.layout import CHECKOUT_REQUIREMENTS
 
 SELFCHECK_PACKAGE = "_selfcheck"  # private, so an installed toolkit's `autograder` is never shadowed
 SELFCHECK_PACKAGES = ("checks", "harness", "selfcheck")  # vendored whole, with what they import
@@ -34,55 +37,23 @@ SELFCHECK_PACKAGES = ("checks", "harness", "selfcheck")  # vendored whole, with 
 SELFCHECK_EXCLUDED = ("rubric",)
 
 
-def _grading_imports(text: str, *, path: str, package: str) -> set[str]:
-    """Top-level modules of the grading package that ``text`` imports: ``sandbox`` for both
-    ``from autograder.sandbox import X`` and ``from autograder import sandbox`` (and ``from . import``)."""
-    found = set()
-    for node in ast.walk(ast.parse(text, filename=path)):
-        if not isinstance(node, ast.ImportFrom):
-            continue
-        parts = package.split(".")
-        target = ".".join(parts[: len(parts) - node.level + 1] + [node.module or ""]).strip(".") if node.level else node.module
-        names = target.split(".") if target else []
-        if names[:1] == ["autograder"]:
-            found |= {names[1]} if len(names) > 1 else {alias.name for alias in node.names}
-    return found
-
-
-def _package_files(repo_root: Path, name: str) -> list[str]:
-    """Repo-relative ``.py`` files of the grading subpackage ``autograder/<name>/``, sorted."""
-    return sorted(p.relative_to(repo_root).as_posix() for p in (repo_root / "autograder" / name).glob("*.py"))
+def _package_files(repo_root: Path, name: str) -> list[Path]:
+    """The ``.py`` files of the grading subpackage ``autograder/<name>/``, sorted."""
+    return sorted((repo_root / "autograder" / name).glob("*.py"))
 
 
 def _selfcheck_sources(repo_root: Path) -> list[str]:
-    """Repo-relative sources of the vendored package: the three packages whole, and
-    every grading module they import, followed transitively (so a new sandbox helper comes along).
-
-    An imported name that is a subpackage (``autograder/sandbox/__init__.py``) comes whole, like
-    ``checks`` and ``harness``, and its files are followed in turn."""
-    sources = [source for name in SELFCHECK_PACKAGES for source in _package_files(repo_root, name)]
-    modules, packages = set(), set(SELFCHECK_PACKAGES)
-    pending = [s for s in sources if not s.startswith("autograder/harness/")]
-    while pending:
-        item = pending.pop()
-        source = item if item.endswith(".py") else f"autograder/{item}.py"
-        if not item.endswith(".py"):
-            modules.add(item)
-        if not (repo_root / source).is_file():
-            continue  # reported as missing by the caller
-        package = module_name(source).removesuffix(".__init__") if source.endswith("__init__.py") \
-            else module_name(source).rpartition(".")[0]
-        for name in _grading_imports((repo_root / source).read_text(encoding="utf-8"), path=source, package=package):
-            if name in modules or name in packages or name in SELFCHECK_EXCLUDED:
-                continue
-            if (repo_root / "autograder" / name / "__init__.py").is_file():
-                packages.add(name)
-                files = _package_files(repo_root, name)
-                sources += files
-                pending += files
-            elif (repo_root / "autograder" / f"{name}.py").is_file():
-                pending.append(name)
-    return [f"autograder/{name}.py" for name in sorted(modules)] + sources
+    """Repo-relative sources of the vendored package: the three packages whole, and every grading module
+    they reach (:func:`autograder.instructor.build.import_closure.reach`, so a new sandbox helper comes
+    along), an imported subpackage (``autograder/sandbox/``) whole.  The top package's ``__init__`` is the
+    handout's own (:data:`handout.SELFCHECK_INIT`)."""
+    package_dir = repo_root / "autograder"
+    start = [path for name in SELFCHECK_PACKAGES for path in _package_files(repo_root, name)]
+    reached = reach(start, package_dir, exclude=tuple(f"autograder.{name}" for name in SELFCHECK_EXCLUDED),
+                    whole_packages=True)
+    if reached.missing:
+        raise NotegradeError("cannot vendor the self-check: " + "; ".join(sorted(reached.missing)))
+    return sorted(p.relative_to(repo_root).as_posix() for p in reached.files - {package_dir / "__init__.py"})
 
 
 def _dotted(source: str) -> str:
@@ -131,7 +102,7 @@ def selfcheck_files(*, repo_root: Path, rubric: Path | None) -> dict[str, bytes]
     # `import librosa` fails in the self-check as it does on Gradescope.
     from autograder.import_policy import import_names
 
-    requirements = repo_root / "autograder" / "gradescope" / "requirements.txt"
+    requirements = repo_root / CHECKOUT_REQUIREMENTS
     export = export_rubric(load_rubric(rubric), frontend_hash=_frontend_hash(repo_root / "reference" / "features.py"),
                            allowed_imports=import_names(requirements.read_text(encoding="utf-8")))
     files[f"{SELFCHECK_PACKAGE}/{EXPORT_NAME}"] = (json.dumps(export, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

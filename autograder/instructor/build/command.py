@@ -84,28 +84,14 @@ def _validate_rubric(path: Path):
 
 
 def _validate_heldout(path: Path) -> dict:
-    from autograder.featurefile import read_feature_file
+    from autograder.featurefile import validate_heldout
     from reference.features import frontend_hash
 
-    expected = frontend_hash()
     if not path.is_file():
         raise NotegradeError(f"--heldout {path}: no such held-out file; make one from the NSynth test split with "
                              f"`notegrade heldout --nsynth nsynth-test --out {path}`")
-    heldout = read_feature_file(path, expected_frontend_hash=expected)  # refuses another front-end
-    try:
-        recomputed = frontend_hash(heldout.frontend_params)
-    except (TypeError, ValueError):  # not JSON-serialisable parameters: a damaged file
-        recomputed = None
-    if recomputed != expected:
-        raise NotegradeError(f"{path}: its front-end parameters do not match its front-end hash {expected}; "
-                             "the file was edited or corrupted: rebuild it with `notegrade heldout`")
-    if heldout.kind != "heldout":
-        raise NotegradeError(f"{path}: is a {heldout.kind!r} file, not a held-out file; make one with `notegrade heldout`")
-    if len(heldout) == 0:
-        raise NotegradeError(f"{path}: the held-out file has no notes")
-    sample = len(heldout.sample) if heldout.sample is not None else 0
-    return {"notes": len(heldout), "split": heldout.split, "frontend_hash": expected, "train_sample": sample,
-            "reference_metrics": "reference" in heldout.metadata}
+    checked = validate_heldout(path, frontend_hash=frontend_hash)  # the check `notegrade heldout` makes
+    return {key: checked[key] for key in ("notes", "split", "frontend_hash", "train_sample", "reference_metrics")}
 
 
 _PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*$")

@@ -42,7 +42,7 @@ class IntegritySummary:
     logits_computed: int = 0
     logits_reused: int = 0
     logits_failed: list[str] = field(default_factory=list)
-    unchecked: int = 0  # results.json without the grader's integrity verdicts
+    unchecked: int = 0  # results.json without the held-out guard's verdicts (extra_data["integrity"])
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)

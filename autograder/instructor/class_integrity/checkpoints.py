@@ -5,8 +5,8 @@ weight tensor's flattened values (per layer; the pair's score is the median over
 layers, so one re-initialised layer does not hide a copy), and, for pairs that look alike, the
 share of exactly identical values.  One Gram matrix per layer gives all pairs at once.
 
-Calibration (tests/test_integrity_calibration.py, seeded CPU trainings on the synthetic
-splits): two students trained from different seeds score about 0.0 (independent initial
+Calibration (tests/instructor/class_integrity/test_planted_class.py, seeded CPU trainings on the
+synthetic splits): two students trained from different seeds score about 0.0 (independent initial
 weights stay uncorrelated through training); one epoch of fine-tuning from a shared checkpoint
 leaves 0.99; a shared checkpoint is 1.0.  The default threshold, 0.5, sits far from both.
 

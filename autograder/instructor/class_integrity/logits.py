@@ -29,11 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from autograder.atomic import PRIVATE, PendingFile, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.class_integrity.members import Member
+from autograder.layout import HELDOUT_FILE
 
 PROBE_VERSION = 2  # bump when sandbox_logits changes what it asks for
-HELDOUT_NAME = "heldout.safetensors"
 BATCH_SIZE = 256
 
 
@@ -59,23 +60,22 @@ def load_heldout(autograder: pathlib.Path, *, work: pathlib.Path) -> HeldOut:
     """The held-out file of an autograder zip (copied to ``work``, readable by root only) or directory."""
     autograder = pathlib.Path(autograder)
     if autograder.is_dir():
-        path = autograder / HELDOUT_NAME
+        path = autograder / HELDOUT_FILE
     elif zipfile.is_zipfile(autograder):
         work.mkdir(parents=True, exist_ok=True)
         os.chmod(work, 0o700)  # the labels: never readable by the sandbox's user
-        path, tmp = work / HELDOUT_NAME, work / f"{HELDOUT_NAME}.tmp"
+        path = work / HELDOUT_FILE
         with zipfile.ZipFile(autograder) as zf:
-            if HELDOUT_NAME not in zf.namelist():
-                raise NotegradeError(f"{autograder}: no {HELDOUT_NAME} in the zip; build it with 'notegrade build'")
-            with zf.open(HELDOUT_NAME) as src, open(tmp, "wb") as dst:
-                os.fchmod(dst.fileno(), 0o600)
+            if HELDOUT_FILE not in zf.namelist():
+                raise NotegradeError(f"{autograder}: no {HELDOUT_FILE} in the zip; build it with 'notegrade build'")
+            # A new file: a reader that has the old one memory-mapped (a Slurm task) keeps it.
+            with zf.open(HELDOUT_FILE) as src, PendingFile(path, mode=PRIVATE, fsync=False) as dst:
                 while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-        tmp.replace(path)  # a new file: a reader that has the old one memory-mapped (a Slurm task) keeps it
+                    dst.handle.write(chunk)
     else:
         raise NotegradeError(f"{autograder}: not an autograder zip or directory (build one with 'notegrade build')")
     if not path.is_file():
-        raise NotegradeError(f"{autograder}: no {HELDOUT_NAME} in it; build it with 'notegrade build'")
+        raise NotegradeError(f"{autograder}: no {HELDOUT_FILE} in it; build it with 'notegrade build'")
     return read_heldout(path)
 
 
@@ -156,14 +156,11 @@ def store_cached(cache: pathlib.Path, key: str, outcome: LogitsOutcome) -> None:
     if outcome.status not in ("ok", "error"):
         return  # a timeout or a crash may be the machine's fault: try again next run
     if outcome.logits is not None:
-        tmp = cache / f"{key}.tmp.npy"
-        np.save(tmp, outcome.logits)
-        tmp.replace(cache / f"{key}.npy")
+        with PendingFile(cache / f"{key}.npy", fsync=False) as pending:
+            np.save(pending.handle, outcome.logits)
     meta = {"status": outcome.status, "message": outcome.message, "seconds": round(outcome.seconds, 2),
             "probe_version": PROBE_VERSION}
-    tmp = cache / f"{key}.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    tmp.replace(cache / f"{key}.json")  # last: marks the entry complete
+    write_atomically(cache / f"{key}.json", json.dumps(meta), fsync=False)  # last: marks the entry complete
 
 
 def _one(member: Member, heldout: HeldOut, *, cache: pathlib.Path, timeout_s: float, threads: int,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from autograder.errors import NotegradeError
 from autograder.instructor.export import archive as gs_export
 from autograder.instructor.export.archive import ExportEntry, Submitter
+from autograder.layout import RESULTS_FILE
 
 
 @dataclass
@@ -119,6 +120,6 @@ def read_class(source: pathlib.Path, *, unpack_to: pathlib.Path) -> ClassInput:
         raise NotegradeError(f"{source}: no usable submission ({'; '.join(parsed.problems[:3]) or 'the export is empty'})")
     regraded = None
     if kind == "regrade":
-        regraded = {e.key: _read_json(source / "submissions" / e.key / "results.json") for e in entries}
+        regraded = {e.key: _read_json(source / "submissions" / e.key / RESULTS_FILE) for e in entries}
     members = members_from_entries(entries, regraded=regraded)
     return ClassInput(members=members, export_root=parsed.root, kind=kind, problems=parsed.problems + notes)

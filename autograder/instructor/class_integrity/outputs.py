@@ -20,6 +20,7 @@ Example
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import pathlib
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from autograder.atomic import PendingFile, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.class_integrity.evidence import COLUMNS
 
@@ -35,13 +37,11 @@ FORMAT = "notegrade-integrity/1"
 
 
 def write_csv(path: pathlib.Path, rows: list[dict[str, str]]) -> pathlib.Path:
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomically(path, text.getvalue(), fsync=False)
 
 
 def _clean(value: Any) -> Any:
@@ -58,18 +58,14 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(path: pathlib.Path, record: dict) -> pathlib.Path:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_clean({"format": FORMAT, **record}), indent=1), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomically(path, json.dumps(_clean({"format": FORMAT, **record}), indent=1), fsync=False)
 
 
 def write_npz(path: pathlib.Path, *, keys: list[str], labels: list[str], **matrices: np.ndarray) -> pathlib.Path:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, keys=np.array(keys, dtype=str), labels=np.array(labels, dtype=str),
-                        **{name: np.asarray(m, dtype=np.float32) for name, m in matrices.items()})
-    tmp.replace(path)
-    return path
+    with PendingFile(path, fsync=False) as pending:
+        np.savez_compressed(pending.handle, keys=np.array(keys, dtype=str), labels=np.array(labels, dtype=str),
+                            **{name: np.asarray(m, dtype=np.float32) for name, m in matrices.items()})
+    return pending.path
 
 
 def read_results(folder: pathlib.Path) -> dict:

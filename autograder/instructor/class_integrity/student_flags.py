@@ -34,7 +34,7 @@ _TEXT_LIMIT = 500  # a detail can quote student code; keep the table readable
 
 @dataclass
 class StudentFlags:
-    checked: bool = False  # results.json carries the grader's integrity verdicts at all
+    checked: bool = False  # results.json carries the held-out guard's verdicts at all
     train_on_test: dict[str, Any] | None = None  # the contract's dict (numbers may be None), or None
     tampering: list[dict[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -60,7 +60,7 @@ def _text(value: Any) -> str:
 
 
 def read_student_flags(results: dict | None) -> StudentFlags:
-    """The integrity verdicts of one results.json (``None``: not graded)."""
+    """The per-submission held-out guard's verdicts in one results.json (``None``: not graded)."""
     extra = (results or {}).get("extra_data") if isinstance(results, dict) else None
     if not isinstance(extra, dict) or "integrity" not in extra:
         return StudentFlags()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from autograder.errors import NotegradeError
+from autograder.layout import HELDOUT_FILE, RESULTS_FILE
 
 STUDENT_FILES = ("model.py", "losses.py", "train.py")
 RENDER = {"seed": 0, "max_programs_per_family": 8, "notes_per_instrument": 16}  # ~1,300 notes, ~10-15 s
@@ -159,14 +160,14 @@ class Context:
         from reference.heldout import main as heldout
 
         # With a training sample and the reference's numbers, so the train-on-test detector runs.
-        made = heldout(nsynth=self.out / "data/nsynth-test", out=self.path("heldout", "heldout.safetensors"),
+        made = heldout(nsynth=self.out / "data/nsynth-test", out=self.path("heldout", HELDOUT_FILE),
                        workers=self.jobs, progress=self.progress, train_sample=self.out / "data/nsynth-train",
                        sample_size=SAMPLE_SIZE, reference_model=self.out / "reference/model.pt")
-        metrics = evaluate(checkpoint=self.out / "reference/model.pt", features=self.out / "heldout.safetensors",
+        metrics = evaluate(checkpoint=self.out / "reference/model.pt", features=self.out / HELDOUT_FILE,
                            out=self.path("reference_eval", "reference/heldout_eval"))
         rubric = self.path("rubric", "demo_rubric.toml")
         shutil.copyfile(self.rubric, rubric)
-        archive = build(rubric=rubric, heldout=self.out / "heldout.safetensors",
+        archive = build(rubric=rubric, heldout=self.out / HELDOUT_FILE,
                         out=self.path("autograder", "autograder.zip"), quiet=True)
         if not self.keep:  # ~170 MB of WAVs; the feature files and the held-out file hold what is needed
             for split in ("train", "valid", "test"):
@@ -208,7 +209,7 @@ class Context:
         for row in rows:
             if row["status"] != "graded":
                 raise NotegradeError(f"grading {row['name']} failed: {row['status']} (see graded/{row['name']}/stdout.txt)")
-            results = json.loads((self.out / "graded" / row["name"] / "results.json").read_text())
+            results = json.loads((self.out / "graded" / row["name"] / RESULTS_FILE).read_text())
             self.result.scores[row["name"]] = {"label": SUBMISSIONS[row["name"]], "seconds": row["seconds"],
                                                **summarize_results(results)}
         scores = [points(self.result.scores[name]["score"]) for name in SUBMISSIONS]

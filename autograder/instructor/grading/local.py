@@ -38,12 +38,14 @@ import json
 import os
 import pathlib
 import signal
-import stat
 import subprocess
 import sys
 import threading
 import zipfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autograder.sandbox.tree_copy import CopyRules
 
 ARGV_FD_ENV = "NOTEGRADE_ARGV_FD"
 MAX_DEPTH = 32  # folder levels staged from a submission (the sandbox itself copies 16)
@@ -100,68 +102,28 @@ def private_dir(path: "str | os.PathLike") -> pathlib.Path:
     return path
 
 
-def _open_dir(name: str, dir_fd: int) -> int:
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-
-
-def _copy_file(src_fd: int, name: str, dst_fd: int, size: int) -> None:
-    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dst_fd)
-    try:
-        if size > SPARSE_FROM:
-            os.ftruncate(out, size)  # the sandbox refuses it by its size without reading it
-            return
-        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_fd)
-        try:
-            if not stat.S_ISREG(os.fstat(src).st_mode):
-                return
-            while chunk := os.read(src, 1 << 20):
-                os.write(out, chunk)
-        finally:
-            os.close(src)
-    finally:
-        os.close(out)
+def _staging_note(kind: str, rel: str, detail: str, rules: CopyRules) -> str:
+    """A note on what :func:`stage_tree` left out (the sandbox words its own refusal later)."""
+    if kind == "too_deep":
+        return f"{rel[:200]}...: nested deeper than {rules.max_depth} levels, not copied"
+    if kind == "not_regular":
+        return f"{rel}: not a regular file"
+    return f"{rel}: {detail or kind}"
 
 
 def stage_tree(src: "str | os.PathLike", dest: "str | os.PathLike", *, skip: "set[str]" = frozenset()) -> "list[str]":
-    """Copy the folder ``src`` to the new folder ``dest`` (see the module doc); notes on what was cut."""
-    notes: "list[str]" = []
+    """Copy the folder ``src`` to the new folder ``dest`` (see the module doc); notes on what was cut.
+
+    The copy is the sandbox's own (:func:`autograder.sandbox.tree_copy.copy_tree`) with staging's
+    rules: links recreated as links, files over :data:`SPARSE_FROM` sparse, no size bounds, names in
+    ``skip`` left out at any level, an unreadable entry a note."""
+    from autograder.sandbox.tree_copy import CopyRules, copy_tree  # numpy: not at the CLI's start
+
     os.mkdir(dest, 0o755)
-    src_root = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    dst_root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    stack = [(src_root, dst_root, "", iter(sorted(os.listdir(src_root))))]
-    try:
-        while stack:
-            src_fd, dst_fd, rel, names = stack[-1]
-            name = next(names, None)
-            if name is None:
-                os.close(src_fd)
-                os.close(dst_fd)
-                stack.pop()
-                continue
-            if name in skip:
-                continue
-            try:
-                info = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
-                if stat.S_ISLNK(info.st_mode):
-                    os.symlink(os.readlink(name, dir_fd=src_fd), name, dir_fd=dst_fd)
-                elif stat.S_ISDIR(info.st_mode):
-                    if len(stack) >= MAX_DEPTH:
-                        notes.append(f"{os.path.join(rel, name)[:200]}...: nested deeper than {MAX_DEPTH} levels, not copied")
-                        continue
-                    os.mkdir(name, 0o755, dir_fd=dst_fd)
-                    child_src, child_dst = _open_dir(name, src_fd), _open_dir(name, dst_fd)
-                    stack.append((child_src, child_dst, os.path.join(rel, name), iter(sorted(os.listdir(child_src)))))
-                elif stat.S_ISREG(info.st_mode):
-                    _copy_file(src_fd, name, dst_fd, info.st_size)
-                else:  # a fifo or device: an empty file of the same name, which the sandbox reports
-                    notes.append(f"{os.path.join(rel, name)}: not a regular file")
-            except OSError as err:
-                notes.append(f"{os.path.join(rel, name)}: {err.strerror}")
-    finally:
-        for src_fd, dst_fd, _, _ in stack:
-            os.close(src_fd)
-            os.close(dst_fd)
-    return notes
+    rules = CopyRules(max_depth=MAX_DEPTH, skip=frozenset(skip), skip_dirs=frozenset(), keep_links=True,
+                      sparse_from=SPARSE_FROM, note_errors=True, explain=_staging_note)
+    # ``src`` is the instructor's own path: a link to the folder is followed there, and nowhere below.
+    return list(copy_tree(os.path.realpath(src), os.fspath(dest), rules=rules).problems.values())
 
 
 def stage_zip(archive: "str | os.PathLike", dest: "str | os.PathLike", *, max_bytes: int = 4 << 30) -> "list[str]":

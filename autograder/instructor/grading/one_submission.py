@@ -27,6 +27,7 @@ import sys
 import tempfile
 import zipfile
 
+from autograder import layout
 from autograder.atomic import write_json_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.grading.local import (
@@ -73,7 +74,7 @@ def _place(src: pathlib.Path, dest: pathlib.Path, what: str) -> None:
 
 
 def _check_autograder(source: pathlib.Path, origin: pathlib.Path) -> None:
-    missing = [name for name in ("rubric.toml", "heldout.safetensors", "autograder/run_autograder.py")
+    missing = [name for name in (layout.RUBRIC_FILE, layout.HELDOUT_FILE, f"{layout.GRADING_PACKAGE}/run_autograder.py")
                if not (source / name).is_file()]
     if missing:
         raise NotegradeError(f"{origin}: not an autograder (missing {', '.join(missing)}); build one with "
@@ -100,14 +101,15 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
     private_dir(out)
     root = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-grade-"))  # 0700: the held-out file is read from here
     try:
-        _place(autograder, root / "source", "autograder")
-        _check_autograder(root / "source", autograder)
-        _place(submission, root / "submission", "submission")
+        source = layout.source_dir(root)
+        _place(autograder, source, "autograder")
+        _check_autograder(source, autograder)
+        _place(submission, layout.submission_dir(root), "submission")
         if metadata is not None:
-            shutil.copyfile(metadata, root / "submission_metadata.json")
-        (root / "results").mkdir()
-        python, runtime_env = grading_python(root / "source", python, quiet=quiet)
-        env = {**os.environ, "AUTOGRADER_ROOT": str(root), "PYTHONPATH": str(root / "source")}
+            shutil.copyfile(metadata, layout.metadata_file(root))
+        layout.results_dir(root).mkdir()
+        python, runtime_env = grading_python(source, python, quiet=quiet)
+        env = {**os.environ, "AUTOGRADER_ROOT": str(root), "PYTHONPATH": str(source)}
         env.pop("PYTHONSTARTUP", None)
         for key, value in runtime_env.items():
             if value is None:
@@ -116,19 +118,19 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
                 env[key] = value
         log_path = out / "stdout.txt"
         with open(log_path, "wb") as log:
-            code = run_grader([str(python or sys.executable), "-m", "autograder.run_autograder"], cwd=root / "source",
+            code = run_grader([str(python or sys.executable), "-m", "autograder.run_autograder"], cwd=source,
                               env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log if quiet else None,
                               timeout_s=OUTER_TIMEOUT_S)
-            if code is None and not (root / "results" / "results.json").is_file():
+            if code is None and not layout.results_file(root).is_file():
                 raise NotegradeError(f"the grader did not finish within {OUTER_TIMEOUT_S} s; see {log_path}")
         try:
-            results = json.loads((root / "results" / "results.json").read_text(encoding="utf-8"))
+            results = json.loads(layout.results_file(root).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise NotegradeError(f"the grader left no valid results.json ({err}); its log {log_path} ends with:\n{tail}") from None
         from autograder.report import html_report
 
-        write_json_atomically(out / "results.json", results)
+        write_json_atomically(out / layout.RESULTS_FILE, results)
         (out / "report.html").write_text(html_report(results, audience="instructor"), encoding="utf-8")
         return results
     finally:

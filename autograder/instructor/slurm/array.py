@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
+from autograder.atomic import write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.slurm import states
 from autograder.instructor.slurm.options import SlurmOptions
@@ -72,9 +73,7 @@ class ArrayRun:
 
     def save(self) -> None:
         data = {k: v for k, v in asdict(self).items() if k not in ("folder", "announcement")}
-        tmp = self.manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        tmp.replace(self.manifest)
+        write_atomically(self.manifest, json.dumps(data, indent=1) + "\n", fsync=False)
 
     @classmethod
     def load(cls, folder: pathlib.Path, job_id: str) -> "ArrayRun":

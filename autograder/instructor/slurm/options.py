@@ -110,16 +110,17 @@ def autograder_rubric(autograder: pathlib.Path):
     itself then says what is wrong)."""
     import zipfile
 
+    from autograder.layout import RUBRIC_FILE
     from autograder.rubric import parse_rubric
 
     autograder = pathlib.Path(autograder)
     try:
         if autograder.is_dir():
-            text = (autograder / "rubric.toml").read_text(encoding="utf-8")
+            text = (autograder / RUBRIC_FILE).read_text(encoding="utf-8")
         else:
             with zipfile.ZipFile(autograder) as archive:
-                text = archive.read("rubric.toml").decode("utf-8")
-        return parse_rubric(text, source=f"{autograder}:rubric.toml", validate_checks=False)
+                text = archive.read(RUBRIC_FILE).decode("utf-8")
+        return parse_rubric(text, source=f"{autograder}:{RUBRIC_FILE}", validate_checks=False)
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
         return None
 

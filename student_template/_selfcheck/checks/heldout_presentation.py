@@ -42,9 +42,10 @@ from typing import Iterable
 
 import numpy as np
 
+from _selfcheck.assignment import ASSIGNMENT_FILES
+
 DB_SCALE = 40.0  # dB per feature unit (the front-end's scaling; the file's frontend_params say so too)
 NO_SECRET = b"notegrade: no autograder secret"  # predictable: the grader says so to instructors
-GRADED_FILES = ("model.py", "losses.py", "train.py", "model.pt")
 _CHUNK = 512  # notes perturbed at a time (bounds the grader's float32 working memory)
 
 
@@ -81,7 +82,7 @@ class Presentation:
     noise_seed: int
 
 
-def submission_digest(directory: "str | os.PathLike", names: Iterable[str] = GRADED_FILES) -> str:
+def submission_digest(directory: "str | os.PathLike", names: Iterable[str] = ASSIGNMENT_FILES) -> str:
     """sha256 over the graded files' names and bytes (a missing file counts as missing)."""
     digest = hashlib.sha256(b"notegrade-submission/1\0")
     for name in names:

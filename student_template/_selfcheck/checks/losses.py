@@ -226,14 +226,15 @@ def gradcheck_subcheck(entry: "dict | None", case: Case) -> SubCheck:
                                       f"{result.get('message') or 'no result'}")
 
 
-def _params(params: dict) -> "tuple[np.random.Generator, float, float]":
+def seeded_tolerances(params: dict) -> "tuple[np.random.Generator, float, float]":
+    """A loss item's seeded generator and its ``rtol``/``atol`` (the loss checks' parameters, with their defaults)."""
     return np.random.default_rng(int(params.get("seed", 0))), float(params.get("rtol", 1e-4)), float(
         params.get("atol", 1e-6))
 
 
 def run_values(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """Each loss and penalty against its torch oracle on seeded float64 inputs."""
-    rng, rtol, atol = _params(params)
+    rng, rtol, atol = seeded_tolerances(params)
     cases = value_cases(rng)
     entries, blocked = run_cases(sandbox, Budget(timeout_s, sandbox), cases)
     if blocked:
@@ -243,7 +244,7 @@ def run_values(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
 
 def run_gradients(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """Gradients against autograd of the oracles, and the student's gradcheck in float64."""
-    rng, rtol, atol = _params(params)
+    rng, rtol, atol = seeded_tolerances(params)
     cases = [c for c in value_cases(rng) if c.grad]
     entries, blocked = run_cases(sandbox, Budget(timeout_s, sandbox), cases)
     if blocked:

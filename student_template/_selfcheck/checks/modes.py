@@ -24,17 +24,15 @@ from typing import Any
 import numpy as np
 
 from _selfcheck.checks.common import close, describe, outcome_for_failure
+from _selfcheck.checks.fit_probes import (batch, entry_error, flatten, forward, init_params, mode_shifts,
+                                          probe_inputs, returned_weights, start_train_item)
 from _selfcheck.checks.outcome import ItemOutcome, SubCheck
-from _selfcheck.checks.training import (_error_text, _inputs, _start, _weights, batch, flatten, init_params,
-                                        mode_shifts)
 
 MODES = tuple(itertools.product((True, False), (True, False)))  # (training, grad enabled)
 
 
 def _logits(flat: np.ndarray, x: np.ndarray, shifts: dict, training: bool, grad: bool) -> np.ndarray:
-    from _selfcheck.checks.training import _forward
-
-    logits, _ = _forward(flat, x)
+    logits, _ = forward(flat, x)
     out = logits.detach().numpy()
     if not training:
         out = out + shifts["eval_shift"]
@@ -98,7 +96,7 @@ def _after_mode(result: Any, name: str, flat: np.ndarray, x: np.ndarray, shifts:
 
 def run_evaluate_modes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """evaluate: eval mode, no grad, weights untouched, mode restored, per-example loss and accuracy."""
-    budget, blocked = _start(sandbox, timeout_s)
+    budget, blocked = start_train_item(sandbox, timeout_s)
     if blocked:
         return blocked
     rng = np.random.default_rng(int(params.get("seed", 0)))
@@ -106,12 +104,12 @@ def run_evaluate_modes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemO
     (x1, y1), (x2, y2) = batch(rng, 5), batch(rng, 3)
     shifts = mode_shifts(rng)
     result = sandbox.call("evaluate_modes", {}, timeout_s=budget.left(),
-                          inputs=_inputs(init, x1=x1, y1=y1, x2=x2, y2=y2, **shifts))
+                          inputs=probe_inputs(init, x1=x1, y1=y1, x2=x2, y2=y2, **shifts))
     if not result.ok:
         return outcome_for_failure(result, "evaluate")
     from_train, from_eval = result.value.get("from_train") or {}, result.value.get("from_eval") or {}
     if from_train.get("error"):
-        return ItemOutcome.failed("error", _error_text(from_train))
+        return ItemOutcome.failed("error", entry_error(from_train))
     p0 = flatten(init)
     found = candidates(p0, [(x1, y1), (x2, y2)], shifts)
     honest = next(c for c in found if all(mode == (False, False) for mode in c["modes"]))
@@ -125,7 +123,7 @@ def run_evaluate_modes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemO
         eval_ok = bool(seen) and not any(s[0] for s in seen)
     if no_grad_ok is None:
         no_grad_ok = bool(seen) and not any(s[1] for s in seen)
-    final, final_eval = _weights(result, "from_train.final"), _weights(result, "from_eval.final")
+    final, final_eval = returned_weights(result, "from_train.final"), returned_weights(result, "from_eval.final")
     unchanged = final is not None and bool(np.allclose(final, p0, rtol=0, atol=0))
     after_train = _after_mode(result, "from_train", final, x1, shifts) if final is not None else None
     after_eval = _after_mode(result, "from_eval", final_eval, x1, shifts) if final_eval is not None else None
@@ -152,7 +150,7 @@ def run_evaluate_modes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemO
                  "a model in train mode is back in train mode afterwards" if after_train is True else
                  "a model that was in train mode is left in eval mode: restore model.training at the end"),
         SubCheck("keeps eval mode", not eval_after and after_eval is False, 1.0,
-                 _error_text(from_eval) if eval_after else "a model in eval mode stays in eval mode"
+                 entry_error(from_eval) if eval_after else "a model in eval mode stays in eval mode"
                  if after_eval is False else
                  "a model that was in eval mode is left in train mode: restore the previous mode, do not force train()"),
         SubCheck("mean loss", loss_ok, 1.0, f"loss {got_loss:.6g}" if loss_ok else

@@ -24,7 +24,7 @@ from autograder.checks import REGISTRY, validate_params
 from autograder.checks.architecture import EXPECTED_PARAMS, TOTAL_PARAMS, _count_hint
 from autograder.checks.heldout import FAMILIES, heldout_metrics, scaled_fraction
 from autograder.checks.static_scan import forbidden_uses
-from autograder.checks.training import SHAPES, batch, flatten, init_params, loss_and_grad
+from autograder.checks.fit_probes import SHAPES, batch, flatten, init_params, loss_and_grad
 from testkit.autograder_dir import ensure_worker_python
 
 ROOT = os.geteuid() == 0

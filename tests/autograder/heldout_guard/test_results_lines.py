@@ -164,7 +164,7 @@ def test_integrity_line_modes_and_contract():
         rubric = dataclasses.replace(base, heldout=dataclasses.replace(HeldoutSettings(), integrity_line=mode))
         session = Session(rubric=rubric, run=HeldoutRun(), rate=RateDecision(evaluate=True))
         results = build_results(rubric=rubric, graded=[GradedItem(item, outcome)], metadata=None,
-                                integrity=session).to_gradescope_dict()
+                                guard=session).to_gradescope_dict()
         verdict = results["extra_data"]["integrity"]["train_on_test"]
         assert set(verdict) == CONTRACT_KEYS and verdict["flagged"] is True
         assert (line(results, "integrity") is not None) == expect_line
@@ -172,7 +172,7 @@ def test_integrity_line_modes_and_contract():
     clean = dataclasses.replace(base, heldout=dataclasses.replace(HeldoutSettings(), integrity_line="flagged"))
     honest = ItemOutcome(fraction=1.0, data={**data, "accuracy": 0.6, "overall_accuracy": 0.6})
     results = build_results(rubric=clean, graded=[GradedItem(item, honest)], metadata=None,
-                            integrity=Session(rubric=clean, run=HeldoutRun(), rate=RateDecision(evaluate=True)))
+                            guard=Session(rubric=clean, run=HeldoutRun(), rate=RateDecision(evaluate=True)))
     assert line(results.to_gradescope_dict(), "integrity") is None  # nothing flagged: no hidden line, total shown
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from autograder.checks.heldout import _sample_metrics, heldout_metrics, mean_cross_entropy
+from autograder.checks.heldout import heldout_metrics, mean_cross_entropy, train_sample_metrics
 from autograder.checks.heldout_presentation import HeldoutRun, present, presentation, restore_order
 from autograder.errors import NotegradeError
 from autograder.featurefile import read_feature_file
@@ -125,7 +125,8 @@ def _check_data(state: dict, heldout: pathlib.Path, run: HeldoutRun) -> dict:
     logits = restore_order(_logits(state, present(features, plan, run)), plan)
     metrics = heldout_metrics(logits[:n], data.labels)
     metrics.update(overall_accuracy=metrics["accuracy"], loss=mean_cross_entropy(logits[:n], data.labels),
-                   train_sample=_sample_metrics(logits[n:], data.sample.labels, np.bincount(data.labels, minlength=11)))
+                   train_sample=train_sample_metrics(logits[n:], data.sample.labels,
+                                                     np.bincount(data.labels, minlength=11)))
     return metrics
 
 

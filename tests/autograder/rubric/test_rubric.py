@@ -6,8 +6,9 @@ import pathlib
 import pytest
 
 from autograder.checks.outcome import CheckSpec
+from autograder.checks.params import params_problems
 from autograder.errors import NotegradeError
-from autograder.rubric import ContainerSettings, LatePolicy, load_rubric, parse_rubric, validate_check_params
+from autograder.rubric import ContainerSettings, LatePolicy, load_rubric, parse_rubric
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 SHIPPED = [REPO / "rubrics" / "fall2024_a2.toml", REPO / "rubrics" / "winter2025_hw3.toml"]
@@ -106,11 +107,11 @@ def test_hash_ignores_formatting_but_not_content():
         (("timeout_s = 120", "timeout_s = 0"), "item 2.1: timeout_s must be > 0"),
         (("title = \"Parameter counts\"\n", ""), "item 1.1: missing required key 'title'"),
         (("{ zero_at = 0.25, full_at = 0.6 }", "{ zero_at = 0.25 }"),
-         "item 2.1: check 'heldout_accuracy' needs parameter 'full_at'"),
+         "item 2.1: heldout_accuracy: parameter 'full_at' is required"),
         (("{ zero_at = 0.25, full_at = 0.6 }", "{ zero_at = 0.25, full_at = 0.6, batch_size = \"big\" }"),
-         "item 2.1: parameter 'batch_size' must be int"),
+         "item 2.1: heldout_accuracy: parameter 'batch_size' must be an integer, not str"),
         (("{ zero_at = 0.25, full_at = 0.6 }", "{ zero_at = 0.25, full_at = 0.6, epochs = 3 }"),
-         "item 2.1: unknown parameter 'epochs'"),
+         "item 2.1: heldout_accuracy: unknown parameter 'epochs'"),
         (("amount = 3", "amount = 3\nunit = \"euros\""), "late_policy: unit 'euros' is not one of points, percent"),
         (("grace_minutes = 10", "grace = 10"), "late_policy: unknown key 'grace'"),
         (("item = \"2.1\"", "item = \"9.9\""), "leaderboard[1]: item '9.9' is not a rubric item number"),
@@ -151,11 +152,16 @@ def test_load_rubric_names_missing_file(tmp_path):
         load_rubric(path, registry=REGISTRY)
 
 
-def test_fallback_param_validation_follows_the_checkspec_contract():
+def test_any_registry_is_checked_by_the_checks_own_parameter_validator():
+    """One validator (autograder.checks.params): a test registry gets the ranges and messages the real checks get."""
     spec = REGISTRY["heldout_accuracy"]
-    assert validate_check_params(spec, {"zero_at": 0.2, "full_at": 1}) == []  # an int is a valid float
-    problems = validate_check_params(spec, {"zero_at": True})
-    assert any("needs parameter 'full_at'" in p for p in problems)
+    assert params_problems(spec, {"zero_at": 0.2, "full_at": 1}) == []  # an int is a valid float
+    assert params_problems(spec, {"zero_at": True}) == [
+        "heldout_accuracy: parameter 'zero_at' must be a number, not bool", "heldout_accuracy: parameter 'full_at' is required"]
+    assert "item 2.1: heldout_accuracy: parameter 'batch_size' must be between 1 and 4096, got 0" in rejection(
+        GOOD.replace("{ zero_at = 0.25, full_at = 0.6 }", "{ zero_at = 0.25, full_at = 0.6, batch_size = 0 }"))
+    assert "item 2.1: heldout_accuracy: zero_at (0.6) must be below full_at (0.25)" in rejection(
+        GOOD.replace("{ zero_at = 0.25, full_at = 0.6 }", "{ zero_at = 0.6, full_at = 0.25 }"))
 
 
 def test_sandbox_limits_are_checked_against_sandboxlimits():

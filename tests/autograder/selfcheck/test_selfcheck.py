@@ -265,6 +265,14 @@ def test_export_keeps_only_visible_items_and_round_trips(tmp_path):
     assert selfcheck_plan.load_plan(tmp_path / "r.toml").items == plan.items  # the toolkit reads .toml directly
 
 
+def test_a_toml_rubric_in_the_toolkit_restricts_imports_to_the_grading_runtime(tmp_path):
+    """The toolkit's requirements.txt (autograder/gradescope/) is found from selfcheck/plan.py (the re-layout
+    had moved the module one folder down without the path, so a .toml rubric allowed every import)."""
+    (tmp_path / "r.toml").write_text((REPO / "rubrics" / "winter2025_hw3.toml").read_text())
+    allowed = selfcheck_plan.load_plan(tmp_path / "r.toml").allowed_imports
+    assert allowed is not None and "torch" in allowed and "librosa" not in allowed
+
+
 @pytest.mark.parametrize("data, message", [
     ({"format": "other"}, "not a self-check rubric (notegrade-selfcheck-rubric/1); regenerate it"),
     ({"format": selfcheck_plan.EXPORT_FORMAT, "items": [{"number": "1", "title": "t", "points": 1, "check": "nope"}]},

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from autograder.errors import NotegradeError
-from autograder.featurefile import write_feature_file
+from autograder.featurefile import read_feature_file, write_feature_file
 from autograder.instructor.build import command as build
 from reference.features import FRONTEND_PARAMS, frontend_hash
+from reference.heldout import validate_heldout
 
 REPO = Path(__file__).resolve().parents[3]
 RUBRIC = REPO / "tests" / "rubrics" / "rendered.toml"
@@ -109,6 +110,24 @@ def test_refuses_heldout_whose_params_do_not_match_its_hash(tmp_path, rng):
     tampered = _heldout(tmp_path / "t.safetensors", rng, params=dict(FRONTEND_PARAMS, n_mels=80), hash_=frontend_hash())
     with pytest.raises(NotegradeError, match="do not match its front-end hash"):
         build.main(rubric=RUBRIC, heldout=tampered, out=tmp_path / "a.zip", quiet=True)
+
+
+def test_refuses_a_heldout_file_with_a_duplicated_note_as_notegrade_heldout_does(tmp_path, rng):
+    """`build` checks a held-out file with the validator `notegrade heldout` uses (it used to pack this one)."""
+    path = _heldout(tmp_path / "dup.safetensors", rng)
+    data = read_feature_file(path, mmap=False)
+    notes = data.notes.copy()
+    notes[5] = notes[2]  # examples.json listed note 1002 twice
+    write_feature_file(path, features=data.features, labels=data.labels, notes=notes, note_strs=data.note_strs,
+                       frontend_params=FRONTEND_PARAMS, frontend_hash=frontend_hash(), split="test", kind="heldout")
+    fix = (r"dup\.safetensors: 1 note id\(s\) appear more than once \(e\.g\. note 1002, bass_synthetic_002-040-100: "
+           r"the split's examples\.json repeats notes\); remove the repeated entries from examples\.json and rebuild "
+           r"the file with `notegrade heldout`")
+    with pytest.raises(NotegradeError, match=fix):
+        build.main(rubric=RUBRIC, heldout=path, out=tmp_path / "a.zip", quiet=True)
+    assert not (tmp_path / "a.zip").exists()
+    with pytest.raises(NotegradeError, match=fix):
+        validate_heldout(path)  # what `notegrade heldout` runs on the file it wrote
 
 
 def test_refuses_a_feature_file_that_is_not_a_heldout_file(tmp_path, rng):

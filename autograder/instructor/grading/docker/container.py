@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder import layout
 from autograder.errors import NotegradeError
 from autograder.instructor.grading.local import stage_tree
 from autograder.sandbox.cleanup import remove_tree
@@ -129,23 +130,23 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
     import docker
     import requests
 
-    sub_dir, results_dir = work / "submission", work / "results"
+    sub_dir, results_dir = layout.submission_dir(work), layout.results_dir(work)
     remove_tree(work)
     work.mkdir(parents=True)
     stage_tree(submission, sub_dir)  # iterative, links kept as links; the container may write there
     results_dir.mkdir(parents=True)
-    volumes = {str(sub_dir.resolve()): {"bind": "/autograder/submission", "mode": "rw"},
-               str(results_dir.resolve()): {"bind": "/autograder/results", "mode": "rw"}}
+    volumes = {str(sub_dir.resolve()): {"bind": layout.in_container(layout.SUBMISSION_DIR), "mode": "rw"},
+               str(results_dir.resolve()): {"bind": layout.in_container(layout.RESULTS_DIR), "mode": "rw"}}
     if metadata is not None:  # a copy: the grader makes it root-only (chmod), which a read-only mount refuses
-        shutil.copyfile(metadata, work / "submission_metadata.json")
-        volumes[str((work / "submission_metadata.json").resolve())] = {
-            "bind": "/autograder/submission_metadata.json", "mode": "rw"}
+        shutil.copyfile(metadata, layout.metadata_file(work))
+        volumes[str(layout.metadata_file(work).resolve())] = {
+            "bind": layout.in_container(layout.METADATA_FILE), "mode": "rw"}
     memory = f"{limits.memory_mb}m"
     uid = pick_student_uid(client)
     try:
         container = client.containers.create(
-            image, command=["/autograder/run_autograder"], volumes=volumes, network_mode="none", mem_limit=memory,
-            memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9), pids_limit=4096,
+            image, command=[layout.in_container(layout.RUN_SCRIPT)], volumes=volumes, network_mode="none",
+            mem_limit=memory, memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9), pids_limit=4096,
             environment={STUDENT_UID_ENV: str(uid), "NOTEGRADE_RUNTIME_KIND": "docker"},
             labels={"notegrade": "grade", UID_LABEL: str(uid)})
     finally:
@@ -175,7 +176,7 @@ def run_container(client, *, image: str, submission: Path, metadata: Path | None
         except docker.errors.APIError:
             pass
     oom = bool(state.get("OOMKilled"))
-    results_file = results_dir / "results.json"
+    results_file = layout.results_file(work)
     try:
         if timed_out:  # as on Gradescope: a run stopped at its limit has no results, whatever it left behind
             raise ValueError("stopped at the time limit")

@@ -17,9 +17,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autograder.errors import NotegradeError
+from autograder.layout import DOCKERFILE, REQUIRED
 
 GRADESCOPE_BASE_IMAGE = "gradescope/autograder-base:latest"
-REQUIRED = ("setup.sh", "run_autograder", "requirements.txt", "rubric.toml", "heldout.safetensors", "autograder")
 _BUILD_LOCK = threading.Lock()
 
 
@@ -93,7 +93,7 @@ def ensure_image(client, *, source: Path, tag: str | None = None, base_image: st
                 return tag
         except docker.errors.ImageNotFound:
             pass
-        dockerfile = source / "Dockerfile"
+        dockerfile = source / DOCKERFILE
         if not dockerfile.is_file():
             raise NotegradeError(f"{source}: has no Dockerfile (rebuild the zip with `notegrade build`)")
         log: list[str] = []
