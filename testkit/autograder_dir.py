@@ -194,6 +194,51 @@ def grading_assets() -> GradingAssets:
                          rubric=rubric_text(zero_at=TEST_ZERO_AT, full_at=TEST_FULL_AT))
 
 
+PERTURBATION_KEYS = 64  # submission keys sampled by heldout_flip_notes
+
+
+@functools.lru_cache(maxsize=None)
+def heldout_flip_notes(keys: int = PERTURBATION_KEYS) -> int:
+    """How many held-out notes the perturbation can move between right and wrong for the reference
+    model of :func:`grading_assets`: the notes whose correctness differs among the unperturbed features
+    and ``keys`` submission keys (the rubric's default gain and noise), plus one for a rarer flip none
+    of those keys showed.
+
+    The perturbation is keyed per submission (autograder/checks/heldout_presentation.py): the same
+    model graded as two submissions, or graded and evaluated unperturbed, may differ by up to this many
+    notes, and a test that compares such accuracies allows that much.  Measured where this was
+    written: over 300 keys the reference got 62, 63 or 64 of 88 notes right (4, 111 and 185 keys;
+    64 unperturbed), two notes ever flipped (in 38% and 2% of keys), so two submissions differ by at
+    most 2 notes; 64 keys find 1 or 2 of them, giving 2 or 3.  An attack that reads the labels scores
+    88 of 88.  64 forward passes over the held-out notes: a few seconds of one CPU (13 s on a loaded
+    shared 2-core machine), once per session.
+    """
+    from autograder.checks.heldout_presentation import HeldoutRun, present, presentation, restore_order
+    from autograder.featurefile import read_feature_file
+    from reference.model import NoteCNN
+
+    assets = grading_assets()
+    data = read_feature_file(assets.heldout)
+    n, sample = len(data), data.sample
+    parts = (data.features, sample.features) if sample is not None and len(sample) else (data.features,)
+    labels = np.asarray(data.labels, dtype=np.int64)
+    model = NoteCNN()
+    model.load_state_dict(torch.load(assets.state_dict_path, weights_only=True))
+    model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as train_reference: one thread is faster on a shared 2-core machine
+    with torch.inference_mode():
+        clean = model(torch.from_numpy(np.asarray(data.features, dtype=np.float32))).argmax(1).numpy() == labels
+        varies = np.zeros(n, dtype=bool)
+        for key in range(keys):
+            run = HeldoutRun(submission_digest=f"heldout-flip-notes-{key}")
+            plan = presentation(sum(len(p) for p in parts), run)
+            logits = model(torch.from_numpy(present(parts, plan, run).astype(np.float32))).numpy()
+            varies |= (restore_order(logits, plan)[:n].argmax(1) == labels) != clean
+    torch.set_num_threads(threads)
+    return int(varies.sum()) + 1
+
+
 def wait_for(predicate, *, timeout: float = 10.0, interval: float = 0.05) -> bool:
     """Poll ``predicate`` until true or ``timeout`` seconds pass."""
     end = time.monotonic() + timeout

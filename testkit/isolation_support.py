@@ -153,6 +153,22 @@ def student_processes() -> "list[processes.ProcInfo]":
             if p.state != "Z" and any(p.uid in r for r in STUDENT_RANGES) and not _reserved_by_a_live_grader(p.uid)]
 
 
+def zombie_children() -> "set[tuple[int, int, str]]":
+    """(pid, uid, name) of this process's zombie children that are a student uid's or a bwrap: orphans
+    a child subreaper adopted (as this test process is once a Sandbox ran in it) and nobody reaped."""
+    me, found = os.getpid(), set()
+    for p in processes.process_table().values():
+        if p.ppid != me or p.state != "Z":
+            continue
+        try:
+            name = pathlib.Path(f"/proc/{p.pid}/comm").read_text().strip()
+        except OSError:
+            continue  # reaped meanwhile
+        if name == "bwrap" or any(p.uid in r for r in STUDENT_RANGES):
+            found.add((p.pid, p.uid, name))
+    return found
+
+
 def item_scores(results: dict) -> "dict[str, float]":
     return {t["number"]: t["score"] for t in results.get("tests", []) if t.get("number")}
 

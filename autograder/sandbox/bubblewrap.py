@@ -46,6 +46,9 @@ import shutil
 import subprocess
 from typing import Any, Callable
 
+from autograder.sandbox import processes
+from autograder.sandbox.strays import LIVE_WORKERS
+
 BWRAP = "bwrap"
 INSIDE = "/sandbox"  # where the scratch folders appear in the sandbox
 SHM_MB = 16
@@ -168,6 +171,8 @@ def probe(python: str, *, preexec: "Callable[[], None] | None", user: "dict[str,
                                   preexec_fn=preexec, **user)
             result = (True, "namespaces work") if done.returncode == 0 else \
                 (False, f"bwrap failed here: {done.stderr.strip()[-300:] or f'exit status {done.returncode}'}")
+            if "user" in user:  # bwrap's pid 1, orphaned to us (a subreaper) when the outer bwrap exited
+                processes.reap_zombies_of_uid(int(user["user"]), spare=LIVE_WORKERS, wait_s=2.0)
         except (OSError, ValueError, subprocess.SubprocessError) as err:
             result = (False, f"bwrap could not run: {err}")
     _PROBED[python] = result

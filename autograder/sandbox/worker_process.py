@@ -267,12 +267,13 @@ class Worker:
 
     # -- killing ---------------------------------------------------------------------
     def _sweep(self, *, keep_worker: bool) -> bool:
-        """One round of cleanup: reap our zombies, SIGKILL live strays; True if any were alive."""
+        """One round of cleanup: reap our zombies, SIGKILL live strays; True if any were alive (or a
+        zombie could not be reaped yet: a thread-group leader whose other threads still run)."""
         alive, zombies = find_strays(worker_pid=self.proc.pid, student_uid=self.user.uid if self.user else None,
                                      grader_pid=self.grader_pid, grader_sid=self.grader_sid,
                                      preexisting=self.preexisting, start_tick=self.start_tick,
                                      keep=self.keep if keep_worker else set())
-        processes.reap_children(zombies)
+        alive |= processes.reap_children(zombies)
         if alive:
             processes.kill_pids(alive)
         return bool(alive)

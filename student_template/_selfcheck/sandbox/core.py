@@ -108,9 +108,11 @@ class Sandbox:
             report = self.scratch_dir.copy_submission(self.submission, self.limits)
             self.file_problems, self.files, self._sources = report.problems, report.copied, report.sources
             self.scratch_dir.hand_over(self.user.uid if self.user else None, self.user.gid if self.user else None)
+            # A subreaper before the bubblewrap probe: its orphan (bwrap's pid 1) is then ours to reap,
+            # instead of a zombie under whichever ancestor is a subreaper (a test process, say).
+            processes.enable_subreaper()
             self.isolation, self._filter = isolation.choose(level, python=self.python, user=self.user,
                                                             limits=self.limits)
-            processes.enable_subreaper()
             self._start_worker()  # spawned now, so its torch import overlaps the grader's own work
         except BaseException:
             self.close()

@@ -98,13 +98,38 @@ def kill_pids(pids: "set[int]") -> None:
             pass
 
 
-def reap_children(pids: "set[int]") -> None:
-    """Collect exit statuses of our own children among ``pids`` (orphans we adopted)."""
+def reap_children(pids: "set[int]") -> "set[int]":
+    """Collect exit statuses of our own children among ``pids`` (orphans we adopted); the pids not
+    reaped yet: still running, or a zombie thread-group leader whose other threads are still exiting
+    (its /proc state is already ``Z``, but the kernel hands it to ``waitpid`` only after them)."""
+    left = set()
     for pid in pids:
         try:
-            os.waitpid(pid, os.WNOHANG)
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                left.add(pid)
         except ChildProcessError:
             pass
+    return left
+
+
+def reap_zombies_of_uid(uid: int, *, spare: "set[int]" = frozenset(), wait_s: float = 0.0) -> None:
+    """Reap this process's children of ``uid`` once they are zombies, waiting up to ``wait_s`` for
+    the live ones to exit; ``spare``: children someone else waits for (a ``Popen``'s worker).
+
+    A child subreaper adopts the orphans of its descendants, and nothing else ever waits for them:
+    bwrap's pid-1 process outlives the bwrap that started it (the outer one exits as soon as it
+    hears the exit status, without waiting), so each sandbox would otherwise leave a zombie behind.
+    A zombie that cannot be reaped yet is a thread-group leader whose other threads still run: it
+    gets SIGKILL (the whole group), as threads left running by a student process must."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        me = os.getpid()
+        mine = [p for p in process_table().values() if p.ppid == me and p.uid == uid and p.pid not in spare]
+        left = reap_children({p.pid for p in mine if p.state == "Z"})
+        if (not left and all(p.state == "Z" for p in mine)) or time.monotonic() >= deadline:
+            return
+        kill_pids(left)
+        time.sleep(0.005)
 
 
 def kill_all_of_uid(uid: int, gid: int) -> None:
@@ -137,13 +162,16 @@ def kill_all_of_uid(uid: int, gid: int) -> None:
 
 
 def kill_uid_until_gone(uid: int, gid: int, *, rounds: int = 50) -> bool:
-    """Kill every process of ``uid`` until none is left (zombies aside); True when none is left.
+    """Kill every process of ``uid`` until none is left, reaping those that are this process's children
+    (orphans it adopted as a subreaper); True when none is left (zombies of other parents aside).
 
     Processes that exited but still hold the uid as saved or filesystem id (a setuid-root binary:
     none is reachable from a sandbox) are killed pid by pid as well."""
     for _ in range(rounds):
         alive = processes_of_uid(uid)
         if not alive:
+            # those that died before (a bwrap orphan) or in the last round, once their threads are gone too
+            reap_zombies_of_uid(uid, wait_s=5.0)
             return True
         kill_all_of_uid(uid, gid)
         kill_pids({p.pid for p in alive if p.uid != uid})

@@ -202,7 +202,7 @@ class StudentUid:
         write_atomically(os.path.join(state_dir, "next"), f"{following}\n", fsync=False)
 
     def kill_everything(self) -> bool:
-        """Kill every process of this uid; True once none is left (zombies aside)."""
+        """Kill every process of this uid (reaping our zombies of it); True once none is left."""
         return processes.kill_uid_until_gone(self.uid, self.gid)
 
     def release(self) -> "list[str]":

@@ -35,6 +35,7 @@ from testkit import sandbox_support as support
 from autograder.errors import NotegradeError
 from autograder.instructor.grading.command import grade_submission
 from autograder.sandbox.cleanup import remove_tree
+from testkit.autograder_dir import heldout_flip_notes
 
 pytestmark = pytest.mark.skipif(not support.ROOT, reason="the isolation levels need root")
 CASES = {case.name: case for case in support.load_cases()}
@@ -62,6 +63,19 @@ def baseline(level: str, tmp_path_factory) -> dict:
 def assert_as_alone(results: dict, alone: dict, who: str = "the victim") -> None:
     assert iso.item_scores(results) == iso.item_scores(alone), f"{who} scored differently:\n{iso.outputs(results)[:3000]}"
     assert results["score"] == alone["score"]
+
+
+def assert_no_gain_beyond_the_perturbation(accuracy: float, alone: dict, who: str = "the attacker") -> None:
+    """``accuracy`` is what the victim scores alone, give or take the notes the held-out perturbation
+    flips: it is keyed per submission, so the same model graded as another submission sees other
+    noise (:func:`testkit.autograder_dir.heldout_flip_notes`).  The allowance stays far below what
+    reading the labels gains (every note right), so the check still fails when an attack works."""
+    count, expected = alone["extra_data"]["heldout_count"], alone["extra_data"]["heldout_accuracy"]
+    allowed = heldout_flip_notes() / count
+    assert allowed < (1.0 - expected) / 2, (allowed, expected)  # an attack scoring 1.0 stays detectable
+    assert abs(accuracy - expected) <= allowed + 1e-9, (
+        f"{who} scored {accuracy:.4f} on the held-out notes, the victim alone {expected:.4f}: more than the "
+        f"{heldout_flip_notes()} of {count} notes the perturbation can flip")
 
 
 def assert_no_student_processes() -> None:
@@ -277,12 +291,13 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def _kill_grader_once_survivor_runs(stop: threading.Event) -> "list[str]":
-    """SIGKILL the grader (run_autograder) as soon as an attacker's survivor wrote its pid."""
+def _kill_grader_once_survivor_runs(stop: threading.Event, marker: str = "survivor.pid") -> "list[str]":
+    """SIGKILL the grader (run_autograder) as soon as an attacker's survivor wrote its pid (``marker``,
+    in the submission copy)."""
     events = []
     end = time.monotonic() + 120
     while time.monotonic() < end and not stop.is_set():
-        if list(pathlib.Path("/tmp").glob("notegrade-sandbox-*/work/survivor.pid")):
+        if list(pathlib.Path("/tmp").glob(f"notegrade-sandbox-*/work/{marker}")):
             for pid in _run_autograder_children():
                 os.kill(pid, signal.SIGKILL)
                 events.append(f"killed grader {pid}")
@@ -331,6 +346,104 @@ def test_survivor_then_victim(name, level, tmp_path, tmp_path_factory):
     assert_no_student_processes()
 
 
+FORKS = """
+import os, subprocess
+if os.fork() == 0:          # a double-forked daemon
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", "600"])
+    os._exit(0)
+if os.fork() == 0:          # a child that exits at once, never waited for
+    os._exit(0)
+subprocess.Popen(["sleep", "600"])
+X = 1
+"""
+
+
+ZOMBIE_REPORT = """
+import json, os, pathlib, sys
+from autograder.sandbox import Sandbox, processes, users
+
+def zombies():  # this process's zombie children of a student uid or a bwrap
+    me, found = os.getpid(), []
+    for p in processes.process_table().values():
+        if p.ppid == me and p.state == "Z":
+            try:
+                name = pathlib.Path(f"/proc/{p.pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if name == "bwrap" or p.uid in users.HOST_UIDS or p.uid in users.CONTAINER_UIDS:
+                found.append([p.pid, p.uid, name])
+    return found
+
+left, statuses = {}, []
+with Sandbox(sys.argv[1], python=sys.argv[2]) as box:
+    for module, timeout_s in (("model", 60), ("hang", 3), ("crash", 60), ("model", 60)):
+        statuses.append(box.call("import_module", {"module": module}, timeout_s=timeout_s).status)
+        left["after importing " + module] = zombies()
+    level = box.isolation.level
+left["after close"] = zombies()
+print(json.dumps({"level": level, "statuses": statuses, "left": left}))
+"""
+
+
+def test_a_sandbox_leaves_no_zombie_after_its_calls_and_close(level, tmp_path):
+    """A Sandbox makes its process a child subreaper, so orphans of its worker come to it: bwrap's pid 1
+    (the outer bwrap, the worker's parent, does not wait for it; the bubblewrap probe leaves one too),
+    the uid fallback's double-forked daemons.  In a fresh grading process every one is reaped, after
+    each call, after a worker is replaced (timeout, crash) and at close; none escapes to an ancestor
+    that is a subreaper (this test process)."""
+    from autograder.sandbox import processes
+
+    processes.enable_subreaper()  # as a Sandbox leaves any process it ran in: orphans that escape come here
+    before = iso.zombie_children()
+    (tmp_path / "model.py").write_text(FORKS)
+    (tmp_path / "hang.py").write_text("import time\ntime.sleep(600)\n")
+    (tmp_path / "crash.py").write_text("import os\nos._exit(3)\n")
+    done = subprocess.run([sys.executable, "-c", ZOMBIE_REPORT, str(tmp_path), iso.grading_python()],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[3])})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["level"] == level and report["statuses"] == ["ok", "timeout", "crash", "ok"], report
+    assert not any(report["left"].values()), f"zombie children [pid, uid, name] of the grading process: {report['left']}"
+    assert not iso.zombie_children() - before, f"zombies escaped to this process: {iso.zombie_children() - before}"
+    assert_no_student_processes()
+
+
+@pytest.mark.parametrize("end", ["finished", "killed"])
+def test_a_grading_call_leaves_no_zombie_in_the_calling_process(end, level, tmp_path):
+    """The process that grades (here this test process, a child subreaper once a Sandbox ran in it)
+    adopts the orphans of the graders it starts: bwrap's pid 1 and, when a grader is SIGKILLed, the
+    grader's worker.  None is left as a zombie when the grading call returns."""
+    from autograder.sandbox import processes
+
+    processes.enable_subreaper()
+    before = iso.zombie_children()
+    submission = iso.victim(tmp_path / "victim")
+    if end == "finished":
+        results = grade_submission(submission=submission, autograder=iso.autograder_zip(), out=tmp_path / "out",
+                                   quiet=True, python=iso.grading_python())
+        assert results["extra_data"]["isolation"]["level"] == level
+    else:  # the grader is killed while student code runs (its import sleeps)
+        marker = f"zombie-test-{os.getpid()}-{time.monotonic_ns()}.started"
+        model = submission / "model.py"
+        model.write_text(f"import time\nopen({marker!r}, 'w').close()\ntime.sleep(600)\n" + model.read_text())
+        stop = threading.Event()
+        killer: "list[str]" = []
+        thread = threading.Thread(target=lambda: killer.extend(_kill_grader_once_survivor_runs(stop, marker)))
+        thread.start()
+        try:
+            with pytest.raises(NotegradeError, match="no valid results.json"):
+                grade_submission(submission=submission, autograder=iso.autograder_zip(), out=tmp_path / "out",
+                                 quiet=True, python=iso.grading_python())
+        finally:
+            stop.set()
+            thread.join()
+        assert killer, "the grader was never killed: the submission's import did not start"
+    assert not iso.zombie_children() - before, f"zombie children (pid, uid, name): {iso.zombie_children() - before}"
+    assert_no_student_processes()
+
+
 def _cli(*args: str, env: "dict | None" = None, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(NOTEGRADE + list(args), capture_output=True, text=True, timeout=timeout,
                           env=env or dict(os.environ), cwd="/")
@@ -346,7 +459,7 @@ def test_proc_climbing_finds_no_path_to_the_world_readable_zip(level, tmp_path, 
                 iso.grading_python())
     results = json.loads((out / "results.json").read_text())
     assert results["extra_data"]["isolation"]["level"] == level, done.stdout[-2000:] + done.stderr[-2000:]
-    assert results["extra_data"]["heldout_accuracy"] == alone["extra_data"]["heldout_accuracy"]
+    assert_no_gain_beyond_the_perturbation(results["extra_data"]["heldout_accuracy"], alone)
     assert_as_alone(results, alone, "the attacker")
     assert oct(out.stat().st_mode & 0o777) == "0o700"
 
@@ -365,8 +478,10 @@ def test_proc_climbing_control_an_ancestor_that_names_the_zip(level, tmp_path, t
     accuracy = json.loads((out / "results.json").read_text())["extra_data"]["heldout_accuracy"]
     if level == "uid":
         assert accuracy == 1.0 > alone["extra_data"]["heldout_accuracy"]  # the test can fail: the attack is real
+        with pytest.raises(AssertionError):  # and the allowance for the perturbation would not hide it
+            assert_no_gain_beyond_the_perturbation(accuracy, alone)
     else:
-        assert accuracy == alone["extra_data"]["heldout_accuracy"]
+        assert_no_gain_beyond_the_perturbation(accuracy, alone)
 
 
 @pytest.mark.slow
@@ -466,12 +581,13 @@ def test_a_deep_folder_in_one_submission_never_stops_the_batch(level, tmp_path, 
 
 
 def _peak_rss_mb_of_grader(stop: threading.Event, peaks: "list[float]") -> None:
-    """Largest VmRSS of the run_autograder process (the grader alone, not its worker)."""
+    """Peak RSS of the run_autograder process (the grader alone, not its worker): its VmHWM, which the
+    kernel keeps, so a spike between two samples is not missed."""
     while not stop.is_set():
         for pid in _run_autograder_children():
             try:
                 status = pathlib.Path(f"/proc/{pid}/status").read_text()
-                rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+                rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
                 peaks.append(rss / 1024)
             except (OSError, StopIteration):
                 pass
@@ -491,13 +607,22 @@ def _graded_with_peak(submission: pathlib.Path, out: pathlib.Path) -> "tuple[dic
     return results, max(peaks, default=0.0)
 
 
+GRADER_PEAK_SPREAD_MB = 300  # see test_hard_link_array_bomb_leaves_the_graders_memory_alone
+
+
 @pytest.mark.slow
 def test_hard_link_array_bomb_leaves_the_graders_memory_alone(level, tmp_path):
     case = CASES["hardlink_array_bomb"]
     _, honest_peak = _graded_with_peak(iso.victim(tmp_path / "victim"), tmp_path / "out-victim")
     results, bomb_peak = _graded_with_peak(iso.attacker(case, tmp_path / "attacker"), tmp_path / "out-attacker")
     assert honest_peak > 0 and bomb_peak > 0
-    assert bomb_peak < honest_peak + 100, (honest_peak, bomb_peak)  # 20 x 63 MiB would be +1,260 MB
+    # The margin is the grader's own run-to-run spread, not the bomb: measured over 50 gradings on a
+    # shared 2-core machine (25 of the victim, 25 of the bomb, both levels), the grader peaked anywhere
+    # from 524 to 637 MB, the victim's alone from 550 to 637 MB and the bomb's from 524 to 634 MB; a CI
+    # run on a fresh clone failed the former 100 MB margin by 6 MB (victim 526, bomb 632).  300 MB is
+    # over 2.5 times the widest spread seen (113 MB), and under a quarter of the +1,260 MB that reading
+    # the 20 x 63 MiB hard links would add.
+    assert bomb_peak < honest_peak + GRADER_PEAK_SPREAD_MB, (honest_peak, bomb_peak)
     by_check = {t["extra_data"]["check"]: t for t in results["tests"] if (t.get("extra_data") or {}).get("kind") == "item"}
     for check, expected in case.expect.items():
         assert expected["message"] in by_check[check]["output"], by_check[check]["output"]

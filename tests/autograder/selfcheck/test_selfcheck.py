@@ -30,7 +30,7 @@ from autograder.errors import NotegradeError
 from autograder.instructor.assign import command as assign
 from autograder.instructor.assign import vendor_selfcheck
 from autograder.rubric import parse_rubric, tomllib
-from testkit.autograder_dir import REPO, STUDENT_FILES, grading_assets, make_autograder_dir
+from testkit.autograder_dir import REPO, STUDENT_FILES, grading_assets, heldout_flip_notes, make_autograder_dir
 from testkit.flat_template import FLAT_PRELUDE
 
 ROOT = os.geteuid() == 0
@@ -112,7 +112,8 @@ def test_reference_filled_template_gets_full_visible_marks(assets, calibrated_te
     accuracy = report["items"][-1]
     assert accuracy["estimated_from_your_file"] and selfcheck.VALIDATION_LABEL in accuracy["output"]
     assert "held-out accuracy" not in accuracy["output"]
-    assert abs(accuracy["data"]["accuracy"] - assets.accuracy) <= 1.5 / accuracy["data"]["count"]  # one near-tie at most
+    # perturbed (keyed on the submission) against unperturbed: the notes the perturbation can flip
+    assert abs(accuracy["data"]["accuracy"] - assets.accuracy) <= (heldout_flip_notes() + 0.5) / accuracy["data"]["count"]
     text = selfcheck.render_text(report)
     assert "All 11 visible items pass: 100 / 100 visible points." in text
     assert f"* {selfcheck.VALIDATION_LABEL}" in text and "per family: bass " in text

@@ -243,7 +243,7 @@ def test_end_to_end_with_the_real_grader(tmp_path):
     import jsonschema
 
     from autograder.instructor.class_report.command import main as class_report
-    from testkit.autograder_dir import REPO, grading_assets, make_autograder_dir
+    from testkit.autograder_dir import REPO, grading_assets, heldout_flip_notes, make_autograder_dir
 
     assets = grading_assets()
     autograder = make_autograder_dir(tmp_path / "autograder", rubric=assets.rubric, heldout=assets.heldout)
@@ -258,7 +258,9 @@ def test_end_to_end_with_the_real_grader(tmp_path):
         jsonschema.validate(json.loads(path.read_text()), schema)
     grades = pd.read_csv(out / "grades.csv").set_index("name")
     assert grades.loc["Ada Lovelace", "total"] == 100.0
-    assert grades.loc["Ada Lovelace", "heldout_accuracy"] == pytest.approx(assets.accuracy, abs=1e-6)
+    # graded perturbed (keyed on Ada's submission), against the unperturbed accuracy
+    assert grades.loc["Ada Lovelace", "heldout_accuracy"] == pytest.approx(assets.accuracy,
+                                                                           abs=(heldout_flip_notes() + 0.01) / 88)
     # The rendered rubric charges 3 points per started day: Ben is 1 day 2 h 5 min late.
     assert grades.loc["Ben Franklin", "penalty"] == 6.0 and grades.loc["Ben Franklin", "total"] == 94.0
     items = [c for c in grades.columns if c[:1].isdigit()]
