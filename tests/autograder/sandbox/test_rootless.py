@@ -71,6 +71,38 @@ def test_a_missing_bwrap_is_named_with_how_to_get_it(monkeypatch):
     assert "user namespaces" in bubblewrap.explain_failure("bwrap: setting up uid map: Permission denied", 1)
 
 
+def test_the_loader_and_libraries_come_from_the_elf_headers(tmp_path):
+    from autograder.sandbox import loader
+
+    python = os.path.realpath(sys.executable)
+    interp, needed, _ = loader.read_dynamic(python)
+    if interp is None:
+        pytest.skip(f"{python} is not a dynamically linked ELF file")
+    assert any(name.startswith("libc.so") for name in needed), needed
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\n")
+    assert loader.read_dynamic(str(script)) == (None, [], [])
+    assert loader.needed_binds([python], roots=["/"]) == []  # everything covered: nothing more to bind
+    binds = loader.needed_binds([python], roots=[])
+    dests = [dest for _, _, dest in binds]
+    assert any(dest.endswith(os.path.basename(interp)) for dest in dests), binds
+    assert all(kind == "ro" for kind, _, _ in binds) and all(d in loader.system_library_dirs() or os.path.isfile(s)
+                                                            for _, s, d in binds), binds
+
+
+def test_cleanup_as_the_grading_user_removes_folders_student_code_left_at_mode_000(grading_user):
+    folder = rootless.user_folder("notegrade-rootless-000-")
+    script = ("import os, sys\nfrom autograder.sandbox.cleanup import remove_tree\ntop = sys.argv[1] + '/work'\n"
+              "os.makedirs(top + '/a/b/c')\nopen(top + '/a/b/c/f', 'w').close()\n"
+              "for d in ('/a/b/c', '/a/b', '/a'): os.chmod(top + d, 0)\nos.chmod(top, 0o500)\n"
+              "print(remove_tree(top), os.path.exists(top))\n")
+    try:
+        done = rootless.run_as_user([sys.executable, "-c", script, folder])
+        assert done.stdout.strip() == "[] False", done.stdout + done.stderr
+    finally:
+        rootless.remove(folder)
+
+
 # -- an interpreter outside /usr ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def python_outside_usr(tmp_path_factory):
