@@ -183,15 +183,13 @@ def _assert_nothing_survives() -> None:
 
 
 def test_the_corpus_in_rootless_sandboxes_run_by_a_normal_user(user_dir):
-    from tests.autograder.sandbox.test_isolation import Listener
-
     assets = iso.grading_assets()
     heldout, state = user_dir / "heldout.safetensors", user_dir / "state.pt"
     shutil.copyfile(assets.heldout, heldout)
     shutil.copyfile(assets.state_dict_path, state)
     (user_dir / "work").mkdir()
     spec = {"cases": SANDBOX_CASES, "heldout": str(heldout), "state_dict": str(state), "work": str(user_dir / "work")}
-    listener = Listener()
+    listener = iso.Listener()
     try:
         spec["port"] = listener.port
         (user_dir / "spec.json").write_text(json.dumps(spec))
