@@ -34,7 +34,6 @@ Run: ``.venv/bin/python benchmarks/bench_grading.py [--venv DIR] [--work DIR] [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import shutil
@@ -181,61 +180,28 @@ print(time.perf_counter() - started)
 """
 
 
-GRADE_SCRIPT = """
-import json, sys, time
-from autograder.instructor.grading.command import grade_submission
-started = time.perf_counter()
-results = grade_submission(submission=sys.argv[1], autograder=sys.argv[2], out=sys.argv[3], quiet=True, python=sys.argv[4])
-print(json.dumps({"wall": time.perf_counter() - started, "results": results}))
-"""
-
-
 def measure_sandbox_start(python: pathlib.Path, submission: pathlib.Path, level: str = "") -> float:
     """Seconds for a sandbox at ``$NOTEGRADE_ISOLATION`` to start its worker, answer one call and clean up
-    (``rootless``: in a process of the unprivileged test user)."""
+    (``rootless``: in a process of the unprivileged test user, benchmarks/as_grading_user.py)."""
     if level == "rootless":
-        from testkit import rootless_support
+        from as_grading_user import sandbox_start_as_user
 
-        done = rootless_support.run_as_user([sys.executable, "-c", START_SCRIPT, submission, python],
-                                            NOTEGRADE_ISOLATION="rootless")
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:])
-    else:
-        done = subprocess.run([sys.executable, "-c", START_SCRIPT, str(submission), str(python)], capture_output=True,
-                              text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        return sandbox_start_as_user(START_SCRIPT, python, submission)
+    done = subprocess.run([sys.executable, "-c", START_SCRIPT, str(submission), str(python)], capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     return float(done.stdout.strip().splitlines()[-1])
-
-
-def grade_as_user(python: pathlib.Path, autograder: pathlib.Path, submission: pathlib.Path,
-                  out: pathlib.Path) -> tuple[float, float, float, dict]:
-    """:func:`grade_once` by the unprivileged test user (the ``rootless`` level): wall time measured in its
-    process around ``grade_submission``, memory over that process's descendants (grader + worker)."""
-    from testkit import rootless_support
-
-    user = rootless_support.ensure_user()
-    command = [sys.executable, "-c", GRADE_SCRIPT, str(submission), str(autograder), str(out), str(python)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
-                               env=rootless_support.user_env(NOTEGRADE_ISOLATION="rootless"), user=user.pw_uid,
-                               group=user.pw_gid, extra_groups=[])
-    sampler = TreeMemorySampler(root=process.pid)
-    sampler.start()
-    try:
-        stdout, stderr = process.communicate(timeout=1800)
-    finally:
-        sampler.stop()
-    if process.returncode != 0:
-        raise RuntimeError(stderr[-2000:])
-    done = json.loads(stdout.strip().splitlines()[-1])
-    return done["wall"], sampler.peak_rss, sampler.peak_pss, done["results"]
 
 
 def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathlib.Path, out: pathlib.Path,
                level: str = "") -> tuple[float, float, float, dict]:
-    """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout."""
+    """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout
+    (``rootless``: by the unprivileged test user, benchmarks/as_grading_user.py)."""
     from autograder.instructor.grading.command import grade_submission
 
     if level == "rootless":
-        return grade_as_user(python, autograder, submission, out)
+        from as_grading_user import grade_as_user
+
+        return grade_as_user(python, autograder, submission, out, sampler=TreeMemorySampler)
     sampler = TreeMemorySampler()
     sampler.start()
     started = time.perf_counter()
