@@ -71,6 +71,17 @@ def test_a_missing_bwrap_is_named_with_how_to_get_it(monkeypatch):
     assert "user namespaces" in bubblewrap.explain_failure("bwrap: setting up uid map: Permission denied", 1)
 
 
+def test_rootless_asked_for_by_name_is_an_error_where_it_cant_run_and_auto_falls_back_saying_why(monkeypatch):
+    from autograder.sandbox.limits import SandboxLimits
+
+    monkeypatch.setattr(isolation, "_probe", lambda python, **_: (False, "bubblewrap is not installed (no bwrap on PATH)"))
+    with pytest.raises(NotegradeError, match="NOTEGRADE_ISOLATION=rootless, but bubblewrap is not installed"):
+        isolation.choose(("rootless",), python=sys.executable, user=None, limits=SandboxLimits())
+    fallen, _ = isolation.choose(("rootless", "none"), python=sys.executable, user=None, limits=SandboxLimits())
+    assert fallen.level == "none" and fallen.detail.startswith("NOT ISOLATED (the grader is not root (rootless "
+                                                               "unavailable: bubblewrap is not installed")
+
+
 def test_the_loader_and_libraries_come_from_the_elf_headers(tmp_path):
     from autograder.sandbox import loader
 
