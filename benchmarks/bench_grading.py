@@ -11,8 +11,9 @@ Prints, measured in one run on this machine's cores:
   torch's libraries) and the sum of PSS (shared pages split between processes: what a cgroup
   limit like Gradescope's 768 MB effectively sees).  Goal <= 768 MB with a CPU build of torch.
 * each of it at every isolation level this machine offers (``--levels``; as root: ``bubblewrap``
-  and the ``uid`` fallback, forced with ``$NOTEGRADE_ISOLATION``; the levels alternate run by run),
-  plus the time a sandbox takes to start its worker, answer one call and clean up, so the cost of
+  and the ``uid`` fallback, forced with ``$NOTEGRADE_ISOLATION``, and ``rootless``, graded by the
+  unprivileged test user of ``testkit/rootless_support.py``; the levels alternate run by run), plus
+  the time a sandbox takes to start its worker, answer one call and clean up, so the cost of
   bubblewrap shows;
 * the same peak memory while grading the hard-link array bomb of ``tests/corpus/hardlink_array_bomb``
   (20 links to one 63 MiB ``.npy`` per answer), which the grader must refuse without reading.
@@ -135,14 +136,15 @@ def _tree_memory_mb(root_pid: int) -> tuple[float, float]:
 class TreeMemorySampler(threading.Thread):
     """Samples this process's descendants every ``interval`` s; keeps the peaks."""
 
-    def __init__(self, interval: float = 0.02) -> None:
+    def __init__(self, interval: float = 0.02, root: "int | None" = None) -> None:
         super().__init__(daemon=True)
         self.interval, self.peak_rss, self.peak_pss = interval, 0.0, 0.0
+        self.root = root or os.getpid()
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            rss, pss = _tree_memory_mb(os.getpid())
+            rss, pss = _tree_memory_mb(self.root)
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             time.sleep(self.interval)
 
@@ -178,17 +180,28 @@ print(time.perf_counter() - started)
 """
 
 
-def measure_sandbox_start(python: pathlib.Path, submission: pathlib.Path) -> float:
-    """Seconds for a sandbox at ``$NOTEGRADE_ISOLATION`` to start its worker, answer one call and clean up."""
+def measure_sandbox_start(python: pathlib.Path, submission: pathlib.Path, level: str = "") -> float:
+    """Seconds for a sandbox at ``$NOTEGRADE_ISOLATION`` to start its worker, answer one call and clean up
+    (``rootless``: in a process of the unprivileged test user, benchmarks/as_grading_user.py)."""
+    if level == "rootless":
+        from as_grading_user import sandbox_start_as_user
+
+        return sandbox_start_as_user(START_SCRIPT, python, submission)
     done = subprocess.run([sys.executable, "-c", START_SCRIPT, str(submission), str(python)], capture_output=True,
                           text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathlib.Path, out: pathlib.Path) -> tuple[float, float, float, dict]:
-    """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout."""
+def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathlib.Path, out: pathlib.Path,
+               level: str = "") -> tuple[float, float, float, dict]:
+    """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout
+    (``rootless``: by the unprivileged test user, benchmarks/as_grading_user.py)."""
     from autograder.instructor.grading.command import grade_submission
 
+    if level == "rootless":
+        from as_grading_user import grade_as_user
+
+        return grade_as_user(python, autograder, submission, out, sampler=TreeMemorySampler)
     sampler = TreeMemorySampler()
     sampler.start()
     started = time.perf_counter()
@@ -213,8 +226,8 @@ def bomb_submission(scratch: pathlib.Path) -> pathlib.Path:
 
 def default_levels() -> list[str]:
     if os.geteuid() != 0:
-        return ["none"]
-    return ["bubblewrap", "uid"] if shutil.which("bwrap") else ["uid"]
+        return ["rootless", "none"] if shutil.which("bwrap") else ["none"]
+    return ["bubblewrap", "uid", "rootless"] if shutil.which("bwrap") else ["uid"]
 
 
 def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[str]) -> int:
@@ -227,6 +240,10 @@ def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[st
     autograder = make_autograder_dir(scratch / "autograder", rubric=REPO / "rubrics" / "fall2024_a2.toml", heldout=heldout)
     submission = make_submission(scratch / "submission")
     bomb = bomb_submission(scratch)
+    if os.geteuid() == 0 and "rootless" in levels:  # the unprivileged test user grades these too
+        from testkit import rootless_support
+
+        rootless_support.give(scratch)
     torch_version = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
                                    text=True, check=True).stdout.strip()
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}, grader torch {torch_version}, "
@@ -236,9 +253,10 @@ def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[st
     for i in range(repeat):  # levels interleaved, so that a change in the machine's load hits both alike
         for level in levels:
             os.environ["NOTEGRADE_ISOLATION"] = level
-            starts[level].append(measure_sandbox_start(python, submission))
+            starts[level].append(measure_sandbox_start(python, submission, level if os.geteuid() == 0 else ""))
             import_s, floor_s = measure_floor(python, heldout, scratch)
-            wall, peak_rss, peak_pss, results = grade_once(python, autograder, submission, scratch / f"out-{level}-{i}")
+            wall, peak_rss, peak_pss, results = grade_once(python, autograder, submission, scratch / f"out-{level}-{i}",
+                                                           level if os.geteuid() == 0 else "")
             runs[level].append((floor_s, wall, peak_rss, peak_pss))
             statuses = {t.get("number"): (t.get("extra_data") or {}).get("status") for t in results["tests"] if t.get("number")}
             graded_at = (results.get("extra_data") or {}).get("isolation", {}).get("level")
@@ -249,7 +267,8 @@ def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[st
     summary = []
     for level in levels:
         os.environ["NOTEGRADE_ISOLATION"] = level
-        _, bomb_rss, bomb_pss, bombed = grade_once(python, autograder, bomb, scratch / f"out-{level}-bomb")
+        _, bomb_rss, bomb_pss, bombed = grade_once(python, autograder, bomb, scratch / f"out-{level}-bomb",
+                                                   level if os.geteuid() == 0 else "")
         refused = sum("hard links" in str(t.get("output", "")) for t in bombed["tests"])
         print(f"[{level}] hard-link array bomb: peak tree RSS {bomb_rss:.0f} MB, PSS {bomb_pss:.0f} MB, "
               f"{refused} items refused its answers, score {bombed['score']:g}")
@@ -284,6 +303,6 @@ if __name__ == "__main__":
                         help="cache for the held-out file and scratch space")
     parser.add_argument("--repeat", type=int, default=3, help="measurements (the median is reported)")
     parser.add_argument("--levels", default=",".join(default_levels()),
-                        help="isolation levels to measure, comma-separated (bubblewrap, uid, none)")
+                        help="isolation levels to measure, comma-separated (bubblewrap, uid, rootless, none)")
     args = parser.parse_args()
     sys.exit(main(venv=args.venv, work=args.work, repeat=args.repeat, levels=args.levels.split(",")))

@@ -1,1 +1,1 @@
-"""Builders shared by the tests and the benchmarks: synthetic NSynth splits, autograder folders, submissions, classes, and the sandbox/isolation/Docker/Slurm fixtures.  Never shipped; never imports tests/."""
+"""Builders shared by the tests and the benchmarks: synthetic NSynth splits, autograder folders, submissions, classes, and the sandbox/isolation/rootless-user/Docker/Slurm fixtures.  Never shipped; never imports tests/."""

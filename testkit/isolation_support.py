@@ -11,6 +11,7 @@ after it, with what the issue requires checked afterwards.  Everything here runs
   world-readable folder, as an instructor's would be.
 - :func:`attacker` / :func:`victim`: the case's submission and the briefly trained reference.
 - :func:`student_processes`: live processes of any student uid (the ranges of sandbox.users).
+- :class:`Listener`: TCP and UDP on a 127.0.0.1 port, for the exfiltration attacks.
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ import functools
 import os
 import pathlib
 import shutil
+import socket
 import sys
 import tempfile
+import threading
 import uuid
 import zipfile
 
@@ -175,3 +178,51 @@ def item_scores(results: dict) -> "dict[str, float]":
 
 def outputs(results: dict) -> str:
     return "\n".join(str(t.get("output", "")) for t in results.get("tests", [])) + str(results.get("output", ""))
+
+
+class Listener:
+    """TCP and UDP on one 127.0.0.1 port; keeps every byte that arrives."""
+
+    def __init__(self) -> None:
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen(8)
+        self.port = self.tcp.getsockname()[1]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        self.received = b""
+        self._stop = False
+        self.threads = [threading.Thread(target=self._accept, daemon=True),
+                        threading.Thread(target=self._datagrams, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _accept(self) -> None:
+        self.tcp.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    while chunk := conn.recv(65536):
+                        self.received += chunk
+                except OSError:
+                    pass
+
+    def _datagrams(self) -> None:
+        self.udp.settimeout(0.2)
+        while not self._stop:
+            try:
+                self.received += self.udp.recv(65536)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop = True
+        for thread in self.threads:
+            thread.join(timeout=2)
+        self.tcp.close()
+        self.udp.close()

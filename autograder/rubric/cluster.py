@@ -26,11 +26,13 @@ from autograder.rubric.schema import check_table, is_valid
 
 # [cluster]: how `notegrade regrade/grade/integrity --slurm` and `notegrade train --slurm` submit jobs.
 # time: minutes or a Slurm time ("90", "1:30:00", "1-12"); mem: MB or a Slurm size ("8G", "8000M");
-# options: any other sbatch option, e.g. {qos = "class"}; train: overrides for `notegrade train --slurm`.
+# options: any other sbatch option, e.g. {qos = "class"}; train: overrides for `notegrade train --slurm`;
+# bwrap: where bubblewrap's bwrap is on the nodes (tasks that run student code isolate with it or refuse).
 _CLUSTER_KEYS = {"partition": ((str,), False), "account": ((str,), False), "time": ((str, int), False),
                  "mem": ((str, int), False), "cpus_per_task": ((int,), False), "array_parallelism": ((int,), False),
                  "gpus": ((int,), False), "per_task": ((int,), False), "python": ((str,), False),
-                 "setup": ((list,), False), "options": ((dict,), False), "train": ((dict,), False)}
+                 "setup": ((list,), False), "options": ((dict,), False), "train": ((dict,), False),
+                 "bwrap": ((str,), False)}
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _MEM_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)B?$", re.IGNORECASE)
 
@@ -92,6 +94,8 @@ def parse_cluster(raw: Mapping[str, Any], problems: list[str], where: str = "clu
     for key, low in (("cpus_per_task", 1), ("array_parallelism", 1), ("gpus", 0), ("per_task", 1)):
         if key in schema and is_valid(raw, schema, key) and raw[key] < low:
             problems.append(f"{where}{key} must be at least {low}, got {raw[key]}")
+    if is_valid(raw, schema, "bwrap") and not raw["bwrap"].startswith("/"):
+        problems.append(f"{where}bwrap must be an absolute path (where bwrap is on the nodes), got {raw['bwrap']!r}")
     if is_valid(raw, schema, "setup") and not all(isinstance(line, str) for line in raw["setup"]):
         problems.append(f"{where}setup must be a list of shell lines (strings)")
     if is_valid(raw, schema, "options"):

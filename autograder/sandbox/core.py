@@ -57,7 +57,7 @@ class Sandbox:
 
     ``run_as``: ``"auto"`` (the level ``$NOTEGRADE_ISOLATION`` asks for, default the strongest the
     machine allows), ``"student"`` (require a student uid) or ``"self"`` (the grader's own user:
-    level ``none``).  ``python``: the worker's interpreter (default ``$NOTEGRADE_WORKER_PYTHON`` or
+    level ``rootless`` where it works, else ``none``; see :mod:`~autograder.sandbox.isolation`).  ``python``: the worker's interpreter (default ``$NOTEGRADE_WORKER_PYTHON`` or
     this one); as root it must be reachable by other users.  ``hide``: paths to make inaccessible
     to other users (as root).  ``use_gpu``: let the held-out probe use CUDA (None: when an NVIDIA
     driver is present).  The worker is spawned at once; its start-up (~1-3 s of imports) is not
@@ -93,8 +93,8 @@ class Sandbox:
         try:
             if not os.path.isdir(self.submission):
                 raise NotegradeError(f"submission directory {self.submission} does not exist")
-            level = isolation.resolve(run_as, root=os.geteuid() == 0)
-            if level != "none":
+            levels = isolation.candidates(run_as, root=os.geteuid() == 0)
+            if set(levels) & set(isolation.STUDENT_UID):
                 self.user = users.StudentUid.allocate()
                 for path in hide:
                     files.close_to_others(path)
@@ -111,7 +111,7 @@ class Sandbox:
             # A subreaper before the bubblewrap probe: its orphan (bwrap's pid 1) is then ours to reap,
             # instead of a zombie under whichever ancestor is a subreaper (a test process, say).
             processes.enable_subreaper()
-            self.isolation, self._filter = isolation.choose(level, python=self.python, user=self.user,
+            self.isolation, self._filter = isolation.choose(levels, python=self.python, user=self.user,
                                                             limits=self.limits)
             self._start_worker()  # spawned now, so its torch import overlaps the grader's own work
         except BaseException:
@@ -147,7 +147,7 @@ class Sandbox:
     @property
     def worker_work_dir(self) -> str:
         """The submission copy as the worker sees it (``/sandbox/work`` under bubblewrap)."""
-        return f"{bubblewrap.INSIDE}/work" if self.isolation.level == "bubblewrap" else self.work_dir
+        return f"{bubblewrap.INSIDE}/work" if self.isolation.level in isolation.BOXED else self.work_dir
 
     def describe(self) -> str:
         """One line for the instructor's log: who runs student code, with which limits."""

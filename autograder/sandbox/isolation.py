@@ -1,23 +1,31 @@
 """Which isolation level a sandbox gets, and the one line that says so.
 
-TRUSTED side.  Three levels (recorded in results.json ``extra_data["isolation"]`` and in the
+TRUSTED side.  Four levels (recorded in results.json ``extra_data["isolation"]`` and in the
 instructor's log; what each promises is in the package docstring):
 
 - ``bubblewrap``: namespaces (:mod:`autograder.sandbox.bubblewrap`) *and* the uid fallback's
   walls inside them; needs root and a machine that allows user namespaces;
 - ``uid``: a fresh unprivileged uid per submission (:mod:`autograder.sandbox.users`), rlimits,
   the network filter, the hardened scratch folder; needs root;
-- ``none``: student code runs as the grader's own user (a student's self-check, or a grader
-  that is not root): it can read and write whatever the grader can.
+- ``rootless``: the same namespaces and mounts as ``bubblewrap``, but student code keeps the
+  grader's own (non-root) uid; needs bubblewrap and unprivileged user namespaces, not root;
+- ``none``: student code runs as the grader's own user with nothing hidden: it can read and write
+  whatever the grader can.
 
-``$NOTEGRADE_ISOLATION`` (``auto``, the default, or a level) chooses; ``auto`` is
-``bubblewrap`` where a trivial bwrap run works (probed once per process), else ``uid`` as root,
-else ``none``.  Asking for a level the machine cannot give is an error, never a silent downgrade.
+``$NOTEGRADE_ISOLATION`` (``auto``, the default, or a level) chooses.  ``auto`` is, as root,
+``bubblewrap`` where a trivial bwrap run works, else ``uid``; not root, ``rootless`` where a trivial
+bwrap run works, else ``none``.  ``run_as="self"`` (the students' self-check) never takes a student
+uid: ``rootless`` where it works, else ``none`` (as root: ``none``).  Asking for a level the
+machine cannot give is an error, never a silent downgrade; so is ``rootless`` as root (student
+code would be root inside the namespace).  :func:`best_available` is what a Slurm task checks
+before it grades anything.
 
 Example
 -------
 >>> requested({ISOLATION_ENV: "uid"}), requested({})
 ('uid', 'auto')
+>>> candidates("auto", root=False, environ={}), candidates("auto", root=True, environ={})
+(('rootless', 'none'), ('bubblewrap', 'uid'))
 """
 from __future__ import annotations
 
@@ -30,7 +38,9 @@ from autograder.errors import NotegradeError
 from autograder.sandbox import bubblewrap, launch, seccomp
 
 ISOLATION_ENV = "NOTEGRADE_ISOLATION"
-CHOICES = ("auto", "bubblewrap", "uid", "none")
+CHOICES = ("auto", "bubblewrap", "uid", "rootless", "none")
+BOXED = ("bubblewrap", "rootless")  # the levels whose worker runs under bwrap
+STUDENT_UID = ("bubblewrap", "uid")  # the levels that run student code as a fresh uid (root only)
 
 
 @dataclass
@@ -56,19 +66,37 @@ def requested(environ: "dict[str, str] | None" = None) -> str:
     return value
 
 
-def resolve(run_as: str, *, root: bool, environ: "dict[str, str] | None" = None) -> str:
-    """``auto``/``bubblewrap``/``uid``/``none`` from the caller's ``run_as`` and the environment.
+def candidates(run_as: str, *, root: bool, environ: "dict[str, str] | None" = None) -> "tuple[str, ...]":
+    """The levels to try, strongest first, for the caller's ``run_as`` and ``$NOTEGRADE_ISOLATION``.
 
-    ``run_as="self"`` is always ``none``; ``"student"`` refuses ``none``; not root, only ``none``."""
-    wanted = "none" if run_as == "self" else requested(environ)
-    if run_as == "student" and wanted == "none":
-        raise NotegradeError(f"run_as='student' needs isolation, but {ISOLATION_ENV}=none")
-    if not root:
-        if wanted in ("bubblewrap", "uid") or run_as == "student":
-            raise NotegradeError(f"isolation level {wanted if wanted != 'auto' else 'uid'} needs root (student code "
-                                 "runs as a separate uid); run the grader as root or unset " + ISOLATION_ENV)
-        return "none"
-    return wanted
+    ``"student"`` needs a student uid (root, not ``none``); ``"self"`` never takes one."""
+    wanted = requested(environ)
+    if run_as == "student" and (wanted in ("none", "rootless") or not root):
+        raise NotegradeError(f"run_as='student' needs a separate uid (root), but the grader is "
+                             f"{'root' if root else 'not root'} and {ISOLATION_ENV}={wanted}")
+    if wanted == "none":
+        return ("none",)
+    if wanted in STUDENT_UID:
+        if not root:
+            raise NotegradeError(f"isolation level {wanted} needs root (student code runs as a separate uid); run the "
+                                 f"grader as root, or use {ISOLATION_ENV}=rootless (bubblewrap as your own user)")
+        if run_as == "self":
+            return ("none",)  # the self-check runs as its user: no student uid to give
+        return (wanted,)
+    if wanted == "rootless":
+        if root:
+            raise NotegradeError(f"{ISOLATION_ENV}=rootless is for a grader that is not root (student code keeps the "
+                                 "grader's uid, which as root is root): use bubblewrap or uid, or auto")
+        return ("rootless",)
+    if root:
+        return ("none",) if run_as == "self" else ("bubblewrap", "uid")
+    return ("rootless", "none")
+
+
+def resolve(run_as: str, *, root: bool, environ: "dict[str, str] | None" = None) -> str:
+    """The first level :func:`candidates` would try, or ``auto`` when there is a choice (kept for callers)."""
+    levels = candidates(run_as, root=root, environ=environ)
+    return levels[0] if len(levels) == 1 else "auto"
 
 
 def _network(python: str) -> "tuple[bytes | None, str]":
@@ -80,30 +108,75 @@ def _network(python: str) -> "tuple[bytes | None, str]":
     return None, f"network NOT blocked ({why})"
 
 
-def choose(level: str, *, python: str, user: Any, limits: Any) -> "tuple[Isolation, bytes | None]":
-    """The level a sandbox really runs at (``level`` from :func:`resolve`; ``auto`` probes bubblewrap
-    as ``user``), with the sentence for the instructor's log, and the network filter to install."""
+def _probe(python: str, *, user: Any, limits: Any) -> "tuple[bool, str]":
+    setup = launch.ChildSetup(limits, nproc=limits.max_processes, address_space_mb=0)
+    who = {"user": user.uid, "group": user.gid, "extra_groups": []} if user is not None else {}
+    return bubblewrap.probe(python, preexec=setup, user=who)
+
+
+def _userns_note() -> str:
+    path = bubblewrap.executable()
+    return "" if path and bubblewrap.disables_userns(path) else \
+        " (this bubblewrap is older than 0.8: student code may create further user namespaces)"
+
+
+def choose(levels: "tuple[str, ...] | str", *, python: str, user: Any, limits: Any) -> "tuple[Isolation, bytes | None]":
+    """The level a sandbox really runs at (the first of ``levels``, from :func:`candidates`, that
+    works here; a level string is taken as ``candidates`` would give it), with the sentence for the
+    instructor's log, and the network filter to install."""
+    if isinstance(levels, str):
+        levels = {"auto": ("bubblewrap", "uid") if user is not None else ("rootless", "none")}.get(levels, (levels,))
     program, network = _network(python)
     refused = ""
-    if level in ("auto", "bubblewrap"):
-        setup = launch.ChildSetup(limits, nproc=limits.max_processes, address_space_mb=0)
-        works, why = bubblewrap.probe(python, preexec=setup,
-                                      user={"user": user.uid, "group": user.gid, "extra_groups": []})
-        if works:
+    for level in levels:
+        if level in BOXED:
+            works, why = _probe(python, user=user if level == "bubblewrap" else None, limits=limits)
+            if not works:
+                if level == levels[-1]:
+                    raise NotegradeError(f"{ISOLATION_ENV}={level}, but {why}")
+                refused = f" ({level} unavailable: {why})"
+                continue
+        if level == "bubblewrap":
             return Isolation("bubblewrap", (
                 f"bubblewrap: student code runs as a fresh uid in new user, PID, mount, IPC, UTS, network "
                 f"and cgroup namespaces; it sees only the interpreter, its packages, the harness and its submission "
-                f"copy, with a private {limits.tmp_mb} MB /tmp; {network}"), user.uid), program
-        if level == "bubblewrap":
-            raise NotegradeError(f"{ISOLATION_ENV}=bubblewrap, but {why}")
-        refused = f" (bubblewrap unavailable: {why})"
-    if level in ("auto", "uid"):
-        return Isolation("uid", (
-            f"uid: student code runs as a fresh uid{refused}, without namespaces: it shares the grader's "
-            f"view of the filesystem, processes and network; files the grader keeps are closed to it; {network}"),
-            user.uid), program
-    who = pwd.getpwuid(os.getuid()).pw_name
-    why = "the grader is not root" if os.geteuid() != 0 else \
-        f"isolation was switched off (run_as='self' or {ISOLATION_ENV}=none)"
-    return Isolation("none", f"NOT ISOLATED ({why}): student code runs as the grader's own user {who} and can read "
-                             f"and write whatever the grader can; {network}"), program
+                f"copy, with a private {limits.tmp_mb} MB /tmp{_userns_note()}; {network}"), user.uid), program
+        if level == "uid":
+            return Isolation("uid", (
+                f"uid: student code runs as a fresh uid{refused}, without namespaces: it shares the grader's "
+                f"view of the filesystem, processes and network; files the grader keeps are closed to it; {network}"),
+                user.uid), program
+        if level == "rootless":
+            return Isolation("rootless", (
+                f"rootless: student code runs as the grader's own user {_who()} in new user, PID, mount, IPC, UTS, "
+                f"network and cgroup namespaces; it sees only the interpreter, its packages, the harness and its "
+                f"submission copy (the only place it can write), with a private {limits.tmp_mb} MB /tmp"
+                f"{_userns_note()}; {network}"), None), program
+    return Isolation("none", f"NOT ISOLATED ({_why_none(refused)}): student code runs as the grader's own user "
+                             f"{_who()} and can read and write whatever the grader can; {network}"), program
+
+
+def _who() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
+def _why_none(refused: str) -> str:
+    if refused:
+        return "the grader is not root" + refused
+    if os.geteuid() != 0:
+        return f"isolation was switched off ({ISOLATION_ENV}=none)"
+    return f"isolation was switched off (run_as='self' or {ISOLATION_ENV}=none)"
+
+
+def best_available(*, python: str, limits: Any = None) -> "tuple[str, str]":
+    """(the level ``auto`` gives a grader of this user here, why not better): what a Slurm task checks
+    before it runs student code (as root: ``bubblewrap`` or ``uid``, which need no probe to exist)."""
+    if os.geteuid() == 0:
+        return "uid", ""
+    from autograder.sandbox.limits import SandboxLimits
+
+    works, why = _probe(python, user=None, limits=limits or SandboxLimits())
+    return ("rootless", "") if works else ("none", why)

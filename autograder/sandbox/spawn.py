@@ -4,8 +4,10 @@ file descriptors, child setup).
 TRUSTED side.  Used by :mod:`autograder.sandbox.worker_process`, which only makes the pipes and calls
 ``Popen``.  At ``uid`` and ``none`` the command is the harness itself, started in the scratch
 folder with relative paths, under the network filter installed by :class:`~autograder.sandbox.launch.ChildSetup`;
-at ``bubblewrap`` it is wrapped by :func:`autograder.sandbox.bubblewrap.wrap`, which gets the
-filter through ``--seccomp FD`` and shows the scratch folders at ``/sandbox/...``.
+at ``bubblewrap`` and ``rootless`` (:data:`BOXED`) it is wrapped by :func:`autograder.sandbox.bubblewrap.wrap`,
+which gets the filter through ``--seccomp FD`` and shows the scratch folders at ``/sandbox/...``.  At
+``rootless`` the grader's ``pip install --user`` folder, if any, is bound read-only too (the worker runs
+as the grader's user and may need its torch from there).
 
 Example
 -------
@@ -21,6 +23,8 @@ from typing import Any
 from autograder.sandbox import bubblewrap, launch, memory, processes
 from autograder.sandbox.scratch import Scratch
 from autograder.sandbox.seccomp import SocketFilter
+
+BOXED = ("bubblewrap", "rootless")  # levels whose worker runs under bwrap (autograder.sandbox.isolation.BOXED)
 
 
 @dataclass
@@ -45,7 +49,7 @@ def plan(*, python: str, scratch: Scratch, limits: Any, use_gpu: bool, user: Any
          filter_program: "bytes | None", request_fd: int, response_fd: int) -> Launch:
     """The launch of one worker reading requests from ``request_fd`` and answering on ``response_fd``."""
     threads = max(1, int(limits.threads))
-    boxed = level == "bubblewrap"
+    boxed = level in BOXED
     inside = bubblewrap.INSIDE
     work_dir = f"{inside}/work" if boxed else scratch.work
     env = launch.worker_environment(work_dir=work_dir, tmp_dir="/tmp" if boxed else scratch.tmp, threads=threads,
@@ -74,10 +78,14 @@ def plan(*, python: str, scratch: Scratch, limits: Any, use_gpu: bool, user: Any
             os.close(seccomp_w)
             passed.append(seccomp_fd)
         binds = bubblewrap.system_binds() + bubblewrap.interpreter_binds(python)[0] + scratch_binds(scratch)
+        if user is None and "--site" in command:  # rootless: the grader's own user site-packages, read-only
+            folder = command[command.index("--site") + 1]
+            binds.append(("ro", folder, folder))
         if use_gpu:
             binds += bubblewrap.gpu_binds()
+        path = bubblewrap.executable() or bubblewrap.BWRAP
         command = bubblewrap.wrap(command, binds=binds, env=env, chdir=inside, tmp_mb=int(limits.tmp_mb),
-                                  seccomp_fd=seccomp_fd)
+                                  seccomp_fd=seccomp_fd, bwrap=path, disable_userns=bubblewrap.disables_userns(path))
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # bwrap's own; the worker's is set by --setenv
     setup = launch.ChildSetup(limits, nproc=nproc, address_space_mb=address_space, socket_filter=socket_filter)
     users = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}

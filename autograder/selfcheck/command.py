@@ -7,8 +7,9 @@ items of the course rubric as ``_selfcheck/rubric.json``.  Instructors run ``not
 DIR``.  Either way the same checks run through the same loop (:mod:`autograder.items`) with the
 same points, timeouts and messages as ``run_autograder``, on a copy of exactly what students
 upload (``model.py``, ``losses.py``, ``train.py``, ``model.pt``), in the same worker sandbox
-but as the user who runs it: on a laptop there is no unprivileged grading user, and the code
-is the student's own.
+but as the user who runs it: on a laptop there is no unprivileged grading user.  Where bubblewrap
+and user namespaces work, that is the ``rootless`` level (the code, perhaps a classmate's, sees nothing
+of the student's home); elsewhere it runs unisolated, as ``--verbose`` says.
 
 The held-out labels stay with the grader, so the held-out accuracy item runs, with
 ``--features valid.safetensors``, on the student's own validation file (labels read on the

@@ -4,7 +4,8 @@
 held-out file for the student's own validation features (:func:`features_for_check`) or, without
 them, runs only the checkpoint part of the held-out item (:func:`_checkpoint_only`), and goes
 through the same per-item loop as ``run_autograder`` (:func:`autograder.items.grade_items`) in the
-same worker sandbox, as the user who runs it.  It returns the report as plain data;
+same worker sandbox, as the user who runs it: at the ``rootless`` level (bubblewrap) where that works,
+else unisolated (the report's ``isolation`` and the ``--verbose`` log say which).  It returns the report as plain data;
 :mod:`autograder.selfcheck.command` is the entry point that reads the options and prints it.
 
 Example
@@ -181,6 +182,7 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
     limits = SandboxLimits(**plan.sandbox)
     graded: "list[GradedItem]" = []
     count = used = None
+    isolation: dict = {}
     notes: "list[str]" = []
     folder = None
     try:
@@ -196,7 +198,8 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
             notes, folder = stage_upload(directory, model, Path(scratch) / "submission", plan)
             context = _check_context(plan, Path(scratch) / "submission", heldout_path)
             with Sandbox(Path(scratch) / "submission", limits=limits, use_gpu=torch.cuda.is_available(),
-                         run_as="self") as sandbox:
+                         run_as="self") as sandbox:  # rootless where bubblewrap works, else as this user
+                isolation = sandbox.isolation.as_dict()
                 # The grading runtime's imports only, as on Gradescope (its venv has nothing else).
                 write_policy(sandbox, list(plan.allowed_imports) if plan.allowed_imports is not None else None)
                 if log is not None:
@@ -227,5 +230,5 @@ def run_selfcheck(*, directory: Path, plan: Plan, features: "Path | None" = None
             "not_shown_items": plan.not_shown_items, "not_shown_points": plan.not_shown_points,
             "late_policy": late_summary(plan.late_policy), "notes": notes, "hints": folder_hints(directory, model),
             "allowed_imports": list(plan.allowed_imports) if plan.allowed_imports is not None else None,
-            "seconds": round(time.monotonic() - started, 1), "toolkit_version": __version__}
+            "seconds": round(time.monotonic() - started, 1), "toolkit_version": __version__, "isolation": isolation}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import pathlib
 import shutil
 import time
@@ -137,9 +138,13 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
                             thresholds=thresholds)
     flagged = pair_flags(signals, thresholds)
     summary.notes = signals.notes
-    if os.getuid() != 0:
-        summary.notes.append("not run as root: student code computed its held-out logits as your own user, not "
-                             "isolated (run as root, as the grader does, for an unprivileged sandbox user)")
+    if slurm is None and os.getuid() != 0:
+        from autograder.sandbox.isolation import best_available
+
+        level, why = best_available(python=sys.executable)
+        if level == "none":
+            summary.notes.append(f"student code computed its held-out logits as your own user, not isolated ({why}; "
+                                 "install bubblewrap for the rootless level, or run as root)")
     starter_dir = out / "copydetect" / "starter"
     shutil.rmtree(out / "copydetect", ignore_errors=True)  # no report left from an earlier run's flags
     rows, reports = [], {}

@@ -68,7 +68,7 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
     """Grade every submission directory in ``submissions`` (``jobs`` grader processes at a time, or
     with ``slurm``, a :class:`~autograder.instructor.slurm.grading.SlurmGrading`, as a Slurm job array).
 
-    Returns one summary row per submission (``name, score, total, status, seconds``); writes
+    Returns one summary row per submission (``name, score, total, status, seconds, isolation``); writes
     ``out/<name>/results.json`` etc. and ``out/summary.csv``.  One failure never stops the batch.
     """
     out = private_dir(out)  # 0700 when created: no other student reads these results
@@ -78,7 +78,8 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
     else:
         rows = grade_folders(folders, autograder=autograder, metadata=metadata, out=out, python=python, jobs=jobs)
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["name", "score", "total", "status", "seconds"], extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=["name", "score", "total", "status", "seconds", "isolation"],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return rows

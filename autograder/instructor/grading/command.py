@@ -77,9 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python", default=None,
                         help="the interpreter that grades (default: a cached venv built from the autograder's "
                              "requirements.txt, as setup.sh builds on Gradescope)")
-    parser.add_argument("--isolation", choices=("auto", "bubblewrap", "uid", "none"), default=None,
-                        help="how student code is isolated (default: $NOTEGRADE_ISOLATION, else auto: bubblewrap where "
-                             "the machine allows namespaces, else a separate uid; both need root)")
+    parser.add_argument("--isolation", choices=("auto", "bubblewrap", "uid", "rootless", "none"), default=None,
+                        help="how student code is isolated (default: $NOTEGRADE_ISOLATION, else auto: as root, bubblewrap "
+                             "where the machine allows namespaces, else a separate uid; as another user, rootless "
+                             "(bubblewrap as you) where it works, else none, with a warning)")
     try:  # the instructor tools are absent from the autograder zip; --slurm is theirs
         from autograder.instructor.slurm import options as slurm_options
     except ImportError:

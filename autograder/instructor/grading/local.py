@@ -220,4 +220,5 @@ def isolation_warning(levels: "list[str | None]") -> "str | None":
         return None
     who = f"{len(bare)} of {len(levels)} submissions were" if len(levels) > 1 else "this submission was"
     return (f"warning: {who} graded WITHOUT isolation: student code ran as the grader's own user and could read and "
-            "write whatever it can (grade as root for a separate uid and bubblewrap)")
+            "write whatever it can (install bubblewrap for the rootless level, or grade as root for a separate uid; "
+            "results.json's extra_data.isolation says why)")

@@ -146,6 +146,11 @@ def main(*, export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, j
     summary.changed = [f"{r['name']} ({r['sid'] or r['email']}): {r['gradescope_score']} -> {r['regraded_score']}"
                        for _, r in changes[changes["changed"]].iterrows()]
     all_results = [r for r, _, _ in outcomes.values() if r is not None]
+    from autograder.instructor.grading.local import isolation_of, isolation_warning
+
+    unisolated = isolation_warning([isolation_of(r).get("level") for r in all_results])  # results.json has the level
+    if unisolated:
+        summary.problems.append(unisolated)
     column = canvas_column or info.title
     paths = {"grades": out / "grades.csv", "class_data": out / "grades.json", "canvas": out / "canvas.csv",
              "changes": out / "score_changes.csv", "reports": out / "reports", "problems": out / "problems.txt"}

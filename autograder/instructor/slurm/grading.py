@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 from autograder.errors import NotegradeError
 from autograder.instructor.slurm import array
+from autograder.instructor.slurm.node_isolation import NodeIsolation
 from autograder.instructor.slurm.options import SlurmOptions
 
 DEFAULT_PER_TASK = 5
@@ -61,6 +62,12 @@ class SlurmGrading:
     options: SlurmOptions
     resume: str | None = None
     resume_hint: str = ""  # the command that collects the job (printed on Ctrl-C); JOBID is replaced
+    allow_unisolated: bool = False  # --allow-unisolated: tasks may grade where student code can't be isolated
+
+    @property
+    def isolation(self) -> NodeIsolation:
+        """What each task requires of its node before it runs student code (slurm/node_isolation.py)."""
+        return NodeIsolation(bwrap=self.options.bwrap, allow_unisolated=self.allow_unisolated)
 
     def settings(self, jobs: int, count: int, *, seconds_each: float,
                  default_per_task: int = DEFAULT_PER_TASK) -> tuple[SlurmOptions, int, int]:
@@ -97,7 +104,8 @@ class SlurmGrading:
             submitted = []
             if todo:
                 options, per_task, minutes = self.settings(jobs, len(todo), seconds_each=_time_budget_s(autograder))
-                task = functools.partial(grade_shard, out=out, autograder=autograder, grade=grade, jobs=jobs)
+                task = functools.partial(grade_shard, out=out, autograder=autograder, grade=grade, jobs=jobs,
+                                         isolation=self.isolation)
                 shards = shards_of(todo, per_task)
                 run = array.submit(task, shards, options=options, folder=folder, job_name="notegrade-regrade",
                                    default_minutes=minutes, meta={"shards": [[e.key for e, _ in s] for s in shards]})
@@ -136,7 +144,7 @@ class SlurmGrading:
         options, per_task, minutes = self.settings(jobs, len(folders), seconds_each=_time_budget_s(autograder))
         shards = shards_of(folders, per_task)
         task = functools.partial(grade_folders, autograder=autograder, metadata=metadata and pathlib.Path(metadata).resolve(),
-                                 out=out, python=python, jobs=jobs)
+                                 out=out, python=python, jobs=jobs, isolation=self.isolation)
         run, tasks = array.run_on_slurm(task, shards, options=options, folder=out / "slurm", job_name="notegrade-grade",
                                         default_minutes=minutes, resume=self.resume, resume_hint=self.resume_hint,
                                         meta={"shards": [[f.name for f in s] for s in shards]})
@@ -150,25 +158,31 @@ class SlurmGrading:
         return rows
 
 
-def grade_shard(shard: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade, jobs: int) -> dict:
-    """One regrade array task (on a node): the local ``grade_all`` over its shard.
+def grade_shard(shard: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade, jobs: int,
+                isolation: NodeIsolation = NodeIsolation()) -> dict:
+    """One regrade array task (on a node): the local ``grade_all`` over its shard, once the node
+    isolates student code (or ``--allow-unisolated`` said it need not: :class:`NodeIsolation`).
 
     A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
     from autograder.instructor.regrade.jobs import grade_all
     from autograder.instructor.grading.local import stop_graders_on_sigterm
 
+    isolation.enforce()
     stop_graders_on_sigterm()
     return grade_all(shard, out=out, autograder=autograder, grade=grade, jobs=jobs, progress=False)
 
 
 def grade_folders(folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
-                  out: pathlib.Path, python: str | None, jobs: int = 1) -> list[dict]:
-    """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, ``jobs`` at a time.
+                  out: pathlib.Path, python: str | None, jobs: int = 1,
+                  isolation: NodeIsolation = NodeIsolation()) -> list[dict]:
+    """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, ``jobs`` at a time,
+    once the node isolates student code (or ``--allow-unisolated`` said it need not).
 
     A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
     from autograder.instructor.grading import batch as batch_grading
     from autograder.instructor.grading.local import stop_graders_on_sigterm
 
+    isolation.enforce(python)
     stop_graders_on_sigterm()
     return batch_grading.grade_folders(folders, autograder=autograder, metadata=metadata, out=out, python=python,
                                        jobs=jobs, progress=False)
@@ -202,7 +216,7 @@ def from_arguments(args, *, command: str) -> "SlurmGrading | None":
         raise NotegradeError("--slurm and --docker don't combine: the nodes grade in local grader processes, "
                              "with the same sandbox (clusters rarely offer Docker)")
     return SlurmGrading(options=slurm_options.from_arguments(args, autograder=args.autograder), resume=args.resume,
-                        resume_hint=resume_hint(command))
+                        resume_hint=resume_hint(command), allow_unisolated=bool(getattr(args, "allow_unisolated", False)))
 
 
 def wait_for_earlier(folder: pathlib.Path, *, progress: bool, resume_hint: str = "", resuming: str | None = None) -> None:

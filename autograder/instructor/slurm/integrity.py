@@ -31,16 +31,20 @@ from autograder.instructor.class_integrity.logits import (HeldOut, LogitsOutcome
 from autograder.instructor.class_integrity.members import Member
 from autograder.instructor.slurm import array
 from autograder.instructor.slurm.grading import SlurmGrading, resume_hint, shards_of, wait_for_earlier
+from autograder.instructor.slurm.node_isolation import NodeIsolation
 
 DEFAULT_PER_TASK = 10
 NOT_COMPUTED = "slurm"  # LogitsOutcome.status of a submission whose Slurm task did not compute it
 
 
 def logits_shard(shard: list[Member], *, heldout: pathlib.Path, heldout_sha256: str, cache: pathlib.Path, jobs: int,
-                 timeout_s: float, hide: tuple[str, ...]) -> dict[str, tuple[str, str]]:
-    """One array task (on a node): the local ``all_logits`` over its shard, into the shared cache.
+                 timeout_s: float, hide: tuple[str, ...], isolation: NodeIsolation = NodeIsolation()
+                 ) -> dict[str, tuple[str, str]]:
+    """One array task (on a node): the local ``all_logits`` over its shard, into the shared cache, once the
+    node isolates student code (or ``--allow-unisolated`` said it need not).
 
     Returns ``{cache key: (status, message)}``; the logits are in the cache."""
+    isolation.enforce()
     held = read_heldout(heldout)
     if held.sha256 != heldout_sha256:
         raise NotegradeError(f"{heldout} changed after the job was submitted: rerun the analysis")
@@ -83,7 +87,7 @@ def slurm_logits(slurm: SlurmGrading, members: list[Member], heldout: HeldOut, *
         shards = shards_of(list(todo.items()), per_task)
         task = functools.partial(logits_shard, heldout=heldout.path.resolve(), heldout_sha256=heldout.sha256,
                                  cache=cache, jobs=jobs, timeout_s=timeout_s,
-                                 hide=tuple(str(pathlib.Path(h).resolve()) for h in hide))
+                                 hide=tuple(str(pathlib.Path(h).resolve()) for h in hide), isolation=slurm.isolation)
         run, tasks = array.run_on_slurm(
             task, [[m for _, m in shard] for shard in shards], options=options, folder=folder,
             job_name="notegrade-integrity", default_minutes=minutes, resume=slurm.resume, progress=progress,

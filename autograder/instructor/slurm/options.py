@@ -43,6 +43,7 @@ class SlurmOptions:
     per_task: int | None = None  # submissions graded by one array task
     python: str | None = None  # the interpreter on the nodes (default: this one, on a shared filesystem)
     setup: tuple[str, ...] = ()  # shell lines run before the task, e.g. "module load python/3.11"
+    bwrap: str | None = None  # bubblewrap's bwrap on the nodes (default: PATH); see slurm/node_isolation.py
     extra: tuple[tuple[str, Any], ...] = ()  # any other sbatch option: (name without --, value or True)
 
     def merged(self, over: "SlurmOptions") -> "SlurmOptions":
@@ -79,7 +80,7 @@ class SlurmOptions:
 def from_table(table: dict[str, Any], *, train: bool = False) -> SlurmOptions:
     """Options from a validated ``[cluster]`` table (with its ``train`` overrides when ``train``)."""
     def one(raw: dict[str, Any]) -> SlurmOptions:
-        fields = {k: raw[k] for k in (*FLAG_FIELDS, "python") if k in raw}
+        fields = {k: raw[k] for k in (*FLAG_FIELDS, "python", "bwrap") if k in raw}
         return SlurmOptions(**fields, setup=tuple(raw.get("setup", ())), extra=tuple(raw.get("options", {}).items()))
 
     options = one(table)
@@ -159,6 +160,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, grading: bool = True,
     if grading:
         group.add_argument("--per-task", type=int, help=per_task_help)
         group.add_argument("--array-parallelism", type=int, help="array tasks running at once (default: no limit)")
+    if grading:
+        group.add_argument("--allow-unisolated", action="store_true",
+                           help="let array tasks grade on nodes that can't isolate student code (no bubblewrap or "
+                                "user namespaces there): student code then runs as you, unisolated (default: such "
+                                "a task refuses, naming what is missing)")
     group.add_argument("--slurm-opt", action="append", type=_key_value, metavar="KEY=VALUE",
                        help="any other sbatch option, e.g. --slurm-opt qos=class (repeatable)")
     group.add_argument("--resume", metavar="JOBID", help="collect the jobs of an earlier --slurm run instead of submitting")
@@ -187,7 +193,8 @@ def from_arguments(args: argparse.Namespace, *, autograder: pathlib.Path | None 
 
 def refuse_without_slurm(args: argparse.Namespace) -> None:
     """Slurm-only flags given without --slurm: say so instead of ignoring them."""
-    given = [f"--{name.replace('_', '-')}" for name in (*FLAG_FIELDS, "cluster", "resume") if getattr(args, name, None)]
+    given = [f"--{name.replace('_', '-')}" for name in (*FLAG_FIELDS, "cluster", "resume", "allow_unisolated")
+             if getattr(args, name, None)]
     if getattr(args, "slurm_opt", None):
         given.append("--slurm-opt")
     if given:

@@ -38,7 +38,8 @@ bounded answers: bytes, depth, integers,       ``answers``         the hard-link
 array count and total (per link), headers                          ``Infinity`` and 200,000-deep JSON
 seccomp: ``socket()`` only for ``AF_UNIX``,    ``seccomp``         sending the held-out features over TCP/UDP
 no io_uring
-bubblewrap namespaces (see ``bubblewrap``)     ``bubblewrap``      network, /proc climbing, neighbours, /tmp
+bubblewrap namespaces (see ``bubblewrap``),    ``bubblewrap``,     network, /proc climbing, neighbours, /tmp;
+the loader and library folders it needs        ``loader``          (rootless) the grader's own home and files
 arguments through a memfd, 0700 outputs,       ``..local_grading`` /proc climbing to ``--autograder X.zip``;
 root-only copy of the autograder                                   reading other students' results
 rlimits, scrubbed environment,                 ``launch``,         memory and fork bombs, setuid binaries,
@@ -60,16 +61,24 @@ Isolation levels (``extra_data["isolation"]["level"]`` in results.json; the inst
   no instructor path, but a shell wrapper or ``sudo`` above ``notegrade`` may), read any
   world-readable file of the machine, reach ``AF_UNIX`` sockets that admit others, fill the shared
   ``/tmp`` while it runs, and compete for CPU with a neighbour.
-- ``none`` (the grader is not root, or ``run_as="self"`` as in the students' self-check): student
-  code runs as the grader's own user and can read and write whatever the grader can; rlimits,
-  timeouts, the network filter and the killing of what it started still hold.  ``notegrade grade``
-  prints a one-line warning.
+- ``rootless`` (the grader is not root; bubblewrap and unprivileged user namespaces work): the same
+  namespaces, mounts, private ``/tmp``, filter and limits as ``bubblewrap``, but student code keeps
+  the grader's own uid.  Nothing of that user's home, the shared ``/tmp``, the autograder or the
+  held-out file exists for it, and its submission copy and answers folder are the only places it
+  can write; everything it started dies with the PID namespace.  *Not promised*: what is bound
+  read-write is writable by the same uid; the kernel's user-namespace code is reachable (further
+  user namespaces are disabled with bubblewrap 0.8+); GPU jobs bind ``/dev/nvidia*``; RLIMIT_NPROC
+  counts the user's other processes.  The students' self-check (``run_as="self"``) runs here too.
+- ``none`` (not root and no usable bubblewrap, ``run_as="self"`` as root, or forced): student code
+  runs as the grader's own user and can read and write whatever the grader can; rlimits, timeouts,
+  the network filter and the killing of what it started still hold.  ``notegrade grade`` prints a
+  one-line warning.
 
 Docker (``notegrade grade --docker``, Gradescope) remains the strongest setting: the container adds
 its own filesystem, PID namespace and memory limit, and the grader inside runs at ``uid``.
 
 Modules: ``core`` (:class:`Sandbox`), ``limits`` (:class:`SandboxLimits`), ``isolation`` (levels),
-``users``, ``scratch``, ``files``, ``spawn``, ``launch``, ``bubblewrap``, ``seccomp``, ``worker``,
+``users``, ``scratch``, ``files``, ``spawn``, ``launch``, ``bubblewrap``, ``loader``, ``seccomp``, ``worker``,
 ``channel``, ``answers``, ``failfast``, ``cleanup``, ``processes``, ``strays``, ``memory``,
 ``result`` (:class:`ProbeResult`).
 """

@@ -1,23 +1,29 @@
 """The worker inside bubblewrap: new namespaces, and a filesystem that holds only what it needs.
 
-TRUSTED side.  Where the machine allows user namespaces (a host, a privileged container),
-the worker runs under ``bwrap`` (Debian's ``bubblewrap``, the sandbox Flatpak uses) with new
-user, PID, mount, IPC, UTS, network and cgroup namespaces (``--unshare-all``), dying with its
-parent (``--die-with-parent``), in a new session (``--new-session``: no terminal to inject
+TRUSTED side.  Where the machine allows user namespaces (a host, a privileged container, a
+cluster node), the worker runs under ``bwrap`` (Debian's ``bubblewrap``, the sandbox Flatpak uses)
+with new user, PID, mount, IPC, UTS, network and cgroup namespaces (``--unshare-all``), dying with
+its parent (``--die-with-parent``), in a new session (``--new-session``: no terminal to inject
 into), without capabilities (``--cap-drop ALL``), unable to make further user namespaces
-(``--disable-userns``), with an empty environment but what the grader sets (``--clearenv``).
+(``--disable-userns``, bubblewrap 0.8+), with an empty environment but what the grader sets
+(``--clearenv``).  Two levels use it (:mod:`autograder.sandbox.isolation`):
 
-**The uid stays the real, unprivileged student uid.**  bwrap is not setuid here: the grader
-drops to the fresh student uid (``setgroups``/``setresgid``/``setresuid``, then
-``PR_SET_NO_NEW_PRIVS``) *before* it executes bwrap, which maps that uid to itself.  Running bwrap
-as root with ``--uid N`` instead would map the sandbox's uid to host root, and student code
-would get root's access to every file bound in.
+- ``bubblewrap`` (the grader is root): **the uid stays the real, unprivileged student uid.**  bwrap
+  is not setuid here: the grader drops to the fresh student uid (``setgroups``/``setresgid``/
+  ``setresuid``, then ``PR_SET_NO_NEW_PRIVS``) *before* it executes bwrap, which maps that uid to
+  itself.  Running bwrap as root with ``--uid N`` instead would map the sandbox's uid to host root,
+  and student code would get root's access to every file bound in.
+- ``rootless`` (the grader is not root): bwrap runs as the grader's own user, mapped to itself in
+  the new user namespace.  The filesystem below is the whole wall: a file bound read-write is
+  writable, and nothing else of the user's (home, ``/tmp``, the autograder) exists in the sandbox.
 
 What the sandbox sees (everything else of the host does not exist in it):
 
 - read-only: the interpreter's prefixes and the ``site-packages``/``dist-packages`` folders on
   the worker's ``sys.path`` (:func:`interpreter_binds`, from the interpreter itself, so a grading
   venv anywhere works); other ``sys.path`` entries (an editable source checkout) are left out;
+  the loader and the system library folders the interpreter and its ``lib-dynload`` modules link
+  (:mod:`autograder.sandbox.loader`: an interpreter outside ``/usr`` starts too);
   ``/lib``, ``/bin``... as the host has them (symlinks into ``/usr`` on merged-/usr systems);
   the harness copy at ``/sandbox/notegrade_harness`` and the grader's inputs at ``/sandbox/in``;
 - read-write: the submission copy at ``/sandbox/work`` (the working directory and ``HOME``) and
@@ -27,13 +33,14 @@ What the sandbox sees (everything else of the host does not exist in it):
   remounted read-only;
 - no network but its own loopback; the seccomp filter of :mod:`autograder.sandbox.seccomp` on top.
 
-:func:`probe` runs a trivial sandbox once per process and interpreter to learn whether this
-machine allows it (Docker without privileges refuses user namespaces; then the uid fallback runs).
+:func:`probe` runs a trivial sandbox once per process, interpreter and user to learn whether this
+machine allows it, and says which piece is missing when not (:func:`missing_piece`).  bwrap is
+``$NOTEGRADE_BWRAP`` when set (a cluster profile's ``bwrap`` key), else found on ``PATH``.
 
 Example
 -------
 >>> args = wrap(["python", "-c", "pass"], binds=[("ro", "/usr", "/usr")], env={"HOME": "/sandbox/work"},
-...             chdir="/sandbox", tmp_mb=64, seccomp_fd=None)
+...             chdir="/sandbox", tmp_mb=64, seccomp_fd=None, bwrap="bwrap")
 >>> args[:4], args[-3:]
 (['bwrap', '--unshare-all', '--unshare-user', '--die-with-parent'], ['python', '-c', 'pass'])
 """
@@ -42,25 +49,65 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 from typing import Any, Callable
 
 from _selfcheck.sandbox import processes
 from _selfcheck.sandbox.strays import LIVE_WORKERS
+from _selfcheck.sandbox import loader
 
 BWRAP = "bwrap"
+BWRAP_ENV = "NOTEGRADE_BWRAP"  # the bwrap binary to use (a cluster profile's ``bwrap`` key sets it on the nodes)
 INSIDE = "/sandbox"  # where the scratch folders appear in the sandbox
 SHM_MB = 16
 _TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _LAYOUT = ("import json, sys; print(json.dumps({'executable': sys.executable, 'prefix': sys.prefix, "
            "'base_prefix': sys.base_prefix, 'exec_prefix': sys.exec_prefix, "
            "'base_exec_prefix': sys.base_exec_prefix, 'path': sys.path}))")
+INSTALL_HINT = ("install it (apt-get install bubblewrap; dnf install bubblewrap), or on a cluster ask its admins, "
+                f"or point ${BWRAP_ENV} (a cluster profile's bwrap = \"/path/to/bwrap\") at a bwrap binary; "
+                "notegrade's README has an Apptainer recipe for machines without it")
+USERNS_HINT = ("this kernel refuses user namespaces to unprivileged users (the machine's admin can allow them: "
+               "sysctl user.max_user_namespaces=15000, kernel.unprivileged_userns_clone=1 on Debian kernels, "
+               "kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04)")
 
 
 def executable() -> "str | None":
-    """The bwrap binary, or None when bubblewrap is not installed."""
-    return shutil.which(BWRAP)
+    """The bwrap binary: ``$NOTEGRADE_BWRAP`` when set (even if unusable: :func:`missing_piece` says
+    why), else ``bwrap`` on ``PATH`` or in ``/usr/bin``; None when bubblewrap is not installed."""
+    given = os.environ.get(BWRAP_ENV, "").strip()
+    if given:
+        return given
+    return shutil.which(BWRAP) or shutil.which(BWRAP, path="/usr/bin:/bin:/usr/local/bin")
+
+
+def missing_piece() -> "str | None":
+    """Why no bwrap can run here (not installed, a wrong ``$NOTEGRADE_BWRAP``), with how to get one; None if found."""
+    path = executable()
+    given = os.environ.get(BWRAP_ENV, "").strip()
+    if path is None:
+        return f"bubblewrap is not installed (no bwrap on PATH): {INSTALL_HINT}"
+    if given and not (os.path.isfile(given) and os.access(given, os.X_OK)):
+        return f"{BWRAP_ENV}={given} is not an executable file: {INSTALL_HINT}"
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def version(path: str) -> "tuple[int, ...]":
+    """bwrap's version (``bubblewrap 0.8.0`` -> (0, 8, 0)); () when it does not say."""
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", done.stdout)
+    return tuple(int(g or 0) for g in match.groups()) if match else ()
+
+
+def disables_userns(path: str) -> bool:
+    """Whether this bwrap has ``--disable-userns`` (0.8.0 and later)."""
+    return version(path) >= (0, 8, 0)
 
 
 @functools.lru_cache(maxsize=8)
@@ -77,13 +124,16 @@ def _covered(path: str, roots: "list[str]") -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
+@functools.lru_cache(maxsize=8)
 def interpreter_binds(python: str) -> "tuple[list[tuple[str, str, str]], list[str]]":
     """(binds ``(kind, source, dest)`` for the interpreter, ``sys.path`` entries left out).
 
     Bound read-only: the interpreter's prefixes (its venv and the base installation, e.g.
-    ``/usr``), the real file behind ``python``, and every ``sys.path`` entry that is a
-    ``site-packages`` or ``dist-packages`` folder or lies in a prefix.  Left out: other entries,
-    such as an editable checkout of the toolkit (the harness needs only torch, numpy and itself).
+    ``/usr``), the real file behind ``python``, every ``sys.path`` entry that is a
+    ``site-packages`` or ``dist-packages`` folder or lies in a prefix, and what the loader needs
+    beyond them (:func:`autograder.sandbox.loader.needed_binds`: an interpreter outside ``/usr``).
+    Left out: other entries, such as an editable checkout of the toolkit (the harness needs only
+    torch, numpy and itself).
     """
     layout = interpreter_layout(python)
     roots: "list[str]" = []
@@ -92,10 +142,13 @@ def interpreter_binds(python: str) -> "tuple[list[tuple[str, str, str]], list[st
         if os.path.isdir(path) and path != "/" and not _covered(path, roots):
             roots.append(path)
     skipped = []
+    extensions: "list[str]" = []
     for entry in layout["path"]:
         if not entry or not os.path.exists(entry):
             continue
         real = os.path.realpath(entry)
+        if os.path.basename(real) == "lib-dynload" and os.path.isdir(real):
+            extensions += [os.path.join(real, n) for n in sorted(os.listdir(real)) if n.endswith(".so")]
         if _covered(real, roots):
             continue
         if os.path.basename(real) in ("site-packages", "dist-packages") or real.endswith(".zip"):
@@ -109,6 +162,9 @@ def interpreter_binds(python: str) -> "tuple[list[tuple[str, str, str]], list[st
             binds.append(("ro", target, target))
         if not _covered(given, roots) and given != target:
             binds.append(("ro", given, given))
+    covered = roots + [dest for _, _, dest in binds] + [os.path.realpath("/" + n) for n in _TOP_LEVEL_LINKS
+                                                        if os.path.isdir("/" + n) and not os.path.islink("/" + n)]
+    binds += loader.needed_binds([os.path.realpath(layout["executable"])] + extensions, roots=covered)
     return binds, skipped
 
 
@@ -132,10 +188,13 @@ def gpu_binds() -> "list[tuple[str, str, str]]":
 
 
 def wrap(command: "list[str]", *, binds: "list[tuple[str, str, str]]", env: "dict[str, str]", chdir: str,
-         tmp_mb: int, seccomp_fd: "int | None") -> "list[str]":
-    """The bwrap command line that runs ``command`` in the sandbox described in the module doc."""
-    args = [BWRAP, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--disable-userns", "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev",
+         tmp_mb: int, seccomp_fd: "int | None", bwrap: "str | None" = None,
+         disable_userns: bool = True) -> "list[str]":
+    """The bwrap command line that runs ``command`` in the sandbox described in the module doc
+    (``bwrap``: the binary, default :func:`executable`; ``disable_userns``: False for a bwrap older than 0.8)."""
+    args = [bwrap or executable() or BWRAP, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL"] + (["--disable-userns"] if disable_userns else []) + [
+            "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev",
             "--size", str(int(tmp_mb) << 20), "--tmpfs", "/tmp", "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm"]
     flags = {"ro": "--ro-bind", "ro-try": "--ro-bind-try", "rw": "--bind", "dev": "--dev-bind-try"}
     for kind, source, dest in binds:  # /tmp first (above), so binds below /tmp land on the tmpfs
@@ -151,29 +210,42 @@ def wrap(command: "list[str]", *, binds: "list[tuple[str, str, str]]", env: "dic
     return args + ["--"] + list(command)
 
 
-_PROBED: "dict[str, tuple[bool, str]]" = {}
+def explain_failure(stderr: str, code: int) -> str:
+    """bwrap's own complaint, with the missing piece named when it is a known one."""
+    text = stderr.strip()[-300:] or f"exit status {code}"
+    if re.search(r"No permissions to creat|setting up uid map|Creating new namespace failed|"
+                 r"unshare.*(Operation not permitted|Permission denied)|max_user_namespaces", text):
+        return f"bwrap failed here: {text} -- {USERNS_HINT}"
+    return f"bwrap failed here: {text}"
+
+
+_PROBED: "dict[tuple[str, str, Any], tuple[bool, str]]" = {}
 
 
 def probe(python: str, *, preexec: "Callable[[], None] | None", user: "dict[str, Any]") -> "tuple[bool, str]":
-    """(works, detail): run ``python -s -c pass`` in a minimal sandbox as the student uid, once per process.
+    """(works, detail): run ``python -s -c pass`` in a minimal sandbox, once per process, bwrap,
+    interpreter and kind of user (``user``: Popen's ``user``/``group``, a student uid; ``{}``: ourselves).
 
     ``preexec``/``user`` are what the worker's launch uses (uid switch, no_new_privs, death signal)."""
-    if python in _PROBED:
-        return _PROBED[python]
-    if executable() is None:
-        result = (False, "bubblewrap is not installed (apt-get install bubblewrap)")
+    path = executable()
+    key = (python, str(path), "student" if user else os.getuid())
+    if key in _PROBED:
+        return _PROBED[key]
+    missing = missing_piece()
+    if missing is not None:
+        result = (False, missing)
     else:
         try:
             binds, _ = interpreter_binds(python)
             command = wrap([python, "-s", "-c", "pass"], binds=system_binds() + binds, env={"PATH": "/usr/bin"},
-                           chdir="/", tmp_mb=1, seccomp_fd=None)
+                           chdir="/", tmp_mb=1, seccomp_fd=None, bwrap=path, disable_userns=disables_userns(path))
             done = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
                                   preexec_fn=preexec, **user)
-            result = (True, "namespaces work") if done.returncode == 0 else \
-                (False, f"bwrap failed here: {done.stderr.strip()[-300:] or f'exit status {done.returncode}'}")
+            result = (True, "namespaces work") if done.returncode == 0 else (False, explain_failure(done.stderr,
+                                                                                                    done.returncode))
             if "user" in user:  # bwrap's pid 1, orphaned to us (a subreaper) when the outer bwrap exited
                 processes.reap_zombies_of_uid(int(user["user"]), spare=LIVE_WORKERS, wait_s=2.0)
         except (OSError, ValueError, subprocess.SubprocessError) as err:
             result = (False, f"bwrap could not run: {err}")
-    _PROBED[python] = result
+    _PROBED[key] = result
     return result

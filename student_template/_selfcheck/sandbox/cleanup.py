@@ -57,6 +57,26 @@ def _hold_name(top_fd: int) -> str:
             return name
 
 
+def _open_dir(name: str, dir_fd: int) -> int:
+    """``name`` in ``dir_fd`` opened as a directory (no link followed), made ``rwx`` for its owner when
+    that is us and not root: student code running as the grader's own user (the ``rootless`` and
+    ``none`` levels) may leave a folder at mode 000, which its owner may chmod back.  Only called once
+    every process of the sandbox is dead, so the folder checked is the folder changed."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except PermissionError:
+        info = _lstat(name, dir_fd)
+        if os.geteuid() == 0 or info is None or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise
+        os.chmod(name, 0o700, dir_fd=dir_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    if os.geteuid() != 0:
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and info.st_mode & 0o700 != 0o700:
+            os.fchmod(fd, 0o700)
+    return fd
+
+
 def _empty_directory(fd: int, top_fd: int, pending: "list[str]", failed: "list[str]", label: str) -> None:
     """Unlink every non-directory in ``fd``; move every subdirectory up into ``top_fd`` (queued in ``pending``)."""
     try:
@@ -74,6 +94,8 @@ def _empty_directory(fd: int, top_fd: int, pending: "list[str]", failed: "list[s
                     pending.append(name)
                 else:
                     held = _hold_name(top_fd)
+                    if os.geteuid() != 0 and info.st_uid == os.geteuid() and info.st_mode & 0o700 != 0o700:
+                        os.chmod(name, 0o700, dir_fd=fd)  # moving a folder rewrites its "..": it must be writable
                     os.rename(name, held, src_dir_fd=fd, dst_dir_fd=top_fd)
                     pending.append(held)
             else:
@@ -99,7 +121,7 @@ def remove_entry(parent_fd: int, name: str, *, label: str = "") -> "list[str]":
             return [f"{label}: {err.strerror}"]
     failed: "list[str]" = []
     try:
-        top_fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        top_fd = _open_dir(name, parent_fd)
     except OSError as err:
         return [f"{label}: {err.strerror}"]
     try:
@@ -110,7 +132,7 @@ def remove_entry(parent_fd: int, name: str, *, label: str = "") -> "list[str]":
         while pending:
             held = pending.pop()
             try:
-                sub_fd = os.open(held, _DIR_FLAGS, dir_fd=top_fd)
+                sub_fd = _open_dir(held, top_fd)
             except OSError as err:
                 failed.append(f"{label}/{held}: {err.strerror}")
                 continue

@@ -54,7 +54,7 @@ class Worker:
     """One running worker process; the constructor only spawns it (so its ``import torch`` overlaps
     the grader's own work), :meth:`wait_ready` waits for the ready message.
 
-    ``level``: ``bubblewrap`` | ``uid`` | ``none``; ``user``: the :class:`~autograder.sandbox.users.StudentUid`
+    ``level``: ``bubblewrap`` | ``uid`` | ``rootless`` | ``none``; ``user``: the :class:`~autograder.sandbox.users.StudentUid`
     (None at ``none``); ``filter_program``: the seccomp program (bytes) or None.
     """
 
@@ -114,7 +114,7 @@ class Worker:
                 detail = "the network filter (seccomp) could not be installed"
             raise NotegradeError(f"the grading worker ({self.python}) did not start ({status}, exit status {code}); "
                                  f"its stderr ends with: {detail}")
-        if self.level == "bubblewrap":
+        if self.level in spawn.BOXED:
             found = processes.host_pid(self.proc.pid, int(info.get("pid", 0) or 0))
             if found is not None:
                 self.worker_pid = found
@@ -144,7 +144,7 @@ class Worker:
         code = self._exit_code(2.0)
         if code is None:
             return "the worker stopped answering (it closed or broke its connection to the grader)"
-        if self.level == "bubblewrap" and code > 128:
+        if self.level in spawn.BOXED and code > 128:
             code = 128 - code  # bwrap exits with 128 + the signal that killed the worker
         if code < 0:
             return f"the worker process {_SIGNALS.get(-code, f'was killed by signal {-code}')}"

@@ -106,56 +106,8 @@ def test_malformed_answers_and_deep_trees_are_the_submissions_fault_and_cleaned(
     assert_no_student_processes()
 
 
-class Listener:
-    """TCP and UDP on one 127.0.0.1 port; keeps every byte that arrives."""
-
-    def __init__(self) -> None:
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.bind(("127.0.0.1", 0))
-        self.tcp.listen(8)
-        self.port = self.tcp.getsockname()[1]
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", self.port))
-        self.received = b""
-        self._stop = False
-        self.threads = [threading.Thread(target=self._accept, daemon=True),
-                        threading.Thread(target=self._datagrams, daemon=True)]
-        for thread in self.threads:
-            thread.start()
-
-    def _accept(self) -> None:
-        self.tcp.settimeout(0.2)
-        while not self._stop:
-            try:
-                conn, _ = self.tcp.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(2)
-                try:
-                    while chunk := conn.recv(65536):
-                        self.received += chunk
-                except OSError:
-                    pass
-
-    def _datagrams(self) -> None:
-        self.udp.settimeout(0.2)
-        while not self._stop:
-            try:
-                self.received += self.udp.recv(65536)
-            except OSError:
-                continue
-
-    def close(self) -> None:
-        self._stop = True
-        for thread in self.threads:
-            thread.join(timeout=2)
-        self.tcp.close()
-        self.udp.close()
-
-
 def test_network_exfiltration_reaches_no_listener(level, tmp_path):
-    listener = Listener()
+    listener = iso.Listener()
     try:
         # the listener itself works: a process of the test reaches it
         with socket.create_connection(("127.0.0.1", listener.port), timeout=2) as probe:

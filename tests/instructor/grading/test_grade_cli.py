@@ -120,7 +120,7 @@ def test_batch_grades_each_submission_in_parallel(tmp_path, autograder_zip):
     assert all(r["status"] == "graded" for r in rows)
     for name in ("alice", "bob"):
         jsonschema.validate(json.loads((tmp_path / "out" / name / "results.json").read_text()), SCHEMA)
-    assert (tmp_path / "out" / "summary.csv").read_text().splitlines()[0] == "name,score,total,status,seconds"
+    assert (tmp_path / "out" / "summary.csv").read_text().splitlines()[0] == "name,score,total,status,seconds,isolation"
     table = grade.summary_table(rows)
     assert "alice" in table and "97 / 100" in table
 

@@ -248,3 +248,39 @@ def test_a_local_regrade_refuses_while_an_array_grades_into_the_same_out(tmp_pat
         grading.refuse_if_slurm_is_grading(tmp_path)
     monkeypatch.setattr(states, "squeue_states", lambda job: {"77_0": ("COMPLETED", ""), "77_1": ("COMPLETED", "")})
     grading.refuse_if_slurm_is_grading(tmp_path)  # finished: a local run may grade what is missing
+
+
+# ----------------------------------------------------------------------------- isolation on the nodes (issue 18)
+def test_profiles_say_where_bwrap_is_and_tasks_refuse_or_allow_without_it(tmp_path, monkeypatch, capsys):
+    from autograder.instructor.slurm.node_isolation import NodeIsolation
+    from autograder.sandbox import bubblewrap, isolation
+
+    profile = tmp_path / "cluster.toml"
+    profile.write_text('bwrap = "/opt/bubblewrap/bin/bwrap"\npartition = "standard"\n')
+    args = _parse(["--slurm", "--cluster", str(profile), "--allow-unisolated"])
+    slurm = grading.SlurmGrading(options=options.from_arguments(args), allow_unisolated=args.allow_unisolated)
+    assert slurm.isolation == NodeIsolation(bwrap="/opt/bubblewrap/bin/bwrap", allow_unisolated=True)
+    assert "bwrap" not in slurm.options.executor_parameters(job_name="x", default_minutes=5)
+    relative = tmp_path / "relative.toml"
+    relative.write_text('bwrap = "bin/bwrap"\n')
+    with pytest.raises(NotegradeError, match="bwrap must be an absolute path"):
+        options.load_profile(relative)
+    with pytest.raises(NotegradeError, match="--allow-unisolated only applies with --slurm"):
+        options.refuse_without_slurm(_parse(["--allow-unisolated"]))
+
+    # On a node that is not root and has no usable bwrap: one line naming it and the opt-out, or a warning.
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setenv(isolation.ISOLATION_ENV, "auto")  # restored afterwards (enforce() sets both)
+    monkeypatch.setenv(bubblewrap.BWRAP_ENV, "")
+    bubblewrap._PROBED.clear()
+    strict = NodeIsolation(bwrap=str(tmp_path / "no-bwrap"))
+    with pytest.raises(NotegradeError) as refused:
+        strict.enforce()
+    message = str(refused.value)
+    assert "\n" not in message and "can't isolate student code" in message and "--allow-unisolated" in message
+    assert f"NOTEGRADE_BWRAP={tmp_path / 'no-bwrap'} is not an executable file" in message
+    assert NodeIsolation(bwrap=str(tmp_path / "no-bwrap"), allow_unisolated=True).enforce() == "none"
+    assert isolation.requested() == "none" and "WITHOUT isolation" in capsys.readouterr().err
+    with pytest.raises(NotegradeError, match="refusing to run student code without isolation"):
+        NodeIsolation().enforce()  # NOTEGRADE_ISOLATION=none is now set: only the opt-out allows it
+    bubblewrap._PROBED.clear()
