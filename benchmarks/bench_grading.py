@@ -187,7 +187,7 @@ def measure_sandbox_start(python: pathlib.Path, submission: pathlib.Path) -> flo
 
 def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathlib.Path, out: pathlib.Path) -> tuple[float, float, float, dict]:
     """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout."""
-    from autograder.instructor.grading.command import grade_submission
+    from autograder.instructor.grading.one_submission import grade_submission
 
     sampler = TreeMemorySampler()
     sampler.start()

@@ -1,9 +1,10 @@
 """Grading on Slurm: ``regrade --slurm`` and ``grade DIR --slurm`` as job arrays.
 
 Each array task grades a shard of ``--per-task`` submissions with exactly the local code path
-(``regrade_jobs.grade_all`` / ``grade.grade_folder``: the same grader process, sandbox and
-rubric), writing into the same ``--out`` on the shared filesystem, so the gradebooks are built from
-the same files a local run leaves and come out identical.  A regrade task writes each
+(``regrade.jobs.grade_all`` / ``grading.batch.grade_folders``, both the one fan-out of
+``grading/fanout.py``: the same grader process, sandbox and rubric, and SIGTERM stops the task's
+graders), writing into the same ``--out`` on the shared filesystem, so the gradebooks are built
+from the same files a local run leaves and come out identical.  A regrade task writes each
 submission's ``grade_key.json`` as it finishes it, so:
 
 - a task that fails, is cancelled or times out loses only the submissions it had not finished;
@@ -75,8 +76,8 @@ class SlurmGrading:
     # ------------------------------------------------------------------------------ regrade
     def regrade(self, jobs_in: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade,
                 jobs: int, progress: bool) -> dict[str, tuple[dict | None, str | None, bool]]:
-        """``regrade_jobs.grade_all``'s contract, on Slurm: ``{entry key: (results, error, reused)}``."""
-        from autograder.instructor.regrade.jobs import earlier_grade, grade_key, sha256_of
+        """``regrade.jobs.grade_all``'s contract, on Slurm: ``{entry key: (results, error, reused)}``."""
+        from autograder.instructor.regrade.jobs import earlier_grade, grade_all, grade_key, sha256_of
 
         out, autograder = pathlib.Path(out).resolve(), pathlib.Path(autograder).resolve()
         folder = out / "slurm"
@@ -97,7 +98,10 @@ class SlurmGrading:
             submitted = []
             if todo:
                 options, per_task, minutes = self.settings(jobs, len(todo), seconds_each=_time_budget_s(autograder))
-                task = functools.partial(grade_shard, out=out, autograder=autograder, grade=grade, jobs=jobs)
+                # A task (on a node) is the local grade_all over its shard; a cancelled one stops grading at
+                # once (SIGTERM), instead of grading on until Slurm's SIGKILL.
+                task = functools.partial(grade_all, out=out, autograder=autograder, grade=grade, jobs=jobs,
+                                         progress=False, stop_on_sigterm=True)
                 shards = shards_of(todo, per_task)
                 run = array.submit(task, shards, options=options, folder=folder, job_name="notegrade-regrade",
                                    default_minutes=minutes, meta={"shards": [[e.key for e, _ in s] for s in shards]})
@@ -127,7 +131,9 @@ class SlurmGrading:
     # --------------------------------------------------------------------------- grade DIR
     def grade_batch(self, folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
                     out: pathlib.Path, python: str | None, jobs: int = 1) -> list[dict]:
-        """``grade.grade_batch``'s rows, each shard of folders graded by one array task."""
+        """``grading.batch.grade_batch``'s rows, each shard of folders graded by one array task."""
+        from autograder.instructor.grading.batch import grade_folders
+
         out, autograder = pathlib.Path(out).resolve(), pathlib.Path(autograder).resolve()
         folders = [pathlib.Path(f).resolve() for f in folders]
         if any(f.name == "slurm" for f in folders):
@@ -135,8 +141,9 @@ class SlurmGrading:
                                  "rename it")
         options, per_task, minutes = self.settings(jobs, len(folders), seconds_each=_time_budget_s(autograder))
         shards = shards_of(folders, per_task)
+        # A task (on a node) is the local per-folder grading; a cancelled one stops at once (SIGTERM).
         task = functools.partial(grade_folders, autograder=autograder, metadata=metadata and pathlib.Path(metadata).resolve(),
-                                 out=out, python=python, jobs=jobs)
+                                 out=out, python=python, jobs=jobs, progress=False, stop_on_sigterm=True)
         run, tasks = array.run_on_slurm(task, shards, options=options, folder=out / "slurm", job_name="notegrade-grade",
                                         default_minutes=minutes, resume=self.resume, resume_hint=self.resume_hint,
                                         meta={"shards": [[f.name for f in s] for s in shards]})
@@ -148,30 +155,6 @@ class SlurmGrading:
                 rows.extend({"name": name, "score": None, "total": None, "status": f"not graded: {outcome.failure}",
                              "seconds": 0.0} for name in names)
         return rows
-
-
-def grade_shard(shard: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade, jobs: int) -> dict:
-    """One regrade array task (on a node): the local ``grade_all`` over its shard.
-
-    A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
-    from autograder.instructor.regrade.jobs import grade_all
-    from autograder.instructor.grading.local import stop_graders_on_sigterm
-
-    stop_graders_on_sigterm()
-    return grade_all(shard, out=out, autograder=autograder, grade=grade, jobs=jobs, progress=False)
-
-
-def grade_folders(folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
-                  out: pathlib.Path, python: str | None, jobs: int = 1) -> list[dict]:
-    """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, ``jobs`` at a time.
-
-    A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
-    from autograder.instructor.grading import batch as batch_grading
-    from autograder.instructor.grading.local import stop_graders_on_sigterm
-
-    stop_graders_on_sigterm()
-    return batch_grading.grade_folders(folders, autograder=autograder, metadata=metadata, out=out, python=python,
-                                       jobs=jobs, progress=False)
 
 
 def resume_hint(command: str) -> str:
