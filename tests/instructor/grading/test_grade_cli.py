@@ -107,13 +107,13 @@ def test_an_import_the_grading_runtime_lacks_fails_as_on_gradescope(tmp_path, au
 @pytest.mark.slow
 def test_batch_grades_each_submission_in_parallel(tmp_path, autograder_zip):
     assets = grading_assets()
-    batch = tmp_path / "batch"
-    make_submission(batch / "alice", state_dict=torch.load(assets.state_dict_path))
-    make_starter_submission(batch / "bob")
+    folder = tmp_path / "batch"
+    make_submission(folder / "alice", state_dict=torch.load(assets.state_dict_path))
+    make_starter_submission(folder / "bob")
     metadata = tmp_path / "meta.json"
     metadata.write_text(json.dumps({"created_at": "2024-10-08T00:30:00-07:00",
                                     "assignment": {"due_date": "2024-10-07T23:59:00-07:00", "late_due_date": None}}))
-    rows = batch.grade_batch(submissions=batch, autograder=autograder_zip, metadata=metadata, out=tmp_path / "out", jobs=2)
+    rows = batch.grade_batch(submissions=folder, autograder=autograder_zip, metadata=metadata, out=tmp_path / "out", jobs=2)
     by_name = {r["name"]: r for r in rows}
     assert by_name["alice"]["score"] == 97 and by_name["bob"]["score"] == 0  # 31 min late: 1 day x 3 points
     assert all(r["status"] == "graded" for r in rows)
