@@ -2,14 +2,14 @@
 
 :func:`build_autograder` writes the archive whose root is what Gradescope unpacks into
 ``/autograder/source``: ``setup.sh`` and ``run_autograder`` (from ``autograder/gradescope/``),
-``setup.conf`` (where setup.sh gets its wheels), the pinned ``requirements.txt``, ``rubric.toml``, ``heldout.safetensors``,
-``heldout.secret`` (the key of the held-out order, perturbation and split), the grading
-code (only the modules ``autograder.run_autograder``, the checks and the worker harness need:
-no instructor tools, no reference solution, no tests, no caches), the ``Dockerfile`` for
-Gradescope's manual Docker configuration, and ``MANIFEST.json`` (sha256 of every file).
-The bytes are deterministic: sorted entries, fixed timestamps and permissions.  Which package
-files count as grading code is decided in :mod:`autograder.instructor.build.grading_code`; the
-command line is :mod:`autograder.instructor.build.command`.
+``setup.conf`` (where setup.sh gets its wheels), the pinned ``requirements.txt``, ``rubric.toml``,
+``heldout.safetensors``, ``heldout.secret`` (the key of the held-out order, perturbation and split),
+the grading code (only the modules ``autograder.run_autograder``, the checks and the worker harness
+need: no instructor tools, no reference solution, no tests, no caches), the ``Dockerfile`` for
+Gradescope's manual Docker configuration, and ``MANIFEST.json`` (sha256 of every file).  The bytes
+are deterministic: sorted entries, fixed timestamps and permissions.  Which package files count as
+grading code is decided in :mod:`autograder.instructor.build.grading_code`; the command line is
+:mod:`autograder.instructor.build.command`.
 
 Example
 -------

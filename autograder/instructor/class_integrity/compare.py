@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 
 def compare_class(*, source: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, jobs: int = 1,
-                  timeout_s: float = 180.0, thresholds: Thresholds = Thresholds(), boilerplate: pathlib.Path | None = None,
-                  known_seeds: tuple[int, ...] = KNOWN_SEEDS, max_reports: int = MAX_REPORTS,
-                  progress: bool = True, slurm: "SlurmGrading | None" = None) -> IntegritySummary:
+                  timeout_s: float = 180.0, thresholds: Thresholds = Thresholds(),
+                  boilerplate: pathlib.Path | None = None, known_seeds: tuple[int, ...] = KNOWN_SEEDS,
+                  max_reports: int = MAX_REPORTS, progress: bool = True,
+                  slurm: "SlurmGrading | None" = None) -> IntegritySummary:
     """Analyse the export or regrade folder ``source`` with ``autograder``'s held-out file; write into ``out``.
 
     ``slurm``: the held-out logits are computed by a Slurm job array (``autograder/instructor/slurm/``)."""

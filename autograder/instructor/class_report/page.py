@@ -2,10 +2,10 @@
 
 :func:`write_class_report` reads ``grades.csv`` as ``notegrade regrade`` writes it, and the
 ``grades.json`` written beside it (rubric items with their maximum points, the per-submission
-held-out confusion matrices: a CSV row cannot hold an 11x11 matrix).  Without ``grades.json`` the items come from the column names
-(``"1.1 Title"``), their maxima from the best score seen, and the confusion section says it has
-no data.  Figures are matplotlib PNGs embedded as base64, so the page is one file with no
-external resources.  The command line (``notegrade report``) is
+held-out confusion matrices: a CSV row cannot hold an 11x11 matrix).  Without ``grades.json`` the
+items come from the column names (``"1.1 Title"``), their maxima from the best score seen, and the
+confusion section says it has no data.  Figures are matplotlib PNGs embedded as base64, so the page
+is one file with no external resources.  The command line (``notegrade report``) is
 :mod:`autograder.instructor.class_report.command`.
 
 Example
