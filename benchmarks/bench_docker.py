@@ -56,18 +56,19 @@ def layer_sizes(client, image: str) -> list[tuple[str, float]]:
 
 def throughput(submissions: pathlib.Path, *, zip_path: pathlib.Path, image: str, client, jobs: int,
                out: pathlib.Path) -> tuple[float, list]:
-    from autograder.instructor.grading.docker.fanout import grade_all
+    from autograder.instructor.grading.docker.grading import grade_in_containers
 
     started = time.perf_counter()
-    runs = grade_all(submission=submissions, autograder=zip_path, out=out, image=image, jobs=jobs, client=client,
-                     quiet=True)
+    runs = grade_in_containers(submission=submissions, autograder=zip_path, out=out, image=image, jobs=jobs,
+                               client=client, quiet=True)
     return time.perf_counter() - started, runs
 
 
 def main(*, work: pathlib.Path, n_submissions: int, rounds: int) -> int:
     from testkit import docker_support
-    from autograder.instructor.build import command as build
-    from autograder.instructor.grading.docker import fanout as docker_grade
+    from autograder.instructor.build.package import build_autograder
+    from autograder.instructor.grading.docker import grading as docker_grading
+    from autograder.instructor.grading.docker import image as docker_image
     from testkit.autograder_dir import make_starter_submission, make_submission
     from bench_grading import ensure_heldout
 
@@ -80,16 +81,17 @@ def main(*, work: pathlib.Path, n_submissions: int, rounds: int) -> int:
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}", flush=True)
     base = docker_support.ensure_base_image(client)
     heldout = ensure_heldout(work)
-    zip_path = build.main(rubric=REPO / "tests" / "rubrics" / "rendered.toml", heldout=heldout,
-                          out=scratch / "autograder.zip", wheelhouse=docker_support.ensure_wheelhouse(), quiet=True).path
+    zip_path = build_autograder(rubric=REPO / "tests" / "rubrics" / "rendered.toml", heldout=heldout,
+                                out=scratch / "autograder.zip", wheelhouse=docker_support.ensure_wheelhouse(),
+                                quiet=True).path
     print(f"autograder zip: {zip_path.stat().st_size / MB:.1f} MB (with the bundled wheelhouse)", flush=True)
 
     setup_s = measure_setup(client, base, zip_path)
     print(f"setup.sh in a fresh {base} container: {setup_s:.1f} s", flush=True)
 
-    source = docker_grade.unpack_autograder(zip_path, scratch)
+    source = docker_image.unpack_autograder(zip_path, scratch)
     started = time.perf_counter()
-    image = docker_grade.ensure_image(client, source=source, base_image=base, tag="notegrade-bench:latest",
+    image = docker_image.ensure_image(client, source=source, base_image=base, tag="notegrade-bench:latest",
                                       rebuild=True, nocache=True, quiet=True)
     build_s = time.perf_counter() - started
     size = client.images.get(image).attrs["Size"] / MB
@@ -98,8 +100,8 @@ def main(*, work: pathlib.Path, n_submissions: int, rounds: int) -> int:
         print(f"    {mb:8.1f} MB  {created}")
 
     reference = make_submission(scratch / "one" / "reference")
-    [run] = docker_grade.grade_all(submission=reference, autograder=zip_path, out=scratch / "graded-one",
-                                   image=image, client=client, quiet=True)
+    [run] = docker_grading.grade_in_containers(submission=reference, autograder=zip_path,
+                                               out=scratch / "graded-one", image=image, client=client, quiet=True)
     peak, peak_rss = run.peak_memory_mb or 0.0, run.peak_rss_mb or 0.0
     print(f"reference submission, one container (768 MB, 1 CPU, no network): {run.wall_s:.1f} s wall, "
           f"score {run.results['score']:g} (untrained weights: no accuracy points, same cost); peak memory: cgroup {peak:.0f} MB incl. page cache, "

@@ -196,7 +196,7 @@ def grade_once(python: pathlib.Path, autograder: pathlib.Path, submission: pathl
                level: str = "") -> tuple[float, float, float, dict]:
     """(wall seconds, peak RSS MB, peak PSS MB, results) of one local grading in the Gradescope layout
     (``rootless``: by the unprivileged test user, benchmarks/as_grading_user.py)."""
-    from autograder.instructor.grading.command import grade_submission
+    from autograder.instructor.grading.one_submission import grade_submission
 
     if level == "rootless":
         from as_grading_user import grade_as_user

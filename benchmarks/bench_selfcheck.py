@@ -54,7 +54,7 @@ def make_template(work: pathlib.Path) -> pathlib.Path:
     import torch
 
     from autograder.featurefile import write_feature_file
-    from autograder.instructor.assign import command as assign
+    from autograder.instructor.assign import template as assign
     from reference.features import FRONTEND_PARAMS, frontend_hash
     from reference.model import NoteCNN
 

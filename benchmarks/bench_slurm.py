@@ -42,12 +42,12 @@ def _export(tmp: pathlib.Path, n: int, checkpoint: pathlib.Path):
 
 
 def _regrade(export, autograder, out: pathlib.Path, **kwargs) -> float:
-    from autograder.instructor.regrade import command as regrade
+    from autograder.instructor.regrade import run as regrade
     from autograder.instructor.demo.synthetic_class import DUE
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    summary = regrade.main(export=export.path, autograder=autograder, out=out, due=DUE.isoformat(), title="A2",
+    summary = regrade.regrade_export(export=export.path, autograder=autograder, out=out, due=DUE.isoformat(), title="A2",
                            progress=False, **kwargs)
     seconds = time.perf_counter() - started
     if summary.failed or summary.graded != len(export.submissions):

@@ -64,7 +64,7 @@ class Outcome:
 
 def _docker_unreachable(**_) -> "str | None":
     from autograder.errors import NotegradeError
-    from autograder.instructor.grading.docker.fanout import docker_client
+    from autograder.instructor.grading.docker.image import docker_client
 
     try:
         docker_client().close()

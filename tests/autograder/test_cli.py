@@ -8,9 +8,10 @@ import pytest
 
 from autograder import cli
 from autograder.errors import NotegradeError
-from autograder.instructor.build import command as build
+from autograder.instructor.build import package as build
 from autograder.instructor.class_report import command as class_report
 from autograder.instructor.regrade import command as regrade
+from autograder.instructor.regrade import run as regrade_run
 from reference import evaluation, pipeline
 
 HELP_COMMANDS = [words for words in cli.COMMANDS]
@@ -45,9 +46,9 @@ def test_regrade_has_grades_python_and_base_image(tmp_path):
                               "--base-image", "local:1", "--docker"])
     assert (args.python, args.base_image) == ("/usr/bin/python3", "local:1")
     with pytest.raises(NotegradeError, match="--base-image only applies with --docker"):
-        regrade._check_runtime_flags(docker=False, python=None, base_image="local:1")
+        regrade_run._check_runtime_flags(docker=False, python=None, base_image="local:1")
     with pytest.raises(NotegradeError, match="--python does not apply with --docker"):
-        regrade._check_runtime_flags(docker=True, python="/usr/bin/python3", base_image=None)
+        regrade_run._check_runtime_flags(docker=True, python="/usr/bin/python3", base_image=None)
 
 
 def test_train_is_an_instructor_tool_and_pipeline_py_the_students(monkeypatch, capsys, tmp_path):

@@ -1,6 +1,6 @@
 """Two rules both template generators apply: a source's dotted module name, and "it parses".
 
-:mod:`autograder.instructor.assign.command` (the shipped files) and
+:mod:`autograder.instructor.assign.template` (the shipped files) and
 :mod:`autograder.instructor.assign.vendor_selfcheck` (the vendored self-check) both name repo sources as
 modules (to rewrite imports) and refuse to write a generated Python file that does not parse.
 The rules live here because ``assign`` imports ``vendor_selfcheck``, which cannot import it back.

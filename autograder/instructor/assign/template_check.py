@@ -1,6 +1,6 @@
 """What ``notegrade assign --check`` reports: files missing, extra, or changed and where.
 
-Split from :mod:`autograder.instructor.assign.command`, which generates the template; this compares
+Split from :mod:`autograder.instructor.assign.template`, which generates the template; this compares
 it with a directory on disk.  A changed file is located by what a reader would look for: the
 function or TODO region of a Python file, the section of the README, else the line numbers.
 

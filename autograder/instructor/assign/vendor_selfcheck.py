@@ -9,7 +9,7 @@ items (``_selfcheck/rubric.json``) and the entry point.  What is copied is compu
 the ``checks``, ``harness`` and ``selfcheck`` packages whole, plus every grading module they
 import, followed transitively, and any imported subpackage (``sandbox/``) whole, so a new sandbox
 helper comes along without an edit here.  Split
-from :mod:`autograder.instructor.assign.command`, which adds these files to the rest of the template.
+from :mod:`autograder.instructor.assign.template`, which adds these files to the rest of the template.
 
 Example
 -------

@@ -1,1 +1,1 @@
-"""`notegrade build` (command): the Gradescope autograder zip; grading_code: which files of the package it ships."""
+"""`notegrade build` (command: its options only): the Gradescope autograder zip (package: build_autograder); grading_code: which files of the package it ships."""

@@ -6,7 +6,7 @@ checks and the worker harness), computed from the source
 new grading module comes along without an edit and no instructor tool, reference solution or test
 does.  Every third-party import it makes must be one the Gradescope runtime installs
 (:data:`RUNTIME_PACKAGES`, what ``requirements.txt`` pins), or the build stops with a message naming
-the file.  Split from :mod:`autograder.instructor.build.command`, which packages the result.
+the file.  Split from :mod:`autograder.instructor.build.package`, which packages the result.
 
 Example
 -------

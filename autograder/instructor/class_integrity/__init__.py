@@ -25,5 +25,6 @@ The held-out logits come from each student's own ``NoteCNN`` in the grading sand
 rerun recomputes only what changed.  :mod:`.flags` decides what is flagged and writes the evidence;
 :mod:`.outputs` writes ``integrity.csv`` / ``integrity.json`` / ``pairs.npz`` and the copydetect
 HTML; :mod:`.report_section` is the class report's section; :mod:`.members` finds the
-submissions and who wrote them; :mod:`.command` is the CLI and the regrade hook.
+submissions and who wrote them; :mod:`.compare` starts the analysis (from the CLI, :mod:`.command`,
+or after a regrade).
 """

@@ -1,7 +1,7 @@
 """The integrity analysis from start to finish: submissions -> logits, weights, code -> flags -> files.
 
 :func:`analyse` runs the steps on a :class:`~.members.ClassInput` and writes everything into
-``out`` (see :mod:`.outputs`); :mod:`.command` is its CLI and regrade hook.  Each phase's wall
+``out`` (see :mod:`.outputs`); :mod:`.compare` starts it for the CLI and after a regrade.  Each phase's wall
 time is recorded in ``integrity.json`` (the benchmark reads it).
 """
 from __future__ import annotations

@@ -7,23 +7,20 @@ reuses them for unchanged submissions), and writes ``integrity.csv`` (one row pe
 or student, with the evidence and numbers), ``integrity.json``, ``pairs.npz`` and copydetect's HTML
 for pairs flagged for code.  ``notegrade report`` shows it as a section of the class report.
 It never changes a score: every flag is evidence for a person to review.
+
+This module is the command line; the analysis starts at
+:func:`autograder.instructor.class_integrity.compare.compare_class`.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
-from typing import TYPE_CHECKING
 
-from autograder.errors import NotegradeError
-from autograder.instructor.class_integrity.analysis import MAX_REPORTS, IntegritySummary, analyse
+from autograder.instructor.class_integrity.analysis import MAX_REPORTS
 from autograder.instructor.class_integrity.checkpoints import KNOWN_SEEDS
+from autograder.instructor.class_integrity.compare import compare_class, report_lines
 from autograder.instructor.class_integrity.flags import Thresholds
-from autograder.instructor.class_integrity.members import ClassInput, members_from_entries, read_class
 from autograder.instructor.slurm import options as slurm_options
-from autograder.instructor.slurm.grading import settle_earlier_runs
-
-if TYPE_CHECKING:
-    from autograder.instructor.slurm.grading import SlurmGrading
 
 EXAMPLES = """examples:
   notegrade integrity assignment_4242_export.zip --autograder autograder.zip --out integrity/ --jobs 2
@@ -40,43 +37,6 @@ fingerprints and a robust z >= --code-z; the grader's train-on-test and tamperin
 Students who kept the pipeline's default --seed start from the same weights and are compared
 only with each other (integrity.json's notes say how many).
 """
-
-
-def main(*, source: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path, jobs: int = 1,
-         timeout_s: float = 180.0, thresholds: Thresholds = Thresholds(), boilerplate: pathlib.Path | None = None,
-         known_seeds: tuple[int, ...] = KNOWN_SEEDS, max_reports: int = MAX_REPORTS,
-         progress: bool = True, slurm: "SlurmGrading | None" = None) -> IntegritySummary:
-    """Analyse the export or regrade folder ``source`` with ``autograder``'s held-out file; write into ``out``.
-
-    ``slurm``: the held-out logits are computed by a Slurm job array (``autograder/instructor/slurm/``)."""
-    source, autograder, out = pathlib.Path(source), pathlib.Path(autograder), pathlib.Path(out)
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
-    if timeout_s <= 0:
-        raise NotegradeError(f"--timeout must be positive, got {timeout_s}")
-    if not autograder.exists():
-        raise NotegradeError(f"{autograder}: no such autograder zip or directory (build one with 'notegrade build')")
-    if boilerplate is not None and not pathlib.Path(boilerplate).is_dir():
-        raise NotegradeError(f"--boilerplate {boilerplate}: not a directory (give the starter code folder)")
-    # Before the export is unpacked again: no Slurm task of an earlier run may still be reading it.
-    settle_earlier_runs(out, slurm, progress=progress, doing="computing held-out logits")
-    out.mkdir(parents=True, exist_ok=True)
-    cls = read_class(source, unpack_to=out / "export")
-    return analyse(cls, autograder=autograder, out=out, jobs=jobs, timeout_s=timeout_s, thresholds=thresholds,
-                   boilerplate=boilerplate, known_seeds=known_seeds, max_reports=max_reports, progress=progress,
-                   slurm=slurm)
-
-
-def after_regrade(*, entries: list, results: dict[str, dict | None], export_root: pathlib.Path,
-                  autograder: pathlib.Path, out: pathlib.Path, jobs: int, progress: bool,
-                  slurm: "SlurmGrading | None" = None) -> IntegritySummary:
-    """``notegrade regrade --integrity``: the same analysis on the regraded class, into ``out``.
-
-    ``slurm`` (``regrade --slurm``): the logits on the cluster too, as a job of their own."""
-    from autograder.instructor.slurm.integrity import for_regrade
-
-    cls = ClassInput(members=members_from_entries(entries, regraded=results), export_root=export_root, kind="regrade")
-    return analyse(cls, autograder=autograder, out=out, jobs=jobs, progress=progress, slurm=for_regrade(slurm))
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -117,30 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
     thresholds = Thresholds(weight_similarity=args.weight_threshold, z=args.z, code_similarity=args.code_threshold,
                             code_z=args.code_z)
-    summary = main(source=args.source, autograder=args.autograder, out=args.out, jobs=args.jobs,
-                   timeout_s=args.timeout, thresholds=thresholds, boilerplate=args.boilerplate,
-                   known_seeds=args.known_seeds, max_reports=args.max_reports,
-                   slurm=slurm_grading(args, command="integrity"))
+    summary = compare_class(source=args.source, autograder=args.autograder, out=args.out, jobs=args.jobs,
+                            timeout_s=args.timeout, thresholds=thresholds, boilerplate=args.boilerplate,
+                            known_seeds=args.known_seeds, max_reports=args.max_reports,
+                            slurm=slurm_grading(args, command="integrity"))
     print(report_lines(summary))
     return 0
-
-
-def report_lines(summary: IntegritySummary, *, paths: bool = True) -> str:
-    """What the CLI prints: counts, the flags in one line each, notes, and where the files are."""
-    lines = [f"{summary.members} submission(s): held-out logits computed for {summary.logits_computed}, reused "
-             f"{summary.logits_reused} from an earlier run, {len(summary.logits_failed)} without"]
-    lines += [f"  no logits: {line}" for line in summary.logits_failed]
-    lines.append(f"{len(summary.flagged_pairs)} flagged pair(s), {len(summary.flagged_students)} flagged student(s) "
-                 "(evidence to review; no score was changed):")
-    for row in summary.flagged_pairs:
-        lines.append(f"  {row['name_a']} ({row['sid_a']}) + {row['name_b']} ({row['sid_b']}): {row['flags']}")
-    for row in summary.flagged_students:
-        lines.append(f"  {row['name_a']} ({row['sid_a']}): {row['flags']}")
-    if summary.unchecked:
-        lines.append(f"{summary.unchecked} results.json without the grader's integrity verdicts (graded by an older "
-                     "grader, or not graded): no train-on-test or tampering flags for them")
-    lines += [f"note: {note}" for note in summary.notes]
-    if summary.problems:
-        lines.append(f"{len(summary.problems)} problem(s), listed in integrity.json")
-    lines += [f"{name:>10}: {path}" for name, path in summary.paths.items()] if paths else []
-    return "\n".join(lines)

@@ -1,1 +1,1 @@
-"""`notegrade report` (command): grades.csv -> a single-file HTML class report."""
+"""`notegrade report` (command: its options only): grades.csv -> a single-file HTML class report (page: write_class_report)."""

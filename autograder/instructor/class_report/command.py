@@ -7,35 +7,15 @@ row cannot hold an 11x11 matrix).  Without ``grades.json`` the items come from t
 no data.  Figures are matplotlib PNGs embedded as base64, so the page is one file with no
 external resources.
 
-Example
--------
->>> import pathlib, tempfile
->>> folder = pathlib.Path(tempfile.mkdtemp())
->>> _ = (folder / "grades.csv").write_text(
-...     "sid,name,status,late_seconds,penalty,1.1 Counts,heldout_accuracy,total\\n"
-...     "1,Ada,graded,0,0,10,0.71,100\\n2,Ben,graded,7200,3,5,0.64,82\\n")
->>> page = main(grades=folder / "grades.csv", out=folder / "class.html", reference_accuracy=0.7)
->>> text = page.read_text()
->>> text.count("data:image/png;base64,") >= 4, "Ada" in text
-(True, True)
+This module is the command line; the page is written by
+:func:`autograder.instructor.class_report.page.write_class_report`.
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import io
-import json
-import math
 import pathlib
-import re
 
-import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
-
-from autograder.errors import NotegradeError
-from autograder.featurefile import FAMILIES
+from autograder.instructor.class_report.page import write_class_report
 
 EXAMPLES = """examples:
   notegrade report regrade/grades.csv --out class.html --reference-accuracy 0.72
@@ -46,219 +26,6 @@ maximum points and the pooled confusion matrix; --class-data points at it elsewh
 integrity analysis sits beside it (integrity/ from 'notegrade regrade --integrity'), or is given
 with --integrity DIR ('notegrade integrity --out DIR'), the report ends with its section.
 """
-_ITEM_RE = re.compile(r"^\d+(\.\d+)*\s")
-_CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:68rem;margin:2rem auto;padding:0 1rem;color:#222}
-h1{margin-bottom:.2rem}h2{border-bottom:2px solid #444;margin-top:2rem}img{max-width:100%;height:auto}
-table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.25rem .6rem}
-th{background:#f3f3f3}td.r{text-align:right}.note{color:#666}table.integrity td{font-size:13px}"""
-
-
-def _png(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _img(fig: Figure, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}">'
-
-
-def _points(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
-
-
-def _items(grades: pd.DataFrame, class_data: dict) -> list[tuple[str, float]]:
-    """``[(column, max points)]`` for the rubric items present in ``grades``."""
-    listed = [(i["column"], float(i["max_score"])) for i in class_data.get("items", []) if i.get("column") in grades]
-    if listed:
-        return listed
-    return [(c, float(grades[c].max())) for c in grades.columns if _ITEM_RE.match(str(c)) and grades[c].notna().any()]
-
-
-def score_figure(totals: pd.Series, total_points: float) -> Figure:
-    fig = Figure(figsize=(7, 3.2))
-    ax = fig.add_subplot()
-    ax.hist(totals, bins=np.linspace(0, total_points, 21), color="#4a7fb5", edgecolor="white")
-    for value, style, name in ((totals.mean(), "--", "mean"), (totals.median(), ":", "median")):
-        ax.axvline(value, color="#b5524a", linestyle=style, label=f"{name} {value:.1f}")
-    ax.set(xlabel=f"total score (of {total_points:g})", ylabel="students", xlim=(0, total_points))
-    ax.legend()
-    return fig
-
-
-def pass_rate_figure(grades: pd.DataFrame, items: list[tuple[str, float]]) -> Figure:
-    fig = Figure(figsize=(7, 0.5 + 0.45 * len(items)))
-    ax = fig.add_subplot()
-    names = [c for c, _ in items][::-1]
-    full = [float((grades[c] >= m - 1e-9).mean()) for c, m in items][::-1]
-    mean = [float((grades[c] / m).mean()) if m else 0.0 for c, m in items][::-1]
-    ax.barh(names, full, color="#5a9e6f", label="full marks")
-    ax.scatter(mean, names, color="#222", zorder=3, label="mean share of points")
-    for y, value in enumerate(full):
-        ax.text(0.01, y, f"{value:.0%}", va="center", color="white" if value > 0.08 else "black", fontweight="bold")
-    ax.set(xlim=(0, 1), xlabel="share of graded students")
-    # Above the axes: inside, it would cover the bars of a long rubric.
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize="small", frameon=False)
-    return fig
-
-
-def accuracy_figure(accuracy: pd.Series, reference: float | None) -> Figure:
-    fig = Figure(figsize=(7, 3.2))
-    ax = fig.add_subplot()
-    ax.hist(accuracy * 100, bins=np.linspace(0, 100, 26), color="#8a6fb5", edgecolor="white")
-    if reference is not None:
-        ax.axvline(reference * 100, color="#b5524a", linestyle="--", label=f"reference model {reference:.1%}")
-        ax.legend()
-    ax.set(xlabel="held-out accuracy (%)", ylabel="students", xlim=(0, 100))
-    return fig
-
-
-def lateness_figure(grades: pd.DataFrame) -> Figure:
-    fig = Figure(figsize=(7, 3.2))
-    ax = fig.add_subplot()
-    hours = grades["late_seconds"].fillna(0) / 3600
-    penalised = grades["penalty"].fillna(0) > 0
-    ax.scatter(hours[~penalised], grades["total"][~penalised], color="#4a7fb5", label="no penalty")
-    ax.scatter(hours[penalised], grades["total"][penalised], color="#b5524a", marker="x", label="late penalty")
-    ax.set(xlabel="hours after the due date (0 = on time)", ylabel="total score")
-    ax.legend()
-    return fig
-
-
-def confusion_figure(matrix: np.ndarray, families: list[str]) -> Figure:
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
-    fig = Figure(figsize=(7.5, 6.5))
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(families)), families, rotation=45, ha="right")
-    ax.set_yticks(range(len(families)), families)
-    for i, j in np.ndindex(share.shape):
-        if matrix[i, j]:
-            ax.text(j, i, f"{share[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                    color="white" if share[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted family", ylabel="true family")
-    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true family's notes")
-    return fig
-
-
-_RIGHT = ' class="r"'
-
-
-def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td{_RIGHT if i in right else ''}>{html.escape(v)}</td>"
-                                    for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _reference_accuracy(value: float | None, metrics: pathlib.Path | None) -> float | None:
-    if value is not None:
-        if not 0 <= value <= 1:
-            raise NotegradeError(f"--reference-accuracy must be a fraction in [0, 1], got {value}")
-        return value
-    if metrics is None:
-        return None
-    try:
-        accuracy = json.loads(pathlib.Path(metrics).read_text())["accuracy"]
-    except FileNotFoundError:
-        raise NotegradeError(f"{metrics}: no such metrics.json (write one with 'notegrade evaluate')") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise NotegradeError(f"{metrics}: not a metrics.json with an 'accuracy' field") from None
-    return float(accuracy)
-
-
-def _integrity_section(folder: pathlib.Path | None, grades_path: pathlib.Path, out: pathlib.Path) -> str:
-    """The integrity analysis's section, from ``folder`` or ``integrity/`` beside grades.csv ("" without one)."""
-    from autograder.instructor.class_integrity import outputs
-    from autograder.instructor.class_integrity import report_section
-
-    if folder is None:
-        folder = grades_path.parent / "integrity"
-        if not (folder / outputs.JSON_NAME).is_file():
-            return ""
-    return report_section.section(outputs.read_results(folder), page=out.resolve(), img=_img)
-
-
-def main(*, grades: pathlib.Path, out: pathlib.Path, reference_accuracy: float | None = None,
-         reference_metrics: pathlib.Path | None = None, class_data: pathlib.Path | None = None, top: int = 10,
-         title: str | None = None, integrity: pathlib.Path | None = None) -> pathlib.Path:
-    """Write the class report for ``grades`` (a grades.csv) to ``out``; return ``out``.
-
-    ``integrity``: an integrity analysis folder (default: ``integrity/`` beside grades.csv, if any).
-    """
-    grades_path = pathlib.Path(grades)
-    try:
-        table = pd.read_csv(grades_path, dtype={"sid": str, "submission_id": str})
-    except FileNotFoundError:
-        raise NotegradeError(f"{grades_path}: no such grades.csv (write one with 'notegrade regrade')") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise NotegradeError(f"{grades_path}: not a readable CSV ({err})") from None
-    missing = {"name", "total"} - set(table.columns)
-    if missing:
-        raise NotegradeError(f"{grades_path}: not a notegrade grades.csv (no {', '.join(sorted(missing))} column)")
-    data_path = pathlib.Path(class_data) if class_data else grades_path.with_suffix(".json")
-    data = json.loads(data_path.read_text()) if data_path.is_file() else {}
-    reference = _reference_accuracy(reference_accuracy, reference_metrics)
-    for column in ("late_seconds", "penalty", "heldout_accuracy"):
-        if column not in table:
-            table[column] = math.nan
-    graded = table[table["total"].notna()]
-    best = float(graded["total"].max()) if len(graded) else 0.0
-    total_points = float((data.get("assignment") or {}).get("total_points") or max(100.0, best))
-    items = _items(graded, data)
-    sections = [f"<h1>{html.escape(title or (data.get('assignment') or {}).get('title') or 'Class report')}</h1>"]
-    totals = graded["total"]
-    stats = [[str(len(table)), str(len(graded)), *(f"{v:.1f}" for v in (totals.mean(), totals.median(), totals.std(ddof=0),
-                                                                         totals.min(), totals.max())),
-              str(int((graded["penalty"].fillna(0) > 0).sum()))]] if len(graded) else []
-    sections.append(_table(["students", "graded", "mean", "median", "std", "min", "max", "late-penalised"], stats,
-                           right=set(range(8))) if stats else _note("No graded students in grades.csv."))
-    not_graded = table[table["total"].isna()]
-    if len(not_graded):
-        sections.append(_note(f"Not graded ({len(not_graded)}): " + ", ".join(not_graded["name"].astype(str))))
-    sections.append("<h2>Score distribution</h2>")
-    sections.append(_img(score_figure(totals, total_points), "score distribution") if len(graded) else _note("No scores."))
-    sections.append("<h2>Pass rate per rubric item</h2>")
-    sections.append(_img(pass_rate_figure(graded, items), "pass rate per rubric item") if items and len(graded)
-                    else _note("No rubric item columns in grades.csv."))
-    sections.append("<h2>Held-out accuracy</h2>")
-    accuracy = graded["heldout_accuracy"].dropna()
-    if len(accuracy):
-        sections.append(_img(accuracy_figure(accuracy, reference), "held-out accuracy distribution"))
-        if reference is None:
-            sections.append(_note("No reference accuracy given (--reference-accuracy or --reference-metrics)."))
-    else:
-        sections.append(_note("No held-out accuracies in grades.csv."))
-    sections.append("<h2>Lateness and score</h2>")
-    sections.append(_img(lateness_figure(graded), "lateness against score") if len(graded) else _note("No scores."))
-    sections.append("<h2>Confusion matrix, pooled over the class</h2>")
-    pooled = (data.get("confusion") or {}).get("pooled")
-    families = data.get("families") or list(FAMILIES)
-    if pooled and len(pooled) == len(families):
-        matrix = np.asarray(pooled, dtype=np.int64)
-        n_students = sum(1 for m in data["confusion"].get("per_submission", {}).values() if m)
-        sections.append(_img(confusion_figure(matrix, families), "pooled confusion matrix"))
-        sections.append(_note(f"Row-normalised; {int(matrix.sum())} predictions from {n_students} submission(s)."))
-    else:
-        sections.append(_note(f"No confusion data ({data_path.name} beside grades.csv has none)."))
-    sections.append(f"<h2>Leaderboard (top {top} by held-out accuracy)</h2>")
-    board = graded.dropna(subset=["heldout_accuracy"]).sort_values(["heldout_accuracy", "total"], ascending=False).head(top)
-    rows = [[str(rank), str(r["name"]), str(r.get("sid", "")), f"{r['heldout_accuracy']:.2%}", _points(r["total"])]
-            for rank, (_, r) in enumerate(board.iterrows(), start=1)]
-    sections.append(_table(["#", "student", "sid", "held-out accuracy", "total"], rows, right={0, 3, 4})
-                    if rows else _note("No held-out accuracies in grades.csv."))
-    out = pathlib.Path(out)
-    sections.append(_integrity_section(pathlib.Path(integrity) if integrity else None, grades_path, out))
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or "Class report")}'
-            f"</title><style>{_CSS}</style></head><body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -274,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = main(grades=args.grades, out=args.out, reference_accuracy=args.reference_accuracy,
-               reference_metrics=args.reference_metrics, class_data=args.class_data, top=args.top, title=args.title,
-               integrity=args.integrity)
+    out = write_class_report(grades=args.grades, out=args.out, reference_accuracy=args.reference_accuracy,
+                             reference_metrics=args.reference_metrics, class_data=args.class_data, top=args.top,
+                             title=args.title, integrity=args.integrity)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0

@@ -1,1 +1,1 @@
-"""`notegrade demo` (command): the toolkit end to end on a small rendered dataset (steps), with a synthetic class (synthetic_class) and its own rubric (demo_rubric.toml)."""
+"""`notegrade demo` (command: its options only): the toolkit end to end on a small rendered dataset (run: run_demo; steps: the eight steps; summary: expectations and closing text), with a synthetic class (synthetic_class) and its own rubric (demo_rubric.toml)."""

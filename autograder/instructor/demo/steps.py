@@ -1,7 +1,9 @@
-"""The eight steps of ``notegrade demo``, the student mistakes it grades, its expectations and summary.
+"""The eight steps of ``notegrade demo`` and the student mistakes it grades.
 
 :class:`Context` holds the demo's paths; each step method does the work with the toolkit's own
-``main`` functions and returns the one-line detail :mod:`autograder.instructor.demo.command` prints.
+library functions (the ones its commands call) and returns the one-line detail
+:mod:`autograder.instructor.demo.run` prints.  What the demo expects and prints at the end is
+:mod:`autograder.instructor.demo.summary`.
 The mistakes are made by editing the reference text (:data:`MISTAKES`): a loud error, not a
 silently correct "mistake", if the reference no longer contains the text edited.
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +156,7 @@ class Context:
                 f"valid accuracy {metrics['valid_accuracy']:.1%} -> reference/model.pt")
 
     def build(self) -> str:
-        from autograder.instructor.build.command import main as build
+        from autograder.instructor.build.package import build_autograder
         from reference.evaluation import main as evaluate
         from reference.heldout import main as heldout
 
@@ -167,8 +168,8 @@ class Context:
                            out=self.path("reference_eval", "reference/heldout_eval"))
         rubric = self.path("rubric", "demo_rubric.toml")
         shutil.copyfile(self.rubric, rubric)
-        archive = build(rubric=rubric, heldout=self.out / HELDOUT_FILE,
-                        out=self.path("autograder", "autograder.zip"), quiet=True)
+        archive = build_autograder(rubric=rubric, heldout=self.out / HELDOUT_FILE,
+                                   out=self.path("autograder", "autograder.zip"), quiet=True)
         if not self.keep:  # ~170 MB of WAVs; the feature files and the held-out file hold what is needed
             for split in ("train", "valid", "test"):
                 shutil.rmtree(self.out / "data" / f"nsynth-{split}", ignore_errors=True)
@@ -177,10 +178,10 @@ class Context:
                 f"autograder.zip {archive.size / 1e6:.1f} MB")
 
     def starter(self) -> str:
-        from autograder.instructor.assign.command import main as assign
+        from autograder.instructor.assign.template import generate_template
 
-        made = assign(out=self.path("starter", "starter"), zip_path=self.path("starter_zip", "starter.zip"),
-                      rubric=self.out / "demo_rubric.toml")
+        made = generate_template(out=self.path("starter", "starter"), zip_path=self.path("starter_zip", "starter.zip"),
+                                 rubric=self.out / "demo_rubric.toml")
         todos = sum((self.out / "starter" / name).read_text().count("raise NotImplementedError(") for name in STUDENT_FILES)
         return f"{len(made['files'])} files, {todos} TODOs -> starter/ and starter.zip"
 
@@ -195,7 +196,7 @@ class Context:
         torch.save({k: v for k, v in state.items() if k not in drop_keys}, folder / "model.pt")
 
     def grade(self) -> str:
-        from autograder.instructor.grading.command import grade_batch
+        from autograder.instructor.grading.batch import grade_batch
 
         reference = {name: _reference_text(name) for name in STUDENT_FILES}
         self.path("submissions", "submissions")
@@ -218,8 +219,8 @@ class Context:
     def regrade(self) -> str:
         import pandas as pd
 
-        from autograder.instructor.regrade.command import main as regrade
         from autograder.instructor.demo.synthetic_class import DEFAULT_CLASS, DUE, LATE_DUE, make_export
+        from autograder.instructor.regrade.run import regrade_export
 
         # Six submissions (three rounds of two graders): on time, late, extended, broken, a wrong
         # loss with a resubmission history, a late group; the no-model.pt variant is left out.
@@ -228,9 +229,10 @@ class Context:
                               as_zip=True)
         self.result.paths["class_export"] = fixture.path
         self.result.paths["extensions"] = fixture.extensions_csv
-        summary = regrade(export=fixture.path, autograder=self.out / "autograder.zip", out=self.path("regrade", "regrade"),
-                          jobs=self.jobs, extensions=fixture.extensions_csv, due=DUE.isoformat(),
-                          late_due=LATE_DUE.isoformat(), title=TITLE, progress=self.progress, integrity=True)
+        summary = regrade_export(export=fixture.path, autograder=self.out / "autograder.zip",
+                                 out=self.path("regrade", "regrade"), jobs=self.jobs, extensions=fixture.extensions_csv,
+                                 due=DUE.isoformat(), late_due=LATE_DUE.isoformat(), title=TITLE,
+                                 progress=self.progress, integrity=True)
         self.result.paths["integrity"] = summary.integrity.out
         self.result.integrity = [{k: row[k] for k in ("flags", "name_a", "name_b", "evidence")}
                                  for row in summary.integrity.flagged_pairs + summary.integrity.flagged_students]
@@ -243,105 +245,16 @@ class Context:
                 "-> regrade/")
 
     def report(self) -> str:
-        from autograder.instructor.class_report.command import main as class_report
+        from autograder.instructor.class_report.page import write_class_report
 
-        page = class_report(grades=self.out / "regrade/grades.csv", out=self.path("class_report", "class_report.html"),
-                            reference_metrics=self.out / "reference/heldout_eval/metrics.json", title=f"{TITLE}: class report")
+        page = write_class_report(grades=self.out / "regrade/grades.csv",
+                                  out=self.path("class_report", "class_report.html"),
+                                  reference_metrics=self.out / "reference/heldout_eval/metrics.json",
+                                  title=f"{TITLE}: class report")
         text = page.read_text(encoding="utf-8")
         return f"{len(text) / 1024:.0f} KiB, {text.count('data:image/png;base64,')} embedded figures -> class_report.html"
-
-
-def check_expectations(result: Any) -> list[str]:
-    """What the demo should show, checked: an empty list when every score is as expected."""
-    problems = []
-    scores = result.scores
-    ref = scores.get("reference")
-    if ref is None or ref["score"] != ref["total"]:
-        problems.append(f"the reference should get full marks, got {ref and ref['score']}")
-    if scores.get("starter", {}).get("score") != 0.0:
-        problems.append(f"the starter code should get 0, got {scores.get('starter', {}).get('score')}")
-    for mistake in MISTAKES:
-        graded = scores.get(mistake.name)
-        item = (graded or {}).get("items", {}).get(mistake.item)
-        if item is None or not 0 < graded["score"] < graded["total"] or item["score"] >= item["max_score"]:
-            problems.append(f"{mistake.label} should lose some (not all) points, on item {mistake.item}")
-    by_sid = {row["sid"]: row for row in result.class_rows}
-    expected = {"100001": ("on time", lambda r: r["penalty"] == 0 and r["total"] == 100),
-                "100002": ("late: penalised", lambda r: r["penalty"] > 0 and r["total"] == 100 - r["penalty"]),
-                "100003": ("late but extended: not penalised", lambda r: r["penalty"] == 0 and r["total"] == 100)}
-    for sid, (what, holds) in expected.items():
-        row = by_sid.get(sid)
-        if row is None or row["status"] != "graded" or not holds(row):
-            problems.append(f"class: student {sid} ({what}) got {row and (row['status'], row['penalty'], row['total'])}")
-    # Every synthetic student hands in the reference's model.pt: each pair of the six is an identical checkpoint.
-    identical = [f for f in result.integrity if "identical-checkpoint" in f["flags"]]
-    if len(identical) != 15 or len(result.integrity) != 15:
-        problems.append(f"integrity: expected the 15 pairs of identical model.pt files flagged, got "
-                        f"{len(identical)} of {len(result.integrity)} flags")
-    return problems
-
-
-# What each artefact is, for the closing list (keys of DemoResult.paths).
-ARTEFACTS = {
-    "dataset": "render_manifest.json; the WAVs too with --keep",
-    "train_features": "feature file (notegrade data features)",
-    "valid_features": "feature file",
-    "reference_run": "model.pt, checkpoint.pt, history.csv, curves.png",
-    "heldout": "the held-out file the autograder ships",
-    "reference_eval": "the reference on it: metrics.json, confusion.png",
-    "rubric": "the demo rubric (held-out thresholds for this data)",
-    "autograder": "what you upload to Gradescope",
-    "starter": "the student template (README handout, TODOs)",
-    "starter_zip": "the archive you hand out",
-    "submissions": "the graded submissions",
-    "graded": "<submission>/results.json, report.html; summary.csv",
-    "class_export": "a synthetic Gradescope 'Export Submissions' zip",
-    "extensions": "per-student extensions",
-    "regrade": "grades.csv, canvas.csv, score_changes.csv, reports/",
-    "integrity": "integrity.csv (flagged pairs and students, with the evidence), copydetect/",
-    "class_report": "open it in a browser",
-}
-
-
-# The synthetic class's submission variants, in words.
-VARIANTS = {"reference": "reference files", "syntax_error": "syntax error in model", "wrong_loss": "loss sums, not mean",
-            "no_checkpoint": "no model.pt"}
 
 
 def points(value: float | None) -> str:
     """``96.6667`` -> ``96.67``, ``100.0`` -> ``100``."""
     return "-" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def summary_text(result: Any) -> str:
-    """Where each artefact is, and the two score tables."""
-    from autograder.instructor.demo.synthetic_class import DEFAULT_CLASS, DUE
-
-    variants = {str(sub.submission_id): VARIANTS.get(sub.variant, sub.variant) for sub in DEFAULT_CLASS}
-    lines = [f"artefacts in {result.out}/:"]
-    for key, path in result.paths.items():
-        path = Path(path)
-        shown = f"{path.relative_to(result.out) if path.is_relative_to(result.out) else path}{'/' if path.is_dir() else ''}"
-        lines.append(f"  {shown:<36} {ARTEFACTS.get(key, '')}")
-    lines += ["", "grading with autograder.zip:", f"  {'submission':<32} {'score':>9}  items short of full marks"]
-    for name in SUBMISSIONS:
-        entry = result.scores.get(name)
-        if entry is None:
-            continue
-        short = [(n, i) for n, i in entry["items"].items() if i["score"] < i["max_score"]]
-        listed = (f"all {len(short)}" if short and len(short) == len(entry["items"])
-                  else ", ".join(f"{n} ({points(i['score'])}/{points(i['max_score'])})" for n, i in short) or "-")
-        lines.append(f"  {entry['label']:<32} {points(entry['score']) + ' / ' + points(entry['total']):>11}  {listed}")
-        if short:
-            lines.append(f"  {'':<32} {'':>11}    {short[0][0]}: {short[0][1]['message'][:100]}")
-    lines += ["", f"regrade of the synthetic class (due {DUE:%Y-%m-%d %H:%M %z}; the demo rubric's late policy):",
-              f"  {'student':<14} {'submission':<22} {'status':<8} {'penalty':>7} {'total':>7}  lateness"]
-    for row in result.class_rows:
-        lateness = re.sub(r"\s+", " ", str(row.get("lateness") or "")) or "-"
-        what = variants.get(str(row["submission_id"]), "")
-        lines.append(f"  {row['name']:<14} {what:<22} {row['status'][:8]:<8} {points(row['penalty']):>7} "
-                     f"{points(row['total']):>7}  {lateness[:100]}")
-    kinds = sorted({kind for flag in result.integrity for kind in flag["flags"].split("; ")})
-    lines += ["", f"integrity analysis of the class: {len(result.integrity)} flagged pair(s) or student(s) "
-                  f"({', '.join(kinds) or 'none'}): every synthetic student submits the reference's model.pt"]
-    return "\n".join(lines)

@@ -1,10 +1,13 @@
 """Grade a batch: a folder of submission folders, each graded on its own, then a summary.
 
 A folder is a batch only when it holds nothing but submission folders (:func:`is_batch_folder`;
-``--batch`` says so explicitly, and :func:`batch_problem` says why a folder isn't one).  Each
-submission goes through :func:`autograder.instructor.grading.one_submission.grade_submission` into
-``OUT/<name>/`` (``jobs`` grader processes at a time, or as a Slurm job array); one that breaks
-never stops the others, and ``OUT/summary.csv`` lists them all.
+``--batch`` says so explicitly, and :func:`batch_problem` says why a folder isn't one); junk (what
+zipping on macOS or running Python leaves, hidden names) is never a submission, here and for
+``--docker``.  Each submission goes through
+:func:`autograder.instructor.grading.one_submission.grade_submission` into ``OUT/<name>/`` by the
+one fan-out (:mod:`.fanout`: ``jobs`` grader processes at a time), or as a Slurm job array whose
+tasks run :func:`grade_folders`; one that breaks never stops the others, ``OUT/summary.csv`` lists
+them all and :func:`summary_table` prints them (for ``--docker`` too).
 
 Example
 -------
@@ -14,17 +17,20 @@ alice          90 / 100    12.3s  graded
 """
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import functools
 import os
 import pathlib
-import time
 
-from autograder.errors import NotegradeError
+from autograder.instructor.grading.fanout import Graded, Job, grade_each
 from autograder.instructor.grading.local import isolation_of, private_dir
 from autograder.instructor.grading.one_submission import JUNK_NAMES, grade_submission
 from autograder.results import is_autograder_error
+
+
+def _entries(folder: pathlib.Path) -> "list[pathlib.Path]":
+    """What a batch folder holds, junk aside: the one rule for what can be a submission of a batch."""
+    return [p for p in folder.iterdir() if p.name not in JUNK_NAMES and not p.name.startswith(".")]
 
 
 def _is_submission_folder(path: pathlib.Path) -> bool:
@@ -44,7 +50,7 @@ def is_batch_folder(path: pathlib.Path) -> bool:
     (Gradescope's layout for a zipped folder), never a batch of one."""
     if not path.is_dir() or _is_submission_folder(path):
         return False
-    entries = [p for p in path.iterdir() if p.name not in JUNK_NAMES and not p.name.startswith(".")]
+    entries = _entries(path)
     return len(entries) > 1 and all(p.is_dir() for p in entries)
 
 
@@ -52,7 +58,7 @@ def batch_problem(path: pathlib.Path) -> "str | None":
     """Why ``path`` can't be graded as a batch (``--batch``), or None."""
     if not path.is_dir():
         return f"{path} is not a folder of submission folders"
-    entries = [p for p in path.iterdir() if p.name not in JUNK_NAMES and not p.name.startswith(".")]
+    entries = _entries(path)
     stray = [p.name for p in entries if not p.is_dir()]
     if stray:
         return (f"{path} holds files besides submission folders ({', '.join(sorted(stray)[:5])}): move them out, "
@@ -87,44 +93,43 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
 
 def batch_folders(submissions: pathlib.Path) -> list[pathlib.Path]:
     """The submission directories of a batch, sorted."""
-    return sorted(p for p in submissions.iterdir() if p.is_dir() and p.name not in JUNK_NAMES and not p.name.startswith("."))
+    return sorted(p for p in _entries(submissions) if p.is_dir())
 
 
 def grade_folders(folders: "list[pathlib.Path]", *, autograder: str | os.PathLike, metadata: str | os.PathLike | None,
-                  out: pathlib.Path, python: str | os.PathLike | None, jobs: int = 1, progress: bool = True) -> list[dict]:
-    """:func:`grade_folder` over ``folders``, ``jobs`` at a time, in order (here and in a Slurm task)."""
-    from tqdm import tqdm
+                  out: pathlib.Path, python: str | os.PathLike | None, jobs: int = 1, progress: bool = True,
+                  stop_on_sigterm: bool = False) -> list[dict]:
+    """Each folder graded into ``out/<name>/``, ``jobs`` at a time (here, and in each ``grade DIR --slurm``
+    task, which passes ``stop_on_sigterm``); their summary rows, in order (never raises for one)."""
+    # quiet: each grader's own progress bar goes to its log, not across the batch's
+    grade = functools.partial(grade_submission, quiet=True, python=python)
+    todo = [Job(folder.name, folder, pathlib.Path(out) / folder.name, metadata and pathlib.Path(metadata))
+            for folder in folders]
+    return [summary_row(graded) for graded in grade_each(todo, grade, autograder=autograder, parallel=jobs,
+                                                          progress=progress, stop_on_sigterm=stop_on_sigterm)]
 
-    one = functools.partial(grade_folder, autograder=autograder, metadata=metadata, out=out, python=python)
-    # Threads only wait: each grading runs in its own grader process (process parallelism).
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(tqdm(pool.map(one, folders), total=len(folders), desc="grading", unit="submission",
-                         disable=None if progress else True))
 
-
-def grade_folder(folder: pathlib.Path, *, autograder: str | os.PathLike, metadata: str | os.PathLike | None,
-                 out: pathlib.Path, python: str | os.PathLike | None = None) -> dict:
-    """Grade one submission of a batch into ``out/<name>/``; its summary row (never raises for it)."""
-    started = time.monotonic()
-    try:
-        results = grade_submission(submission=folder, autograder=autograder, metadata=metadata,
-                                   out=pathlib.Path(out) / folder.name, quiet=True, python=python)
-        errored = is_autograder_error(results)
-        total = (results.get("extra_data") or {}).get("total_points")
-        return {"name": folder.name, "score": results.get("score"), "total": total,
-                "status": "autograder error" if errored else "graded", "seconds": round(time.monotonic() - started, 1),
-                "isolation": isolation_of(results).get("level")}
-    except Exception as err:  # noqa: BLE001 - one broken submission never stops the batch
-        why = str(err) if isinstance(err, NotegradeError) else f"{type(err).__name__}: {err}"
-        return {"name": folder.name, "score": None, "total": None, "status": f"failed: {why}"[:500],
-                "seconds": round(time.monotonic() - started, 1)}
+def summary_row(graded: Graded) -> dict:
+    """A batch's row for one graded submission (``name, score, total, status, seconds``; ``isolation``)."""
+    seconds = round(graded.seconds, 1)
+    if graded.results is None:
+        return {"name": graded.job.key, "score": None, "total": None, "status": f"failed: {graded.problem}"[:500],
+                "seconds": seconds}
+    results = graded.results
+    total = (results.get("extra_data") or {}).get("total_points")
+    return {"name": graded.job.key, "score": results.get("score"), "total": total,
+            "status": "autograder error" if is_autograder_error(results) else "graded", "seconds": seconds,
+            "isolation": isolation_of(results).get("level")}
 
 
 def summary_table(rows: list[dict]) -> str:
-    """A plain-text table of a batch's scores."""
+    """A plain-text table of a batch's scores; rows with ``peak_mb`` (containers) add a peak-memory column."""
     width = max([len("submission")] + [len(r["name"]) for r in rows])
-    lines = [f"{'submission':<{width}}  {'score':>11}  {'time':>7}  status"]
+    peak = any("peak_mb" in r for r in rows)
+    lines = [f"{'submission':<{width}}  {'score':>11}  {'time':>7}" + (f"  {'peak MB':>7}" if peak else "") + "  status"]
     for r in rows:
         score = "-" if r["score"] is None else f"{r['score']:g} / {r['total']:g}" if r["total"] else f"{r['score']:g}"
-        lines.append(f"{r['name']:<{width}}  {score:>11}  {r['seconds']:>6.1f}s  {r['status']}")
+        memory = "-" if r.get("peak_mb") is None else f"{r['peak_mb']:.0f}"
+        lines.append(f"{r['name']:<{width}}  {score:>11}  {r['seconds']:>6.1f}s" + (f"  {memory:>7}" if peak else "")
+                     + f"  {r['status']}")
     return "\n".join(lines)

@@ -5,7 +5,9 @@ autograder, ``submission/``, ``submission_metadata.json``, ``results/``) and run
 autograder.run_autograder`` in a subprocess whose ``PYTHONPATH`` is the autograder's own code, so
 the zip's code grades, as on Gradescope, in the grading runtime of :func:`grading_python`.  It
 writes ``OUT/results.json``, ``OUT/report.html`` and the grader's log ``OUT/stdout.txt``.
-``notegrade grade`` (:mod:`autograder.instructor.grading.command`) and a batch (:mod:`autograder.instructor.grading.batch`) call it.
+``notegrade grade`` (:mod:`autograder.instructor.grading.run`) calls it for one submission; a batch,
+a regrade and ``calibrate`` hand it to the one fan-out (:mod:`autograder.instructor.grading.fanout`)
+as the grader of each submission.
 
 Example
 -------

@@ -1,1 +1,1 @@
-"""`notegrade regrade` (command): a Gradescope export graded again; jobs: which submissions to grade and reuse; outputs: grades.csv, reports, the Gradescope upload."""
+"""`notegrade regrade` (command: its options only): a Gradescope export graded again (run: regrade_export); jobs: which submissions to grade and reuse, through the one fan-out; outputs: grades.csv, reports, the Gradescope upload."""

@@ -1,12 +1,13 @@
 """Grading the submissions of a regrade: ``--jobs`` at a time, resumable, one failure never fatal.
 
-Kept apart from :mod:`autograder.instructor.regrade.command` (which reads the export and writes the
+Kept apart from :mod:`autograder.instructor.regrade.run` (which reads the export and writes the
 gradebooks) because this is the part that runs student code and decides what can be reused.  Each
 submission is graded in ``submissions/<id>/`` by the local grader or, with ``--docker``, in a
-container; ``grade_key.json`` holds the sha256s of the autograder, the rebuilt metadata and the
-submission's files, written last, so a rerun skips exactly the grades that finished with the same
-inputs (an "Autograder error" result gets no key: a rerun grades it again).  Whatever a grade
-raises becomes that submission's error (and ``error.txt``).
+container, through the one fan-out (:mod:`autograder.instructor.grading.fanout`), here and in each
+``regrade --slurm`` task.  ``grade_key.json`` holds the sha256s of the autograder, the rebuilt
+metadata and the submission's files, written last and as soon as each grade ends, so a rerun skips
+exactly the grades that finished with the same inputs (an "Autograder error" result gets no key: a
+rerun grades it again).  Whatever a grade raises becomes that submission's error (and ``error.txt``).
 
 Example
 -------
@@ -18,22 +19,17 @@ True
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import functools
 import hashlib
 import json
 import pathlib
-import tempfile
-import traceback
-from typing import Callable
-
-from tqdm import tqdm
 
 from autograder.errors import NotegradeError
 from autograder.instructor.export.archive import ExportEntry
+from autograder.instructor.grading.fanout import Graded, GradeFn, Job, grade_each
 from autograder.results import is_autograder_error
 
-GradeFn = Callable[..., dict]
+Outcome = tuple[dict | None, str | None, bool]  # (results, error, reused) of one export entry
 
 
 def _file_digest(path: pathlib.Path) -> bytes:
@@ -62,21 +58,17 @@ def default_grader(docker: bool, image: str | None, autograder: pathlib.Path, *,
     """The grader used when the caller gives none: a local grader process (in the grading runtime built
     from the autograder's requirements.txt, or ``python``), or a container per submission."""
     if not docker:
-        from autograder.instructor.grading.command import grade_submission
+        from autograder.instructor.grading.one_submission import grade_submission
 
         # quiet: the grader's own progress bar goes to its log, not across ours
         return functools.partial(grade_submission, quiet=True, python=python)
     try:
-        from autograder.instructor.grading.docker import fanout as docker_grade
+        from autograder.instructor.grading.docker import grading as docker_grading
     except ImportError:
-        raise NotegradeError("--docker needs autograder/instructor/grading/docker/fanout.py, which this install lacks; "
-                             "drop --docker to grade in local processes") from None
-    # Fail fast when there is no engine, and build (or find) the image once, not per submission.
-    client = docker_grade.docker_client()
-    with tempfile.TemporaryDirectory(prefix="notegrade-regrade-") as tmp:
-        source = docker_grade.unpack_autograder(autograder, pathlib.Path(tmp))
-        tag = docker_grade.ensure_image(client, source=source, tag=image, base_image=base_image)
-    return functools.partial(docker_grade.grade_submission, image=tag, client=client)
+        raise NotegradeError("--docker needs autograder/instructor/grading/docker/grading.py, which this install "
+                             "lacks; drop --docker to grade in local processes") from None
+    # Fails fast when there is no engine, and builds (or finds) the image once, not per submission.
+    return docker_grading.container_grader(autograder, image=image, base_image=base_image)
 
 
 def grade_key(entry: ExportEntry, metadata: dict, autograder_sha: str) -> dict[str, str]:
@@ -98,50 +90,59 @@ def earlier_grade(work: pathlib.Path, key: dict[str, str]) -> dict | None:
     return None
 
 
-def _grade_one(entry: ExportEntry, *, work: pathlib.Path, metadata: dict, autograder: pathlib.Path,
-               autograder_sha: str, grade: GradeFn) -> tuple[dict | None, str | None, bool]:
-    """``(results, error, reused)`` for one submission; never raises."""
+def _prepare(work: pathlib.Path, *, metadata: dict, key: dict[str, str]) -> "dict | None":
+    """The results of a finished earlier grade with the same ``key``; else ``work`` readied for grading (None)."""
     work.mkdir(parents=True, exist_ok=True)
-    meta_text = json.dumps(metadata, indent=2, sort_keys=True)
-    key = grade_key(entry, metadata, autograder_sha)
-    key_path, results_path = work / "grade_key.json", work / "results.json"
     earlier = earlier_grade(work, key)
     if earlier is not None:
-        return earlier, None, True
-    key_path.unlink(missing_ok=True)
+        return earlier
+    (work / "grade_key.json").unlink(missing_ok=True)
     (work / "error.txt").unlink(missing_ok=True)
-    (work / "submission_metadata.json").write_text(meta_text)
-    try:
-        results = grade(submission=entry.folder, autograder=autograder, metadata=work / "submission_metadata.json",
-                        out=work / "graded")
-    except Exception as err:  # noqa: BLE001 — one submission's failure must not stop the batch
-        detail = f"{type(err).__name__}: {err}"
-        (work / "error.txt").write_text(detail + "\n\n" + traceback.format_exc())
-        return None, detail, False
-    results_path.write_text(json.dumps(results, indent=2))
+    (work / "submission_metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    return None
+
+
+def _error_line(err: BaseException) -> str:
+    """How a regrade names what stopped a grade (grades.csv, problems.txt): always with its type."""
+    return f"{type(err).__name__}: {err}"
+
+
+def _record(graded: Graded, *, keys: dict[str, dict[str, str]]) -> None:
+    """Right after one grade ends (in its grading thread): results.json and the key, or error.txt."""
+    work = graded.job.out.parent
+    if graded.results is None:
+        (work / "error.txt").write_text(_error_line(graded.error) + "\n\n" + graded.details)
+        return
+    (work / "results.json").write_text(json.dumps(graded.results, indent=2))
     # An autograder error is the grader's failure, not the student's grade (e.g. its process got
     # SIGTERM when a Slurm task was cancelled, or Ctrl-C): it shows in this run's gradebook, and
     # with no key a rerun grades it again instead of reusing it.
-    if not is_autograder_error(results):
-        key_path.write_text(json.dumps(key, indent=2))  # last: marks the grade complete for resume
-    return results, None, False
+    if not is_autograder_error(graded.results):
+        (work / "grade_key.json").write_text(json.dumps(keys[graded.job.key], indent=2))  # last: marks it complete
 
 
 def grade_all(jobs_in: list[tuple[ExportEntry, dict]], *, out: pathlib.Path, autograder: pathlib.Path,
-              grade: GradeFn, jobs: int, progress: bool) -> dict[str, tuple[dict | None, str | None, bool]]:
-    """``{entry key: (results, error, reused)}`` for every ``(entry, metadata)`` job; never raises for one."""
+              grade: GradeFn, jobs: int, progress: bool, stop_on_sigterm: bool = False) -> dict[str, Outcome]:
+    """``{entry key: (results, error, reused)}`` for every ``(entry, metadata)`` job; never raises for one.
+
+    ``stop_on_sigterm``: a ``regrade --slurm`` task (SIGTERM stops its graders, see the fan-out)."""
     autograder_sha = sha256_of(autograder)
-    outcomes: dict[str, tuple[dict | None, str | None, bool]] = {}
-    # Threads are enough: each grade runs in its own grader process (or container).
-    with cf.ThreadPoolExecutor(max_workers=jobs) as pool, \
-            tqdm(total=len(jobs_in), desc="regrade", unit="submission", disable=not progress) as bar:
-        futures = {pool.submit(_grade_one, entry, work=out / "submissions" / entry.key, metadata=meta,
-                               autograder=autograder, autograder_sha=autograder_sha, grade=grade): entry.key
-                   for entry, meta in jobs_in}
-        for future in cf.as_completed(futures):
-            try:
-                outcomes[futures[future]] = future.result()
-            except Exception as err:  # noqa: BLE001 — e.g. an unreadable submission folder: that one only
-                outcomes[futures[future]] = (None, f"{type(err).__name__}: {err}", False)
-            bar.update(1)
+    outcomes: dict[str, Outcome] = {}
+    keys: dict[str, dict[str, str]] = {}
+    todo: list[Job] = []
+    for entry, meta in jobs_in:
+        work = out / "submissions" / entry.key
+        try:
+            keys[entry.key] = grade_key(entry, meta, autograder_sha)
+            earlier = _prepare(work, metadata=meta, key=keys[entry.key])
+        except Exception as err:  # noqa: BLE001 - e.g. an unreadable submission folder: that one only
+            outcomes[entry.key] = (None, _error_line(err), False)
+            continue
+        if earlier is not None:
+            outcomes[entry.key] = (earlier, None, True)
+        else:
+            todo.append(Job(entry.key, entry.folder, work / "graded", work / "submission_metadata.json"))
+    for graded in grade_each(todo, grade, autograder=autograder, parallel=jobs, progress=progress, desc="regrade",
+                             on_done=functools.partial(_record, keys=keys), stop_on_sigterm=stop_on_sigterm):
+        outcomes[graded.job.key] = (graded.results, None if graded.error is None else _error_line(graded.error), False)
     return outcomes

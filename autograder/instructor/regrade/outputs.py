@@ -1,6 +1,6 @@
 """What a regrade writes, built from the results.json of each graded submission.
 
-Kept apart from :mod:`autograder.instructor.regrade.command` (which reads the export and drives the grading)
+Kept apart from :mod:`autograder.instructor.regrade.run` (which reads the export and drives the grading)
 because these are pure functions of the results: the rows of ``grades.csv`` (one per student, item
 columns in rubric order), ``canvas.csv`` (Canvas's gradebook import), ``score_changes.csv``
 (against the scores Gradescope recorded), the item maxima and pooled confusion matrix of

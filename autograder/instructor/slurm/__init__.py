@@ -9,7 +9,8 @@
 - :mod:`.grading`: ``regrade --slurm`` and ``grade DIR --slurm`` (shards graded exactly as locally).
 - :mod:`.integrity`: ``integrity --slurm`` and ``regrade --slurm --integrity`` (the held-out logits
   as an array into the analysis's cache; the pair analysis runs here).
-- :mod:`.training`: ``notegrade train --slurm [--gpus 1]`` (the same run folder, trained on a node).
+- :mod:`.training`: ``notegrade train --slurm [--gpus 1]`` (the same run folder, trained on a node by
+  :mod:`.train_job`).
 
 Nothing is imported at import time beyond these modules; submitit is imported when a job is submitted.
 """

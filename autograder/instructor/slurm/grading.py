@@ -1,9 +1,10 @@
 """Grading on Slurm: ``regrade --slurm`` and ``grade DIR --slurm`` as job arrays.
 
 Each array task grades a shard of ``--per-task`` submissions with exactly the local code path
-(``regrade_jobs.grade_all`` / ``grade.grade_folder``: the same grader process, sandbox and
-rubric), writing into the same ``--out`` on the shared filesystem, so the gradebooks are built from
-the same files a local run leaves and come out identical.  A regrade task writes each
+(``regrade.jobs.grade_all`` / ``grading.batch.grade_folders``, both the one fan-out of
+``grading/fanout.py``: the same grader process, sandbox and rubric, and SIGTERM stops the task's
+graders), writing into the same ``--out`` on the shared filesystem, so the gradebooks are built
+from the same files a local run leaves and come out identical.  A regrade task writes each
 submission's ``grade_key.json`` as it finishes it, so:
 
 - a task that fails, is cancelled or times out loses only the submissions it had not finished;
@@ -82,7 +83,7 @@ class SlurmGrading:
     # ------------------------------------------------------------------------------ regrade
     def regrade(self, jobs_in: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade,
                 jobs: int, progress: bool) -> dict[str, tuple[dict | None, str | None, bool]]:
-        """``regrade_jobs.grade_all``'s contract, on Slurm: ``{entry key: (results, error, reused)}``."""
+        """``regrade.jobs.grade_all``'s contract, on Slurm: ``{entry key: (results, error, reused)}``."""
         from autograder.instructor.regrade.jobs import earlier_grade, grade_key, sha256_of
 
         out, autograder = pathlib.Path(out).resolve(), pathlib.Path(autograder).resolve()
@@ -104,7 +105,9 @@ class SlurmGrading:
             submitted = []
             if todo:
                 options, per_task, minutes = self.settings(jobs, len(todo), seconds_each=_time_budget_s(autograder))
-                task = functools.partial(grade_shard, out=out, autograder=autograder, grade=grade, jobs=jobs,
+                # A task (on a node) is the local grade_all over its shard; a cancelled one stops grading at
+                # once (SIGTERM), instead of grading on until Slurm's SIGKILL.
+                task = functools.partial(regrade_task, out=out, autograder=autograder, grade=grade, jobs=jobs,
                                          isolation=self.isolation)
                 shards = shards_of(todo, per_task)
                 run = array.submit(task, shards, options=options, folder=folder, job_name="notegrade-regrade",
@@ -135,7 +138,8 @@ class SlurmGrading:
     # --------------------------------------------------------------------------- grade DIR
     def grade_batch(self, folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
                     out: pathlib.Path, python: str | None, jobs: int = 1) -> list[dict]:
-        """``grade.grade_batch``'s rows, each shard of folders graded by one array task."""
+        """``grading.batch.grade_batch``'s rows, each shard of folders graded by one array task."""
+
         out, autograder = pathlib.Path(out).resolve(), pathlib.Path(autograder).resolve()
         folders = [pathlib.Path(f).resolve() for f in folders]
         if any(f.name == "slurm" for f in folders):
@@ -143,7 +147,8 @@ class SlurmGrading:
                                  "rename it")
         options, per_task, minutes = self.settings(jobs, len(folders), seconds_each=_time_budget_s(autograder))
         shards = shards_of(folders, per_task)
-        task = functools.partial(grade_folders, autograder=autograder, metadata=metadata and pathlib.Path(metadata).resolve(),
+        # A task (on a node) is the local per-folder grading; a cancelled one stops at once (SIGTERM).
+        task = functools.partial(grade_task, autograder=autograder, metadata=metadata and pathlib.Path(metadata).resolve(),
                                  out=out, python=python, jobs=jobs, isolation=self.isolation)
         run, tasks = array.run_on_slurm(task, shards, options=options, folder=out / "slurm", job_name="notegrade-grade",
                                         default_minutes=minutes, resume=self.resume, resume_hint=self.resume_hint,
@@ -158,34 +163,24 @@ class SlurmGrading:
         return rows
 
 
-def grade_shard(shard: list[tuple[Any, dict]], *, out: pathlib.Path, autograder: pathlib.Path, grade, jobs: int,
-                isolation: NodeIsolation = NodeIsolation()) -> dict:
-    """One regrade array task (on a node): the local ``grade_all`` over its shard, once the node
-    isolates student code (or ``--allow-unisolated`` said it need not: :class:`NodeIsolation`).
-
-    A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
+def regrade_task(shard: list, *, isolation: NodeIsolation = NodeIsolation(), **kwargs: Any) -> dict:
+    """One regrade array task (on a node): the local ``grade_all`` over its shard, once the node isolates
+    student code (or ``--allow-unisolated`` said it need not: :class:`NodeIsolation`); a cancelled task
+    stops grading at once (SIGTERM) instead of grading on until Slurm's SIGKILL."""
     from autograder.instructor.regrade.jobs import grade_all
-    from autograder.instructor.grading.local import stop_graders_on_sigterm
 
     isolation.enforce()
-    stop_graders_on_sigterm()
-    return grade_all(shard, out=out, autograder=autograder, grade=grade, jobs=jobs, progress=False)
+    return grade_all(shard, progress=False, stop_on_sigterm=True, **kwargs)
 
 
-def grade_folders(folders: list[pathlib.Path], *, autograder: pathlib.Path, metadata: pathlib.Path | None,
-                  out: pathlib.Path, python: str | None, jobs: int = 1,
-                  isolation: NodeIsolation = NodeIsolation()) -> list[dict]:
+def grade_task(folders: list, *, python: "str | None", isolation: NodeIsolation = NodeIsolation(),
+               **kwargs: Any) -> list:
     """One ``grade DIR --slurm`` array task (on a node): the local per-folder grading, ``jobs`` at a time,
-    once the node isolates student code (or ``--allow-unisolated`` said it need not).
-
-    A cancelled task stops grading at once (SIGTERM), instead of grading on until Slurm's SIGKILL."""
-    from autograder.instructor.grading import batch as batch_grading
-    from autograder.instructor.grading.local import stop_graders_on_sigterm
+    once the node isolates student code (or ``--allow-unisolated`` said it need not)."""
+    from autograder.instructor.grading.batch import grade_folders
 
     isolation.enforce(python)
-    stop_graders_on_sigterm()
-    return batch_grading.grade_folders(folders, autograder=autograder, metadata=metadata, out=out, python=python,
-                                       jobs=jobs, progress=False)
+    return grade_folders(folders, python=python, progress=False, stop_on_sigterm=True, **kwargs)
 
 
 def resume_hint(command: str) -> str:

@@ -131,7 +131,7 @@ def test_results_json_says_which_device_graded():
 
 def test_the_real_grader_says_cpu_here(tmp_path):
     """The whole path on this GPU-less machine: worker on the CPU, the probe's answer, results.json."""
-    from autograder.instructor.grading.command import grade_submission
+    from autograder.instructor.grading.one_submission import grade_submission
     from testkit.autograder_dir import grading_assets, make_autograder_dir, make_submission
 
     assets = grading_assets()

@@ -181,27 +181,27 @@ def test_build_makes_a_secret_keeps_it_for_rebuilds_and_refuses_a_damaged_one(tm
     import shutil
     import zipfile
 
-    from autograder.instructor.build import command as build
+    from autograder.instructor.build import package as build
     from autograder.heldout_guard.secret import read_secret
 
     heldout = tmp_path / "h" / "heldout.safetensors"
     heldout.parent.mkdir()
     shutil.copyfile(grading_assets().heldout, heldout)
-    first = build.main(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "a.zip", quiet=True)
+    first = build.build_autograder(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "a.zip", quiet=True)
     secret_file = heldout.with_suffix(".secret")
     assert secret_file.is_file() and oct(secret_file.stat().st_mode & 0o777) == "0o600"
-    again = build.main(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "b.zip", quiet=True)
+    again = build.build_autograder(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "b.zip", quiet=True)
     assert first.path.read_bytes() == again.path.read_bytes()  # same inputs (secret included), same bytes
     with zipfile.ZipFile(first.path) as archive:
         (tmp_path / "unpacked").mkdir()
         (tmp_path / "unpacked" / "heldout.secret").write_bytes(archive.read("heldout.secret"))
     assert read_secret(tmp_path / "unpacked" / "heldout.secret") == read_secret(secret_file)
-    other = build.main(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "c.zip", quiet=True,
+    other = build.build_autograder(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "c.zip", quiet=True,
                        secret=tmp_path / "course.secret")
     assert read_secret(tmp_path / "course.secret") != read_secret(secret_file) and other.path.is_file()
     (tmp_path / "bad.secret").write_text("not a secret")
     with pytest.raises(NotegradeError, match="bad.secret: not a notegrade secret"):
-        build.main(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "d.zip", quiet=True,
+        build.build_autograder(rubric=RENDERED_RUBRIC, heldout=heldout, out=tmp_path / "d.zip", quiet=True,
                    secret=tmp_path / "bad.secret")
 
 

@@ -218,7 +218,7 @@ def test_container_problems_are_reported_with_the_others():
 
 
 def test_docker_grade_reads_the_limits_from_the_rubric_object():
-    from autograder.instructor.grading.docker.fanout import ContainerLimits
+    from autograder.instructor.grading.docker.container import ContainerLimits
 
     custom = parse(GOOD + "\n[container]\nmemory_mb = 1536\ncpus = 1.5\ntimeout_s = 700\n")
     assert ContainerLimits.from_rubric(custom) == ContainerLimits(memory_mb=1536, cpus=1.5, timeout_s=700.0)

@@ -33,7 +33,7 @@ import pytest
 from testkit import isolation_support as iso
 from testkit import sandbox_support as support
 from autograder.errors import NotegradeError
-from autograder.instructor.grading.command import grade_submission
+from autograder.instructor.grading.one_submission import grade_submission
 from autograder.sandbox.cleanup import remove_tree
 from testkit.autograder_dir import heldout_flip_notes
 

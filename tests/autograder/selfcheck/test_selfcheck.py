@@ -27,7 +27,7 @@ from autograder import cli, run_autograder
 from autograder.selfcheck import command as selfcheck
 from autograder.selfcheck import plan as selfcheck_plan
 from autograder.errors import NotegradeError
-from autograder.instructor.assign import command as assign
+from autograder.instructor.assign import template as assign
 from autograder.instructor.assign import vendor_selfcheck
 from autograder.rubric import parse_rubric, tomllib
 from testkit.autograder_dir import REPO, STUDENT_FILES, grading_assets, heldout_flip_notes, make_autograder_dir

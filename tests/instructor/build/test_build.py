@@ -20,7 +20,7 @@ import pytest
 
 from autograder.errors import NotegradeError
 from autograder.featurefile import read_feature_file, write_feature_file
-from autograder.instructor.build import command as build
+from autograder.instructor.build import package as build
 from reference.features import FRONTEND_PARAMS, frontend_hash
 from reference.heldout import validate_heldout
 
@@ -46,7 +46,7 @@ def heldout(tmp_path, rng) -> Path:
 
 @pytest.fixture
 def built(tmp_path, heldout) -> build.BuildResult:
-    return build.main(rubric=RUBRIC, heldout=heldout, out=tmp_path / "autograder.zip", quiet=True)
+    return build.build_autograder(rubric=RUBRIC, heldout=heldout, out=tmp_path / "autograder.zip", quiet=True)
 
 
 def test_zip_root_holds_what_gradescope_needs_and_only_grading_code(built):
@@ -80,7 +80,7 @@ def test_permissions_timestamps_and_templates_are_fixed(built):
 
 
 def test_same_inputs_give_identical_bytes(tmp_path, heldout, built):
-    again = build.main(rubric=RUBRIC, heldout=heldout, out=tmp_path / "again" / "autograder.zip", quiet=True)
+    again = build.build_autograder(rubric=RUBRIC, heldout=heldout, out=tmp_path / "again" / "autograder.zip", quiet=True)
     assert again.path.read_bytes() == built.path.read_bytes()
 
 
@@ -101,7 +101,7 @@ def test_refuses_heldout_from_another_front_end(tmp_path, rng):
     other = dict(FRONTEND_PARAMS, hop_length=1000)
     bad = _heldout(tmp_path / "other.safetensors", rng, params=other, hash_=frontend_hash(other))
     with pytest.raises(NotegradeError, match="different front-end parameters"):
-        build.main(rubric=RUBRIC, heldout=bad, out=tmp_path / "a.zip", quiet=True)
+        build.build_autograder(rubric=RUBRIC, heldout=bad, out=tmp_path / "a.zip", quiet=True)
     assert not (tmp_path / "a.zip").exists()
 
 
@@ -109,7 +109,7 @@ def test_refuses_heldout_whose_params_do_not_match_its_hash(tmp_path, rng):
     # The stored hash is the toolkit's, but the parameters were edited afterwards.
     tampered = _heldout(tmp_path / "t.safetensors", rng, params=dict(FRONTEND_PARAMS, n_mels=80), hash_=frontend_hash())
     with pytest.raises(NotegradeError, match="do not match its front-end hash"):
-        build.main(rubric=RUBRIC, heldout=tampered, out=tmp_path / "a.zip", quiet=True)
+        build.build_autograder(rubric=RUBRIC, heldout=tampered, out=tmp_path / "a.zip", quiet=True)
 
 
 def test_refuses_a_heldout_file_with_a_duplicated_note_as_notegrade_heldout_does(tmp_path, rng):
@@ -133,7 +133,7 @@ def test_refuses_a_heldout_file_with_a_duplicated_note_as_notegrade_heldout_does
 def test_refuses_a_feature_file_that_is_not_a_heldout_file(tmp_path, rng):
     features = _heldout(tmp_path / "train.safetensors", rng, kind="features")
     with pytest.raises(NotegradeError, match="not a held-out file"):
-        build.main(rubric=RUBRIC, heldout=features, out=tmp_path / "a.zip", quiet=True)
+        build.build_autograder(rubric=RUBRIC, heldout=features, out=tmp_path / "a.zip", quiet=True)
 
 
 def test_refuses_a_malformed_rubric_naming_file_and_item(tmp_path, heldout):
@@ -141,7 +141,7 @@ def test_refuses_a_malformed_rubric_naming_file_and_item(tmp_path, heldout):
     rubric = tmp_path / "bad.toml"
     rubric.write_text(text)
     with pytest.raises(NotegradeError, match=r"bad\.toml.*item 1\.2.*unknown check 'architecture_shapez'"):
-        build.main(rubric=rubric, heldout=heldout, out=tmp_path / "a.zip", quiet=True)
+        build.build_autograder(rubric=rubric, heldout=heldout, out=tmp_path / "a.zip", quiet=True)
     assert not (tmp_path / "a.zip").exists()
 
 
@@ -159,7 +159,7 @@ def _fake_wheelhouse(folder: Path, *, drop: str = "", extra: tuple[str, ...] = (
 
 def test_bundled_wheelhouse_switches_setup_to_offline_install(tmp_path, heldout):
     wheels = _fake_wheelhouse(tmp_path / "wheels")
-    result = build.main(rubric=RUBRIC, heldout=heldout, out=tmp_path / "a.zip", wheelhouse=wheels, quiet=True)
+    result = build.build_autograder(rubric=RUBRIC, heldout=heldout, out=tmp_path / "a.zip", wheelhouse=wheels, quiet=True)
     with zipfile.ZipFile(result.path) as archive:
         conf = archive.read("setup.conf").decode()
         stored = {i.filename: i.compress_type for i in archive.infolist() if i.filename.startswith("wheels/")}
@@ -169,13 +169,13 @@ def test_bundled_wheelhouse_switches_setup_to_offline_install(tmp_path, heldout)
 
 def test_refuses_incomplete_or_cuda_wheelhouse(tmp_path, heldout):
     with pytest.raises(NotegradeError, match=r"missing wheels for torch==2\.13\.0\+cpu"):
-        build.main(rubric=RUBRIC, heldout=heldout, out=tmp_path / "a.zip", quiet=True,
+        build.build_autograder(rubric=RUBRIC, heldout=heldout, out=tmp_path / "a.zip", quiet=True,
                    wheelhouse=_fake_wheelhouse(tmp_path / "w1", drop="torch"))
     with pytest.raises(NotegradeError, match="must not install torchaudio"):
-        build.main(rubric=RUBRIC, heldout=heldout, out=tmp_path / "a.zip", quiet=True,
+        build.build_autograder(rubric=RUBRIC, heldout=heldout, out=tmp_path / "a.zip", quiet=True,
                    wheelhouse=_fake_wheelhouse(tmp_path / "w2", extra=("torchaudio-2.11.0-cp311-cp311-linux_x86_64.whl",)))
     with pytest.raises(NotegradeError, match="needs --find-links"):
-        build.main(rubric=RUBRIC, heldout=heldout, out=tmp_path / "a.zip", quiet=True, wheel_source="wheelhouse")
+        build.build_autograder(rubric=RUBRIC, heldout=heldout, out=tmp_path / "a.zip", quiet=True, wheel_source="wheelhouse")
 
 
 def test_refuses_grading_code_that_imports_what_the_runtime_lacks(tmp_path, monkeypatch):

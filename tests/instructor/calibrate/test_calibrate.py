@@ -16,9 +16,10 @@ import pathlib
 import pytest
 import torch
 
-from autograder.instructor.grading import command as grade
+from autograder.instructor.grading import one_submission as grade
 from autograder.selfcheck import command as selfcheck
 from autograder.instructor.calibrate import command as calibrate
+from autograder.instructor.calibrate.calibration import slug
 from autograder.instructor.calibrate import cases
 from testkit.autograder_dir import grading_assets, make_autograder_dir
 
@@ -47,7 +48,7 @@ def test_the_set_has_every_mistake_the_issue_names_and_each_still_applies(tmp_pa
         assert needed in names
     state = grading_assets().state_dict_path
     for mistake in cases.MISTAKES:  # every patch still matches the reference (else a NotegradeError names it)
-        built = cases.build(mistake, tmp_path / calibrate.slug(mistake.name), state=torch.load(state, weights_only=True))
+        built = cases.build(mistake, tmp_path / slug(mistake.name), state=torch.load(state, weights_only=True))
         root = built / mistake.folder if mistake.folder else built
         assert sorted(p.name for p in root.iterdir()) == ["losses.py", "model.pt", "model.py", "train.py"]
         reference = {n: (cases.REFERENCE / n).read_text() for n in cases.CODE_FILES}

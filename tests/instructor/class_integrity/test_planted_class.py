@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from autograder.instructor.regrade import command as regrade
-from autograder.instructor.class_report.command import main as class_report
+from autograder.instructor.regrade import run as regrade
+from autograder.instructor.class_report.page import write_class_report as class_report
 from autograder.instructor.class_integrity import checkpoints as ckpt
-from autograder.instructor.class_integrity.command import main as integrity
+from autograder.instructor.class_integrity.compare import compare_class as integrity
 from testkit.export_factory import DUE, LATE_DUE
 from testkit.browser import MARK_IMAGES  # marks each <img> that decoded
 from testkit.integrity_class import COPIER, HONEST, SHARER, TESTER, TUNER, assets, planted_class, train, trained_models
@@ -150,7 +150,7 @@ def test_regrade_integrity_and_the_class_report_in_chromium(planted, first_run, 
     out = tmp_path / "regrade"
     # The logits cache is keyed by content: the first run's entries are valid here too.
     shutil.copytree(first_run[0] / "cache" / "logits", out / "integrity" / "cache" / "logits")
-    summary = regrade.main(export=planted.fixture.path, autograder=planted.autograder, out=out, jobs=2,
+    summary = regrade.regrade_export(export=planted.fixture.path, autograder=planted.autograder, out=out, jobs=2,
                            grade=_contract_grader(planted), due=DUE.isoformat(), late_due=LATE_DUE.isoformat(),
                            title="Assignment 2", progress=False, integrity=True)
     assert summary.failed == [] and summary.integrity.logits_reused == 12
@@ -204,7 +204,7 @@ def test_the_real_grader_flags_the_student_trained_on_the_heldout_split(planted,
     for key, name in planted.names.items():
         if name not in subset:
             shutil.rmtree(source / key)  # the YAML keeps them: reported as missing folders, not graded
-    summary = regrade.main(export=source, autograder=autograder, out=tmp_path / "regrade", jobs=2, due=DUE.isoformat(),
+    summary = regrade.regrade_export(export=source, autograder=autograder, out=tmp_path / "regrade", jobs=2, due=DUE.isoformat(),
                            late_due=LATE_DUE.isoformat(), title="Assignment 2", progress=False, integrity=True)
     assert summary.failed == [] and summary.graded == 3
     for key, name in planted.names.items():

@@ -17,7 +17,7 @@ import pytest
 from autograder.cli import main as cli_main
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
-from autograder.instructor.class_report.command import main as report_main
+from autograder.instructor.class_report.page import write_class_report as report_main
 from testkit.browser import MARK_IMAGES
 
 ITEMS = [("1.1 Architecture", 20.0), ("2.1 Losses", 30.0), ("3.1 Training", 20.0), ("4.1 Held-out accuracy", 30.0)]

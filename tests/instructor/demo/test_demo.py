@@ -17,8 +17,9 @@ import pytest
 
 from autograder.cli import main as cli_main
 from autograder.errors import NotegradeError
-from autograder.instructor.demo import command as demo
+from autograder.instructor.demo import run as demo
 from autograder.instructor.demo import steps as demo_steps
+from autograder.instructor.demo import summary as demo_summary
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 STEP_LINE = re.compile(r"^\[(\d)/8\] .+ +\d+\.\d s  \S")
@@ -30,7 +31,7 @@ STEP_NAMES = ("render", "features", "train", "build", "starter", "grade", "regra
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo-out"
     lines: list[str] = []
-    result = demo.main(out=out, jobs=2, progress=False, echo=lines.append)
+    result = demo.run_demo(out=out, jobs=2, progress=False, echo=lines.append)
     return result, lines, out
 
 
@@ -43,7 +44,7 @@ def test_demo_runs_every_step_and_meets_its_expectations(demo_run):
     record = json.loads((out / "demo.json").read_text())
     assert record["status"] == "done" and len(record["steps"]) == 8 and record["problems"] == []
     assert sum(step["seconds"] for step in record["steps"]) <= record["seconds"] + 1
-    summary = demo_steps.summary_text(result)
+    summary = demo_summary.summary_text(result)
     for relative in ("autograder.zip", "class_report.html", "starter.zip", "regrade/"):
         assert relative in summary
 
@@ -178,7 +179,7 @@ def test_failing_step_is_named_and_recorded(tmp_path, monkeypatch):
     _stub_steps(monkeypatch, failing="train", error=NotegradeError("no training data"))
     lines: list[str] = []
     with pytest.raises(NotegradeError, match=r"^step 3/8 \(train the reference briefly\) failed: no training data$"):
-        demo.main(out=tmp_path / "out", jobs=1, progress=False, echo=lines.append)
+        demo.run_demo(out=tmp_path / "out", jobs=1, progress=False, echo=lines.append)
     assert [line[:5] for line in lines if STEP_LINE.match(line)] == ["[1/8]", "[2/8]"]
     record = json.loads((tmp_path / "out" / demo.MARKER).read_text())
     assert record["status"] == "failed" and [s["number"] for s in record["steps"]] == [1, 2]

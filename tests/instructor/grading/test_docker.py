@@ -27,8 +27,11 @@ import torch
 
 from testkit import docker_support
 from testkit import sandbox_support
-from autograder.instructor.build import command as build
-from autograder.instructor.grading.docker import fanout as docker_grade
+from autograder.instructor.build.package import build_autograder
+from autograder.instructor.grading.batch import summary_table
+from autograder.instructor.grading.docker import container as docker_container
+from autograder.instructor.grading.docker import grading as docker_grading
+from autograder.instructor.grading.docker import image as docker_image
 from autograder.sandbox.users import CONTAINER_UIDS, STUDENT_UID_ENV
 from testkit.autograder_dir import grading_assets, make_starter_submission, make_submission
 
@@ -52,8 +55,8 @@ def setup(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("docker")
     rubric = work / "rubric.toml"
     rubric.write_text(assets.rubric)
-    zip_path = build.main(rubric=rubric, heldout=assets.heldout, out=work / "autograder.zip",
-                          wheelhouse=docker_support.ensure_wheelhouse(), quiet=True).path
+    zip_path = build_autograder(rubric=rubric, heldout=assets.heldout, out=work / "autograder.zip",
+                                wheelhouse=docker_support.ensure_wheelhouse(), quiet=True).path
     state = torch.load(assets.state_dict_path, weights_only=True)
     return {"work": work, "zip": zip_path, "accuracy": assets.accuracy,
             "reference": make_submission(work / "submissions" / "reference", state_dict=state)}
@@ -61,9 +64,9 @@ def setup(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def image(client, base_image, setup) -> str:
-    source = docker_grade.unpack_autograder(setup["zip"], setup["work"] / "unpacked")
+    source = docker_image.unpack_autograder(setup["zip"], setup["work"] / "unpacked")
     assert (source / "Dockerfile").read_bytes() == (REPO / "Dockerfile").read_bytes()
-    return docker_grade.ensure_image(client, source=source, base_image=base_image, quiet=True)
+    return docker_image.ensure_image(client, source=source, base_image=base_image, quiet=True)
 
 
 def _run(client, image: str, script: str, **kwargs) -> str:
@@ -87,8 +90,8 @@ def test_image_has_gradescope_layout_and_a_cpu_only_runtime(client, base_image, 
 @pytest.mark.docker
 def test_reference_scores_full_marks_in_the_container(client, image, setup):
     out = setup["work"] / "graded-reference"
-    [run] = docker_grade.grade_all(submission=setup["reference"], autograder=setup["zip"], out=out, image=image,
-                                   client=client, quiet=True)
+    [run] = docker_grading.grade_in_containers(submission=setup["reference"], autograder=setup["zip"], out=out,
+                                               image=image, client=client, quiet=True)
     results = json.loads((out / "results.json").read_text())
     assert run.exit_code == 0 and not run.oom_killed and not run.timed_out
     failed = [t["name"] + ": " + t.get("output", "")[:200] for t in results["tests"] if t["score"] < t["max_score"]]
@@ -145,8 +148,8 @@ def test_starter_code_and_hostile_submissions_in_parallel_containers(client, ima
     state = torch.load(grading_assets().state_dict_path, weights_only=True)
     specs = _build_hostile(folder, state, grading_assets().heldout)
     out = setup["work"] / "graded-batch"
-    runs = docker_grade.grade_all(submission=folder, autograder=setup["zip"], out=out, image=image, jobs=2,
-                                  client=client, quiet=True)
+    runs = docker_grading.grade_in_containers(submission=folder, autograder=setup["zip"], out=out, image=image,
+                                              jobs=2, client=client, quiet=True)
     by_name = {Path(r.submission).name: r for r in runs}
     assert sorted(by_name) == sorted(["starter", *HOSTILE])
     problems = []
@@ -163,7 +166,7 @@ def test_starter_code_and_hostile_submissions_in_parallel_containers(client, ima
     assert starter["score"] == 0
     assert all("NotImplementedError" in t["output"] or "TODO" in t["output"]
                for t in starter["tests"] if (t.get("extra_data") or {}).get("kind") == "item"), starter["output"]
-    table = docker_grade.summary_table(runs)
+    table = summary_table([docker_grading.container_row(run) for run in runs])
     assert all(name in table for name in by_name)
 
 
@@ -188,10 +191,10 @@ mkdir -p /autograder/submission && cp /in/submission/* /autograder/submission/
 """
     # Containers share the host's uids: a student uid from the containers' range (the grader creates
     # the user with it) keeps the host's own sandbox tests, which kill every process of their student
-    # uid, away from this grader's worker; the label keeps docker_grade's containers off it too.
+    # uid, away from this grader's worker; the label keeps notegrade's own grading containers off it too.
     uid = str(CONTAINER_UIDS[-1])
     log = _run(client, base_image, script, environment={STUDENT_UID_ENV: uid},
-               labels={docker_grade.UID_LABEL: uid}, volumes={
+               labels={docker_container.UID_LABEL: uid}, volumes={
                    str(setup["zip"]): {"bind": "/in/autograder.zip", "mode": "ro"},
                    str(sub): {"bind": "/in/submission", "mode": "ro"},
                    str(results): {"bind": "/autograder/results", "mode": "rw"}})
@@ -208,15 +211,15 @@ mkdir -p /autograder/submission && cp /in/submission/* /autograder/submission/
 
 @pytest.mark.docker
 def test_late_submission_metadata_is_applied_in_the_container(client, image, setup, tmp_path):
-    """The API regrade uses: grade_submission(submission=, autograder=, metadata=, out=, image=)."""
+    """One submission in its container: grade_in_container(submission=, autograder=, metadata=, out=, image=)."""
     metadata = tmp_path / "submission_metadata.json"
     metadata.write_text(json.dumps({
         "id": 1, "created_at": "2024-10-03T12:00:00-07:00",
         "assignment": {"due_date": "2024-10-01T23:59:00-07:00", "late_due_date": "2024-10-08T23:59:00-07:00",
                        "total_points": "100.0"},
         "users": [{"email": "a@b.c", "id": 7, "name": "Ada"}]}))
-    results = docker_grade.grade_submission(submission=setup["reference"], autograder=setup["zip"], out=tmp_path / "out",
-                                            metadata=metadata, image=image, client=client)
+    results = docker_grading.grade_in_container(submission=setup["reference"], autograder=setup["zip"],
+                                                out=tmp_path / "out", metadata=metadata, image=image, client=client)
     late = results["extra_data"]["late"]
     assert late["penalty"] == 6 and results["score"] == 94, late  # 1 day 12 h late -> 2 days x 3 points
     assert json.loads(metadata.read_text())["id"] == 1  # the caller's file is untouched
@@ -224,9 +227,9 @@ def test_late_submission_metadata_is_applied_in_the_container(client, image, set
 
 @pytest.mark.docker
 def test_a_container_over_its_time_limit_still_gets_a_results_json(client, image, setup, tmp_path):
-    limits = docker_grade.ContainerLimits(memory_mb=768, cpus=1.0, timeout_s=3.0)
-    run = docker_grade.run_container(client, image=image, submission=setup["reference"], metadata=None,
-                                     limits=limits, work=tmp_path / "job")
+    limits = docker_container.ContainerLimits(memory_mb=768, cpus=1.0, timeout_s=3.0)
+    run = docker_container.run_container(client, image=image, submission=setup["reference"], metadata=None,
+                                         limits=limits, work=tmp_path / "job")
     assert run.timed_out and run.exit_code is None
     assert run.results["score"] == 0 and run.results["extra_data"]["container_error"] == "was stopped at the 3 s time limit"
     assert run.results["tests"][0]["name"] == "Autograder error"
@@ -281,7 +284,7 @@ def test_no_network_from_student_code_in_a_container(client, image, setup, tmp_p
         results_dir.mkdir()
         uid = str(CONTAINER_UIDS[-2])
         _run(client, image, "/autograder/run_autograder", network_mode="host", environment={STUDENT_UID_ENV: uid},
-             labels={docker_grade.UID_LABEL: uid}, volumes={
+             labels={docker_container.UID_LABEL: uid}, volumes={
                  str(built.submission): {"bind": "/autograder/submission", "mode": "rw"},
                  str(results_dir): {"bind": "/autograder/results", "mode": "rw"}})
         data = json.loads((results_dir / "results.json").read_text())

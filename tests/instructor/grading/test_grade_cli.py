@@ -12,7 +12,9 @@ import jsonschema
 import pytest
 import torch
 
-from autograder.instructor.grading import command as grade
+from autograder.instructor.grading import batch, one_submission
+from autograder.instructor.grading import command as grade_cli
+from autograder.instructor.grading.run import grade_and_report
 from autograder.errors import NotegradeError
 from testkit.autograder_dir import (REPO, grading_assets, heldout_flip_notes, make_autograder_dir,
                                     make_starter_submission, make_submission)
@@ -79,7 +81,7 @@ def test_a_zipped_folder_is_graded_from_its_folder_and_only_the_assignment_files
     model = (upload / "my_hw" / "model.py").read_text() + "\nimport os as _os\nprint('SEES', sorted(_os.listdir('.')))\n"
     (upload / "my_hw" / "model.py").write_text(model)
     out = tmp_path / "out"
-    assert grade.main(submission=upload, autograder=autograder_zip, out=out) == 0  # one submission, not a batch
+    assert grade_and_report(submission=upload, autograder=autograder_zip, out=out) == 0  # one submission, not a batch
     results = json.loads((out / "results.json").read_text())
     assert results["score"] == 100, results["output"]
     assert "**Note:** Your upload has everything inside the folder my_hw/, so that folder was graded" in results["output"]
@@ -97,7 +99,7 @@ def test_an_import_the_grading_runtime_lacks_fails_as_on_gradescope(tmp_path, au
     submission = make_submission(tmp_path / "sub", state_dict=torch.load(assets.state_dict_path), files={"model.py": model})
     line = model.splitlines().index("import librosa") + 1
     out = tmp_path / "out"
-    grade.grade_submission(submission=submission, autograder=autograder_zip, out=out, quiet=True)
+    one_submission.grade_submission(submission=submission, autograder=autograder_zip, out=out, quiet=True)
     results = json.loads((out / "results.json").read_text())
     by_number = {t.get("number"): t for t in results["tests"]}
     assert by_number["1.1"]["score"] == 0 and results["score"] == 50, results["output"]
@@ -108,51 +110,51 @@ def test_an_import_the_grading_runtime_lacks_fails_as_on_gradescope(tmp_path, au
 @pytest.mark.slow
 def test_batch_grades_each_submission_in_parallel(tmp_path, autograder_zip):
     assets = grading_assets()
-    batch = tmp_path / "batch"
-    make_submission(batch / "alice", state_dict=torch.load(assets.state_dict_path))
-    make_starter_submission(batch / "bob")
+    folder = tmp_path / "batch"
+    make_submission(folder / "alice", state_dict=torch.load(assets.state_dict_path))
+    make_starter_submission(folder / "bob")
     metadata = tmp_path / "meta.json"
     metadata.write_text(json.dumps({"created_at": "2024-10-08T00:30:00-07:00",
                                     "assignment": {"due_date": "2024-10-07T23:59:00-07:00", "late_due_date": None}}))
-    rows = grade.grade_batch(submissions=batch, autograder=autograder_zip, metadata=metadata, out=tmp_path / "out", jobs=2)
+    rows = batch.grade_batch(submissions=folder, autograder=autograder_zip, metadata=metadata, out=tmp_path / "out", jobs=2)
     by_name = {r["name"]: r for r in rows}
     assert by_name["alice"]["score"] == 97 and by_name["bob"]["score"] == 0  # 31 min late: 1 day x 3 points
     assert all(r["status"] == "graded" for r in rows)
     for name in ("alice", "bob"):
         jsonschema.validate(json.loads((tmp_path / "out" / name / "results.json").read_text()), SCHEMA)
     assert (tmp_path / "out" / "summary.csv").read_text().splitlines()[0] == "name,score,total,status,seconds,isolation"
-    table = grade.summary_table(rows)
+    table = batch.summary_table(rows)
     assert "alice" in table and "97 / 100" in table
 
 
 def test_batch_detection(tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "model.py").write_text("")
-    assert not grade._is_batch(tmp_path / "one")
+    assert not batch.is_batch_folder(tmp_path / "one")
     (tmp_path / "many" / "a").mkdir(parents=True)
     (tmp_path / "many" / "b").mkdir()
     (tmp_path / "many" / ".DS_Store").write_text("")
-    assert grade._is_batch(tmp_path / "many") and grade.batch_problem(tmp_path / "many") is None
-    assert not grade._is_batch(tmp_path / "missing")
+    assert batch.is_batch_folder(tmp_path / "many") and batch.batch_problem(tmp_path / "many") is None
+    assert not batch.is_batch_folder(tmp_path / "missing")
     # A zipped folder (one folder holding the work) is one submission, never a batch of one.
     (tmp_path / "nested" / "my_hw").mkdir(parents=True)
     (tmp_path / "nested" / "my_hw" / "model.py").write_text("")
-    assert not grade._is_batch(tmp_path / "nested")
+    assert not batch.is_batch_folder(tmp_path / "nested")
     # A stray file never silently turns a batch into one submission: --batch says why.
     (tmp_path / "many" / "notes.txt").write_text("to do")
-    assert not grade._is_batch(tmp_path / "many")
-    assert "holds files besides submission folders (notes.txt)" in grade.batch_problem(tmp_path / "many")
+    assert not batch.is_batch_folder(tmp_path / "many")
+    assert "holds files besides submission folders (notes.txt)" in batch.batch_problem(tmp_path / "many")
 
 
 def test_batch_flag_and_jobs_without_a_batch_are_errors_that_say_why(tmp_path):
     (tmp_path / "many" / "a").mkdir(parents=True)
     (tmp_path / "many" / "notes.txt").write_text("to do")
     with pytest.raises(NotegradeError, match=r"--batch: .* holds files besides submission folders \(notes.txt\)"):
-        grade.main(submission=tmp_path / "many", autograder=tmp_path / "ag.zip", is_batch=True)
+        grade_and_report(submission=tmp_path / "many", autograder=tmp_path / "ag.zip", is_batch=True)
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "model.py").write_text("")
     with pytest.raises(NotegradeError, match="--jobs 2 grades several submissions at once, but .* is one submission"):
-        grade.main(submission=tmp_path / "one", autograder=tmp_path / "ag.zip", jobs=2)
+        grade_and_report(submission=tmp_path / "one", autograder=tmp_path / "ag.zip", jobs=2)
 
 
 def test_not_an_autograder_is_a_one_line_error(tmp_path):
@@ -173,58 +175,58 @@ def test_zip_entries_outside_the_target_are_refused(tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("../escaped.txt", "x")
     with pytest.raises(NotegradeError, match="would extract outside"):
-        grade.grade_submission(submission=tmp_path, autograder=archive, out=tmp_path / "out")
+        one_submission.grade_submission(submission=tmp_path, autograder=archive, out=tmp_path / "out")
     assert not (tmp_path.parent / "escaped.txt").exists()
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(NotegradeError):
-        grade.grade_submission(submission=tmp_path, autograder=tmp_path / "bad.zip", out=tmp_path / "out")
+        one_submission.grade_submission(submission=tmp_path, autograder=tmp_path / "bad.zip", out=tmp_path / "out")
 
 
 def test_missing_metadata_file_is_refused(tmp_path):
     with pytest.raises(NotegradeError, match="no such metadata file"):
-        grade.grade_submission(submission=tmp_path, autograder=tmp_path, metadata=tmp_path / "m.json", out=tmp_path / "o")
+        one_submission.grade_submission(submission=tmp_path, autograder=tmp_path, metadata=tmp_path / "m.json", out=tmp_path / "o")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    grade.add_arguments(parser)
+    grade_cli.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def test_docker_flag_dispatches_to_docker_grade(tmp_path, monkeypatch):
-    from autograder.instructor.grading.docker import fanout as docker_grade
+    from autograder.instructor.grading.docker import grading as docker_grading
 
     calls = []
-    monkeypatch.setattr(docker_grade, "main", lambda **kwargs: calls.append(kwargs) or 0)
+    monkeypatch.setattr(docker_grading, "grade_and_report", lambda **kwargs: calls.append(kwargs) or 0)
     args = _parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--image", "tag", "--jobs", "3"])
-    assert grade.run(args) == 0
+    assert grade_cli.run(args) == 0
     assert calls == [{"submission": tmp_path, "autograder": pathlib.Path("ag.zip"), "metadata": None,
                       "out": pathlib.Path("graded"), "image": "tag", "jobs": 3, "base_image": None, "batch": None}]
-    assert grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--base-image", "local:1"])) == 0
+    assert grade_cli.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--base-image", "local:1"])) == 0
     assert calls[-1]["base_image"] == "local:1" and calls[-1]["image"] is None
-    assert grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--batch"])) == 0
+    assert grade_cli.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--batch"])) == 0
     assert calls[-1]["batch"] is True
     with pytest.raises(NotegradeError, match="--python does not apply with --docker"):
-        grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--python", "/usr/bin/python3"]))
+        grade_cli.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--docker", "--python", "/usr/bin/python3"]))
     with pytest.raises(NotegradeError, match="--image only applies with --docker"):
-        grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--image", "tag"]))
+        grade_cli.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--image", "tag"]))
     with pytest.raises(NotegradeError, match="--base-image only applies with --docker"):
-        grade.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--base-image", "local:1"]))
+        grade_cli.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--base-image", "local:1"]))
 
 
 def test_base_image_flag_wins_over_the_environment(monkeypatch):
-    from autograder.instructor.grading.docker import fanout as docker_grade
+    from autograder.instructor.grading.docker import image as docker_image
 
     monkeypatch.setenv("NOTEGRADE_BASE_IMAGE", "from-env:1")
-    assert docker_grade.base_image_name("from-flag:2") == "from-flag:2"
-    assert docker_grade.base_image_name(None) == "from-env:1"
+    assert docker_image.base_image_name("from-flag:2") == "from-flag:2"
+    assert docker_image.base_image_name(None) == "from-env:1"
     monkeypatch.delenv("NOTEGRADE_BASE_IMAGE")
-    assert docker_grade.base_image_name(None) == docker_grade.GRADESCOPE_BASE_IMAGE == "gradescope/autograder-base:latest"
+    assert docker_image.base_image_name(None) == docker_image.GRADESCOPE_BASE_IMAGE == "gradescope/autograder-base:latest"
 
 
 def test_base_image_reaches_the_docker_build(tmp_path, monkeypatch):
-    """grade.run -> docker_grade.main -> ensure_image builds FROM the flag's image (a fake engine records it)."""
-    from autograder.instructor.grading.docker import fanout as docker_grade
+    """grade_cli.run -> docker grade_and_report -> ensure_image builds FROM the flag's image (a fake engine records it)."""
+    from autograder.instructor.grading.docker import image as docker_image
 
     class FakeEngine:
         def __init__(self):
@@ -242,10 +244,10 @@ def test_base_image_reaches_the_docker_build(tmp_path, monkeypatch):
             return iter([{"error": "stop here: the build arguments are what this test checks\n"}])
 
     engine = FakeEngine()
-    monkeypatch.setattr(docker_grade, "docker_client", lambda: engine)
+    monkeypatch.setattr(docker_image, "docker_client", lambda: engine)
     monkeypatch.setenv("NOTEGRADE_BASE_IMAGE", "from-env:1")
     source = tmp_path / "ag"
-    for name in docker_grade.REQUIRED:
+    for name in docker_image.REQUIRED:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text("")
     (source / "rubric.toml").write_text((REPO / "tests" / "rubrics" / "rendered.toml").read_text())
@@ -256,7 +258,7 @@ def test_base_image_reaches_the_docker_build(tmp_path, monkeypatch):
     args = _parse([str(submission), "--autograder", str(source), "--docker", "--base-image", "local-base:1",
                    "--out", str(tmp_path / "out")])
     with pytest.raises(NotegradeError, match="stop here"):
-        grade.run(args)
+        grade_cli.run(args)
     assert [b["buildargs"] for b in engine.builds] == [{"BASE_IMAGE": "local-base:1"}]
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from autograder.cli import main as cli_main
-from autograder.instructor.regrade import command as regrade
+from autograder.instructor.regrade import run as regrade
 from testkit.export_factory import DEFAULT_CLASS, DUE, make_export
 from testkit.regrade_fakes import EXPECTED_TOTALS, OPTIONS, RUBRIC, fake_grader
 
@@ -38,7 +38,7 @@ def fixture_export(tmp_path):
 
 def _run(fixture, autograder_dir, out, grade=fake_grader, **extra):
     options = {**OPTIONS, **extra}
-    return regrade.main(export=fixture.path, autograder=autograder_dir, out=out, extensions=fixture.extensions_csv,
+    return regrade.regrade_export(export=fixture.path, autograder=autograder_dir, out=out, extensions=fixture.extensions_csv,
                         grade=grade, **options)
 
 
@@ -153,10 +153,10 @@ def test_an_autograder_error_is_shown_but_never_reused(tmp_path, autograder_dir,
 
 def test_one_broken_submission_never_stops_the_batch(tmp_path, autograder_dir, fixture_export):
     out = tmp_path / "out"
-    regrade.main(export=fixture_export.path, autograder=autograder_dir, out=out, grade=fake_grader, **OPTIONS)
+    regrade.regrade_export(export=fixture_export.path, autograder=autograder_dir, out=out, grade=fake_grader, **OPTIONS)
     victim = out / "export" / "assignment_4242_export" / "submission_1001"
     (victim / "CRASH_THE_GRADER").write_text("")
-    summary = regrade.main(export=victim.parent, autograder=autograder_dir, out=out, grade=fake_grader, jobs=3, **OPTIONS)
+    summary = regrade.regrade_export(export=victim.parent, autograder=autograder_dir, out=out, grade=fake_grader, jobs=3, **OPTIONS)
     assert len(summary.failed) == 1 and summary.failed[0].startswith("submission_1001: RuntimeError: grader process died")
     grades = pd.read_csv(summary.paths["grades"]).set_index("name")
     assert grades.loc["Ada Lovelace", "status"].startswith("not graded: RuntimeError")
@@ -175,7 +175,7 @@ def test_unusable_export_entries_are_reported_and_the_rest_graded(tmp_path, auto
     meta = fixture.path / "submission_metadata.yml"
     meta.write_text(meta.read_text().replace("  :created_at: 2024-10-01 23:29:00.000000000 -07:00\n", "", 1))
     shutil.rmtree(fixture.path / "submission_1006")  # Finn is in the YAML, but his folder is missing
-    summary = regrade.main(export=fixture.path, autograder=autograder_dir, out=tmp_path / "out", grade=fake_grader, **OPTIONS)
+    summary = regrade.regrade_export(export=fixture.path, autograder=autograder_dir, out=tmp_path / "out", grade=fake_grader, **OPTIONS)
     assert summary.graded == 5 and summary.failed == []
     assert any("submission_1004: no :created_at:" in p for p in summary.problems)
     assert any("the archive has no submission_1006/ folder" in p for p in summary.problems)
@@ -206,28 +206,32 @@ def test_cli_usage_errors_are_one_line_messages(tmp_path, autograder_dir, capsys
 
 def test_docker_path_checks_the_engine_once_and_grades_in_the_image(tmp_path, autograder_dir, fixture_export, monkeypatch):
     from autograder.errors import NotegradeError
-    from autograder.instructor.grading.docker import fanout as docker_grade
+    from autograder.instructor.grading.docker import grading as docker_grading
+    from autograder.instructor.grading.docker import image as docker_image
+    from testkit.autograder_dir import REPO
 
     def no_engine():
         raise NotegradeError("no Docker engine is reachable (simulated)")
 
-    monkeypatch.setattr(docker_grade, "docker_client", no_engine)
+    monkeypatch.setattr(docker_image, "docker_client", no_engine)
     with pytest.raises(NotegradeError, match="no Docker engine is reachable"):
-        regrade.main(export=fixture_export.path, autograder=autograder_dir, out=tmp_path / "o", docker=True, **OPTIONS)
+        regrade.regrade_export(export=fixture_export.path, autograder=autograder_dir, out=tmp_path / "o", docker=True, **OPTIONS)
     assert not (tmp_path / "o" / "submissions").exists()  # nothing was graded
 
     client, built, seen = object(), [], []
-    monkeypatch.setattr(docker_grade, "docker_client", lambda: client)
-    monkeypatch.setattr(docker_grade, "unpack_autograder", lambda path, work: path)
-    monkeypatch.setattr(docker_grade, "ensure_image",
-                        lambda c, *, source, tag, base_image: built.append((c, source, tag, base_image)) or "img:1")
+    # The image's rubric sets the containers' limits: a real one here (fake_grader only needs the file).
+    (autograder_dir / "rubric.toml").write_text((REPO / "tests" / "rubrics" / "rendered.toml").read_text())
+    monkeypatch.setattr(docker_image, "docker_client", lambda: client)
+    monkeypatch.setattr(docker_image, "unpack_autograder", lambda path, work: path)
+    monkeypatch.setattr(docker_image, "ensure_image",
+                        lambda c, *, source, tag, base_image, **_: built.append((c, source, tag, base_image)) or "img:1")
 
-    def in_container(*, image, client, **kw):
-        seen.append((image, client))
+    def in_container(self, **kw):
+        seen.append((self.image, self.client))
         return fake_grader(**kw)
 
-    monkeypatch.setattr(docker_grade, "grade_submission", in_container)
-    summary = regrade.main(export=fixture_export.path, autograder=autograder_dir, out=tmp_path / "o", docker=True,
+    monkeypatch.setattr(docker_grading.ContainerGrader, "__call__", in_container)
+    summary = regrade.regrade_export(export=fixture_export.path, autograder=autograder_dir, out=tmp_path / "o", docker=True,
                            image=None, jobs=2, extensions=fixture_export.extensions_csv, base_image="local:1", **OPTIONS)
     assert built == [(client, autograder_dir, None, "local:1")]  # regrade's --base-image reaches the image build
     assert len(seen) == 7 and set(seen) == {("img:1", client)}
@@ -242,7 +246,7 @@ def test_end_to_end_with_the_real_grader(tmp_path):
     """The real grader (subprocess, sandbox, checks) on four submissions of the export, then resume."""
     import jsonschema
 
-    from autograder.instructor.class_report.command import main as class_report
+    from autograder.instructor.class_report.page import write_class_report as class_report
     from testkit.autograder_dir import REPO, grading_assets, heldout_flip_notes, make_autograder_dir
 
     assets = grading_assets()
@@ -250,7 +254,7 @@ def test_end_to_end_with_the_real_grader(tmp_path):
     subset = [s for s in DEFAULT_CLASS if s.students[0].name in E2E_STUDENTS]
     fixture = make_export(tmp_path / "src", submissions=subset, checkpoint=assets.state_dict_path, as_zip=True)
     out = tmp_path / "out"
-    summary = regrade.main(export=fixture.path, autograder=autograder, out=out, jobs=2,
+    summary = regrade.regrade_export(export=fixture.path, autograder=autograder, out=out, jobs=2,
                            extensions=fixture.extensions_csv, **OPTIONS)
     assert summary.graded == 4 and summary.failed == [], summary.problems
     schema = json.loads((REPO / "tests" / "schema" / "results.schema.json").read_text())
@@ -273,7 +277,7 @@ def test_end_to_end_with_the_real_grader(tmp_path):
     assert grades.loc["Eve Adams", [c for c in items if c.startswith("1.")]].sum() == 20.0
     pooled = json.loads((out / "grades.json").read_text())["confusion"]["pooled"]
     assert sum(map(sum, pooled)) == 3 * 8 * 11  # three submissions with a model, 88 held-out notes each
-    again = regrade.main(export=fixture.path, autograder=autograder, out=out, jobs=2,
+    again = regrade.regrade_export(export=fixture.path, autograder=autograder, out=out, jobs=2,
                          extensions=fixture.extensions_csv, **OPTIONS)
     assert again.reused == 4 and again.graded == 0
     page = class_report(grades=out / "grades.csv", out=out / "class.html", reference_accuracy=assets.accuracy)
@@ -286,22 +290,22 @@ def test_regrade_in_docker_containers(tmp_path):
     """``--docker``: the zip's image (built FROM the local base stand-in) grades each submission."""
     import torch  # noqa: F401  (grading_assets trains with it)
 
+    from autograder.instructor.build.package import build_autograder
+    from autograder.instructor.grading.docker import image as docker_image
     from testkit import docker_support
-    from autograder.instructor.build import command as build
-    from autograder.instructor.grading.docker import fanout as docker_grade
     from testkit.autograder_dir import grading_assets
 
     client = docker_support.engine_or_skip()
     base = docker_support.ensure_base_image(client)
     assets = grading_assets()
     (tmp_path / "rubric.toml").write_text(assets.rubric)
-    archive = build.main(rubric=tmp_path / "rubric.toml", heldout=assets.heldout, out=tmp_path / "autograder.zip",
-                         wheelhouse=docker_support.ensure_wheelhouse(), quiet=True).path
-    source = docker_grade.unpack_autograder(archive, tmp_path / "unpacked")
-    tag = docker_grade.ensure_image(client, source=source, base_image=base, quiet=True)
+    archive = build_autograder(rubric=tmp_path / "rubric.toml", heldout=assets.heldout, out=tmp_path / "autograder.zip",
+                               wheelhouse=docker_support.ensure_wheelhouse(), quiet=True).path
+    source = docker_image.unpack_autograder(archive, tmp_path / "unpacked")
+    tag = docker_image.ensure_image(client, source=source, base_image=base, quiet=True)
     subset = [s for s in DEFAULT_CLASS if s.students[0].name in ("Ada Lovelace", "Ben Franklin", "Dev Null")]
     fixture = make_export(tmp_path / "src", submissions=subset, checkpoint=assets.state_dict_path, as_zip=True)
-    summary = regrade.main(export=fixture.path, autograder=archive, out=tmp_path / "out", docker=True, image=tag,
+    summary = regrade.regrade_export(export=fixture.path, autograder=archive, out=tmp_path / "out", docker=True, image=tag,
                            jobs=2, **OPTIONS)
     assert summary.graded == 3 and summary.failed == []
     assert all((tmp_path / "out" / "submissions" / f"submission_{s.submission_id}" / "graded" / "container.json").is_file()

@@ -27,7 +27,7 @@ import torch
 
 from testkit import slurm_support
 from autograder.cli import main as cli_main
-from autograder.instructor.regrade import command as regrade
+from autograder.instructor.regrade import run as regrade
 from autograder.instructor.slurm.grading import SlurmGrading
 from autograder.instructor.slurm.options import SlurmOptions
 from testkit.export_factory import DEFAULT_CLASS, DUE, LATE_DUE, make_export
@@ -110,7 +110,7 @@ def test_regrade_on_slurm_matches_local_and_a_rerun_fills_in_a_killed_task(clust
     out, found = tmp_path / "slurm", {}
     killer = threading.Thread(target=_cancel_when_first_graded, args=(out, found))
     killer.start()
-    summary = regrade.main(export=export.path, autograder=autograder, out=out, extensions=export.extensions_csv,
+    summary = regrade.regrade_export(export=export.path, autograder=autograder, out=out, extensions=export.extensions_csv,
                            slurm=slurm, **OPTIONS)
     killer.join()
     assert not found["second_done"], "task 0 finished before it could be cancelled; the test needs a slower grade"
@@ -124,12 +124,12 @@ def test_regrade_on_slurm_matches_local_and_a_rerun_fills_in_a_killed_task(clust
     assert (out / "submissions" / found["first"] / "grade_key.json").exists()  # graded before the kill: kept
 
     # The rerun grades only that submission, in a new one-task array.
-    again = regrade.main(export=export.path, autograder=autograder, out=out, extensions=export.extensions_csv,
+    again = regrade.regrade_export(export=export.path, autograder=autograder, out=out, extensions=export.extensions_csv,
                          slurm=slurm, **OPTIONS)
     assert again.graded == 1 and again.reused == 5 and again.failed == []
     assert len(list((out / "slurm").glob("job_*.json"))) == 2
 
-    local = regrade.main(export=export.path, autograder=autograder, out=tmp_path / "local", jobs=2,
+    local = regrade.regrade_export(export=export.path, autograder=autograder, out=tmp_path / "local", jobs=2,
                          extensions=export.extensions_csv, **OPTIONS)
     assert local.graded == 6 and local.failed == []
     assert_same_outputs(tmp_path / "local", out)

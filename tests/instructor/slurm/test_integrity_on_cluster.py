@@ -23,8 +23,8 @@ import pytest
 
 from testkit import slurm_support
 from autograder.cli import main as cli_main
-from autograder.instructor.regrade import command as regrade
-from autograder.instructor.class_integrity.command import main as integrity
+from autograder.instructor.regrade import run as regrade
+from autograder.instructor.class_integrity.compare import compare_class as integrity
 from autograder.instructor.slurm.grading import SlurmGrading
 from autograder.instructor.slurm.options import SlurmOptions
 from testkit.export_factory import DEFAULT_CLASS, DUE, LATE_DUE, make_export
@@ -135,7 +135,7 @@ def test_regrade_on_slurm_with_integrity_computes_the_logits_on_the_cluster(clus
     three = [s for s in DEFAULT_CLASS if s.students[0].name in ("Ada Lovelace", "Dev Null", "Eve Adams")]
     export = make_export(tmp_path / "src", submissions=three, checkpoint=assets.state_dict_path, as_zip=True)
     out = tmp_path / "regrade"
-    summary = regrade.main(export=export.path, autograder=autograder, out=out, due=DUE.isoformat(),
+    summary = regrade.regrade_export(export=export.path, autograder=autograder, out=out, due=DUE.isoformat(),
                            late_due=LATE_DUE.isoformat(), title="Assignment 2", progress=False, integrity=True,
                            slurm=SlurmGrading(options=SlurmOptions(per_task=3, cpus_per_task=1, time="20")))
     assert summary.graded == 3 and summary.failed == []

@@ -11,9 +11,9 @@ import pytest
 
 from autograder.cli import main as cli_main
 from autograder.errors import NotegradeError
-from autograder.instructor.regrade import command as regrade
+from autograder.instructor.regrade import run as regrade
 from autograder.instructor.class_integrity import logits
-from autograder.instructor.class_integrity.command import main as integrity
+from autograder.instructor.class_integrity.compare import compare_class as integrity
 from autograder.instructor.class_integrity.members import Member
 from autograder.instructor.regrade.jobs import sha256_of
 from autograder.instructor.slurm import array, grading, states
@@ -196,14 +196,14 @@ def test_regrade_on_slurm_with_integrity_computes_the_logits_as_an_array_too(tmp
     autograder = _autograder(tmp_path)
     fixture = make_export(tmp_path / "src", as_zip=True)
     out = tmp_path / "out"
-    summary = regrade.main(export=fixture.path, autograder=autograder, out=out, extensions=fixture.extensions_csv,
+    summary = regrade.regrade_export(export=fixture.path, autograder=autograder, out=out, extensions=fixture.extensions_csv,
                            grade=fake_grader, slurm=grading.SlurmGrading(options=SlurmOptions(per_task=3)),
                            integrity=True, **OPTIONS)
     assert fake.shards == [[3, 3, 1], [3, 1]]  # the 7 grades, then the logits of 4 distinct submissions
     assert json.loads((out / "integrity" / "slurm" / "job_101.json").read_text())["collected"]
     assert summary.integrity.logits_computed == 5 and len(sandbox.calls) == 4
     with pytest.raises(NotegradeError, match="job 101 computes the --integrity logits, it grades nothing: rerun"):
-        regrade.main(export=fixture.path, autograder=autograder, out=out, grade=fake_grader, integrity=True,
+        regrade.regrade_export(export=fixture.path, autograder=autograder, out=out, grade=fake_grader, integrity=True,
                      slurm=grading.SlurmGrading(options=SlurmOptions(), resume="101"), **OPTIONS)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from autograder.cli import main as cli_main
 from autograder.errors import NotegradeError
-from autograder.instructor.regrade import command as regrade
+from autograder.instructor.regrade import run as regrade
 from autograder.instructor.slurm import array, grading, options, states
 from autograder.rubric import parse_rubric
 from autograder.rubric.tables import slurm_memory, slurm_minutes
@@ -221,7 +221,7 @@ def test_regrade_on_slurm_bookkeeping(tmp_path, monkeypatch):
     out = tmp_path / "out"
     run = dict(export=fixture.path, autograder=autograder, out=out, extensions=fixture.extensions_csv, grade=fake_grader,
                slurm=slurm, **OPTIONS)
-    first = regrade.main(**run)
+    first = regrade.regrade_export(**run)
     assert fake.shards == [[3, 3, 1]]
     assert first.graded == 5 and len(first.failed) == 2  # task 1 graded one of its three
     assert all("Slurm task 1 failed (cancelled)" in line for line in first.failed)
@@ -230,12 +230,12 @@ def test_regrade_on_slurm_bookkeeping(tmp_path, monkeypatch):
     manifest = json.loads((out / "slurm" / "job_100.json").read_text())
     assert manifest["collected"] and [len(s) for s in manifest["meta"]["shards"]] == [3, 3, 1]
 
-    second = regrade.main(**run)  # only the two missing ones, in one task
+    second = regrade.regrade_export(**run)  # only the two missing ones, in one task
     assert fake.shards[1] == [2] and second.graded == 2 and second.reused == 5 and second.failed == []
     assert dict(zip(*pd.read_csv(out / "grades.csv")[["name", "total"]].T.values)) == EXPECTED_TOTALS
-    third = regrade.main(**run)  # nothing left: nothing submitted
+    third = regrade.regrade_export(**run)  # nothing left: nothing submitted
     assert len(fake.shards) == 2 and third.reused == 7
-    resumed = regrade.main(**{**run, "slurm": grading.SlurmGrading(options=options.SlurmOptions(), resume="101")})
+    resumed = regrade.regrade_export(**{**run, "slurm": grading.SlurmGrading(options=options.SlurmOptions(), resume="101")})
     assert resumed.failed == [] and resumed.reused == 5 and resumed.graded == 2
 
 

@@ -1,1 +1,2 @@
-"""Grading in the autograder's Docker image, as Gradescope does: the image (image), one container (container), many of them (fanout)."""
+"""Grading in the autograder's Docker image, as Gradescope does: the image (image), one container (container),
+the grader the one fan-out runs them with and `grade --docker` (grading)."""

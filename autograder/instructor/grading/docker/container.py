@@ -1,6 +1,6 @@
 """One submission in one fresh container, the way Gradescope runs it, and what came of it.
 
-Split from ``docker_grade.py`` (which fans submissions out over containers and writes their outputs):
+Split from ``grading.py`` (the grader the fan-out calls per submission, which writes its outputs):
 this is the part that talks to a running container, with Gradescope's mounts, no network, the
 rubric's :class:`ContainerLimits`, a student uid no other grading container on the engine uses
 (:func:`pick_student_uid`), memory sampling, and a results.json made for a container that left none.

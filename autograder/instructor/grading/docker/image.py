@@ -1,6 +1,6 @@
 """The autograder's Docker image: reach the engine, unpack the autograder, build the image or reuse it.
 
-Split from ``docker_grade.py`` (which grades with the image) because building is a step of its own:
+Split from ``grading.py`` (which grades with the image) because building is a step of its own:
 ``notegrade regrade --docker`` builds the image once, then grades each submission with it.  The image comes
 from the autograder's top-level ``Dockerfile``, ``FROM`` :func:`base_image_name` (setup.sh runs at
 build time), and is tagged by a hash of the base image and the autograder's files, so an unchanged

@@ -1,0 +1,105 @@
+"""The one fan-out over submissions: each graded on its own, ``parallel`` at a time, none able to stop the rest.
+
+Every tool that grades many submissions goes through :func:`grade_each`: a local batch and each
+``grade DIR --slurm`` task (:mod:`.batch`), ``grade --docker`` (:mod:`.docker.grading`), a regrade
+and each of its Slurm tasks (:mod:`autograder.instructor.regrade.jobs`) and ``calibrate``.  It gets
+:class:`Job` s (key, submission folder, out folder, metadata) and a *grader*: any callable
+``grade(submission=, autograder=, metadata=, out=) -> results.json dict`` (a local grader process,
+:func:`.one_submission.grade_submission`; a container, :class:`.docker.grading.ContainerGrader`; a
+test's fake).  What it promises, so that no caller writes its own thread pool again:
+
+- ``parallel`` gradings at once, on threads: each grading is its own process or container, so the
+  threads only wait;
+- whatever one grading raises stays on that job's :class:`Graded` (the caller turns it into its own
+  row or ``error.txt``): one broken submission never stops the batch;
+- ``on_done(graded)`` runs in the grading thread as soon as a job ends, so what marks a grade as
+  finished (a regrade's ``grade_key.json``) is on disk before the next grading starts;
+- ``stop_on_sigterm`` (a Slurm array task): SIGTERM stops the running graders and starts no new one
+  (:func:`.local.stop_graders`) instead of grading on until Slurm's SIGKILL;
+- a progress bar (when ``progress`` and stderr is a terminal); results in the order of the jobs.
+
+Example
+-------
+>>> jobs = [Job("a", Path("a"), Path("out/a")), Job("b", Path("b"), Path("out/b"))]
+>>> def grade(*, submission, autograder, metadata, out):
+...     if submission.name == "b":
+...         raise RuntimeError("the grader died")
+...     return {"score": 1.0}
+>>> [(g.job.key, g.results, g.problem) for g in grade_each(jobs, grade, autograder=Path("ag"), progress=False)]
+[('a', {'score': 1.0}, ''), ('b', None, 'RuntimeError: the grader died')]
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from autograder.errors import NotegradeError
+
+GradeFn = Callable[..., dict]  # grade(submission=, autograder=, metadata=, out=) -> the results.json dict
+
+
+@dataclass(frozen=True)
+class Job:
+    """One submission to grade: ``key`` names it to the caller (a batch's folder, an export entry)."""
+
+    key: str
+    submission: Path
+    out: Path  # the grader's own outputs go here
+    metadata: "Path | None" = None  # a submission_metadata.json (late penalty), or none
+
+
+@dataclass
+class Graded:
+    """How one job went: its results, or what its grading raised (with the traceback)."""
+
+    job: Job
+    results: "dict | None" = None
+    error: "Exception | None" = None
+    details: str = ""  # the traceback of ``error``
+    seconds: float = 0.0
+
+    @property
+    def problem(self) -> str:
+        """``error`` in one line: a NotegradeError's own message, anything else with its type; "" without one."""
+        if self.error is None:
+            return ""
+        return str(self.error) if isinstance(self.error, NotegradeError) else f"{type(self.error).__name__}: {self.error}"
+
+
+def _grade_one(job: Job, grade: GradeFn, autograder: Path, on_done: "Callable[[Graded], None] | None") -> Graded:
+    started = time.monotonic()
+    try:
+        graded = Graded(job, results=grade(submission=job.submission, autograder=autograder, metadata=job.metadata,
+                                           out=job.out))
+    except Exception as err:  # noqa: BLE001 - one broken submission never stops the batch
+        graded = Graded(job, error=err, details=traceback.format_exc())
+    graded.seconds = time.monotonic() - started
+    if on_done is not None:
+        try:
+            on_done(graded)
+        except Exception as err:  # noqa: BLE001 - e.g. a full disk while recording it: that job only
+            graded = Graded(job, error=err, details=traceback.format_exc(), seconds=graded.seconds)
+    return graded
+
+
+def grade_each(jobs: "list[Job]", grade: GradeFn, *, autograder: "str | Path", parallel: int = 1,
+               progress: bool = True, desc: str = "grading", unit: str = "submission",
+               on_done: "Callable[[Graded], None] | None" = None, stop_on_sigterm: bool = False) -> "list[Graded]":
+    """Grade every job with ``grade``, ``parallel`` at a time; one :class:`Graded` per job, in their order."""
+    from tqdm import tqdm
+
+    if stop_on_sigterm:
+        from autograder.instructor.grading.local import stop_graders_on_sigterm
+
+        stop_graders_on_sigterm()
+    autograder = Path(autograder)
+    with cf.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool, \
+            tqdm(total=len(jobs), desc=desc, unit=unit, disable=None if progress else True) as bar:
+        futures = [pool.submit(_grade_one, job, grade, autograder, on_done) for job in jobs]
+        for _ in cf.as_completed(futures):
+            bar.update(1)
+        return [future.result() for future in futures]
