@@ -248,20 +248,24 @@ def main(*, nsynth: Path | None, n: int, rounds: int, json_out: Path | None, bas
     for name in variants:
         print(f"{name:<28}{best[name]:>8.0f}{median[name]:>8.0f}{cpu_ms[name]:>8.3f}{used[name]:>7.2f}")
     lib_name = max(("librosa (per file)", "librosa tuned (per file)"), key=median.get)
-    print(f"\nbuilder / faster librosa        = {ratio('builder', lib_name):5.2f}x  (goal >= 2)")
-    print(f"builder / decode float32 floor  = {ratio('builder', floor_name):5.2f}x  (goal >= 0.8, issue 20; "
-          f"the builder got {used['builder']:.2f} of {cores} cores, the floor {used[floor_name]:.2f})")
+    lines = [("builder / faster librosa", ratio("builder", lib_name), "goal >= 2"),
+             ("builder / decode float32 floor", ratio("builder", floor_name),
+              f"goal >= 0.8, issue 20; the builder got {used['builder']:.2f} of {cores} cores, "
+              f"the floor {used[floor_name]:.2f}")]
     if baseline:
-        print(f"builder @{baseline} / decode floor = {ratio(base_name, floor_name):5.2f}x  (the same run)")
-        print(f"builder / builder @{baseline}    = {ratio('builder', base_name):5.2f}x  "
-              f"(feature files byte-identical: {'yes' if identical else 'NO'})")
-    print(f"builder CPU per file / floor's  = {cpu_ms['builder'] / cpu_ms[floor_name]:5.2f}x  "
-          f"(the ratio's bound when the builder gets no more cores than the floor)")
-    print(f"builder / decode float32 x{cores}     = {ratio('builder', f'decode float32 ({cores} threads)'):5.2f}x  "
-          f"(the floor on every core)")
-    print(f"builder / read PCM x{cores}           = {ratio('builder', f'read PCM ({cores} threads)'):5.2f}x  "
-          f"(the builder's own decode step)")
-    print(f"builder / naive torchaudio      = {ratio('builder', 'naive torchaudio'):5.2f}x")
+        lines += [(f"builder @{baseline} / decode floor", ratio(base_name, floor_name), "the same run"),
+                  (f"builder / builder @{baseline}", ratio("builder", base_name),
+                   f"feature files byte-identical: {'yes' if identical else 'NO'}")]
+    lines += [("builder CPU per file / floor's", cpu_ms["builder"] / cpu_ms[floor_name],
+               "the ratio's bound when the builder gets no more cores than the floor"),
+              (f"builder / decode float32 x{cores}", ratio("builder", f"decode float32 ({cores} threads)"),
+               "the floor on every core"),
+              (f"builder / read PCM x{cores}", ratio("builder", f"read PCM ({cores} threads)"),
+               "the builder's own decode step"),
+              ("builder / naive torchaudio", ratio("builder", "naive torchaudio"), "")]
+    print()
+    for label, value, note in lines:
+        print(f"{label:<33}= {value:5.2f}x" + (f"  ({note})" if note else ""))
     print(f"librosa vs builder features: max |diff| = {agreement_db:.4f} dB (fp16 storage included)")
     result = {"n_files": len(paths), "cores": cores, "rounds": rounds, "best": best, "median": median,
               "cpu_ms_per_file": cpu_ms, "cores_used": used, "rates": rates, "baseline": baseline,

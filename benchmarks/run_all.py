@@ -98,7 +98,7 @@ def _training_args(*, quick: bool, training_data: Path, **_) -> list[str]:
 BENCHMARKS = (
     Benchmark("features", BENCH_DIR / "bench_features.py",
               lambda *, quick, **_: ["--baseline", FEATURES_BASELINE] + (["--n", "300", "--rounds", "1"] if quick else []),
-              (r"^Benchmark 1:", r"^builder[ @]", r"^librosa vs builder")),
+              (r"^Benchmark 1:", r"^builder( @\S+)? / ", r"^builder CPU per file", r"^librosa vs builder")),
     Benchmark("grading", BENCH_DIR / "bench_grading.py",
               lambda *, quick, work, **_: ["--work", str(work)] + (["--repeat", "1"] if quick else []),
               (r"^ *\w+: median of ", r"^cost of \w+ over")),

@@ -116,8 +116,8 @@ def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, so
     writer = FeatureFileWriter(out, labels=np.array([n.family for n in notes]), notes=np.array([n.note for n in notes]),
                                note_strs=[n.note_str for n in notes], frontend_params=FRONTEND_PARAMS,
                                frontend_hash=frontend_hash(), split=split_name, kind=kind)
-    # Tasks of whole batches, at least 4 per worker, at most CHUNK notes: few hand-overs, even ends.
-    chunk = batch_size * max(1, min(CHUNK // batch_size, -(-len(notes) // (4 * n_workers * batch_size))))
+    # Tasks of whole batches, at least 8 per worker, at most CHUNK notes: few hand-overs, even ends.
+    chunk = batch_size * max(1, min(CHUNK // batch_size, -(-len(notes) // (8 * n_workers * batch_size))))
     starts = range(0, len(notes), chunk)
     job = _Job(paths=[str(n.path) for n in notes], features=torch.from_numpy(writer.features),
                frontend=get_frontend(device), device=device, batch_size=batch_size)
