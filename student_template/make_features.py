@@ -1,9 +1,9 @@
 """Turn an NSynth split directory into a feature file (``notegrade data features``).
 
 Reads ``SPLIT_DIR/examples.json`` (with optional family/source/pitch/velocity filters), decodes
-every WAV with soundfile and runs the fixed log-mel front-end (:mod:`reference.features`), then
-writes one safetensors feature file (:mod:`autograder.featurefile`) with float16 features,
-labels, note ids and the front-end parameters and hash.
+every WAV (:func:`reference.nsynth.read_wav_into`), runs the fixed log-mel front-end
+(:mod:`reference.features`) and writes one safetensors feature file (:mod:`autograder.featurefile`)
+with float16 features, labels, note ids and the front-end parameters and hash.
 
 Why it is fast: one worker thread per core takes a chunk of notes at a time (few hand-overs)
 and works through it in small batches (``BATCH_SIZE`` notes, whose frames and spectra stay in
