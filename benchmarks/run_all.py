@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "benchmarks"
+FEATURES_BASELINE = "987de0f"  # the feature builder before issue 20's rewrite, timed beside today's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +97,8 @@ def _training_args(*, quick: bool, training_data: Path, **_) -> list[str]:
 
 BENCHMARKS = (
     Benchmark("features", BENCH_DIR / "bench_features.py",
-              lambda *, quick, **_: ["--n", "300", "--rounds", "1"] if quick else [],
-              (r"^Benchmark 1:", r"^builder / ", r"^librosa vs builder")),
+              lambda *, quick, **_: ["--baseline", FEATURES_BASELINE] + (["--n", "300", "--rounds", "1"] if quick else []),
+              (r"^Benchmark 1:", r"^builder( @\S+)? / ", r"^builder CPU per file", r"^librosa vs builder")),
     Benchmark("grading", BENCH_DIR / "bench_grading.py",
               lambda *, quick, work, **_: ["--work", str(work)] + (["--repeat", "1"] if quick else []),
               (r"^ *\w+: median of ", r"^cost of \w+ over")),

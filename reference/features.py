@@ -77,18 +77,38 @@ def frontend_hash(params: dict | None = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class Scratch:
+    """Reusable buffers for :meth:`LogMelFrontEnd.from_padded` (one per worker thread), so that a
+    batch allocates nothing and, for a few notes at a time, stays in the core's cache."""
+
+    def __init__(self, batch_size: int, device: str | torch.device = "cpu") -> None:
+        n_fft, bins = FRONTEND_PARAMS["n_fft"], FRONTEND_PARAMS["n_fft"] // 2 + 1
+        self.frames = torch.empty((batch_size, N_FRAMES, n_fft), device=device)
+        self.power = torch.empty((batch_size, N_FRAMES, bins), device=device)
+        self.mel = torch.empty((batch_size, N_FRAMES, N_MELS), device=device)
+        self._views: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def views(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first ``n`` notes of each buffer: frames, power, mel (made once per ``n``)."""
+        if n not in self._views:
+            if n > self.frames.shape[0]:
+                raise NotegradeError(f"scratch buffers hold {self.frames.shape[0]} notes, not {n}")
+            self._views[n] = (self.frames[:n], self.power[:n], self.mel[:n])
+        return self._views[n]
+
+
 class LogMelFrontEnd(nn.Module):
     """``MelSpectrogram`` -> ``AmplitudeToDB`` -> fixed affine scaling.
 
-    Holds no trainable parameters (the filterbank and window are buffers).  ``forward`` runs
-    the math of ``self.mel`` (the same ``torch.stft`` frames, window and filterbank) arranged
-    for speed, because the complex ``abs().pow(2)`` and the copies around the FFT cost more
-    than the FFT itself: the power is re^2 + im^2 and the filterbank is applied in the STFT's
-    own frame-major layout.  It equals ``self.to_db(self.mel(x))`` to float32 rounding and
-    gives the same bits whatever the batch size or thread count (tested).  :meth:`from_int16`
-    takes 16-bit PCM and gives bit-identical features to ``forward(pcm / 32768)``: the 2^-15
-    input scaling moves into the filterbank as 2^-30, an exact power-of-two rescaling, and
-    the int16 -> float conversion happens in the padding copy, saving two passes over the audio.
+    Holds no trainable parameters (the filterbank and window are buffers).  The methods run the
+    math of ``self.mel`` arranged for speed, op for op as ``torch.stft`` and torchaudio do it, so
+    the bits are the same: the zero-padded signal's frames times the window, one real FFT, the
+    power as re^2 + im^2 (not the slower complex ``abs().pow(2)``), the filterbank applied in
+    the FFT's own frame-major layout, then ``10 * log10(max(mel, amin))``.  The result equals
+    ``self.to_db(self.mel(x))`` to float32 rounding and gives the same bits whatever the batch
+    size or thread count (tested).  16-bit PCM gives bit-identical features to ``pcm / 32768``:
+    the 2^-15 input scaling moves into the filterbank as 2^-30, an exact power-of-two rescaling,
+    and the int16 -> float conversion happens in the copy that cuts the frames.
     """
 
     PAD = 512  # n_fft // 2: center=True with constant (zero) padding
@@ -117,45 +137,53 @@ class LogMelFrontEnd(nn.Module):
         )
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=p["top_db"])
         self.register_buffer("_fb_pcm", self.mel.mel_scale.fb * 2.0**-30, persistent=False)
+        db = self.to_db  # plain numbers, looked up once
+        self._n_fft, self._hop, self._amin, self._multiplier = p["n_fft"], p["hop_length"], db.amin, db.multiplier
+        self._db_ref = db.multiplier * db.db_multiplier
 
-    def _check(self, waves: torch.Tensor) -> None:
-        if waves.ndim != 2 or waves.shape[1] != N_SAMPLES:
-            raise NotegradeError(
-                f"expected waveforms of shape (N, {N_SAMPLES}) (16 kHz mono, 4 s), got {tuple(waves.shape)}"
-            )
+    def _check(self, waves: torch.Tensor, length: int = N_SAMPLES) -> None:
+        if waves.ndim != 2 or waves.shape[1] != length:
+            what = f"(N, {N_SAMPLES}) (16 kHz mono, 4 s)" if length == N_SAMPLES else \
+                f"(N, {length}) ({N_SAMPLES} samples with {self.PAD} zeros either side)"
+            raise NotegradeError(f"expected waveforms of shape {what}, got {tuple(waves.shape)}")
 
-    def _features(self, padded: torch.Tensor, filterbank: torch.Tensor) -> torch.Tensor:
-        p = FRONTEND_PARAMS
-        spec = torch.stft(padded, n_fft=p["n_fft"], hop_length=p["hop_length"], win_length=p["win_length"],
-                          window=self.mel.spectrogram.window, center=False, normalized=False, onesided=True,
-                          return_complex=True)  # (N, 513 bins, 64 frames), stored frame-major
-        frames = spec.transpose(1, 2)  # (N, 64 frames, 513 bins), contiguous
-        power = frames.real.square() + frames.imag.square()
+    def from_padded(self, padded: torch.Tensor, *, out: torch.Tensor | None = None,
+                    scratch: Scratch | None = None) -> torch.Tensor:
+        """(N, 65024) zero-margined waves (64000 samples, ``PAD`` zeros either side) -> (N, 1, 64, 64).
+
+        int16 ``padded`` is PCM (scaled by 1/32768); float ``padded`` is in [-1, 1].  ``out``: an
+        optional (N, 1, 64, 64) tensor to write into (float16 or float32; the rounding to it is the
+        last step), ``scratch``: optional reusable buffers for at least N notes.
+        """
+        self._check(padded, N_SAMPLES + 2 * self.PAD)
+        n = padded.shape[0]
+        frames, power, mel = (scratch or Scratch(n, padded.device)).views(n)
+        # torch.stft(center=False) on the padded signal, as torch.stft computes it: frames times window, rfft.
+        frames.copy_(padded.unfold(1, self._n_fft, self._hop)).mul_(self.mel.spectrogram.window)
+        spec = torch.fft.rfft(frames)  # (N, 64 frames, 513 bins); (rfft's out= only adds a copy)
+        re_im = torch.view_as_real(spec).square_()
+        torch.add(re_im[..., 0], re_im[..., 1], out=power)
         # (Summing re^2 and im^2 inside one K = 1026 matmul is faster but its result then depends on
         # the batch size and thread count; this keeps features bit-stable.)
-        mel = torch.matmul(power, filterbank).transpose(1, 2)  # (N, 64 mels, 64 frames)
-        db = self.to_db(mel)
-        return db.sub_(DB_OFFSET).div_(DB_SCALE).unsqueeze(1)
+        filterbank = self._fb_pcm if padded.dtype == torch.int16 else self.mel.mel_scale.fb
+        torch.matmul(power, filterbank, out=mel)  # (N, 64 frames, 64 mels)
+        # AmplitudeToDB(stype="power", top_db=None), in place: 10 * log10(max(x, amin)) - 10 * log10(max(amin, ref)).
+        mel.clamp_(min=self._amin).log10_().mul_(self._multiplier).sub_(self._db_ref)
+        mel.sub_(DB_OFFSET).div_(DB_SCALE)
+        if out is None:
+            out = torch.empty((n, 1, N_MELS, N_FRAMES), dtype=torch.float32, device=padded.device)
+        out[:, 0].copy_(mel.transpose(1, 2))  # (N, 64 mels, 64 frames)
+        return out
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         """(N, 64000) float waveforms in [-1, 1] -> (N, 1, 64, 64) float32 features."""
         self._check(waves)
-        padded = nn.functional.pad(waves.float(), (self.PAD, self.PAD))  # the zeros center=True adds
-        return self._features(padded, self.mel.mel_scale.fb)
+        return self.from_padded(nn.functional.pad(waves.float(), (self.PAD, self.PAD)))  # center=True's zeros
 
-    def from_int16(self, pcm: torch.Tensor, *, workspace: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, 64000) int16 PCM -> features, bit-identical to ``forward(pcm / 32768)`` and faster.
-
-        ``workspace``: an optional zero-initialised float32 (>= N, 65024) tensor on the same device,
-        reused across calls (only its middle is written, so its zero margins stay zero).
-        """
+    def from_int16(self, pcm: torch.Tensor) -> torch.Tensor:
+        """(N, 64000) int16 PCM -> features, bit-identical to ``forward(pcm / 32768)`` and faster."""
         self._check(pcm)
-        shape = (pcm.shape[0], N_SAMPLES + 2 * self.PAD)
-        if workspace is None:
-            workspace = torch.zeros(shape, dtype=torch.float32, device=pcm.device)
-        padded = workspace[: shape[0]]
-        padded[:, self.PAD : self.PAD + N_SAMPLES] = pcm  # int16 -> float32 in the same copy
-        return self._features(padded, self._fb_pcm)
+        return self.from_padded(nn.functional.pad(pcm, (self.PAD, self.PAD)))
 
 
 _FRONTENDS: dict[str, LogMelFrontEnd] = {}

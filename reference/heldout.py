@@ -41,7 +41,7 @@ from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES, read_feature_file, write_heldout_with_sample
 from autograder.featurefile import validate_heldout as check_heldout_file
 from reference.features import frontend_hash
-from reference.make_features import build_feature_file
+from reference.make_features import BATCH_SIZE, build_feature_file
 
 DEFAULT_SAMPLE_SIZE = 1024
 
@@ -98,7 +98,7 @@ def reference_metrics(checkpoint: str | Path, heldout_path: str | Path) -> dict:
             "model_sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()}
 
 
-def main(*, nsynth: str | Path, out: str | Path, workers: int | None = None, batch_size: int = 64,
+def main(*, nsynth: str | Path, out: str | Path, workers: int | None = None, batch_size: int = BATCH_SIZE,
          device: str | None = None, progress: bool = True, train_sample: str | Path | None = None,
          sample_size: int = DEFAULT_SAMPLE_SIZE, sample_seed: int = 0,
          reference_model: str | Path | None = None) -> dict:
@@ -145,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-model", type=Path, metavar="MODEL_PT",
                         help="record the reference's accuracy and loss on both parts (needs --train-sample)")
     parser.add_argument("--workers", type=int, default=None, help="worker threads (default: one per core)")
-    parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="notes per front-end batch")
     parser.add_argument("--device", default=None, help="front-end device (default: cuda when available)")
 
 

@@ -1,16 +1,18 @@
 """Turn an NSynth split directory into a feature file (``notegrade data features``).
 
 Reads ``SPLIT_DIR/examples.json`` (with optional family/source/pitch/velocity filters), decodes
-every WAV with soundfile and runs the fixed log-mel front-end (:mod:`reference.features`), then
-writes one safetensors feature file (:mod:`autograder.featurefile`) with float16 features,
-labels, note ids and the front-end parameters and hash.
+every WAV (:func:`reference.nsynth.read_wav_into`), runs the fixed log-mel front-end
+(:mod:`reference.features`) and writes one safetensors feature file (:mod:`autograder.featurefile`)
+with float16 features, labels, note ids and the front-end parameters and hash.
 
-Why it is fast: one worker thread per core takes a batch at a time, decodes its WAVs as int16
-straight into a reused buffer (libsndfile releases the GIL), runs the front-end on it with one
-torch thread (small batches scale far better across cores this way than with intra-op
-threads; see benchmarks/bench_features.py) and writes the fp16 features straight into the
-memory-mapped output file.  One worker's decoding overlaps another's math, and nothing holds
-the whole split in RAM.
+Why it is fast: one worker thread per core takes a chunk of notes at a time (few hand-overs)
+and works through it in small batches (``BATCH_SIZE`` notes, whose frames and spectra stay in
+the core's cache).  Each WAV is read straight into a reused, zero-margined int16 batch (a plain
+NSynth header: one read per file; anything else through soundfile), the front-end runs on it
+with one torch thread and reused buffers, and the fp16 features go straight into the
+memory-mapped output file.  File reads and torch ops release the GIL, so the workers overlap,
+and nothing holds the whole split in RAM.  The file is the same, byte for byte, whatever the
+batch size and worker count (tested); see benchmarks/bench_features.py for the numbers.
 
 Students run it as a script too::
 
@@ -32,9 +34,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
-import queue
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +47,7 @@ from tqdm import tqdm
 
 from errors import NotegradeError
 from featurefile import FAMILIES, FeatureFileWriter
-from features import FRONTEND_PARAMS, N_SAMPLES, frontend_hash, get_frontend
+from features import FRONTEND_PARAMS, N_SAMPLES, LogMelFrontEnd, Scratch, frontend_hash, get_frontend
 from nsynth import SOURCES, load_split, read_wav_into
 
 EXAMPLES = """examples:
@@ -54,11 +58,46 @@ EXAMPLES = """examples:
   # students, in the starter code folder:
   python make_features.py --nsynth nsynth-test --out test.safetensors
 """
+BATCH_SIZE = 8  # notes per front-end call: a few notes' frames and spectra stay in a core's cache
+CHUNK = 128  # at most this many notes per task handed to a worker
+
+
+@dataclass
+class _Job:
+    """One build: what every worker reads (WAV paths, output rows, front-end) and each worker's own buffers."""
+
+    paths: list[str]
+    features: torch.Tensor  # (N, 1, 64, 64) float16, memory-mapped
+    frontend: LogMelFrontEnd
+    device: torch.device
+    batch_size: int
+    local: threading.local = field(default_factory=threading.local)
+
+
+def _chunk(job: _Job, start: int, stop: int) -> int:
+    """Decode notes ``start:stop`` a batch at a time and write their features into the output's rows."""
+    pad, local, batch_size = job.frontend.PAD, job.local, job.batch_size
+    if not hasattr(local, "padded"):  # this worker's first chunk
+        local.padded = np.zeros((batch_size, N_SAMPLES + 2 * pad), np.int16)
+        local.rows = [local.padded[i, pad : pad + N_SAMPLES] for i in range(batch_size)]
+        local.scratch = Scratch(batch_size, job.device)
+    pcm = torch.from_numpy(local.padded)
+    with torch.inference_mode():
+        for first in range(start, stop, batch_size):
+            n = min(batch_size, stop - first)
+            for i in range(n):
+                read_wav_into(job.paths[first + i], local.rows[i])  # the middle: the zero margins stay zero
+            if job.device.type == "cpu":  # float16 straight into the file
+                job.frontend.from_padded(pcm[:n], out=job.features[first : first + n], scratch=local.scratch)
+            else:
+                job.features[first : first + n].copy_(job.frontend.from_padded(pcm[:n].to(job.device),
+                                                                               scratch=local.scratch))
+    return stop - start
 
 
 def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, sources=None,
                        pitches: tuple[int, int] | None = None, velocities=None, kind: str = "features",
-                       workers: int | None = None, batch_size: int = 64, device: str | None = None,
+                       workers: int | None = None, batch_size: int = BATCH_SIZE, device: str | None = None,
                        progress: bool = True, select=None) -> dict:
     """Build ``out`` from the NSynth split ``nsynth``; returns a summary (notes, seconds, files/s, counts).
 
@@ -73,42 +112,25 @@ def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, so
         raise NotegradeError(f"--batch-size must be >= 1, got {batch_size}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     n_workers = workers or len(os.sched_getaffinity(0))
-    frontend = get_frontend(device)
     split_name = Path(nsynth).resolve().name.removeprefix("nsynth-")
     writer = FeatureFileWriter(out, labels=np.array([n.family for n in notes]), notes=np.array([n.note for n in notes]),
                                note_strs=[n.note_str for n in notes], frontend_params=FRONTEND_PARAMS,
                                frontend_hash=frontend_hash(), split=split_name, kind=kind)
-    buffers = queue.SimpleQueue()  # per worker: an int16 decode buffer and a padded float32 workspace
-    for _ in range(n_workers):
-        buffers.put((np.empty((batch_size, N_SAMPLES), dtype=np.int16),
-                     torch.zeros((batch_size, N_SAMPLES + 2 * frontend.PAD), device=device)))
-
-    def process(start: int) -> int:
-        """Decode one batch and write its features into the output file (disjoint rows per batch)."""
-        batch, (buffer, workspace) = notes[start : start + batch_size], buffers.get()
-        try:
-            for i, note in enumerate(batch):
-                read_wav_into(note.path, buffer[i])
-            with torch.inference_mode():
-                pcm = torch.from_numpy(buffer[: len(batch)]).to(device)
-                feats = frontend.from_int16(pcm, workspace=workspace)
-                writer.features[start : start + len(batch)] = feats.to(torch.float16).cpu().numpy()
-        finally:
-            buffers.put((buffer, workspace))
-        return len(batch)
-
+    # Tasks of whole batches, at least 8 per worker, at most CHUNK notes: few hand-overs, even ends.
+    chunk = batch_size * max(1, min(CHUNK // batch_size, -(-len(notes) // (8 * n_workers * batch_size))))
+    starts = range(0, len(notes), chunk)
+    job = _Job(paths=[str(n.path) for n in notes], features=torch.from_numpy(writer.features),
+               frontend=get_frontend(device), device=device, batch_size=batch_size)
     threads_before = torch.get_num_threads()
-    # Parallel across batches, one torch thread each: small FFT batches scale far better this way than
-    # with torch's intra-op threads, and decoding (libsndfile releases the GIL) overlaps the math.
-    torch.set_num_threads(1)
-    ok = False
+    torch.set_num_threads(1)  # one torch thread per worker: small batches scale far better across workers
+    ok, pool = False, ThreadPoolExecutor(n_workers)
     try:
-        with ThreadPoolExecutor(max_workers=n_workers) as pool, \
-                tqdm(total=len(notes), unit="note", desc=f"features {split_name}", disable=not progress) as bar:
-            for done in pool.map(process, range(0, len(notes), batch_size)):
-                bar.update(done)  # pool.map re-raises a decode error (missing/corrupt WAV) here
+        with tqdm(total=len(notes), unit="note", desc=f"features {split_name}", disable=not progress) as bar:
+            for n in pool.map(partial(_chunk, job), starts, [min(s + chunk, len(notes)) for s in starts]):
+                bar.update(n)  # map re-raises a decode error (missing/corrupt WAV) here
         ok = True
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after an error or Ctrl-C: no further chunks
         torch.set_num_threads(threads_before)
         writer.close(ok=ok)
     seconds = time.perf_counter() - started
@@ -153,7 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--velocities", type=_ints, metavar="V,V,...", help="only these velocities")
     parser.add_argument("--workers", type=int, default=None, help="worker threads, each decoding and computing "
                         "whole batches (default: one per core)")
-    parser.add_argument("--batch-size", type=int, default=64, help="notes per front-end batch")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="notes per front-end batch")
     parser.add_argument("--device", default=None, help="front-end device, e.g. cpu or cuda (default: cuda when available)")
 
 

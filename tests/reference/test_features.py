@@ -5,8 +5,8 @@ import torch
 from testkit.nsynth_factory import synth_note
 
 from autograder.errors import NotegradeError
-from reference.features import (DB_OFFSET, DB_SCALE, FRONTEND_PARAMS, LogMelFrontEnd, frontend_hash, get_frontend,
-                                waveforms_to_features)
+from reference.features import (DB_OFFSET, DB_SCALE, FRONTEND_PARAMS, LogMelFrontEnd, Scratch, frontend_hash,
+                                get_frontend, waveforms_to_features)
 
 # librosa (float64 NumPy FFT) and torch (float32) agree to 0.002 dB on these notes: 5e-5 in feature units.
 LIBROSA_TOLERANCE_DB = 0.01
@@ -54,6 +54,34 @@ def test_fast_forward_equals_the_torchaudio_modules(waves):
         reference = ((frontend.to_db(frontend.mel(waves)) - DB_OFFSET) / DB_SCALE).unsqueeze(1)
         fast = frontend(waves)
     torch.testing.assert_close(fast, reference, rtol=0, atol=1e-5)
+
+
+def test_same_bits_as_torch_stft_and_the_filterbank_matmul(waves):
+    """The features as the front-end first computed them (torch.stft, then the power and the filterbank
+    in the STFT's frame-major layout): the framing, FFT and buffers may be rearranged, the bits may not."""
+    frontend, p = get_frontend("cpu"), FRONTEND_PARAMS
+    with torch.inference_mode():
+        spec = torch.stft(torch.nn.functional.pad(waves, (512, 512)), n_fft=p["n_fft"], hop_length=p["hop_length"],
+                          win_length=p["win_length"], window=frontend.mel.spectrogram.window, center=False,
+                          onesided=True, return_complex=True).transpose(1, 2)
+        mel = torch.matmul(spec.real.square() + spec.imag.square(), frontend.mel.mel_scale.fb).transpose(1, 2)
+        expected = ((frontend.to_db(mel) - DB_OFFSET) / DB_SCALE).unsqueeze(1)
+    assert torch.equal(waveforms_to_features(waves, device="cpu"), expected)
+
+
+def test_from_padded_with_reused_scratch_writes_float16_in_place(waves):
+    """The builder's entry point: zero-margined int16 batches, reused buffers, fp16 rows of the output file."""
+    pcm = (waves * 32767).round().to(torch.int16)
+    padded, frontend, scratch = torch.nn.functional.pad(pcm, (512, 512)), get_frontend("cpu"), Scratch(3)
+    out = torch.full((7, 1, 64, 64), 9.0, dtype=torch.float16)
+    with torch.inference_mode():
+        for start in range(0, 7, 3):  # 3, 3, then 1 note
+            assert frontend.from_padded(padded[start : start + 3], out=out[start : start + 3], scratch=scratch) is not None
+        with pytest.raises(NotegradeError, match="scratch buffers hold 3 notes, not 7"):
+            frontend.from_padded(padded, scratch=scratch)
+        with pytest.raises(NotegradeError, match=r"\(N, 65024\) \(64000 samples with 512 zeros either side\)"):
+            frontend.from_padded(pcm)
+    assert torch.equal(out, waveforms_to_features(pcm, device="cpu").to(torch.float16))
 
 
 def test_matches_librosa_within_documented_tolerance(waves):

@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from testkit.nsynth_factory import make_nsynth_split
 
@@ -38,6 +39,19 @@ def test_output_does_not_depend_on_batch_size_or_workers(tiny_nsynth, tmp_path):
         build_feature_file(nsynth=tiny_nsynth / "nsynth-valid", out=paths[-1], batch_size=batch, workers=workers,
                            progress=False)
     assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
+
+
+def test_wavs_in_other_layouts_give_the_same_file(tiny_nsynth, tmp_path):
+    """Plain-header WAVs are read straight from the file, others through soundfile: the same features."""
+    plain, other = tiny_nsynth / "nsynth-valid", tmp_path / "nsynth-valid"
+    (other / "audio").mkdir(parents=True)
+    (other / "examples.json").write_bytes((plain / "examples.json").read_bytes())
+    for wav in (plain / "audio").iterdir():
+        data, rate = sf.read(wav, dtype="int16")
+        sf.write(other / "audio" / wav.name, data, rate, subtype="PCM_16", format="WAVEX")
+    for split_dir, name in [(plain, "plain.st"), (other, "wavex.st")]:
+        build_feature_file(nsynth=split_dir, out=tmp_path / name, batch_size=4, workers=2, progress=False)
+    assert (tmp_path / "plain.st").read_bytes() == (tmp_path / "wavex.st").read_bytes()
 
 
 def test_filters_reach_the_file(tiny_nsynth, tmp_path):

@@ -1,6 +1,8 @@
 """The NSynth loader on generated splits in the real format, and on every bad input it names."""
+import gc
 import json
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from testkit.nsynth_factory import make_nsynth_split
 
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
-from reference.nsynth import REQUIRED_FIELDS, load_split, read_wav
+from reference.nsynth import REQUIRED_FIELDS, _read_plain_pcm, load_split, read_wav, read_wav_into
 
 
 def test_loads_the_real_layout_sorted_by_note_id(tiny_nsynth):
@@ -56,6 +58,51 @@ def test_read_wav_float_and_int16_agree(tiny_nsynth):
     assert 0 < np.abs(wave).max() < 1
 
 
+def _with_chunk_before_data(wav: bytes) -> bytes:
+    """The same WAV with a LIST chunk between fmt and data (a valid file, not the plain 44-byte header)."""
+    chunk = b"LIST" + struct.pack("<I", 12) + b"INFOISFT" + struct.pack("<I", 0)
+    body = wav[12:36] + chunk + wav[36:]
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+
+def test_int16_reads_equal_soundfile_whatever_the_wav_layout(tiny_nsynth, tmp_path):
+    """A plain header's samples are read straight from the file; other layouts go through soundfile."""
+    path = load_split(tiny_nsynth / "nsynth-valid").notes[0].path
+    expected, rate = sf.read(path, dtype="int16")
+    layouts = {"plain": path.read_bytes(), "chunk before data": _with_chunk_before_data(path.read_bytes()),
+               "trailing chunk": path.read_bytes() + b"id3 " + struct.pack("<I", 4) + b"\0\0\0\0"}
+    for subtype, fmt in [("PCM_16", "WAVEX"), ("FLOAT", "WAV"), ("PCM_24", "WAV")]:
+        other = tmp_path / f"{subtype}-{fmt}.wav"
+        sf.write(other, expected, rate, subtype=subtype, format=fmt)
+        layouts[f"{subtype} {fmt}"] = other.read_bytes()
+    assert len(layouts["plain"]) == 44 + 128000
+    for name, blob in layouts.items():
+        wav = tmp_path / "x.wav"
+        wav.write_bytes(blob)
+        out = np.full(64000, 7, np.int16)
+        assert _read_plain_pcm(wav, out) == (name in ("plain", "trailing chunk")), name
+        read_wav_into(wav, out)
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+        np.testing.assert_array_equal(read_wav(wav, dtype="int16"), expected, err_msg=name)
+    padded = np.zeros((2, 65024), np.int16)  # the builder decodes into the middle of a zero-margined row
+    read_wav_into(path, padded[1, 512:64512])
+    np.testing.assert_array_equal(padded[1, 512:64512], expected)
+    assert not padded[0].any() and not padded[1, :512].any() and not padded[1, 64512:].any()
+
+
+def test_parsing_an_index_leaves_the_collector_as_it_was(tiny_nsynth, tmp_path):
+    (tmp_path / "examples.json").write_text("{not json")
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            load_split(tiny_nsynth / "nsynth-valid")
+            with pytest.raises(NotegradeError, match="not valid JSON"):
+                load_split(tmp_path)
+            assert gc.isenabled() == enabled
+    finally:
+        gc.enable()
+
+
 @pytest.fixture
 def split_dir(tmp_path):
     return make_nsynth_split(tmp_path, split="valid", n_per_family=2, families=["bass", "flute"], seed=5)
@@ -94,6 +141,11 @@ def test_listed_wav_missing(split_dir):
     assert len(load_split(split_dir, check_files=False)) == 4
     with pytest.raises(NotegradeError, match="missing WAV file"):
         read_wav(victim)
+    with pytest.raises(NotegradeError, match="missing WAV file"):
+        read_wav(victim, dtype="int16")
+    victim.symlink_to(split_dir / "nowhere.wav")  # a dangling link is missing too
+    with pytest.raises(NotegradeError, match=rf"1 WAV file\(s\) listed in examples.json are missing, e.g. {victim.name}"):
+        load_split(split_dir)
 
 
 def test_unknown_family_names_the_entry(split_dir):
@@ -133,11 +185,12 @@ def test_entry_with_wrong_types_or_rate(split_dir):
     (16000, 32000, 1, "32000 samples"),
     (16000, 64000, 2, "2 channel"),
 ])
-def test_wrong_wav_format_says_what_to_fix(tmp_path, samplerate, frames, channels, expected):
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_wrong_wav_format_says_what_to_fix(tmp_path, samplerate, frames, channels, expected, dtype):
     path = tmp_path / "x.wav"
     sf.write(path, np.zeros((frames, channels), np.int16), samplerate, subtype="PCM_16")
     with pytest.raises(NotegradeError, match=rf"{expected}.*16000 Hz mono with 64000 samples"):
-        read_wav(path)
+        read_wav(path, dtype=dtype)
 
 
 def test_corrupt_wav(tmp_path, split_dir):
@@ -148,5 +201,8 @@ def test_corrupt_wav(tmp_path, split_dir):
     good = sorted((split_dir / "audio").iterdir())[1]
     truncated = tmp_path / "t.wav"
     truncated.write_bytes(good.read_bytes()[:60000])
-    with pytest.raises(NotegradeError, match=r"1 channel\(s\), 29978 samples; NSynth notes are"):
-        read_wav(truncated)
+    for dtype in ("float32", "int16"):
+        with pytest.raises(NotegradeError, match=r"1 channel\(s\), 29978 samples; NSynth notes are"):
+            read_wav(truncated, dtype=dtype)
+    with pytest.raises(NotegradeError, match="corrupt or unreadable WAV"):
+        read_wav(path, dtype="int16")
