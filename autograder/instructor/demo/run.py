@@ -7,6 +7,8 @@ records them in ``demo.json`` (also when a step fails) and lists the expectation
 
 Example
 -------
+(Skipped by the doctest run: it renders a dataset and trains, minutes; tests/instructor/demo/ runs it.)
+
 >>> result = run_demo(out=Path("demo-out"))          # doctest: +SKIP
 >>> result.scores["reference"]["score"]              # doctest: +SKIP
 100.0

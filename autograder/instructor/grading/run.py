@@ -10,6 +10,8 @@ code ran without isolation, and returns the exit status.  ``--docker`` has its o
 
 Example
 -------
+(Skipped by the doctest run: it needs an autograder zip and the grading runtime; tests/instructor/grading/ runs it.)
+
 >>> grade_and_report(submission=Path("sub"), autograder=Path("autograder.zip"), out=Path("graded"))  # doctest: +SKIP
 ## Rendered-data rubric (tests and demo): 100 / 100
 ...

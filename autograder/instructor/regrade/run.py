@@ -22,6 +22,8 @@ This module ties the steps together; the grading itself (jobs, resume, failures)
 
 Example
 -------
+(Skipped by the doctest run: it needs a Gradescope export and an autograder zip; tests/instructor/regrade/ runs it.)
+
 >>> summary = regrade_export(export=pathlib.Path("export.zip"), autograder=pathlib.Path("autograder.zip"),
 ...                          out=pathlib.Path("regrade"), due="2024-10-01T23:59:00-07:00", jobs=2)  # doctest: +SKIP
 >>> summary.graded, summary.failed, summary.paths["grades"]                     # doctest: +SKIP
