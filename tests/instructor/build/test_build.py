@@ -124,7 +124,7 @@ def test_refuses_a_heldout_file_with_a_duplicated_note_as_notegrade_heldout_does
            r"the split's examples\.json repeats notes\); remove the repeated entries from examples\.json and rebuild "
            r"the file with `notegrade heldout`")
     with pytest.raises(NotegradeError, match=fix):
-        build.main(rubric=RUBRIC, heldout=path, out=tmp_path / "a.zip", quiet=True)
+        build.build_autograder(rubric=RUBRIC, heldout=path, out=tmp_path / "a.zip", quiet=True)
     assert not (tmp_path / "a.zip").exists()
     with pytest.raises(NotegradeError, match=fix):
         validate_heldout(path)  # what `notegrade heldout` runs on the file it wrote

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from autograder.featurefile import write_feature_file
-from autograder.instructor.build import command as build
+from autograder.instructor.build import package as build
 from reference.features import FRONTEND_PARAMS, frontend_hash
 
 if sys.version_info >= (3, 11):
@@ -142,7 +142,7 @@ def test_notegrade_build_works_from_an_installed_wheel_outside_the_checkout(tmp_
     rubric = shutil.copy(RUBRIC, outside / "rubric.toml")
 
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import autograder, reference, autograder.instructor.build.command as b; "
+                            "import autograder, reference, autograder.instructor.build.package as b; "
                             "print(autograder.__file__); print(reference.__file__); print(b.DOCKERFILE.is_symlink())"],
                            capture_output=True, text=True, cwd=outside, env=_clean_env())
     assert where.returncode == 0, where.stderr
@@ -157,6 +157,6 @@ def test_notegrade_build_works_from_an_installed_wheel_outside_the_checkout(tmp_
     assert "wrote autograder.zip" in done.stdout and "Dockerfile" in done.stdout
 
     # The same inputs and secret through the checkout: the same bytes (Dockerfile, grading code, templates).
-    checkout = build.main(rubric=rubric, heldout=heldout, out=tmp_path / "checkout.zip",
+    checkout = build.build_autograder(rubric=rubric, heldout=heldout, out=tmp_path / "checkout.zip",
                           secret=outside / "course.secret", quiet=True)
     assert (outside / "autograder.zip").read_bytes() == checkout.path.read_bytes()
