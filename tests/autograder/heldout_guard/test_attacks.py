@@ -173,7 +173,9 @@ def test_memorised_test_split_buys_nothing(tmp_path, assets, monkeypatch):
     assert twin["extra_data"]["heldout_accuracy"] is not None, twin["output"]
     assert attack["score"] <= twin["score"], (attack["output"], twin["output"])
     assert attack["extra_data"]["heldout_accuracy"] == twin["extra_data"]["heldout_accuracy"]  # no note matched
-    # Without the perturbation the same lookup matches every note: the wall is what stops it.
+    # Without the perturbation (and the low-bit replacement of the weights, which moves the table's keys by
+    # up to 2**-7 relative: a second wall) the same lookup matches every note: the walls are what stop it.
+    monkeypatch.setattr("autograder.checks.weight_bits.scramble", lambda arrays, key: arrays)
     unperturbed = grade(tmp_path / "unperturbed", rubric=subset_rubric(HELDOUT_ONLY, extra=OPEN_BUDGET + NO_PERTURBATION),
                         heldout=assets.heldout, files=files, state_dict=attack_state, monkeypatch=monkeypatch)
     assert unperturbed["extra_data"]["heldout_accuracy"] == 1.0 and unperturbed["score"] == 30
