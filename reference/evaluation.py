@@ -27,8 +27,8 @@ from reference.model import NoteCNN
 from reference.pipeline import resolve_device
 
 EXAMPLES = """examples:
-  notegrade evaluate --checkpoint runs/ref/model.pt --features data/test.safetensors --out runs/ref/test
-  notegrade evaluate --checkpoint runs/ref/checkpoint.pt --features data/valid.safetensors --out eval --device cpu
+  notegrade evaluate --model runs/ref/model.pt --features data/test.safetensors --out runs/ref/test
+  notegrade evaluate --model runs/ref/checkpoint.pt --features data/valid.safetensors --out eval --device cpu
 """
 
 
@@ -133,7 +133,9 @@ def main(*, checkpoint: Path, features: Path, out: Path, device: str = "auto", b
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="model.pt (state_dict) or checkpoint.pt")
+    # --model as in calibrate and selfcheck; --checkpoint is its older name
+    parser.add_argument("--model", "--checkpoint", dest="checkpoint", type=Path, required=True, metavar="FILE",
+                        help="model.pt (state_dict) or checkpoint.pt")
     parser.add_argument("--features", type=Path, required=True, help="feature file to evaluate on")
     parser.add_argument("--out", type=Path, required=True, help="output directory for metrics.json, confusion.png")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")

@@ -6,10 +6,10 @@ import torch
 
 from autograder.cli import main as cli
 from autograder.errors import NotegradeError
-from testkit.nsynth_factory import make_nsynth_split
 from reference import evaluation, pipeline
 from reference.make_features import build_feature_file
 from reference.model import NoteCNN
+from testkit.nsynth_factory import make_nsynth_split
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_same_seed_same_weights_on_cpu(feature_files, tmp_path):
 
 def test_evaluate_cli_writes_metrics_and_confusion(feature_files, tmp_path, capsys):
     _train(feature_files, tmp_path / "run")
-    code = cli(["evaluate", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"),
+    code = cli(["evaluate", "--model", str(tmp_path / "run" / "checkpoint.pt"),
                 "--features", str(feature_files["valid"]), "--out", str(tmp_path / "eval")])
     assert code == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
+from autograder.report import fmt_points
 
 _ITEM_RE = re.compile(r"^\d+(\.\d+)*\s")
 _CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:68rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -52,10 +53,6 @@ def _png(fig: Figure) -> str:
 
 def _img(fig: Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}">'
-
-
-def _points(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _note(text: str) -> str:
@@ -165,8 +162,7 @@ def _reference_accuracy(value: float | None, metrics: pathlib.Path | None) -> fl
 
 def _integrity_section(folder: pathlib.Path | None, grades_path: pathlib.Path, out: pathlib.Path) -> str:
     """The integrity analysis's section, from ``folder`` or ``integrity/`` beside grades.csv ("" without one)."""
-    from autograder.instructor.class_integrity import outputs
-    from autograder.instructor.class_integrity import report_section
+    from autograder.instructor.class_integrity import outputs, report_section
 
     if folder is None:
         folder = grades_path.parent / "integrity"
@@ -239,7 +235,7 @@ def write_class_report(*, grades: pathlib.Path, out: pathlib.Path, reference_acc
         sections.append(_note(f"No confusion data ({data_path.name} beside grades.csv has none)."))
     sections.append(f"<h2>Leaderboard (top {top} by held-out accuracy)</h2>")
     board = graded.dropna(subset=["heldout_accuracy"]).sort_values(["heldout_accuracy", "total"], ascending=False).head(top)
-    rows = [[str(rank), str(r["name"]), str(r.get("sid", "")), f"{r['heldout_accuracy']:.2%}", _points(r["total"])]
+    rows = [[str(rank), str(r["name"]), str(r.get("sid", "")), f"{r['heldout_accuracy']:.2%}", fmt_points(r["total"])]
             for rank, (_, r) in enumerate(board.iterrows(), start=1)]
     sections.append(_table(["#", "student", "sid", "held-out accuracy", "total"], rows, right={0, 3, 4})
                     if rows else _note("No held-out accuracies in grades.csv."))

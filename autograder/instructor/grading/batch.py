@@ -25,6 +25,7 @@ import pathlib
 from autograder.instructor.grading.fanout import Graded, Job, grade_each
 from autograder.instructor.grading.local import isolation_of, private_dir
 from autograder.instructor.grading.one_submission import JUNK_NAMES, grade_submission
+from autograder.report import fmt_points
 from autograder.results import is_autograder_error
 
 
@@ -128,7 +129,8 @@ def summary_table(rows: list[dict]) -> str:
     peak = any("peak_mb" in r for r in rows)
     lines = [f"{'submission':<{width}}  {'score':>11}  {'time':>7}" + (f"  {'peak MB':>7}" if peak else "") + "  status"]
     for r in rows:
-        score = "-" if r["score"] is None else f"{r['score']:g} / {r['total']:g}" if r["total"] else f"{r['score']:g}"
+        score = ("-" if r["score"] is None else f"{fmt_points(r['score'])} / {fmt_points(r['total'])}" if r["total"]
+                 else fmt_points(r["score"]))
         memory = "-" if r.get("peak_mb") is None else f"{r['peak_mb']:.0f}"
         lines.append(f"{r['name']:<{width}}  {score:>11}  {r['seconds']:>6.1f}s" + (f"  {memory:>7}" if peak else "")
                      + f"  {r['status']}")

@@ -16,6 +16,7 @@ import os
 import pathlib
 
 from autograder.errors import NotegradeError
+from autograder.instructor.grading.fanout import add_jobs_argument
 from autograder.instructor.grading.run import grade_and_report
 
 EXAMPLES = """examples:
@@ -38,8 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where results.json, report.html and the grader's stdout.txt go")
     parser.add_argument("--batch", action="store_true",
                         help="SUBMISSION is a folder of submission folders (detected when it holds nothing else)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="submissions graded in parallel (with a batch; with --slurm: in each array task)")
+    add_jobs_argument(parser, "submissions graded in parallel (with a batch; with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade inside the autograder's Docker image, as Gradescope does")
     parser.add_argument("--image", default=None, help="with --docker: the image tag to build or reuse")
     parser.add_argument("--base-image", default=None,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from autograder.errors import NotegradeError
 from autograder.instructor.grading.batch import batch_problem, grade_batch, is_batch_folder, summary_table
+from autograder.instructor.grading.fanout import check_jobs
 from autograder.instructor.grading.local import isolation_of, isolation_warning
 from autograder.instructor.grading.one_submission import grade_submission
 from autograder.results import is_autograder_error
@@ -37,8 +38,7 @@ def grade_and_report(*, submission: Path, autograder: Path, metadata: "Path | No
     submission folders (see :func:`autograder.instructor.grading.batch.is_batch_folder`)."""
     from autograder.report import markdown_report
 
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     if is_batch is None:
         is_batch = is_batch_folder(submission)
     elif is_batch and batch_problem(submission):

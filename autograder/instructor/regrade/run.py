@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
 from autograder.instructor.export import archive as gs_export
-from autograder.instructor.grading.fanout import GradeFn
+from autograder.instructor.grading.fanout import GradeFn, check_jobs
 from autograder.instructor.grading.local import private_dir
 from autograder.instructor.regrade.jobs import default_grader, grade_all, sha256_of
 from autograder.instructor.regrade.outputs import (
@@ -87,8 +87,7 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
     """
     _check_runtime_flags(docker=docker, python=python, base_image=base_image)
     export, autograder, out = pathlib.Path(export), pathlib.Path(autograder), pathlib.Path(out)
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     if not autograder.exists():
         raise NotegradeError(f"{autograder}: no such autograder zip or directory (build one with 'notegrade build')")
     _settle_slurm(out, slurm, integrity=integrity, progress=progress)  # before the export is unpacked again

@@ -46,7 +46,7 @@ from autograder.errors import NotegradeError
 from autograder.instructor.grading import batch as batches
 from autograder.instructor.grading.docker import image as docker_image
 from autograder.instructor.grading.docker.container import ContainerLimits, ContainerRun, failed_run, run_container
-from autograder.instructor.grading.fanout import Job, grade_each
+from autograder.instructor.grading.fanout import Job, check_jobs, grade_each
 from autograder.sandbox.cleanup import remove_tree
 
 
@@ -159,8 +159,7 @@ def grade_and_report(*, submission: Path, autograder: Path, out: Path, metadata:
                      image: str | None = None, jobs: int = 1, base_image: str | None = None, rebuild: bool = False,
                      batch: "bool | None" = None) -> int:
     """:func:`grade_in_containers` + the summary table; 1 when a container ended without results of its own."""
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     if jobs > 1 and len(find_submissions(Path(submission), batch=batch)) == 1 and not batch:
         raise NotegradeError(f"--jobs {jobs} grades several submissions at once, but {submission} is one submission "
                              "(a batch is a folder holding nothing but submission folders; say so with --batch)")

@@ -97,7 +97,7 @@ def ensure_image(client, *, source: Path, tag: str | None = None, base_image: st
         if not dockerfile.is_file():
             raise NotegradeError(f"{source}: has no Dockerfile (rebuild the zip with `notegrade build`)")
         log: list[str] = []
-        steps = tqdm(desc=f"docker build {tag}", unit="step", disable=quiet, leave=False)
+        steps = tqdm(desc=f"docker build {tag}", unit="step", disable=True if quiet else None, leave=False)
         try:
             for event in client.api.build(path=str(source), tag=tag, buildargs={"BASE_IMAGE": base_image},
                                           rm=True, forcerm=True, nocache=nocache, decode=True):
