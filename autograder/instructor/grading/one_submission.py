@@ -83,6 +83,31 @@ def _check_autograder(source: pathlib.Path, origin: pathlib.Path) -> None:
                              "`notegrade build --rubric FILE --heldout FILE`")
 
 
+def check_metadata_file(path: "str | os.PathLike") -> None:
+    """A metadata file the instructor names (``--metadata``) must be one the late penalty can use: else a
+    :class:`NotegradeError` naming it and what is wrong (never a silent grade without a penalty; only
+    Gradescope's own missing file is lenient, in the grader)."""
+    from autograder.late import metadata_problem
+
+    path = pathlib.Path(path)
+    fix = "give the submission_metadata.json Gradescope writes (created_at, assignment.due_date)"
+    if not path.is_file():
+        raise NotegradeError(f"{path}: no such metadata file; {fix}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise NotegradeError(f"metadata file {path} is not UTF-8 text (a JSON file is); {fix}") from None
+    except json.JSONDecodeError as err:
+        raise NotegradeError(f"metadata file {path} is not valid JSON ({err}); {fix}") from None
+    except OSError as err:
+        raise NotegradeError(f"metadata file {path} cannot be read ({err.strerror or err})") from None
+    if not isinstance(data, dict):
+        raise NotegradeError(f"metadata file {path} holds a JSON {type(data).__name__}, not an object; {fix}")
+    problem = metadata_problem(data)
+    if problem:
+        raise NotegradeError(f"metadata file {path} cannot date the submission ({problem}); {fix}")
+
+
 def grade_submission(*, submission: str | os.PathLike, autograder: str | os.PathLike,
                      metadata: str | os.PathLike | None = None, out: str | os.PathLike,
                      quiet: bool = False, python: str | os.PathLike | None = None) -> dict:
@@ -98,8 +123,8 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
     for path, what in ((submission, "submission"), (autograder, "autograder")):
         if not path.exists():
             raise NotegradeError(f"{path}: no such {what} (a directory or a .zip file)")
-    if metadata is not None and not pathlib.Path(metadata).is_file():
-        raise NotegradeError(f"{metadata}: no such metadata file")
+    if metadata is not None:
+        check_metadata_file(metadata)
     private_dir(out)
     root = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-grade-"))  # 0700: the held-out file is read from here
     try:

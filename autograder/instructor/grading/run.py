@@ -26,7 +26,7 @@ from autograder.errors import NotegradeError
 from autograder.instructor.grading.batch import grade_batch, ignored_rows, summary_table
 from autograder.instructor.grading.batch import is_batch as grades_as_batch
 from autograder.instructor.grading.local import isolation_of, isolation_warning
-from autograder.instructor.grading.one_submission import grade_submission
+from autograder.instructor.grading.one_submission import check_metadata_file, grade_submission
 from autograder.results import is_autograder_error
 
 
@@ -41,6 +41,8 @@ def grade_and_report(*, submission: Path, autograder: Path, metadata: "Path | No
 
     if jobs < 1:
         raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    if metadata is not None:  # before anything is graded: each submission of a batch would fail alike
+        check_metadata_file(metadata)
     is_batch = grades_as_batch(submission, is_batch)
     if slurm is not None and not is_batch:
         raise NotegradeError(f"--slurm grades a batch: {submission} is not a directory of submission directories")

@@ -245,6 +245,36 @@ def test_missing_metadata_file_is_refused(tmp_path):
         one_submission.grade_submission(submission=tmp_path, autograder=tmp_path, metadata=tmp_path / "m.json", out=tmp_path / "o")
 
 
+@pytest.mark.parametrize("content, problem", [
+    (b"sid,score\n1,90\n", "is not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+    (b"\xff\xfe binary", "is not UTF-8 text"),
+    (b"[1, 2]", "holds a JSON list, not an object"),
+    (b'{"assignment": {"due_date": "2024-10-07T23:59:00-07:00"}}', "cannot date the submission (no created_at)"),
+    (b'{"created_at": "2024-10-08T00:30:00-07:00"}', "cannot date the submission (no assignment.due_date)"),
+    (b'{"created_at": "2024-10-08T00:30:00-07:00", "assignment": {"due_date": "soon"}}',
+     "cannot date the submission (assignment.due_date: 'soon' is not an ISO 8601 timestamp)"),
+])
+def test_a_metadata_file_that_is_not_submission_metadata_is_an_error_naming_it(tmp_path, content, problem):
+    """`grade --metadata FILE`: a file the instructor names must date the submission, else exit 1 naming FILE
+    (not a grade without a late penalty whose note names submission_metadata.json); batches and --docker too."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "model.py").write_text("")
+    metadata = tmp_path / "notgrades.csv"
+    metadata.write_bytes(content)
+    for extra in ([], ["--docker"]):
+        proc = subprocess.run(NOTEGRADE + ["grade", str(tmp_path / "sub"), "--autograder", str(tmp_path / "ag.zip"),
+                                           "--metadata", str(metadata), "--out", str(tmp_path / "out")] + extra,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert f"metadata file {metadata} {problem}" in proc.stderr and "submission_metadata.json Gradescope" \
+            in proc.stderr, proc.stderr
+        assert not (tmp_path / "out").exists()
+    good = tmp_path / "meta.json"
+    good.write_text(json.dumps({"created_at": "2024-10-08T00:30:00-07:00",
+                                "users": [{"assignment": {"due_date": "2024-10-09T23:59:00-07:00"}}]}))
+    one_submission.check_metadata_file(good)  # an extension's own due date is one too
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     grade_cli.add_arguments(parser)

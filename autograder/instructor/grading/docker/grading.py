@@ -47,6 +47,7 @@ from autograder.instructor.grading import batch as batches
 from autograder.instructor.grading.docker import image as docker_image
 from autograder.instructor.grading.docker.container import ContainerLimits, ContainerRun, failed_run, run_container
 from autograder.instructor.grading.fanout import Job, grade_each
+from autograder.instructor.grading.one_submission import check_metadata_file
 from autograder.sandbox.cleanup import remove_tree
 
 
@@ -157,6 +158,8 @@ def grade_and_report(*, submission: Path, autograder: Path, out: Path, metadata:
     """:func:`grade_in_containers` + the summary table; 1 when a container ended without results of its own."""
     if jobs < 1:
         raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    if metadata is not None:
+        check_metadata_file(metadata)
     single = find_submissions(Path(submission), batch=batch) == [Path(submission)]
     if jobs > 1 and single:
         raise NotegradeError(f"--jobs {jobs} grades several submissions at once, but {submission} is one submission "
