@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 
 from autograder import layout
 from autograder.atomic import write_json_atomically
@@ -56,8 +57,8 @@ def _safe_extract(archive: pathlib.Path, dest: pathlib.Path) -> None:
                 if not target.is_relative_to(dest.resolve()):
                     raise NotegradeError(f"{archive}: entry {name!r} would extract outside the target directory")
         stage_zip(archive, dest)  # iterative, bounded in depth and size
-    except zipfile.BadZipFile as err:
-        raise NotegradeError(f"{archive}: not a valid zip file ({err})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:  # damaged or unsupported entries
+        raise NotegradeError(f"{archive}: not a readable zip ({type(err).__name__}: {err})") from None
 
 
 def _place(src: pathlib.Path, dest: pathlib.Path, what: str) -> None:
@@ -69,10 +70,27 @@ def _place(src: pathlib.Path, dest: pathlib.Path, what: str) -> None:
     elif src.is_file() and zipfile.is_zipfile(src):
         dest.mkdir(parents=True)
         _safe_extract(src, dest)
+    elif src.is_file() and (src.suffix.lower() == ".zip" or _starts_like_a_zip(src)):
+        raise NotegradeError(f"{src}: not a readable zip ({_zip_error(src)}: damaged, cut short or no zip at all); "
+                             f"the {what} must be a directory or a .zip file that unzips")
     elif src.exists():
         raise NotegradeError(f"{src}: the {what} must be a directory or a .zip file")
     else:
         raise NotegradeError(f"{src}: no such {what}")
+
+
+def _starts_like_a_zip(path: pathlib.Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def _zip_error(path: pathlib.Path) -> str:
+    """What the zip reader says about a file that is no readable zip."""
+    try:
+        zipfile.ZipFile(path).close()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        return str(err) or type(err).__name__
+    return "no end-of-archive record"
 
 
 def _check_autograder(source: pathlib.Path, origin: pathlib.Path) -> None:

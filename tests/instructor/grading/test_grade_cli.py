@@ -240,6 +240,40 @@ def test_zip_entries_outside_the_target_are_refused(tmp_path):
         one_submission.grade_submission(submission=tmp_path, autograder=tmp_path / "bad.zip", out=tmp_path / "out")
 
 
+def _damaged_zips(folder: pathlib.Path) -> "dict[str, pathlib.Path]":
+    """A zip cut short (no end-of-archive record), one whose entry fails its CRC, and a .zip that is text."""
+    folder.mkdir()
+    whole = folder / "whole.zip"
+    with zipfile.ZipFile(whole, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("model.py", "x = 1\n" * 200)
+    data = whole.read_bytes()
+    (folder / "cut.zip").write_bytes(data[:len(data) // 2])
+    at = data.index(b"x = 1")
+    (folder / "crc.zip").write_bytes(data[:at] + b"y" + data[at + 1:])
+    (folder / "text.zip").write_text("not a zip at all")
+    return {name: folder / f"{name}.zip" for name in ("cut", "crc", "text")}
+
+
+def test_a_damaged_zip_is_named_as_such_as_autograder_or_as_submission(tmp_path):
+    """`grade` on a corrupt .zip says it is not a readable zip (as regrade does), exit 1, never "must be a
+    directory or a .zip file"."""
+    zips = _damaged_zips(tmp_path / "zips")
+    fake = tmp_path / "autograder"  # enough of an autograder to reach the submission's unpacking
+    for name in ("rubric.toml", "heldout.safetensors", "autograder/run_autograder.py"):
+        (fake / name).parent.mkdir(parents=True, exist_ok=True)
+        (fake / name).write_text("")
+    (tmp_path / "sub").mkdir()
+    for kind, path in zips.items():
+        for args in (["grade", str(tmp_path / "sub"), "--autograder", str(path)],
+                     ["grade", str(path), "--autograder", str(fake)]):
+            proc = subprocess.run(NOTEGRADE + args + ["--out", str(tmp_path / "out")], capture_output=True, text=True,
+                                  timeout=120)
+            assert proc.returncode == 1, (kind, proc.stdout + proc.stderr)
+            assert f"{path}: not a readable zip (" in proc.stderr and proc.stderr.count("\n") == 1, (kind, proc.stderr)
+            assert "must be a directory or a .zip file\n" not in proc.stderr
+            assert kind != "crc" or "Bad CRC-32 for file 'model.py'" in proc.stderr, proc.stderr
+
+
 def test_missing_metadata_file_is_refused(tmp_path):
     with pytest.raises(NotegradeError, match="no such metadata file"):
         one_submission.grade_submission(submission=tmp_path, autograder=tmp_path, metadata=tmp_path / "m.json", out=tmp_path / "o")
