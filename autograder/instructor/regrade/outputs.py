@@ -4,7 +4,8 @@ Kept apart from :mod:`autograder.instructor.regrade.run` (which reads the export
 because these are pure functions of the results: the rows of ``grades.csv`` (one per student, item
 columns in rubric order), ``canvas.csv`` (Canvas's gradebook import), ``score_changes.csv``
 (against the scores Gradescope recorded), the item maxima and pooled confusion matrix of
-``grades.json``, and the per-student Markdown and HTML reports.
+``grades.json``, the per-student Markdown and HTML reports (what a student may see once grades are
+published: never the instructor-only integrity line) and the instructor's report of each submission.
 
 Example
 -------
@@ -129,6 +130,8 @@ def _slug(text: str) -> str:
 
 
 def write_student_reports(*, out: pathlib.Path, row: dict[str, Any], results: dict | None) -> None:
+    """``out/<sid>_<name>.md`` and ``.html``, meant to be handed to the student: the ``published``
+    audience of :mod:`autograder.report` (no hidden line: no integrity verdict, no grader log)."""
     from autograder.report import html_report, markdown_report
 
     stem = out / f"{_slug(row['sid'] or row['email'])}_{_slug(row['name'])}"
@@ -139,8 +142,17 @@ def write_student_reports(*, out: pathlib.Path, row: dict[str, Any], results: di
         stem.with_suffix(".md").write_text(head + body)
         stem.with_suffix(".html").write_text(f"<!DOCTYPE html><html><body><pre>{html.escape(head + body)}</pre></body></html>")
         return
-    stem.with_suffix(".md").write_text(head + markdown_report(results, audience="instructor"))
-    page = html_report(results, audience="instructor")
+    stem.with_suffix(".md").write_text(head + markdown_report(results, audience="published"))
+    page = html_report(results, audience="published")
     who = html.escape(f"{row['name']} ({row['sid'] or row['email']})")
     banner = f"<p><strong>{who}</strong>, submission {html.escape(str(row['submission_id']))}</p>"
     stem.with_suffix(".html").write_text(page.replace("<body>\n", "<body>\n" + banner + "\n", 1))
+
+
+def write_instructor_report(path: pathlib.Path, results: dict) -> None:
+    """The whole report of one submission, hidden lines included (the integrity verdict), for instructors:
+    beside its results.json in ``submissions/<id>/``, never in ``reports/``."""
+    from autograder.report import markdown_report
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown_report(results, audience="instructor"), encoding="utf-8")

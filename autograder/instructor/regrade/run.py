@@ -11,7 +11,8 @@ kept in ``submissions/<id>/grade_key.json``); one broken submission never stops 
 Writes into ``--out``: ``grades.csv`` (one row per student), ``grades.json`` (item maxima and
 per-submission confusion matrices, read by ``notegrade report``), ``canvas.csv`` (Canvas
 gradebook import), ``score_changes.csv`` (against the scores Gradescope recorded),
-``reports/`` (per-student Markdown and HTML), ``submissions/<id>/`` (metadata, results.json)
+``reports/`` (per-student Markdown and HTML, fit to hand to students: no instructor-only line),
+``submissions/<id>/`` (metadata, results.json, ``report.md``: the instructor's report, integrity included)
 and ``problems.txt`` (export entries that could not be used, grading failures).
 
 This module ties the steps together; the grading itself (jobs, resume, failures) is
@@ -49,6 +50,7 @@ from autograder.instructor.regrade.outputs import (
     item_maxima,
     pooled_confusion,
     score_changes,
+    write_instructor_report,
     write_student_reports,
 )
 
@@ -115,6 +117,7 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
         summary.graded += results is not None and not reused
         if results is not None:
             confusion[entry.key] = (results.get("extra_data") or {}).get("confusion")
+            write_instructor_report(out / "submissions" / entry.key / "report.md", results)
         elif entry.folder is not None:  # a missing folder is already in problems
             summary.failed.append(f"{entry.key}: {error}")
         for person in entry.submitters:
