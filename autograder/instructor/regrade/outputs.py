@@ -3,15 +3,19 @@
 Kept apart from :mod:`autograder.instructor.regrade.run` (which reads the export and drives the grading)
 because these are pure functions of the results: the rows of ``grades.csv`` (one per student, item
 columns in rubric order), ``canvas.csv`` (Canvas's gradebook import), ``score_changes.csv``
-(against the scores Gradescope recorded), the item maxima and pooled confusion matrix of
-``grades.json``, the per-student Markdown and HTML reports (what a student may see once grades are
-published: never the instructor-only integrity line) and the instructor's report of each submission.
+(against the scores Gradescope recorded), the item maxima, pooled confusion matrix and items that
+did not run to a verdict of ``grades.json``, the per-student Markdown and HTML reports (what a student
+may see once grades are published: never the instructor-only integrity line) and the instructor's
+report of each submission.
 
 Example
 -------
 >>> results = {"score": 7.0, "tests": [{"name": "1.1 Counts", "number": "1.1", "score": 7.0, "max_score": 10.0}]}
 >>> item_maxima([results])
 [{'number': '1.1', 'column': '1.1 Counts', 'max_score': 10.0}]
+>>> results["tests"][0].update(output="model.py has a syntax error at line 3\\n", extra_data={"kind": "item", "status": "error"})
+>>> item_errors(results)
+[{'number': '1.1', 'column': '1.1 Counts', 'status': 'error', 'message': 'model.py has a syntax error at line 3'}]
 """
 from __future__ import annotations
 
@@ -84,6 +88,20 @@ def item_maxima(results_list: list[dict]) -> list[dict[str, Any]]:
                 items.setdefault(str(test["number"]), {"number": str(test["number"]), "column": _column(test),
                                                        "max_score": float(test.get("max_score") or 0.0)})
     return list(items.values())
+
+
+def item_errors(results: dict | None) -> list[dict[str, str]]:
+    """The items of a results.json that did not run to a verdict (status error, timeout or not run),
+    with the first line of what the grader said: a graded submission whose code could not even be
+    imported is otherwise only a low total in grades.csv."""
+    errors = []
+    for test in (results or {}).get("tests", []):
+        status = str((test.get("extra_data") or {}).get("status") or "ran")
+        if _is_item(test) and status != "ran":
+            lines = [line.strip().lstrip("✗ ") for line in str(test.get("output") or "").splitlines() if line.strip()]
+            errors.append({"number": str(test.get("number")), "column": _column(test), "status": status,
+                           "message": (lines[0] if lines else "")[:300]})
+    return errors
 
 
 def canvas_table(*, grades: pd.DataFrame, assignment_column: str, points_possible: float) -> pd.DataFrame:

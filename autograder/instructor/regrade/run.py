@@ -8,8 +8,8 @@ comes from the export (never the clock), the due dates from ``--due``/``--late-d
 skips submissions already graded with the same autograder, metadata and files (the sha256s are
 kept in ``submissions/<id>/grade_key.json``); one broken submission never stops the batch.
 
-Writes into ``--out``: ``grades.csv`` (one row per student), ``grades.json`` (item maxima and
-per-submission confusion matrices, read by ``notegrade report``), ``canvas.csv`` (Canvas
+Writes into ``--out``: ``grades.csv`` (one row per student), ``grades.json`` (item maxima,
+per-submission confusion matrices and items that errored, read by ``notegrade report``), ``canvas.csv`` (Canvas
 gradebook import), ``score_changes.csv`` (against the scores Gradescope recorded),
 ``reports/`` (per-student Markdown and HTML, fit to hand to students: no instructor-only line),
 ``submissions/<id>/`` (metadata, results.json, ``report.md``: the instructor's report, integrity included)
@@ -47,6 +47,7 @@ from autograder.instructor.regrade.jobs import default_grader, grade_all, sha256
 from autograder.instructor.regrade.outputs import (
     canvas_table,
     grades_table,
+    item_errors,
     item_maxima,
     pooled_confusion,
     score_changes,
@@ -110,7 +111,7 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
     grader = grade or default_grader(docker, image, autograder, python=python, base_image=base_image)
     outcomes = (slurm.regrade if slurm else grade_all)(
         todo, out=out, autograder=autograder, grade=grader, jobs=jobs, progress=progress)
-    rows, confusion = [], {}
+    rows, confusion, errored = [], {}, {}
     for entry in entries:
         results, error, reused = outcomes.get(entry.key, (None, "the export has no folder for it", False))
         summary.reused += reused
@@ -118,6 +119,8 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
         if results is not None:
             confusion[entry.key] = (results.get("extra_data") or {}).get("confusion")
             write_instructor_report(out / "submissions" / entry.key / "report.md", results)
+            if item_errors(results):
+                errored[str(entry.submission_id)] = item_errors(results)
         elif entry.folder is not None:  # a missing folder is already in problems
             summary.failed.append(f"{entry.key}: {error}")
         for person in entry.submitters:
@@ -147,6 +150,7 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
         "items": item_maxima(all_results), "families": list(FAMILIES), "autograder_sha256": sha256_of(autograder),
         "export_root": str(parsed.root.resolve()),
         "confusion": {"per_submission": confusion, "pooled": pooled_confusion(confusion)},
+        "item_errors": errored,  # by grades.csv's submission_id; the class report lists them
     }
     paths["class_data"].write_text(json.dumps(class_data, indent=1))
     shutil.rmtree(paths["reports"], ignore_errors=True)  # no stale report of a student no longer in the export

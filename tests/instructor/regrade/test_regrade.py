@@ -94,6 +94,12 @@ def test_canvas_csv_diff_reports_and_class_data(tmp_path, autograder_dir, fixtur
     with_checkpoint = [s for s in DEFAULT_CLASS if s.variant in ("reference", "wrong_loss")]
     assert data["confusion"]["pooled"][0][0] == 5 * len(with_checkpoint)
     assert data["confusion"]["per_submission"]["submission_1006"] is None
+    # Items that did not run to a verdict, by submission id (the class report lists them): Dev's syntax
+    # error fails every item, Finn's missing model.pt the held-out one; the others have none.
+    errors = data["item_errors"]
+    assert sorted(errors) == ["1004", "1006"] and [e["number"] for e in errors["1004"]] == ["1.1", "2.1", "3.1", "4.1"]
+    assert errors["1006"] == [{"number": "4.1", "column": "4.1 Held-out accuracy", "status": "error",
+                               "message": "no model.pt"}]
 
 
 def test_student_reports_never_carry_the_instructor_only_integrity_line(tmp_path, autograder_dir, fixture_export):
