@@ -82,6 +82,26 @@ def test_rootless_asked_for_by_name_is_an_error_where_it_cant_run_and_auto_falls
                                                                "unavailable: bubblewrap is not installed")
 
 
+PROBE_ZOMBIES = """
+import os, time
+from autograder.sandbox import bubblewrap, processes
+processes.enable_subreaper()  # as a grading process is once a Sandbox ran in it
+works, why = bubblewrap.probe("/usr/bin/python3", preexec=None, user={})
+time.sleep(0.3)
+print(works, why, [p for p, i in processes.process_table().items() if i.ppid == os.getpid() and i.state == "Z"])
+"""
+
+
+@pytest.mark.skipif(bubblewrap.missing_piece() is not None, reason="no working bubblewrap")
+def test_the_rootless_probe_leaves_no_zombie_in_a_subreaper():
+    """bwrap's pid 1 outlives the outer bwrap and is orphaned to the probing process (a subreaper):
+    the probe reaps it, and only its own bwrap children."""
+    done = subprocess.run([sys.executable, "-c", PROBE_ZOMBIES], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[3])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split(" ", 1)[0] == "True" and done.stdout.rstrip().endswith("[]"), done.stdout
+
+
 def test_the_loader_and_libraries_come_from_the_elf_headers(tmp_path):
     from autograder.sandbox import loader
 
