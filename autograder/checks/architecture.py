@@ -4,6 +4,13 @@ TRUSTED side.  The expected numbers are the assignment's (model.py's table), not
 reference solution's: conv1..conv4 3x3 with bias and padding "same", one shared 2x2 max-pool,
 fc 2048 -> 11.
 
+Weights (why a mistake costs what it does, see ``notegrade calibrate``): in 1.1 each layer's count
+weighs 1 and the whole network weighs as much again as two layers, split between its total and
+"no parameters outside conv1..conv4 and fc" (:data:`WHOLE_NETWORK_WEIGHT` each), so a layer added
+to the assignment's network (BatchNorm) costs as much as a layer built wrong, while a network whose
+layers only have other names keeps under a fifth.  In 1.2 block 4's output is what fc receives:
+pooling written as ``F.max_pool2d`` (no pool module to observe) is as right as ``self.pool``.
+
 Example
 -------
 >>> EXPECTED_PARAMS["conv3"], sum(EXPECTED_PARAMS.values())
@@ -23,6 +30,7 @@ LAYERS = {"conv1": (1, 16, 3), "conv2": (16, 32, 3), "conv3": (32, 64, 3), "conv
 EXPECTED_PARAMS = {name: (i * o * (k * k if k else 1)) + o for name, (i, o, k) in LAYERS.items()}
 TOTAL_PARAMS = sum(EXPECTED_PARAMS.values())
 BLOCK_SHAPES = ((16, 32, 32), (32, 16, 16), (64, 8, 8), (128, 4, 4))
+WHOLE_NETWORK_WEIGHT = 1.5  # each of "total parameters" and "only the assignment's layers"; a layer weighs 1
 
 
 def _int(value: Any) -> int:
@@ -81,14 +89,38 @@ def run_params(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     total = _int(result.value.get("total_params"))
     extra = sorted(set(children) - set(EXPECTED_PARAMS) - {"pool"})
     extra_note = f" (layers beyond the assignment's: {', '.join(extra)})" if extra else ""
-    subchecks.append(SubCheck("total parameters", total == TOTAL_PARAMS, 1.0,
+    subchecks.append(SubCheck("total parameters", total == TOTAL_PARAMS, WHOLE_NETWORK_WEIGHT,
                               f"NoteCNN has {total:,} parameters in total" + (
                                   "" if total == TOTAL_PARAMS else f", expected {TOTAL_PARAMS:,}{extra_note}")))
+    subchecks.append(_only_assignment_layers(children, result.value.get("direct_params")))
     return ItemOutcome.from_subchecks(subchecks, data={"total_params": total})
 
 
+def _only_assignment_layers(children: "dict[str, dict]", direct: Any) -> SubCheck:
+    """Parameters held anywhere but conv1..conv4 and fc (a BatchNorm, a renamed layer, a bare Parameter).
+
+    Parameter-free modules (an ``nn.ReLU()`` attribute, a second pool) change nothing and pass."""
+    outside = [(str(name)[:60], _int(child.get("params"))) for name, child in children.items()
+               if name not in EXPECTED_PARAMS and _int(child.get("params")) != 0]
+    if isinstance(direct, dict):
+        outside += [(f"{str(name)[:60]} (directly on NoteCNN)", -1) for name in list(direct)[:10]]
+    if not outside:
+        return SubCheck("only the assignment's layers", True, WHOLE_NETWORK_WEIGHT,
+                        "no parameters outside conv1..conv4 and fc")
+    shown = ", ".join(name + (f" ({count:,} parameters)" if count > 0 else "") for name, count in outside[:8])
+    more = f" and {len(outside) - 8} more" if len(outside) > 8 else ""
+    return SubCheck("only the assignment's layers", False, WHOLE_NETWORK_WEIGHT,
+                    f"parameters outside the assignment's layers: {shown}{more}; the assignment's NoteCNN has "
+                    "conv1, conv2, conv3, conv4, pool and fc and nothing else with parameters")
+
+
 def _block_shape(calls: "list[dict]", block: int) -> "tuple[tuple[int, ...] | None, str]":
-    """Block k's output, observed as conv{k+1}'s input (block 4: the last 4-D output before fc)."""
+    """Block k's output, observed as conv{k+1}'s input; block 4's is what fc receives.
+
+    Block 4: the last 4-D module output before fc when fc's input is that output flattened; else
+    fc's flattened input itself, since a functional step in between (``F.max_pool2d``, which no
+    hook sees) made it; without a layer named fc, the last 4-D module output.
+    """
     calls = [entry for entry in calls if isinstance(entry, dict)]
     if block < 4:
         name = f"conv{block + 1}"
@@ -96,22 +128,33 @@ def _block_shape(calls: "list[dict]", block: int) -> "tuple[tuple[int, ...] | No
             if entry.get("module") == name:
                 return int_list(entry.get("input_shape") or ()), f"the input of {name}"
         return None, f"no call of a layer named {name} was seen"
-    last = None
+    last, fc_input, fc_seen = None, None, False
     for entry in calls:
         if entry.get("module") == "fc":
+            fc_input, fc_seen = int_list(entry.get("input_shape") or ()), True
             break
         shape = int_list(entry.get("output_shape") or ())
         if shape is not None and len(shape) == 4:
             last = shape
-    if last is not None:
+    if fc_input is None:
+        if last is not None:
+            return last, "the last 4-D output before fc" if fc_seen else "the last 4-D output (no layer named fc)"
+        return None, "no module call after conv4 was seen (and no layer named fc)"
+    flat = len(fc_input) == 2
+    if last is not None and not (flat and _numel(last[1:]) != fc_input[1]):
         return last, "the last 4-D output before fc"
-    for entry in calls:
-        if entry.get("module") == "fc" and int_list(entry.get("input_shape") or ()) is not None:
-            shape = int_list(entry["input_shape"])
-            if len(shape) == 2 and shape[1] == 128 * 4 * 4:
-                return (shape[0], 128, 4, 4), "fc's flattened input (2048 = 128 x 4 x 4)"
-            return shape, "fc's input"
-    return None, "no module call after conv4 was seen (and no layer named fc)"
+    if flat and fc_input[1] == 128 * 4 * 4:
+        return (fc_input[0], 128, 4, 4), "fc's flattened input (2048 = 128 x 4 x 4)"
+    if flat and last is not None:
+        return fc_input, f"fc's input; the last 4-D output before it was {fmt_shape(last)}"
+    return fc_input, "fc's input"
+
+
+def _numel(shape: "tuple[int, ...]") -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
 
 
 def _block_hint(block: int, got: "tuple[int, ...]", expected: "tuple[int, ...]") -> str:

@@ -7,10 +7,16 @@ recomputed from raw data: the weights the worker returns are replayed through an
 (:mod:`autograder.checks.fit_probes`: float64 autograd of the same MLP), e.g. two SGD steps must
 land exactly where ``p - lr * grad`` twice lands.
 
+Weights (why a mistake costs what it does, see ``notegrade calibrate``): the sub-check that is the
+item's point counts double, :data:`CORE_WEIGHT`: in train_step "one SGD step per batch" (the
+optimizer loop itself: zero_grad, backward, step), in fit_early_stopping "best weights" in each
+scenario.  fit runs three scenarios: it stops early, it improves to the end, and it runs out of
+epochs after a worse one (the best weights must come back then too, not only on an early stop).
+
 Example
 -------
 >>> [(s["name"], s["ran"], s["best"]) for s in _fit_scenarios()]
-[('stops', 4, 2), ('improves', 3, 3)]
+[('stops', 4, 2), ('improves', 3, 3), ('runs_out', 3, 2)]
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from autograder.checks.common import call, close, describe, outcome_for_failure
 from autograder.checks.fit_probes import (accuracy, batch, entry_error, flatten, init_params, loss_and_grad,
                                           mode_shifts, probe_inputs, returned_weights, start_train_item)
 from autograder.checks.outcome import ItemOutcome, SubCheck
+
+CORE_WEIGHT = 2.0  # the sub-check an item is about; the others weigh 1
 
 
 def _same(got: "np.ndarray | None", want: np.ndarray) -> bool:
@@ -55,13 +63,14 @@ def run_train_step(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutco
     q1 = p0 - lr * loss_and_grad(p0, xa, ya, shift)[1]
     in_eval = _same(got, q1 - lr * loss_and_grad(q1, xb, yb, shift)[1])
     if _same(got, p2) or in_eval:
-        step = SubCheck("one SGD step per batch", True, 1.0, "two batches gave exactly two SGD steps with fresh gradients")
+        step = SubCheck("one SGD step per batch", True, CORE_WEIGHT,
+                        "two batches gave exactly two SGD steps with fresh gradients")
     else:
         hint = ("the weights did not change: call optimizer.step() after loss.backward()" if _same(got, p0) else
                 "gradients accumulate across batches: call optimizer.zero_grad() before each backward()"
                 if _same(got, accumulated) else f"optimizer.step() ran {two.get('steps')} times for 2 batches"
                 if two.get("steps") != 2 else "the weights after two batches are not those of two SGD steps")
-        step = SubCheck("one SGD step per batch", False, 1.0, f"after one epoch of 2 batches: {hint}")
+        step = SubCheck("one SGD step per batch", False, CORE_WEIGHT, f"after one epoch of 2 batches: {hint}")
     expected = (loss_a * 8 + loss_b * 4) / 12
     returned = two.get("returned") if isinstance(two.get("returned"), float) else None
     if returned is not None and close(returned, expected, rtol=1e-4, atol=1e-6):
@@ -126,9 +135,16 @@ def run_train_overfit(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOu
 
 
 def _fit_scenarios() -> "list[dict]":
-    return [{"name": "stops", "script": [1.0, 0.7, 0.8, 0.75, 0.6, 0.5], "epochs": 6, "patience": 2, "lr": 0.1,
-             "ran": 4, "best": 2},
-            {"name": "improves", "script": [1.0, 0.9, 0.8], "epochs": 3, "patience": 2, "lr": 0.1, "ran": 3, "best": 3}]
+    """What fit is run on (sent to the worker, which reads name, script, epochs, patience and lr):
+    scripted validation losses, how many epochs must run and which epoch's weights must be kept."""
+    return [{"name": "stops", "title": "stops after patience", "script": [1.0, 0.7, 0.8, 0.75, 0.6, 0.5], "epochs": 6,
+             "patience": 2, "lr": 0.1, "ran": 4, "best": 2},
+            {"name": "improves", "title": "runs every epoch while improving", "script": [1.0, 0.9, 0.8], "epochs": 3,
+             "patience": 2, "lr": 0.1, "ran": 3, "best": 3},
+            # The last epoch is worse but patience has not run out: fit ends by running out of epochs,
+            # and must restore the best weights then too (not only when it stops early).
+            {"name": "runs_out", "title": "runs every epoch while patience lasts", "script": [1.0, 0.6, 0.7],
+             "epochs": 3, "patience": 2, "lr": 0.1, "ran": 3, "best": 2}]
 
 
 def run_fit_early_stopping(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
@@ -144,35 +160,14 @@ def run_fit_early_stopping(sandbox: Any, params: dict, *, timeout_s: float) -> I
                   probe_inputs(init, xt=xt, yt=yt, xv=xv, yv=yv))
     if not result.ok:
         return outcome_for_failure(result, "fit")
-    stops, improves = (result.value.get(s["name"]) or {} for s in scenarios)
-    for entry in (stops, improves):
+    entries = [result.value.get(s["name"]) or {} for s in scenarios]
+    for entry in entries:
         if entry.get("error"):
             return ItemOutcome.failed("error", entry_error(entry))
     subchecks = []
-    for scenario, entry, title in ((scenarios[0], stops, "stops after patience"),
-                                   (scenarios[1], improves, "runs every epoch while improving")):
-        ran = int(entry.get("validations", 0))
-        history = entry.get("history")
-        length = len(history) if isinstance(history, list) else None
-        ok = ran == scenario["ran"] and length == scenario["ran"]
-        script = ", ".join(f"{v:g}" for v in scenario["script"])
-        subchecks.append(SubCheck(title, ok, 1.0, f"validation losses [{script}], patience {scenario['patience']}, "
-                                  f"{scenario['epochs']} epochs: ran {ran} epochs, history has {length} entries" + (
-                                      "" if ok else f", expected {scenario['ran']} and {scenario['ran']}: stop once "
-                                      f"{scenario['patience']} epochs in a row bring no new best validation loss")))
-        snapshots = returned_weights(result, f"{scenario['name']}.snapshots", rows=0)
-        final = returned_weights(result, f"{scenario['name']}.final")
-        best = scenario["best"]
-        if snapshots is None or final is None or len(snapshots) < best:
-            subchecks.append(SubCheck(f"best weights ({scenario['name']})", False, 1.0,
-                                      "fit did not evaluate enough epochs to tell which weights it kept"))
-            continue
-        restored = bool(np.allclose(final, snapshots[best - 1], rtol=0, atol=1e-6))
-        last = "the last epoch's weights" if np.allclose(final, snapshots[-1], rtol=0, atol=1e-6) else "other weights"
-        subchecks.append(SubCheck(f"best weights ({scenario['name']})", restored, 1.0,
-                                  f"the weights after fit are those of epoch {best}, the best" if restored else
-                                  f"fit ended with {last}, expected those of epoch {best} (best validation loss): "
-                                  "keep a copy of the best state_dict and load it back at the end"))
+    for scenario, entry in zip(scenarios, entries):
+        subchecks += _fit_scenario_subchecks(result, scenario, entry)
+    stops = entries[0]
     history = stops.get("history") if isinstance(stops.get("history"), list) else []
     keys = {"epoch", "train_loss", "valid_loss", "valid_accuracy"}
     entries_ok = bool(history) and all(isinstance(h, dict) and keys <= set(h) for h in history)
@@ -185,3 +180,30 @@ def run_fit_early_stopping(sandbox: Any, params: dict, *, timeout_s: float) -> I
                               "valid_loss and valid_accuracy" if ok else f"history entries should be dicts with keys "
                               f"{sorted(keys)}, epoch counting from 1 and valid_loss from evaluate; the first is {first}"))
     return ItemOutcome.from_subchecks(subchecks)
+
+
+def _fit_scenario_subchecks(result: Any, scenario: dict, entry: dict) -> "list[SubCheck]":
+    """How many epochs fit ran in one scenario, and whether it kept the best epoch's weights."""
+    ran = int(entry.get("validations", 0))
+    history = entry.get("history")
+    length = len(history) if isinstance(history, list) else None
+    ok = ran == scenario["ran"] and length == scenario["ran"]
+    script = ", ".join(f"{v:g}" for v in scenario["script"])
+    checks = [SubCheck(scenario["title"], ok, 1.0, f"validation losses [{script}], patience {scenario['patience']}, "
+                       f"{scenario['epochs']} epochs: ran {ran} epochs, history has {length} entries" + (
+                           "" if ok else f", expected {scenario['ran']} and {scenario['ran']}: stop once "
+                           f"{scenario['patience']} epochs in a row bring no new best validation loss"))]
+    name = f"best weights ({scenario['name'].replace('_', ' ')})"
+    snapshots = returned_weights(result, f"{scenario['name']}.snapshots", rows=0)
+    final = returned_weights(result, f"{scenario['name']}.final")
+    best = scenario["best"]
+    if snapshots is None or final is None or len(snapshots) < best:
+        return checks + [SubCheck(name, False, CORE_WEIGHT, "fit did not evaluate enough epochs to tell which "
+                                  "weights it kept")]
+    restored = bool(np.allclose(final, snapshots[best - 1], rtol=0, atol=1e-6))
+    last = "the last epoch's weights" if np.allclose(final, snapshots[-1], rtol=0, atol=1e-6) else "other weights"
+    when = " (also when the epochs run out before patience does)" if scenario["ran"] == scenario["epochs"] else ""
+    return checks + [SubCheck(name, restored, CORE_WEIGHT, f"the weights after fit are those of epoch {best}, the best"
+                              if restored else f"validation losses [{script}]: fit ended with {last}, expected those "
+                              f"of epoch {best} (best validation loss): keep a copy of the best state_dict and load it "
+                              f"back at the end{when}")]

@@ -6,19 +6,24 @@ forbidden import, a nested folder; generated at run time, never shipped to stude
 exactly as ``notegrade grade`` does (the Gradescope layout, the grading runtime built from the zip's
 requirements.txt; ``jobs`` at a time through the one fan-out,
 :mod:`autograder.instructor.grading.fanout`) and returns the table: mistake -> points lost per rubric
-item -> total lost, which :func:`render_text`, :func:`render_markdown` and :func:`render_csv` write
-out.  A mistake that costs at most ``nearly_free`` points is marked.  The command line is
-:mod:`autograder.instructor.calibrate.command`.
+item -> total lost, which :func:`render_text`, :func:`render_markdown`, :func:`render_csv` and
+:func:`render_json` write out (the JSON also keeps each item's check, params and the fraction every
+case earned, so :mod:`autograder.instructor.calibrate.reweigh` can say what the same mistakes cost
+under another rubric's points without grading again).  A mistake that costs at most ``nearly_free``
+points is marked; one the set marks ``free`` (correct code, a tolerated slip) must cost nothing, and
+the legend says when it does not.  The command line is :mod:`autograder.instructor.calibrate.command`.
 """
 from __future__ import annotations
 
 import csv
 import functools
 import io
+import json
 import re
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +31,12 @@ from autograder.errors import NotegradeError
 from autograder.instructor.calibrate.cases import MISTAKES, Mistake, build, load_state
 from autograder.instructor.grading.fanout import Job, check_jobs, grade_each
 from autograder.instructor.grading.one_submission import grade_submission
+from autograder.layout import RUBRIC_FILE
 from autograder.report import fmt_points
+from autograder.rubric import parse_rubric
 
 NEARLY_FREE = 2.0
+FORMAT = "notegrade-calibration/1"
 
 
 @dataclass
@@ -41,6 +49,7 @@ class Row:
     total_lost: "float | None" = None
     error: str = ""
     outputs: "dict[str, str]" = field(default_factory=dict)  # item number -> what the student reads
+    items: "dict[str, dict]" = field(default_factory=dict)  # item number -> {"fraction", "status"} earned
 
 
 @dataclass
@@ -54,6 +63,8 @@ class Calibration:
     seconds: float
     runtime: dict
     nearly_free: float = NEARLY_FREE
+    checks: "dict[str, dict]" = field(default_factory=dict)  # item number -> {"check", "params"}
+    reference: "dict[str, dict]" = field(default_factory=dict)  # item number -> the reference's {"fraction", "status"}
 
 
 def slug(name: str) -> str:
@@ -81,6 +92,33 @@ def chosen_mistakes(only: "list[str] | None") -> "list[Mistake]":
     return [m for m in MISTAKES if wanted is None or slug(m.name) in wanted or m.name == "reference"]
 
 
+def _item_fractions(results: dict) -> "dict[str, dict]":
+    """Item number -> the fraction of its points earned and the check's status (rubric-independent)."""
+    found = {}
+    for test in results.get("tests", []):
+        if test.get("number"):
+            extra, top = test.get("extra_data") or {}, float(test.get("max_score") or 0.0)
+            # The check's own fraction when results.json has it: the score is rounded to 4 digits.
+            fraction = extra.get("fraction", float(test.get("score", 0.0)) / top if top else 0.0)
+            found[test["number"]] = {"fraction": round(float(fraction), 6), "status": str(extra.get("status", ""))}
+    return found
+
+
+def _rubric_checks(autograder: Path) -> "dict[str, dict]":
+    """Item number -> {"check", "params"} of the autograder's rubric.toml (a zip or its unpacked folder)."""
+    try:
+        if autograder.is_dir():
+            text = (autograder / RUBRIC_FILE).read_text(encoding="utf-8")
+        else:
+            with zipfile.ZipFile(autograder) as archive:
+                text = archive.read(RUBRIC_FILE).decode("utf-8")
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise NotegradeError(f"--autograder {autograder}: cannot read its {RUBRIC_FILE} ({err}); build it with "
+                             "`notegrade build`") from None
+    rubric = parse_rubric(text, source=f"{autograder}: {RUBRIC_FILE}")
+    return {item.number: {"check": item.check, "params": dict(item.params)} for item in rubric.items}
+
+
 def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs: int = 1, python: "str | None" = None,
               only: "list[str] | None" = None, nearly_free: float = NEARLY_FREE, progress: bool = True) -> Calibration:
     """Grade every mistake (``only``: those names) under ``autograder``; write ``out`` when given."""
@@ -89,8 +127,9 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
     if not autograder.exists():
         raise NotegradeError(f"--autograder {autograder}: no such zip or folder (build one with `notegrade build`)")
     check_jobs(jobs)
-    state = load_state(model)
+    state = load_state(model)  # a broken model.pt is named first: nothing is read or graded
     mistakes = chosen_mistakes(only)
+    checks = _rubric_checks(autograder)
     work = Path(tempfile.mkdtemp(prefix="notegrade-calibrate-"))
     try:
         todo = [Job(m.name, build(m, work / "cases" / slug(m.name), state=state), work / "graded" / slug(m.name))
@@ -124,15 +163,25 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
         scores = _item_scores(results)
         lost = {n: round(base.get(n, 0.0) - scores.get(n, 0.0), 2) for n, _, _ in items}
         rows.append(Row(mistake, float(results["score"]), lost, round(float(base_results["score"]) - results["score"], 2),
-                        outputs={t["number"]: t.get("output", "") for t in results["tests"] if t.get("number")}))
+                        outputs={t["number"]: t.get("output", "") for t in results["tests"] if t.get("number")},
+                        items=_item_fractions(results)))
     calibration = Calibration(items=items, baseline=float(base_results["score"]),
                               total_points=float(base_results["extra_data"].get("total_points") or 0.0), rows=rows,
                               seconds=round(time.monotonic() - started, 1), nearly_free=nearly_free,
-                              runtime=(base_results.get("extra_data") or {}).get("runtime") or {})
+                              runtime=(base_results.get("extra_data") or {}).get("runtime") or {},
+                              checks={n: checks[n] for n, _, _ in items if n in checks},
+                              reference=_item_fractions(base_results))
     if out is not None:
-        (Path(out) / "calibration.md").write_text(render_markdown(calibration), encoding="utf-8")
-        (Path(out) / "calibration.csv").write_text(render_csv(calibration), encoding="utf-8")
+        write_tables(calibration, Path(out))
     return calibration
+
+
+def write_tables(calibration: Calibration, out: Path) -> None:
+    """``out``/calibration.md, .csv and .json."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, render in (("calibration.md", render_markdown), ("calibration.csv", render_csv),
+                         ("calibration.json", render_json)):
+        (out / name).write_text(render(calibration), encoding="utf-8")
 
 
 def _points(value: "float | None") -> str:
@@ -159,9 +208,18 @@ def _legend(calibration: Calibration) -> "list[str]":
     if free:
         lines.append(f"* nearly free (at most {_points(calibration.nearly_free)} points): {', '.join(free)}. "
                      "Raise those items' points if the mistake should matter more.")
-    zero = [r.mistake.name for r in calibration.rows if r.total_lost is not None and abs(r.total_lost) < 0.005]
+    graded = [r for r in calibration.rows if r.total_lost is not None]
+    zero = [r.mistake.name for r in graded if abs(r.total_lost) < 0.005 and not r.mistake.free]
     if zero:
         lines.append(f"No points lost: {', '.join(zero)}.")
+    meant = [r.mistake.name for r in graded if abs(r.total_lost) < 0.005 and r.mistake.free]
+    if meant:
+        lines.append(f"No points lost, as meant (correct code or a slip the grader tolerates, with a note where one "
+                     f"applies): {', '.join(meant)}.")
+    charged = [f"{r.mistake.name} ({_points(r.total_lost)})" for r in graded
+               if abs(r.total_lost) >= 0.005 and r.mistake.free]
+    if charged:
+        lines.append(f"Meant to cost nothing, but lost points: {', '.join(charged)}: the checks are wrong about them.")
     for row in calibration.rows:
         if row.error:
             lines.append(f"{row.mistake.name}: not graded ({row.error})")
@@ -201,3 +259,19 @@ def render_csv(calibration: Calibration) -> str:
                         + [row.total_lost if row.total_lost is not None else "", row.score if row.score is not None else "",
                            row.error])
     return buffer.getvalue()
+
+
+def render_json(calibration: Calibration) -> str:
+    """The whole table as JSON, with each item's check and params and the fraction every case earned
+    (read back by :func:`autograder.instructor.calibrate.reweigh.load_calibration`)."""
+    return json.dumps({
+        "format": FORMAT, "baseline": calibration.baseline, "total_points": calibration.total_points,
+        "seconds": calibration.seconds, "nearly_free": calibration.nearly_free,
+        "runtime": {k: v for k, v in calibration.runtime.items() if k in ("kind", "python", "torch")},  # no paths
+        "items": [{"number": n, "title": title, "points": points, **calibration.checks.get(n, {})}
+                  for n, title, points in calibration.items],
+        "reference": calibration.reference,
+        "rows": [{"mistake": r.mistake.name, "category": r.mistake.category, "free": r.mistake.free, "score": r.score,
+                  "total_lost": r.total_lost, "lost": r.lost, "items": r.items, "error": r.error}
+                 for r in calibration.rows],
+    }, indent=1) + "\n"

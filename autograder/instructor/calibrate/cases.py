@@ -5,6 +5,9 @@ solution (``reference/{model,losses,train}.py``) and a trained ``model.pt`` into
 makes one common mistake, by exact text patches (a patch that no longer matches the reference is an
 error naming the case, so the set can't silently go stale) and by writing ``model.pt`` the way the
 mistake would.  The same builder serves ``notegrade calibrate`` and the self-check parity test.
+A case marked ``free`` is correct code or a slip the grader tolerates (with a note): it must cost
+nothing; every other case must cost at least 3 points under each shipped offering rubric
+(``tests/instructor/calibrate/test_calibrate.py`` holds both, from ``docs/calibration.json``).
 
 Example
 -------
@@ -12,6 +15,8 @@ Example
 True
 >>> [m.name for m in MISTAKES if m.category == "checkpoint"][:3]
 ['whole pickled model', 'DataParallel module. keys', 'empty model.pt']
+>>> [m.name for m in MISTAKES if m.free]
+['DataParallel module. keys', 'CUDA-saved model.pt', 'x.view flatten', 'F.max_pool2d pooling', 'nested folder']
 """
 from __future__ import annotations
 
@@ -39,6 +44,9 @@ BATCHNORM_FORWARD = ('        for conv in (self.conv1, self.conv2, self.conv3, s
                      '        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3),\n'
                      '                         (self.conv4, self.bn4)):\n'
                      '            x = self.pool(torch.relu(bn(conv(x))))\n')
+FUNCTIONAL_POOLING = [("from torch import nn\n", "from torch import nn\nimport torch.nn.functional as F\n"),
+                      ("        self.pool = nn.MaxPool2d(2, 2)\n", ""),
+                      ("x = self.pool(torch.relu(conv(x)))", "x = F.max_pool2d(torch.relu(conv(x)), 2)")]
 SEQUENTIAL_MODEL = '''import torch
 from torch import nn
 
@@ -79,6 +87,7 @@ class Mistake:
     model_pt: "Callable[[dict, str], bytes] | None" = None  # (trained state_dict, this model.py) -> bytes
     folder: "str | None" = None  # the files sit in this folder of the upload (a zipped folder)
     model_py: "str | None" = None  # model.py written whole instead of patched
+    free: bool = False  # correct, or tolerated with a note (under the default [checkpoint] policy): costs nothing
 
 
 def _save(obj: object) -> bytes:
@@ -145,13 +154,14 @@ MISTAKES: "tuple[Mistake, ...]" = (
     Mistake("whole pickled model", "checkpoint", "torch.save(model) instead of torch.save(model.state_dict())",
             model_pt=_whole_model),
     Mistake("DataParallel module. keys", "checkpoint", "saved from nn.DataParallel: every key starts with module.",
-            model_pt=lambda state, py: _save({f"module.{k}": v for k, v in state.items()})),
+            model_pt=lambda state, py: _save({f"module.{k}": v for k, v in state.items()}), free=True),
     Mistake("empty model.pt", "checkpoint", "a 0-byte model.pt (an interrupted copy)", model_pt=lambda state, py: b""),
     Mistake("text model.pt", "checkpoint", "a text file named model.pt",
             model_pt=lambda state, py: b"the weights are in runs/first/model.pt\n"),
     Mistake("Git LFS pointer", "checkpoint", "the Git LFS pointer committed instead of the file",
             model_pt=lambda state, py: LFS_POINTER),
-    Mistake("CUDA-saved model.pt", "checkpoint", "saved on a GPU (must keep working on the CPU)", model_pt=_cuda_saved),
+    Mistake("CUDA-saved model.pt", "checkpoint", "saved on a GPU (must keep working on the CPU)", model_pt=_cuda_saved,
+            free=True),
     Mistake("training checkpoint", "checkpoint", "pipeline.py's checkpoint.pt submitted as model.pt",
             model_pt=lambda state, py: _save({"state_dict": state, "config": {"epochs": 10}, "metrics": {}})),
     Mistake("extra buffers over budget", "checkpoint", "model.pt carries 8,192 values beyond NoteCNN's parameters",
@@ -167,7 +177,9 @@ MISTAKES: "tuple[Mistake, ...]" = (
             model_py=SEQUENTIAL_MODEL, model_pt=_renamed),
     Mistake("x.view flatten", "architecture", "x.view(x.size(0), -1) instead of torch.flatten (correct: costs nothing)",
             patches={"model.py": [("return self.fc(torch.flatten(x, 1))", "return self.fc(x.view(x.size(0), -1))")]},
-            model_pt=_plain),
+            model_pt=_plain, free=True),
+    Mistake("F.max_pool2d pooling", "architecture", "F.max_pool2d(x, 2) in forward, no pool module (correct: costs "
+            "nothing)", patches={"model.py": FUNCTIONAL_POOLING}, model_pt=_plain, free=True),
     # --- losses.py --------------------------------------------------------------------------------
     Mistake("softmax without max-subtraction", "losses", "exp(z) / sum(exp(z)): overflows at large logits",
             append={"losses.py": UNSTABLE_SOFTMAX}, model_pt=_plain),
@@ -195,7 +207,8 @@ MISTAKES: "tuple[Mistake, ...]" = (
     Mistake("import tqdm in train.py", "runtime", "train.py imports a package the grading runtime lacks",
             patches={"train.py": [("\nimport torch\n", "\nimport tqdm  # noqa: F401\nimport torch\n")]},
             model_pt=_plain),
-    Mistake("nested folder", "layout", "the files zipped inside a folder my_hw/", model_pt=_plain, folder="my_hw"),
+    Mistake("nested folder", "layout", "the files zipped inside a folder my_hw/", model_pt=_plain, folder="my_hw",
+            free=True),
 )
 
 

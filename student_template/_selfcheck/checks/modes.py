@@ -9,6 +9,12 @@ the model was left in train or eval mode shows in one more forward the worker ru
 and "weights unchanged" compares the returned weights.  Only when the returned numbers match no
 combination at all does the verdict fall back to the worker's record (``seen``), and says so.
 
+The loss and accuracy must be the model's in eval mode (what evaluate is for: with dropout or
+BatchNorm, train mode gives other numbers), so forgetting ``model.eval()`` also fails them, with
+the same advice.  Gradients change no number, so the expected values keep the grad mode found.
+Weights (why a mistake costs what it does, see ``notegrade calibrate``): eval mode 3, no
+gradients 2 (it costs memory and time, not correctness), each other sub-check 1.
+
 Example
 -------
 >>> rng = np.random.default_rng(0)
@@ -29,6 +35,7 @@ from _selfcheck.checks.fit_probes import (batch, entry_error, flatten, forward, 
 from _selfcheck.checks.outcome import ItemOutcome, SubCheck
 
 MODES = tuple(itertools.product((True, False), (True, False)))  # (training, grad enabled)
+EVAL_WEIGHT, NO_GRAD_WEIGHT = 3.0, 2.0
 
 
 def _logits(flat: np.ndarray, x: np.ndarray, shifts: dict, training: bool, grad: bool) -> np.ndarray:
@@ -94,6 +101,12 @@ def _after_mode(result: Any, name: str, flat: np.ndarray, x: np.ndarray, shifts:
     return None
 
 
+def _in_eval_mode(combination: dict, found: "list[dict]") -> dict:
+    """The candidate with ``combination``'s grad modes and eval mode in every batch (what evaluate must report)."""
+    modes = tuple((False, grad) for _, grad in combination["modes"])
+    return next(c for c in found if c["modes"] == modes)
+
+
 def run_evaluate_modes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemOutcome:
     """evaluate: eval mode, no grad, weights untouched, mode restored, per-example loss and accuracy."""
     budget, blocked = start_train_item(sandbox, timeout_s)
@@ -131,18 +144,22 @@ def run_evaluate_modes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemO
     got_acc = returned.get("accuracy") if isinstance(returned, dict) else None
     shape_hint = "" if isinstance(returned, dict) else f": evaluate returned {from_train.get('returned_type')}, " \
                                                        "expected {'loss': float, 'accuracy': float}"
-    loss_ok = fitted_by == "mean"
+    in_eval = [c for c in fits if all(not mode[0] for mode in c["modes"])]
+    target = min(in_eval or fits, key=lambda c: c["modes"] != honest["modes"]) if fits else honest
+    expected = _in_eval_mode(target, found)
+    train_hint = ": that is the model in train mode; evaluate reports it in eval mode: call model.eval() inside evaluate"
+    loss_ok = fitted_by == "mean" and bool(in_eval)
     loss_hint = ": that is the mean of the batch means; weight each batch by its size" if fitted_by == "batch_means" \
-        else ": that is a sum, not a mean" if fitted_by == "sum" else shape_hint
-    target = min(fits, key=lambda c: c["modes"] != honest["modes"]) if fits else honest
-    acc_ok = isinstance(got_acc, float) and close(got_acc, target["accuracy"], rtol=1e-6, atol=1e-6)
+        else ": that is a sum, not a mean" if fitted_by == "sum" else train_hint if fitted_by == "mean" else shape_hint
+    acc_ok = isinstance(got_acc, float) and close(got_acc, expected["accuracy"], rtol=1e-6, atol=1e-6)
     acc_hint = ": return a fraction between 0 and 1" if isinstance(got_acc, float) and close(
-        got_acc, target["accuracy"] * 100, rtol=1e-6, atol=1e-6) else shape_hint
+        got_acc, expected["accuracy"] * 100, rtol=1e-6, atol=1e-6) else train_hint if isinstance(got_acc, float) and \
+        close(got_acc, target["accuracy"], rtol=1e-6, atol=1e-6) else shape_hint
     eval_after = from_eval.get("error")
     return ItemOutcome.from_subchecks([
-        SubCheck("eval mode", eval_ok, 1.0, f"forward ran in eval mode (told {source})" if eval_ok else
+        SubCheck("eval mode", eval_ok, EVAL_WEIGHT, f"forward ran in eval mode (told {source})" if eval_ok else
                  f"forward ran in train mode (told {source}): call model.eval() inside evaluate"),
-        SubCheck("no gradients", no_grad_ok, 1.0, f"forward ran without gradients (told {source})" if no_grad_ok else
+        SubCheck("no gradients", no_grad_ok, NO_GRAD_WEIGHT, f"forward ran without gradients (told {source})" if no_grad_ok else
                  f"gradients were tracked (told {source}): wrap the loop in torch.no_grad()"),
         SubCheck("weights unchanged", unchanged, 1.0, "the weights were not changed" if unchanged else
                  "evaluate changed the weights: it must not train"),
@@ -155,8 +172,8 @@ def run_evaluate_modes(sandbox: Any, params: dict, *, timeout_s: float) -> ItemO
                  "a model that was in eval mode is left in train mode: restore the previous mode, do not force train()"),
         SubCheck("mean loss", loss_ok, 1.0, f"loss {got_loss:.6g}" if loss_ok else
                  f"loss {describe(got_loss) if isinstance(got_loss, float) else 'missing'}, expected "
-                 f"{honest['mean']:.6g} (mean over the 8 examples){loss_hint}"),
+                 f"{expected['mean']:.6g} (mean over the 8 examples in eval mode){loss_hint}"),
         SubCheck("accuracy", acc_ok, 1.0, f"accuracy {got_acc:.4g}" if acc_ok else
                  f"accuracy {describe(got_acc) if isinstance(got_acc, float) else 'missing'}, expected "
-                 f"{target['accuracy']:.4g}{acc_hint}"),
+                 f"{expected['accuracy']:.4g} (in eval mode){acc_hint}"),
     ], data={"modes_decided_by": fitted_by or "record"})

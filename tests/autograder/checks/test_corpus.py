@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from testkit import sandbox_support as support
 from autograder.checks import REGISTRY, validate_params
-from autograder.checks.architecture import EXPECTED_PARAMS, TOTAL_PARAMS, _count_hint
+from autograder.checks.architecture import (EXPECTED_PARAMS, TOTAL_PARAMS, _block_shape, _count_hint,
+                                            _only_assignment_layers)
 from autograder.checks.heldout import FAMILIES, heldout_metrics, scaled_fraction
 from autograder.checks.static_scan import forbidden_uses
 from autograder.checks.fit_probes import SHAPES, batch, flatten, init_params, loss_and_grad
@@ -119,6 +120,49 @@ def test_architecture_numbers_are_the_assignment_table_and_hints_explain():
     assert _count_hint("fc", {"weight": [11, 4096], "bias": [11]}, 45067).startswith(
         "its weight has shape (11, 4096), expected (11, 2048): fc maps 2048")
     assert _count_hint("conv2", {"weight": [32, 16, 5, 5], "bias": [32]}, 12832).endswith("and the 3x3 kernel")
+
+
+def _forward_calls(pool: str, last_pool: bool = True) -> "list[dict]":
+    """What the worker's forward hooks record for a NoteCNN whose pooling is ``module``, ``functional``
+    or, in block 4 only, left out (fc then takes 8192 inputs)."""
+    convs = [torch.nn.Conv2d(i, o, 3, padding="same") for i, o in ((1, 16), (16, 32), (32, 64), (64, 128))]
+    fc, module, calls = torch.nn.Linear(2048 if last_pool else 8192, 11), torch.nn.MaxPool2d(2, 2), []
+    names = {**{c: f"conv{k}" for k, c in enumerate(convs, start=1)}, fc: "fc", module: "pool"}
+    for layer in names:
+        layer.register_forward_hook(lambda m, i, o: calls.append(
+            {"module": names[m], "input_shape": list(i[0].shape), "output_shape": list(o.shape)}))
+    x = torch.zeros(3, 1, 64, 64)
+    with torch.no_grad():
+        for k, conv in enumerate(convs, start=1):
+            x = torch.relu(conv(x))
+            if k < 4 or last_pool:
+                x = module(x) if pool == "module" else F.max_pool2d(x, 2)
+        fc(torch.flatten(x, 1))
+    return calls
+
+
+def test_block_shapes_count_functional_pooling_as_pooling():
+    for pool in ("module", "functional"):  # F.max_pool2d leaves no hook record: fc's input tells block 4
+        calls = _forward_calls(pool)
+        shapes = [_block_shape(calls, block)[0] for block in range(1, 5)]
+        assert shapes == [(3, 16, 32, 32), (3, 32, 16, 16), (3, 64, 8, 8), (3, 128, 4, 4)], pool
+    assert _block_shape(_forward_calls("functional"), 4)[1] == "fc's flattened input (2048 = 128 x 4 x 4)"
+    # A block 4 without pooling is still seen as such, with either spelling of the other three.
+    for pool in ("module", "functional"):
+        assert _block_shape(_forward_calls(pool, last_pool=False), 4) == ((3, 128, 8, 8), "the last 4-D output before fc")
+    # fc fed something else than block 4's output, flattened: fc's input is what block 4 produced.
+    odd = [{"module": "conv4", "output_shape": [3, 128, 8, 8]}, {"module": "fc", "input_shape": [3, 512]}]
+    assert _block_shape(odd, 4) == ((3, 512), "fc's input; the last 4-D output before it was (3, 128, 8, 8)")
+
+
+def test_only_the_assignment_layers_hold_parameters():
+    children = {name: {"params": count} for name, count in EXPECTED_PARAMS.items()}
+    ok = _only_assignment_layers({**children, "relu": {"params": 0}, "pool": {"params": 0}}, {})
+    assert ok.passed and ok.weight == 1.5  # parameter-free modules (nn.ReLU(), a pool) change nothing
+    bn = _only_assignment_layers({**children, "bn1": {"params": 32}, "bn2": {"params": 64}}, {"scale": [1]})
+    assert not bn.passed and bn.message.startswith(
+        "parameters outside the assignment's layers: bn1 (32 parameters), bn2 (64 parameters), scale (directly on "
+        "NoteCNN); the assignment's NoteCNN has conv1")
 
 
 def test_training_oracle_matches_an_nn_module_with_the_same_weights(rng):

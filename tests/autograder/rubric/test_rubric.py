@@ -238,7 +238,10 @@ def test_shipped_rubrics_validate_against_the_real_checks(path):
     by_area = {}
     for item in rubric.items:
         by_area[item.number.split(".")[0]] = by_area.get(item.number.split(".")[0], 0) + item.points
-    assert by_area == {"1": 20, "2": 30, "3": 20, "4": 30}  # architecture, losses, training, accuracy
+    # architecture, losses, training, accuracy: the shipped rubrics weigh the training loop so that each
+    # calibrated mistake costs at least 3 points (tests/instructor/calibrate); the test rubric keeps the old split
+    expected = {"1": 20, "2": 30, "3": 20, "4": 30} if path.name == "rendered.toml" else {"1": 20, "2": 27, "3": 28, "4": 25}
+    assert by_area == expected
     assert [c.name for c in rubric.leaderboard] and rubric.leaderboard[0].field == "accuracy"
 
 

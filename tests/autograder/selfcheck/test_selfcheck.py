@@ -154,8 +154,9 @@ def test_without_features_model_pt_is_still_loaded_and_run(tmp_path, assets):
     # Issue 19.2: an item that could not run for want of --features is not a failure (exit 0), and says so.
     text = selfcheck.render_text(report)
     assert report["passed"] and report["items"][0]["needs_features"]
-    assert "All 0 visible items that ran pass: 0 / 30 visible points." in text
-    assert "4.1 (30 points) needs --features VALID_FILE to measure the accuracy" in text
+    points = f"{export['items'][0]['points']:g}"  # the course rubric's (25 in the default one)
+    assert f"All 0 visible items that ran pass: 0 / {points} visible points." in text
+    assert f"4.1 ({points} points) needs --features VALID_FILE to measure the accuracy" in text
     assert "do not pass yet" not in text
     # No model.pt (the raw template): the error Gradescope gives, not "not run", and a failure.
     report = selfcheck.main(directory=TEMPLATE, rubric=tmp_path / "rubric.json", progress=False)
