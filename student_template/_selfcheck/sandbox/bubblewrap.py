@@ -237,6 +237,7 @@ def probe(python: str, *, preexec: "Callable[[], None] | None", user: "dict[str,
     else:
         try:
             binds, _ = interpreter_binds(python)
+            before = {pid for pid, info in processes.process_table().items() if info.ppid == os.getpid()}
             command = wrap([python, "-s", "-c", "pass"], binds=system_binds() + binds, env={"PATH": "/usr/bin"},
                            chdir="/", tmp_mb=1, seccomp_fd=None, bwrap=path, disable_userns=disables_userns(path))
             done = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
@@ -245,7 +246,30 @@ def probe(python: str, *, preexec: "Callable[[], None] | None", user: "dict[str,
                                                                                                     done.returncode))
             if "user" in user:  # bwrap's pid 1, orphaned to us (a subreaper) when the outer bwrap exited
                 processes.reap_zombies_of_uid(int(user["user"]), spare=LIVE_WORKERS, wait_s=2.0)
+            else:  # the same orphan, of our own uid: reap only the bwrap children this probe made
+                _reap_new_bwraps(before)
         except (OSError, ValueError, subprocess.SubprocessError) as err:
             result = (False, f"bwrap could not run: {err}")
     _PROBED[key] = result
     return result
+
+
+def _reap_new_bwraps(before: "set[int]", wait_s: float = 2.0) -> None:
+    """Reap our children named bwrap that were not there ``before`` (and are no live worker's): the
+    probe's orphaned pid 1.  Nothing else of our own uid is touched (a Popen elsewhere waits for its own)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        mine = set()
+        for pid, info in processes.process_table().items():
+            if info.ppid == os.getpid() and pid not in before and pid not in LIVE_WORKERS:
+                try:
+                    with open(f"/proc/{pid}/comm") as handle:
+                        if handle.read().strip() == "bwrap":
+                            mine.add(pid)
+                except OSError:
+                    continue
+        if not processes.reap_children(mine) or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
