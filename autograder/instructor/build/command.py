@@ -32,6 +32,7 @@ from tqdm import tqdm
 from autograder import __version__
 from autograder.errors import NotegradeError
 from autograder.instructor.build import grading_code
+from autograder.instructor.build.control_check import check_control, reference_numbers
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../autograder
 REPO_ROOT = PACKAGE_DIR.parent
@@ -62,6 +63,7 @@ class BuildResult:
     entries: dict[str, int]
     size: int
     manifest: dict
+    notes: tuple = ()  # what the instructor should know (the reference's score under the rubric, ...)
 
 
 def grading_modules() -> list[str]:
@@ -102,7 +104,8 @@ def _validate_heldout(path: Path) -> dict:
         raise NotegradeError(f"{path}: the held-out file has no notes")
     sample = len(heldout.sample) if heldout.sample is not None else 0
     return {"notes": len(heldout), "split": heldout.split, "frontend_hash": expected, "train_sample": sample,
-            "reference_metrics": "reference" in heldout.metadata}
+            "reference_metrics": "reference" in heldout.metadata,
+            "control": len(heldout.control) if heldout.control is not None else 0}
 
 
 _PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*$")
@@ -184,6 +187,8 @@ def main(*, rubric: Path, heldout: Path, out: Path = Path("autograder.zip"), whe
     rubric, heldout, out = Path(rubric), Path(heldout), Path(out)
     parsed = _validate_rubric(rubric)
     heldout_info = _validate_heldout(heldout)
+    # A rubric that scores a private control split needs one (the shipped offering rubrics do).
+    notes = check_control(parsed, control_notes=heldout_info["control"], reference=reference_numbers(heldout))
     files: dict[str, Path | bytes] = {}
     # The held-out order, batches, perturbation and public/private split are keyed on this secret;
     # on Gradescope it sits in /autograder/source, which student code cannot read.
@@ -217,7 +222,7 @@ def main(*, rubric: Path, heldout: Path, out: Path = Path("autograder.zip"), whe
     _write_zip(out, files, quiet=quiet)
     with zipfile.ZipFile(out) as archive:
         entries = {info.filename: info.file_size for info in archive.infolist()}
-    return BuildResult(path=out, entries=entries, size=out.stat().st_size, manifest=manifest)
+    return BuildResult(path=out, entries=entries, size=out.stat().st_size, manifest=manifest, notes=tuple(notes))
 
 
 def _human(size: float) -> str:
@@ -258,6 +263,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({_human(result.size)}; rubric {result.manifest['rubric']['rubric_hash'][:12]}, "
           f"{result.manifest['heldout']['notes']:,} held-out notes, "
           f"{result.manifest['heldout']['train_sample']:,} training-sample notes for the train-on-test detector)")
+    for note in result.notes:
+        print(f"note: {note}")
     if not result.manifest["heldout"]["train_sample"]:
         print("note: the held-out file has no training sample, so the train-on-test detector will not run; "
               "add one with `notegrade heldout --train-sample nsynth-train`")

@@ -45,6 +45,9 @@ max_evaluations = 5
 window_hours = 12
 [heldout.train_on_test]
 min_accuracy = 0.4
+[heldout.lookup]
+confidence = 0.995
+margin = 0.01
 """)
     settings = rubric.heldout
     assert (settings.public_fraction, settings.details_visibility, settings.max_source_kb, settings.integrity_line) \
@@ -52,6 +55,17 @@ min_accuracy = 0.4
     assert settings.perturbation == Perturbation(enabled=True, gain_db=2.0, noise_db=0.8)
     assert (settings.rate_limit.max_evaluations, settings.rate_limit.window_hours) == (5, 12.0)
     assert settings.train_on_test.min_accuracy == 0.4 and settings.train_on_test.enabled
+    assert (settings.lookup.enabled, settings.lookup.confidence, settings.lookup.margin) == (True, 0.995, 0.01)
+    assert settings.control_weight == 0.0  # the default: the public notes score
+
+
+def test_control_weight_and_the_lookup_table_keep_old_hashes_at_their_defaults():
+    text = RENDERED_RUBRIC.read_text() + "\n[heldout]\npublic_fraction = 0.3\n"
+    old = parse_rubric(text)
+    assert "control_weight" not in old.to_dict()["heldout"] and "lookup" not in old.to_dict()["heldout"]
+    assert parse_rubric(text + "control_weight = 0\n[heldout.lookup]\nconfidence = 0.99\n").rubric_hash == old.rubric_hash
+    mixed = parse_rubric(text + "control_weight = 0.8\n")
+    assert mixed.heldout.control_weight == 0.8 and mixed.rubric_hash != old.rubric_hash
 
 
 @pytest.mark.parametrize("table, message", [
@@ -63,6 +77,11 @@ min_accuracy = 0.4
     ("[heldout.perturbation]\ngain_db = 12", "heldout.perturbation: gain_db must be between 0 and 6, got 12"),
     ("[heldout.rate_limit]\nmax_evaluations = 2.5", "heldout.rate_limit: 'max_evaluations' must be a number"),
     ("[heldout.train_on_test]\nenabled = \"yes\"", "heldout.train_on_test: 'enabled' must be true/false"),
+    ("[heldout]\ncontrol_weight = 1.5", "heldout: control_weight must be between 0 and 1: the share of the held-out "
+                                        "item's accuracy taken from the private control split"),
+    ("[heldout]\ncontrol_weight = \"most\"", "heldout: 'control_weight' must be a number"),
+    ("[heldout.lookup]\nconfidence = 1.0", "heldout.lookup: confidence must be between 0.5 and 0.9999, got 1.0"),
+    ("[heldout.lookup]\nmargin = -0.01", "heldout.lookup: margin must be between 0 and 0.5"),
 ])
 def test_a_malformed_heldout_table_is_refused_with_a_specific_message(table, message):
     with pytest.raises(NotegradeError) as err:
@@ -101,7 +120,7 @@ def test_public_private_split_what_students_see_before_the_due_date(tmp_path, as
     view = student_view(results)
     assert "/ 40" not in results["output"] and "total is not shown" in results["output"]  # Gradescope's rule
     assert "Confusion" not in view and "bass" not in view
-    assert set(results["extra_data"]["integrity"]) == {"train_on_test", "tampering"}
+    assert set(results["extra_data"]["integrity"]) == {"train_on_test", "tampering", "lookup"}
 
 
 @pytest.mark.slow

@@ -1,0 +1,98 @@
+"""The private control split of a held-out file (``notegrade heldout --control DIR``): features, checks, metadata.
+
+One job: turn an NSynth-format split the students cannot have (rendered by ``notegrade data render
+--single-split private --variation-secret FILE`` from SoundFonts the instructor does not publish,
+or the instructor's own recordings) into the held-out file's ``control_*`` tensors and its
+``control`` metadata (:data:`autograder.featurefile.CONTROL_FORMAT`: counts, split, where it came
+from), and refuse what would not be private: notes shared with the public held-out notes or the
+training sample (by name or by identical features).  The grader presents the control notes mixed
+with the public ones (the worker can't tell them apart) and the rubric's ``[heldout]
+control_weight`` decides how much of the held-out item they score.
+
+Example
+-------
+>>> info = build_control(control_dir="private/render/nsynth-private", partial="h.control.partial",   # doctest: +SKIP
+...                      public=read_feature_file("heldout.safetensors"))
+>>> info["count"], info["render"]["secret_fingerprint"]                                             # doctest: +SKIP
+(1000, '770225baa83d')
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from autograder.errors import NotegradeError
+from autograder.featurefile import CONTROL_FORMAT, FeatureSet, read_feature_file
+from reference.make_features import build_feature_file
+
+NOT_VARIED = ("the control split's render manifest has no secret variation: anyone with the same SoundFonts and "
+              "--seed renders the same notes; render it with --variation-secret FILE (README: 'A private control split')")
+
+
+def _render_origin(control_dir: Path) -> "dict | None":
+    """What ``render_manifest.json`` beside the split says about it (fonts by name, the variation's fingerprint)."""
+    manifest_path = Path(control_dir).resolve().parent / "render_manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    options = manifest.get("options") or {}
+    return {"soundfonts": [Path(p).name for p in options.get("soundfonts") or []],
+            "secret_fingerprint": (manifest.get("variation") or {}).get("secret_fingerprint")}
+
+
+def _feature_digests(part: FeatureSet) -> set:
+    return {hashlib.sha256(np.ascontiguousarray(row).tobytes()).digest() for row in part.features}
+
+
+def check_private(control: FeatureSet, *, public: FeatureSet, sample: "FeatureSet | None") -> None:
+    """Refuse a control split that shares notes (names or identical features) with the public notes or the sample."""
+    if len(control) == 0:
+        raise NotegradeError("--control: the control split has no notes")
+    if len(set(control.note_strs)) != len(control):
+        raise NotegradeError("--control: the control split repeats note names; its examples.json repeats notes")
+    for label, other in (("held-out notes", public), ("training sample", sample)):
+        if other is None:
+            continue
+        shared = set(control.note_strs) & set(other.note_strs)
+        same = _feature_digests(control) & _feature_digests(other)
+        if shared or same:
+            example = f" (e.g. {sorted(shared)[0]})" if shared else ""
+            raise NotegradeError(f"--control: the control split shares {max(len(shared), len(same))} note(s) with the "
+                                 f"{label}{example}; a control split must hold notes no student can have: render it "
+                                 "from other SoundFonts with a secret variation")
+
+
+def build_control(*, control_dir: "str | Path", partial: "str | Path", public: FeatureSet,
+                  sample: "FeatureSet | None" = None, workers: "int | None" = None, batch_size: int = 64,
+                  device: "str | None" = None, progress: bool = True) -> "tuple[FeatureSet, dict]":
+    """Features of ``control_dir`` (written to ``partial``, read back into memory, removed) and its metadata."""
+    partial = Path(partial)
+    try:
+        built = build_feature_file(nsynth=control_dir, out=partial, workers=workers, batch_size=batch_size,
+                                   device=device, progress=progress)
+        control = read_feature_file(partial, mmap=False)
+    finally:
+        partial.unlink(missing_ok=True)
+    check_private(control, public=public, sample=sample)
+    info = {"format": CONTROL_FORMAT, "count": len(control), "split": built["split"],
+            "family_counts": control.family_counts(), "render": _render_origin(Path(control_dir))}
+    return control, info
+
+
+def notes_about(info: dict) -> "list[str]":
+    """What the instructor should know about a packed control split (printed by ``notegrade heldout``)."""
+    notes = []
+    render = info.get("render")
+    if render is not None and not render.get("secret_fingerprint"):
+        notes.append(NOT_VARIED)
+    missing = [family for family, count in (info.get("family_counts") or {}).items() if count == 0]
+    if missing:
+        notes.append(f"the control split has no notes of {', '.join(missing)}")
+    if info.get("count", 0) < 1000:
+        notes.append(f"only {info.get('count', 0):,} control notes: the lookup detector needs about 1,000 to flag a "
+                     "+5-point public-only gain (README: 'How large')")
+    return notes
