@@ -44,6 +44,9 @@ class FeatureSet:
     # detector's yardstick): tensors ``sample_features``/``sample_labels``/``sample_notes``/
     # ``sample_note_str``.  Readers that only know the four main tensors ignore it.
     sample: "FeatureSet | None" = None
+    # ... and a private control split (notes no student can have, scored as the rubric says):
+    # tensors ``control_*``, metadata ``control`` (JSON: its format version, counts, origin).
+    control: "FeatureSet | None" = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -151,8 +151,9 @@ def heldout_rules(rubric, item) -> str:
     if settings.public_fraction > 0:
         rules.append(f"Before the due date you see your accuracy on a public part of the held-out notes "
                      f"({settings.public_fraction:.0%} of them, the same for everyone), rounded to 0.1 point, and the "
-                     "leaderboard shows it; the points come from the other notes, the private part, and are shown "
-                     "after the due date.")
+                     "leaderboard shows it; the points come from the other notes, the private part"
+                     + (", and from the control notes below" if settings.control_weight > 0 else "")
+                     + ", and are shown after the due date.")
     else:
         rules.append("You see the accuracy rounded to 0.1 point, and the points are computed from that rounded value.")
     if settings.control_weight > 0:

@@ -237,3 +237,65 @@ def test_a_regrades_metadata_carries_each_earlier_submissions_results():
                         history=[HistoryItem("1", due - dt.timedelta(hours=1), 50.0, "graded", kept)])
     metadata = submission_metadata(entry=entry, assignment=AssignmentInfo(title="A2", due_date=due))
     assert metadata["previous_submissions"][0]["results"] == kept
+
+
+LOOKUP_KEYS = {"flagged", "public_accuracy", "public_count", "control_accuracy", "control_count", "reference_ratio",
+               "expected_public", "excess", "lower_bound", "confidence", "margin", "reason"}
+
+
+def test_the_lookup_verdict_is_for_instructors_only():
+    from autograder.checks.outcome import ItemOutcome, SubCheck
+    from autograder.heldout_guard.rate_limit import RateDecision
+    from autograder.heldout_guard.session import Session
+    from autograder.items import GradedItem
+    from autograder.results import build_results
+
+    base = parse_rubric(RENDERED_RUBRIC.read_text())
+    rubric = dataclasses.replace(base, heldout=dataclasses.replace(HeldoutSettings(), integrity_line="flagged",
+                                                                   control_weight=0.8))
+    reference = {"heldout_accuracy": 0.60, "control_accuracy": 0.50}
+    data = {"accuracy": 0.55, "overall_accuracy": 0.75, "accuracy_rounded": 0.55, "scored_count": 5096, "count": 4096,
+            "control_accuracy": 0.50, "control_count": 1000, "confusion": [[0] * 11 for _ in range(11)],
+            "per_family": {"bass": 1.0}}
+    outcome = ItemOutcome(fraction=1.0, subchecks=[SubCheck("held-out accuracy", True)], data=data)
+    session = Session(rubric=rubric, run=HeldoutRun(), rate=RateDecision(evaluate=True), reference=reference)
+    results = build_results(rubric=rubric, graded=[GradedItem(base.item("4.1"), outcome)], metadata=None,
+                            integrity=session).to_gradescope_dict()
+    verdict = results["extra_data"]["integrity"]["lookup"]
+    assert set(verdict) == LOOKUP_KEYS and verdict["flagged"] is True and verdict["expected_public"] == 0.6
+    hidden = line(results, "integrity")  # integrity_line = "flagged": shown because the lookup detector flagged
+    assert hidden["visibility"] == "hidden" and hidden["status"] == "failed"
+    assert "Lookup detector: FLAGGED. possible lookup of the public test labels" in hidden["output"]
+    assert "+15.0 points above it" in hidden["output"]
+    view = student_view(results)
+    assert "ookup" not in view and "FLAGGED" not in view and "reference's ratio" not in view
+    # An honest model on the reference's ratio: not flagged, no hidden line under "flagged".
+    honest = ItemOutcome(fraction=1.0, data={**data, "overall_accuracy": 0.61})
+    results = build_results(rubric=rubric, graded=[GradedItem(base.item("4.1"), honest)], metadata=None,
+                            integrity=session).to_gradescope_dict()
+    assert results["extra_data"]["integrity"]["lookup"]["flagged"] is False and line(results, "integrity") is None
+    # No reference number for the control split, or no control split: the detector does not run, and says so.
+    for reference_numbers, outcome_data in (({"heldout_accuracy": 0.6}, data),
+                                            (reference, {**data, "control_accuracy": None, "control_missing": True})):
+        always = dataclasses.replace(rubric, heldout=dataclasses.replace(rubric.heldout, integrity_line="always"))
+        quiet = Session(rubric=always, run=HeldoutRun(), rate=RateDecision(evaluate=True), reference=reference_numbers)
+        results = build_results(rubric=always, graded=[GradedItem(base.item("4.1"), ItemOutcome(
+            fraction=1.0, data=outcome_data))], metadata=None, integrity=quiet).to_gradescope_dict()
+        assert results["extra_data"]["integrity"]["lookup"] is None
+        assert "Lookup detector: not run" in line(results, "integrity")["output"]
+    assert "takes 80% of item 4.1 from a private control split, but the held-out file has none: scored on the " \
+           "public notes only" in line(results, "integrity")["output"]
+
+
+def test_the_class_integrity_analysis_reads_the_lookup_flag():
+    from autograder.instructor.class_integrity.student_flags import describe, read_student_flags
+
+    verdict = {"flagged": True, "public_accuracy": 0.75, "control_accuracy": 0.5, "expected_public": 0.6,
+               "excess": 0.15, "lower_bound": 0.11, "reason": "possible lookup of the public test labels: ..."}
+    flags = read_student_flags({"extra_data": {"integrity": {"train_on_test": None, "tampering": [], "lookup": verdict}}})
+    assert flags.lookup_flagged and flags.flagged and flags.problems == []
+    assert describe(flags).startswith("looked up the public test labels? possible lookup of the public test labels")
+    old = read_student_flags({"extra_data": {"integrity": {"train_on_test": None, "tampering": []}}})
+    assert old.checked and not old.flagged and old.lookup is None  # a grader from before the detector
+    odd = read_student_flags({"extra_data": {"integrity": {"tampering": [], "lookup": "yes"}}})
+    assert odd.problems == ["extra_data.integrity.lookup is a str; ignored"] and not odd.flagged

@@ -1,0 +1,154 @@
+"""Benchmark: the lookup detector's flags on honest models and on public-lookup models (issue 17.1).
+
+Prints measured numbers for the README's detector table, with the rubric's default
+``[heldout.lookup]`` (``autograder/heldout_guard/lookup.py``):
+
+1. **Binomial simulation at the course's sizes** (4,096 public, 1,000 control notes; ``--draws``
+   per row): honest models exactly on the reference's public/control ratio at several strengths
+   (the test's own false-flag rate), and the same models with a public-only gain of +2, +5, +10 and
+   +30 points (what a lookup of the public test labels buys): the share flagged.
+2. **Real models' accuracies at the course's sizes**: every honest model of
+   ``benchmarks/lookup_models.py`` (seeds x epochs x training-set sizes, trained for real on a
+   rendered public world) has its measured public and control accuracies taken as its true ones,
+   redrawn binomially at 4,096 / 1,000 notes: the false flags that the spread of honest models
+   around the reference's ratio adds to the test's own; and the same models with the lookup gains.
+3. **Real models as measured** (their own, smaller note counts: 640 public, about 1,300-2,000
+   control notes): each honest model's verdict, and each model with a real lookup table
+   answering wrong public notes until it gains +2 ... +30 points.
+
+Run: ``python benchmarks/bench_lookup.py [--work DIR] [--draws N] [--skip-real]``; the first run
+renders and trains (``lookup_models.py``, ~30-60 min on 2 cores), later runs read the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+N_PUBLIC, N_CONTROL = 4096, 1000
+GAINS = (0.02, 0.05, 0.10, 0.30)
+STRENGTHS = ((0.40, 0.30), (0.55, 0.42), (0.65, 0.50), (0.72, 0.60), (0.85, 0.78))  # (public, control) on the ratio
+
+
+def flags(public: np.ndarray, n_public: int, control: np.ndarray, n_control: int, ratio: float) -> np.ndarray:
+    """The detector's verdicts for arrays of accuracies (vectorised :func:`lookup.bound` with the defaults)."""
+    from statistics import NormalDist
+
+    from autograder.rubric.model import LookupDetector
+
+    settings = LookupDetector()
+    expected = np.minimum(1.0, ratio * control)
+    p, c = (public * n_public + 0.5) / (n_public + 1), (control * n_control + 0.5) / (n_control + 1)
+    slope = np.where(ratio * control < 1.0, ratio, 0.0)
+    se = np.sqrt(p * (1 - p) / n_public + slope ** 2 * c * (1 - c) / n_control)
+    lower = public - expected - NormalDist().inv_cdf(settings.confidence) * se
+    return lower > settings.margin
+
+
+def simulate(true_public: float, true_control: float, ratio: float, *, draws: int, rng: np.random.Generator,
+             n_public: int = N_PUBLIC, n_control: int = N_CONTROL) -> float:
+    """Share of ``draws`` binomial draws of a model with these true accuracies that is flagged."""
+    public = rng.binomial(n_public, min(true_public, 1.0), draws) / n_public
+    control = rng.binomial(n_control, true_control, draws) / n_control
+    return float(flags(public, n_public, control, n_control, ratio).mean())
+
+
+def _row(label: str, values: "list[float]") -> str:
+    return f"| {label} | " + " | ".join(f"{v:.1%}" for v in values) + " |"
+
+
+def part_one(draws: int, rng: np.random.Generator) -> None:
+    print(f"1. Binomial simulation, {N_PUBLIC:,} public / {N_CONTROL:,} control notes, {draws:,} draws per cell; "
+          "honest = on the reference's ratio (the reference itself at each strength)")
+    print("| model (true public / control accuracy) | honest | +2 | +5 | +10 | +30 |")
+    print("|---|---|---|---|---|---|")
+    for public, control in STRENGTHS:
+        ratio = public / control
+        cells = [simulate(public + gain, control, ratio, draws=draws, rng=rng) for gain in (0.0, *GAINS)]
+        print(_row(f"{public:.0%} / {control:.0%}", cells))
+
+
+def _accuracies(models: dict, control: str) -> "dict[str, tuple[float, float, int, int]]":
+    return {key: (float(np.mean(m["public"])), float(np.mean(m[control])), len(m["public"]), len(m[control]))
+            for key, m in models.items()}
+
+
+def part_two(models: dict, reference: str, control: str, draws: int, rng: np.random.Generator) -> None:
+    found = _accuracies(models, control)
+    ref_public, ref_control, _, _ = found[reference]
+    ratio = ref_public / ref_control
+    print(f"\n2. Real honest models' accuracies (control split '{control}'; reference {reference}: "
+          f"{ref_public:.1%} public / {ref_control:.1%} control, ratio {ratio:.2f}) redrawn at "
+          f"{N_PUBLIC:,} / {N_CONTROL:,} notes, {draws:,} draws each")
+    rows = {gain: [simulate(pub + gain, ctl, ratio, draws=draws, rng=rng) for pub, ctl, _, _ in found.values()]
+            for gain in (0.0, *GAINS)}
+    print("| models | honest | +2 | +5 | +10 | +30 |")
+    print("|---|---|---|---|---|---|")
+    print(_row(f"all {len(found)} (mean)", [float(np.mean(rows[g])) for g in rows]))
+    strong = [i for i, (pub, ctl, _, _) in enumerate(found.values()) if ctl >= 0.8 * ref_control]
+    print(_row(f"the {len(strong)} with control accuracy >= 80% of the reference's (mean)",
+               [float(np.mean([rows[g][i] for i in strong])) for g in rows]))
+    worst = max(range(len(found)), key=lambda i: rows[0.0][i])
+    key = list(found)[worst]
+    print(f"most flagged honest model: {key} ({found[key][0]:.1%} / {found[key][1]:.1%}, ratio "
+          f"{found[key][0] / found[key][1]:.2f}): {rows[0.0][worst]:.1%} of draws")
+
+
+def part_three(models: dict, reference: str, control: str, rng: np.random.Generator) -> None:
+    found = _accuracies(models, control)
+    ref_public, ref_control, _, _ = found[reference]
+    ratio = ref_public / ref_control
+    print(f"\n3. Real models as measured (control '{control}'): flagged / models")
+    counts = {0.0: 0, **{g: 0 for g in GAINS}}
+    possible = {0.0: 0, **{g: 0 for g in GAINS}}
+    for key, m in models.items():
+        correct = np.asarray(m["public"], dtype=bool)
+        control_acc, n_control = float(np.mean(m[control])), len(m[control])
+        for gain in (0.0, *GAINS):
+            answered = correct.copy()
+            wrong = np.flatnonzero(~answered)
+            need = int(round(gain * len(answered)))
+            if need > len(wrong):
+                continue  # the model is too good to gain that much
+            answered[rng.choice(wrong, need, replace=False)] = True  # the lookup table's answers
+            possible[gain] += 1
+            counts[gain] += bool(flags(np.array([answered.mean()]), len(answered), np.array([control_acc]),
+                                       n_control, ratio)[0])
+    print("| models | honest | +2 | +5 | +10 | +30 |")
+    print("|---|---|---|---|---|---|")
+    print("| real, as measured | " + " | ".join(f"{counts[g]} / {possible[g]}" for g in counts) + " |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/notegrade-lookup2"))
+    parser.add_argument("--draws", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-real", action="store_true", help="only the binomial simulation")
+    args = parser.parse_args()
+    from autograder.rubric.model import LookupDetector
+
+    rng = np.random.default_rng(args.seed)
+    settings = LookupDetector()
+    print(f"lookup detector defaults: confidence {settings.confidence}, margin {settings.margin}\n")
+    part_one(args.draws, rng)
+    if args.skip_real:
+        return 0
+    from lookup_models import CONTROL_FONTS, REFERENCE, honest_models, model_key
+
+    models = honest_models(args.work)
+    reference = model_key(REFERENCE["seed"], REFERENCE["epochs"], REFERENCE["size"])
+    for control in CONTROL_FONTS:
+        part_two(models, reference, control, args.draws // 10, rng)
+        part_three(models, reference, control, rng)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
