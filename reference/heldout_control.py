@@ -5,7 +5,7 @@ One job: turn an NSynth-format split the students cannot have (rendered by ``not
 or the instructor's own recordings) into the held-out file's ``control_*`` tensors and its
 ``control`` metadata (:data:`autograder.featurefile.CONTROL_FORMAT`: counts, split, where it came
 from), and refuse what would not be private: notes shared with the public held-out notes or the
-training sample (by name or by identical features).  The grader presents the control notes mixed
+training sample (identical features: the same audio).  The grader presents the control notes mixed
 with the public ones (the worker can't tell them apart) and the rubric's ``[heldout]
 control_weight`` decides how much of the held-out item they score.
 
@@ -49,20 +49,22 @@ def _feature_digests(part: FeatureSet) -> set:
 
 
 def check_private(control: FeatureSet, *, public: FeatureSet, sample: "FeatureSet | None") -> None:
-    """Refuse a control split that shares notes (names or identical features) with the public notes or the sample."""
+    """Refuse a control split that shares notes (identical features: the same audio) with the public notes or
+    the sample.  Names alone may coincide (two renders name notes by family, number, pitch and velocity)."""
     if len(control) == 0:
         raise NotegradeError("--control: the control split has no notes")
     if len(set(control.note_strs)) != len(control):
         raise NotegradeError("--control: the control split repeats note names; its examples.json repeats notes")
+    mine = _feature_digests(control)
     for label, other in (("held-out notes", public), ("training sample", sample)):
         if other is None:
             continue
-        shared = set(control.note_strs) & set(other.note_strs)
-        same = _feature_digests(control) & _feature_digests(other)
-        if shared or same:
-            example = f" (e.g. {sorted(shared)[0]})" if shared else ""
-            raise NotegradeError(f"--control: the control split shares {max(len(shared), len(same))} note(s) with the "
-                                 f"{label}{example}; a control split must hold notes no student can have: render it "
+        same = mine & _feature_digests(other)
+        if same:
+            named = sorted(set(control.note_strs) & set(other.note_strs))
+            example = f" (e.g. {named[0]})" if named else ""
+            raise NotegradeError(f"--control: the control split shares {len(same)} note(s) with the {label}{example}: "
+                                 "the same audio; a control split must hold notes no student can have: render it "
                                  "from other SoundFonts with a secret variation")
 
 
