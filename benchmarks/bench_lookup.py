@@ -12,6 +12,7 @@ Prints measured numbers for the README's detector table, with the rubric's defau
    rendered public world) has its measured public and control accuracies taken as its true ones,
    redrawn binomially at 4,096 / 1,000 notes: the false flags that the spread of honest models
    around the reference's ratio adds to the test's own; and the same models with the lookup gains.
+   A second table: the +5 flag rate by control-split size (500 to 8,000 notes).
 3. **Real models as measured** (their own, smaller note counts: 640 public, about 1,300-2,000
    control notes): each honest model's verdict, and each model with a real lookup table
    answering wrong public notes until it gains +2 ... +30 points.
@@ -37,18 +38,12 @@ STRENGTHS = ((0.40, 0.30), (0.55, 0.42), (0.65, 0.50), (0.72, 0.60), (0.85, 0.78
 
 
 def flags(public: np.ndarray, n_public: int, control: np.ndarray, n_control: int, ratio: float) -> np.ndarray:
-    """The detector's verdicts for arrays of accuracies (vectorised :func:`lookup.bound` with the defaults)."""
-    from statistics import NormalDist
-
+    """The detector's verdicts for arrays of accuracies (:func:`lookup.bound` with the rubric's defaults)."""
+    from autograder.heldout_guard.lookup import bound
     from autograder.rubric.model import LookupDetector
 
     settings = LookupDetector()
-    expected = np.minimum(1.0, ratio * control)
-    p, c = (public * n_public + 0.5) / (n_public + 1), (control * n_control + 0.5) / (n_control + 1)
-    slope = np.where(ratio * control < 1.0, ratio, 0.0)
-    se = np.sqrt(p * (1 - p) / n_public + slope ** 2 * c * (1 - c) / n_control)
-    lower = public - expected - NormalDist().inv_cdf(settings.confidence) * se
-    return lower > settings.margin
+    return bound(public, n_public, control, n_control, ratio, settings.confidence)[2] > settings.margin
 
 
 def simulate(true_public: float, true_control: float, ratio: float, *, draws: int, rng: np.random.Generator,
@@ -72,6 +67,21 @@ def part_one(draws: int, rng: np.random.Generator) -> None:
         ratio = public / control
         cells = [simulate(public + gain, control, ratio, draws=draws, rng=rng) for gain in (0.0, *GAINS)]
         print(_row(f"{public:.0%} / {control:.0%}", cells))
+
+
+def part_sizes(draws: int, rng: np.random.Generator) -> None:
+    print(f"\nHow large: a +5-point public-only gain flagged, by control-split size ({N_PUBLIC:,} public notes), "
+          "and honest false flags")
+    sizes = (500, 1000, 2000, 4000, 8000)
+    print("| model (true public / control) | " + " | ".join(f"{n:,} control: +5 / honest" for n in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    for public, control in ((0.65, 0.50), (0.85, 0.78)):
+        cells = []
+        for n in sizes:
+            gained = simulate(public + 0.05, control, public / control, draws=draws, rng=rng, n_control=n)
+            honest = simulate(public, control, public / control, draws=draws, rng=rng, n_control=n)
+            cells.append(f"{gained:.0%} / {honest:.1%}")
+        print(f"| {public:.0%} / {control:.0%} | " + " | ".join(cells) + " |")
 
 
 def _accuracies(models: dict, control: str) -> "dict[str, tuple[float, float, int, int]]":
@@ -138,6 +148,7 @@ def main() -> int:
     settings = LookupDetector()
     print(f"lookup detector defaults: confidence {settings.confidence}, margin {settings.margin}\n")
     part_one(args.draws, rng)
+    part_sizes(args.draws, rng)
     if args.skip_real:
         return 0
     from lookup_models import CONTROL_FONTS, REFERENCE, honest_models, model_key

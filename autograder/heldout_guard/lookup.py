@@ -7,13 +7,16 @@ over its control accuracy, recorded in the held-out file by ``notegrade heldout 
 --reference-model model.pt``) predicts a model's public accuracy from its control accuracy::
 
     expected = min(1, ratio * control)        excess = public - expected
-    se = sqrt(p(1 - p) / n_public + ratio^2 * c(1 - c) / n_control)     (binomial, p and c smoothed)
-    flagged when  excess - z * se > margin   (z: one-sided ``confidence``, default 0.99 -> 2.33)
+    se = sqrt(p0 (1 - p0) / n_public + ratio^2 c0 (1 - c0) / n_control)   (binomial, under the null:
+         c0 pools both parts' estimates of the control accuracy, p0 = ratio * c0)
+    lower = excess - z * se - (0.5 / n_public + ratio * 0.5 / n_control)  (half a note of continuity)
+    flagged when  lower > margin       (z: one-sided ``confidence``, default 0.99 -> 2.33)
 
 so an honest model on the reference's ratio is flagged at most ``1 - confidence`` of the time, and
 ``margin`` absorbs how far honest models stray from that ratio.  With 4,096 public and 1,000 control
-notes, the bound's half-width is 3-4.5 points (less at high accuracies); the README's table gives
-the measured flag rates of honest models and of lookups gaining +2 to +30 public points.
+notes the bound's half-width is 3-4.5 points (less at high accuracies): a +5-point public-only gain
+is flagged about half the time at 40-70% accuracy, +10 nearly always; more control notes narrow it
+(the README's detector table gives the measured rates and sizes).
 Instructor-only, like the other integrity lines; it never changes a score.
 
 Example
@@ -33,6 +36,8 @@ import math
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
+
 from autograder.rubric.model import LookupDetector
 
 
@@ -45,22 +50,38 @@ def _count(value: Any) -> int:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def _smoothed(accuracy: float, n: int) -> float:
+def _smoothed(accuracy: Any, n: int) -> Any:
     """``accuracy`` pulled half a note towards 1/2, so 0% and 100% still have a variance."""
     return (accuracy * n + 0.5) / (n + 1)
 
 
-def bound(public: float, n_public: int, control: float, n_control: int, ratio: float,
-          confidence: float = 0.99) -> "tuple[float, float, float]":
+def bound(public: Any, n_public: int, control: Any, n_control: int, ratio: float,
+          confidence: float = 0.99) -> "tuple[Any, Any, Any]":
     """``(excess, se, lower)``: the public accuracy above ``ratio`` x control (capped at 1), its
-    binomial standard error and its one-sided lower confidence bound at ``confidence``."""
-    expected = min(1.0, ratio * control)
+    binomial standard error under the null and its one-sided lower confidence bound at ``confidence``.
+
+    Under the null (public = ratio x control) both parts estimate one control accuracy ``c0``: their
+    estimates are pooled by precision, and the standard error is taken at ``c0`` (taken at the observed
+    accuracies, it shrinks exactly when the control accuracy comes out low, which flags too often at
+    low accuracies); half a note of continuity correction on each part keeps the rate of honest flags at
+    or under ``1 - confidence`` (measured: 0.73-0.97% at 0.99 from 10% to 95% accuracy).  Floats or
+    numpy arrays of accuracies alike (the benchmark simulates many models at once)."""
+    public = np.asarray(public, dtype=np.float64)
+    control = np.asarray(control, dtype=np.float64)
+    expected = np.minimum(1.0, ratio * control)
     p, c = _smoothed(public, n_public), _smoothed(control, n_control)
-    slope = ratio if ratio * control < 1.0 else 0.0  # above the cap, the control accuracy no longer matters
-    se = math.sqrt(p * (1 - p) / n_public + slope ** 2 * c * (1 - c) / n_control)
-    z = NormalDist().inv_cdf(confidence)
+    weight_control, weight_public = n_control / (c * (1 - c)), n_public * ratio ** 2 / (p * (1 - p))
+    pooled = (weight_control * c + weight_public * p / ratio) / (weight_control + weight_public)
+    c0 = np.clip(pooled, 1e-4, min(1.0, 1.0 / ratio) - 1e-4)
+    p0 = ratio * c0
+    below_cap = ratio * control < 1.0  # at the cap the expectation is 100%: nothing is above it
+    se = np.where(below_cap, np.sqrt(p0 * (1 - p0) / n_public + ratio ** 2 * c0 * (1 - c0) / n_control),
+                  np.sqrt(p * (1 - p) / n_public))
     excess = public - expected
-    return excess, se, excess - z * se
+    lower = excess - NormalDist().inv_cdf(confidence) * se - (0.5 / n_public + ratio * 0.5 / n_control)
+    if np.ndim(excess) == 0:
+        return float(excess), float(se), float(lower)
+    return excess, se, lower
 
 
 def detect(data: dict, settings: LookupDetector, reference: "dict | None") -> "dict | None":

@@ -115,7 +115,7 @@ def test_the_lookup_detector_flags_the_public_only_gain_for_instructors_only(gra
         assert "ookup" not in view and "FLAGGED" not in view
 
 
-def test_the_student_report_and_the_regrade_with_its_class_report(course, graded, tmp_path):
+def test_the_regrade_its_reports_and_the_class_report(course, graded, tmp_path):
     from autograder.instructor.class_report.command import main as class_report
     from autograder.instructor.demo.synthetic_class import DUE, LATE_DUE, Student, Submission, make_export
     from autograder.instructor.regrade.command import main as regrade
@@ -142,10 +142,15 @@ def test_the_student_report_and_the_regrade_with_its_class_report(course, graded
     assert "lookup" in students_flagged.loc["Lu Kup", "flags"]
     assert "looked up the public test labels?" in students_flagged.loc["Lu Kup", "evidence"]
     assert "Ada Honest" not in students_flagged.index or "lookup" not in students_flagged.loc["Ada Honest", "flags"]
-    # Students' reports never mention it; the class report (instructors) does.
-    reports = summary.paths["reports"]
-    for report in reports.iterdir():
-        assert "ookup" not in report.read_text() and "control split" not in report.read_text()
+    # The regrade's per-student reports are the instructor's (every line): they show the verdict; the student's
+    # report (results.json's output, audience "student") never does.
+    from autograder.report import markdown_report
+
+    lu = next(p for p in summary.paths["reports"].iterdir() if p.name.endswith("Lu_Kup.md")).read_text()
+    assert "Lookup detector: FLAGGED" in lu
+    for results in graded.values():
+        student = markdown_report(results, audience="student")
+        assert "ookup" not in student and "FLAGGED" not in student and "ookup" not in results["output"]
     page = class_report(grades=summary.paths["grades"], out=tmp_path / "class_report.html").read_text()
     assert "Lu Kup" in page and "looked up the public test labels?" in page
     shutil.rmtree(tmp_path / "regrade" / "submissions", ignore_errors=True)
