@@ -132,8 +132,13 @@ def reference_metrics(checkpoint: str | Path, heldout_path: str | Path) -> dict:
 def main(*, nsynth: str | Path, out: str | Path, workers: int | None = None, batch_size: int = 64,
          device: str | None = None, progress: bool = True, train_sample: str | Path | None = None,
          sample_size: int = DEFAULT_SAMPLE_SIZE, sample_seed: int = 0,
-         reference_model: str | Path | None = None, control: str | Path | None = None) -> dict:
-    """Write and validate the held-out file ``out`` from the NSynth split ``nsynth`` (see the module doc)."""
+         reference_model: str | Path | None = None, control: str | Path | None = None,
+         honest_models: "list[str | Path] | tuple" = ()) -> dict:
+    """Write and validate the held-out file ``out`` from the NSynth split ``nsynth`` (see the module doc).
+
+    ``honest_models``: other honest checkpoints (seeds, epochs, data sizes) whose accuracies on the
+    public notes and the control split calibrate the lookup detector (needs ``reference_model`` and
+    ``control``)."""
     out = Path(out)
     if sample_size < 1:
         raise NotegradeError(f"--sample-size must be at least 1, got {sample_size}")
@@ -144,6 +149,12 @@ def main(*, nsynth: str | Path, out: str | Path, workers: int | None = None, bat
                              "render one with `notegrade data render --single-split private --variation-secret FILE`)")
     if reference_model is not None and not Path(reference_model).is_file():
         raise NotegradeError(f"--reference-model {reference_model}: no such file")
+    if honest_models and (reference_model is None or control is None):
+        raise NotegradeError("--honest-model needs --reference-model and --control: it calibrates the lookup "
+                             "detector, which compares the public notes with the control split")
+    for path in honest_models:
+        if not Path(path).is_file():
+            raise NotegradeError(f"--honest-model {path}: no such file")
     built = build_feature_file(nsynth=nsynth, out=out, kind="heldout", workers=workers, batch_size=batch_size,
                                device=device, progress=progress)
     if train_sample is not None:
@@ -168,6 +179,10 @@ def main(*, nsynth: str | Path, out: str | Path, workers: int | None = None, bat
         built["control_notes"] = control_notes(info)
     if reference_model is not None:
         metrics = reference_metrics(reference_model, out)
+        if honest_models:
+            metrics["honest"] = [{k: v for k, v in reference_metrics(path, out).items()
+                                  if k in ("heldout_accuracy", "control_accuracy", "model_sha256")}
+                                 for path in honest_models]
         packed = read_feature_file(out, mmap=False)
         write_heldout_with_sample(out, heldout=packed, sample=packed.sample, control=packed.control,
                                   extra_metadata={"reference": json.dumps(metrics, sort_keys=True)})
@@ -187,6 +202,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-model", type=Path, metavar="MODEL_PT",
                         help="record the reference's accuracy and loss on every part (needs --train-sample or "
                              "--control)")
+    parser.add_argument("--honest-model", type=Path, action="append", default=[], metavar="MODEL_PT",
+                        dest="honest_models",
+                        help="another honest model (other seed, epochs or training-set size; repeat, 4 or more): its "
+                             "accuracies calibrate the lookup detector's ratio and tolerance to how far honest "
+                             "models stray (needs --reference-model and --control)")
     parser.add_argument("--control", type=Path, metavar="PRIVATE_SPLIT_DIR",
                         help="pack this NSynth-format split as the private control split: notes no student can have "
                              "(`notegrade data render --single-split private --variation-secret FILE` from "
@@ -200,7 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     summary = main(nsynth=args.nsynth, out=args.out, workers=args.workers, batch_size=args.batch_size, device=args.device,
                    train_sample=args.train_sample, sample_size=args.sample_size, sample_seed=args.sample_seed,
-                   reference_model=args.reference_model, control=args.control)
+                   reference_model=args.reference_model, control=args.control, honest_models=args.honest_models)
     width = max(len(f) for f in FAMILIES)
     print(f"wrote {summary['out']}: {summary['notes']} held-out notes (features, labels, note ids; no audio)")
     for family, n in summary["family_counts"].items():
@@ -225,4 +245,7 @@ def run(args: argparse.Namespace) -> int:
             parts.append(f"{ref['control_accuracy']:.1%} on the private control split (set the held-out item's "
                          "zero_at/full_at relative to these)")
         print("reference: " + ", ".join(parts))
+        for model in ref.get("honest", []):
+            print(f"honest model {model['model_sha256'][:12]}: {model['heldout_accuracy']:.1%} on the held-out notes, "
+                  f"{model['control_accuracy']:.1%} on the control split (calibrates the lookup detector)")
     return 0

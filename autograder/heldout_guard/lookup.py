@@ -13,7 +13,11 @@ over its control accuracy, recorded in the held-out file by ``notegrade heldout 
     flagged when  lower > margin       (z: one-sided ``confidence``, default 0.99 -> 2.33)
 
 so an honest model on the reference's ratio is flagged at most ``1 - confidence`` of the time, and
-``margin`` absorbs how far honest models stray from that ratio.  With 4,096 public and 1,000 control
+``margin`` absorbs how far honest models stray from that ratio.  Honest models do stray: each has its
+own luck on the few instruments a split holds.  When the file records two or more other honest
+models (``notegrade heldout --honest-model``), the ratio is the median of all their ratios and the
+reference's, and the root-mean-square of their excesses over it (``spread``) joins the standard
+error: ``sqrt(se^2 + spread^2)``.  With 4,096 public and 1,000 control
 notes the bound's half-width is 3-4.5 points (less at high accuracies): a +5-point public-only gain
 is flagged about half the time at 40-70% accuracy, +10 nearly always; more control notes narrow it
 (the README's detector table gives the measured rates and sizes).
@@ -56,7 +60,7 @@ def _smoothed(accuracy: Any, n: int) -> Any:
 
 
 def bound(public: Any, n_public: int, control: Any, n_control: int, ratio: float,
-          confidence: float = 0.99) -> "tuple[Any, Any, Any]":
+          confidence: float = 0.99, spread: float = 0.0) -> "tuple[Any, Any, Any]":
     """``(excess, se, lower)``: the public accuracy above ``ratio`` x control (capped at 1), its
     binomial standard error under the null and its one-sided lower confidence bound at ``confidence``.
 
@@ -64,8 +68,9 @@ def bound(public: Any, n_public: int, control: Any, n_control: int, ratio: float
     estimates are pooled by precision, and the standard error is taken at ``c0`` (taken at the observed
     accuracies, it shrinks exactly when the control accuracy comes out low, which flags too often at
     low accuracies); half a note of continuity correction on each part keeps the rate of honest flags at
-    or under ``1 - confidence`` (measured: 0.73-0.97% at 0.99 from 10% to 95% accuracy).  Floats or
-    numpy arrays of accuracies alike (the benchmark simulates many models at once)."""
+    or under ``1 - confidence`` (measured: 0.73-0.97% at 0.99 from 10% to 95% accuracy).  ``spread``:
+    how far honest models stray from the ratio (:func:`calibration`), added to the standard error in
+    quadrature.  Floats or numpy arrays of accuracies alike (the benchmark simulates many models at once)."""
     public = np.asarray(public, dtype=np.float64)
     control = np.asarray(control, dtype=np.float64)
     expected = np.minimum(1.0, ratio * control)
@@ -77,11 +82,28 @@ def bound(public: Any, n_public: int, control: Any, n_control: int, ratio: float
     below_cap = ratio * control < 1.0  # at the cap the expectation is 100%: nothing is above it
     se = np.where(below_cap, np.sqrt(p0 * (1 - p0) / n_public + ratio ** 2 * c0 * (1 - c0) / n_control),
                   np.sqrt(p * (1 - p) / n_public))
+    se = np.sqrt(se ** 2 + spread ** 2)
     excess = public - expected
     lower = excess - NormalDist().inv_cdf(confidence) * se - (0.5 / n_public + ratio * 0.5 / n_control)
     if np.ndim(excess) == 0:
         return float(excess), float(se), float(lower)
     return excess, se, lower
+
+
+def calibration(ref_public: float, ref_control: float, honest: Any) -> "tuple[float, float, int]":
+    """``(ratio, spread, models)``: the reference's ratio alone, or, with two or more honest models, the
+    median ratio of them all and the root-mean-square excess of them all over it."""
+    points = [(ref_public, ref_control)]
+    for model in honest if isinstance(honest, list) else []:
+        public = _number(model.get("heldout_accuracy")) if isinstance(model, dict) else None
+        control = _number(model.get("control_accuracy")) if isinstance(model, dict) else None
+        if public is not None and control:
+            points.append((public, control))
+    if len(points) < 3:
+        return ref_public / ref_control, 0.0, 0
+    ratio = float(np.median([public / control for public, control in points]))
+    spread = math.sqrt(sum((public - min(1.0, ratio * control)) ** 2 for public, control in points) / len(points))
+    return ratio, spread, len(points) - 1
 
 
 def detect(data: dict, settings: LookupDetector, reference: "dict | None") -> "dict | None":
@@ -99,12 +121,15 @@ def detect(data: dict, settings: LookupDetector, reference: "dict | None") -> "d
     ref_control = _number((reference or {}).get("control_accuracy"))
     if None in (public, control, ref_public, ref_control) or not n_public or not n_control or not ref_control:
         return None
-    ratio = ref_public / ref_control
-    excess, se, lower = bound(public, n_public, control, n_control, ratio, settings.confidence)
+    ratio, spread, models = calibration(ref_public, ref_control, (reference or {}).get("honest"))
+    excess, se, lower = bound(public, n_public, control, n_control, ratio, settings.confidence, spread)
     expected = min(1.0, ratio * control)
     flagged = lower > settings.margin
-    numbers = (f"public notes {public:.1%} ({n_public:,}), control notes {control:.1%} ({n_control:,}); the "
-               f"reference's ratio {ratio:.2f} ({ref_public:.1%} / {ref_control:.1%}) predicts {expected:.1%} public")
+    source = (f"the median ratio {ratio:.2f} of the reference and {models} honest models (which stray by "
+              f"{spread * 100:.1f} points)" if models else f"the reference's ratio {ratio:.2f} ({ref_public:.1%} / "
+                                                           f"{ref_control:.1%})")
+    numbers = (f"public notes {public:.1%} ({n_public:,}), control notes {control:.1%} ({n_control:,}); "
+               f"{source} predicts {expected:.1%} public")
     if flagged:
         reason = (f"possible lookup of the public test labels: {numbers}, and the model is {excess * 100:+.1f} points "
                   f"above it (at least {lower * 100:+.1f} at {settings.confidence:.0%} confidence, tolerance "
@@ -115,4 +140,5 @@ def detect(data: dict, settings: LookupDetector, reference: "dict | None") -> "d
     return {"flagged": bool(flagged), "public_accuracy": round(public, 4), "public_count": n_public,
             "control_accuracy": round(control, 4), "control_count": n_control, "reference_ratio": round(ratio, 4),
             "expected_public": round(expected, 4), "excess": round(excess, 4), "lower_bound": round(lower, 4),
-            "confidence": settings.confidence, "margin": settings.margin, "reason": reason}
+            "honest_models": models, "honest_spread": round(spread, 4), "confidence": settings.confidence,
+            "margin": settings.margin, "reason": reason}

@@ -69,3 +69,20 @@ def test_notes_for_the_instructor():
     assert notes_about({"count": 400, "family_counts": {}, "render": {"secret_fingerprint": "abc"}}) == [
         "only 400 control notes: the lookup detector needs about 1,000 to flag a +5-point public-only gain "
         "(README: 'How large')"]
+
+
+def test_honest_models_are_measured_for_the_lookup_detector(splits):
+    from reference.model import NoteCNN
+
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        torch.save(NoteCNN().state_dict(), splits / f"honest{seed}.pt")
+    heldout(nsynth=splits / "nsynth-test", out=splits / "h.safetensors", progress=False,
+            control=splits / "private" / "nsynth-private", reference_model=splits / "ref.pt",
+            honest_models=[splits / "honest1.pt", splits / "honest2.pt"])
+    honest = json.loads(read_feature_file(splits / "h.safetensors").metadata["reference"])["honest"]
+    assert len(honest) == 2 and all(set(h) == {"heldout_accuracy", "control_accuracy", "model_sha256"} for h in honest)
+    with pytest.raises(NotegradeError, match="--honest-model needs --reference-model and --control"):
+        heldout(nsynth=splits / "nsynth-test", out=splits / "h.safetensors", progress=False,
+                reference_model=splits / "ref.pt", train_sample=splits / "nsynth-train",
+                honest_models=[splits / "honest1.pt"])

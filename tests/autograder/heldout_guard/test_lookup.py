@@ -82,3 +82,23 @@ def test_verdicts_and_when_the_detector_does_not_run():
     assert detect(_data(0.7, 0.5), LookupDetector(), None) is None
     assert detect(_data(0.7, 0.5, n_control=0), LookupDetector(), REFERENCE) is None
     assert detect(_data(0.7, 0.5), LookupDetector(), {"heldout_accuracy": 0.6, "control_accuracy": 0.0}) is None
+
+
+def test_honest_models_recorded_in_the_file_calibrate_the_ratio_and_the_tolerance():
+    from autograder.heldout_guard.lookup import calibration
+
+    honest = [{"heldout_accuracy": 0.62, "control_accuracy": 0.45}, {"heldout_accuracy": 0.70, "control_accuracy": 0.52},
+              {"heldout_accuracy": 0.58, "control_accuracy": 0.46}, {"heldout_accuracy": "n/a"}]
+    ratio, spread, models = calibration(0.65, 0.50, honest)
+    ratios = sorted([0.65 / 0.50, 0.62 / 0.45, 0.70 / 0.52, 0.58 / 0.46])
+    assert models == 3 and ratio == pytest.approx((ratios[1] + ratios[2]) / 2)
+    excesses = [p - ratio * c for p, c in ((0.65, 0.5), (0.62, 0.45), (0.70, 0.52), (0.58, 0.46))]
+    assert spread == pytest.approx(math.sqrt(sum(e * e for e in excesses) / 4))
+    assert calibration(0.65, 0.50, honest[:1]) == (pytest.approx(1.3), 0.0, 0)  # one honest model: the reference's
+    verdict = detect(_data(0.755, 0.505), LookupDetector(), {**REFERENCE, "honest": honest})
+    plain = detect(_data(0.755, 0.505), LookupDetector(), REFERENCE)
+    assert verdict["honest_models"] == 3 and verdict["honest_spread"] == pytest.approx(spread, abs=1e-4)
+    assert verdict["lower_bound"] < plain["lower_bound"] and "3 honest models" in verdict["reason"]
+    _, se, _ = bound(0.755, 4096, 0.505, 1000, ratio)
+    _, widened, _ = bound(0.755, 4096, 0.505, 1000, ratio, spread=spread)
+    assert widened == pytest.approx(math.sqrt(se ** 2 + spread ** 2))

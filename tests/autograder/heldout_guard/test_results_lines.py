@@ -240,7 +240,8 @@ def test_a_regrades_metadata_carries_each_earlier_submissions_results():
 
 
 LOOKUP_KEYS = {"flagged", "public_accuracy", "public_count", "control_accuracy", "control_count", "reference_ratio",
-               "expected_public", "excess", "lower_bound", "confidence", "margin", "reason"}
+               "expected_public", "excess", "lower_bound", "honest_models", "honest_spread", "confidence", "margin",
+               "reason"}
 
 
 def test_the_lookup_verdict_is_for_instructors_only():
