@@ -12,6 +12,9 @@ Prints measured numbers for the README's detector table, with the rubric's defau
    rendered public world) has its measured public and control accuracies taken as its true ones,
    redrawn binomially at 4,096 / 1,000 notes: the false flags that the spread of honest models
    around the reference's ratio adds to the test's own; and the same models with the lookup gains.
+   Twice: with the reference alone, and calibrated by four other honest models (``notegrade heldout
+   --honest-model``: two more seeds of the reference's recipe, half and twice its epochs), counting
+   only the models outside that set.
    A second table: the +5 flag rate by control-split size (500 to 8,000 notes).
 3. **Real models as measured** (their own, smaller note counts: 640 public, about 1,300-2,000
    control notes): each honest model's verdict, and each model with a real lookup table
@@ -37,21 +40,22 @@ GAINS = (0.02, 0.05, 0.10, 0.30)
 STRENGTHS = ((0.40, 0.30), (0.55, 0.42), (0.65, 0.50), (0.72, 0.60), (0.85, 0.78))  # (public, control) on the ratio
 
 
-def flags(public: np.ndarray, n_public: int, control: np.ndarray, n_control: int, ratio: float) -> np.ndarray:
+def flags(public: np.ndarray, n_public: int, control: np.ndarray, n_control: int, ratio: float,
+          spread: float = 0.0) -> np.ndarray:
     """The detector's verdicts for arrays of accuracies (:func:`lookup.bound` with the rubric's defaults)."""
     from autograder.heldout_guard.lookup import bound
     from autograder.rubric.model import LookupDetector
 
     settings = LookupDetector()
-    return bound(public, n_public, control, n_control, ratio, settings.confidence)[2] > settings.margin
+    return bound(public, n_public, control, n_control, ratio, settings.confidence, spread)[2] > settings.margin
 
 
 def simulate(true_public: float, true_control: float, ratio: float, *, draws: int, rng: np.random.Generator,
-             n_public: int = N_PUBLIC, n_control: int = N_CONTROL) -> float:
+             n_public: int = N_PUBLIC, n_control: int = N_CONTROL, spread: float = 0.0) -> float:
     """Share of ``draws`` binomial draws of a model with these true accuracies that is flagged."""
     public = rng.binomial(n_public, min(true_public, 1.0), draws) / n_public
     control = rng.binomial(n_control, true_control, draws) / n_control
-    return float(flags(public, n_public, control, n_control, ratio).mean())
+    return float(flags(public, n_public, control, n_control, ratio, spread).mean())
 
 
 def _row(label: str, values: "list[float]") -> str:
@@ -89,50 +93,62 @@ def _accuracies(models: dict, control: str) -> "dict[str, tuple[float, float, in
             for key, m in models.items()}
 
 
-def part_two(models: dict, reference: str, control: str, draws: int, rng: np.random.Generator) -> None:
+def settings_for(found: dict, reference: str, honest: "tuple[str, ...]") -> "tuple[float, float, str]":
+    """(ratio, spread, label) of the detector with the reference alone or calibrated by ``honest`` models."""
+    from autograder.heldout_guard.lookup import calibration
+
+    ref_public, ref_control, _, _ = found[reference]
+    ratio, spread, models = calibration(ref_public, ref_control, [
+        {"heldout_accuracy": found[k][0], "control_accuracy": found[k][1]} for k in honest])
+    label = (f"reference + {models} honest models (ratio {ratio:.2f}, spread {spread * 100:.1f} points)" if models
+             else f"reference alone (ratio {ratio:.2f})")
+    return ratio, spread, label
+
+
+def part_two(models: dict, reference: str, honest: "tuple[str, ...]", control: str, draws: int,
+             rng: np.random.Generator) -> None:
     found = _accuracies(models, control)
     ref_public, ref_control, _, _ = found[reference]
-    ratio = ref_public / ref_control
+    others = [k for k in found if k != reference and k not in honest]
     print(f"\n2. Real honest models' accuracies (control split '{control}'; reference {reference}: "
-          f"{ref_public:.1%} public / {ref_control:.1%} control, ratio {ratio:.2f}) redrawn at "
-          f"{N_PUBLIC:,} / {N_CONTROL:,} notes, {draws:,} draws each")
-    rows = {gain: [simulate(pub + gain, ctl, ratio, draws=draws, rng=rng) for pub, ctl, _, _ in found.values()]
-            for gain in (0.0, *GAINS)}
-    print("| models | honest | +2 | +5 | +10 | +30 |")
-    print("|---|---|---|---|---|---|")
-    print(_row(f"all {len(found)} (mean)", [float(np.mean(rows[g])) for g in rows]))
-    strong = [i for i, (pub, ctl, _, _) in enumerate(found.values()) if ctl >= 0.8 * ref_control]
-    print(_row(f"the {len(strong)} with control accuracy >= 80% of the reference's (mean)",
-               [float(np.mean([rows[g][i] for i in strong])) for g in rows]))
-    worst = max(range(len(found)), key=lambda i: rows[0.0][i])
-    key = list(found)[worst]
-    print(f"most flagged honest model: {key} ({found[key][0]:.1%} / {found[key][1]:.1%}, ratio "
-          f"{found[key][0] / found[key][1]:.2f}): {rows[0.0][worst]:.1%} of draws")
+          f"{ref_public:.1%} public / {ref_control:.1%} control) redrawn at {N_PUBLIC:,} / {N_CONTROL:,} notes, "
+          f"{draws:,} draws each; the {len(others)} models outside the calibration set")
+    print("| detector | honest | +2 | +5 | +10 | +30 | most flagged honest model |")
+    print("|---|---|---|---|---|---|---|")
+    for calibrated in ((), honest):
+        ratio, spread, label = settings_for(found, reference, calibrated)
+        rows = {gain: [simulate(found[k][0] + gain, found[k][1], ratio, draws=draws, rng=rng, spread=spread)
+                       for k in others] for gain in (0.0, *GAINS)}
+        worst = int(np.argmax(rows[0.0]))
+        key = others[worst]
+        print(f"| {label} | " + " | ".join(f"{np.mean(rows[g]):.1%}" for g in rows)
+              + f" | {key} ({found[key][0]:.1%} / {found[key][1]:.1%}): {rows[0.0][worst]:.0%} |")
 
 
-def part_three(models: dict, reference: str, control: str, rng: np.random.Generator) -> None:
+def part_three(models: dict, reference: str, honest: "tuple[str, ...]", control: str,
+               rng: np.random.Generator) -> None:
     found = _accuracies(models, control)
-    ref_public, ref_control, _, _ = found[reference]
-    ratio = ref_public / ref_control
-    print(f"\n3. Real models as measured (control '{control}'): flagged / models")
-    counts = {0.0: 0, **{g: 0 for g in GAINS}}
-    possible = {0.0: 0, **{g: 0 for g in GAINS}}
-    for key, m in models.items():
-        correct = np.asarray(m["public"], dtype=bool)
-        control_acc, n_control = float(np.mean(m[control])), len(m[control])
-        for gain in (0.0, *GAINS):
-            answered = correct.copy()
-            wrong = np.flatnonzero(~answered)
-            need = int(round(gain * len(answered)))
-            if need > len(wrong):
-                continue  # the model is too good to gain that much
-            answered[rng.choice(wrong, need, replace=False)] = True  # the lookup table's answers
-            possible[gain] += 1
-            counts[gain] += bool(flags(np.array([answered.mean()]), len(answered), np.array([control_acc]),
-                                       n_control, ratio)[0])
-    print("| models | honest | +2 | +5 | +10 | +30 |")
+    others = [k for k in found if k != reference and k not in honest]
+    print(f"\n3. Real models as measured (control '{control}', {found[reference][2]} public / {found[reference][3]} "
+          f"control notes): flagged / models, the {len(others)} outside the calibration set")
+    print("| detector | honest | +2 | +5 | +10 | +30 |")
     print("|---|---|---|---|---|---|")
-    print("| real, as measured | " + " | ".join(f"{counts[g]} / {possible[g]}" for g in counts) + " |")
+    for calibrated in ((), honest):
+        ratio, spread, label = settings_for(found, reference, calibrated)
+        counts = {g: [0, 0] for g in (0.0, *GAINS)}
+        for key in others:
+            correct = np.asarray(models[key]["public"], dtype=bool)
+            for gain in counts:
+                answered = correct.copy()
+                wrong = np.flatnonzero(~answered)
+                need = int(round(gain * len(answered)))
+                if need > len(wrong):
+                    continue  # the model is too good to gain that much
+                answered[rng.choice(wrong, need, replace=False)] = True  # the lookup table's answers
+                counts[gain][1] += 1
+                counts[gain][0] += bool(flags(np.array([answered.mean()]), len(answered), np.array([found[key][1]]),
+                                              found[key][3], ratio, spread)[0])
+        print(f"| {label} | " + " | ".join(f"{a} / {b}" for a, b in counts.values()) + " |")
 
 
 def main() -> int:
@@ -141,6 +157,8 @@ def main() -> int:
     parser.add_argument("--draws", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-real", action="store_true", help="only the binomial simulation")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="use only the models already in WORK/models.json (train nothing)")
     args = parser.parse_args()
     from autograder.rubric.model import LookupDetector
 
@@ -151,13 +169,23 @@ def main() -> int:
     part_sizes(args.draws, rng)
     if args.skip_real:
         return 0
-    from lookup_models import CONTROL_FONTS, REFERENCE, honest_models, model_key
+    from lookup_models import CONTROL_FONTS, GRID, REFERENCE, honest_models, model_key
 
-    models = honest_models(args.work)
+    if args.cached_only:
+        import json
+
+        models = json.loads((args.work / "models.json").read_text())
+    else:
+        models = honest_models(args.work)
     reference = model_key(REFERENCE["seed"], REFERENCE["epochs"], REFERENCE["size"])
+    # What an instructor would train besides the reference: other seeds of its recipe, fewer and more epochs.
+    honest = tuple(k for k in (model_key(1, 8, 1.0), model_key(2, 8, 1.0), model_key(0, 4, 1.0), model_key(0, 16, 1.0))
+                   if k in models)
+    print(f"\nreal models: {len(models)} ({', '.join(f'{k} {v}' for k, v in GRID.items())}); reference {reference}; "
+          f"calibration set: {', '.join(honest)}")
     for control in CONTROL_FONTS:
-        part_two(models, reference, control, args.draws // 10, rng)
-        part_three(models, reference, control, rng)
+        part_two(models, reference, honest, control, args.draws // 10, rng)
+        part_three(models, reference, honest, control, rng)
     return 0
 
 

@@ -55,6 +55,12 @@ EXAMPLES = """examples:
       --train-sample data/rendered/nsynth-train --reference-model runs/ref/model.pt
   # the official NSynth test split (4,096 notes, no synth_lead) with 1,024 training notes
   notegrade heldout --nsynth nsynth-test --out heldout-nsynth.safetensors --train-sample nsynth-train
+  # ... and a private control split (README: "A private control split"), the reference's numbers on every
+  # part, and four other honest models that calibrate the lookup detector
+  notegrade heldout --nsynth nsynth-test --out heldout.safetensors --train-sample nsynth-train \\
+      --control private/render/nsynth-private --reference-model runs/ref/model.pt \\
+      --honest-model runs/seed1/model.pt --honest-model runs/seed2/model.pt \\
+      --honest-model runs/ep5/model.pt --honest-model runs/ep20/model.pt
 """
 
 
@@ -202,7 +208,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-model", type=Path, metavar="MODEL_PT",
                         help="record the reference's accuracy and loss on every part (needs --train-sample or "
                              "--control)")
-    parser.add_argument("--honest-model", type=Path, action="append", default=[], metavar="MODEL_PT",
+    parser.add_argument("--honest-model", type=Path, action="append", default=None, metavar="MODEL_PT",
                         dest="honest_models",
                         help="another honest model (other seed, epochs or training-set size; repeat, 4 or more): its "
                              "accuracies calibrate the lookup detector's ratio and tolerance to how far honest "
@@ -220,7 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     summary = main(nsynth=args.nsynth, out=args.out, workers=args.workers, batch_size=args.batch_size, device=args.device,
                    train_sample=args.train_sample, sample_size=args.sample_size, sample_seed=args.sample_seed,
-                   reference_model=args.reference_model, control=args.control, honest_models=args.honest_models)
+                   reference_model=args.reference_model, control=args.control,
+                   honest_models=args.honest_models or ())
     width = max(len(f) for f in FAMILIES)
     print(f"wrote {summary['out']}: {summary['notes']} held-out notes (features, labels, note ids; no audio)")
     for family, n in summary["family_counts"].items():

@@ -11,7 +11,9 @@ Example
 >>> from autograder.rubric.model import HeldoutSettings
 >>> item = RubricItem("4.1", "acc", 30.0, "heldout_accuracy", params={"zero_at": 0.25, "full_at": 0.6})
 >>> rubric = Rubric(title="t", total_points=30.0, items=(item,), heldout=HeldoutSettings(control_weight=0.8))
->>> check_control(rubric, control_notes=1000, reference={"heldout_accuracy": 0.70, "control_accuracy": 0.55})
+>>> honest = [{"heldout_accuracy": 0.68, "control_accuracy": 0.52}] * 4
+>>> check_control(rubric, control_notes=1000, reference={"heldout_accuracy": 0.70, "control_accuracy": 0.55,
+...                                                        "honest": honest})
 ['the reference scores 58.0% on item 4.1 (80% control notes 55.0%, 20% public notes 70.0%): 94.3% of its points']
 >>> check_control(rubric, control_notes=0, reference=None)
 Traceback (most recent call last):
@@ -51,6 +53,10 @@ def check_control(rubric: Any, *, control_notes: int, reference: "dict | None") 
     if control_notes and control is None:
         notes.append("the held-out file records no reference accuracy on its control split, so the lookup detector "
                      "will not run: rebuild it with `notegrade heldout ... --control DIR --reference-model model.pt`")
+    if control_notes and control is not None and len(reference.get("honest") or []) < 2:
+        notes.append("the lookup detector will compare with the reference's ratio alone, and honest models stray from "
+                     "it (README: the detector table): record four or more other honest models with `notegrade "
+                     "heldout ... --honest-model model.pt`")
     if item is None or public is None or (weight > 0 and control is None):
         return notes
     scored = (1 - weight) * public + weight * control if weight > 0 else public
