@@ -12,9 +12,9 @@ Prints measured numbers for the README's detector table, with the rubric's defau
    rendered public world) has its measured public and control accuracies taken as its true ones,
    redrawn binomially at 4,096 / 1,000 notes: the false flags that the spread of honest models
    around the reference's ratio adds to the test's own; and the same models with the lookup gains.
-   Twice: with the reference alone, and calibrated by four other honest models (``notegrade heldout
-   --honest-model``: two more seeds of the reference's recipe, half and twice its epochs), counting
-   only the models outside that set.
+   Twice: with the reference alone, and calibrated by six other honest models (``notegrade heldout
+   --honest-model``: two more seeds of the reference's recipe, 1/8, 1/4, 1/2 and twice its epochs),
+   counting only the models outside that set.
    A second table: the +5 flag rate by control-split size (500 to 8,000 notes).
 3. **Real models as measured** (their own, smaller note counts: 640 public, about 1,300-2,000
    control notes): each honest model's verdict, and each model with a real lookup table
@@ -178,9 +178,10 @@ def main() -> int:
     else:
         models = honest_models(args.work)
     reference = model_key(REFERENCE["seed"], REFERENCE["epochs"], REFERENCE["size"])
-    # What an instructor would train besides the reference: other seeds of its recipe, fewer and more epochs.
-    honest = tuple(k for k in (model_key(1, 8, 1.0), model_key(2, 8, 1.0), model_key(0, 4, 1.0), model_key(0, 16, 1.0))
-                   if k in models)
+    # What an instructor would train besides the reference: two more seeds of its recipe, and 1/8, 1/4, 1/2 and
+    # twice its epochs (honest models of every strength students reach).
+    honest = tuple(k for k in (model_key(1, 8, 1.0), model_key(2, 8, 1.0), model_key(0, 1, 1.0), model_key(0, 2, 1.0),
+                               model_key(0, 4, 1.0), model_key(0, 16, 1.0)) if k in models)
     print(f"\nreal models: {len(models)} ({', '.join(f'{k} {v}' for k, v in GRID.items())}); reference {reference}; "
           f"calibration set: {', '.join(honest)}")
     for control in CONTROL_FONTS:

@@ -56,7 +56,7 @@ EXAMPLES = """examples:
   # the official NSynth test split (4,096 notes, no synth_lead) with 1,024 training notes
   notegrade heldout --nsynth nsynth-test --out heldout-nsynth.safetensors --train-sample nsynth-train
   # ... and a private control split (README: "A private control split"), the reference's numbers on every
-  # part, and four other honest models that calibrate the lookup detector
+  # part, and other honest models (more seeds, fewer and more epochs) that calibrate the lookup detector
   notegrade heldout --nsynth nsynth-test --out heldout.safetensors --train-sample nsynth-train \\
       --control private/render/nsynth-private --reference-model runs/ref/model.pt \\
       --honest-model runs/seed1/model.pt --honest-model runs/seed2/model.pt \\
@@ -210,9 +210,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--control)")
     parser.add_argument("--honest-model", type=Path, action="append", default=None, metavar="MODEL_PT",
                         dest="honest_models",
-                        help="another honest model (other seed, epochs or training-set size; repeat, 4 or more): its "
-                             "accuracies calibrate the lookup detector's ratio and tolerance to how far honest "
-                             "models stray (needs --reference-model and --control)")
+                        help="another honest model (other seed, epochs or training-set size; repeat: six or so, "
+                             "e.g. two more seeds and 1/8 to 2x the reference's epochs): their accuracies calibrate "
+                             "the lookup detector's ratio and tolerance to how far honest models stray (needs "
+                             "--reference-model and --control)")
     parser.add_argument("--control", type=Path, metavar="PRIVATE_SPLIT_DIR",
                         help="pack this NSynth-format split as the private control split: notes no student can have "
                              "(`notegrade data render --single-split private --variation-secret FILE` from "

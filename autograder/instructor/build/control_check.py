@@ -55,8 +55,8 @@ def check_control(rubric: Any, *, control_notes: int, reference: "dict | None") 
                      "will not run: rebuild it with `notegrade heldout ... --control DIR --reference-model model.pt`")
     if control_notes and control is not None and len(reference.get("honest") or []) < 2:
         notes.append("the lookup detector will compare with the reference's ratio alone, and honest models stray from "
-                     "it (README: the detector table): record four or more other honest models with `notegrade "
-                     "heldout ... --honest-model model.pt`")
+                     "it (README: the detector table): record other honest models (more seeds, fewer and more epochs) "
+                     "with `notegrade heldout ... --honest-model model.pt`")
     if item is None or public is None or (weight > 0 and control is None):
         return notes
     scored = (1 - weight) * public + weight * control if weight > 0 else public
