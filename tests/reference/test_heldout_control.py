@@ -65,10 +65,10 @@ def test_a_control_split_that_is_not_private_is_refused(splits):
 def test_notes_for_the_instructor():
     counts = {"bass": 0, "organ": 1500}
     notes = notes_about({"count": 1500, "family_counts": counts, "render": {"secret_fingerprint": None}})
-    assert notes == [NOT_VARIED, "the control split has no notes of bass"]
-    assert notes_about({"count": 400, "family_counts": {}, "render": {"secret_fingerprint": "abc"}}) == [
-        "only 400 control notes: the lookup detector needs about 1,000 to flag a +5-point public-only gain "
-        "(README: 'How large')"]
+    assert notes == [NOT_VARIED, "the control split has no notes of bass", "1,500 control notes: a +5-point "
+                     "public-only gain is flagged about half the time with 1,000 and 77% of the time with 2,000 "
+                     "(README: 'How large')"]
+    assert notes_about({"count": 2400, "family_counts": {}, "render": {"secret_fingerprint": "abc"}}) == []
 
 
 def test_honest_models_are_measured_for_the_lookup_detector(splits):
