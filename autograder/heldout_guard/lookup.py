@@ -17,11 +17,11 @@ so an honest model on the reference's ratio is flagged at most ``1 - confidence`
 own luck on the few instruments a split holds.  When the file records two or more other honest
 models (``notegrade heldout --honest-model``), the ratio is the median of all their ratios and the
 reference's, and the root-mean-square of their excesses over it (``spread``) joins the standard
-error: ``sqrt(se^2 + spread^2)``.  With 4,096 public and 1,000 control
-notes the bound's half-width is 3-4.5 points (less at high accuracies): a +5-point public-only gain
-is flagged about half the time at 40-70% accuracy, +10 nearly always; more control notes narrow it
-(the README's detector table gives the measured rates and sizes).
-Instructor-only, like the other integrity lines; it never changes a score.
+error: ``sqrt(se^2 + spread^2)``.  With 4,096 public and 1,000 control notes the binomial bound's
+half-width is 3-4.5 points (less at high accuracies): a +5-point public-only gain is flagged about
+half the time at 40-70% accuracy, +10 nearly always; more control notes narrow it, a spread widens
+it (the README's detector table gives the measured rates).  Instructor-only, like the other
+integrity lines; it never changes a score.
 
 Example
 -------
