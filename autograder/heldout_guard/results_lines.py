@@ -56,7 +56,7 @@ def _block(graded: Any, session: Any) -> dict:
     return block
 
 
-def _public_line(item: Any, block: dict, fraction: float) -> "dict | None":
+def _public_line(item: Any, block: dict, fraction: float, control: bool = False) -> "dict | None":
     accuracy = block.get("public_accuracy_rounded")
     if not isinstance(accuracy, (int, float)):
         return None
@@ -67,7 +67,8 @@ def _public_line(item: Any, block: dict, fraction: float) -> "dict | None":
             "output": f"Accuracy on the public part of the held-out notes ({share} of them"
                       + (f", {block['public_count']:,} notes" if block.get("public_count") else "") +
                       f"): {accuracy:.1%}{kept}. The points of item {item.number} come from the other notes (the "
-                      "private part) and are shown after the due date; the leaderboard shows this public accuracy."}
+                      "private part)" + (" and the course's control notes" if control else "") +
+                      " and are shown after the due date; the leaderboard shows this public accuracy."}
 
 
 def _details_line(item: Any, data: dict, visibility: str) -> "dict | None":
@@ -138,7 +139,8 @@ def apply(data: dict, *, session: Any, graded: list) -> None:
         line["visibility"] = points_visibility(rubric, g.item)
         block = _block(g, session)
         extra["heldout"] = block
-        added = [_public_line(g.item, block, settings.public_fraction)]
+        scored_control = settings.control_weight > 0 and not (g.outcome.data or {}).get("control_missing")
+        added = [_public_line(g.item, block, settings.public_fraction, scored_control)]
         if g.outcome.status == "ran" and not (g.outcome.data or {}).get("rate_limited"):
             added.append(_details_line(g.item, g.outcome.data, settings.details_visibility))
             verdict = train_on_test.detect(g.outcome.data, settings.train_on_test, session.reference)

@@ -300,3 +300,16 @@ def test_the_class_integrity_analysis_reads_the_lookup_flag():
     assert old.checked and not old.flagged and old.lookup is None  # a grader from before the detector
     odd = read_student_flags({"extra_data": {"integrity": {"tampering": [], "lookup": "yes"}}})
     assert odd.problems == ["extra_data.integrity.lookup is a str; ignored"] and not odd.flagged
+
+
+def test_the_public_line_says_the_points_also_come_from_the_control_notes():
+    from types import SimpleNamespace
+
+    from autograder.heldout_guard.results_lines import _public_line
+
+    item = SimpleNamespace(number="4.1", title="Held-out accuracy")
+    block = {"public_accuracy_rounded": 0.612, "public_count": 1229}
+    plain = _public_line(item, block, 0.3)["output"]
+    mixed = _public_line(item, block, 0.3, control=True)["output"]
+    assert "come from the other notes (the private part) and are shown after the due date" in plain
+    assert "(the private part) and the course's control notes and are shown after the due date" in mixed
