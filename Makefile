@@ -32,7 +32,7 @@ test-fast: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/notegrade demo --out demo-out
+	$(BIN)/notegrade demo --out demo-out --jobs auto
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

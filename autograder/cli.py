@@ -13,6 +13,7 @@ Exit status: 0 ok, 1 failure (a :class:`NotegradeError` or a failed check), 2 ba
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
@@ -71,7 +72,9 @@ def build_parser(words: tuple[str, ...]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="notegrade " + " ".join(words),
         # The module docstring's first paragraph says it best; the registry's summary is the fallback.
-        description=(module.__doc__ or "").strip().split("\n\n")[0] or summary[0].upper() + summary[1:] + ".",
+        # (its reStructuredText literals lose their double backticks: --help is plain text)
+        description=(module.__doc__ or "").strip().split("\n\n")[0].replace("``", "")
+        or summary[0].upper() + summary[1:] + ".",
         epilog=getattr(module, "EXAMPLES", None),
         formatter_class=_Formatter,
     )
@@ -79,6 +82,21 @@ def build_parser(words: tuple[str, ...]) -> argparse.ArgumentParser:
     module.add_arguments(parser)
     parser.set_defaults(_run=module.run)
     return parser
+
+
+def _did_you_mean(argv: list[str], group: "list[tuple[str, ...]]") -> str:
+    """A hint for an unknown command: the group's subcommands, or the closest command names.
+
+    >>> _did_you_mean(["calibrat"], []), _did_you_mean(["data", "x"], [("data", "render"), ("data", "features")])
+    (" (did you mean 'calibrate'?)", ' (did you mean: data render, data features?)')
+    >>> _did_you_mean(["zzz"], [])
+    ''
+    """
+    if group:
+        return " (did you mean: " + ", ".join(" ".join(w) for w in group) + "?)"
+    names = sorted({w[0] for w in COMMANDS})
+    close = difflib.get_close_matches(argv[0], names, n=2, cutoff=0.6)
+    return (" (did you mean " + " or ".join(repr(c) for c in close) + "?)") if close else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nRun 'notegrade {argv[0]} COMMAND --help' for a command's options and examples.")
         return 0 if len(argv) > 1 else 2
     if matched is None:
-        hint = (" (did you mean: " + ", ".join(" ".join(w) for w in group) + "?)") if group else ""
-        print(f"notegrade: error: unknown command {' '.join(argv[:2])!r}{hint}\n", file=sys.stderr)
+        print(f"notegrade: error: unknown command {' '.join(argv[:2])!r}{_did_you_mean(argv, group)}\n",
+              file=sys.stderr)
         print(_overview(), file=sys.stderr)
         return 2
     words, rest = matched

@@ -66,6 +66,23 @@ def read_metadata(path: str | pathlib.Path) -> tuple[dict | None, str]:
     return data, ""
 
 
+def metadata_problem(metadata: dict) -> str:
+    """What keeps ``metadata`` from dating the submission against its due date, or "" when nothing does
+    (``notegrade grade --metadata FILE`` refuses such a file instead of grading without a penalty)."""
+    if metadata.get("created_at") is None:
+        return "no created_at"
+    created, created_note = parse_timestamp(metadata["created_at"])
+    if created is None:
+        return f"created_at: {created_note}"
+    due_raw, _, source = _due_dates(metadata)
+    if due_raw is None:
+        return "no assignment.due_date"
+    due, due_note = parse_timestamp(due_raw)
+    if due is None:
+        return f"{'users[].assignment' if source else 'assignment'}.due_date: {due_note}"
+    return ""
+
+
 def parse_timestamp(value: Any) -> tuple[dt.datetime | None, str]:
     """``(aware datetime, note)`` from an ISO 8601 string; ``None`` and why when unreadable.
 

@@ -1,9 +1,14 @@
 """The grading report, as Markdown (results.json ``output``) and as a self-contained HTML page.
 
 Both are rendered from a results.json dict (Gradescope's shape plus ``extra_data``), so a report can
-be rebuilt from any results.json.  ``audience="student"`` (what goes into results.json) lists only
-items whose visibility is ``visible`` and hides the total when some items are hidden (Gradescope
-hides it too); ``audience="instructor"`` (``notegrade grade``) shows everything.
+be rebuilt from any results.json.  The audience chooses the lines, by their Gradescope visibility:
+
+- ``"student"`` (what goes into results.json, before the due date): only ``visible`` lines, and no
+  total while some line is not visible (Gradescope hides it too);
+- ``"published"`` (``regrade``'s per-student reports, once grades are out): every line but the
+  ``hidden`` ones, which Gradescope never shows a student (the instructor-only integrity line and
+  autograder error details), with the total;
+- ``"instructor"`` (``notegrade grade``, a regrade's ``submissions/<id>/report.md``): everything.
 
 Example
 -------
@@ -63,13 +68,25 @@ def _status_text(test: dict) -> str:
     return "partial" if test.get("score", 0) > 0 else "failed"
 
 
+AUDIENCES = ("student", "published", "instructor")
+
+
+def _shown(visibility: "str | None", audience: str) -> bool:
+    """Whether a line (or section) of this Gradescope visibility is for this audience."""
+    visibility = visibility or "visible"
+    if audience == "student":
+        return visibility == "visible"
+    return audience == "instructor" or visibility != "hidden"
+
+
 def _summary_blocks(results: dict, audience: str) -> list:
     extra = results.get("extra_data") or {}
     tests = results.get("tests") or []
-    shown = [t for t in tests if audience == "instructor" or t.get("visibility", "visible") == "visible"]
+    shown = [t for t in tests if _shown(t.get("visibility"), audience)]
     withheld = [t for t in tests if t not in shown and _kind(t) == "item"]
-    # Gradescope hides the total from students while any line is not visible to them.
-    total_hidden = bool(withheld) or len(shown) < len(tests)
+    # Gradescope hides the total from students while any line is not visible to them (until grades
+    # are published: then the total counts every item, hidden ones too).
+    total_hidden = audience == "student" and (bool(withheld) or len(shown) < len(tests))
     total = extra.get("total_points")
     title = extra.get("rubric_title", "Autograder results")
     heading = f"{title}: {fmt_points(results.get('score', 0.0))} / {fmt_points(total)}" \
@@ -90,8 +107,11 @@ def _summary_blocks(results: dict, audience: str) -> list:
     if total is not None and not total_hidden:
         rows.append(["", "**Total**", f"**{fmt_points(results.get('score', 0.0))} / {fmt_points(total)}**", ""])
     blocks: list = [_Heading(heading, 2), _Table(["#", "Item", "Score", "Status"], rows, {2})]
-    if withheld:
-        points = sum(t.get("max_score", 0.0) for t in withheld)
+    points = sum(t.get("max_score", 0.0) for t in withheld)
+    if withheld and audience == "published":
+        blocks.append(f"{len(withheld)} more item(s) worth {fmt_points(points)} points are graded for the course "
+                      "staff only; the total includes them.")
+    elif withheld:
         blocks.append(f"{len(withheld)} more item(s) worth {fmt_points(points)} points are shown after the "
                       "due date or when grades are published, so the total is not shown yet.")
     elif total_hidden:
@@ -106,12 +126,12 @@ def _accuracy_blocks(results: dict, audience: str) -> list:
     if accuracy is None:
         return []
     item = next((t for t in results.get("tests") or [] if t.get("number") == extra.get("heldout_item")), None)
-    if audience == "student" and item is not None and item.get("visibility", "visible") != "visible":
+    if item is not None and not _shown(item.get("visibility"), audience):
         return []
     count = extra.get("heldout_count")
     blocks: list = [_Heading(f"Held-out accuracy: {accuracy:.1%}" + (f" on {count:,} notes" if count else ""))]
     details = (extra.get("heldout") or {}).get("details_visibility", "visible")
-    if audience == "student" and details != "visible":
+    if not _shown(details, audience):
         return blocks  # per-family accuracy and the confusion matrix have a line of their own, shown later
     per_family = extra.get("per_family") or {}
     if per_family:
@@ -130,7 +150,7 @@ def _accuracy_blocks(results: dict, audience: str) -> list:
 def _detail_blocks(results: dict, audience: str) -> list:
     blocks: list = []
     for test in results.get("tests") or []:
-        if audience == "student" and test.get("visibility", "visible") != "visible":
+        if not _shown(test.get("visibility"), audience):
             continue
         if _kind(test) == "late_penalty" or not (test.get("output") or "").strip():
             continue
@@ -142,8 +162,8 @@ def _detail_blocks(results: dict, audience: str) -> list:
 
 def report_blocks(results: dict, *, audience: str = "student") -> list:
     """The report's content: summary table, accuracy, per-item details."""
-    if audience not in ("student", "instructor"):
-        raise ValueError(f"audience must be 'student' or 'instructor', got {audience!r}")
+    if audience not in AUDIENCES:
+        raise ValueError(f"audience must be one of {', '.join(AUDIENCES)}, got {audience!r}")
     blocks = _summary_blocks(results, audience) + _accuracy_blocks(results, audience) + _detail_blocks(results, audience)
     note = ((results.get("extra_data") or {}).get("late") or {}).get("note")
     if note:

@@ -57,6 +57,19 @@ class _Terminated(BaseException):
     A BaseException, so no ``except Exception`` in a check can swallow it."""
 
 
+
+def _names(names: "list[str]", most: int = 50) -> str:
+    r"""File names for the log, comma-separated; a name with control characters (the student chose it,
+    and it could rewrite the terminal) is shown escaped.
+
+    >>> _names(["model.py", "a\x1b[2Jb"]), _names([]), _names(["x"] * 3, most=2)
+    ("model.py, 'a\\x1b[2Jb'", 'none', 'x, x and 1 more')
+    """
+    if not names:
+        return "none"
+    shown = ", ".join(n if n.isprintable() else repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated(f"the grader received signal {signum} and stopped early")
 
@@ -103,8 +116,8 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
     try:
         prepared = prepare_submission(upload, staging / layout.SUBMISSION_DIR, files=rubric.submission_files,
                                       max_file_mb=rubric.sandbox.get("max_file_mb", 50.0))
-        print(f"submission: graded {prepared.folder or 'the top folder'}; copied {prepared.copied}; "
-              f"ignored {prepared.ignored[:50]}", flush=True)
+        print(f"submission: graded {prepared.folder or 'the top folder'}; copied {_names(prepared.copied)}; "
+              f"ignored {_names(prepared.ignored)}", flush=True)
         # The held-out guard digests exactly the graded files (after the layout is resolved).
         guard = _guard_session(rubric=rubric, source=source, submission=prepared.path, metadata=metadata)
         context = CheckContext(heldout_path=heldout, heldout_run=guard.run,

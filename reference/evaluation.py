@@ -14,7 +14,9 @@ Example
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,27 +29,43 @@ from reference.model import NoteCNN
 from reference.pipeline import resolve_device
 
 EXAMPLES = """examples:
-  notegrade evaluate --checkpoint runs/ref/model.pt --features data/test.safetensors --out runs/ref/test
-  notegrade evaluate --checkpoint runs/ref/checkpoint.pt --features data/valid.safetensors --out eval --device cpu
+  notegrade evaluate --model runs/ref/model.pt --features data/test.safetensors --out runs/ref/test
+  notegrade evaluate --model runs/ref/checkpoint.pt --features data/valid.safetensors --out eval --device cpu
 """
 
 
 def load_state_dict(path: Path) -> dict:
-    """A NoteCNN state_dict from ``model.pt`` or ``checkpoint.pt`` (never unpickles code)."""
+    """A NoteCNN state_dict from ``model.pt`` or ``checkpoint.pt`` (never unpickles code).
+
+    A file that is none (empty, a Git LFS pointer, text, a pickled model, a training checkpoint) gets the
+    message a student gets for it (:func:`autograder.checks.checkpoint.read_checkpoint`), naming ``path``."""
     if not path.is_file():
         raise NotegradeError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        from autograder.checks.checkpoint import torch_refusal_line  # torch's refusal without ANSI codes or boilerplate
-
-        raise NotegradeError(f"{path} is not a weights-only PyTorch checkpoint ({type(err).__name__}: "
-                             f"{torch_refusal_line(err)})") from None
+        data = path.read_bytes()
+    except OSError as err:
+        raise NotegradeError(f"checkpoint {path} cannot be read ({err.strerror or err})") from None
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - whatever torch says, the message below says it in one sentence
+        raise NotegradeError(_refusal(path, data)) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise NotegradeError(f"{path} holds no state_dict (a dict of tensors); save model.state_dict()")
+        raise NotegradeError(_refusal(path, data))
     return obj
+
+
+def _refusal(path: Path, data: bytes) -> str:
+    """The grader's message for a ``model.pt`` of these bytes, about ``path`` (an instructor submits nothing)."""
+    from autograder.checks.checkpoint import CheckpointRefused, read_checkpoint
+
+    try:
+        read_checkpoint(data, policy={"buffer_budget": len(data)})  # the kind of file, not the budget
+    except CheckpointRefused as refused:
+        message = re.sub(r" and submit (that file|the real model\.pt)", "", str(refused))
+        return str(path) + message.removeprefix("model.pt") if message.startswith("model.pt") else f"{path}: {message}"
+    return f"{path} holds no state_dict (a dict of tensors); save model.state_dict()"
 
 
 @torch.inference_mode()
@@ -133,7 +151,9 @@ def main(*, checkpoint: Path, features: Path, out: Path, device: str = "auto", b
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="model.pt (state_dict) or checkpoint.pt")
+    # --model as in calibrate and selfcheck; --checkpoint is its older name
+    parser.add_argument("--model", "--checkpoint", dest="checkpoint", type=Path, required=True, metavar="FILE",
+                        help="model.pt (state_dict) or checkpoint.pt")
     parser.add_argument("--features", type=Path, required=True, help="feature file to evaluate on")
     parser.add_argument("--out", type=Path, required=True, help="output directory for metrics.json, confusion.png")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")

@@ -125,7 +125,7 @@ def build_feature_file(*, nsynth: str | Path, out: str | Path, families=None, so
     torch.set_num_threads(1)  # one torch thread per worker: small batches scale far better across workers
     ok, pool = False, ThreadPoolExecutor(n_workers)
     try:
-        with tqdm(total=len(notes), unit="note", desc=f"features {split_name}", disable=not progress) as bar:
+        with tqdm(total=len(notes), unit="note", desc=f"features {split_name}", disable=None if progress else True) as bar:
             for n in pool.map(partial(_chunk, job), starts, [min(s + chunk, len(notes)) for s in starts]):
                 bar.update(n)  # map re-raises a decode error (missing/corrupt WAV) here
         ok = True

@@ -62,7 +62,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0: all cores)
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU (1.4x here) and tensor cores
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on the CPU)
-    augment: bool = True  # random gain + SpecAugment-style masks on training batches (see _Augment)
+    augment: bool = True  # random gain + SpecAugment-style time and frequency masks on training batches
     gain_db: float = 10.0  # augmentation: per-note level change, uniform in +-gain_db dB
     max_mask: int = 8  # augmentation: widest masked band of mel bins and of frames
 
@@ -286,7 +286,7 @@ class _Progress:
         from tqdm.auto import tqdm
 
         self.passes += 1
-        return iter(tqdm(self.loader, desc=f"{self.desc} {self.passes}", leave=False, unit="batch"))
+        return iter(tqdm(self.loader, desc=f"{self.desc} {self.passes}", leave=False, unit="batch", disable=None))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

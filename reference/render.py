@@ -167,7 +167,8 @@ def main(*, out: str | Path, soundfonts: Sequence[str | Path] = DEFAULT_SOUNDFON
             for folder in (out, *(out / f"nsynth-{split}" for split in splits)):
                 folder.chmod(0o700)
         results = {}
-        bar = tqdm(total=sum(len(i.notes) for i in instruments), unit="note", desc="render", disable=not progress)
+        bar = tqdm(total=sum(len(i.notes) for i in instruments), unit="note", desc="render",
+                   disable=None if progress else True)  # None: no bar when stderr is not a terminal (logs)
         # Longest instruments first keeps both cores busy to the end.
         futures = {pool.submit(render_instrument, inst, out / f"nsynth-{inst.split}"): inst
                    for inst in sorted(instruments, key=lambda i: -len(i.notes))}

@@ -153,7 +153,8 @@ def _reserved_by_a_live_grader(uid: int) -> bool:
 def student_processes() -> "list[processes.ProcInfo]":
     """Live processes of student uids that no running grader holds: survivors."""
     return [p for p in processes.process_table().values()
-            if p.state != "Z" and any(p.uid in r for r in STUDENT_RANGES) and not _reserved_by_a_live_grader(p.uid)]
+            if (p.state != "Z" or processes.has_live_thread(p.pid))  # a leader that exited, its threads running
+            and any(p.uid in r for r in STUDENT_RANGES) and not _reserved_by_a_live_grader(p.uid)]
 
 
 def zombie_children() -> "set[tuple[int, int, str]]":

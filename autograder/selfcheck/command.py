@@ -45,9 +45,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from autograder.errors import NotegradeError
+from autograder.report import fmt_points
 from autograder.selfcheck.plan import EXPORT_NAME, default_rubric, load_plan, plan_from_autograder
-from autograder.selfcheck.run import (MAX_NOTES, NO_FEATURES_HINT, SUBMITTED, VALIDATION_LABEL, check_inputs,
-                                      features_for_check, folder_hints, run_selfcheck, stage_upload, status_of)
+from autograder.selfcheck.run import (
+    MAX_NOTES,
+    NO_FEATURES_HINT,
+    SUBMITTED,
+    VALIDATION_LABEL,
+    check_inputs,
+    features_for_check,
+    folder_hints,
+    run_selfcheck,
+    stage_upload,
+    status_of,
+)
 
 # The run's names stay importable from here (calibrate and the tests use selfcheck.X), the helpers
 # under their old private names too.
@@ -95,10 +106,6 @@ def main(*, directory: "str | os.PathLike", rubric: "str | os.PathLike | None" =
                          model=Path(model) if model else None, max_notes=max_notes, progress=progress, log=log)
 
 
-def _points(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
 def _notes_used(report: dict) -> str:
     used, count = report["features_used"], report["feature_count"]
     return f"{count:,} notes" if used == count else f"{used:,} of its {count:,} notes, evenly spaced"
@@ -114,14 +121,14 @@ def render_text(report: dict) -> str:
     for item in report["items"]:
         title = item["title"] if len(item["title"]) < width else item["title"][:width - 2] + "…"
         title += "*" if item["estimated_from_your_file"] else ""
-        lines.append(f"  {item['number']:<5} {title:<{width}} {_points(item['score']) + ' / ' + _points(item['points']):>9}  "
+        lines.append(f"  {item['number']:<5} {title:<{width}} {fmt_points(item['score']) + ' / ' + fmt_points(item['points']):>9}  "
                      f"{item['status']}")
-    total = f"{_points(report['score'])} / {_points(report['max_score'])}"
+    total = f"{fmt_points(report['score'])} / {fmt_points(report['max_score'])}"
     lines.append(f"  {'':<5} {'total of the visible items':<{width}} {total:>9}")
     if any(i["estimated_from_your_file"] for i in report["items"]):
         lines.append(f"  * {VALIDATION_LABEL}: an estimate, Gradescope scores it on held-out notes")
     for item in report["items"]:
-        lines += ["", f"{item['number']} {item['title']}: {_points(item['score'])} / {_points(item['points'])}, {item['status']}"]
+        lines += ["", f"{item['number']} {item['title']}: {fmt_points(item['score'])} / {fmt_points(item['points'])}, {item['status']}"]
         lines += ["    " + line for line in item["output"].splitlines()]
         per_family = item["data"].get("per_family") or {}
         if per_family:
@@ -135,11 +142,11 @@ def render_text(report: dict) -> str:
                    f"{len(failing)} of {len(report['items'])} visible items do not pass yet ({', '.join(failing)})")
               + f": {total} visible points."]
     if waiting:
-        worth = _points(sum(i["points"] for i in waiting))
+        worth = fmt_points(sum(i["points"] for i in waiting))
         lines.append(f"{', '.join(i['number'] for i in waiting)} ({worth} points) needs --features VALID_FILE to "
                      "measure the accuracy: model.pt loads and runs, and Gradescope scores it on held-out notes.")
     if report["not_shown_items"]:
-        lines.append(f"Gradescope also grades {report['not_shown_items']} item(s) worth {_points(report['not_shown_points'])} "
+        lines.append(f"Gradescope also grades {report['not_shown_items']} item(s) worth {fmt_points(report['not_shown_points'])} "
                      "points that are not shown when you submit.")
     lines += [f"hint: {hint}" for hint in report["hints"]]
     if report.get("allowed_imports") is not None:

@@ -31,6 +31,16 @@ def test_help_shows_the_cli_words_not_python_values(words, capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert not re.search(r"None =|\(default: None\)|\(default: \(|\(default: \[", text), text
+    # plain text: no reStructuredText literals or roles, no private Python names (issue 19.15)
+    assert "``" not in text and ":func:" not in text and ":class:" not in text, text
+    assert not re.search(r"(?<![\w/.])_[A-Z]\w*", text), text
+
+
+def test_an_unknown_command_gets_the_closest_names(capsys):
+    assert cli.main(["regrde"]) == 2
+    assert "did you mean 'regrade'" in capsys.readouterr().err
+    assert cli.main(["data", "feature"]) == 2
+    assert "did you mean: data render, data features?" in capsys.readouterr().err
 
 
 def test_report_example_points_at_what_evaluate_writes():
@@ -73,3 +83,36 @@ def test_the_zip_carries_no_demo_rubric():
     assert "autograder/instructor/demo/demo_rubric.toml" not in files
     assert "autograder/run_autograder.py" in files and "autograder/upload.py" in files
     assert "autograder/harness/checkpoint.py" in files and "autograder/harness/imports.py" in files
+
+
+def test_build_has_one_flag_per_wheel_source(capsys):
+    parser = cli.build_parser(("build",))
+    assert "--wheel-source" not in parser.format_help()  # derived: --wheelhouse or --find-links means offline
+    args = parser.parse_args(["--rubric", "r.toml", "--heldout", "h", "--find-links", "/wheels"])
+    assert args.find_links == "/wheels" and args.wheelhouse is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--rubric", "r.toml", "--heldout", "h", "--find-links", "/w", "--wheelhouse", "w"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_evaluate_takes_model_like_calibrate_and_selfcheck_and_keeps_checkpoint():
+    parser = cli.build_parser(("evaluate",))
+    for flag in ("--model", "--checkpoint"):
+        args = parser.parse_args([flag, "m.pt", "--features", "f", "--out", "o"])
+        assert str(args.checkpoint) == "m.pt"
+    assert "--model FILE, --checkpoint FILE" in parser.format_help()
+
+
+def test_batch_totals_have_at_most_two_decimals():
+    from autograder.instructor.grading.batch import summary_table
+
+    table = summary_table([{"name": "a", "score": 85.916666, "total": 100.0, "seconds": 1.0, "status": "graded"}])
+    assert "85.92 / 100" in table and "85.9167" not in table
+
+
+def test_the_grader_log_lists_file_names_not_python_lists(capsys):
+    from autograder.run_autograder import _names
+
+    assert _names(["model.py", "losses.py"]) == "model.py, losses.py"
+    assert _names([]) == "none"
+    assert _names(["x\x1b[2J"]) == repr("x\x1b[2J")  # a name a student chose never reaches the terminal raw

@@ -132,6 +132,30 @@ def test_student_report_hides_non_visible_items_and_total(rng):
     assert "Hidden robustness" in instructor and f"**{data['score']:g} / 100**" in instructor
 
 
+INTEGRITY_LINE = {"name": "Integrity (instructors only)", "score": 0.0, "max_score": 0.0, "status": "failed",
+                  "visibility": "hidden", "output": "Train-on-test detector: FLAGGED. Tampering report (1): ...",
+                  "extra_data": {"kind": "integrity", "flagged": True}}
+
+
+def test_published_report_shows_graded_items_and_total_but_never_a_hidden_line(rng):
+    """The audience of a regrade's per-student reports: what Gradescope shows a student once grades are
+    published (after-due-date lines, the total) but never a hidden line (the integrity verdict)."""
+    data = build_results(rubric=RUBRIC, graded=graded_items(rng), metadata=METADATA).to_gradescope_dict()
+    data["tests"].insert(-1, INTEGRITY_LINE)
+    data["tests"][0]["visibility"] = "after_due_date"
+    for render in (markdown_report, html_report):
+        published = render(data, audience="published")
+        assert "Integrity" not in published and "FLAGGED" not in published and "Tampering" not in published
+        assert "Hidden robustness" not in published and "1 more item(s) worth 20 points are graded for the " \
+            "course staff only; the total includes them." in published
+        assert "Per-layer parameter counts" in published and f"{data['score']:g} / 100" in published
+        instructor = render(data, audience="instructor")
+        assert "Integrity (instructors only)" in instructor and "FLAGGED" in instructor
+    assert "Per-layer parameter counts" not in markdown_report(data, audience="student")
+    with pytest.raises(ValueError, match="audience must be one of student, published, instructor"):
+        markdown_report(data, audience="staff")
+
+
 def test_markdown_report_matches_golden_file(rng):
     data = build_results(rubric=RUBRIC, graded=graded_items(rng), metadata=METADATA, execution_time=1.0).to_gradescope_dict()
     report = markdown_report(data, audience="instructor")

@@ -6,10 +6,10 @@ import torch
 
 from autograder.cli import main as cli
 from autograder.errors import NotegradeError
-from testkit.nsynth_factory import make_nsynth_split
 from reference import evaluation, pipeline
 from reference.make_features import build_feature_file
 from reference.model import NoteCNN
+from testkit.nsynth_factory import make_nsynth_split
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_same_seed_same_weights_on_cpu(feature_files, tmp_path):
 
 def test_evaluate_cli_writes_metrics_and_confusion(feature_files, tmp_path, capsys):
     _train(feature_files, tmp_path / "run")
-    code = cli(["evaluate", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"),
+    code = cli(["evaluate", "--model", str(tmp_path / "run" / "checkpoint.pt"),
                 "--features", str(feature_files["valid"]), "--out", str(tmp_path / "eval")])
     assert code == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -74,14 +74,37 @@ def test_evaluate_refuses_wrong_architecture_and_garbage(feature_files, tmp_path
     assert "conv1.weight (16, 1, 3, 3)" in message and "model.pt has weight (2, 3), bias (2,)" in message
     assert "\x1b[" not in message and "..." not in message
     torch.save(NoteCNN(), tmp_path / "whole.pt")
-    with pytest.raises(NotegradeError, match="not a weights-only PyTorch checkpoint") as refused:
+    with pytest.raises(NotegradeError, match=r"whole.pt holds a whole pickled model \(reference.model.NoteCNN\), "
+                                             "not a state_dict") as refused:
         evaluation.main(checkpoint=tmp_path / "whole.pt", features=feature_files["valid"], out=tmp_path / "e")
     assert "\x1b[" not in str(refused.value) and "Please" not in str(refused.value)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(NotegradeError, match="not a weights-only PyTorch checkpoint"):
+    with pytest.raises(NotegradeError, match=r"junk.pt is a text file \(16 bytes, starting 'not a checkpoint'\)"):
         evaluation.main(checkpoint=tmp_path / "junk.pt", features=feature_files["valid"], out=tmp_path / "e")
     with pytest.raises(NotegradeError, match="does not exist"):
         evaluation.main(checkpoint=tmp_path / "none.pt", features=feature_files["valid"], out=tmp_path / "e")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty: 0 bytes; save your weights with torch.save(model.state_dict(), \"model.pt\")"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 482133\n",
+     "is a Git LFS pointer, not the weights: run `git lfs pull` (or download the file itself)"),
+    ("training", "is a training checkpoint (keys epoch, model, optimizer), not the model's state_dict: "
+                 "save checkpoint['model'] instead"),
+])
+def test_evaluate_gives_the_graders_message_for_a_broken_checkpoint(tmp_path, capsys, content, message):
+    """Instructor side, the student side's messages (autograder/checks/checkpoint.py), naming the file:
+    never torch's "EOFError" or "Please file an issue ... WeightsUnpickler error"."""
+    path = tmp_path / "model.pt"
+    if content == "training":
+        torch.save({"model": NoteCNN().state_dict(), "optimizer": {}, "epoch": 3}, path)
+    else:
+        path.write_bytes(content)
+    code = cli(["evaluate", "--checkpoint", str(path), "--features", str(tmp_path / "unused.safetensors"),
+                "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{path} {message}" in err, err
+    assert "EOFError" not in err and "Please file an issue" not in err and "submit" not in err
 
 
 def test_train_cli_bad_usage_and_missing_file(tmp_path, capsys):

@@ -24,9 +24,20 @@ from types import ModuleType
 
 from autograder.assignment import ASSIGNMENT_FILES, DEFAULT_CHECKPOINT_POLICY
 from autograder.errors import NotegradeError
-from autograder.instructor.assign.handout_text import (GITIGNORE, PREFIX_ACCEPT, PREFIX_REFUSE, README_BODY, REQUIREMENTS,
-                                                SBATCH, SELFCHECK_ACCURACY, SUBMIT_SECTION,
-                                                SELFCHECK_INIT, SELFCHECK_SCRIPT, SELFCHECK_SECTION)
+from autograder.instructor.assign.handout_text import (
+    GITIGNORE,
+    PREFIX_ACCEPT,
+    PREFIX_REFUSE,
+    README_BODY,
+    REQUIREMENTS,
+    SBATCH,
+    SELFCHECK_ACCURACY,
+    SELFCHECK_INIT,
+    SELFCHECK_SCRIPT,
+    SELFCHECK_SECTION,
+    SUBMIT_SECTION,
+)
+from autograder.report import fmt_points
 
 _VISIBILITY = {
     "visible": "right after you submit",
@@ -63,10 +74,6 @@ def _wrap(paragraph: str) -> str:
     return textwrap.fill(paragraph, width=100, break_on_hyphens=False, break_long_words=False)
 
 
-def _points(value: float) -> str:
-    return f"{value:g}"
-
-
 def _late_examples(policy, total: float) -> list[str]:
     """Penalty lines for a few lateness values, computed by the grader's own late.py."""
     from autograder.late import assess_late_penalty
@@ -87,7 +94,7 @@ def grading_section(rubric_path: Path) -> str:
 
     rubric = load_rubric(rubric_path, validate_checks=False)
     lines = [f"## How you are graded ({rubric.title})", "",
-             _wrap(f"The autograder runs these checks on your files; the total is {_points(rubric.total_points)} "
+             _wrap(f"The autograder runs these checks on your files; the total is {fmt_points(rubric.total_points)} "
                    "points. Checks compare your code with PyTorch's own functions and with the numbers in this "
                    "handout (never with a model solution), and give partial credit per sub-check; a failed check "
                    "says what it expected, what your code produced and where."), "",
@@ -97,17 +104,17 @@ def grading_section(rubric_path: Path) -> str:
     accuracy = []
     for item in rubric.items:
         title = item.title.replace("|", "\\|")  # a bare pipe would end the table cell
-        lines.append(f"| {item.number} | {title} | {_points(item.points)} | {item.timeout_s:g} s | "
+        lines.append(f"| {item.number} | {title} | {fmt_points(item.points)} | {item.timeout_s:g} s | "
                      f"{_VISIBILITY[points_visibility(rubric, item)]} |")
         if "zero_at" in item.params and "full_at" in item.params:
             accuracy.append(item)
-    lines.append(f"| | **total** | **{_points(rubric.total_points)}** | | |")
+    lines.append(f"| | **total** | **{fmt_points(rubric.total_points)}** | | |")
     for item in accuracy:
         zero, full = (100 * float(item.params[k]) if float(item.params[k]) <= 1 else float(item.params[k]) for k in ("zero_at", "full_at"))
         lines += ["", _wrap(f"Item {item.number} loads your `model.pt` into your `NoteCNN`, runs it on held-out notes "
                             "whose labels stay with the grader (features computed by exactly this `features.py`), and "
                             f"scales the points linearly with the accuracy: {zero:g}% or less gives 0, {full:g}% or more "
-                            f"gives all {_points(item.points)} points.")]
+                            f"gives all {fmt_points(item.points)} points.")]
         lines += ["", heldout_rules(rubric, item)]
     lines += ["", _wrap(f"The whole run has {rubric.time_budget_s:g} s; an item that runs out of its time limit gets no "
                         "points. Grading runs on a CPU without a GPU and with a memory limit: keep `model.pt` a plain "
@@ -121,16 +128,16 @@ def grading_section(rubric_path: Path) -> str:
     counting = {"ceil": f"every started {policy.per} counts in full", "floor": f"only complete {policy.per}s count",
                 "none": f"partial {policy.per}s count pro rata"}[policy.rounding]
     rules = [f"Lateness is measured from the due date to the time Gradescope records your submission: "
-             f"{_points(policy.amount)} {unit} per {policy.per} late ({counting})."]
+             f"{fmt_points(policy.amount)} {unit} per {policy.per} late ({counting})."]
     if policy.grace_minutes:
         rules.append(f"A submission within {policy.grace_minutes:g} minutes of the due date is not late.")
     if policy.cap is not None:
-        rules.append(f"The deduction is at most {_points(policy.cap)} {unit}.")
+        rules.append(f"The deduction is at most {fmt_points(policy.cap)} {unit}.")
     if policy.zero_after_late_due:
         rules.append("After the late due date (if the assignment has one) a submission scores 0.")
     rules.append("An extension moves your own due date; the penalty then counts from it. The deduction never takes a "
                  "score below 0 and appears as its own line in your results. For example, when the total is "
-                 f"{_points(rubric.total_points)}:")
+                 f"{fmt_points(rubric.total_points)}:")
     lines += [_wrap(" ".join(rules)), ""] + _late_examples(policy, rubric.total_points)
     return "\n".join(lines) + "\n"
 
@@ -194,11 +201,11 @@ def selfcheck_section(rubric_path: Path) -> str:
     visible = [item for item in rubric.items if item.visibility == "visible"]
     accuracy = [item.number for item in visible if item.check == "heldout_accuracy"]
     hidden = [item for item in rubric.items if item.visibility != "visible"]
-    text = SELFCHECK_SECTION.format(count=len(visible), points=_points(sum(i.points for i in visible)))
+    text = SELFCHECK_SECTION.format(count=len(visible), points=fmt_points(sum(i.points for i in visible)))
     if accuracy:
         text += "\n" + SELFCHECK_ACCURACY.format(items=" and ".join(accuracy))
     if hidden:
-        text += ("\n" + _wrap(f"The other {len(hidden)} item(s), worth {_points(sum(i.points for i in hidden))} points, "
+        text += ("\n" + _wrap(f"The other {len(hidden)} item(s), worth {fmt_points(sum(i.points for i in hidden))} points, "
                              "are not shown when you submit, so the self-check does not run them either.") + "\n")
     return text + "\n"
 

@@ -26,7 +26,7 @@ EXAMPLES = f"""examples:
   notegrade build --rubric rubrics/winter2025_hw3.toml --heldout heldout.safetensors \\
       --wheelhouse wheels/ --out autograder.zip
   # wheels provided at image build time in a directory of the build context or a mount
-  notegrade build --rubric r.toml --heldout h.safetensors --wheel-source wheelhouse --find-links /wheels
+  notegrade build --rubric r.toml --heldout h.safetensors --find-links /wheels
 
 Upload autograder.zip to Gradescope (or build the image: unzip it and `docker build .`).  setup.sh
 installs torch from the PyTorch CPU wheel index ({PYTORCH_CPU_INDEX}) by default.
@@ -45,13 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rubric", type=Path, required=True, help="rubric TOML file (validated)")
     parser.add_argument("--heldout", type=Path, required=True, help="held-out file from `notegrade heldout`")
     parser.add_argument("--out", type=Path, default=Path("autograder.zip"), help="the zip to write")
-    parser.add_argument("--wheel-source", choices=("index", "wheelhouse"),
-                        help="where setup.sh gets wheels: 'index' (torch from --index-url, the rest from PyPI) "
-                             "or 'wheelhouse' (only --find-links, offline); default: index, or wheelhouse with --wheelhouse")
-    parser.add_argument("--index-url", default=PYTORCH_CPU_INDEX, help="the wheel index torch (CPU build) comes from")
-    parser.add_argument("--find-links", help="a wheel directory (relative to /autograder/source, or absolute) "
-                                             "or URL that pip searches at image build time")
-    parser.add_argument("--wheelhouse", type=Path, help="bundle this directory's wheels into the zip (under wheels/)")
+    # Two ways to install offline, one flag each; neither: torch from --index-url, the rest from PyPI.
+    wheels = parser.add_mutually_exclusive_group()
+    wheels.add_argument("--wheelhouse", type=Path, metavar="DIR",
+                        help="bundle DIR's wheels into the zip (under wheels/); setup.sh installs only from them")
+    wheels.add_argument("--find-links", metavar="DIR_OR_URL",
+                        help="setup.sh installs only from this wheel directory (relative to /autograder/source, or "
+                             "absolute) or URL, present at image build time")
+    parser.add_argument("--index-url", default=PYTORCH_CPU_INDEX,
+                        help="the wheel index torch (CPU build) comes from when neither is given")
     parser.add_argument("--quiet", action="store_true", help="print only the archive's path and size")
     parser.add_argument("--secret", type=Path, metavar="FILE",
                         help="the autograder's secret (keys the held-out order, perturbation and split; made when "
@@ -60,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = build_autograder(rubric=args.rubric, heldout=args.heldout, out=args.out, wheel_source=args.wheel_source,
-                              index_url=args.index_url, find_links=args.find_links, wheelhouse=args.wheelhouse,
+    result = build_autograder(rubric=args.rubric, heldout=args.heldout, out=args.out,
+                              wheel_source="wheelhouse" if args.find_links else None, index_url=args.index_url,
+                              find_links=args.find_links, wheelhouse=args.wheelhouse,
                               quiet=args.quiet, secret=args.secret)
     if not args.quiet:
         width = max(len(name) for name in result.entries)

@@ -114,7 +114,7 @@ def _setup_conf(*, wheel_source: str, index_url: str, find_links: str | None) ->
     if wheel_source not in ("index", "wheelhouse"):
         raise NotegradeError(f"--wheel-source must be 'index' or 'wheelhouse', got {wheel_source!r}")
     if wheel_source == "wheelhouse" and not find_links:
-        raise NotegradeError("--wheel-source wheelhouse needs --find-links DIR (or --wheelhouse DIR to bundle the wheels)")
+        raise NotegradeError("installing from a wheelhouse needs --find-links DIR (or --wheelhouse DIR to bundle the wheels)")
     if any(c in (find_links or "") + index_url for c in "\n\r="):
         raise NotegradeError("--index-url/--find-links must not contain newlines or '='")
     lines = ["# Written by `notegrade build`: where setup.sh gets its wheels (see setup.sh).",
@@ -127,7 +127,7 @@ def _write_zip(out: Path, files: dict[str, Path | bytes], *, quiet: bool) -> Non
     tmp = out.with_name(out.name + ".partial")
     total = sum(len(src) if isinstance(src, bytes) else src.stat().st_size for src in files.values())
     with zipfile.ZipFile(tmp, "w") as archive, \
-            tqdm(total=total, unit="B", unit_scale=True, desc="zip", disable=quiet, leave=False) as bar:
+            tqdm(total=total, unit="B", unit_scale=True, desc="zip", disable=True if quiet else None, leave=False) as bar:
         for name in sorted(files):
             src = files[name]
             data = src if isinstance(src, bytes) else src.read_bytes()

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from autograder.errors import NotegradeError
 from autograder.instructor.calibrate.cases import MISTAKES, Mistake, build, load_state
-from autograder.instructor.grading.fanout import Job, grade_each
+from autograder.instructor.grading.fanout import Job, check_jobs, grade_each
 from autograder.instructor.grading.one_submission import grade_submission
+from autograder.report import fmt_points
 
 NEARLY_FREE = 2.0
 
@@ -63,6 +64,23 @@ def _item_scores(results: dict) -> "dict[str, float]":
     return {t["number"]: float(t.get("score", 0.0)) for t in results.get("tests", []) if t.get("number")}
 
 
+def chosen_mistakes(only: "list[str] | None") -> "list[Mistake]":
+    """The reference and the mistakes ``--only`` names, by name or by slug (its ``cases/SLUG.json``), in any case.
+
+    >>> [m.name for m in chosen_mistakes(["EMPTY model.pt", "no_zero_grad"])]
+    ['reference', 'empty model.pt', 'no zero_grad']
+    >>> chosen_mistakes(["no such thing"])
+    Traceback (most recent call last):
+    autograder.errors.NotegradeError: unknown mistake 'no such thing'; known (name or slug): reference (reference); ...
+    """
+    wanted = None if only is None else {slug(name) for name in only}
+    unknown = [name for name in only or () if slug(name) not in {slug(m.name) for m in MISTAKES}]
+    if unknown:
+        raise NotegradeError(f"unknown mistake {'; '.join(map(repr, unknown))}; known (name or slug): "
+                             + "; ".join(f"{m.name} ({slug(m.name)})" for m in MISTAKES))
+    return [m for m in MISTAKES if wanted is None or slug(m.name) in wanted or m.name == "reference"]
+
+
 def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs: int = 1, python: "str | None" = None,
               only: "list[str] | None" = None, nearly_free: float = NEARLY_FREE, progress: bool = True) -> Calibration:
     """Grade every mistake (``only``: those names) under ``autograder``; write ``out`` when given."""
@@ -70,13 +88,9 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
     autograder, model = Path(autograder), Path(model)
     if not autograder.exists():
         raise NotegradeError(f"--autograder {autograder}: no such zip or folder (build one with `notegrade build`)")
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     state = load_state(model)
-    mistakes = [m for m in MISTAKES if only is None or m.name in only or m.name == "reference"]
-    unknown = sorted(set(only or ()) - {m.name for m in MISTAKES})
-    if unknown:
-        raise NotegradeError(f"unknown mistake(s) {', '.join(unknown)}; known: {', '.join(m.name for m in MISTAKES)}")
+    mistakes = chosen_mistakes(only)
     work = Path(tempfile.mkdtemp(prefix="notegrade-calibrate-"))
     try:
         todo = [Job(m.name, build(m, work / "cases" / slug(m.name), state=state), work / "graded" / slug(m.name))
@@ -124,7 +138,7 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
 def _points(value: "float | None") -> str:
     if value is None:
         return "-"
-    return "0" if abs(value) < 0.005 else f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if abs(value) < 0.005 else fmt_points(value)  # never "-0"
 
 
 def _table(calibration: Calibration) -> "tuple[list[str], list[list[str]]]":

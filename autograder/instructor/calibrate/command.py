@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 from autograder.instructor.calibrate.calibration import NEARLY_FREE, calibrate, render_text
+from autograder.instructor.grading.fanout import add_jobs_argument
 
 EXAMPLES = """examples:
   notegrade calibrate --autograder autograder.zip --model runs/ref/model.pt
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True,
                         help="the trained reference's model.pt (or checkpoint.pt), from `notegrade train`")
     parser.add_argument("--out", type=Path, help="also write calibration.md, calibration.csv and each case's results")
-    parser.add_argument("--jobs", type=int, default=1, help="mistakes graded at once")
+    add_jobs_argument(parser, "mistakes graded at once")
     parser.add_argument("--python", default=None,
                         help="the interpreter that grades (default: the grading runtime built from the zip's "
                              "requirements.txt, as `notegrade grade`)")

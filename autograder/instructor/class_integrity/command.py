@@ -20,6 +20,7 @@ from autograder.instructor.class_integrity.analysis import MAX_REPORTS
 from autograder.instructor.class_integrity.checkpoints import KNOWN_SEEDS
 from autograder.instructor.class_integrity.compare import compare_class, report_lines
 from autograder.instructor.class_integrity.flags import Thresholds
+from autograder.instructor.grading.fanout import add_jobs_argument
 from autograder.instructor.slurm import options as slurm_options
 
 EXAMPLES = """examples:
@@ -52,8 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the 'Export Submissions' zip or folder, or the --out folder of 'notegrade regrade'")
     parser.add_argument("--autograder", type=pathlib.Path, required=True, help="autograder zip or unpacked directory")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("integrity"), help="output directory")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="submissions whose logits are computed at once (with --slurm: in each array task)")
+    add_jobs_argument(parser, "submissions whose logits are computed at once (with --slurm: in each array task)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per submission for its held-out logits")
     parser.add_argument("--weight-threshold", type=float, default=defaults.weight_similarity,
                         help="median per-layer weight cosine that flags a pair")

@@ -16,6 +16,7 @@ from autograder.instructor.class_integrity.analysis import MAX_REPORTS, Integrit
 from autograder.instructor.class_integrity.checkpoints import KNOWN_SEEDS
 from autograder.instructor.class_integrity.flags import Thresholds
 from autograder.instructor.class_integrity.members import ClassInput, members_from_entries, read_class
+from autograder.instructor.grading.fanout import check_jobs
 from autograder.instructor.slurm.grading import settle_earlier_runs
 
 if TYPE_CHECKING:
@@ -31,8 +32,7 @@ def compare_class(*, source: pathlib.Path, autograder: pathlib.Path, out: pathli
 
     ``slurm``: the held-out logits are computed by a Slurm job array (``autograder/instructor/slurm/``)."""
     source, autograder, out = pathlib.Path(source), pathlib.Path(autograder), pathlib.Path(out)
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     if timeout_s <= 0:
         raise NotegradeError(f"--timeout must be positive, got {timeout_s}")
     if not autograder.exists():

@@ -196,7 +196,7 @@ def all_logits(members: list[Member], heldout: HeldOut, *, cache: pathlib.Path, 
     done: dict[str, LogitsOutcome] = {}
     # Threads are enough: each sandbox is its own worker process.
     with cf.ThreadPoolExecutor(max_workers=jobs) as pool, \
-            tqdm(total=len(first), desc="held-out logits", unit="submission", disable=not progress) as bar:
+            tqdm(total=len(first), desc="held-out logits", unit="submission", disable=None if progress else True) as bar:
         futures = {pool.submit(_one, m, heldout, cache=cache, timeout_s=timeout_s, threads=threads, hide=hide): key
                    for key, m in first.items()}
         for future in cf.as_completed(futures):

@@ -4,6 +4,9 @@ Reads what :mod:`.outputs` wrote (``integrity.json`` + ``pairs.npz``).  The heat
 pair's prediction agreement on the held-out notes, students ordered so that similar ones sit
 together (average-linkage clustering of 1 - agreement), flagged pairs outlined.  Links to
 copydetect's reports are relative to the page, so the report folder can be moved as a whole.
+copydetect writes a report only for a pair flagged for code (``code:<file>``), so the
+"shared regions" column appears only when some pair is; otherwise a note says why code is not
+part of the evidence (the class-wide median sharing of each file).
 
 Example
 -------
@@ -90,6 +93,25 @@ def _with_z(row: dict, value: str, z: str) -> str:
     return f"{text} (z {_f(row, z, '.1f')})" if text and _f(row, z, ".1f") else text
 
 
+def _code_flagged(row: dict) -> bool:
+    return any(kind.startswith("code:") for kind in str(row.get("flags") or "").split("; "))
+
+
+def _no_code_evidence(record: dict) -> str:
+    """Why no pair has copydetect's shared regions: none is flagged for code, and what the class shares."""
+    t = record.get("thresholds") or {}
+    medians = [f"{name} {entry['median']:.0%}" for name, entry in ((record.get("distributions") or {}).get("code") or {}).items()
+               if isinstance(entry, dict) and isinstance(entry.get("median"), (int, float))]
+    text = ("No shared-regions column: no pair is flagged for copied code, and copydetect's report (the shared "
+            "regions side by side) is written only for a pair flagged code:<file>. A file is evidence when a pair "
+            f"shares at least {t.get('code_similarity', 0.6):.0%} of its own code (the starter code removed) and "
+            f"stands out from the class (robust z >= {t.get('code_z', 3.0):g})")
+    if medians:
+        text += (f"; the median pair of this class shares {', '.join(medians)}: a file the whole class shares is not "
+                 "evidence against one pair")
+    return text + "."
+
+
 def section(record: dict, *, page: pathlib.Path, img) -> str:
     """HTML of the section; ``img(fig, alt)`` embeds a figure (the class report's own helper)."""
     folder = pathlib.Path(record["folder"])
@@ -118,18 +140,28 @@ def section(record: dict, *, page: pathlib.Path, img) -> str:
         parts.append('<p class="note">No agreement heatmap: fewer than two submissions have held-out logits.</p>')
     parts.append("<h3>Flagged pairs</h3>")
     if pairs:
+        # copydetect's report exists only for pairs flagged for code: without one, the column would be empty.
+        regions = any(_code_flagged(r) for r in pairs)
+        written = len(record.get("copydetect") or {})
         rows = []
         for r in pairs:
             link = r.get("copydetect_report") or ""
             href = os.path.relpath(folder / link, page.parent).replace(os.sep, "/") if link else ""
             weights = "identical file" if r.get("identical_checkpoint") == "yes" else _f(r, "weight_similarity", ".3f")
-            rows.append([(f"{r['name_a']} ({r['sid_a']})", ""), (f"{r['name_b']} ({r['sid_b']})", ""), (r["flags"], ""),
-                         (weights + (f" [{r['shared_start']}]" if r.get("shared_start") else ""), ""),
-                         (_with_z(r, "agreement", "agreement_z"), ""), (_with_z(r, "wrong_agreement", "same_errors_z"), ""),
-                         (f"{r['code_file']} {_f(r, 'code_similarity', '.0%')}".strip(), ""),
-                         ("copydetect report" if href else "", href)])
+            code = f"{r['code_file']} {_with_z(r, 'code_similarity', 'code_z')}".strip()
+            row = [(f"{r['name_a']} ({r['sid_a']})", ""), (f"{r['name_b']} ({r['sid_b']})", ""), (r["flags"], ""),
+                   (weights + (f" [{r['shared_start']}]" if r.get("shared_start") else ""), ""),
+                   (_with_z(r, "agreement", "agreement_z"), ""), (_with_z(r, "wrong_agreement", "same_errors_z"), ""),
+                   (code, "")]
+            if regions:
+                missing = (f"no report (--max-reports: written for the {written} strongest pairs only)"
+                           if _code_flagged(r) else "")
+                row.append(("copydetect report", href) if href else (missing, ""))
+            rows.append(row)
         parts.append(_table(["student A", "student B", "flags", "weights (cosine)", "agreement", "same wrong family",
-                             "most shared code", "shared regions"], rows))
+                             "most shared code"] + (["shared regions"] if regions else []), rows))
+        if not regions:
+            parts.append(f'<p class="note">{html.escape(_no_code_evidence(record))}</p>')
         parts.append('<p class="note">Each row of integrity.csv carries the numbers and the evidence in words.</p>')
     else:
         parts.append('<p class="note">No pair flagged.</p>')

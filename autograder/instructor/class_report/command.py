@@ -2,7 +2,8 @@
 
 Reads ``grades.csv`` as ``notegrade regrade`` writes it, and the ``grades.json`` written beside it
 (rubric items with their maximum points, the per-submission held-out confusion matrices: a CSV
-row cannot hold an 11x11 matrix).  Without ``grades.json`` the items come from the column names
+row cannot hold an 11x11 matrix; the items that errored), and ``score_changes.csv`` beside it
+(against Gradescope's scores) when there is one.  Without ``grades.json`` the items come from the column names
 (``"1.1 Title"``), their maxima from the best score seen, and the confusion section says it has
 no data.  Figures are matplotlib PNGs embedded as base64, so the page is one file with no
 external resources.
@@ -22,7 +23,9 @@ EXAMPLES = """examples:
   notegrade report regrade/grades.csv --out class.html --reference-metrics runs/ref/test/metrics.json --top 15
 
 The report reads grades.json beside grades.csv (written by 'notegrade regrade') for the items'
-maximum points and the pooled confusion matrix; --class-data points at it elsewhere.  When an
+maximum points, the pooled confusion matrix and the items that errored; --class-data points at it
+elsewhere.  It shows the score changes against Gradescope from score_changes.csv beside grades.csv
+(--score-changes FILE elsewhere).  When an
 integrity analysis sits beside it (integrity/ from 'notegrade regrade --integrity'), or is given
 with --integrity DIR ('notegrade integrity --out DIR'), the report ends with its section.
 """
@@ -36,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-data", type=pathlib.Path, help="grades.json (default: beside grades.csv)")
     parser.add_argument("--top", type=int, default=10, help="leaderboard length")
     parser.add_argument("--title", help="page title (default: the assignment title)")
+    parser.add_argument("--score-changes", type=pathlib.Path,
+                        help="score_changes.csv from 'notegrade regrade' (default: beside grades.csv, when there is one)")
     parser.add_argument("--integrity", type=pathlib.Path,
                         help="integrity analysis folder (default: integrity/ beside grades.csv, when there is one)")
 
@@ -43,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = write_class_report(grades=args.grades, out=args.out, reference_accuracy=args.reference_accuracy,
                              reference_metrics=args.reference_metrics, class_data=args.class_data, top=args.top,
-                             title=args.title, integrity=args.integrity)
+                             title=args.title, integrity=args.integrity,
+                             score_changes=args.score_changes)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0

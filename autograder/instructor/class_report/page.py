@@ -4,7 +4,10 @@
 ``grades.json`` written beside it (rubric items with their maximum points, the per-submission
 held-out confusion matrices: a CSV row cannot hold an 11x11 matrix).  Without ``grades.json`` the
 items come from the column names (``"1.1 Title"``), their maxima from the best score seen, and the
-confusion section says it has no data.  Figures are matplotlib PNGs embedded as base64, so the page
+confusion section says it has no data.  The students who errored or were not graded, and the
+score changes against Gradescope (``score_changes.csv`` beside grades.csv), are tables of
+:mod:`.tables`; the reference line of the accuracy figure gets a note on why the class sits off it
+(:func:`reference_note`).  Figures are matplotlib PNGs embedded as base64, so the page
 is one file with no external resources.  The command line (``notegrade report``) is
 :mod:`autograder.instructor.class_report.command`.
 
@@ -36,6 +39,14 @@ from matplotlib.figure import Figure
 
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
+from autograder.instructor.class_report.tables import (
+    errored_items,
+    errored_section,
+    note,
+    score_changes_section,
+    table,
+)
+from autograder.report import fmt_points
 
 _ITEM_RE = re.compile(r"^\d+(\.\d+)*\s")
 _CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:68rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -52,14 +63,6 @@ def _png(fig: Figure) -> str:
 
 def _img(fig: Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}">'
-
-
-def _points(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
 
 
 def _items(grades: pd.DataFrame, class_data: dict) -> list[tuple[str, float]]:
@@ -137,16 +140,6 @@ def confusion_figure(matrix: np.ndarray, families: list[str]) -> Figure:
     return fig
 
 
-_RIGHT = ' class="r"'
-
-
-def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td{_RIGHT if i in right else ''}>{html.escape(v)}</td>"
-                                    for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _reference_accuracy(value: float | None, metrics: pathlib.Path | None) -> float | None:
     if value is not None:
         if not 0 <= value <= 1:
@@ -165,8 +158,7 @@ def _reference_accuracy(value: float | None, metrics: pathlib.Path | None) -> fl
 
 def _integrity_section(folder: pathlib.Path | None, grades_path: pathlib.Path, out: pathlib.Path) -> str:
     """The integrity analysis's section, from ``folder`` or ``integrity/`` beside grades.csv ("" without one)."""
-    from autograder.instructor.class_integrity import outputs
-    from autograder.instructor.class_integrity import report_section
+    from autograder.instructor.class_integrity import outputs, report_section
 
     if folder is None:
         folder = grades_path.parent / "integrity"
@@ -175,58 +167,92 @@ def _integrity_section(folder: pathlib.Path | None, grades_path: pathlib.Path, o
     return report_section.section(outputs.read_results(folder), page=out.resolve(), img=_img)
 
 
+def _read_grades(path: pathlib.Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype={"sid": str, "submission_id": str})
+    except FileNotFoundError:
+        raise NotegradeError(f"{path}: no such grades.csv (write one with 'notegrade regrade')") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise NotegradeError(f"{path}: not a readable CSV ({err})") from None
+    missing = {"name", "total"} - set(frame.columns)
+    if missing:
+        raise NotegradeError(f"{path}: not a notegrade grades.csv (no {', '.join(sorted(missing))} column)")
+    for column in ("late_seconds", "penalty", "heldout_accuracy"):
+        if column not in frame:
+            frame[column] = math.nan
+    return frame
+
+
+def reference_note(accuracy: pd.Series, reference: float, notes: int | None) -> str:
+    """Why the class sits off the reference line: the line is unperturbed, every submission's run is not."""
+    median = float(accuracy.median())
+    text = (f"The reference line ({reference:.1%}) is the reference model on the held-out file as stored ('notegrade "
+            "evaluate', nothing perturbed). The grader shows each submission its own presentation of the same notes, "
+            "keyed by the submission's files: a secret gain offset and noise on every note's features "
+            "([heldout.perturbation]) and the low mantissa bits of model.pt's weights replaced. So the reference's own "
+            "model.pt, handed in, lands within a note or two of the line, and submissions with identical files land on the "
+            "same value; with a public/private split, a student's accuracy is on the private part only. "
+            f"Here the class median is {median:.1%}, "
+            + (f"{100 * (median - reference):+.1f} points from the line" if abs(median - reference) >= 5e-4
+               else "on the line"))
+    return text + (f" (one of the {notes} held-out notes is {100 / notes:.2f} points)." if notes else ".")
+
+
+def _heldout_notes(data: dict) -> int | None:
+    """How many held-out notes a submission was graded on: the sum of its confusion matrix."""
+    for matrix in ((data.get("confusion") or {}).get("per_submission") or {}).values():
+        if matrix:
+            return int(np.asarray(matrix).sum()) or None
+    return None
+
+
 def write_class_report(*, grades: pathlib.Path, out: pathlib.Path, reference_accuracy: float | None = None,
                        reference_metrics: pathlib.Path | None = None, class_data: pathlib.Path | None = None,
-                       top: int = 10, title: str | None = None, integrity: pathlib.Path | None = None) -> pathlib.Path:
+                       top: int = 10, title: str | None = None, integrity: pathlib.Path | None = None,
+                       score_changes: pathlib.Path | None = None) -> pathlib.Path:
     """Write the class report for ``grades`` (a grades.csv) to ``out``; return ``out``.
 
-    ``integrity``: an integrity analysis folder (default: ``integrity/`` beside grades.csv, if any).
+    ``integrity``: an integrity analysis folder (default: ``integrity/`` beside grades.csv, if any);
+    ``score_changes``: the regrade's score_changes.csv (default: beside grades.csv, if there is one).
     """
     grades_path = pathlib.Path(grades)
-    try:
-        table = pd.read_csv(grades_path, dtype={"sid": str, "submission_id": str})
-    except FileNotFoundError:
-        raise NotegradeError(f"{grades_path}: no such grades.csv (write one with 'notegrade regrade')") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise NotegradeError(f"{grades_path}: not a readable CSV ({err})") from None
-    missing = {"name", "total"} - set(table.columns)
-    if missing:
-        raise NotegradeError(f"{grades_path}: not a notegrade grades.csv (no {', '.join(sorted(missing))} column)")
+    frame = _read_grades(grades_path)
     data_path = pathlib.Path(class_data) if class_data else grades_path.with_suffix(".json")
     data = json.loads(data_path.read_text()) if data_path.is_file() else {}
     reference = _reference_accuracy(reference_accuracy, reference_metrics)
-    for column in ("late_seconds", "penalty", "heldout_accuracy"):
-        if column not in table:
-            table[column] = math.nan
-    graded = table[table["total"].notna()]
+    changes = pathlib.Path(score_changes) if score_changes else grades_path.parent / "score_changes.csv"
+    graded = frame[frame["total"].notna()]
     best = float(graded["total"].max()) if len(graded) else 0.0
     total_points = float((data.get("assignment") or {}).get("total_points") or max(100.0, best))
     items = _items(graded, data)
     sections = [f"<h1>{html.escape(title or (data.get('assignment') or {}).get('title') or 'Class report')}</h1>"]
     totals = graded["total"]
-    stats = [[str(len(table)), str(len(graded)), *(f"{v:.1f}" for v in (totals.mean(), totals.median(), totals.std(ddof=0),
+    stats = [[str(len(frame)), str(len(graded)), *(f"{v:.1f}" for v in (totals.mean(), totals.median(), totals.std(ddof=0),
                                                                          totals.min(), totals.max())),
               str(int((graded["penalty"].fillna(0) > 0).sum()))]] if len(graded) else []
-    sections.append(_table(["students", "graded", "mean", "median", "std", "min", "max", "late-penalised"], stats,
-                           right=set(range(8))) if stats else _note("No graded students in grades.csv."))
-    not_graded = table[table["total"].isna()]
-    if len(not_graded):
-        sections.append(_note(f"Not graded ({len(not_graded)}): " + ", ".join(not_graded["name"].astype(str))))
+    sections.append(table(["students", "graded", "mean", "median", "std", "min", "max", "late-penalised"], stats,
+                          right=set(range(8))) if stats else note("No graded students in grades.csv."))
+    sections.append(errored_section(frame, data))
+    if score_changes is not None or changes.is_file():
+        sections.append(score_changes_section(changes, frame))
     sections.append("<h2>Score distribution</h2>")
-    sections.append(_img(score_figure(totals, total_points), "score distribution") if len(graded) else _note("No scores."))
+    sections.append(_img(score_figure(totals, total_points), "score distribution") if len(graded) else note("No scores."))
+    errored = len(set(errored_items(frame, data)) & set(graded.index))
+    if errored:
+        sections.append(note(f"Includes {errored} graded student(s) whose items errored (see 'Errored or not graded')."))
     sections.append("<h2>Pass rate per rubric item</h2>")
     sections.append(_img(pass_rate_figure(graded, items), "pass rate per rubric item") if items and len(graded)
-                    else _note("No rubric item columns in grades.csv."))
+                    else note("No rubric item columns in grades.csv."))
     sections.append("<h2>Held-out accuracy</h2>")
     accuracy = graded["heldout_accuracy"].dropna()
     if len(accuracy):
         sections.append(_img(accuracy_figure(accuracy, reference), "held-out accuracy distribution"))
-        if reference is None:
-            sections.append(_note("No reference accuracy given (--reference-accuracy or --reference-metrics)."))
+        sections.append(note(reference_note(accuracy, reference, _heldout_notes(data)) if reference is not None else
+                             "No reference accuracy given (--reference-accuracy or --reference-metrics)."))
     else:
-        sections.append(_note("No held-out accuracies in grades.csv."))
+        sections.append(note("No held-out accuracies in grades.csv."))
     sections.append("<h2>Lateness and score</h2>")
-    sections.append(_img(lateness_figure(graded), "lateness against score") if len(graded) else _note("No scores."))
+    sections.append(_img(lateness_figure(graded), "lateness against score") if len(graded) else note("No scores."))
     sections.append("<h2>Confusion matrix, pooled over the class</h2>")
     pooled = (data.get("confusion") or {}).get("pooled")
     families = data.get("families") or list(FAMILIES)
@@ -234,15 +260,15 @@ def write_class_report(*, grades: pathlib.Path, out: pathlib.Path, reference_acc
         matrix = np.asarray(pooled, dtype=np.int64)
         n_students = sum(1 for m in data["confusion"].get("per_submission", {}).values() if m)
         sections.append(_img(confusion_figure(matrix, families), "pooled confusion matrix"))
-        sections.append(_note(f"Row-normalised; {int(matrix.sum())} predictions from {n_students} submission(s)."))
+        sections.append(note(f"Row-normalised; {int(matrix.sum())} predictions from {n_students} submission(s)."))
     else:
-        sections.append(_note(f"No confusion data ({data_path.name} beside grades.csv has none)."))
+        sections.append(note(f"No confusion data ({data_path.name} beside grades.csv has none)."))
     sections.append(f"<h2>Leaderboard (top {top} by held-out accuracy)</h2>")
     board = graded.dropna(subset=["heldout_accuracy"]).sort_values(["heldout_accuracy", "total"], ascending=False).head(top)
-    rows = [[str(rank), str(r["name"]), str(r.get("sid", "")), f"{r['heldout_accuracy']:.2%}", _points(r["total"])]
+    rows = [[str(rank), str(r["name"]), str(r.get("sid", "")), f"{r['heldout_accuracy']:.2%}", fmt_points(r["total"])]
             for rank, (_, r) in enumerate(board.iterrows(), start=1)]
-    sections.append(_table(["#", "student", "sid", "held-out accuracy", "total"], rows, right={0, 3, 4})
-                    if rows else _note("No held-out accuracies in grades.csv."))
+    sections.append(table(["#", "student", "sid", "held-out accuracy", "total"], rows, right={0, 3, 4})
+                    if rows else note("No held-out accuracies in grades.csv."))
     out = pathlib.Path(out)
     sections.append(_integrity_section(pathlib.Path(integrity) if integrity else None, grades_path, out))
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or "Class report")}'

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from autograder.instructor.demo.run import run_demo
 from autograder.instructor.demo.summary import summary_text
+from autograder.instructor.grading.fanout import add_jobs_argument
 
 EXAMPLES = """examples:
   notegrade demo                          # everything in ./demo-out (about 4 minutes on 2 busy cores)
@@ -50,19 +51,9 @@ NOTEGRADE_WORKER_PYTHON at it.  Set NOTEGRADE_WORKER_PYTHON yourself to use anot
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="directory for every artefact")
-    parser.add_argument("--jobs", type=_positive_int, default=None,
-                        help="parallel workers, and submissions graded at once (default: one per core)")
+    add_jobs_argument(parser, "parallel workers, and submissions graded at once (`make demo` uses auto)")
     parser.add_argument("--keep", action="store_true", help="keep the rendered WAV files")
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

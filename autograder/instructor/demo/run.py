@@ -16,7 +16,6 @@ Example
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any, Callable
 from autograder.errors import NotegradeError
 from autograder.instructor.demo import steps as demo_steps
 from autograder.instructor.demo.summary import check_expectations
+from autograder.instructor.grading.fanout import check_jobs
 
 DEMO_RUBRIC = Path(__file__).resolve().parent / "demo_rubric.toml"
 SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
@@ -94,14 +94,12 @@ def _save(result: DemoResult, status: str) -> None:
     (result.out / MARKER).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
-def run_demo(*, out: Path = Path("demo-out"), jobs: int | None = None, keep: bool = False, progress: bool = True,
+def run_demo(*, out: Path = Path("demo-out"), jobs: int = 1, keep: bool = False, progress: bool = True,
              echo: Callable[[str], None] = print) -> DemoResult:
     """Run the eight steps into ``out``; return what happened (``problems`` lists unmet expectations)."""
     from autograder.instructor.grading.student_python import ensure_worker_python
 
-    jobs = len(os.sched_getaffinity(0)) if jobs is None else jobs
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     if not Path(SOUNDFONT).is_file():
         raise NotegradeError(f"{SOUNDFONT} is missing: install the Debian packages with scripts/system-deps.sh")
     out = Path(out)

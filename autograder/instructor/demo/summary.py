@@ -60,10 +60,28 @@ ARTEFACTS = {
     "graded": "<submission>/results.json, report.html; summary.csv",
     "class_export": "a synthetic Gradescope 'Export Submissions' zip",
     "extensions": "per-student extensions",
-    "regrade": "grades.csv, canvas.csv, score_changes.csv, reports/",
-    "integrity": "integrity.csv (flagged pairs and students, with the evidence), copydetect/",
     "class_report": "open it in a browser",
 }
+# Folders whose files are listed as found on disk, each with what it is: nothing is promised that a run
+# may not write (integrity's copydetect/ exists only when a pair is flagged for copied code).
+LISTED = {"regrade": {"grades.csv": "", "canvas.csv": "", "score_changes.csv": "", "reports/": ""},
+          "integrity": {"integrity.csv": " (flagged pairs and students, with the evidence)", "copydetect/": ""}}
+
+
+def describe(key: str, path: Path) -> str:
+    """The closing list's text for one artefact (for a folder of :data:`LISTED`: the files it holds)."""
+    if key not in LISTED:
+        return ARTEFACTS.get(key, "")
+    found = []
+    for name, what in LISTED[key].items():
+        entry = path / name.rstrip("/")
+        if name == "copydetect/":
+            reports = len(list(entry.glob("*.html"))) if entry.is_dir() else 0
+            found.append(f"copydetect/ ({reports} pair report(s))" if reports
+                         else "no copydetect/ (only when code is flagged)")
+        elif entry.is_dir() if name.endswith("/") else entry.is_file():
+            found.append(name + what)
+    return ", ".join(found)
 
 
 # The synthetic class's submission variants, in words.
@@ -80,7 +98,7 @@ def summary_text(result: Any) -> str:
     for key, path in result.paths.items():
         path = Path(path)
         shown = f"{path.relative_to(result.out) if path.is_relative_to(result.out) else path}{'/' if path.is_dir() else ''}"
-        lines.append(f"  {shown:<36} {ARTEFACTS.get(key, '')}")
+        lines.append(f"  {shown:<36} {describe(key, path)}")
     lines += ["", "grading with autograder.zip:", f"  {'submission':<32} {'score':>9}  items short of full marks"]
     for name in SUBMISSIONS:
         entry = result.scores.get(name)

@@ -1,19 +1,24 @@
 """Grade a batch: a folder of submission folders, each graded on its own, then a summary.
 
-A folder is a batch only when it holds nothing but submission folders (:func:`is_batch_folder`;
-``--batch`` says so explicitly, and :func:`batch_problem` says why a folder isn't one); junk (what
-zipping on macOS or running Python leaves, hidden names) is never a submission, here and for
+:func:`is_batch` is the one rule for whether a folder is graded as a batch: ``--batch`` says so (then
+files beside the submission folders are listed as ignored: :func:`ignored_rows`), ``--no-batch``
+says not, and otherwise a folder is a batch only when it holds nothing but submission folders
+(:func:`is_batch_folder`).  A folder that looks like a batch of several submissions but also holds
+a stray file is refused with the advice to add ``--batch``, never graded as one empty upload.  Junk
+(what zipping on macOS or running Python leaves, hidden names) is never a submission, here and for
 ``--docker``.  Each submission goes through
 :func:`autograder.instructor.grading.one_submission.grade_submission` into ``OUT/<name>/`` by the
 one fan-out (:mod:`.fanout`: ``jobs`` grader processes at a time), or as a Slurm job array whose
 tasks run :func:`grade_folders`; one that breaks never stops the others, ``OUT/summary.csv`` lists
-them all and :func:`summary_table` prints them (for ``--docker`` too).
+them all (and the ignored files) and :func:`summary_table` prints them (for ``--docker`` too).
 
 Example
 -------
->>> print(summary_table([{"name": "alice", "score": 90.0, "total": 100.0, "seconds": 12.3, "status": "graded"}]))
+>>> print(summary_table([{"name": "alice", "score": 90.0, "total": 100.0, "seconds": 12.3, "status": "graded"},
+...                      {"name": "notes.txt", "score": None, "total": None, "seconds": None, "status": IGNORED}]))
 submission        score     time  status
 alice          90 / 100    12.3s  graded
+notes.txt             -        -  ignored: not a submission folder
 """
 from __future__ import annotations
 
@@ -22,9 +27,11 @@ import functools
 import os
 import pathlib
 
+from autograder.errors import NotegradeError
 from autograder.instructor.grading.fanout import Graded, Job, grade_each
 from autograder.instructor.grading.local import isolation_of, private_dir
 from autograder.instructor.grading.one_submission import JUNK_NAMES, grade_submission
+from autograder.report import fmt_points
 from autograder.results import is_autograder_error
 
 
@@ -45,27 +52,75 @@ def _is_submission_folder(path: pathlib.Path) -> bool:
 def is_batch_folder(path: pathlib.Path) -> bool:
     """A directory is a batch when it holds nothing but submission folders (junk like .DS_Store aside).
 
-    Never by guess: a stray notes.txt next to the folders makes it one submission (and ``--batch``
-    then says why it isn't one); a single folder inside is one submission graded from that folder
-    (Gradescope's layout for a zipped folder), never a batch of one."""
+    Never by guess: with a stray notes.txt next to the folders it is no batch (and :func:`is_batch`
+    refuses it when the folders look like submissions); a single folder inside is one submission
+    graded from that folder (Gradescope's layout for a zipped folder), never a batch of one."""
     if not path.is_dir() or _is_submission_folder(path):
         return False
     entries = _entries(path)
     return len(entries) > 1 and all(p.is_dir() for p in entries)
 
 
+def submission_like_folders(path: pathlib.Path) -> "list[pathlib.Path]":
+    """The folders of ``path`` that each look like one student's submission, when ``path`` has none of the
+    assignment's files itself; fewer than two is not a batch (one folder is a zipped upload)."""
+    if not path.is_dir() or _is_submission_folder(path):
+        return []
+    found = sorted(p for p in _entries(path) if p.is_dir() and _is_submission_folder(p))
+    return found if len(found) >= 2 else []
+
+
+def stray_files(path: pathlib.Path) -> "list[str]":
+    """What a batch folder holds besides folders (junk aside), sorted: never graded, listed as ignored."""
+    return sorted(p.name for p in _entries(path) if not p.is_dir()) if path.is_dir() else []
+
+
 def batch_problem(path: pathlib.Path) -> "str | None":
     """Why ``path`` can't be graded as a batch (``--batch``), or None."""
     if not path.is_dir():
         return f"{path} is not a folder of submission folders"
-    entries = _entries(path)
-    stray = [p.name for p in entries if not p.is_dir()]
-    if stray:
-        return (f"{path} holds files besides submission folders ({', '.join(sorted(stray)[:5])}): move them out, "
-                "or grade it as one submission (without --batch)")
-    if not entries:
-        return f"{path} holds no submission folders"
+    if not any(p.is_dir() for p in _entries(path)):
+        stray = stray_files(path)
+        return f"{path} holds no submission folders" + (f" (only {_listed(stray)})" if stray else "")
     return None
+
+
+def is_batch(path: pathlib.Path, flag: "bool | None") -> bool:
+    """Grade ``path`` as a batch?  ``flag``: True (``--batch``), False (``--no-batch``) or None (detect).
+
+    Raises :class:`NotegradeError` when ``--batch`` can't apply, and when undetected ``path`` still looks
+    like a batch of several submissions (only a stray file beside them), instead of grading it as one
+    upload that has no files at its top."""
+    path = pathlib.Path(path)
+    if flag:
+        problem = batch_problem(path)
+        if problem:
+            raise NotegradeError(f"--batch: {problem}")
+        return True
+    if flag is False:
+        return False
+    if is_batch_folder(path):
+        return True
+    folders = submission_like_folders(path)
+    if folders:
+        names = ", ".join(p.name for p in folders[:3]) + (", ..." if len(folders) > 3 else "")
+        raise NotegradeError(
+            f"{path} looks like a batch of {len(folders)} submissions ({names}): it has no model.py etc. at its top, "
+            f"and also holds {_listed(stray_files(path))}. Add --batch to grade each folder (other files are listed "
+            "as ignored), or --no-batch to grade it as one upload")
+    return False
+
+
+def _listed(names: "list[str]") -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+IGNORED = "ignored: not a submission folder"
+
+
+def ignored_rows(path: pathlib.Path) -> "list[dict]":
+    """Summary rows (:func:`summary_table`, summary.csv) for the files beside a batch's submission folders."""
+    return [{"name": name, "score": None, "total": None, "status": IGNORED, "seconds": None} for name in stray_files(path)]
 
 
 def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike,
@@ -75,7 +130,8 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
     with ``slurm``, a :class:`~autograder.instructor.slurm.grading.SlurmGrading`, as a Slurm job array).
 
     Returns one summary row per submission (``name, score, total, status, seconds, isolation``); writes
-    ``out/<name>/results.json`` etc. and ``out/summary.csv``.  One failure never stops the batch.
+    ``out/<name>/results.json`` etc. and ``out/summary.csv`` (which also lists the files beside the
+    submission folders as ignored, :func:`ignored_rows`).  One failure never stops the batch.
     """
     out = private_dir(out)  # 0700 when created: no other student reads these results
     folders = batch_folders(pathlib.Path(submissions))
@@ -87,7 +143,7 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
         writer = csv.DictWriter(handle, fieldnames=["name", "score", "total", "status", "seconds", "isolation"],
                                 extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(rows + ignored_rows(pathlib.Path(submissions)))
     return rows
 
 
@@ -128,8 +184,10 @@ def summary_table(rows: list[dict]) -> str:
     peak = any("peak_mb" in r for r in rows)
     lines = [f"{'submission':<{width}}  {'score':>11}  {'time':>7}" + (f"  {'peak MB':>7}" if peak else "") + "  status"]
     for r in rows:
-        score = "-" if r["score"] is None else f"{r['score']:g} / {r['total']:g}" if r["total"] else f"{r['score']:g}"
+        score = ("-" if r["score"] is None else f"{fmt_points(r['score'])} / {fmt_points(r['total'])}" if r["total"]
+                 else fmt_points(r["score"]))
         memory = "-" if r.get("peak_mb") is None else f"{r['peak_mb']:.0f}"
-        lines.append(f"{r['name']:<{width}}  {score:>11}  {r['seconds']:>6.1f}s" + (f"  {memory:>7}" if peak else "")
+        seconds = "-" if r.get("seconds") is None else f"{r['seconds']:.1f}s"
+        lines.append(f"{r['name']:<{width}}  {score:>11}  {seconds:>7}" + (f"  {memory:>7}" if peak else "")
                      + f"  {r['status']}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import os
 import pathlib
 
 from autograder.errors import NotegradeError
+from autograder.instructor.grading.fanout import add_jobs_argument
 from autograder.instructor.grading.run import grade_and_report
 
 EXAMPLES = """examples:
@@ -36,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a submission_metadata.json (for the late penalty); without it no penalty applies")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("graded"),
                         help="where results.json, report.html and the grader's stdout.txt go")
-    parser.add_argument("--batch", action="store_true",
-                        help="SUBMISSION is a folder of submission folders (detected when it holds nothing else)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="submissions graded in parallel (with a batch; with --slurm: in each array task)")
+    parser.add_argument("--batch", action=argparse.BooleanOptionalAction, default=None,
+                        help="SUBMISSION is a folder of submission folders, each graded; other files in it are listed "
+                             "as ignored (default: detected when it holds nothing but folders; --no-batch: one upload)")
+    add_jobs_argument(parser, "submissions graded in parallel (with a batch; with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade inside the autograder's Docker image, as Gradescope does")
     parser.add_argument("--image", default=None, help="with --docker: the image tag to build or reuse")
     parser.add_argument("--base-image", default=None,
@@ -77,10 +78,10 @@ def run(args: argparse.Namespace) -> int:
             raise NotegradeError("--python does not apply with --docker (the image's own runtime grades)")
         return int(docker_grading.grade_and_report(
             submission=args.submission, autograder=args.autograder, metadata=args.metadata, out=args.out,
-            image=args.image, jobs=args.jobs, base_image=args.base_image, batch=True if args.batch else None) or 0)
+            image=args.image, jobs=args.jobs, base_image=args.base_image, batch=args.batch) or 0)
     for flag, value in (("--image", args.image), ("--base-image", args.base_image)):
         if value is not None:
             raise NotegradeError(f"{flag} only applies with --docker")
     return grade_and_report(submission=args.submission, autograder=args.autograder, metadata=args.metadata,
                             out=args.out, jobs=args.jobs, python=args.python, slurm=slurm,
-                            is_batch=True if args.batch else None)
+                            is_batch=args.batch)

@@ -30,7 +30,9 @@ Example
 """
 from __future__ import annotations
 
+import argparse
 import concurrent.futures as cf
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -68,6 +70,39 @@ class Graded:
         if self.error is None:
             return ""
         return str(self.error) if isinstance(self.error, NotegradeError) else f"{type(self.error).__name__}: {self.error}"
+
+
+def add_jobs_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """The one ``--jobs`` option of every command that works on many submissions: a whole number or
+    ``auto`` (the cores this process may use), default 1 everywhere (each job holds a grading process
+    of ~0.7 GB, so more is the instructor's choice)."""
+    parser.add_argument("--jobs", type=jobs_value, default=1, metavar="N|auto", help=what)
+
+
+def jobs_value(text: "str | int") -> int:
+    """``--jobs``: a whole number >= 1, or ``auto`` for one per usable core.
+
+    >>> jobs_value("3"), jobs_value("auto") == len(os.sched_getaffinity(0))
+    (3, True)
+    >>> jobs_value("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: --jobs must be a whole number of at least 1 or 'auto', got '0'
+    """
+    if str(text).strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--jobs must be a whole number of at least 1 or 'auto', got {str(text)!r}")
+    return value
+
+
+def check_jobs(jobs: int) -> None:
+    """The library functions' check of ``jobs`` (a caller that did not come through :func:`jobs_value`)."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
 
 
 def _grade_one(job: Job, grade: GradeFn, autograder: Path, on_done: "Callable[[Graded], None] | None") -> Graded:

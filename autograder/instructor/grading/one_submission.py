@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 
 from autograder import layout
 from autograder.atomic import write_json_atomically
@@ -56,8 +57,8 @@ def _safe_extract(archive: pathlib.Path, dest: pathlib.Path) -> None:
                 if not target.is_relative_to(dest.resolve()):
                     raise NotegradeError(f"{archive}: entry {name!r} would extract outside the target directory")
         stage_zip(archive, dest)  # iterative, bounded in depth and size
-    except zipfile.BadZipFile as err:
-        raise NotegradeError(f"{archive}: not a valid zip file ({err})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:  # damaged or unsupported entries
+        raise NotegradeError(f"{archive}: not a readable zip ({type(err).__name__}: {err})") from None
 
 
 def _place(src: pathlib.Path, dest: pathlib.Path, what: str) -> None:
@@ -69,10 +70,27 @@ def _place(src: pathlib.Path, dest: pathlib.Path, what: str) -> None:
     elif src.is_file() and zipfile.is_zipfile(src):
         dest.mkdir(parents=True)
         _safe_extract(src, dest)
+    elif src.is_file() and (src.suffix.lower() == ".zip" or _starts_like_a_zip(src)):
+        raise NotegradeError(f"{src}: not a readable zip ({_zip_error(src)}: damaged, cut short or no zip at all); "
+                             f"the {what} must be a directory or a .zip file that unzips")
     elif src.exists():
         raise NotegradeError(f"{src}: the {what} must be a directory or a .zip file")
     else:
         raise NotegradeError(f"{src}: no such {what}")
+
+
+def _starts_like_a_zip(path: pathlib.Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def _zip_error(path: pathlib.Path) -> str:
+    """What the zip reader says about a file that is no readable zip."""
+    try:
+        zipfile.ZipFile(path).close()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        return str(err) or type(err).__name__
+    return "no end-of-archive record"
 
 
 def _check_autograder(source: pathlib.Path, origin: pathlib.Path) -> None:
@@ -81,6 +99,31 @@ def _check_autograder(source: pathlib.Path, origin: pathlib.Path) -> None:
     if missing:
         raise NotegradeError(f"{origin}: not an autograder (missing {', '.join(missing)}); build one with "
                              "`notegrade build --rubric FILE --heldout FILE`")
+
+
+def check_metadata_file(path: "str | os.PathLike") -> None:
+    """A metadata file the instructor names (``--metadata``) must be one the late penalty can use: else a
+    :class:`NotegradeError` naming it and what is wrong (never a silent grade without a penalty; only
+    Gradescope's own missing file is lenient, in the grader)."""
+    from autograder.late import metadata_problem
+
+    path = pathlib.Path(path)
+    fix = "give the submission_metadata.json Gradescope writes (created_at, assignment.due_date)"
+    if not path.is_file():
+        raise NotegradeError(f"{path}: no such metadata file; {fix}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise NotegradeError(f"metadata file {path} is not UTF-8 text (a JSON file is); {fix}") from None
+    except json.JSONDecodeError as err:
+        raise NotegradeError(f"metadata file {path} is not valid JSON ({err}); {fix}") from None
+    except OSError as err:
+        raise NotegradeError(f"metadata file {path} cannot be read ({err.strerror or err})") from None
+    if not isinstance(data, dict):
+        raise NotegradeError(f"metadata file {path} holds a JSON {type(data).__name__}, not an object; {fix}")
+    problem = metadata_problem(data)
+    if problem:
+        raise NotegradeError(f"metadata file {path} cannot date the submission ({problem}); {fix}")
 
 
 def grade_submission(*, submission: str | os.PathLike, autograder: str | os.PathLike,
@@ -98,8 +141,8 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
     for path, what in ((submission, "submission"), (autograder, "autograder")):
         if not path.exists():
             raise NotegradeError(f"{path}: no such {what} (a directory or a .zip file)")
-    if metadata is not None and not pathlib.Path(metadata).is_file():
-        raise NotegradeError(f"{metadata}: no such metadata file")
+    if metadata is not None:
+        check_metadata_file(metadata)
     private_dir(out)
     root = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-grade-"))  # 0700: the held-out file is read from here
     try:

@@ -23,9 +23,11 @@ import sys
 from pathlib import Path
 
 from autograder.errors import NotegradeError
-from autograder.instructor.grading.batch import batch_problem, grade_batch, is_batch_folder, summary_table
+from autograder.instructor.grading.batch import grade_batch, ignored_rows, summary_table
+from autograder.instructor.grading.batch import is_batch as grades_as_batch
+from autograder.instructor.grading.fanout import check_jobs
 from autograder.instructor.grading.local import isolation_of, isolation_warning
-from autograder.instructor.grading.one_submission import grade_submission
+from autograder.instructor.grading.one_submission import check_metadata_file, grade_submission
 from autograder.results import is_autograder_error
 
 
@@ -33,25 +35,24 @@ def grade_and_report(*, submission: Path, autograder: Path, metadata: "Path | No
                      jobs: int = 1, python: "str | None" = None, slurm=None, is_batch: "bool | None" = None) -> int:
     """Grade one submission (print its report) or a directory of them (print a summary; ``slurm``: on Slurm).
 
-    ``is_batch``: True (``--batch``), or None: a batch only when the folder holds nothing but
-    submission folders (see :func:`autograder.instructor.grading.batch.is_batch_folder`)."""
+    ``is_batch``: True (``--batch``), False (``--no-batch``) or None: a batch only when the folder holds
+    nothing but submission folders (see :func:`autograder.instructor.grading.batch.is_batch`, which also
+    refuses a folder of submissions with a stray file, asking for ``--batch``)."""
     from autograder.report import markdown_report
 
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
-    if is_batch is None:
-        is_batch = is_batch_folder(submission)
-    elif is_batch and batch_problem(submission):
-        raise NotegradeError(f"--batch: {batch_problem(submission)}")
+    check_jobs(jobs)
+    if metadata is not None:  # before anything is graded: each submission of a batch would fail alike
+        check_metadata_file(metadata)
+    is_batch = grades_as_batch(submission, is_batch)
     if slurm is not None and not is_batch:
         raise NotegradeError(f"--slurm grades a batch: {submission} is not a directory of submission directories")
     if jobs > 1 and not is_batch:
         raise NotegradeError(f"--jobs {jobs} grades several submissions at once, but {submission} is one submission "
-                             "(a batch is a folder holding nothing but submission folders; say so with --batch)")
+                             "(a batch is a folder of submission folders; say so with --batch)")
     if is_batch:
         rows = grade_batch(submissions=submission, autograder=autograder, metadata=metadata, out=out, jobs=jobs,
                            python=python, slurm=slurm)
-        print(summary_table(rows))
+        print(summary_table(rows + ignored_rows(submission)))  # files beside the folders: "ignored" rows
         print(f"\nresults in {out}/<submission>/results.json; summary in {out / 'summary.csv'}")
         _warn_without_isolation([r.get("isolation") for r in rows if r.get("isolation")])
         return 0 if all(r["status"] == "graded" for r in rows) else 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
+from autograder.instructor.grading.fanout import add_jobs_argument
 from autograder.instructor.regrade.run import regrade_export
 from autograder.instructor.slurm import options as slurm_options
 
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", type=pathlib.Path, help="the 'Export Submissions' zip, or its unpacked folder")
     parser.add_argument("--autograder", type=pathlib.Path, required=True, help="autograder zip or unpacked directory")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("regrade"), help="output directory")
-    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once (with --slurm: in each array task)")
+    add_jobs_argument(parser, "submissions graded at once (with --slurm: in each array task)")
     parser.add_argument("--docker", action="store_true", help="grade each submission in a container")
     parser.add_argument("--image", help="Docker image tag to use or build (with --docker)")
     parser.add_argument("--base-image", default=None,

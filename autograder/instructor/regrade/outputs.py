@@ -3,14 +3,19 @@
 Kept apart from :mod:`autograder.instructor.regrade.run` (which reads the export and drives the grading)
 because these are pure functions of the results: the rows of ``grades.csv`` (one per student, item
 columns in rubric order), ``canvas.csv`` (Canvas's gradebook import), ``score_changes.csv``
-(against the scores Gradescope recorded), the item maxima and pooled confusion matrix of
-``grades.json``, and the per-student Markdown and HTML reports.
+(against the scores Gradescope recorded), the item maxima, pooled confusion matrix and items that
+did not run to a verdict of ``grades.json``, the per-student Markdown and HTML reports (what a student
+may see once grades are published: never the instructor-only integrity line) and the instructor's
+report of each submission.
 
 Example
 -------
 >>> results = {"score": 7.0, "tests": [{"name": "1.1 Counts", "number": "1.1", "score": 7.0, "max_score": 10.0}]}
 >>> item_maxima([results])
 [{'number': '1.1', 'column': '1.1 Counts', 'max_score': 10.0}]
+>>> results["tests"][0].update(output="model.py has a syntax error at line 3\\n", extra_data={"kind": "item", "status": "error"})
+>>> item_errors(results)
+[{'number': '1.1', 'column': '1.1 Counts', 'status': 'error', 'message': 'model.py has a syntax error at line 3'}]
 """
 from __future__ import annotations
 
@@ -85,6 +90,20 @@ def item_maxima(results_list: list[dict]) -> list[dict[str, Any]]:
     return list(items.values())
 
 
+def item_errors(results: dict | None) -> list[dict[str, str]]:
+    """The items of a results.json that did not run to a verdict (status error, timeout or not run),
+    with the first line of what the grader said: a graded submission whose code could not even be
+    imported is otherwise only a low total in grades.csv."""
+    errors = []
+    for test in (results or {}).get("tests", []):
+        status = str((test.get("extra_data") or {}).get("status") or "ran")
+        if _is_item(test) and status != "ran":
+            lines = [line.strip().lstrip("✗ ") for line in str(test.get("output") or "").splitlines() if line.strip()]
+            errors.append({"number": str(test.get("number")), "column": _column(test), "status": status,
+                           "message": (lines[0] if lines else "")[:300]})
+    return errors
+
+
 def canvas_table(*, grades: pd.DataFrame, assignment_column: str, points_possible: float) -> pd.DataFrame:
     """Canvas's gradebook import shape, with its "Points Possible" row.
 
@@ -129,6 +148,8 @@ def _slug(text: str) -> str:
 
 
 def write_student_reports(*, out: pathlib.Path, row: dict[str, Any], results: dict | None) -> None:
+    """``out/<sid>_<name>.md`` and ``.html``, meant to be handed to the student: the ``published``
+    audience of :mod:`autograder.report` (no hidden line: no integrity verdict, no grader log)."""
     from autograder.report import html_report, markdown_report
 
     stem = out / f"{_slug(row['sid'] or row['email'])}_{_slug(row['name'])}"
@@ -139,8 +160,17 @@ def write_student_reports(*, out: pathlib.Path, row: dict[str, Any], results: di
         stem.with_suffix(".md").write_text(head + body)
         stem.with_suffix(".html").write_text(f"<!DOCTYPE html><html><body><pre>{html.escape(head + body)}</pre></body></html>")
         return
-    stem.with_suffix(".md").write_text(head + markdown_report(results, audience="instructor"))
-    page = html_report(results, audience="instructor")
+    stem.with_suffix(".md").write_text(head + markdown_report(results, audience="published"))
+    page = html_report(results, audience="published")
     who = html.escape(f"{row['name']} ({row['sid'] or row['email']})")
     banner = f"<p><strong>{who}</strong>, submission {html.escape(str(row['submission_id']))}</p>"
     stem.with_suffix(".html").write_text(page.replace("<body>\n", "<body>\n" + banner + "\n", 1))
+
+
+def write_instructor_report(path: pathlib.Path, results: dict) -> None:
+    """The whole report of one submission, hidden lines included (the integrity verdict), for instructors:
+    beside its results.json in ``submissions/<id>/``, never in ``reports/``."""
+    from autograder.report import markdown_report
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown_report(results, audience="instructor"), encoding="utf-8")

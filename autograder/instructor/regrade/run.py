@@ -8,10 +8,11 @@ comes from the export (never the clock), the due dates from ``--due``/``--late-d
 skips submissions already graded with the same autograder, metadata and files (the sha256s are
 kept in ``submissions/<id>/grade_key.json``); one broken submission never stops the batch.
 
-Writes into ``--out``: ``grades.csv`` (one row per student), ``grades.json`` (item maxima and
-per-submission confusion matrices, read by ``notegrade report``), ``canvas.csv`` (Canvas
+Writes into ``--out``: ``grades.csv`` (one row per student), ``grades.json`` (item maxima,
+per-submission confusion matrices and items that errored, read by ``notegrade report``), ``canvas.csv`` (Canvas
 gradebook import), ``score_changes.csv`` (against the scores Gradescope recorded),
-``reports/`` (per-student Markdown and HTML), ``submissions/<id>/`` (metadata, results.json)
+``reports/`` (per-student Markdown and HTML, fit to hand to students: no instructor-only line),
+``submissions/<id>/`` (metadata, results.json, ``report.md``: the instructor's report, integrity included)
 and ``problems.txt`` (export entries that could not be used, grading failures).
 
 This module ties the steps together; the grading itself (jobs, resume, failures) is
@@ -40,15 +41,17 @@ from typing import TYPE_CHECKING, Any
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
 from autograder.instructor.export import archive as gs_export
-from autograder.instructor.grading.fanout import GradeFn
+from autograder.instructor.grading.fanout import GradeFn, check_jobs
 from autograder.instructor.grading.local import private_dir
 from autograder.instructor.regrade.jobs import default_grader, grade_all, sha256_of
 from autograder.instructor.regrade.outputs import (
     canvas_table,
     grades_table,
+    item_errors,
     item_maxima,
     pooled_confusion,
     score_changes,
+    write_instructor_report,
     write_student_reports,
 )
 
@@ -87,8 +90,7 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
     """
     _check_runtime_flags(docker=docker, python=python, base_image=base_image)
     export, autograder, out = pathlib.Path(export), pathlib.Path(autograder), pathlib.Path(out)
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     if not autograder.exists():
         raise NotegradeError(f"{autograder}: no such autograder zip or directory (build one with 'notegrade build')")
     _settle_slurm(out, slurm, integrity=integrity, progress=progress)  # before the export is unpacked again
@@ -109,13 +111,16 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
     grader = grade or default_grader(docker, image, autograder, python=python, base_image=base_image)
     outcomes = (slurm.regrade if slurm else grade_all)(
         todo, out=out, autograder=autograder, grade=grader, jobs=jobs, progress=progress)
-    rows, confusion = [], {}
+    rows, confusion, errored = [], {}, {}
     for entry in entries:
         results, error, reused = outcomes.get(entry.key, (None, "the export has no folder for it", False))
         summary.reused += reused
         summary.graded += results is not None and not reused
         if results is not None:
             confusion[entry.key] = (results.get("extra_data") or {}).get("confusion")
+            write_instructor_report(out / "submissions" / entry.key / "report.md", results)
+            if item_errors(results):
+                errored[str(entry.submission_id)] = item_errors(results)
         elif entry.folder is not None:  # a missing folder is already in problems
             summary.failed.append(f"{entry.key}: {error}")
         for person in entry.submitters:
@@ -145,6 +150,7 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
         "items": item_maxima(all_results), "families": list(FAMILIES), "autograder_sha256": sha256_of(autograder),
         "export_root": str(parsed.root.resolve()),
         "confusion": {"per_submission": confusion, "pooled": pooled_confusion(confusion)},
+        "item_errors": errored,  # by grades.csv's submission_id; the class report lists them
     }
     paths["class_data"].write_text(json.dumps(class_data, indent=1))
     shutil.rmtree(paths["reports"], ignore_errors=True)  # no stale report of a student no longer in the export

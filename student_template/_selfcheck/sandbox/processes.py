@@ -61,9 +61,33 @@ def process_table() -> "dict[int, ProcInfo]":
 
 
 def processes_of_uid(uid: int, table: "dict[int, ProcInfo] | None" = None) -> "list[ProcInfo]":
-    """Live (non-zombie) processes holding ``uid`` as any of their uids (real, effective, saved, fs)."""
+    """Live processes holding ``uid`` as any of their uids (real, effective, saved, fs).
+
+    A zombie counts as live while any of its threads runs: a process whose main thread called
+    ``pthread_exit`` shows ``Z`` in /proc/PID/stat while its other threads go on, as that uid."""
     table = process_table() if table is None else table
-    return [p for p in table.values() if uid in (p.uids or (p.uid,)) and p.state != "Z"]
+    return [p for p in table.values() if uid in (p.uids or (p.uid,)) and (p.state != "Z" or has_live_thread(p.pid))]
+
+
+def has_live_thread(pid: int) -> bool:
+    """Whether any thread of ``pid`` is still running (not a zombie or dead).
+
+    >>> has_live_thread(os.getpid()), has_live_thread(2 ** 22 + 1)
+    (True, False)
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as handle:
+                stat = handle.read().decode(errors="replace")
+        except OSError:
+            continue  # it exited while we looked
+        if stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def descendants(table: "dict[int, ProcInfo]", roots: "set[int]") -> "set[int]":

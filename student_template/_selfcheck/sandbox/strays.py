@@ -45,6 +45,7 @@ def find_strays(*, worker_pid: int, student_uid: "int | None", grader_pid: int, 
         found = processes.descendants(table, {pid}) | orphans | processes.descendants(table, orphans)
         found -= spared
     found -= keep
-    alive = {p for p in found if p in table and table[p].state != "Z"}
-    zombies = {p for p in found if p in table and table[p].state == "Z" and table[p].ppid == grader_pid}
+    # a zombie leader whose other threads still run (its main thread exited) is alive: it gets killed
+    alive = {p for p in found if p in table and (table[p].state != "Z" or processes.has_live_thread(p))}
+    zombies = {p for p in found if p in table and p not in alive and table[p].ppid == grader_pid}
     return alive, zombies - {pid}

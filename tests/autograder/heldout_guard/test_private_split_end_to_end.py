@@ -141,12 +141,15 @@ def test_the_regrade_its_reports_and_the_class_report(course, graded, tmp_path):
     assert "lookup" in students_flagged.loc["Lu Kup", "flags"]
     assert "looked up the public test labels?" in students_flagged.loc["Lu Kup", "evidence"]
     assert "Ada Honest" not in students_flagged.index or "lookup" not in students_flagged.loc["Ada Honest", "flags"]
-    # The regrade's per-student reports are the instructor's (every line): they show the verdict; the student's
-    # report (results.json's output, audience "student") never does.
+    # The regrade's per-student reports/ are what instructors hand out (audience "published"): never the verdict;
+    # the instructor's full report (submissions/<id>/report.md) shows it, and the student's report (results.json's
+    # output, audience "student") never does.
     from autograder.report import markdown_report
 
     lu = next(p for p in summary.paths["reports"].iterdir() if p.name.endswith("Lu_Kup.md")).read_text()
-    assert "Lookup detector: FLAGGED" in lu
+    assert "ookup" not in lu and "FLAGGED" not in lu and "Integrity" not in lu
+    instructor = (tmp_path / "regrade" / "submissions" / "submission_2002" / "report.md").read_text()
+    assert "Lookup detector: FLAGGED" in instructor
     for results in graded.values():
         student = markdown_report(results, audience="student")
         assert "ookup" not in student and "FLAGGED" not in student and "ookup" not in results["output"]

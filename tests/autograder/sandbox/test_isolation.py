@@ -307,6 +307,12 @@ if os.fork() == 0:          # a double-forked daemon
 if os.fork() == 0:          # a child that exits at once, never waited for
     os._exit(0)
 subprocess.Popen(["sleep", "600"])
+if os.fork() == 0:          # a daemon whose main thread exits while another thread runs on (its leader shows Z)
+    if os.fork() == 0:
+        import ctypes, threading, time
+        threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+        ctypes.CDLL(None).pthread_exit(None)
+    os._exit(0)
 X = 1
 """
 

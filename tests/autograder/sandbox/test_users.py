@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -129,6 +130,37 @@ def test_a_killed_graders_uid_is_cleaned_before_the_next_allocation(state, tmp_p
         assert not processes.processes_of_uid(uid)
     finally:
         user.release()
+
+
+MAIN_THREAD_EXITS = """
+import ctypes, threading, time
+threading.Thread(target=lambda: time.sleep(600), daemon=True).start()
+time.sleep(0.1)
+ctypes.CDLL(None).pthread_exit(None)  # /proc/PID/stat says Z; the other thread runs on as the uid
+"""
+
+
+@needs_root
+def test_a_process_whose_main_thread_exited_still_holds_its_uid(state, tmp_path):
+    """Its leader is a zombie while a thread runs: the uid is neither free nor left with that thread."""
+    uid = TEST_UIDS[5]
+    # started through a shell that exits at once: the process is nobody's child here, as a student's orphan
+    started = subprocess.run(["sh", "-c", '/usr/bin/python3 -c "$0" >/dev/null 2>&1 & echo $!', MAIN_THREAD_EXITS],
+                             user=uid, group=uid, extra_groups=[], check=True, capture_output=True, text=True, cwd="/")
+    pid = int(started.stdout)
+    deadline = time.monotonic() + 10
+    while processes._read_proc(pid) is None or processes._read_proc(pid).state != "Z":
+        assert time.monotonic() < deadline, "the main thread never exited"
+        time.sleep(0.02)
+    assert processes.has_live_thread(pid)
+    assert [p.pid for p in processes.processes_of_uid(uid)] == [pid]
+    with open(os.path.join(os.makedirs(state, mode=0o700) or state, "next"), "w") as handle:
+        handle.write(f"{uid}\n")
+    user = users.StudentUid.allocate(state_dir=state)
+    user.release()
+    assert user.uid != uid  # skipped while the thread lives
+    assert processes.kill_uid_until_gone(uid, uid)
+    assert not processes.has_live_thread(pid) and not processes.processes_of_uid(uid)
 
 
 @needs_root

@@ -113,3 +113,21 @@ def test_calibrate_prints_the_cost_of_each_mistake_and_writes_markdown_and_csv(s
     markdown = (tmp_path / "out" / "calibration.md").read_text()
     assert markdown.startswith("| mistake | 1.1 (10) |") and "| empty model.pt |" in markdown
     assert (tmp_path / "out" / "cases" / "empty_model_pt.json").is_file()
+
+
+def test_a_broken_model_gets_the_graders_message_not_torchs(tmp_path, capsys):
+    """`calibrate --model` on an empty file or a Git LFS pointer: exit 1 with the student side's message for
+    that file (autograder/checks/checkpoint.py), naming it, before anything is graded."""
+    from autograder.cli import main as cli
+
+    (tmp_path / "autograder").mkdir()  # refused before the autograder is read
+    for content, message in ((b"", "is empty: 0 bytes"),
+                             (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n",
+                              "is a Git LFS pointer, not the weights: run `git lfs pull`")):
+        model = tmp_path / "model.pt"
+        model.write_bytes(content)
+        code = cli(["calibrate", "--autograder", str(tmp_path / "autograder"), "--model", str(model),
+                    "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 1 and f"{model} {message}" in err, err
+        assert "EOFError" not in err and "WeightsUnpickler" not in err and not (tmp_path / "out").exists()

@@ -224,8 +224,9 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     assert code == 1 and "no such autograder zip or directory" in capsys.readouterr().err
     code = cli_main(["integrity", str(tmp_path / "missing"), "--autograder", str(fixture.path), "--out", str(tmp_path / "o")])
     assert code == 1 and "no such export or regrade folder" in capsys.readouterr().err
-    code = cli_main(["integrity", str(fixture.path), "--autograder", str(fixture.path), "--jobs", "0"])
-    assert code == 1 and "--jobs must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # the one --jobs option of every command: bad usage
+        cli_main(["integrity", str(fixture.path), "--autograder", str(fixture.path), "--jobs", "0"])
+    assert exc.value.code == 2 and "--jobs must be a whole number of at least 1 or 'auto'" in capsys.readouterr().err
     code = cli_main(["integrity", str(fixture.path), "--autograder", str(fixture.path / "submission_metadata.yml"),
                      "--out", str(tmp_path / "o")])
     assert code == 1 and "not an autograder zip or directory" in capsys.readouterr().err

@@ -69,7 +69,7 @@ def test_report_is_one_file_with_every_section_and_valid_figures(class_dir):
         assert pixels.shape[0] > 100 and pixels.shape[1] > 300, alt
         assert pixels[..., :3].std() > 0.05, f"{alt} is blank"
     assert "http://" not in page and "https://" not in page and "<script" not in page  # nothing external, names escaped
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "Not graded (1)" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<h2>Errored or not graded</h2>" in page
     grades = pd.read_csv(class_dir / "grades.csv").dropna(subset=["total"])
     assert f"<td class=\"r\">{grades['total'].mean():.1f}</td>" in page
     assert "<td class=\"r\">15</td><td class=\"r\">14</td>" in page  # students, graded

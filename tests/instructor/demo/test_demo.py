@@ -47,6 +47,7 @@ def test_demo_runs_every_step_and_meets_its_expectations(demo_run):
     summary = demo_summary.summary_text(result)
     for relative in ("autograder.zip", "class_report.html", "starter.zip", "regrade/"):
         assert relative in summary
+    assert "no copydetect/ (only when code is flagged)" in summary  # no pair of the demo is flagged for code
 
 
 @pytest.mark.slow
@@ -71,6 +72,21 @@ def test_demo_artefacts(demo_run):
     assert len(images) == 6 and all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in images)
     assert "<h2>Integrity: evidence for review (no score was changed)</h2>" in page
     assert (out / "regrade" / "integrity" / "integrity.csv").is_file()
+    check_class_report_page(page)
+
+
+def check_class_report_page(page: str) -> None:
+    """What the demo's class report must say beyond its figures (issue 19: 13, 14)."""
+    # Dev's model.py does not compile: listed with what errored, not only a 50 in the histogram.
+    assert re.search(r"<td>Dev Null</td><td>100004</td><td>graded, items errored</td><td class=\"r\">50</td>"
+                     r"<td>1\.1, 1\.2, 4\.1 \(error\): model\.py has a syntax error", page)
+    # score_changes.csv of the regrade: Cleo +6 (her extension), Gus and Hana -3 (late), Dev +50, Eve +7.33.
+    assert "<h2>Score changes against Gradescope</h2>" in page and "5 of 7 students&#x27; scores differ" in page
+    assert "<td>Gus Grissom</td><td>100007</td><td class=\"r\">100</td><td class=\"r\">97</td><td class=\"r\">−3</td>" in page
+    assert "The reference line (" in page and "low mantissa bits of model.pt&#x27;s weights replaced" in page
+    # Every student hands in the reference code: code is not evidence, so no (empty) shared-regions column.
+    assert "<th>shared regions</th>" not in page and "No shared-regions column" in page
+    assert "the median pair of this class shares model.py 100%" in page
 
 
 @pytest.mark.slow
@@ -220,3 +236,24 @@ def test_a_mistake_whose_text_is_gone_is_a_loud_error():
         demo_steps.MISTAKES[0].edit("class NoteCNN: pass\n")
     with pytest.raises(NotegradeError, match="update demo_steps.MISTAKES"):
         demo_steps.unwrap_block("x = 1\n", "with torch.no_grad():")
+
+
+# ------------------------------------------------------------------------------------ fast: summary
+def test_summary_lists_only_the_files_the_run_wrote(tmp_path):
+    regrade, integrity = tmp_path / "regrade", tmp_path / "regrade" / "integrity"
+    integrity.mkdir(parents=True)
+    for name in ("grades.csv", "score_changes.csv", "integrity/integrity.csv"):
+        (regrade / name).write_text("x\n")
+    (regrade / "reports").mkdir()
+    result = demo.DemoResult(out=tmp_path, paths={"regrade": regrade, "integrity": integrity})
+    lines = demo_summary.summary_text(result).splitlines()
+    assert "  regrade/                             grades.csv, score_changes.csv, reports/" in lines  # no canvas.csv
+    listed = next(line for line in lines if line.startswith("  regrade/integrity/"))
+    # The demo's class flags identical checkpoints only: copydetect writes no report, so no copydetect/ is promised.
+    assert listed.endswith("integrity.csv (flagged pairs and students, with the evidence), "
+                           "no copydetect/ (only when code is flagged)")
+    (integrity / "copydetect").mkdir()
+    for pair in ("a__b", "a__c"):
+        (integrity / "copydetect" / f"{pair}.html").write_text("<html></html>")
+    listed = next(line for line in demo_summary.summary_text(result).splitlines() if line.startswith("  regrade/integrity/"))
+    assert listed.endswith("with the evidence), copydetect/ (2 pair report(s))")

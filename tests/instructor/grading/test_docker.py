@@ -29,6 +29,7 @@ from testkit import docker_support
 from testkit import sandbox_support
 from autograder.instructor.build.package import build_autograder
 from autograder.instructor.grading.batch import summary_table
+from autograder.results import is_autograder_error
 from autograder.instructor.grading.docker import container as docker_container
 from autograder.instructor.grading.docker import grading as docker_grading
 from autograder.instructor.grading.docker import image as docker_image
@@ -233,7 +234,14 @@ def test_a_container_over_its_time_limit_still_gets_a_results_json(client, image
     assert run.timed_out and run.exit_code is None
     assert run.results["score"] == 0 and run.results["extra_data"]["container_error"] == "was stopped at the 3 s time limit"
     assert run.results["tests"][0]["name"] == "Autograder error"
+    assert is_autograder_error(run.results)  # a regrade --docker grades it again, never reuses it
     assert client.containers.list(all=True, filters={"label": "notegrade=grade"}) == []  # removed
+
+
+def test_a_submission_that_never_reached_a_container_is_an_autograder_error(tmp_path):
+    run = docker_container.failed_run(tmp_path / "sub", OSError("disk full"))
+    assert is_autograder_error(run.results) and run.results["score"] == 0
+    assert "could not be graded (OSError: disk full)" in run.results["tests"][0]["output"]
 
 
 def test_without_an_engine_grade_docker_says_so_in_one_line(tmp_path):

@@ -130,26 +130,84 @@ def test_batch_grades_each_submission_in_parallel(tmp_path, autograder_zip):
 def test_batch_detection(tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "model.py").write_text("")
-    assert not batch.is_batch_folder(tmp_path / "one")
+    assert not batch.is_batch_folder(tmp_path / "one") and not batch.is_batch(tmp_path / "one", None)
     (tmp_path / "many" / "a").mkdir(parents=True)
     (tmp_path / "many" / "b").mkdir()
     (tmp_path / "many" / ".DS_Store").write_text("")
     assert batch.is_batch_folder(tmp_path / "many") and batch.batch_problem(tmp_path / "many") is None
+    assert batch.is_batch(tmp_path / "many", None) and not batch.is_batch(tmp_path / "many", False)
     assert not batch.is_batch_folder(tmp_path / "missing")
     # A zipped folder (one folder holding the work) is one submission, never a batch of one.
     (tmp_path / "nested" / "my_hw").mkdir(parents=True)
     (tmp_path / "nested" / "my_hw" / "model.py").write_text("")
-    assert not batch.is_batch_folder(tmp_path / "nested")
-    # A stray file never silently turns a batch into one submission: --batch says why.
+    (tmp_path / "nested" / "notes.txt").write_text("to do")
+    assert not batch.is_batch_folder(tmp_path / "nested") and not batch.is_batch(tmp_path / "nested", None)
+    # A stray file never silently turns a batch into one submission: without submission-like folders
+    # it is one upload; --batch grades the folders and lists the file as ignored.
     (tmp_path / "many" / "notes.txt").write_text("to do")
-    assert not batch.is_batch_folder(tmp_path / "many")
-    assert "holds files besides submission folders (notes.txt)" in batch.batch_problem(tmp_path / "many")
+    assert not batch.is_batch_folder(tmp_path / "many") and not batch.is_batch(tmp_path / "many", None)
+    assert batch.is_batch(tmp_path / "many", True) and batch.stray_files(tmp_path / "many") == ["notes.txt"]
+    assert batch.ignored_rows(tmp_path / "many") == [{"name": "notes.txt", "score": None, "total": None,
+                                                      "status": "ignored: not a submission folder", "seconds": None}]
+    with pytest.raises(NotegradeError, match=r"--batch: .*missing is not a folder of submission folders"):
+        batch.is_batch(tmp_path / "missing", True)
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "notes.txt").write_text("")
+    with pytest.raises(NotegradeError, match=r"--batch: .*files holds no submission folders \(only notes.txt\)"):
+        batch.is_batch(tmp_path / "files", True)
+
+
+def _forgotten_batch(folder: pathlib.Path) -> pathlib.Path:
+    """Two students' submission folders (one zipped-folder style) and an instructor's stray notes.txt."""
+    (folder / "alice").mkdir(parents=True)
+    (folder / "alice" / "model.py").write_text("")
+    (folder / "bob" / "hw2").mkdir(parents=True)
+    (folder / "bob" / "hw2" / "model.pt").write_bytes(b"")
+    (folder / "notes.txt").write_text("to do")
+    return folder
+
+
+def test_a_forgotten_batch_flag_is_refused_with_the_fix(tmp_path):
+    """`grade DIR` on submission folders plus a stray file: exit 1 naming the batch and --batch, nothing
+    graded (not one upload with no files); --no-batch grades it as one upload."""
+    folder = _forgotten_batch(tmp_path / "all")
+    proc = subprocess.run(NOTEGRADE + ["grade", str(folder), "--autograder", str(tmp_path / "ag.zip"),
+                                       "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{folder} looks like a batch of 2 submissions (alice, bob)" in proc.stderr
+    assert "Add --batch to grade each folder" in proc.stderr and "notes.txt" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    # --no-batch: one upload (here the missing autograder is the next thing it says)
+    proc = subprocess.run(NOTEGRADE + ["grade", str(folder), "--autograder", str(tmp_path / "ag.zip"), "--no-batch"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1 and "no such autograder" in proc.stderr, proc.stderr
+
+
+def test_batch_grades_the_folders_and_lists_stray_files_as_ignored(tmp_path, monkeypatch, capsys):
+    """`grade DIR --batch` beside a stray file: the folders are graded, notes.txt is an "ignored" row
+    in the console table and in summary.csv, and the exit status is that of the graded ones."""
+    folder = _forgotten_batch(tmp_path / "all")
+    graded = []
+
+    def fake_folders(folders, **_):
+        graded.extend(f.name for f in folders)
+        return [{"name": f.name, "score": 50.0, "total": 100.0, "status": "graded", "seconds": 1.0} for f in folders]
+
+    monkeypatch.setattr(batch, "grade_folders", fake_folders)
+    out = tmp_path / "out"
+    assert grade_cli.run(_parse([str(folder), "--autograder", "ag.zip", "--batch", "--out", str(out)])) == 0
+    assert graded == ["alice", "bob"]
+    console = capsys.readouterr().out
+    assert "notes.txt" in console and "ignored: not a submission folder" in console
+    assert "alice          50 / 100     1.0s  graded" in console
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[-1] == "notes.txt,,,ignored: not a submission folder,," and len(summary) == 4
 
 
 def test_batch_flag_and_jobs_without_a_batch_are_errors_that_say_why(tmp_path):
-    (tmp_path / "many" / "a").mkdir(parents=True)
+    (tmp_path / "many").mkdir()
     (tmp_path / "many" / "notes.txt").write_text("to do")
-    with pytest.raises(NotegradeError, match=r"--batch: .* holds files besides submission folders \(notes.txt\)"):
+    with pytest.raises(NotegradeError, match=r"--batch: .* holds no submission folders \(only notes.txt\)"):
         grade_and_report(submission=tmp_path / "many", autograder=tmp_path / "ag.zip", is_batch=True)
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "model.py").write_text("")
@@ -182,9 +240,73 @@ def test_zip_entries_outside_the_target_are_refused(tmp_path):
         one_submission.grade_submission(submission=tmp_path, autograder=tmp_path / "bad.zip", out=tmp_path / "out")
 
 
+def _damaged_zips(folder: pathlib.Path) -> "dict[str, pathlib.Path]":
+    """A zip cut short (no end-of-archive record), one whose entry fails its CRC, and a .zip that is text."""
+    folder.mkdir()
+    whole = folder / "whole.zip"
+    with zipfile.ZipFile(whole, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("model.py", "x = 1\n" * 200)
+    data = whole.read_bytes()
+    (folder / "cut.zip").write_bytes(data[:len(data) // 2])
+    at = data.index(b"x = 1")
+    (folder / "crc.zip").write_bytes(data[:at] + b"y" + data[at + 1:])
+    (folder / "text.zip").write_text("not a zip at all")
+    return {name: folder / f"{name}.zip" for name in ("cut", "crc", "text")}
+
+
+def test_a_damaged_zip_is_named_as_such_as_autograder_or_as_submission(tmp_path):
+    """`grade` on a corrupt .zip says it is not a readable zip (as regrade does), exit 1, never "must be a
+    directory or a .zip file"."""
+    zips = _damaged_zips(tmp_path / "zips")
+    fake = tmp_path / "autograder"  # enough of an autograder to reach the submission's unpacking
+    for name in ("rubric.toml", "heldout.safetensors", "autograder/run_autograder.py"):
+        (fake / name).parent.mkdir(parents=True, exist_ok=True)
+        (fake / name).write_text("")
+    (tmp_path / "sub").mkdir()
+    for kind, path in zips.items():
+        for args in (["grade", str(tmp_path / "sub"), "--autograder", str(path)],
+                     ["grade", str(path), "--autograder", str(fake)]):
+            proc = subprocess.run(NOTEGRADE + args + ["--out", str(tmp_path / "out")], capture_output=True, text=True,
+                                  timeout=120)
+            assert proc.returncode == 1, (kind, proc.stdout + proc.stderr)
+            assert f"{path}: not a readable zip (" in proc.stderr and proc.stderr.count("\n") == 1, (kind, proc.stderr)
+            assert "must be a directory or a .zip file\n" not in proc.stderr
+            assert kind != "crc" or "Bad CRC-32 for file 'model.py'" in proc.stderr, proc.stderr
+
+
 def test_missing_metadata_file_is_refused(tmp_path):
     with pytest.raises(NotegradeError, match="no such metadata file"):
         one_submission.grade_submission(submission=tmp_path, autograder=tmp_path, metadata=tmp_path / "m.json", out=tmp_path / "o")
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"sid,score\n1,90\n", "is not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+    (b"\xff\xfe binary", "is not UTF-8 text"),
+    (b"[1, 2]", "holds a JSON list, not an object"),
+    (b'{"assignment": {"due_date": "2024-10-07T23:59:00-07:00"}}', "cannot date the submission (no created_at)"),
+    (b'{"created_at": "2024-10-08T00:30:00-07:00"}', "cannot date the submission (no assignment.due_date)"),
+    (b'{"created_at": "2024-10-08T00:30:00-07:00", "assignment": {"due_date": "soon"}}',
+     "cannot date the submission (assignment.due_date: 'soon' is not an ISO 8601 timestamp)"),
+])
+def test_a_metadata_file_that_is_not_submission_metadata_is_an_error_naming_it(tmp_path, content, problem):
+    """`grade --metadata FILE`: a file the instructor names must date the submission, else exit 1 naming FILE
+    (not a grade without a late penalty whose note names submission_metadata.json); batches and --docker too."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "model.py").write_text("")
+    metadata = tmp_path / "notgrades.csv"
+    metadata.write_bytes(content)
+    for extra in ([], ["--docker"]):
+        proc = subprocess.run(NOTEGRADE + ["grade", str(tmp_path / "sub"), "--autograder", str(tmp_path / "ag.zip"),
+                                           "--metadata", str(metadata), "--out", str(tmp_path / "out")] + extra,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert f"metadata file {metadata} {problem}" in proc.stderr and "submission_metadata.json Gradescope" \
+            in proc.stderr, proc.stderr
+        assert not (tmp_path / "out").exists()
+    good = tmp_path / "meta.json"
+    good.write_text(json.dumps({"created_at": "2024-10-08T00:30:00-07:00",
+                                "users": [{"assignment": {"due_date": "2024-10-09T23:59:00-07:00"}}]}))
+    one_submission.check_metadata_file(good)  # an extension's own due date is one too
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -212,6 +334,29 @@ def test_docker_flag_dispatches_to_docker_grade(tmp_path, monkeypatch):
         grade_cli.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--image", "tag"]))
     with pytest.raises(NotegradeError, match="--base-image only applies with --docker"):
         grade_cli.run(_parse([str(tmp_path), "--autograder", "ag.zip", "--base-image", "local:1"]))
+
+
+def test_docker_grading_follows_the_same_batch_rules(tmp_path, monkeypatch, capsys):
+    """--docker: the forgotten --batch is refused the same way; with --batch the folders go to containers
+    and the stray file is an "ignored" row of the printed table."""
+    from autograder.instructor.grading.docker import grading as docker_grading
+    from autograder.instructor.grading.docker.container import ContainerRun
+
+    folder = _forgotten_batch(tmp_path / "all")
+    with pytest.raises(NotegradeError, match="looks like a batch of 2 submissions .* Add --batch"):
+        grade_cli.run(_parse([str(folder), "--autograder", "ag.zip", "--docker"]))
+    assert [p.name for p in docker_grading.find_submissions(folder, batch=True)] == ["alice", "bob"]
+    assert docker_grading.find_submissions(folder, batch=False) == [folder]
+
+    def fake_containers(*, submission, batch, **_):
+        return [ContainerRun(submission=str(p), exit_code=0, wall_s=1.0, peak_memory_mb=100.0, peak_rss_mb=90.0,
+                             oom_killed=False, timed_out=False, results={"score": 50.0, "extra_data": {"total_points": 100}})
+                for p in docker_grading.find_submissions(submission, batch=batch)]
+
+    monkeypatch.setattr(docker_grading, "grade_in_containers", fake_containers)
+    assert grade_cli.run(_parse([str(folder), "--autograder", "ag.zip", "--docker", "--batch"])) == 0
+    console = capsys.readouterr().out
+    assert "bob" in console and "notes.txt" in console and "ignored: not a submission folder" in console
 
 
 def test_base_image_flag_wins_over_the_environment(monkeypatch):

@@ -94,6 +94,34 @@ def test_canvas_csv_diff_reports_and_class_data(tmp_path, autograder_dir, fixtur
     with_checkpoint = [s for s in DEFAULT_CLASS if s.variant in ("reference", "wrong_loss")]
     assert data["confusion"]["pooled"][0][0] == 5 * len(with_checkpoint)
     assert data["confusion"]["per_submission"]["submission_1006"] is None
+    # Items that did not run to a verdict, by submission id (the class report lists them): Dev's syntax
+    # error fails every item, Finn's missing model.pt the held-out one; the others have none.
+    errors = data["item_errors"]
+    assert sorted(errors) == ["1004", "1006"] and [e["number"] for e in errors["1004"]] == ["1.1", "2.1", "3.1", "4.1"]
+    assert errors["1006"] == [{"number": "4.1", "column": "4.1 Held-out accuracy", "status": "error",
+                               "message": "no model.pt"}]
+
+
+def test_student_reports_never_carry_the_instructor_only_integrity_line(tmp_path, autograder_dir, fixture_export):
+    """reports/ is what instructors hand out: the hidden "Integrity (instructors only)" line (train-on-test,
+    tampering) stays in the instructor's submissions/<id>/report.md."""
+    def flagged(**kw):
+        results = fake_grader(**kw)
+        results["tests"].append({"name": "Integrity (instructors only)", "score": 0.0, "max_score": 0.0,
+                                 "status": "failed", "visibility": "hidden", "extra_data": {"kind": "integrity"},
+                                 "output": "Train-on-test detector: FLAGGED.\nTampering report (1): [frame] ..."})
+        return results
+
+    summary = _run(fixture_export, autograder_dir, tmp_path / "out", grade=flagged)
+    reports = sorted(summary.paths["reports"].iterdir())
+    assert len(reports) == 16
+    for report in reports:
+        text = report.read_text()
+        assert "Integrity" not in text and "Train-on-test" not in text and "Tampering" not in text, report.name
+    ben = (summary.paths["reports"] / "100002_Ben_Franklin.md").read_text()
+    assert "**94 / 100**" in ben and "1 day 2 h 5 min late" in ben  # the graded items and the total stay
+    instructor = (tmp_path / "out" / "submissions" / "submission_1002" / "report.md").read_text()
+    assert "Integrity (instructors only)" in instructor and "Train-on-test detector: FLAGGED." in instructor
 
 
 def test_resume_skips_what_was_graded_with_the_same_autograder(tmp_path, autograder_dir, fixture_export):

@@ -114,13 +114,23 @@ def failed_run(submission: Path, err: Exception) -> ContainerRun:
 
 
 def _failure_results(reason: str, logs: str) -> dict:
-    """A valid results.json for a run that left none: 0 points, the reason, logs for the staff."""
+    """A valid results.json for a run that left none: 0 points, the reason, logs for the staff.
+
+    Marked as an autograder error (``results.is_autograder_error``), as the grader marks its own
+    failures: reported as an error, never reused by a regrade, graded again by a rerun.
+
+    >>> from autograder.results import is_autograder_error
+    >>> is_autograder_error(_failure_results("ran out of memory (limit 768 MB)", "log"))
+    True
+    """
     return {"score": 0.0, "output": f"The autograder did not finish: {reason}.", "output_format": "md",
             "visibility": "visible", "stdout_visibility": "hidden",
             "tests": [{"name": "Autograder error", "score": 0.0, "max_score": 0.0, "status": "failed",
-                       "visibility": "visible", "output": f"The grading container {reason}; no results were written."},
+                       "visibility": "visible", "output": f"The grading container {reason}; no results were written.",
+                       "extra_data": {"kind": "autograder_error"}},
                       {"name": "Autograder error details (instructors only)", "score": 0.0, "max_score": 0.0,
-                       "status": "failed", "visibility": "hidden", "output": logs[-20_000:]}],
+                       "status": "failed", "visibility": "hidden", "output": logs[-20_000:],
+                       "extra_data": {"kind": "autograder_error_details"}}],
             "extra_data": {"container_error": reason}}
 
 

@@ -46,7 +46,8 @@ from autograder.errors import NotegradeError
 from autograder.instructor.grading import batch as batches
 from autograder.instructor.grading.docker import image as docker_image
 from autograder.instructor.grading.docker.container import ContainerLimits, ContainerRun, failed_run, run_container
-from autograder.instructor.grading.fanout import Job, grade_each
+from autograder.instructor.grading.fanout import Job, check_jobs, grade_each
+from autograder.instructor.grading.one_submission import check_metadata_file
 from autograder.sandbox.cleanup import remove_tree
 
 
@@ -120,11 +121,7 @@ def find_submissions(path: Path, *, batch: "bool | None" = None) -> list[Path]:
     path = Path(path)
     if not path.is_dir():
         raise NotegradeError(f"{path}: no such submission directory")
-    if batch and batches.batch_problem(path):
-        raise NotegradeError(f"--batch: {batches.batch_problem(path)}")
-    if not (batch or (batch is None and batches.is_batch_folder(path))):
-        return [path]
-    return batches.batch_folders(path)
+    return batches.batch_folders(path) if batches.is_batch(path, batch) else [path]
 
 
 def container_row(run: ContainerRun) -> dict:
@@ -159,14 +156,17 @@ def grade_and_report(*, submission: Path, autograder: Path, out: Path, metadata:
                      image: str | None = None, jobs: int = 1, base_image: str | None = None, rebuild: bool = False,
                      batch: "bool | None" = None) -> int:
     """:func:`grade_in_containers` + the summary table; 1 when a container ended without results of its own."""
-    if jobs < 1:
-        raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
-    if jobs > 1 and len(find_submissions(Path(submission), batch=batch)) == 1 and not batch:
+    check_jobs(jobs)
+    if metadata is not None:
+        check_metadata_file(metadata)
+    single = find_submissions(Path(submission), batch=batch) == [Path(submission)]
+    if jobs > 1 and single:
         raise NotegradeError(f"--jobs {jobs} grades several submissions at once, but {submission} is one submission "
-                             "(a batch is a folder holding nothing but submission folders; say so with --batch)")
+                             "(a batch is a folder of submission folders; say so with --batch)")
     runs = grade_in_containers(submission=submission, autograder=autograder, out=out, metadata=metadata, image=image,
                                jobs=jobs, base_image=base_image, rebuild=rebuild, batch=batch)
-    print(batches.summary_table([container_row(run) for run in runs]))
+    ignored = [] if single else batches.ignored_rows(Path(submission))  # files beside the folders: "ignored" rows
+    print(batches.summary_table([container_row(run) for run in runs] + ignored))
     print(f"results in {Path(out)}")
     failed = [r for r in runs if "container_error" in (r.results.get("extra_data") or {})]
     return 1 if failed else 0

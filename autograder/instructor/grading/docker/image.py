@@ -12,6 +12,7 @@ import hashlib
 import os
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -48,15 +49,17 @@ def unpack_autograder(autograder: Path, work: Path) -> Path:
     """The autograder directory (what Gradescope unpacks into /autograder/source)."""
     autograder = Path(autograder)
     if autograder.is_file():
-        if not zipfile.is_zipfile(autograder):
-            raise NotegradeError(f"{autograder}: not a zip file; pass the zip from `notegrade build` or its unpacked directory")
         source = work / "autograder-source"
-        with zipfile.ZipFile(autograder) as archive:
-            archive.extractall(source)
-            for info in archive.infolist():  # extractall drops the permission bits
-                mode = (info.external_attr >> 16) & 0o777
-                if mode:
-                    os.chmod(source / info.filename, mode)
+        try:
+            with zipfile.ZipFile(autograder) as archive:
+                archive.extractall(source)
+                for info in archive.infolist():  # extractall drops the permission bits
+                    mode = (info.external_attr >> 16) & 0o777
+                    if mode:
+                        os.chmod(source / info.filename, mode)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
+            raise NotegradeError(f"{autograder}: not a readable zip ({type(err).__name__}: {err}); pass the zip from "
+                                 "`notegrade build` or its unpacked directory") from None
     elif autograder.is_dir():
         source = autograder
     else:
@@ -97,7 +100,7 @@ def ensure_image(client, *, source: Path, tag: str | None = None, base_image: st
         if not dockerfile.is_file():
             raise NotegradeError(f"{source}: has no Dockerfile (rebuild the zip with `notegrade build`)")
         log: list[str] = []
-        steps = tqdm(desc=f"docker build {tag}", unit="step", disable=quiet, leave=False)
+        steps = tqdm(desc=f"docker build {tag}", unit="step", disable=True if quiet else None, leave=False)
         try:
             for event in client.api.build(path=str(source), tag=tag, buildargs={"BASE_IMAGE": base_image},
                                           rm=True, forcerm=True, nocache=nocache, decode=True):
