@@ -14,6 +14,10 @@ Layout (a standard safetensors file: 8-byte header length, JSON header, raw litt
   (``features`` | ``heldout``), ``frontend_params`` (JSON), ``frontend_hash``, ``split``,
   ``families`` (JSON list of the 11 names), ``created_by``.
 
+A held-out file may also pack a labelled training sample (``sample_*`` tensors) and a private
+control split (``control_*`` tensors, versioned by its metadata entry ``control``, a JSON object
+whose ``format`` is :data:`CONTROL_FORMAT`); readers of the four main tensors ignore both.
+
 ``features`` is never read whole: :func:`read_feature_file` maps it with ``np.memmap`` at the
 offsets the header gives, so the 289,205-note NSynth train split (~2.4 GB fp16) costs only
 the pages a batch touches.
@@ -49,15 +53,17 @@ from autograder.featureset import FAMILIES, FeatureLoader, FeatureSet, check_hel
 
 # FAMILIES, FeatureSet and FeatureLoader are re-exported: callers, and the template's flat imports,
 # name this module for the whole feature-file API.
-__all__ = ["FAMILIES", "FEATURE_SHAPE", "FORMAT", "KINDS", "NOTE_STR_BYTES", "SAMPLE_PREFIX", "FeatureFileWriter",
-           "FeatureLoader", "FeatureSet", "read_feature_file", "validate_heldout", "write_feature_file",
-           "write_heldout_with_sample"]
+__all__ = ["CONTROL_FORMAT", "CONTROL_PREFIX", "FAMILIES", "FEATURE_SHAPE", "FORMAT", "KINDS", "NOTE_STR_BYTES",
+           "SAMPLE_PREFIX", "FeatureFileWriter", "FeatureLoader", "FeatureSet", "read_feature_file", "validate_heldout",
+           "write_feature_file", "write_heldout_with_sample"]
 
 FORMAT = "notegrade-features/1"
 KINDS = ("features", "heldout")
 FEATURE_SHAPE = (1, 64, 64)
 NOTE_STR_BYTES = 64
 SAMPLE_PREFIX = "sample_"  # a held-out file's training sample: sample_labels, ...
+CONTROL_PREFIX = "control_"  # its private control split: control_labels, ...
+CONTROL_FORMAT = "notegrade-control/1"  # the control part's own version, in metadata "control" (JSON)
 _DTYPES = {"labels": ("I64", np.int64), "notes": ("I64", np.int64), "features": ("F16", np.float16), "note_str": ("U8", np.uint8)}
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
@@ -82,7 +88,7 @@ def _layout(shapes: dict[str, list[int]], metadata: dict[str, str]) -> tuple[byt
     header: dict[str, Any] = {"__metadata__": metadata}
     offsets, offset = {}, 0
     for name, shape in shapes.items():
-        code, dtype = _DTYPES[name.removeprefix(SAMPLE_PREFIX)]
+        code, dtype = _DTYPES[name.removeprefix(SAMPLE_PREFIX).removeprefix(CONTROL_PREFIX)]
         size = int(np.prod(shape)) * np.dtype(dtype).itemsize
         header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offsets[name], offset = offset, offset + size
@@ -215,17 +221,21 @@ def read_feature_file(path: str | os.PathLike, *, expected_frontend_hash: str | 
     labels = arrays["labels"]
     if len(labels) and (labels.min() < 0 or labels.max() >= len(FAMILIES)):
         raise NotegradeError(f"{path}: malformed feature file: labels outside 0..{len(FAMILIES) - 1}")
-    sample = None
-    if any(name.startswith(SAMPLE_PREFIX) for name in header):
-        tensors = _read_tensors(path, header, data_start, prefix=SAMPLE_PREFIX, mmap=mmap)
+    parts = {}
+    for prefix, what, split in ((SAMPLE_PREFIX, "training-sample", "train-sample"), (CONTROL_PREFIX, "control", "control")):
+        if not any(name.startswith(prefix) for name in header):
+            continue
+        if prefix == CONTROL_PREFIX:
+            _check_control_version(path, meta)
+        tensors = _read_tensors(path, header, data_start, prefix=prefix, mmap=mmap)
         if len(tensors["labels"]) and (tensors["labels"].min() < 0 or tensors["labels"].max() >= len(FAMILIES)):
-            raise NotegradeError(f"{path}: malformed feature file: training-sample labels outside 0..{len(FAMILIES) - 1}")
-        sample = FeatureSet(features=tensors["features"], labels=tensors["labels"], notes=tensors["notes"],
-                            note_strs=_decode_note_strs(tensors["note_str"]),
-                            metadata={**meta, "kind": "features", "split": "train-sample"}, path=path)
+            raise NotegradeError(f"{path}: malformed feature file: {what} labels outside 0..{len(FAMILIES) - 1}")
+        parts[prefix] = FeatureSet(features=tensors["features"], labels=tensors["labels"], notes=tensors["notes"],
+                                   note_strs=_decode_note_strs(tensors["note_str"]),
+                                   metadata={**meta, "kind": "features", "split": split}, path=path)
     return FeatureSet(features=arrays["features"], labels=labels, notes=arrays["notes"],
-                      note_strs=_decode_note_strs(arrays["note_str"]), metadata=dict(meta), path=path, sample=sample)
-
+                      note_strs=_decode_note_strs(arrays["note_str"]), metadata=dict(meta), path=path,
+                      sample=parts.get(SAMPLE_PREFIX), control=parts.get(CONTROL_PREFIX))
 
 
 def validate_heldout(path: str | os.PathLike, *, frontend_hash: Callable[..., str]) -> dict:
@@ -236,6 +246,18 @@ def validate_heldout(path: str | os.PathLike, *, frontend_hash: Callable[..., st
     it).  Read with the toolkit's hash, then :func:`autograder.featureset.check_heldout`.
     """
     return check_heldout(read_feature_file(path, expected_frontend_hash=frontend_hash()), frontend_hash=frontend_hash)
+
+
+def _check_control_version(path: Path, meta: dict) -> None:
+    """A control part is read only under a ``control`` metadata entry of a version this reader knows."""
+    try:
+        found = json.loads(meta.get("control") or "null")
+    except json.JSONDecodeError:
+        found = None
+    version = found.get("format") if isinstance(found, dict) else None
+    if version != CONTROL_FORMAT:
+        raise NotegradeError(f"{path}: its private control split is {version!r}, this toolkit reads "
+                             f"{CONTROL_FORMAT!r}: rebuild the held-out file with this toolkit's `notegrade heldout`")
 
 
 def _read_tensors(path: Path, header: dict, data_start: int, *, prefix: str, mmap: bool) -> dict[str, np.ndarray]:
@@ -264,14 +286,15 @@ def _read_tensors(path: Path, header: dict, data_start: int, *, prefix: str, mma
 
 
 def write_heldout_with_sample(path: str | os.PathLike, *, heldout: FeatureSet, sample: FeatureSet | None,
-                              extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write ``heldout`` (a held-out FeatureSet) to ``path`` with ``sample`` (labelled training notes) packed in.
+                              extra_metadata: dict[str, str] | None = None, control: FeatureSet | None = None) -> Path:
+    """Write ``heldout`` (a held-out FeatureSet) to ``path`` with ``sample`` (labelled training notes) and
+    ``control`` (a private control split; needs metadata ``control`` naming :data:`CONTROL_FORMAT`) packed in.
 
     Small files (a few thousand notes), so everything is written from memory; the file is renamed
     into place only when complete.
     """
     tensors: dict[str, np.ndarray] = {}
-    for prefix, part in (("", heldout), (SAMPLE_PREFIX, sample)):
+    for prefix, part in (("", heldout), (SAMPLE_PREFIX, sample), (CONTROL_PREFIX, control)):
         if part is None:
             continue
         tensors[prefix + "labels"] = np.ascontiguousarray(part.labels, dtype=np.int64)
@@ -279,6 +302,8 @@ def write_heldout_with_sample(path: str | os.PathLike, *, heldout: FeatureSet, s
         tensors[prefix + "features"] = np.ascontiguousarray(part.features, dtype=np.float16)
         tensors[prefix + "note_str"] = _encode_note_strs(part.note_strs)
     metadata = {**heldout.metadata, **(extra_metadata or {})}
+    if control is not None:
+        _check_control_version(Path(path), metadata)
     # Every size is a multiple of 8 bytes (int64 counts, 64x64 float16 features, 64-byte names), so
     # every tensor stays aligned.
     head, _, _ = _layout({name: list(a.shape) for name, a in tensors.items()}, {k: str(v) for k, v in metadata.items()})

@@ -142,7 +142,7 @@ def _extra_data(rubric: Rubric, graded: list[GradedItem], late: LatePenalty | No
             "toolkit_version": __version__, "rubric_hash": rubric.rubric_hash, "late": late_data,
             # Filled in by the per-submission held-out guard (autograder/heldout_guard); this default keeps
             # the key present in every results.json, error results included.
-            "integrity": {"train_on_test": None, "tampering": []}}
+            "integrity": {"train_on_test": None, "tampering": [], "lookup": None}}
 
 
 def _finish(data: dict[str, Any], rubric: Rubric, *, execution_time: float) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Prints, measured in one run on this machine's cores:
 
 * the cost floor: ``python -c "import torch"`` plus one forward pass of the reference NoteCNN over
-  the held-out set (batches of 256 under ``inference_mode``), in the same CPU-torch venv;
+  the held-out set (batches of 256 under ``inference_mode``), in the same CPU-torch venv (the
+  public notes only: ``--control N`` adds N control notes to what is graded, not to the floor);
 * the wall time of ``notegrade grade``'s grading (``python -m autograder.run_autograder`` in the
   Gradescope layout) and its ratio to the floor (goal <= 3x);
 * the peak memory of the whole grading process tree (grader + sandboxed worker + anything they
@@ -85,9 +86,12 @@ def ensure_cpu_venv(venv: pathlib.Path) -> pathlib.Path:
     return python
 
 
-def ensure_heldout(work: pathlib.Path) -> pathlib.Path:
-    """A cached 4,096-note held-out file made from synthetic NSynth-format audio."""
+def ensure_heldout(work: pathlib.Path, control: int = 0) -> pathlib.Path:
+    """A cached 4,096-note held-out file made from synthetic NSynth-format audio (with ``control`` more notes
+    packed as a private control split, scored under the rubric's control_weight)."""
     path = work / f"heldout-{N_NOTES}.safetensors"
+    if control:
+        return ensure_control(work, ensure_heldout(work), control)
     if path.is_file():
         return path
     import numpy as np
@@ -104,6 +108,29 @@ def ensure_heldout(work: pathlib.Path) -> pathlib.Path:
                        frontend_params=data.frontend_params, frontend_hash=data.frontend_hash, split="test",
                        kind="heldout")
     big.unlink()
+    return path
+
+
+def ensure_control(work: pathlib.Path, heldout: pathlib.Path, control: int) -> pathlib.Path:
+    """``heldout`` with ``control`` synthetic notes of other instruments packed as its control split (cached)."""
+    import json
+
+    import numpy as np
+
+    from autograder.featurefile import CONTROL_FORMAT, FeatureSet, read_feature_file, write_heldout_with_sample
+    from testkit.autograder_dir import write_feature_split
+
+    path = work / f"heldout-{N_NOTES}-control-{control}.safetensors"
+    if path.is_file():
+        return path
+    print(f"packing {control} control notes into {path} (once) ...", flush=True)
+    made = read_feature_file(write_feature_split(work / "control-all.safetensors", work=work / "control-wav",
+                                                 n_per_family=-(-control // 11), seed=11, n_instruments=3), mmap=False)
+    part = FeatureSet(features=np.asarray(made.features[:control]), labels=made.labels[:control],
+                      notes=made.notes[:control], note_strs=made.note_strs[:control], metadata=made.metadata)
+    write_heldout_with_sample(path, heldout=read_feature_file(heldout, mmap=False), sample=None, control=part,
+                              extra_metadata={"control": json.dumps({"format": CONTROL_FORMAT, "count": control})})
+    (work / "control-all.safetensors").unlink()
     return path
 
 
@@ -230,12 +257,12 @@ def default_levels() -> list[str]:
     return ["bubblewrap", "uid", "rootless"] if shutil.which("bwrap") else ["uid"]
 
 
-def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[str]) -> int:
+def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[str], control: int = 0) -> int:
     from testkit.autograder_dir import make_autograder_dir, make_submission
 
     work.mkdir(parents=True, exist_ok=True)
     python = ensure_cpu_venv(venv)
-    heldout = ensure_heldout(work)
+    heldout = ensure_heldout(work, control)
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="bench-grading-", dir=work))
     autograder = make_autograder_dir(scratch / "autograder", rubric=REPO / "rubrics" / "fall2024_a2.toml", heldout=heldout)
     submission = make_submission(scratch / "submission")
@@ -247,7 +274,8 @@ def main(*, venv: pathlib.Path, work: pathlib.Path, repeat: int, levels: list[st
     torch_version = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
                                    text=True, check=True).stdout.strip()
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}, grader torch {torch_version}, "
-          f"held-out notes: {N_NOTES}, isolation levels: {', '.join(levels)}")
+          f"held-out notes: {N_NOTES}" + (f" + {control} control notes" if control else "")
+          + f", isolation levels: {', '.join(levels)}")
     runs: "dict[str, list[tuple[float, float, float, float]]]" = {level: [] for level in levels}
     starts: "dict[str, list[float]]" = {level: [] for level in levels}
     for i in range(repeat):  # levels interleaved, so that a change in the machine's load hits both alike
@@ -304,5 +332,8 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=3, help="measurements (the median is reported)")
     parser.add_argument("--levels", default=",".join(default_levels()),
                         help="isolation levels to measure, comma-separated (bubblewrap, uid, rootless, none)")
+    parser.add_argument("--control", type=int, default=0, metavar="N",
+                        help="also pack N notes as a private control split (the shipped rubric scores 80%% on it)")
     args = parser.parse_args()
-    sys.exit(main(venv=args.venv, work=args.work, repeat=args.repeat, levels=args.levels.split(",")))
+    sys.exit(main(venv=args.venv, work=args.work, repeat=args.repeat, levels=args.levels.split(","),
+                  control=args.control))

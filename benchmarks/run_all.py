@@ -15,6 +15,8 @@ floors, peak memory, throughput, accuracy) are collected for the summary at the 
   with ``--slurm`` against ``--jobs 2`` here (needs root, slurm-wlm and munge; otherwise skipped).
 * ``bench_integrity.py`` -- the class-wide integrity analysis of 300 submissions once their logits
   exist (wall time, phases, peak RSS), and the sandbox's time per submission for a first run.
+* ``bench_lookup.py``    -- the lookup detector's flags on honest and public-lookup models: a binomial
+  simulation, and 30 real models trained on rendered data (their first run renders and trains them).
 
 ``--quick`` runs fewer rounds and smaller inputs everywhere (minutes instead of the better part of
 an hour); its numbers are noisier.  Other engineers share the cores: run it when the machine is quiet.
@@ -117,6 +119,9 @@ BENCHMARKS = (
     Benchmark("integrity", BENCH_DIR / "bench_integrity.py",
               lambda *, quick, work, **_: ["--work", str(work)] + (["--students", "100", "--sample", "2"] if quick else []),
               (r"^integrity analysis of", r"^peak memory of the analysis", r"^flagged:", r"^first run:")),
+    Benchmark("lookup", BENCH_DIR / "bench_lookup.py",
+              lambda *, quick, work, **_: ["--skip-real", "--draws", "2000"] if quick else ["--work", str(work / "lookup")],
+              (r"^\| 65% / 50% \|", r"^\| reference \+ \d+ honest models")),
 )
 
 

@@ -22,8 +22,15 @@ How the NSynth fields are set:
   held part): bright = centroid > 2,500 Hz, dark = centroid < 500 Hz, distortion = overdriven/
   distortion guitar and charang programs, fast_decay = level at 2.5-3 s below -20 dB of the
   peak, long_release = level at 3.5-4 s above -20 dB of the held level (and of -40 dB of the
-  peak), percussive = peak within 50 ms and -6 dB by 0.5 s; multiphonic, nonlinear_env,
-  reverb (FluidSynth's reverb and chorus are off) and tempo-synced are always 0.
+  peak), percussive = peak within 50 ms and -6 dB by 0.5 s; multiphonic, nonlinear_env and
+  tempo-synced are always 0, and so is reverb (FluidSynth's reverb and chorus are off) unless a
+  secret variation adds one.
+* A private control split (``--variation-secret FILE --single-split private``): every instrument
+  in one split ``nsynth-private``, its plan seeded from ``--seed`` mixed with the secret, and every
+  note detuned, played at a per-instrument velocity curve, filtered and given a reverb drawn from
+  the secret (:mod:`reference.render_variation`), so that rendering the same SoundFonts again does
+  not reproduce its notes.  The manifest records the secret's fingerprint and each instrument's
+  drawn parameters, never the secret.
 * ``note`` ids and ``instrument`` ids are global; ``NNN`` in ``note_str`` numbers the
   instruments of each family and source, as in NSynth.
 
@@ -44,6 +51,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -59,6 +67,8 @@ from reference.nsynth import VELOCITIES
 from reference.render_fluidsynth import (GAIN, HOLD_SAMPLES, list_presets, measure_qualities, render_instrument,
                                          render_note)
 from reference.render_plan import HELD_FRACTION, SPLITS, Instrument, plan
+from reference.render_variation import fingerprint, instrument_variation, planning_seed
+from reference.render_variation import ranges as variation_ranges
 
 __all__ = ["DEFAULT_NOTES_PER_INSTRUMENT", "DEFAULT_SOUNDFONTS", "GAIN", "HELD_FRACTION", "HOLD_SAMPLES", "SPLITS",
            "Instrument", "add_arguments", "list_presets", "main", "measure_qualities", "plan", "render_instrument",
@@ -76,6 +86,10 @@ EXAMPLES = """examples:
       --max-programs-per-family 3 --notes-per-instrument 12
   # only middle pitches, two velocities, another seed
   notegrade data render --out data/mid --pitch-range 48-72 --velocities 75,127 --seed 3
+  # a private control split (README: "A private control split"): SoundFonts you do not publish,
+  # one split, a secret variation (the secret file is made 0600 when missing: keep it private)
+  notegrade data render --out private/render --soundfont private/fonts/a.sf2 --soundfont private/fonts/b.sf2 \\
+      --single-split private --variation-secret private/render.secret
 """
 
 
@@ -103,8 +117,13 @@ def main(*, out: str | Path, soundfonts: Sequence[str | Path] = DEFAULT_SOUNDFON
          notes_per_instrument: int = DEFAULT_NOTES_PER_INSTRUMENT, pitch_range: tuple[int, int] = (21, 108),
          velocities: Sequence[int] = VELOCITIES, max_programs_per_family: int | None = None,
          workers: int | None = None, overwrite: bool = False,
-         progress: bool = True) -> dict:
-    """Render the dataset into ``out``; returns the manifest (also written to render_manifest.json)."""
+         progress: bool = True, single_split: str | None = None,
+         variation_secret: str | Path | None = None) -> dict:
+    """Render the dataset into ``out``; returns the manifest (also written to render_manifest.json).
+
+    ``single_split``: every instrument in ``out/nsynth-<single_split>`` (no train/valid/test);
+    ``variation_secret``: a secret file (made when missing) whose key varies the plan and every note
+    (:mod:`reference.render_variation`)."""
     out = Path(out)
     soundfonts = [str(Path(p)) for p in soundfonts]
     for path in soundfonts:
@@ -115,21 +134,38 @@ def main(*, out: str | Path, soundfonts: Sequence[str | Path] = DEFAULT_SOUNDFON
         raise NotegradeError("the same SoundFont is given twice; pass each --soundfont once")
     if notes_per_instrument < 1:
         raise NotegradeError(f"--notes-per-instrument must be >= 1, got {notes_per_instrument}")
-    existing = [out / f"nsynth-{s}" for s in SPLITS if (out / f"nsynth-{s}").exists()]
+    if single_split is not None and not re.fullmatch(r"[a-z0-9_]{1,32}", single_split):
+        raise NotegradeError(f"--single-split {single_split!r}: use a short lower-case name such as 'private'")
+    splits = (single_split,) if single_split else SPLITS
+    secret = None
+    if variation_secret is not None:
+        from autograder.heldout_guard.secret import ensure_secret
+
+        secret = ensure_secret(variation_secret)
+    existing = [out / f"nsynth-{s}" for s in splits if (out / f"nsynth-{s}").exists()]
     if existing and not overwrite:
         raise NotegradeError(f"{existing[0]} already exists; pass --overwrite to replace the rendered splits")
     workers = workers or len(os.sched_getaffinity(0))
     context = multiprocessing.get_context("spawn")  # FluidSynth state must not be forked
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         presets = dict(zip(soundfonts, pool.map(list_presets, soundfonts)))
-        instruments = plan(presets, seed=seed, notes_per_instrument=notes_per_instrument, pitch_range=pitch_range,
-                           velocities=list(velocities), max_programs_per_family=max_programs_per_family)
+        instruments = plan(presets, seed=planning_seed(secret, seed) if secret else seed,
+                           notes_per_instrument=notes_per_instrument, pitch_range=pitch_range,
+                           velocities=list(velocities), max_programs_per_family=max_programs_per_family,
+                           single_split=single_split)
+        if secret:
+            for inst in instruments:
+                inst.variation = instrument_variation(secret, instrument=inst.instrument,
+                                                      preset=(Path(inst.soundfont).name, inst.bank, inst.program))
         if not instruments:
             raise NotegradeError("no preset in the given SoundFonts maps to an NSynth family (see reference/gm_families.py)")
         for path in existing:
             shutil.rmtree(path)
-        for split in SPLITS:
+        for split in splits:
             (out / f"nsynth-{split}" / "audio").mkdir(parents=True, exist_ok=True)
+        if secret:  # private notes: readable by the instructor's user only, whatever the umask
+            for folder in (out, *(out / f"nsynth-{split}" for split in splits)):
+                folder.chmod(0o700)
         results = {}
         bar = tqdm(total=sum(len(i.notes) for i in instruments), unit="note", desc="render",
                    disable=None if progress else True)  # None: no bar when stderr is not a terminal (logs)
@@ -143,9 +179,12 @@ def main(*, out: str | Path, soundfonts: Sequence[str | Path] = DEFAULT_SOUNDFON
         bar.close()
     manifest: dict = {"options": {"soundfonts": soundfonts, "seed": seed, "notes_per_instrument": notes_per_instrument,
                                   "pitch_range": list(pitch_range), "velocities": list(velocities),
-                                  "max_programs_per_family": max_programs_per_family, "gain": GAIN},
-                      "instruments": [], "counts": {s: {f: 0 for f in FAMILIES} for s in SPLITS}}
-    examples: dict[str, dict] = {s: {} for s in SPLITS}
+                                  "max_programs_per_family": max_programs_per_family, "gain": GAIN,
+                                  "single_split": single_split},
+                      "instruments": [], "counts": {s: {f: 0 for f in FAMILIES} for s in splits}}
+    if secret:
+        manifest["variation"] = {"secret_fingerprint": fingerprint(secret), "ranges": variation_ranges()}
+    examples: dict[str, dict] = {s: {} for s in splits}
     for inst in instruments:  # in id order, so the files do not depend on which worker finished first
         result = results[inst.instrument]
         examples[inst.split].update(result["entries"])
@@ -154,8 +193,9 @@ def main(*, out: str | Path, soundfonts: Sequence[str | Path] = DEFAULT_SOUNDFON
             "instrument": inst.instrument, "instrument_str": inst.instrument_str, "split": inst.split,
             "soundfont": Path(inst.soundfont).name, "bank": inst.bank, "program": inst.program,
             "preset_name": inst.preset_name, "family": inst.info.family, "source": inst.info.source,
-            "notes": len(result["entries"]), "dropped": result["dropped"]})
-    for split in SPLITS:
+            "notes": len(result["entries"]), "dropped": result["dropped"],
+            **({"variation": inst.variation.describe()} if inst.variation else {})})
+    for split in splits:
         with open(out / f"nsynth-{split}" / "examples.json", "w") as f:
             # NSynth's own layout: indent 4 with ", " separators (so lines end in a space).
             json.dump(examples[split], f, indent=4, separators=(", ", ": "))
@@ -181,17 +221,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a seeded choice; small sets for demos and tests")
     parser.add_argument("--workers", type=int, default=None, help="render processes (default: one per core)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing nsynth-* splits in --out")
+    parser.add_argument("--single-split", metavar="NAME",
+                        help="render every instrument into one split, --out/nsynth-NAME (a private control split "
+                             "for `notegrade heldout --control`; default: train/valid/test)")
+    parser.add_argument("--variation-secret", type=Path, metavar="FILE",
+                        help="vary the plan and every note (detune, velocity curve, filter, reverb) with the key in "
+                             "FILE, made (random, 0600) when missing; without it the same SoundFonts and seed "
+                             "reproduce the notes. Keep FILE private")
 
 
 def run(args: argparse.Namespace) -> int:
     manifest = main(out=args.out, soundfonts=args.soundfonts or DEFAULT_SOUNDFONTS, seed=args.seed,
                     notes_per_instrument=args.notes_per_instrument, pitch_range=args.pitch_range,
                     velocities=args.velocities, max_programs_per_family=args.max_programs_per_family,
-                    workers=args.workers, overwrite=args.overwrite)
-    for split in SPLITS:
+                    workers=args.workers, overwrite=args.overwrite, single_split=args.single_split,
+                    variation_secret=args.variation_secret)
+    for split in manifest["counts"]:
         n_inst = sum(1 for i in manifest["instruments"] if i["split"] == split)
         counts = ", ".join(f"{f} {n}" for f, n in manifest["counts"][split].items())
         print(f"nsynth-{split}: {manifest['totals'][split]} notes from {n_inst} instruments ({counts})")
     dropped = [sum(i["dropped"][k] for i in manifest["instruments"]) for k in ("silent", "clipped")]
     print(f"dropped {dropped[0]} silent and {dropped[1]} clipped renders; wrote {args.out}")
+    if "variation" in manifest:
+        print(f"secret variation {manifest['variation']['secret_fingerprint']} from {args.variation_secret} "
+              "(keep that file private: it is what makes these notes unreproducible)")
     return 0

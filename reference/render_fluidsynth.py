@@ -66,11 +66,14 @@ def list_presets(soundfont: str) -> list[tuple[int, int, str]]:
             if (name := synth.sfpreset_name(sfid, bank, prog)) is not None]
 
 
-def render_note(synth, sfid: int, bank: int, program: int, pitch: int, velocity: int) -> np.ndarray:
-    """One float32 mono note (64,000 samples): note-on at 0, note-off at 3 s, then the release."""
+def render_note(synth, sfid: int, bank: int, program: int, pitch: int, velocity: int, bend: int = 0) -> np.ndarray:
+    """One float32 mono note (64,000 samples): note-on at 0, note-off at 3 s, then the release.
+
+    ``bend``: a pitch bend (-8192..8191) held for the whole note (a secret variation's detune)."""
     import fluidsynth
 
     synth.program_select(0, sfid, bank, program)
+    synth.pitch_bend(0, bend)
     # A short primer of the same note first, so a note's attack does not inherit the previous
     # note's voice state (the first block would otherwise depend on the note before it).
     synth.noteon(0, pitch, velocity)
@@ -86,6 +89,7 @@ def render_note(synth, sfid: int, bank: int, program: int, pitch: int, velocity:
             synth.noteoff(0, pitch)
     synth.all_sounds_off(0)
     synth.get_samples(64)  # let the killed voices finish
+    synth.pitch_bend(0, 0)
     return stereo.mean(axis=0)
 
 
@@ -106,15 +110,24 @@ def measure_qualities(wave: np.ndarray, info: ProgramInfo) -> list[int]:
 
 
 def render_instrument(inst: Instrument, split_dir: Path) -> dict:
-    """Render, check and write one instrument's notes; returns its examples.json entries and drops."""
+    """Render, check and write one instrument's notes; returns its examples.json entries and drops.
+
+    With a secret variation (``inst.variation``, :mod:`reference.render_variation`) each note is
+    detuned and played at the instrument's velocity curve, then filtered and given its reverb;
+    the labels keep the nominal pitch and velocity."""
     entries, dropped = {}, {"silent": 0, "clipped": 0}
+    varied = inst.variation
     _held(inst.soundfont)
     synth = _new_synth()
     sfid = _load(synth, inst.soundfont)
     try:
-        waves = [render_note(synth, sfid, inst.bank, inst.program, pitch, velocity) for _, pitch, velocity in inst.notes]
+        waves = [render_note(synth, sfid, inst.bank, inst.program, pitch,
+                             varied.velocity(velocity) if varied else velocity, varied.bend(note_id) if varied else 0)
+                 for note_id, pitch, velocity in inst.notes]
     finally:
         synth.delete()
+    if varied:
+        waves = [varied.process(wave) for wave in waves]
     for (note_id, pitch, velocity), wave in zip(inst.notes, waves):
         peak = float(np.abs(wave).max())
         if peak < 1e-3:
@@ -127,6 +140,8 @@ def render_instrument(inst: Instrument, split_dir: Path) -> dict:
         pcm = np.round(wave * 32767).astype(np.int16)
         sf.write(split_dir / "audio" / f"{note_str}.wav", pcm, SAMPLE_RATE, subtype="PCM_16")
         qualities = measure_qualities(wave, inst.info)
+        if varied and varied.reverb_quality:
+            qualities[QUALITIES.index("reverb")] = 1
         entries[note_str] = {
             "note": note_id, "note_str": note_str, "instrument": inst.instrument, "instrument_str": inst.instrument_str,
             "pitch": pitch, "velocity": velocity, "sample_rate": SAMPLE_RATE, "qualities": qualities,

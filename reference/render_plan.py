@@ -7,7 +7,7 @@ can be read and tested apart from the audio; :mod:`reference.render` documents t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -32,12 +32,15 @@ class Instrument:
     instrument: int = -1  # global id
     instrument_str: str = ""
     notes: list[tuple[int, int, int]] = field(default_factory=list)  # (note id, pitch, velocity)
+    variation: Any = None  # a secret render variation (reference.render_variation.InstrumentVariation), or None
 
 
 def plan(presets: dict[str, list[tuple[int, int, str]]], *, seed: int, notes_per_instrument: int,
          pitch_range: tuple[int, int], velocities: Sequence[int],
-         max_programs_per_family: int | None) -> list[Instrument]:
-    """Choose instruments, their split and their notes; deterministic in the seed and options."""
+         max_programs_per_family: int | None, single_split: str | None = None) -> list[Instrument]:
+    """Choose instruments, their split and their notes; deterministic in the seed and options.
+
+    ``single_split``: every instrument goes to this one split (a control split: no train/valid)."""
     by_family: dict[str, list[Instrument]] = {f: [] for f in FAMILIES}
     for soundfont, rows in presets.items():
         for bank, program, name in rows:
@@ -58,6 +61,7 @@ def plan(presets: dict[str, list[tuple[int, int, str]]], *, seed: int, notes_per
         n_held = max(1, round(HELD_FRACTION * n)) if n >= 3 else 0
         splits = ["valid"] * n_held + ["test"] * n_held + (["test"] if n == 2 else [])
         for key, split in zip(keys, splits + ["train"] * n):
+            split = single_split or split
             for inst in groups[key]:
                 inst.split = split
                 chosen.append(inst)

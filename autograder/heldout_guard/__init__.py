@@ -10,6 +10,8 @@ this guard's verdicts back from each results.json (``extra_data["integrity"]``, 
 - ``rate_limit.py``: evaluations per window from ``previous_submissions``; over the limit the
   held-out item keeps the last evaluated result.
 - ``trained_on_heldout.py``: flags a model that does as well on NSynth's test split as on training notes.
+- ``lookup.py``: flags a public-only gain: public accuracy above what the private control split
+  and the reference's public/control ratio predict (a lookup of the public test labels).
 - ``tampering.py``: reaching into the harness (static scan on the trusted side, audit records from
   the worker), reported to instructors only.
 - ``session.py``: the glue ``run_autograder`` calls; ``results_lines.py``: the result lines it adds

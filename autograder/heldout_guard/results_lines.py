@@ -9,9 +9,10 @@ Added to the results.json being built (``Session.apply``), never changing a scor
 - ``<item> ... per family`` (0 points, ``[heldout] details_visibility``, default after_due_date):
   per-family accuracy and the confusion matrix;
 - ``Integrity (instructors only)`` (0 points, hidden; ``[heldout] integrity_line``): the
-  train-on-test verdict with its numbers and the tampering report;
+  train-on-test and lookup verdicts with their numbers and the tampering report;
 - ``extra_data["heldout"]`` (what a later, rate-limited submission keeps) and
-  ``extra_data["integrity"]`` (``{"train_on_test": {...} | None, "tampering": [...]}``).
+  ``extra_data["integrity"]`` (``{"train_on_test": {...} | None, "tampering": [...],
+  "lookup": {...} | None}``).
 
 Gradescope hides a student's total while any test is not visible to them (a hidden line, or an
 after-due-date line before the due date); the report says so instead of showing a total.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autograder.heldout_guard import tampering
+from autograder.heldout_guard import lookup, tampering
 from autograder.heldout_guard import trained_on_heldout as train_on_test
 from autograder.report import SHORT_FAMILY
 
@@ -53,7 +54,7 @@ def _block(graded: Any, session: Any) -> dict:
     return block
 
 
-def _public_line(item: Any, block: dict, fraction: float) -> "dict | None":
+def _public_line(item: Any, block: dict, fraction: float, control: bool = False) -> "dict | None":
     accuracy = block.get("public_accuracy_rounded")
     if not isinstance(accuracy, (int, float)):
         return None
@@ -64,7 +65,8 @@ def _public_line(item: Any, block: dict, fraction: float) -> "dict | None":
             "output": f"Accuracy on the public part of the held-out notes ({share} of them"
                       + (f", {block['public_count']:,} notes" if block.get("public_count") else "") +
                       f"): {accuracy:.1%}{kept}. The points of item {item.number} come from the other notes (the "
-                      "private part) and are shown after the due date; the leaderboard shows this public accuracy."}
+                      "private part)" + (" and the course's control notes" if control else "") +
+                      " and are shown after the due date; the leaderboard shows this public accuracy."}
 
 
 def _details_line(item: Any, data: dict, visibility: str) -> "dict | None":
@@ -98,11 +100,23 @@ def _integrity_line(integrity: dict, notes: "list[str]") -> dict:
         lines += [f"- [{record['kind']}] {record['detail']}" for record in found]
     else:
         lines.append("Tampering report: nothing found.")
+    found_lookup = integrity.get("lookup")
+    if found_lookup is None:
+        lines.append("Lookup detector: not run (no private control split in the held-out file, no reference accuracy "
+                     "on it, the held-out item was not evaluated, or the detector is off).")
+    else:
+        lines.append(f"Lookup detector: {'FLAGGED' if found_lookup['flagged'] else 'not flagged'}. "
+                     + found_lookup["reason"])
     lines += [f"Note: {note}" for note in notes]
-    flagged = bool(verdict and verdict["flagged"]) or bool(found)
+    flagged = _flagged(integrity)
     return {"name": "Integrity (instructors only)", "score": 0.0, "max_score": 0.0,
             "status": "failed" if flagged else "passed", "visibility": "hidden", "output": "\n".join(lines),
             "extra_data": {"kind": "integrity", "flagged": flagged}}
+
+
+def _flagged(integrity: dict) -> bool:
+    return any(bool(integrity.get(name) and integrity[name]["flagged"]) for name in ("train_on_test", "lookup")) \
+        or bool(integrity["tampering"])
 
 
 def _loss(value: Any) -> str:
@@ -113,7 +127,8 @@ def apply(data: dict, *, session: Any, graded: list) -> None:
     """Add the held-out lines, adjust the leaderboard, and write ``extra_data`` (see the module doc)."""
     rubric, settings = session.rubric, session.rubric.heldout
     extra = data.setdefault("extra_data", {})
-    verdict = None
+    verdict = found_lookup = None
+    notes = list(session.notes)
     tests = data.setdefault("tests", [])
     for g in [g for g in graded if g.item.check == "heldout_accuracy"]:
         line = next((t for t in tests if t.get("number") == g.item.number), None)
@@ -122,20 +137,26 @@ def apply(data: dict, *, session: Any, graded: list) -> None:
         line["visibility"] = points_visibility(rubric, g.item)
         block = _block(g, session)
         extra["heldout"] = block
-        added = [_public_line(g.item, block, settings.public_fraction)]
+        scored_control = settings.control_weight > 0 and not (g.outcome.data or {}).get("control_missing")
+        added = [_public_line(g.item, block, settings.public_fraction, scored_control)]
         if g.outcome.status == "ran" and not (g.outcome.data or {}).get("rate_limited"):
             added.append(_details_line(g.item, g.outcome.data, settings.details_visibility))
             verdict = train_on_test.detect(g.outcome.data, settings.train_on_test, session.reference)
+            found_lookup = lookup.detect(g.outcome.data, settings.lookup, session.reference)
+        if (g.outcome.data or {}).get("control_missing"):
+            notes.append(f"the rubric takes {settings.control_weight:.0%} of item {g.item.number} from a private control "
+                         "split, but the held-out file has none: scored on the public notes only (rebuild it with "
+                         "`notegrade heldout --control DIR`, or set [heldout] control_weight = 0)")
         position = tests.index(line) + 1
         tests[position:position] = [t for t in added if t is not None]
         _leaderboard(data, rubric, g.item.number, block)
     integrity = {"train_on_test": verdict,
-                 "tampering": tampering.merge(session.static_findings, session.worker_records)}
+                 "tampering": tampering.merge(session.static_findings, session.worker_records), "lookup": found_lookup}
     extra["integrity"] = integrity
     mode = getattr(settings, "integrity_line", "always")
-    if mode == "always" or (mode == "flagged" and (integrity["tampering"] or (verdict and verdict["flagged"]))):
+    if mode == "always" or (mode == "flagged" and _flagged(integrity)):
         late = [i for i, t in enumerate(tests) if (t.get("extra_data") or {}).get("kind") == "late_penalty"]
-        tests.insert(late[0] if late else len(tests), _integrity_line(integrity, session.notes))
+        tests.insert(late[0] if late else len(tests), _integrity_line(integrity, notes))
 
 
 def _leaderboard(data: dict, rubric: Any, number: str, block: dict) -> None:

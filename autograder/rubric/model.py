@@ -120,6 +120,21 @@ class TrainOnTest:
 
 
 @dataclass(frozen=True)
+class LookupDetector:
+    """The lookup detector's thresholds (instructor-only: never shown to students).
+
+    A model is flagged when its accuracy on the public held-out notes exceeds what its accuracy on
+    the private control split predicts (times the reference's public/control ratio) by more than
+    ``margin``, at one-sided binomial confidence ``confidence``: a public-only gain, which is what a
+    lookup of the public test labels buys (see ``autograder/heldout_guard/lookup.py``).
+    """
+
+    enabled: bool = True
+    confidence: float = 0.99
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
 class HeldoutSettings:
     """The rubric's ``[heldout]`` table: how the held-out item is presented, split, shown and limited."""
 
@@ -133,6 +148,10 @@ class HeldoutSettings:
     integrity_line: str = "always"
     rate_limit: RateLimit = RateLimit()
     train_on_test: TrainOnTest = TrainOnTest()
+    # Share of the held-out item's accuracy taken from the private control split (``notegrade heldout
+    # --control``): 0 scores the public notes only, 1 the control notes only, between a weighted mix.
+    control_weight: float = 0.0
+    lookup: LookupDetector = LookupDetector()
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,10 @@ class Rubric:
         data.pop("cluster")  # where the grading runs (a Slurm account, a partition) does not change a grade
         if self.heldout == HeldoutSettings():
             data.pop("heldout")  # so rubrics without [heldout] keep their hash too
+        else:  # ... and rubrics with one keep theirs while the later keys are at their defaults
+            for key, default in (("control_weight", 0.0), ("lookup", asdict(LookupDetector()))):
+                if data["heldout"].get(key) == default:
+                    data["heldout"].pop(key)
         return data
 
     @property

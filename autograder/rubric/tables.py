@@ -18,8 +18,8 @@ from typing import Any, Mapping
 
 from autograder.assignment import ASSIGNMENT_FILES, DEFAULT_CHECKPOINT_POLICY
 from autograder.rubric.model import (DEFAULT_ITEM_TIMEOUT_S, GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES,
-                                     ContainerSettings, HeldoutSettings, LatePolicy, LeaderboardColumn, Perturbation,
-                                     RateLimit, RubricItem, TrainOnTest)
+                                     ContainerSettings, HeldoutSettings, LatePolicy, LeaderboardColumn, LookupDetector,
+                                     Perturbation, RateLimit, RubricItem, TrainOnTest)
 from autograder.rubric.cluster import parse_cluster, slurm_memory, slurm_minutes
 from autograder.rubric.schema import check_table, is_valid
 
@@ -201,8 +201,9 @@ def parse_submission(raw: Mapping[str, Any], problems: list[str]) -> tuple[str, 
 
 INTEGRITY_LINES = ("always", "flagged", "never")
 _HELDOUT_KEYS = {"public_fraction": (_NUM, False), "details_visibility": (_STR, False), "max_source_kb": (_NUM, False),
-                 "integrity_line": (_STR, False),
-                 "perturbation": ((dict,), False), "rate_limit": ((dict,), False), "train_on_test": ((dict,), False)}
+                 "integrity_line": (_STR, False), "control_weight": (_NUM, False),
+                 "perturbation": ((dict,), False), "rate_limit": ((dict,), False), "train_on_test": ((dict,), False),
+                 "lookup": ((dict,), False)}
 # sub-table -> (data class, key -> (types, (low, high) or None))
 _HELDOUT_TABLES = {
     "perturbation": (Perturbation, {"enabled": ((bool,), None), "gain_db": (_NUM, (0.0, 6.0)),
@@ -210,6 +211,8 @@ _HELDOUT_TABLES = {
     "rate_limit": (RateLimit, {"max_evaluations": ((int,), (0, 1000)), "window_hours": (_NUM, (0.01, 24.0 * 366))}),
     "train_on_test": (TrainOnTest, {"enabled": ((bool,), None), "min_accuracy": (_NUM, (0.0, 1.0)),
                                     "same_margin": (_NUM, (-1.0, 1.0)), "ratio_margin": (_NUM, (0.0, 10.0))}),
+    "lookup": (LookupDetector, {"enabled": ((bool,), None), "confidence": (_NUM, (0.5, 0.9999)),
+                                "margin": (_NUM, (0.0, 0.5))}),
 }
 
 
@@ -229,7 +232,8 @@ def _heldout_subtable(name: str, raw: Mapping[str, Any], problems: list[str]) ->
 
 
 def parse_heldout(raw: Mapping[str, Any], problems: list[str]) -> HeldoutSettings:
-    """``[heldout]``: perturbation, public/private split, what students see, rate limit, train-on-test."""
+    """``[heldout]``: perturbation, public/private split, the control split's weight, what students see, rate
+    limit, the train-on-test and lookup detectors."""
     where = "heldout: "
     before = len(problems)
     check_table(raw, _HELDOUT_KEYS, where, problems)
@@ -239,6 +243,10 @@ def parse_heldout(raw: Mapping[str, Any], problems: list[str]) -> HeldoutSetting
         problems.append(f"{where}details_visibility {raw['details_visibility']!r} is not one of {', '.join(VISIBILITIES)}")
     if is_valid(raw, _HELDOUT_KEYS, "integrity_line") and raw["integrity_line"] not in INTEGRITY_LINES:
         problems.append(f"{where}integrity_line {raw['integrity_line']!r} is not one of {', '.join(INTEGRITY_LINES)}")
+    if is_valid(raw, _HELDOUT_KEYS, "control_weight") and not 0 <= raw["control_weight"] <= 1:
+        problems.append(f"{where}control_weight must be between 0 and 1: the share of the held-out item's accuracy "
+                        "taken from the private control split (`notegrade heldout --control`); 0 scores the public "
+                        f"notes only, 1 the control notes only; got {raw['control_weight']}")
     if is_valid(raw, _HELDOUT_KEYS, "max_source_kb") and raw["max_source_kb"] < 0:
         problems.append(f"{where}max_source_kb must be >= 0 (0: no budget), got {raw['max_source_kb']}")
     tables = {name: _heldout_subtable(name, raw[name], problems) for name in _HELDOUT_TABLES
@@ -248,4 +256,5 @@ def parse_heldout(raw: Mapping[str, Any], problems: list[str]) -> HeldoutSetting
     return HeldoutSettings(public_fraction=float(raw.get("public_fraction", 0.0)),
                            details_visibility=raw.get("details_visibility", "after_due_date"),
                            max_source_kb=float(raw.get("max_source_kb", HeldoutSettings.max_source_kb)),
-                           integrity_line=raw.get("integrity_line", "always"), **tables)
+                           integrity_line=raw.get("integrity_line", "always"),
+                           control_weight=float(raw.get("control_weight", 0.0)), **tables)

@@ -19,6 +19,7 @@ Example
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ class FeatureSet:
     # detector's yardstick): tensors ``sample_features``/``sample_labels``/``sample_notes``/
     # ``sample_note_str``.  Readers that only know the four main tensors ignore it.
     sample: "FeatureSet | None" = None
+    # ... and a private control split (notes no student can have, scored as the rubric says):
+    # tensors ``control_*``, metadata ``control`` (JSON: its format version, counts, origin).
+    control: "FeatureSet | None" = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -83,8 +87,9 @@ def check_heldout(heldout: FeatureSet, *, frontend_hash: Callable[..., str]) -> 
     ``frontend_hash()`` is the toolkit's front-end hash, ``frontend_hash(params)`` that of the file's
     parameters.  Refuses, saying what to do: parameters edited after the hash, a feature file of
     another kind, no notes, a note id more than once, a training sample that shares notes with the
-    held-out notes.  Returns ``{"notes", "split", "frontend_hash", "family_counts", "missing",
-    "train_sample", "reference_metrics"}``.
+    held-out notes, a control split that is empty, repeats a note or shares audio with either
+    (:func:`_check_control`).  Returns ``{"notes", "split", "frontend_hash", "family_counts", "missing",
+    "train_sample", "reference_metrics", "control"}``.
     """
     path, expected = heldout.path, frontend_hash()
     try:
@@ -111,11 +116,45 @@ def check_heldout(heldout: FeatureSet, *, frontend_hash: Callable[..., str]) -> 
         if shared:
             raise NotegradeError(f"{path}: the training sample shares {len(shared)} note(s) with the held-out notes "
                                  f"(e.g. {sorted(shared)[0]}): --train-sample must be the training split")
+    if heldout.control is not None:
+        _check_control(heldout)
     family_counts = heldout.family_counts()
     return {"notes": len(heldout), "split": heldout.split, "frontend_hash": expected, "family_counts": family_counts,
             "missing": [f for f, n in family_counts.items() if n == 0],
             "train_sample": len(sample) if sample is not None else 0,
-            "reference_metrics": "reference" in heldout.metadata}
+            "reference_metrics": "reference" in heldout.metadata,
+            "control": len(heldout.control) if heldout.control is not None else 0}
+
+
+def _feature_digests(part: FeatureSet) -> set:
+    return {hashlib.sha256(np.ascontiguousarray(row).tobytes()).digest() for row in part.features}
+
+
+def _check_control(heldout: FeatureSet) -> None:
+    """A control split must be private: notes, none twice, no audio shared with the public notes or the sample.
+
+    Shared audio is found by identical features; names alone may coincide (two renders name notes by
+    family, number, pitch and velocity), so they are only quoted as an example.
+    """
+    path, control = heldout.path, heldout.control
+    if len(control) == 0:
+        raise NotegradeError(f"{path}: its private control split has no notes; rebuild it with "
+                             "`notegrade heldout --control DIR` from a split that has some")
+    if len(set(control.note_strs)) != len(control):
+        raise NotegradeError(f"{path}: its private control split repeats note names (its examples.json repeats "
+                             "notes); remove the repeated entries and rebuild it with `notegrade heldout --control DIR`")
+    mine = _feature_digests(control)
+    for label, other in (("held-out notes", heldout), ("training sample", heldout.sample)):
+        if other is None:
+            continue
+        same = mine & _feature_digests(other)
+        if same:
+            named = sorted(set(control.note_strs) & set(other.note_strs))
+            example = f" (e.g. {named[0]})" if named else ""
+            raise NotegradeError(f"{path}: the private control split shares {len(same)} note(s) with the {label}"
+                                 f"{example}: the same audio; a control split must hold notes no student can have: "
+                                 "render it from other SoundFonts with a secret variation (README: 'A private "
+                                 "control split') and rebuild with `notegrade heldout --control DIR`")
 
 
 class FeatureLoader:

@@ -167,3 +167,49 @@ def test_loader_shuffle_is_seeded_and_changes_per_epoch(tmp_path, rng):
     unshuffled = torch.cat([y for _, y in FeatureLoader(fs, batch_size=8)])
     assert unshuffled.tolist() == fs.labels.tolist()
 
+
+
+# ---------------------------------------------------------------- the private control split (issue 17.1)
+def _heldout_with_control(tmp_path, rng, *, n=6, k=4, control_meta=None):
+    from autograder.featurefile import CONTROL_FORMAT, write_heldout_with_sample
+
+    main = tmp_path / "main.safetensors"
+    _write(main, rng, n=n, kind="heldout")
+    other = tmp_path / "control.safetensors"
+    _write(other, rng, n=k, note_strs=[f"vocal_acoustic_{i:03d}-060-100" for i in range(k)])
+    meta = control_meta if control_meta is not None else {"format": CONTROL_FORMAT, "count": k}
+    path = tmp_path / "h.safetensors"
+    write_heldout_with_sample(path, heldout=read_feature_file(main, mmap=False), sample=None,
+                              control=read_feature_file(other, mmap=False),
+                              extra_metadata={"control": json.dumps(meta)})
+    return path, read_feature_file(main), read_feature_file(other)
+
+
+def test_a_control_split_round_trips_and_readers_of_the_main_tensors_see_the_same_file(tmp_path, rng):
+    path, main, control = _heldout_with_control(tmp_path, rng)
+    fs = read_feature_file(path)
+    np.testing.assert_array_equal(fs.features, main.features)
+    assert fs.labels.tolist() == main.labels.tolist() and fs.note_strs == main.note_strs and fs.sample is None
+    assert fs.metadata["format"] == "notegrade-features/1"  # additive: the file format is unchanged
+    assert len(fs.control) == 4 and fs.control.note_strs == control.note_strs and fs.control.split == "control"
+    np.testing.assert_array_equal(fs.control.features, control.features)
+    assert json.loads(fs.metadata["control"])["format"] == "notegrade-control/1"
+    tensors = load_file(path)  # a standard safetensors file; its four main tensors are what they were
+    assert {"features", "labels", "notes", "note_str"} <= set(tensors) and tensors["control_features"].shape == (4, 1, 64, 64)
+    np.testing.assert_array_equal(tensors["labels"], main.labels)
+
+
+@pytest.mark.parametrize("meta", [{"format": "notegrade-control/2"}, {}])
+def test_a_control_split_of_another_version_is_refused(tmp_path, rng, meta):
+    with pytest.raises(NotegradeError, match="private control split is .*this toolkit reads 'notegrade-control/1'"):
+        _heldout_with_control(tmp_path, rng, control_meta=meta)
+    path, _, _ = _heldout_with_control(tmp_path, rng)
+    header_len = struct.unpack("<Q", path.read_bytes()[:8])[0]
+    header = json.loads(path.read_bytes()[8:8 + header_len])
+    header["__metadata__"]["control"] = json.dumps(meta)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    edited = tmp_path / "edited.safetensors"
+    edited.write_bytes(struct.pack("<Q", len(blob)) + blob + path.read_bytes()[8 + header_len:])
+    with pytest.raises(NotegradeError, match="rebuild the held-out file"):
+        read_feature_file(edited)

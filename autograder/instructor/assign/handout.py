@@ -159,10 +159,16 @@ def heldout_rules(rubric, item) -> str:
     if settings.public_fraction > 0:
         rules.append(f"Before the due date you see your accuracy on a public part of the held-out notes "
                      f"({settings.public_fraction:.0%} of them, the same for everyone), rounded to 0.1 point, and the "
-                     "leaderboard shows it; the points come from the other notes, the private part, and are shown "
-                     "after the due date.")
+                     "leaderboard shows it; the points come from the other notes, the private part"
+                     + (", and from the control notes below" if settings.control_weight > 0 else "")
+                     + ", and are shown after the due date.")
     else:
         rules.append("You see the accuracy rounded to 0.1 point, and the points are computed from that rounded value.")
+    if settings.control_weight > 0:
+        share = "All" if settings.control_weight >= 1 else f"{settings.control_weight:.0%}"
+        rules.append(f"{share} of the held-out accuracy comes from the course's own control notes: notes made for "
+                     "this course that are in no public dataset, mixed in with the NSynth test notes (your model "
+                     "cannot tell which is which). Only a model that generalises does well on them.")
     rules.append(f"Per-family accuracy and the confusion matrix are shown "
                  f"{_VISIBILITY[settings.details_visibility]}. No result ever names an individual held-out note.")
     limit = settings.rate_limit
@@ -177,7 +183,10 @@ def heldout_rules(rubric, item) -> str:
                      "source is not evaluated on the held-out notes.")
     rules.append("Your course staff also receive an integrity report that Gradescope never shows you: it compares how "
                  "your model does on the held-out notes and on training notes (NSynth's test labels are public; "
-                 "training on them shows), and lists code that reaches into the grader's process. It never changes "
+                 "training on them shows), "
+                 + ("compares the NSynth test notes with the control notes (knowing public labels shows), "
+                    if settings.control_weight > 0 else "") +
+                 "and lists code that reaches into the grader's process. It never changes "
                  "your score by itself.")
     if settings.integrity_line == "always":
         rules.append("Because of it, Gradescope does not show you a total: add up the items.")

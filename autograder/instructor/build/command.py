@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({_human(result.size)}; rubric {result.manifest['rubric']['rubric_hash'][:12]}, "
           f"{result.manifest['heldout']['notes']:,} held-out notes, "
           f"{result.manifest['heldout']['train_sample']:,} training-sample notes for the train-on-test detector)")
+    for note in result.notes:
+        print(f"note: {note}")
     if not result.manifest["heldout"]["train_sample"]:
         print("note: the held-out file has no training sample, so the train-on-test detector will not run; "
               "add one with `notegrade heldout --train-sample nsynth-train`")

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from autograder import __version__
 from autograder.errors import NotegradeError
 from autograder.instructor.build import grading_code
+from autograder.instructor.build.control_check import check_control, reference_numbers
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../autograder
 REPO_ROOT = PACKAGE_DIR.parent
@@ -52,6 +53,7 @@ class BuildResult:
     entries: dict[str, int]
     size: int
     manifest: dict
+    notes: tuple = ()  # what the instructor should know (the reference's score under the rubric, ...)
 
 
 def grading_modules() -> list[str]:
@@ -78,7 +80,7 @@ def _validate_heldout(path: Path) -> dict:
         raise NotegradeError(f"--heldout {path}: no such held-out file; make one from the NSynth test split with "
                              f"`notegrade heldout --nsynth nsynth-test --out {path}`")
     checked = validate_heldout(path, frontend_hash=frontend_hash)  # the check `notegrade heldout` makes
-    return {key: checked[key] for key in ("notes", "split", "frontend_hash", "train_sample", "reference_metrics")}
+    return {key: checked[key] for key in ("notes", "split", "frontend_hash", "train_sample", "reference_metrics", "control")}
 
 
 _PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*$")
@@ -172,6 +174,8 @@ def build_autograder(*, rubric: Path, heldout: Path, out: Path = Path("autograde
     rubric, heldout, out = Path(rubric), Path(heldout), Path(out)
     parsed = _validate_rubric(rubric)
     heldout_info = _validate_heldout(heldout)
+    # A rubric that scores a private control split needs one (the shipped offering rubrics do).
+    notes = check_control(parsed, control_notes=heldout_info["control"], reference=reference_numbers(heldout))
     files: dict[str, Path | bytes] = {}
     # The held-out order, batches, perturbation and public/private split are keyed on this secret;
     # on Gradescope it sits in /autograder/source, which student code cannot read.
@@ -203,4 +207,4 @@ def build_autograder(*, rubric: Path, heldout: Path, out: Path = Path("autograde
     _write_zip(out, files, quiet=quiet)
     with zipfile.ZipFile(out) as archive:
         entries = {info.filename: info.file_size for info in archive.infolist()}
-    return BuildResult(path=out, entries=entries, size=out.stat().st_size, manifest=manifest)
+    return BuildResult(path=out, entries=entries, size=out.stat().st_size, manifest=manifest, notes=tuple(notes))

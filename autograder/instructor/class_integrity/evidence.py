@@ -119,7 +119,8 @@ def pair_row(i: int, j: int, kinds: list[str], *, members: list[Member], signals
 
 
 def student_row(member: Member, flags: StudentFlags, *, accuracy: float) -> dict[str, str]:
-    kinds = (["train-on-test"] if flags.train_on_test_flagged else []) + (["tampering"] if flags.tampering else [])
+    kinds = (["train-on-test"] if flags.train_on_test_flagged else []) + (["lookup"] if flags.lookup_flagged else []) \
+        + (["tampering"] if flags.tampering else [])
     train = flags.train_on_test or {}
     row = {"subject": "student", "flags": "; ".join(kinds), **_person(member, "a"),
            "heldout_accuracy_a": _num(accuracy),

@@ -1,11 +1,13 @@
-"""Train-on-test and harness-tampering flags, read from each submission's results.json.
+"""Train-on-test, lookup and harness-tampering flags, read from each submission's results.json.
 
 The grader decides these per submission (issue 10) and writes them, instructor-only, as
 ``extra_data["integrity"]``::
 
     {"train_on_test": {"flagged": bool, "heldout_accuracy": float, "train_accuracy": float,
                        "heldout_loss": float, "train_loss": float, "reason": str} | null,
-     "tampering": [{"kind": str, "detail": str}, ...]}
+     "tampering": [{"kind": str, "detail": str}, ...],
+     "lookup": {"flagged": bool, "public_accuracy": float, "control_accuracy": float,
+                "expected_public": float, "excess": float, "lower_bound": float, "reason": str} | null}
 
 This module only reads that contract, defensively: a results.json written by an older grader has
 no ``integrity`` key (:attr:`StudentFlags.checked` is False and the report says so), and a
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NUMBERS = ("heldout_accuracy", "train_accuracy", "heldout_loss", "train_loss")
+LOOKUP_NUMBERS = ("public_accuracy", "control_accuracy", "expected_public", "excess", "lower_bound")
 _TEXT_LIMIT = 500  # a detail can quote student code; keep the table readable
 
 
@@ -38,6 +41,11 @@ class StudentFlags:
     train_on_test: dict[str, Any] | None = None  # the contract's dict (numbers may be None), or None
     tampering: list[dict[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    lookup: dict[str, Any] | None = None  # the lookup detector's dict (numbers may be None), or None
+
+    @property
+    def lookup_flagged(self) -> bool:
+        return bool(self.lookup and self.lookup.get("flagged") is True)
 
     @property
     def train_on_test_flagged(self) -> bool:
@@ -45,7 +53,7 @@ class StudentFlags:
 
     @property
     def flagged(self) -> bool:
-        return self.train_on_test_flagged or bool(self.tampering)
+        return self.train_on_test_flagged or self.lookup_flagged or bool(self.tampering)
 
 
 def _number(value: Any) -> float | None:
@@ -77,6 +85,14 @@ def read_student_flags(results: dict | None) -> StudentFlags:
                                **{name: _number(train.get(name)) for name in NUMBERS}}
     elif train is not None:
         flags.problems.append(f"extra_data.integrity.train_on_test is a {type(train).__name__}; ignored")
+    found = raw.get("lookup")
+    if isinstance(found, dict):
+        if not isinstance(found.get("flagged"), bool):
+            flags.problems.append("extra_data.integrity.lookup.flagged is not true/false; read as not flagged")
+        flags.lookup = {"flagged": found.get("flagged") is True, "reason": _text(found.get("reason")),
+                        **{name: _number(found.get(name)) for name in LOOKUP_NUMBERS}}
+    elif found is not None:
+        flags.problems.append(f"extra_data.integrity.lookup is a {type(found).__name__}; ignored")
     tampering = raw.get("tampering", [])
     if not isinstance(tampering, list):
         flags.problems.append(f"extra_data.integrity.tampering is a {type(tampering).__name__}, not a list; ignored")
@@ -102,6 +118,9 @@ def describe(flags: StudentFlags) -> str:
                   if t.get(name) is not None]
         parts.append("trained on the test split? " + ", ".join(numbers + losses)
                      + (f" ({t['reason']})" if t.get("reason") else ""))
+    if flags.lookup_flagged:
+        t = flags.lookup
+        parts.append("looked up the public test labels? " + (t["reason"] or "a public-only gain over the control split"))
     if flags.tampering:
         parts.append("reached into the grading harness: " + "; ".join(
             f"{item['kind']}" + (f" ({item['detail']})" if item["detail"] else "") for item in flags.tampering))

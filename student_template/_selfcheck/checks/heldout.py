@@ -2,13 +2,16 @@
 
 TRUSTED side.  The grader reads the held-out file (``autograder.featurefile``, numpy only), and
 sends the worker feature batches alone, in a secret order, in secret batches and slightly
-perturbed (``heldout_presentation.py``), mixed with the file's labelled training sample when it
-has one.  The logits come back, are put back in note order, and numpy computes: accuracy,
-per-family accuracy, the 11x11 confusion matrix (rows: true family, columns: predicted), the mean
-cross-entropy, the public and private parts' accuracies (when the rubric splits the set) and the
-training sample's accuracy and loss (for the grader's train-on-test detector, which lives outside
-this package).  The accuracy that scores is rounded to 0.1 point first, so the points reveal no
-more than the rounded accuracy; points scale linearly from ``zero_at`` (none) to ``full_at`` (all).
+perturbed (``heldout_presentation.py``), mixed with the file's labelled training sample and its
+private control split when it has them.  The logits come back, are put back in note order, and
+numpy computes: accuracy, per-family accuracy, the 11x11 confusion matrix (rows: true family,
+columns: predicted), the mean cross-entropy, the public and private parts' accuracies (when the
+rubric splits the set), the control split's accuracy and the training sample's accuracy and loss
+(for the grader's train-on-test and lookup detectors, which live outside this package).  The
+accuracy that scores is the public notes' (their private part with a split), the control
+split's, or the rubric's weighted mix of the two (``control_weight``); it is rounded to 0.1 point
+first, so the points reveal no more than the rounded accuracy; points scale linearly from
+``zero_at`` (none) to ``full_at`` (all).
 
 Example
 -------
@@ -31,8 +34,8 @@ import numpy as np
 from _selfcheck.checks import checkpoint
 from _selfcheck.checks.common import Budget, call, outcome_for_failure
 from _selfcheck.checks.device_agreement import cross_check_on_cpu
-from _selfcheck.checks.heldout_presentation import (HeldoutRun, derive_key, present, presentation, public_mask,
-                                                   restore_order)
+from _selfcheck.checks.heldout_presentation import (HeldoutRun, derive_key, part_slices, present, presentation,
+                                                   public_mask, restore_order)
 from _selfcheck.checks.outcome import ItemOutcome, SubCheck
 from _selfcheck.errors import NotegradeError
 from _selfcheck.featureset import FAMILIES
@@ -101,6 +104,29 @@ def train_sample_metrics(logits: np.ndarray, labels: np.ndarray, heldout_counts:
             "accuracy_matched": matched}
 
 
+def _mixed(metrics: dict, weight: float, public: float, public_count: int, part: str) -> "tuple[float, str]":
+    """The scored accuracy, rounded, and how the message names it: the public notes' (``public``, on
+    ``part``), the control split's, or the rubric's mix; records ``scored_accuracy``/``scored_notes``.
+
+    Each part's accuracy is rounded to 0.1 point before the mix, so a student learns nothing finer."""
+    control = metrics.get("control_accuracy")
+    if control is None or weight <= 0:
+        shown = round_accuracy(public)
+        return shown, f"{part} {shown:.1%} ({public_count:,} notes)"
+    count = metrics["control_count"]
+    control_shown = round_accuracy(control)
+    metrics["control_accuracy_rounded"] = control_shown
+    if weight >= 1:
+        metrics.update(scored_accuracy=control, scored_notes=count, control_weight=1.0)
+        return control_shown, f" on the course's control notes {control_shown:.1%} ({count:,} notes)"
+    public_shown = round_accuracy(public)
+    mixed = round_accuracy((1 - weight) * public_shown + weight * control_shown)
+    metrics.update(scored_accuracy=(1 - weight) * public + weight * control, scored_notes=public_count + count,
+                   control_weight=weight)
+    return mixed, (f" {mixed:.1%}: {weight:.0%} from the course's control notes ({control_shown:.1%}, {count:,} notes) "
+                   f"and {1 - weight:.0%} from the public test notes{part} ({public_shown:.1%}, {public_count:,} notes)")
+
+
 def _budget_problem(sandbox: Any, max_source_kb: float) -> "str | None":
     """Why the submission's files other than model.pt are over the source budget, or None.
 
@@ -156,10 +182,12 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     if blocked:
         return blocked
     heldout = read_feature_file(heldout_path)
-    sample = heldout.sample
+    sample, control = heldout.sample, heldout.control
+    parts = [part for part in (heldout, sample, control) if part is not None]
     n, m = len(heldout), (len(sample) if sample is not None else 0)
-    features = (heldout.features, sample.features) if m else (heldout.features,)
-    plan = presentation(n + m, run)
+    total = sum(len(part) for part in parts)
+    features = tuple(part.features for part in parts)
+    plan = presentation(total, run)
     db_scale = float(heldout.frontend_params.get("db_scale", 40.0)) if isinstance(heldout.frontend_params, dict) else 40.0
     sent = present(features, plan, run, db_scale=db_scale)
     result = call(sandbox, budget, "heldout_logits", {"batches": plan.batches, **verified.args},
@@ -169,12 +197,12 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     presented = result.arrays.get("logits")
     if presented is None:
         return ItemOutcome.failed("error", "no logits came back: " + "; ".join(result.array_errors.values()))
-    if presented.shape != (n + m, 11) or presented.dtype.kind != "f":
+    if presented.shape != (total, 11) or presented.dtype.kind != "f":
         return ItemOutcome.failed("error", f"NoteCNN produced {presented.dtype} logits of shape {tuple(presented.shape)} "
-                                           f"for {n + m:,} held-out notes, expected ({n + m}, 11) float logits")
+                                           f"for {total:,} held-out notes, expected ({total}, 11) float logits")
     bad = int((~np.isfinite(presented).all(axis=1)).sum())
     if bad:  # no index: which note is which stays with the grader
-        return ItemOutcome.failed("error", f"the model produced NaN or infinite logits for {bad:,} of {n + m:,} notes: "
+        return ItemOutcome.failed("error", f"the model produced NaN or infinite logits for {bad:,} of {total:,} notes: "
                                            "check model.pt and forward")
     # On a GPU, a sample of the same presented rows is re-run on the CPU (issue 13's cross-check).
     presented, device = cross_check_on_cpu(sandbox, budget, sent, presented, result.value.get("device"), params,
@@ -182,7 +210,8 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     del sent
     logits = restore_order(presented.astype(np.float32), plan)
     families = tuple(heldout.families) if len(getattr(heldout, "families", ()) or ()) == 11 else FAMILIES
-    held, labels = logits[:n], np.asarray(heldout.labels, dtype=np.int64)
+    rows = part_slices([len(part) for part in parts])
+    held, labels = logits[rows[0]], np.asarray(heldout.labels, dtype=np.int64)
     metrics = heldout_metrics(held, labels, families)
     metrics["loss"] = mean_cross_entropy(held, labels)
     scored_accuracy, scored_count, part = metrics["accuracy"], n, ""
@@ -192,18 +221,25 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
         metrics.update(public_accuracy=public_acc, public_accuracy_rounded=round_accuracy(public_acc),
                        public_count=int(mask.sum()), private_accuracy=private_acc, private_count=int((~mask).sum()))
         scored_accuracy, scored_count, part = private_acc, int((~mask).sum()), " on the private part"
-    shown = round_accuracy(scored_accuracy)
+    if control is not None:
+        control_logits, control_labels = logits[rows[-1]], np.asarray(control.labels, dtype=np.int64)
+        metrics.update(control_accuracy=_accuracy(control_logits, control_labels), control_count=len(control),
+                       control_loss=mean_cross_entropy(control_logits, control_labels))
+    shown, scored_text = _mixed(metrics, run.control_weight, scored_accuracy, scored_count, part)
     fraction = scaled_fraction(shown, zero_at=zero_at, full_at=full_at)
-    message = (f"{accuracy_label}{part} {shown:.1%} ({scored_count:,} notes): no points at {zero_at:.0%} or below, "
+    message = (f"{accuracy_label}{scored_text}: no points at {zero_at:.0%} or below, "
                f"full points from {full_at:.0%}, so {fraction:.1%} of the points")
-    metrics.update(overall_accuracy=metrics["accuracy"], accuracy=scored_accuracy, accuracy_rounded=shown,
-                   scored_count=scored_count, zero_at=zero_at, full_at=full_at,
+    if run.control_weight > 0 and control is None:
+        metrics["control_missing"] = True  # the grader tells instructors; students see what was scored
+    metrics.update(overall_accuracy=metrics["accuracy"], accuracy=metrics.pop("scored_accuracy", scored_accuracy),
+                   accuracy_rounded=shown, scored_count=metrics.pop("scored_notes", scored_count), zero_at=zero_at,
+                   full_at=full_at,
                    inference_seconds=result.value.get("seconds"), logits_dtype=result.value.get("dtype"),
                    **device, presentation={"perturbed": run.perturb, "gain_db": run.gain_db, "noise_db": run.noise_db,
                                  "secret": run.has_secret, "batches": len(plan.batches),
                                  "public_fraction": run.public_fraction})
     if m:
-        metrics["train_sample"] = train_sample_metrics(logits[n:], np.asarray(sample.labels, dtype=np.int64),
-                                                  np.bincount(labels, minlength=len(families)))
+        metrics["train_sample"] = train_sample_metrics(logits[rows[1]], np.asarray(sample.labels, dtype=np.int64),
+                                                       np.bincount(labels, minlength=len(families)))
     return ItemOutcome(fraction=fraction, subchecks=[SubCheck(accuracy_label, shown >= full_at, 1.0, message)],
                        message="".join(note + "\n" for note in verified.notes) + message, data=metrics)

@@ -8,10 +8,11 @@ gets only feature batches (no note ids, no labels, no order it could rely on):
   graded by the same autograder give the same order, batches and perturbation, so a regrade
   reproduces the score; nobody without the secret can predict them.  ``split key = HMAC(secret,
   "split")`` fixes the public/private split for the whole class (one leaderboard).
-- **Order and batches.**  A permutation of every note the run evaluates (held-out notes and, mixed
-  in among them, the labelled training sample of the train-on-test detector), cut into batches of
-  the item's ``batch_size``: which notes share a batch is secret too.  A model cannot tell the two
-  kinds of notes apart, and its position in the stream says nothing about a note.
+- **Order and batches.**  A permutation of every note the run evaluates (the public held-out notes
+  and, mixed in among them, the labelled training sample of the train-on-test detector and the
+  private control split), cut into batches of the item's ``batch_size``: which notes share a batch
+  is secret too.  Every part gets the same perturbation and shares the same batches, so a note's
+  position, batch and treatment say nothing about which part it belongs to.
 - **Perturbation.**  Features are ``(dB + 40) / 40`` log-mel values.  Each note gets a gain offset
   (uniform in +-``gain_db``, a constant shift of its dB values) plus Gaussian noise of
   ``noise_db`` dB (std) on every bin.  Both are far below what changes an instrument family, so a
@@ -56,7 +57,8 @@ class HeldoutRun:
     ``secret``: the autograder's secret (bytes; :data:`NO_SECRET` when it has none);
     ``submission_digest``: :func:`submission_digest` of the graded files; ``gain_db`` / ``noise_db``:
     the perturbation (``perturb=False`` sends the features as stored); ``public_fraction``: the share
-    of held-out notes in the public part (0: no split); ``batch_size``: the typical batch size.
+    of held-out notes in the public part (0: no split); ``batch_size``: the typical batch size;
+    ``control_weight``: the rubric's share of the private control split in the scored accuracy.
     """
 
     secret: bytes = NO_SECRET
@@ -66,6 +68,7 @@ class HeldoutRun:
     noise_db: float = 0.5
     public_fraction: float = 0.0
     batch_size: int = 64
+    control_weight: float = 0.0  # share of the scored accuracy from the file's private control split
 
     @property
     def has_secret(self) -> bool:
@@ -144,10 +147,20 @@ def _gather(parts: "tuple[np.ndarray, ...]", rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def part_slices(sizes: "list[int] | tuple[int, ...]") -> "list[slice]":
+    """Where each part (public notes, training sample, control split, ...) lies in note order.
+
+    >>> part_slices([4, 0, 3])
+    [slice(0, 4, None), slice(4, 4, None), slice(4, 7, None)]
+    """
+    ends = np.cumsum([0, *sizes]).tolist()
+    return [slice(start, end) for start, end in zip(ends[:-1], ends[1:])]
+
+
 def present(features: "np.ndarray | tuple[np.ndarray, ...]", plan: Presentation, run: HeldoutRun, *,
             db_scale: float = DB_SCALE) -> np.ndarray:
-    """``features`` (N, 1, 64, 64; a memmap, or a tuple of them read as one) in the plan's order,
-    perturbed, as float16.
+    """``features`` (N, 1, 64, 64; a memmap, or a tuple of parts read as one: the public notes, the
+    training sample, the control split) in the plan's order, perturbed alike, as float16.
 
     Works through :data:`_CHUNK` notes at a time, so the grader never holds the whole set in float32.
     """

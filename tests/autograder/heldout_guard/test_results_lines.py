@@ -45,6 +45,9 @@ max_evaluations = 5
 window_hours = 12
 [heldout.train_on_test]
 min_accuracy = 0.4
+[heldout.lookup]
+confidence = 0.995
+margin = 0.01
 """)
     settings = rubric.heldout
     assert (settings.public_fraction, settings.details_visibility, settings.max_source_kb, settings.integrity_line) \
@@ -52,6 +55,17 @@ min_accuracy = 0.4
     assert settings.perturbation == Perturbation(enabled=True, gain_db=2.0, noise_db=0.8)
     assert (settings.rate_limit.max_evaluations, settings.rate_limit.window_hours) == (5, 12.0)
     assert settings.train_on_test.min_accuracy == 0.4 and settings.train_on_test.enabled
+    assert (settings.lookup.enabled, settings.lookup.confidence, settings.lookup.margin) == (True, 0.995, 0.01)
+    assert settings.control_weight == 0.0  # the default: the public notes score
+
+
+def test_control_weight_and_the_lookup_table_keep_old_hashes_at_their_defaults():
+    text = RENDERED_RUBRIC.read_text() + "\n[heldout]\npublic_fraction = 0.3\n"
+    old = parse_rubric(text)
+    assert "control_weight" not in old.to_dict()["heldout"] and "lookup" not in old.to_dict()["heldout"]
+    assert parse_rubric(text + "control_weight = 0\n[heldout.lookup]\nconfidence = 0.99\n").rubric_hash == old.rubric_hash
+    mixed = parse_rubric(text + "control_weight = 0.8\n")
+    assert mixed.heldout.control_weight == 0.8 and mixed.rubric_hash != old.rubric_hash
 
 
 @pytest.mark.parametrize("table, message", [
@@ -63,6 +77,11 @@ min_accuracy = 0.4
     ("[heldout.perturbation]\ngain_db = 12", "heldout.perturbation: gain_db must be between 0 and 6, got 12"),
     ("[heldout.rate_limit]\nmax_evaluations = 2.5", "heldout.rate_limit: 'max_evaluations' must be a number"),
     ("[heldout.train_on_test]\nenabled = \"yes\"", "heldout.train_on_test: 'enabled' must be true/false"),
+    ("[heldout]\ncontrol_weight = 1.5", "heldout: control_weight must be between 0 and 1: the share of the held-out "
+                                        "item's accuracy taken from the private control split"),
+    ("[heldout]\ncontrol_weight = \"most\"", "heldout: 'control_weight' must be a number"),
+    ("[heldout.lookup]\nconfidence = 1.0", "heldout.lookup: confidence must be between 0.5 and 0.9999, got 1.0"),
+    ("[heldout.lookup]\nmargin = -0.01", "heldout.lookup: margin must be between 0 and 0.5"),
 ])
 def test_a_malformed_heldout_table_is_refused_with_a_specific_message(table, message):
     with pytest.raises(NotegradeError) as err:
@@ -101,7 +120,7 @@ def test_public_private_split_what_students_see_before_the_due_date(tmp_path, as
     view = student_view(results)
     assert "/ 40" not in results["output"] and "total is not shown" in results["output"]  # Gradescope's rule
     assert "Confusion" not in view and "bass" not in view
-    assert set(results["extra_data"]["integrity"]) == {"train_on_test", "tampering"}
+    assert set(results["extra_data"]["integrity"]) == {"train_on_test", "tampering", "lookup"}
 
 
 @pytest.mark.slow
@@ -218,3 +237,79 @@ def test_a_regrades_metadata_carries_each_earlier_submissions_results():
                         history=[HistoryItem("1", due - dt.timedelta(hours=1), 50.0, "graded", kept)])
     metadata = submission_metadata(entry=entry, assignment=AssignmentInfo(title="A2", due_date=due))
     assert metadata["previous_submissions"][0]["results"] == kept
+
+
+LOOKUP_KEYS = {"flagged", "public_accuracy", "public_count", "control_accuracy", "control_count", "reference_ratio",
+               "expected_public", "excess", "lower_bound", "honest_models", "honest_spread", "confidence", "margin",
+               "reason"}
+
+
+def test_the_lookup_verdict_is_for_instructors_only():
+    from autograder.checks.outcome import ItemOutcome, SubCheck
+    from autograder.heldout_guard.rate_limit import RateDecision
+    from autograder.heldout_guard.session import Session
+    from autograder.items import GradedItem
+    from autograder.results import build_results
+
+    base = parse_rubric(RENDERED_RUBRIC.read_text())
+    rubric = dataclasses.replace(base, heldout=dataclasses.replace(HeldoutSettings(), integrity_line="flagged",
+                                                                   control_weight=0.8))
+    reference = {"heldout_accuracy": 0.60, "control_accuracy": 0.50}
+    data = {"accuracy": 0.55, "overall_accuracy": 0.75, "accuracy_rounded": 0.55, "scored_count": 5096, "count": 4096,
+            "control_accuracy": 0.50, "control_count": 1000, "confusion": [[0] * 11 for _ in range(11)],
+            "per_family": {"bass": 1.0}}
+    outcome = ItemOutcome(fraction=1.0, subchecks=[SubCheck("held-out accuracy", True)], data=data)
+    session = Session(rubric=rubric, run=HeldoutRun(), rate=RateDecision(evaluate=True), reference=reference)
+    results = build_results(rubric=rubric, graded=[GradedItem(base.item("4.1"), outcome)], metadata=None,
+                            guard=session).to_gradescope_dict()
+    verdict = results["extra_data"]["integrity"]["lookup"]
+    assert set(verdict) == LOOKUP_KEYS and verdict["flagged"] is True and verdict["expected_public"] == 0.6
+    hidden = line(results, "integrity")  # integrity_line = "flagged": shown because the lookup detector flagged
+    assert hidden["visibility"] == "hidden" and hidden["status"] == "failed"
+    assert "Lookup detector: FLAGGED. possible lookup of the public test labels" in hidden["output"]
+    assert "+15.0 points above it" in hidden["output"]
+    view = student_view(results)
+    assert "ookup" not in view and "FLAGGED" not in view and "reference's ratio" not in view
+    # An honest model on the reference's ratio: not flagged, no hidden line under "flagged".
+    honest = ItemOutcome(fraction=1.0, data={**data, "overall_accuracy": 0.61})
+    results = build_results(rubric=rubric, graded=[GradedItem(base.item("4.1"), honest)], metadata=None,
+                            guard=session).to_gradescope_dict()
+    assert results["extra_data"]["integrity"]["lookup"]["flagged"] is False and line(results, "integrity") is None
+    # No reference number for the control split, or no control split: the detector does not run, and says so.
+    for reference_numbers, outcome_data in (({"heldout_accuracy": 0.6}, data),
+                                            (reference, {**data, "control_accuracy": None, "control_missing": True})):
+        always = dataclasses.replace(rubric, heldout=dataclasses.replace(rubric.heldout, integrity_line="always"))
+        quiet = Session(rubric=always, run=HeldoutRun(), rate=RateDecision(evaluate=True), reference=reference_numbers)
+        results = build_results(rubric=always, graded=[GradedItem(base.item("4.1"), ItemOutcome(
+            fraction=1.0, data=outcome_data))], metadata=None, guard=quiet).to_gradescope_dict()
+        assert results["extra_data"]["integrity"]["lookup"] is None
+        assert "Lookup detector: not run" in line(results, "integrity")["output"]
+    assert "takes 80% of item 4.1 from a private control split, but the held-out file has none: scored on the " \
+           "public notes only" in line(results, "integrity")["output"]
+
+
+def test_the_class_integrity_analysis_reads_the_lookup_flag():
+    from autograder.instructor.class_integrity.student_flags import describe, read_student_flags
+
+    verdict = {"flagged": True, "public_accuracy": 0.75, "control_accuracy": 0.5, "expected_public": 0.6,
+               "excess": 0.15, "lower_bound": 0.11, "reason": "possible lookup of the public test labels: ..."}
+    flags = read_student_flags({"extra_data": {"integrity": {"train_on_test": None, "tampering": [], "lookup": verdict}}})
+    assert flags.lookup_flagged and flags.flagged and flags.problems == []
+    assert describe(flags).startswith("looked up the public test labels? possible lookup of the public test labels")
+    old = read_student_flags({"extra_data": {"integrity": {"train_on_test": None, "tampering": []}}})
+    assert old.checked and not old.flagged and old.lookup is None  # a grader from before the detector
+    odd = read_student_flags({"extra_data": {"integrity": {"tampering": [], "lookup": "yes"}}})
+    assert odd.problems == ["extra_data.integrity.lookup is a str; ignored"] and not odd.flagged
+
+
+def test_the_public_line_says_the_points_also_come_from_the_control_notes():
+    from types import SimpleNamespace
+
+    from autograder.heldout_guard.results_lines import _public_line
+
+    item = SimpleNamespace(number="4.1", title="Held-out accuracy")
+    block = {"public_accuracy_rounded": 0.612, "public_count": 1229}
+    plain = _public_line(item, block, 0.3)["output"]
+    mixed = _public_line(item, block, 0.3, control=True)["output"]
+    assert "come from the other notes (the private part) and are shown after the due date" in plain
+    assert "(the private part) and the course's control notes and are shown after the due date" in mixed

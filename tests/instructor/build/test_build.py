@@ -93,7 +93,7 @@ def test_manifest_hashes_every_file(built):
             data = archive.read(name)
             assert manifest["files"][name] == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     assert manifest["heldout"] == {"notes": 12, "split": "test", "frontend_hash": frontend_hash(), "train_sample": 0,
-                                   "reference_metrics": False}
+                                   "reference_metrics": False, "control": 0}
     assert len(manifest["rubric"]["rubric_hash"]) == 64 and manifest["rubric"]["total_points"] == 100
 
 
