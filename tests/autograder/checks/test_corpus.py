@@ -163,6 +163,9 @@ def test_only_the_assignment_layers_hold_parameters():
     assert not bn.passed and bn.message.startswith(
         "parameters outside the assignment's layers: bn1 (32 parameters), bn2 (64 parameters), scale (directly on "
         "NoteCNN); the assignment's NoteCNN has conv1")
+    # a network with nothing but conv1 (or a forged listing of it) earns nothing for holding "no extras"
+    lone = _only_assignment_layers({"conv1": {"params": 160}}, {})
+    assert not lone.passed and lone.message == "not judged: the network lacks conv2, conv3, conv4, fc"
 
 
 def test_training_oracle_matches_an_nn_module_with_the_same_weights(rng):
