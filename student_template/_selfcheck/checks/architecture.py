@@ -104,6 +104,10 @@ def _only_assignment_layers(children: "dict[str, dict]", direct: Any) -> SubChec
                if name not in EXPECTED_PARAMS and _int(child.get("params")) != 0]
     if isinstance(direct, dict):
         outside += [(f"{str(name)[:60]} (directly on NoteCNN)", -1) for name in list(direct)[:10]]
+    missing = [name for name in EXPECTED_PARAMS if name not in children]
+    if missing and not outside:  # nothing extra in a network that lacks layers is no credit (their lines say why)
+        return SubCheck("only the assignment's layers", False, WHOLE_NETWORK_WEIGHT,
+                        f"not judged: the network lacks {', '.join(missing)}")
     if not outside:
         return SubCheck("only the assignment's layers", True, WHOLE_NETWORK_WEIGHT,
                         "no parameters outside conv1..conv4 and fc")
