@@ -76,15 +76,16 @@ class Variant:
 def variants(scoring: Scoring, *, keys: int, parts: bool, part_keys: int,
              candidates: "list[tuple[float, float]]", main: bool = True) -> "list[Variant]":
     g, z = scoring.gain_db, scoring.noise_db
-    out = [] if not main else [Variant(f"default (gain +-{g:g} dB, noise {z:g} dB, scrambled bits), fp32", "fp32", scoring.perturb, g, z,
-                   True, keys),
-           Variant(f"default (gain +-{g:g} dB, noise {z:g} dB, scrambled bits), fp16 copy", "fp16", scoring.perturb, g,
-                   z, True, keys),
-           Variant(f"perturbation only (gain +-{g:g} dB, noise {z:g} dB, no scrambling), fp32", "fp32", scoring.perturb,
-                   g, z, False, keys)]
+    scrambled = f"gain +-{g:g} dB, noise {z:g} dB, scrambled bits"
+    out = [] if not main else [
+        Variant(f"default ({scrambled}), fp32", "fp32", scoring.perturb, g, z, True, keys),
+        Variant(f"default ({scrambled}), fp16 copy", "fp16", scoring.perturb, g, z, True, keys),
+        Variant(f"perturbation only (gain +-{g:g} dB, noise {z:g} dB, no scrambling), fp32", "fp32", scoring.perturb,
+                g, z, False, keys)]
     if parts:
         out += [Variant("scrambled bits only (no perturbation), fp32", "fp32", False, 0.0, 0.0, True, part_keys),
-                Variant(f"gain +-{g:g} dB only (no noise, no scrambling), fp32", "fp32", True, g, 0.0, False, part_keys),
+                Variant(f"gain +-{g:g} dB only (no noise, no scrambling), fp32", "fp32", True, g, 0.0, False,
+                        part_keys),
                 Variant(f"noise {z:g} dB only (no gain, no scrambling), fp32", "fp32", True, 0.0, z, False, part_keys)]
     for gain, noise in candidates:
         out.append(Variant(f"candidate (gain +-{gain:g} dB, noise {noise:g} dB, scrambled bits), fp32", "fp32", True,
@@ -162,7 +163,8 @@ def verify(evaluator: Evaluator, heldout: pathlib.Path, model_pt: pathlib.Path, 
                 and worker["overall"] == ours["overall"] and score is not None and abs(score - ours["points"]) < 0.006)
         worker_torch = (extra.get("runtime") or {}).get("torch", "?")
         lines.append(f"verify key {index}: grader (worker torch {worker_torch}) {_pct(graded['overall'])} overall, "
-                     f"{_pct(graded['scored'])} scored, {score} points ({seconds:.1f} s); in-process {_pct(ours['overall'])} / {_pct(ours['scored'])}, "
+                     f"{_pct(graded['scored'])} scored, {score} points ({seconds:.1f} s); "
+                     f"in-process {_pct(ours['overall'])} / {_pct(ours['scored'])}, "
                      f"{ours['points']:.2f} points; all presented rows {_pct(worker['overall'])}: "
                      f"{'same' if same else 'DIFFERENT'}")
     return lines
@@ -197,7 +199,8 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write the per-key numbers here")
     args = parser.parse_args(argv)
-    for path, how in ((args.heldout, "notegrade heldout --nsynth data/rendered/nsynth-test --out data/heldout.safetensors"
+    for path, how in ((args.heldout, "notegrade heldout --nsynth data/rendered/nsynth-test --out "
+                                     "data/heldout.safetensors"
                                      " --train-sample data/rendered/nsynth-train --reference-model runs/ref/model.pt"),
                       (args.model, "notegrade train --train data/train.safetensors --valid data/valid.safetensors "
                                    "--out runs/ref")):
@@ -241,7 +244,8 @@ def main(argv: "list[str] | None" = None) -> int:
     effect_scored = paired(default, unscrambled, "scored")
     print(f"scrambling effect (default - perturbation only, same keys, {len(default)} keys): accuracy "
           f"{effect['mean']:+.3f} points on average (std {effect['std']:.3f}, min {effect['min']:+.3f}, "
-          f"max {effect['max']:+.3f}, mean |change| {effect['mean_abs']:.3f}); scored part {effect_scored['mean']:+.3f} "
+          f"max {effect['max']:+.3f}, mean |change| {effect['mean_abs']:.3f}); "
+          f"scored part {effect_scored['mean']:+.3f} "
           f"(mean |change| {effect_scored['mean_abs']:.3f}); goal <= {GOAL_SCRAMBLE_POINTS} on average: "
           f"{'met' if abs(effect['mean']) <= GOAL_SCRAMBLE_POINTS else 'NOT met'}")
     half = paired(fp16, default, "overall")

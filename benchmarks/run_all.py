@@ -53,9 +53,9 @@ class Benchmark:
 
     name: str
     script: Path
-    args: Callable[..., list[str]]  # (quick=, work=, training_data=) -> command-line arguments
+    args: Callable[..., list[str]]  # (quick=, work=, training_data=[, reference_model=]) -> arguments
     headlines: tuple[str, ...]  # regexes; every output line matching one goes to the summary
-    skip_reason: Callable[..., "str | None"] = lambda **_: None  # (training_data=) -> why not, or None
+    skip_reason: Callable[..., "str | None"] = lambda **_: None  # (training_data=[, reference_model=]) -> why not
 
 
 @dataclasses.dataclass
@@ -93,8 +93,9 @@ def _spread_inputs_missing(*, training_data: Path, reference_model: Path = REPO 
     missing = [str(p) for p in (heldout, reference_model) if not p.is_file()]
     if not missing:
         return None
-    return (f"no {' or '.join(missing)}: train the reference (`notegrade train --train {training_data}/train.safetensors "
-            f"--valid {training_data}/valid.safetensors --out {reference_model.parent}`) and build the held-out file "
+    return (f"no {' or '.join(missing)}: train the reference (`notegrade train "
+            f"--train {training_data}/train.safetensors --valid {training_data}/valid.safetensors "
+            f"--out {reference_model.parent}`) and build the held-out file "
             f"(`notegrade heldout --nsynth data/rendered/nsynth-test --out {heldout} --train-sample "
             f"data/rendered/nsynth-train --reference-model {reference_model}`), or pass --training-data / "
             "--reference-model")
@@ -231,7 +232,8 @@ if __name__ == "__main__":
     parser.add_argument("--training-data", type=Path, default=REPO / "data",
                         help="directory with train/valid/test.safetensors for bench_training.py")
     parser.add_argument("--reference-model", type=Path, default=None,
-                        help="the trained reference's model.pt for bench_heldout_spread.py (default: runs/ref/model.pt)")
+                        help="the trained reference's model.pt for bench_heldout_spread.py "
+                             "(default: runs/ref/model.pt)")
     args = parser.parse_args()
     sys.exit(main(quick=args.quick, only=args.only, work=args.work, training_data=args.training_data,
                   reference_model=args.reference_model))
