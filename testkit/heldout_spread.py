@@ -23,7 +23,7 @@ Example
 >>> scores = [{"overall": a, "scored": a, "scored_rounded": round(a, 3), "points": scoring.item_points(a),
 ...            "correct": np.array([True])} for a in (0.5000, 0.5014, 0.4986)]
 >>> s = summarise("demo", scores, scoring, split=False)
->>> round(s["overall"]["std"], 2), s["rounded_swing"], round(s["linear_swing"], 3)   # points, points, rubric points
+>>> round(s["overall"]["std"], 2), round(s["rounded_swing"], 2), round(s["linear_swing"], 3)  # points, rubric points
 (0.14, 0.2, 0.171)
 """
 from __future__ import annotations
