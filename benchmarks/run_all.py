@@ -17,6 +17,10 @@ floors, peak memory, throughput, accuracy) are collected for the summary at the 
   exist (wall time, phases, peak RSS), and the sandbox's time per submission for a first run.
 * ``bench_lookup.py``    -- the lookup detector's flags on honest and public-lookup models: a binomial
   simulation, and 30 real models trained on rendered data (their first run renders and trains them).
+* ``bench_heldout_spread.py`` -- the trained reference's held-out accuracy over 100 submission keys
+  (the perturbation's and the weight scrambling's spread, fp16 vs fp32, the rubric-point swing; needs
+  ``heldout.safetensors`` in ``--training-data`` and ``--reference-model``; otherwise skipped with the
+  commands).
 
 ``--quick`` runs fewer rounds and smaller inputs everywhere (minutes instead of the better part of
 an hour); its numbers are noisier.  Other engineers share the cores: run it when the machine is quiet.
@@ -51,9 +55,9 @@ class Benchmark:
 
     name: str
     script: Path
-    args: Callable[..., list[str]]  # (quick=, work=, training_data=) -> command-line arguments
+    args: Callable[..., list[str]]  # (quick=, work=, training_data=[, reference_model=]) -> arguments
     headlines: tuple[str, ...]  # regexes; every output line matching one goes to the summary
-    skip_reason: Callable[..., "str | None"] = lambda **_: None  # (training_data=) -> why not, or None
+    skip_reason: Callable[..., "str | None"] = lambda **_: None  # (training_data=[, reference_model=]) -> why not
 
 
 @dataclasses.dataclass
@@ -83,6 +87,27 @@ def _training_data_missing(*, training_data: Path, **_) -> "str | None":
     return (f"no {', '.join(f'{m}.safetensors' for m in missing)} in {training_data}: make them with "
             f"`notegrade data render --out data/rendered` and `notegrade data features --nsynth "
             f"data/rendered/nsynth-SPLIT --out {training_data}/SPLIT.safetensors`, or pass --training-data DIR")
+
+
+def _spread_inputs_missing(*, training_data: Path, reference_model: Path = REPO / "runs" / "ref" / "model.pt",
+                           **_) -> "str | None":
+    heldout = training_data / "heldout.safetensors"
+    missing = [str(p) for p in (heldout, reference_model) if not p.is_file()]
+    if not missing:
+        return None
+    return (f"no {' or '.join(missing)}: train the reference (`notegrade train "
+            f"--train {training_data}/train.safetensors --valid {training_data}/valid.safetensors "
+            f"--out {reference_model.parent}`) and build the held-out file "
+            f"(`notegrade heldout --nsynth data/rendered/nsynth-test --out {heldout} --train-sample "
+            f"data/rendered/nsynth-train --reference-model {reference_model}`), or pass --training-data / "
+            "--reference-model")
+
+
+def _spread_args(*, quick: bool, work: Path, training_data: Path,
+                 reference_model: Path = REPO / "runs" / "ref" / "model.pt", **_) -> list[str]:
+    files = ["--heldout", str(training_data / "heldout.safetensors"), "--model", str(reference_model),
+             "--work", str(work / "spread")]
+    return files + (["--keys", "20", "--no-parts", "--verify", "1"] if quick else [])
 
 
 def _slurm_unavailable(**_) -> "str | None":
@@ -122,18 +147,22 @@ BENCHMARKS = (
     Benchmark("lookup", BENCH_DIR / "bench_lookup.py",
               lambda *, quick, work, **_: ["--skip-real", "--draws", "2000"] if quick else ["--work", str(work / "lookup")],
               (r"^\| 65% / 50% \|", r"^\| reference \+ \d+ honest models")),
+    Benchmark("spread", BENCH_DIR / "bench_heldout_spread.py", _spread_args,
+              (r"^default \(.*fp32, \d+ keys", r"^scrambling effect", r"^fp16 copy vs fp32", r"^goals \(default\)",
+               r"^verify key"), _spread_inputs_missing),
 )
 
 
 def run_benchmark(bench: Benchmark, *, quick: bool, work: Path, training_data: Path,
-                  echo: Callable[[str], None] = print) -> Outcome:
+                  echo: Callable[[str], None] = print, reference_model: "Path | None" = None) -> Outcome:
     """Run one benchmark as a child process, echoing its output; keep its headline lines."""
     if not bench.script.is_file():
         return Outcome(bench.name, "skipped", reason=f"{bench.script.relative_to(REPO)} does not exist")
-    reason = bench.skip_reason(training_data=training_data)
+    where = {"training_data": training_data, **({"reference_model": reference_model} if reference_model else {})}
+    reason = bench.skip_reason(**where)
     if reason:
         return Outcome(bench.name, "skipped", reason=reason)
-    command = [sys.executable, str(bench.script), *bench.args(quick=quick, work=work, training_data=training_data)]
+    command = [sys.executable, str(bench.script), *bench.args(quick=quick, work=work, **where)]
     echo(f"\n===== {bench.name}: {' '.join(Path(c).name if c == sys.executable else c for c in command)}")
     patterns = [re.compile(p) for p in bench.headlines]
     outcome = Outcome(bench.name, "ok")
@@ -175,7 +204,8 @@ def summary(outcomes: "list[Outcome]", *, quick: bool) -> str:
 
 
 def main(*, quick: bool = False, only: "list[str] | None" = None, work: Path = Path("/tmp/notegrade-bench"),
-         training_data: Path = REPO / "data", benchmarks: "tuple[Benchmark, ...]" = BENCHMARKS) -> int:
+         training_data: Path = REPO / "data", benchmarks: "tuple[Benchmark, ...]" = BENCHMARKS,
+         reference_model: "Path | None" = None) -> int:
     """Run the benchmarks (all, or those named in ``only``) in order; 1 if any failed."""
     known = [b.name for b in benchmarks]
     unknown = sorted(set(only or []) - set(known))
@@ -187,7 +217,8 @@ def main(*, quick: bool = False, only: "list[str] | None" = None, work: Path = P
     with tqdm(total=len(chosen), desc="benchmarks", unit="benchmark", file=sys.stderr, disable=None) as bar:
         for bench in chosen:
             bar.set_postfix_str(bench.name)
-            outcomes.append(run_benchmark(bench, quick=quick, work=work, training_data=training_data, echo=tqdm.write))
+            outcomes.append(run_benchmark(bench, quick=quick, work=work, training_data=training_data, echo=tqdm.write,
+                                          reference_model=reference_model))
             bar.update(1)
     print("\n" + summary(outcomes, quick=quick), flush=True)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
@@ -205,5 +236,9 @@ if __name__ == "__main__":
                         help="cache of the 4,096-note held-out file and scratch space (grading, docker)")
     parser.add_argument("--training-data", type=Path, default=REPO / "data",
                         help="directory with train/valid/test.safetensors for bench_training.py")
+    parser.add_argument("--reference-model", type=Path, default=None,
+                        help="the trained reference's model.pt for bench_heldout_spread.py "
+                             "(default: runs/ref/model.pt)")
     args = parser.parse_args()
-    sys.exit(main(quick=args.quick, only=args.only, work=args.work, training_data=args.training_data))
+    sys.exit(main(quick=args.quick, only=args.only, work=args.work, training_data=args.training_data,
+                  reference_model=args.reference_model))

@@ -206,11 +206,11 @@ def heldout_flip_notes(keys: int = PERTURBATION_KEYS) -> int:
 
     The perturbation is keyed per submission (autograder/checks/heldout_presentation.py): the same
     model graded as two submissions, or graded and evaluated unperturbed, may differ by up to this many
-    notes, and a test that compares such accuracies allows that much.  Measured where this was
-    written: over 300 keys the reference got 62, 63 or 64 of 88 notes right (4, 111 and 185 keys;
-    64 unperturbed), two notes ever flipped (in 38% and 2% of keys), so two submissions differ by at
-    most 2 notes; 64 keys find 1 or 2 of them, giving 2 or 3.  An attack that reads the labels scores
-    88 of 88.  64 forward passes over the held-out notes: a few seconds of one CPU (13 s on a loaded
+    notes, and a test that compares such accuracies allows that much.  Measured at the defaults of
+    issue 17.5 (0.5 dB / 0.25 dB): over 300 keys the reference got 63 or 64 of 88 notes right (40
+    and 260 keys; 64 unperturbed), one note ever flipped (in 13% of keys), so two submissions differ
+    by at most 1 note; 64 keys find it, giving 2.  (At the old 1 dB / 0.5 dB: 62-64, two notes in 38%
+    and 2% of keys, giving 2 or 3.)  An attack that reads the labels scores 88 of 88.  64 forward passes over the held-out notes: a few seconds of one CPU (13 s on a loaded
     shared 2-core machine), once per session.
     """
     from autograder.checks.heldout_presentation import HeldoutRun, present, presentation, restore_order

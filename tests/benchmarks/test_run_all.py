@@ -107,3 +107,36 @@ def test_the_real_list_covers_every_benchmark_script(run_all, tmp_path):
         full = bench.args(quick=False, work=tmp_path, training_data=tmp_path)
         quick = bench.args(quick=True, work=tmp_path, training_data=tmp_path)
         assert quick != full  # --quick changes every benchmark's rounds or sizes
+
+
+def test_the_spread_benchmark_needs_the_held_out_file_and_the_trained_reference(run_all, tmp_path):
+    model = tmp_path / "ref" / "model.pt"
+    reason = run_all._spread_inputs_missing(training_data=tmp_path, reference_model=model)
+    assert f"no {tmp_path / 'heldout.safetensors'} or {model}" in reason
+    assert "notegrade train" in reason and "notegrade heldout" in reason and "--reference-model" in reason
+    (tmp_path / "heldout.safetensors").write_bytes(b"")
+    assert run_all._spread_inputs_missing(training_data=tmp_path, reference_model=model).startswith(f"no {model}:")
+    model.parent.mkdir()
+    model.write_bytes(b"")
+    assert run_all._spread_inputs_missing(training_data=tmp_path, reference_model=model) is None
+    quick = run_all._spread_args(quick=True, work=tmp_path, training_data=tmp_path, reference_model=model)
+    assert quick[quick.index("--model") + 1] == str(model) and quick[quick.index("--keys") + 1] == "20"
+    assert quick[quick.index("--heldout") + 1] == str(tmp_path / "heldout.safetensors")
+
+
+def test_reference_model_reaches_the_benchmark_that_asks_for_it(run_all, tmp_path):
+    script = _script(tmp_path, "fake_model.py", "print('speed: 1', sys.argv[1:])\n")
+    seen = {}
+
+    def skip_reason(**where):
+        seen.update(where)
+        return None
+
+    bench = run_all.Benchmark(name="fake_model", script=script, headlines=(r"^speed: ",), skip_reason=skip_reason,
+                              args=lambda *, reference_model=pathlib.Path("default.pt"), **_: [str(reference_model)])
+    outcome = run_all.run_benchmark(bench, quick=True, work=tmp_path, training_data=tmp_path, echo=lambda line: None,
+                                    reference_model=tmp_path / "mine.pt")
+    assert outcome.headlines == [f"speed: 1 ['{tmp_path / 'mine.pt'}']"]
+    assert seen["reference_model"] == tmp_path / "mine.pt"
+    outcome = run_all.run_benchmark(bench, quick=True, work=tmp_path, training_data=tmp_path, echo=lambda line: None)
+    assert outcome.headlines == ["speed: 1 ['default.pt']"]  # not given: the benchmark's own default

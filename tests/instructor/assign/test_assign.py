@@ -541,6 +541,18 @@ def test_handout_quotes_the_rubric(tmp_path):
     assert "2 points per day late" in " ".join(again.split())
 
 
+def test_handout_states_the_perturbation_and_its_spread_only_where_measured(tmp_path):
+    """The spread sentence holds for the default perturbation (issue 17.5's benchmark); another one gets its dB only."""
+    rubric = tmp_path / "hw9.toml"
+    spread = "moves a trained model's accuracy by about 0.1 point, rarely more than half a point"
+    rubric.write_text(RUBRIC)
+    prose = " ".join(assign.generate_files(rubric=rubric, skip_missing=True)["README.md"].decode().split())
+    assert "(about 0.5 dB and 0.25 dB)" in prose and spread in prose
+    rubric.write_text(RUBRIC + "[heldout.perturbation]\ngain_db = 2\nnoise_db = 1\n")
+    prose = " ".join(assign.generate_files(rubric=rubric, skip_missing=True)["README.md"].decode().split())
+    assert "(about 2 dB and 1 dB)" in prose and spread not in prose
+
+
 def test_sbatch_example_is_valid_bash_with_marked_placeholders(generated):
     script = generated["train_gpu.sbatch"].decode()
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
