@@ -32,8 +32,8 @@ def test_control_notes_are_mixed_into_the_same_batches_with_the_same_perturbatio
     noise = sent[:, 0, 1:, :].std(axis=(1, 2))
     for part in (0, 1, 2):
         chosen = sent_kind == part
-        assert abs(gain[chosen].std() - (1.0 / 40) / np.sqrt(3)) < 0.002
-        assert abs(noise[chosen].mean() - 0.5 / 40) < 0.001
+        assert abs(gain[chosen].std() - (run.gain_db / 40) / np.sqrt(3)) < 0.002  # the run's own sizes (dB / 40)
+        assert abs(noise[chosen].mean() - run.noise_db / 40) < 0.001
     # Answers put back in note order: each part's rows are its own.
     restored = restore_order(sent[:, 0, 0, 0:3].round(), plan)  # the "logits": each note's id, sent back
     assert (restored[rows[2], 0] == 2).all() and (restored[rows[0], 0] == 0).all()
