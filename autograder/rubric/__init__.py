@@ -36,12 +36,34 @@ except ModuleNotFoundError:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[no-redef]
 
 from autograder.errors import NotegradeError
-from autograder.rubric.model import (CONTAINER_STARTUP_MARGIN_S, DEFAULT_ITEM_TIMEOUT_S, DEFAULT_TIME_BUDGET_S,
-                                     GRADESCOPE_MAX_TIMEOUT_S, VISIBILITIES, ContainerSettings, HeldoutSettings,
-                                     LatePolicy, LeaderboardColumn, Rubric, RubricItem)
-from autograder.rubric.tables import (MIN_CONTAINER_MEMORY_MB, TOP_KEYS, check_sandbox, check_table, is_valid,
-                                      parse_checkpoint, parse_cluster, parse_container, parse_heldout, parse_items,
-                                      parse_late_policy, parse_leaderboard, parse_submission)
+from autograder.rubric.model import (
+    CONTAINER_STARTUP_MARGIN_S,
+    DEFAULT_ITEM_TIMEOUT_S,
+    DEFAULT_TIME_BUDGET_S,
+    GRADESCOPE_MAX_TIMEOUT_S,
+    VISIBILITIES,
+    ContainerSettings,
+    HeldoutSettings,
+    LatePolicy,
+    LeaderboardColumn,
+    Rubric,
+    RubricItem,
+)
+from autograder.rubric.tables import (
+    MIN_CONTAINER_MEMORY_MB,
+    TOP_KEYS,
+    check_sandbox,
+    check_table,
+    is_valid,
+    parse_checkpoint,
+    parse_cluster,
+    parse_container,
+    parse_heldout,
+    parse_items,
+    parse_late_policy,
+    parse_leaderboard,
+    parse_submission,
+)
 
 __all__ = ["CONTAINER_STARTUP_MARGIN_S", "DEFAULT_ITEM_TIMEOUT_S", "DEFAULT_TIME_BUDGET_S", "GRADESCOPE_MAX_TIMEOUT_S",
            "MIN_CONTAINER_MEMORY_MB", "VISIBILITIES", "ContainerSettings", "HeldoutSettings", "LatePolicy", "LeaderboardColumn", "Rubric",
@@ -127,3 +149,19 @@ def load_rubric(path: str | pathlib.Path, *, registry: Mapping[str, Any] | None 
     except (OSError, UnicodeDecodeError) as err:
         raise NotegradeError(f"{path}: cannot read the rubric: {err}") from None
     return parse_rubric(text, source=str(path), registry=registry, validate_checks=validate_checks)
+
+
+def autograder_rubric_text(autograder: "str | pathlib.Path") -> str:
+    """The ``rubric.toml`` of an autograder zip or its unpacked folder, as text.
+
+    Raises what reading it raises (``OSError``, ``KeyError`` for a zip without one,
+    ``zipfile.BadZipFile``, ``UnicodeDecodeError``): each caller says what that means for it."""
+    import zipfile
+
+    from autograder.layout import RUBRIC_FILE
+
+    autograder = pathlib.Path(autograder)
+    if autograder.is_dir():
+        return (autograder / RUBRIC_FILE).read_text(encoding="utf-8")
+    with zipfile.ZipFile(autograder) as archive:
+        return archive.read(RUBRIC_FILE).decode("utf-8")

@@ -33,7 +33,7 @@ from autograder.instructor.grading.fanout import Job, check_jobs, grade_each
 from autograder.instructor.grading.one_submission import grade_submission
 from autograder.layout import RUBRIC_FILE
 from autograder.report import fmt_points
-from autograder.rubric import parse_rubric
+from autograder.rubric import autograder_rubric_text, parse_rubric
 
 NEARLY_FREE = 2.0
 FORMAT = "notegrade-calibration/1"
@@ -107,11 +107,7 @@ def _item_fractions(results: dict) -> "dict[str, dict]":
 def _rubric_checks(autograder: Path) -> "dict[str, dict]":
     """Item number -> {"check", "params"} of the autograder's rubric.toml (a zip or its unpacked folder)."""
     try:
-        if autograder.is_dir():
-            text = (autograder / RUBRIC_FILE).read_text(encoding="utf-8")
-        else:
-            with zipfile.ZipFile(autograder) as archive:
-                text = archive.read(RUBRIC_FILE).decode("utf-8")
+        text = autograder_rubric_text(autograder)
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
         raise NotegradeError(f"--autograder {autograder}: cannot read its {RUBRIC_FILE} ({err}); build it with "
                              "`notegrade build`") from None

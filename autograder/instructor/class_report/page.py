@@ -43,6 +43,7 @@ from autograder.instructor.class_report.tables import (
     errored_items,
     errored_section,
     note,
+    read_regrade_csv,
     score_changes_section,
     table,
 )
@@ -168,15 +169,7 @@ def _integrity_section(folder: pathlib.Path | None, grades_path: pathlib.Path, o
 
 
 def _read_grades(path: pathlib.Path) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, dtype={"sid": str, "submission_id": str})
-    except FileNotFoundError:
-        raise NotegradeError(f"{path}: no such grades.csv (write one with 'notegrade regrade')") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise NotegradeError(f"{path}: not a readable CSV ({err})") from None
-    missing = {"name", "total"} - set(frame.columns)
-    if missing:
-        raise NotegradeError(f"{path}: not a notegrade grades.csv (no {', '.join(sorted(missing))} column)")
+    frame = read_regrade_csv(path, name="grades.csv", columns={"name", "total"})
     for column in ("late_seconds", "penalty", "heldout_accuracy"):
         if column not in frame:
             frame[column] = math.nan

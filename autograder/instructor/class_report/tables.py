@@ -100,16 +100,23 @@ def errored_section(grades: pd.DataFrame, data: dict) -> str:
     return "\n".join(parts)
 
 
-def read_score_changes(path: pathlib.Path) -> pd.DataFrame:
+def read_regrade_csv(path: pathlib.Path, *, name: str, columns: "set[str] | tuple[str, ...]") -> pd.DataFrame:
+    """One of regrade's CSV files (``name``: grades.csv, score_changes.csv) with at least ``columns``;
+    a specific message when it is missing, unreadable or not ours."""
     try:
         frame = pd.read_csv(path, dtype={"sid": str, "submission_id": str})
     except FileNotFoundError:
-        raise NotegradeError(f"{path}: no such score_changes.csv (notegrade regrade writes one)") from None
+        raise NotegradeError(f"{path}: no such {name} (write one with 'notegrade regrade')") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise NotegradeError(f"{path}: not a readable CSV ({err})") from None
-    missing = set(CHANGE_COLUMNS) - set(frame.columns)
+    missing = set(columns) - set(frame.columns)
     if missing:
-        raise NotegradeError(f"{path}: not a notegrade score_changes.csv (no {', '.join(sorted(missing))} column)")
+        raise NotegradeError(f"{path}: not a notegrade {name} (no {', '.join(sorted(missing))} column)")
+    return frame
+
+
+def read_score_changes(path: pathlib.Path) -> pd.DataFrame:
+    frame = read_regrade_csv(path, name="score_changes.csv", columns=CHANGE_COLUMNS)
     frame["changed"] = frame["changed"].astype(str).str.strip().str.lower().isin({"true", "1", "yes"})
     return frame
 

@@ -112,15 +112,10 @@ def autograder_rubric(autograder: pathlib.Path):
     import zipfile
 
     from autograder.layout import RUBRIC_FILE
-    from autograder.rubric import parse_rubric
+    from autograder.rubric import autograder_rubric_text, parse_rubric
 
-    autograder = pathlib.Path(autograder)
     try:
-        if autograder.is_dir():
-            text = (autograder / RUBRIC_FILE).read_text(encoding="utf-8")
-        else:
-            with zipfile.ZipFile(autograder) as archive:
-                text = archive.read(RUBRIC_FILE).decode("utf-8")
+        text = autograder_rubric_text(autograder)
         return parse_rubric(text, source=f"{autograder}:{RUBRIC_FILE}", validate_checks=False)
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
         return None
