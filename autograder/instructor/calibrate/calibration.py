@@ -22,9 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograder.atomic import PRIVATE, copy_atomically, private_dir, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.calibrate.cases import MISTAKES, Mistake, build, load_state
 from autograder.instructor.grading.fanout import Job, grade_each
+from autograder.instructor.grading.local import refuse_exposed_secrets, secret_paths
 from autograder.instructor.grading.one_submission import grade_submission
 
 NEARLY_FREE = 2.0
@@ -73,6 +75,8 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
     if jobs < 1:
         raise NotegradeError(f"--jobs must be at least 1, got {jobs}")
     state = load_state(model)
+    # At the uid level student code could read an open zip, or the reference's own weights: refused first.
+    refuse_exposed_secrets([*secret_paths(autograder), model], python=python)
     mistakes = [m for m in MISTAKES if only is None or m.name in only or m.name == "reference"]
     unknown = sorted(set(only or ()) - {m.name for m in MISTAKES})
     if unknown:
@@ -81,16 +85,16 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
     try:
         todo = [Job(m.name, build(m, work / "cases" / slug(m.name), state=state), work / "graded" / slug(m.name))
                 for m in mistakes]
-        done = grade_each(todo, functools.partial(grade_submission, quiet=True, python=python), autograder=autograder,
+        done = grade_each(todo, functools.partial(grade_submission, quiet=True, python=python, private=(model,)),
+                          autograder=autograder,
                           parallel=jobs, progress=progress, desc="calibrate", unit="mistake")
         graded = [(mistake, g.results, g.problem) for mistake, g in zip(mistakes, done)]
         if out is not None:
-            Path(out).mkdir(parents=True, exist_ok=True)
+            private_dir(out)  # the reference's results, item by item: the instructor's only
             for mistake in mistakes:
                 source = work / "graded" / slug(mistake.name) / "results.json"
                 if source.is_file():
-                    (Path(out) / "cases").mkdir(exist_ok=True)
-                    shutil.copyfile(source, Path(out) / "cases" / f"{slug(mistake.name)}.json")
+                    copy_atomically(source, Path(out) / "cases" / f"{slug(mistake.name)}.json", mode=PRIVATE)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     by_name = {m.name: (results, error) for m, results, error in graded}
@@ -116,8 +120,8 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
                               seconds=round(time.monotonic() - started, 1), nearly_free=nearly_free,
                               runtime=(base_results.get("extra_data") or {}).get("runtime") or {})
     if out is not None:
-        (Path(out) / "calibration.md").write_text(render_markdown(calibration), encoding="utf-8")
-        (Path(out) / "calibration.csv").write_text(render_csv(calibration), encoding="utf-8")
+        write_atomically(Path(out) / "calibration.md", render_markdown(calibration), mode=PRIVATE, fsync=False)
+        write_atomically(Path(out) / "calibration.csv", render_csv(calibration), mode=PRIVATE, fsync=False)
     return calibration
 
 
