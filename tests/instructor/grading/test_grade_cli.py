@@ -27,6 +27,7 @@ def _zip_dir(directory: pathlib.Path, archive: pathlib.Path) -> pathlib.Path:
     with zipfile.ZipFile(archive, "w") as zf:
         for path in sorted(directory.rglob("*")):
             zf.write(path, path.relative_to(directory).as_posix())
+    archive.chmod(0o600)  # as `notegrade build` writes it: a grader at the uid level refuses an open one
     return archive
 
 
@@ -111,6 +112,7 @@ def test_an_import_the_grading_runtime_lacks_fails_as_on_gradescope(tmp_path, au
 def test_batch_grades_each_submission_in_parallel(tmp_path, autograder_zip):
     assets = grading_assets()
     folder = tmp_path / "batch"
+    folder.mkdir(mode=0o700)  # students' work: private, as a grader at the uid level requires
     make_submission(folder / "alice", state_dict=torch.load(assets.state_dict_path))
     make_starter_submission(folder / "bob")
     metadata = tmp_path / "meta.json"
