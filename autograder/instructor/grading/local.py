@@ -229,14 +229,15 @@ def secret_paths(autograder: "str | os.PathLike") -> "list[pathlib.Path]":
     return [path for path in (autograder / layout.HELDOUT_FILE, autograder / layout.SECRET_FILE) if path.exists()]
 
 
-def refuse_exposed_secrets(paths: "list[str | os.PathLike]", *, python: "str | None" = None) -> "str | None":
+def refuse_exposed_secrets(paths: "list[str | os.PathLike]", *, python: "str | None" = None) -> None:
     """Before a grading run as root: where graders would run student code at the ``uid`` level, a
     one-line :class:`NotegradeError` for the first of ``paths`` other users may read (with the
-    ``chmod`` that fixes it).  Returns the level foreseen (None when not root: nothing to check,
-    student code then keeps the grader's own uid)."""
-    from autograder.sandbox import exposure, isolation
+    ``chmod`` that fixes it).  Not root: nothing to check (student code keeps the grader's own uid).
+    The level is probed (bubblewrap, ~0.2 s) only when a path is open: private paths cost a ``stat``."""
+    from autograder.sandbox import exposure
 
-    level = isolation.root_level(python or sys.executable)
-    if level is not None:
-        exposure.refuse_exposed(paths, level=level)
-    return level
+    open_paths = [path for path in paths if exposure.exposure(path) is not None]
+    if open_paths and os.geteuid() == 0:
+        from autograder.sandbox import isolation  # the probe's imports too, only when needed
+
+        exposure.refuse_exposed(open_paths, level=isolation.root_level(python or sys.executable) or "none")
