@@ -94,7 +94,7 @@ def received_arguments() -> "list[str] | None":
     return [str(a) for a in argv] if isinstance(argv, list) else None
 
 
-# -- staging -----------------------------------------------------------------------
+# -- staging -----------------------------------------------------------------------------
 def _staging_note(kind: str, rel: str, detail: str, rules: CopyRules) -> str:
     """A note on what :func:`stage_tree` left out (the sandbox words its own refusal later)."""
     if kind == "too_deep":
