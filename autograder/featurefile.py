@@ -47,7 +47,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from autograder.atomic import PendingFile
+from autograder.atomic import PRIVATE, PUBLIC, PendingFile
 from autograder.errors import NotegradeError
 from autograder.featureset import FAMILIES, FeatureLoader, FeatureSet, check_heldout
 
@@ -103,7 +103,8 @@ class FeatureFileWriter:
     ``with FeatureFileWriter(path, n=..., ...) as w: w.features[i:j] = ...`` writes everything
     but the features up front into a temp file beside ``path``
     (:class:`autograder.atomic.PendingFile`), memory-maps its features region for writing, and
-    renames it into place only on success (so an interrupted build leaves no half file).
+    renames it into place only on success (so an interrupted build leaves no half file).  A held-out
+    file (``kind="heldout"``: its labels are the secret) is 0600 whatever the umask, a feature file 0644.
     """
 
     def __init__(self, path: str | os.PathLike, *, labels: np.ndarray, notes: np.ndarray,
@@ -126,7 +127,7 @@ class FeatureFileWriter:
             {"format": FORMAT, "kind": kind, "frontend_params": json.dumps(frontend_params, sort_keys=True),
              "frontend_hash": str(frontend_hash), "split": str(split), "families": json.dumps(list(FAMILIES)),
              "created_by": created_by})
-        self._pending = PendingFile(self.path, fsync=False)
+        self._pending = PendingFile(self.path, mode=PRIVATE if kind == "heldout" else PUBLIC, fsync=False)
         try:
             f = self._pending.handle
             f.write(head)
@@ -307,7 +308,7 @@ def write_heldout_with_sample(path: str | os.PathLike, *, heldout: FeatureSet, s
     # Every size is a multiple of 8 bytes (int64 counts, 64x64 float16 features, 64-byte names), so
     # every tensor stays aligned.
     head, _, _ = _layout({name: list(a.shape) for name, a in tensors.items()}, {k: str(v) for k, v in metadata.items()})
-    with PendingFile(path) as pending:
+    with PendingFile(path, mode=PRIVATE) as pending:  # the held-out labels: the owner only, whatever the umask
         pending.handle.write(head)
         for array in tensors.values():
             pending.handle.write(array.tobytes())

@@ -74,9 +74,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated(f"the grader received signal {signum} and stopped early")
 
 
-def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.Path]) -> Any:
+def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.Path],
+                  private: list[pathlib.Path]) -> Any:
     """The worker sandbox with the rubric's limits; as root it runs student code as an unprivileged
-    user and strips other users' access to ``hide`` (rubric, held-out labels, metadata, results)."""
+    user and strips other users' access to ``hide`` (rubric, held-out labels, metadata, results);
+    at the ``uid`` level it refuses to start while one of ``private`` is still open to others."""
     import torch
 
     from autograder.harness.device import DEVICE_ENV, select_device
@@ -86,7 +88,8 @@ def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.
         device = select_device(os.environ.get(DEVICE_ENV), cuda_available=torch.cuda.is_available())
     except ValueError as err:
         raise NotegradeError(f"{DEVICE_ENV}: {err}") from None
-    return Sandbox(submission, limits=SandboxLimits(**limits), use_gpu=device == "cuda", hide=[str(p) for p in hide])
+    return Sandbox(submission, limits=SandboxLimits(**limits), use_gpu=device == "cuda", hide=[str(p) for p in hide],
+                   private=[str(p) for p in private])
 
 
 def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
@@ -106,7 +109,14 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
     upload = layout.submission_dir(root)
     upload.mkdir(exist_ok=True)  # an empty submission is graded (every item fails), not an error
     # The upload itself is hidden too: student code gets only the assignment's files (see submission.py).
-    hide = [source, layout.metadata_file(root), layout.results_dir(root), upload]
+    # The held-out file and the secret are closed themselves, not only through source/: Gradescope
+    # unpacks the zip with modes of its own, and the uid level then checks them before student code
+    # runs, with whatever `notegrade` names in $NOTEGRADE_PRIVATE_PATHS (its zip, a batch folder).
+    secrets = [heldout, source / layout.SECRET_FILE]
+    hide = [source, *secrets, layout.metadata_file(root), layout.results_dir(root), upload]
+    from autograder.sandbox.exposure import paths_from_env
+
+    private = [*secrets, *map(pathlib.Path, paths_from_env())]
     try:
         from tqdm import tqdm
         progress = tqdm(total=len(rubric.items), desc="grading", unit="item", file=sys.stderr, disable=None)
@@ -122,7 +132,7 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
         guard = _guard_session(rubric=rubric, source=source, submission=prepared.path, metadata=metadata)
         context = CheckContext(heldout_path=heldout, heldout_run=guard.run,
                                max_source_kb=rubric.heldout.max_source_kb, checkpoint_policy=rubric.checkpoint)
-        with _open_sandbox(submission=prepared.path, limits=rubric.sandbox, hide=hide) as sandbox:
+        with _open_sandbox(submission=prepared.path, limits=rubric.sandbox, hide=hide, private=private) as sandbox:
             _log_isolation(sandbox, state)
             _import_policy(sandbox, source)
             grade_items(rubric=rubric, sandbox=guard.watch(sandbox), registry=guard.registry(REGISTRY),

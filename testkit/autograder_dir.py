@@ -113,13 +113,17 @@ def make_autograder_dir(dest: pathlib.Path, *, rubric: pathlib.Path | str, heldo
     """``dest/{rubric.toml, heldout.safetensors, autograder/}``: the unpacked autograder zip.
 
     ``rubric`` is a path or TOML text.  The package is copied without ``instructor/`` and caches.
+    The held-out file is 0600, as ``notegrade heldout`` writes it (a grader at the uid level refuses
+    an autograder folder whose held-out file others may read).
     """
+    from autograder.atomic import PRIVATE, copy_atomically
+
     dest.mkdir(parents=True, exist_ok=True)
     if isinstance(rubric, pathlib.Path):
         shutil.copyfile(rubric, dest / "rubric.toml")
     else:
         (dest / "rubric.toml").write_text(rubric)
-    shutil.copyfile(heldout, dest / "heldout.safetensors")
+    copy_atomically(heldout, dest / "heldout.safetensors", mode=PRIVATE)
     shutil.copytree(REPO / "autograder", dest / "autograder",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "instructor"))
     return dest

@@ -8,7 +8,7 @@ after it, with what the issue requires checked afterwards.  Everything here runs
 - :func:`grading_python`: the interpreter that grades and runs the worker (a student uid can run it);
   its ``site-packages`` folders are "the grading venv" the attacks aim at.
 - :func:`autograder_zip`: the test rubric (calibrated held-out file, short timeouts) zipped into a
-  world-readable folder, as an instructor's would be.
+  world-readable folder, as an instructor's would be; the zip itself 0600, as `notegrade build` makes it.
 - :func:`attacker` / :func:`victim`: the case's submission and the briefly trained reference.
 - :func:`student_processes`: live processes of any student uid (the ranges of sandbox.users).
 - :class:`Listener`: TCP and UDP on a 127.0.0.1 port, for the exfiltration attacks.
@@ -87,7 +87,8 @@ def python_outside_tmp() -> str:
 
 @functools.lru_cache(maxsize=None)
 def autograder_zip(rubric: "str | None" = None) -> pathlib.Path:
-    """The autograder zip in a world-readable folder (mode 0644), outside /tmp (a test may mount over /tmp)."""
+    """The autograder zip (mode 0600, as `notegrade build` writes it) in a world-readable folder, outside /tmp
+    (a test may mount over /tmp)."""
     folder = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-isolation-zip-", dir="/var/tmp"))
     atexit.register(shutil.rmtree, folder, True)
     folder.chmod(0o755)
@@ -96,7 +97,7 @@ def autograder_zip(rubric: "str | None" = None) -> pathlib.Path:
     with zipfile.ZipFile(archive, "w") as zf:
         for path in sorted(source.rglob("*")):
             zf.write(path, path.relative_to(source).as_posix())
-    archive.chmod(0o644)
+    archive.chmod(0o600)
     shutil.rmtree(source)
     return archive
 

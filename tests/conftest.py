@@ -50,3 +50,14 @@ def tiny_rendered(tmp_path_factory) -> pathlib.Path:
     render(out=root, soundfonts=["/usr/share/sounds/sf2/TimGM6mb.sf2"], seed=0, max_programs_per_family=3,
            notes_per_instrument=3, workers=2, progress=False)
     return root
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask (group and others may read what is made), so that a test shows a private mode
+    is the writer's own doing, not the test process's umask."""
+    import os
+
+    old = os.umask(0o022)
+    yield
+    os.umask(old)

@@ -171,6 +171,22 @@ def _why_none(refused: str) -> str:
     return f"isolation was switched off (run_as='self' or {ISOLATION_ENV}=none)"
 
 
+def root_level(python: str, *, limits: Any = None) -> "str | None":
+    """The level a root grader of this machine gets (``bubblewrap`` probed once, as root, without a
+    student uid), or None when this process is not root: what ``notegrade`` checks before a grading
+    run, to refuse it while a secret is open at the ``uid`` level.  The grader's own choice stays the
+    authority: it checks again at the level it really gets."""
+    if os.geteuid() != 0:
+        return None
+    levels = candidates("auto", root=True)
+    if levels != ("bubblewrap", "uid"):
+        return levels[0]
+    from autograder.sandbox.limits import SandboxLimits
+
+    works, _ = _probe(python, user=None, limits=limits or SandboxLimits())
+    return "bubblewrap" if works else "uid"
+
+
 def best_available(*, python: str, limits: Any = None) -> "tuple[str, str]":
     """(the level ``auto`` gives a grader of this user here, why not better): what a Slurm task checks
     before it runs student code (as root: ``bubblewrap`` or ``uid``, which need no probe to exist)."""

@@ -162,6 +162,37 @@ def test_starter_code_gets_zero_points_and_clear_messages(tmp_path):
     assert not any((t.get("extra_data") or {}).get("kind") == "autograder_error" for t in data["tests"])
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid level runs student code as another uid: root only")
+def test_gradescope_layout_at_the_uid_level_closes_its_own_secrets_and_grades(tmp_path, monkeypatch, umask_022):
+    """Issue 17: Gradescope unpacks the zip with modes of its own (here: what unzip leaves under umask 022).
+    run_autograder closes its held-out file and secret itself and grades; it refuses only a path it was told
+    about and does not own (what `notegrade` passes for its zip or batch folder), left open to others."""
+    from autograder.heldout_guard.secret import ensure_secret
+    from autograder.results import is_autograder_error
+    from autograder.sandbox.exposure import PRIVATE_PATHS_ENV, env_value
+    from testkit.autograder_dir import ensure_worker_python
+
+    ensure_worker_python()
+    monkeypatch.setenv("NOTEGRADE_ISOLATION", "uid")
+    root = _root(tmp_path, make_starter_submission(tmp_path / "starter"))
+    source = root / "source"
+    ensure_secret(source / "heldout.secret")
+    for path, mode in ((root, 0o755), (source, 0o755), (source / "heldout.safetensors", 0o644),
+                       (source / "heldout.secret", 0o644)):
+        path.chmod(mode)
+    data = run_autograder.main(root=root)
+    assert data["extra_data"]["isolation"]["level"] == "uid" and not is_autograder_error(data), data["output"][:2000]
+    assert len([t for t in data["tests"] if t.get("number")]) == 11
+    for path in (source, source / "heldout.safetensors", source / "heldout.secret"):
+        assert not path.stat().st_mode & 0o007, path  # closed to others before any student code ran
+    course_zip = tmp_path / "autograder.zip"
+    course_zip.write_bytes(b"PK")
+    course_zip.chmod(0o644)
+    monkeypatch.setenv(PRIVATE_PATHS_ENV, env_value([course_zip]))
+    data = run_autograder.main(root=root)
+    assert is_autograder_error(data) and f"make it private with `chmod 600 {course_zip}`" in json.dumps(data)
+
+
 @pytest.mark.slow
 def test_python_m_run_autograder_with_late_metadata(tmp_path):
     """The entry point Gradescope runs, against the reference: 100 earned, then 3 points/day late."""

@@ -84,6 +84,17 @@ def test_heldout_file_is_validated_and_counted(tiny_nsynth, tmp_path):
         validate_heldout(features)
 
 
+def test_heldout_file_is_private_whatever_the_umask(tiny_nsynth, tmp_path, umask_022):
+    """Issue 17: at the uid level student code reads whatever others may read; the held-out labels never are."""
+    out = tmp_path / "course" / "heldout.safetensors"
+    make_heldout(nsynth=tiny_nsynth / "nsynth-test", out=out, train_sample=tiny_nsynth / "nsynth-train",
+                 sample_size=11, progress=False)
+    assert oct(out.stat().st_mode & 0o777) == "0o600" and oct(out.parent.stat().st_mode & 0o777) == "0o700"
+    features = tmp_path / "features.safetensors"
+    build_feature_file(nsynth=tiny_nsynth / "nsynth-test", out=features, progress=False)
+    assert oct(features.stat().st_mode & 0o777) == "0o644"  # training features are the students'
+
+
 def test_heldout_refuses_a_split_that_lists_a_note_twice(tiny_nsynth, tmp_path):
     """The same check `notegrade build` makes (tests/instructor/build: a duplicated note fails the build)."""
     import json

@@ -32,8 +32,6 @@ from autograder.instructor.assign.handout_text import (
     REQUIREMENTS,
     SBATCH,
     SELFCHECK_ACCURACY,
-    SELFCHECK_INIT,
-    SELFCHECK_SCRIPT,
     SELFCHECK_SECTION,
     SUBMIT_SECTION,
 )

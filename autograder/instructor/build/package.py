@@ -28,7 +28,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from autograder import __version__
+from autograder import __version__, layout
+from autograder.atomic import PRIVATE, PendingFile
 from autograder.errors import NotegradeError
 from autograder.instructor.build import grading_code
 from autograder.instructor.build.control_check import check_control, reference_numbers
@@ -43,6 +44,9 @@ DOCKERFILE = Path(__file__).resolve().parent / "Dockerfile"
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed so that the same inputs give the same bytes
 EXECUTABLES = ("setup.sh", "run_autograder")
+# Unpacked with these modes where the unpacker honours them (Docker's image, some Gradescope images);
+# run_autograder closes them to others itself in any case before student code runs.
+SECRETS = (layout.HELDOUT_FILE, layout.SECRET_FILE)
 
 
 @dataclass(frozen=True)
@@ -122,23 +126,26 @@ def _setup_conf(*, wheel_source: str, index_url: str, find_links: str | None) ->
     return ("\n".join(lines) + "\n").encode()
 
 
+def _entry_mode(name: str) -> int:
+    return 0o100755 if Path(name).name in EXECUTABLES else 0o100600 if name in SECRETS else 0o100644
+
+
 def _write_zip(out: Path, files: dict[str, Path | bytes], *, quiet: bool) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
+    """The zip holds the held-out labels and the secret: 0600 whatever the umask (the atomic writer),
+    so no other user of the machine (a student uid at the uid level) reads it."""
     total = sum(len(src) if isinstance(src, bytes) else src.stat().st_size for src in files.values())
-    with zipfile.ZipFile(tmp, "w") as archive, \
+    with PendingFile(out, mode=PRIVATE) as pending, zipfile.ZipFile(pending.handle, "w") as archive, \
             tqdm(total=total, unit="B", unit_scale=True, desc="zip", disable=True if quiet else None, leave=False) as bar:
         for name in sorted(files):
             src = files[name]
             data = src if isinstance(src, bytes) else src.read_bytes()
             info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
             info.create_system = 3  # unix, so that the permission bits below are honoured
-            info.external_attr = ((0o100755 if Path(name).name in EXECUTABLES else 0o100644) << 16)
+            info.external_attr = _entry_mode(name) << 16
             # Wheels are already compressed: storing them is as small and far faster.
             info.compress_type = zipfile.ZIP_STORED if name.endswith(".whl") else zipfile.ZIP_DEFLATED
             archive.writestr(info, data, compresslevel=6)
             bar.update(len(data))
-    tmp.replace(out)
 
 
 def _dockerfile() -> bytes:

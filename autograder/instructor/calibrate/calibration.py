@@ -27,9 +27,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograder.atomic import PRIVATE, copy_atomically, private_dir, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.calibrate.cases import MISTAKES, Mistake, build, load_state
 from autograder.instructor.grading.fanout import Job, check_jobs, grade_each
+from autograder.instructor.grading.local import refuse_exposed_secrets, secret_paths
 from autograder.instructor.grading.one_submission import grade_submission
 from autograder.layout import RUBRIC_FILE
 from autograder.report import fmt_points
@@ -124,22 +126,24 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
         raise NotegradeError(f"--autograder {autograder}: no such zip or folder (build one with `notegrade build`)")
     check_jobs(jobs)
     state = load_state(model)  # a broken model.pt is named first: nothing is read or graded
+    # At the uid level student code could read an open zip, or the reference's own weights: refused first.
+    refuse_exposed_secrets([*secret_paths(autograder), model], python=python)
     mistakes = chosen_mistakes(only)
     checks = _rubric_checks(autograder)
     work = Path(tempfile.mkdtemp(prefix="notegrade-calibrate-"))
     try:
         todo = [Job(m.name, build(m, work / "cases" / slug(m.name), state=state), work / "graded" / slug(m.name))
                 for m in mistakes]
-        done = grade_each(todo, functools.partial(grade_submission, quiet=True, python=python), autograder=autograder,
+        done = grade_each(todo, functools.partial(grade_submission, quiet=True, python=python, private=(model,)),
+                          autograder=autograder,
                           parallel=jobs, progress=progress, desc="calibrate", unit="mistake")
         graded = [(mistake, g.results, g.problem) for mistake, g in zip(mistakes, done)]
         if out is not None:
-            Path(out).mkdir(parents=True, exist_ok=True)
+            private_dir(out)  # the reference's results, item by item: the instructor's only
             for mistake in mistakes:
                 source = work / "graded" / slug(mistake.name) / "results.json"
                 if source.is_file():
-                    (Path(out) / "cases").mkdir(exist_ok=True)
-                    shutil.copyfile(source, Path(out) / "cases" / f"{slug(mistake.name)}.json")
+                    copy_atomically(source, Path(out) / "cases" / f"{slug(mistake.name)}.json", mode=PRIVATE)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     by_name = {m.name: (results, error) for m, results, error in graded}
@@ -174,10 +178,9 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
 
 def write_tables(calibration: Calibration, out: Path) -> None:
     """``out``/calibration.md, .csv and .json."""
-    out.mkdir(parents=True, exist_ok=True)
     for name, render in (("calibration.md", render_markdown), ("calibration.csv", render_csv),
-                         ("calibration.json", render_json)):
-        (out / name).write_text(render(calibration), encoding="utf-8")
+                         ("calibration.json", render_json)):  # the reference's results item by item: private
+        write_atomically(out / name, render(calibration), mode=PRIVATE, fsync=False)
 
 
 def _points(value: "float | None") -> str:

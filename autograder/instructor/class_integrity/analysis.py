@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import pathlib
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from autograder.atomic import private_dir
 from autograder.instructor.class_integrity import checkpoints as ckpt
 from autograder.instructor.class_integrity import code_similarity as code
-from autograder.instructor.class_integrity import evidence
-from autograder.instructor.class_integrity import outputs
+from autograder.instructor.class_integrity import evidence, outputs
 from autograder.instructor.class_integrity.agreement import pair_statistics
 from autograder.instructor.class_integrity.flags import Thresholds, build_signals, pair_flags
 from autograder.instructor.class_integrity.logits import HeldOut, LogitsOutcome, all_logits, load_heldout
@@ -91,7 +91,7 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
     strongest pairs flagged for code; the others keep their row and numbers.  ``slurm``: the held-out
     logits are computed by a Slurm job array into the same cache (job files in ``out/slurm/``).
     """
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)  # evidence about students: the instructor's only (every file in it is 0600)
     summary = IntegritySummary(out=out, members=len(cls.members), problems=list(cls.problems))
     members, keys = cls.members, [m.key for m in cls.members]
     clock = time.perf_counter()
@@ -152,7 +152,7 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
         report = ""
         code_files = [k.split(":", 1)[1] for k in kinds if k.startswith("code:")]
         if code_files and len(reports) < max_reports:
-            starter_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(starter_dir)  # and copydetect/ above it: its reports quote students' code
             for name, text in starter.items():
                 (starter_dir / name).write_text(text, encoding="utf-8")
             path = out / "copydetect" / f"{members[i].key}__{members[j].key}.html"

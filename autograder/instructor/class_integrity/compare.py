@@ -11,12 +11,14 @@ from __future__ import annotations
 import pathlib
 from typing import TYPE_CHECKING
 
+from autograder.atomic import private_dir
 from autograder.errors import NotegradeError
 from autograder.instructor.class_integrity.analysis import MAX_REPORTS, IntegritySummary, analyse
 from autograder.instructor.class_integrity.checkpoints import KNOWN_SEEDS
 from autograder.instructor.class_integrity.flags import Thresholds
 from autograder.instructor.class_integrity.members import ClassInput, members_from_entries, read_class
 from autograder.instructor.grading.fanout import check_jobs
+from autograder.instructor.grading.local import refuse_exposed_secrets, secret_paths
 from autograder.instructor.slurm.grading import settle_earlier_runs
 
 if TYPE_CHECKING:
@@ -40,8 +42,11 @@ def compare_class(*, source: pathlib.Path, autograder: pathlib.Path, out: pathli
     if boilerplate is not None and not pathlib.Path(boilerplate).is_dir():
         raise NotegradeError(f"--boilerplate {boilerplate}: not a directory (give the starter code folder)")
     # Before the export is unpacked again: no Slurm task of an earlier run may still be reading it.
+    # At the uid level student code could read an open zip or export zip (an export folder is closed
+    # by the sandbox itself, see analysis.py): refused before anything runs.
+    refuse_exposed_secrets([*secret_paths(autograder), *([source] if source.is_file() else [])])
     settle_earlier_runs(out, slurm, progress=progress, doing="computing held-out logits")
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     cls = read_class(source, unpack_to=out / "export")
     return analyse(cls, autograder=autograder, out=out, jobs=jobs, timeout_s=timeout_s, thresholds=thresholds,
                    boilerplate=boilerplate, known_seeds=known_seeds, max_reports=max_reports, progress=progress,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from autograder.atomic import PRIVATE, PendingFile, write_atomically
+from autograder.atomic import PRIVATE, PendingFile, private_dir, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.class_integrity.members import Member
 from autograder.layout import HELDOUT_FILE
@@ -156,11 +156,11 @@ def store_cached(cache: pathlib.Path, key: str, outcome: LogitsOutcome) -> None:
     if outcome.status not in ("ok", "error"):
         return  # a timeout or a crash may be the machine's fault: try again next run
     if outcome.logits is not None:
-        with PendingFile(cache / f"{key}.npy", fsync=False) as pending:
+        with PendingFile(cache / f"{key}.npy", mode=PRIVATE, fsync=False) as pending:
             np.save(pending.handle, outcome.logits)
     meta = {"status": outcome.status, "message": outcome.message, "seconds": round(outcome.seconds, 2),
             "probe_version": PROBE_VERSION}
-    write_atomically(cache / f"{key}.json", json.dumps(meta), fsync=False)  # last: marks the entry complete
+    write_atomically(cache / f"{key}.json", json.dumps(meta), mode=PRIVATE, fsync=False)  # last: marks it complete
 
 
 def _one(member: Member, heldout: HeldOut, *, cache: pathlib.Path, timeout_s: float, threads: int,
@@ -187,7 +187,7 @@ def all_logits(members: list[Member], heldout: HeldOut, *, cache: pathlib.Path, 
     from autograder.instructor.grading.student_python import ensure_worker_python
 
     ensure_worker_python()  # as root: an interpreter the sandbox's unprivileged user can run
-    cache.mkdir(parents=True, exist_ok=True)
+    private_dir(cache)
     threads = max(1, available_cores() // max(jobs, 1))  # on a Slurm node: the task's cores, not the node's
     # Byte-identical submissions (a shared folder) run once.
     first: dict[str, Member] = {}

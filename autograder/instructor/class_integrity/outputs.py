@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from autograder.atomic import PendingFile, write_atomically
+from autograder.atomic import PRIVATE, PendingFile, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.class_integrity.evidence import COLUMNS
 
@@ -41,7 +41,7 @@ def write_csv(path: pathlib.Path, rows: list[dict[str, str]]) -> pathlib.Path:
     writer = csv.DictWriter(text, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    return write_atomically(path, text.getvalue(), fsync=False)
+    return write_atomically(path, text.getvalue(), mode=PRIVATE, fsync=False)
 
 
 def _clean(value: Any) -> Any:
@@ -58,11 +58,11 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(path: pathlib.Path, record: dict) -> pathlib.Path:
-    return write_atomically(path, json.dumps(_clean({"format": FORMAT, **record}), indent=1), fsync=False)
+    return write_atomically(path, json.dumps(_clean({"format": FORMAT, **record}), indent=1), mode=PRIVATE, fsync=False)
 
 
 def write_npz(path: pathlib.Path, *, keys: list[str], labels: list[str], **matrices: np.ndarray) -> pathlib.Path:
-    with PendingFile(path, fsync=False) as pending:
+    with PendingFile(path, mode=PRIVATE, fsync=False) as pending:
         np.savez_compressed(pending.handle, keys=np.array(keys, dtype=str), labels=np.array(labels, dtype=str),
                             **{name: np.asarray(m, dtype=np.float32) for name, m in matrices.items()})
     return pending.path

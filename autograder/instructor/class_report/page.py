@@ -266,6 +266,7 @@ def write_class_report(*, grades: pathlib.Path, out: pathlib.Path, reference_acc
     sections.append(_integrity_section(pathlib.Path(integrity) if integrity else None, grades_path, out))
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or "Class report")}'
             f"</title><style>{_CSS}</style></head><body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    from autograder.atomic import PRIVATE, write_atomically
+
+    write_atomically(out, page, mode=PRIVATE, fsync=False)  # every student's grade: the instructor's to share
     return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from autograder.atomic import private_dir
 from autograder.errors import NotegradeError
 from autograder.instructor.demo import steps as demo_steps
 from autograder.instructor.demo.summary import check_expectations
@@ -80,7 +81,7 @@ def prepare_out(out: Path) -> None:
                 raise NotegradeError(f"--out {out} is not empty and is not an earlier demo's output (no {MARKER}); "
                                      "give a new or empty directory")
             shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
+        private_dir(out)  # held-out file, zip, secret, students' grades: none of it for other users
         (out / MARKER).write_text(json.dumps({"status": "running"}) + "\n")
     except OSError as err:
         raise NotegradeError(f"cannot write to --out {out}: {err.strerror or err}") from None

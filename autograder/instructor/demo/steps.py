@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from autograder.atomic import private_dir
 from autograder.errors import NotegradeError
 from autograder.layout import HELDOUT_FILE, RESULTS_FILE
 
@@ -199,7 +200,7 @@ class Context:
         from autograder.instructor.grading.batch import grade_batch
 
         reference = {name: _reference_text(name) for name in STUDENT_FILES}
-        self.path("submissions", "submissions")
+        private_dir(self.path("submissions", "submissions"))  # a batch folder: graded at the uid level only if private
         self._submission("reference", reference)
         self._submission("starter", {n: (self.out / "starter" / n).read_text(encoding="utf-8") for n in STUDENT_FILES})
         for mistake in MISTAKES:

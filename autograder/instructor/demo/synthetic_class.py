@@ -43,6 +43,8 @@ from typing import Any
 import torch
 import yaml
 
+from autograder.atomic import PRIVATE, PendingFile, private_dir
+
 PACIFIC = dt.timezone(dt.timedelta(hours=-7))
 DUE = dt.datetime(2024, 10, 1, 23, 59, 0, tzinfo=PACIFIC)
 LATE_DUE = dt.datetime(2024, 10, 4, 23, 59, 0, tzinfo=PACIFIC)
@@ -181,10 +183,10 @@ def make_export(
     checkpoint: pathlib.Path | None = None,
     assignment_id: int = 4242,
 ) -> ExportFixture:
-    """Write an export under ``root`` (nested in ``assignment_<id>_export/``, zipped if asked)."""
+    """Write an export under ``root`` (nested in ``assignment_<id>_export/``, zipped if asked): a class's
+    work, so the folder is 0700 and the zip 0600 whatever the umask, as a real export should be kept."""
     submissions = DEFAULT_CLASS if submissions is None else submissions
-    export_dir = root / f"assignment_{assignment_id}_export"
-    export_dir.mkdir(parents=True, exist_ok=True)
+    export_dir = private_dir(root / f"assignment_{assignment_id}_export")
     for sub in submissions:
         folder = export_dir / f"submission_{sub.submission_id}"
         if sub.files is not None:
@@ -199,7 +201,8 @@ def make_export(
     path = export_dir
     if as_zip:
         path = root / f"assignment_{assignment_id}_export.zip"
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with PendingFile(path, mode=PRIVATE, fsync=False) as pending, \
+                zipfile.ZipFile(pending.handle, "w", zipfile.ZIP_DEFLATED) as zf:
             for file in sorted(export_dir.rglob("*")):
                 zf.write(file, file.relative_to(root))
         shutil.rmtree(export_dir)

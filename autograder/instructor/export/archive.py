@@ -38,6 +38,7 @@ import pathlib
 import zipfile
 from dataclasses import dataclass, replace
 
+from autograder.atomic import PRIVATE, PendingFile, private_dir
 from autograder.errors import NotegradeError
 from autograder.instructor.export.due_dates import (  # noqa: F401  (re-exported)
     AssignmentInfo,
@@ -81,8 +82,10 @@ def _find_metadata(base: pathlib.Path) -> pathlib.Path:
 
 
 def extract_zip(archive: pathlib.Path, *, to: pathlib.Path) -> pathlib.Path:
-    """Unpack ``archive`` into ``to`` (refusing paths that escape it); return ``to``."""
-    to.mkdir(parents=True, exist_ok=True)
+    """Unpack ``archive`` into ``to`` (refusing paths that escape it); return ``to``.
+
+    Every student's work: folders 0700 and files 0600 whatever the umask or the archive says."""
+    private_dir(to)
     try:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.infolist():
@@ -92,7 +95,12 @@ def extract_zip(archive: pathlib.Path, *, to: pathlib.Path) -> pathlib.Path:
                 target = (to / name).resolve()
                 if not target.is_relative_to(to.resolve()):
                     raise NotegradeError(f"{archive}: member {name!r} would unpack outside the target folder; refusing the archive")
-                zf.extract(member, to)
+                if member.is_dir():
+                    private_dir(target)
+                    continue
+                with zf.open(member) as src, PendingFile(target, mode=PRIVATE, fsync=False) as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.handle.write(chunk)
     except zipfile.BadZipFile as err:
         raise NotegradeError(f"{archive}: not a readable zip ({err})") from None
     return to

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from autograder.errors import NotegradeError
-from autograder.rubric import tomllib  # tomli on Python 3.10
 from autograder.instructor.export.metadata_yaml import ExportEntry, Submitter, parse_datetime
+from autograder.rubric import tomllib  # tomli on Python 3.10
 
 
 @dataclass(frozen=True)

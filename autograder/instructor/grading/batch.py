@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import os
 import pathlib
 
+from autograder.atomic import PRIVATE, private_dir, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.grading.fanout import Graded, Job, grade_each
-from autograder.instructor.grading.local import isolation_of, private_dir
+from autograder.instructor.grading.local import isolation_of
 from autograder.instructor.grading.one_submission import JUNK_NAMES, grade_submission
 from autograder.report import fmt_points
 from autograder.results import is_autograder_error
@@ -137,13 +139,15 @@ def grade_batch(*, submissions: str | os.PathLike, autograder: str | os.PathLike
     folders = batch_folders(pathlib.Path(submissions))
     if slurm is not None:  # a Slurm job array: each task runs grade_folders over a shard
         rows = slurm.grade_batch(folders, autograder=autograder, metadata=metadata, out=out, python=python, jobs=jobs)
-    else:
-        rows = grade_folders(folders, autograder=autograder, metadata=metadata, out=out, python=python, jobs=jobs)
-    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["name", "score", "total", "status", "seconds", "isolation"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows + ignored_rows(pathlib.Path(submissions)))
+    else:  # the batch folder itself is a secret too: other students' work
+        rows = grade_folders(folders, autograder=autograder, metadata=metadata, out=out, python=python, jobs=jobs,
+                             private=(pathlib.Path(submissions),))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=["name", "score", "total", "status", "seconds", "isolation"],
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows + ignored_rows(pathlib.Path(submissions)))
+    write_atomically(out / "summary.csv", table.getvalue(), mode=PRIVATE, fsync=False)
     return rows
 
 
@@ -154,11 +158,12 @@ def batch_folders(submissions: pathlib.Path) -> list[pathlib.Path]:
 
 def grade_folders(folders: "list[pathlib.Path]", *, autograder: str | os.PathLike, metadata: str | os.PathLike | None,
                   out: pathlib.Path, python: str | os.PathLike | None, jobs: int = 1, progress: bool = True,
-                  stop_on_sigterm: bool = False) -> list[dict]:
+                  stop_on_sigterm: bool = False, private: "tuple[pathlib.Path, ...]" = ()) -> list[dict]:
     """Each folder graded into ``out/<name>/``, ``jobs`` at a time (here, and in each ``grade DIR --slurm``
-    task, which passes ``stop_on_sigterm``); their summary rows, in order (never raises for one)."""
+    task, which passes ``stop_on_sigterm``); their summary rows, in order (never raises for one).
+    ``private``: the batch folder, which each grader refuses to use at the ``uid`` level while others may read it."""
     # quiet: each grader's own progress bar goes to its log, not across the batch's
-    grade = functools.partial(grade_submission, quiet=True, python=python)
+    grade = functools.partial(grade_submission, quiet=True, python=python, private=private)
     todo = [Job(folder.name, folder, pathlib.Path(out) / folder.name, metadata and pathlib.Path(metadata))
             for folder in folders]
     return [summary_row(graded) for graded in grade_each(todo, grade, autograder=autograder, parallel=jobs,

@@ -8,8 +8,14 @@ or ``--out graded/``.  The rules here:
   arguments in a ``memfd`` named by an environment variable (a process's environment and file
   descriptors are readable only by its own uid), so the running command line is
   ``python -m autograder.cli`` and names no path.  :func:`received_arguments` reads them back.
-- **Private outputs.**  Folders the grader creates are 0700 (:func:`private_dir`): results of other
+- **Private outputs.**  Folders the grader creates are 0700 and its files 0600
+  (:func:`autograder.atomic.private_dir`, :data:`autograder.atomic.PRIVATE`): results of other
   students in a batch cannot be listed or read.
+- **No secret left open at the uid level.**  :func:`refuse_exposed_secrets` stops a grading run
+  before it starts, where student code would run as another uid without namespaces, when the
+  autograder zip, its held-out file or the batch/export folder lets other users read it (the
+  message names the ``chmod`` that fixes it); the graders get the same paths
+  (:data:`autograder.sandbox.exposure.PRIVATE_PATHS_ENV`) and refuse too, should they end up at that level.
 - **A root-only copy of everything graded.**  The autograder (held-out labels included) and the
   submission are placed in a ``mkdtemp`` folder (0700) before grading; :func:`stage_tree` and
   :func:`stage_zip` copy iteratively, never following links (they are recreated as links, which the
@@ -28,9 +34,10 @@ or ``--out graded/``.  The rules here:
 Example
 -------
 >>> import tempfile, pathlib
->>> out = private_dir(pathlib.Path(tempfile.mkdtemp()) / "graded" / "alice")
->>> oct(out.stat().st_mode & 0o777), oct(out.parent.stat().st_mode & 0o777)
-('0o700', '0o700')
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (folder / "heldout.safetensors").write_bytes(b"x"); _ = (folder / "heldout.secret").write_bytes(b"k")
+>>> [p.name for p in secret_paths(folder)], secret_paths(folder / "autograder.zip")[0].name
+(['heldout.safetensors', 'heldout.secret'], 'autograder.zip')
 """
 from __future__ import annotations
 
@@ -87,21 +94,7 @@ def received_arguments() -> "list[str] | None":
     return [str(a) for a in argv] if isinstance(argv, list) else None
 
 
-# -- folders -----------------------------------------------------------------------------
-def private_dir(path: "str | os.PathLike") -> pathlib.Path:
-    """``path`` and the missing folders above it, created 0700 (existing ones are left as they are)."""
-    path = pathlib.Path(path)
-    missing = []
-    current = path
-    while not current.exists():
-        missing.append(current)
-        current = current.parent
-    for folder in reversed(missing):
-        folder.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(folder, 0o700)  # mkdir's mode is cut by the umask
-    return path
-
-
+# -- staging -----------------------------------------------------------------------------
 def _staging_note(kind: str, rel: str, detail: str, rules: CopyRules) -> str:
     """A note on what :func:`stage_tree` left out (the sandbox words its own refusal later)."""
     if kind == "too_deep":
@@ -222,3 +215,29 @@ def isolation_warning(levels: "list[str | None]") -> "str | None":
     return (f"warning: {who} graded WITHOUT isolation: student code ran as the grader's own user and could read and "
             "write whatever it can (install bubblewrap for the rootless level, or grade as root for a separate uid; "
             "results.json's extra_data.isolation says why)")
+
+
+# -- secrets at the uid level ------------------------------------------------------------
+def secret_paths(autograder: "str | os.PathLike") -> "list[pathlib.Path]":
+    """What of an autograder must be closed to other users: the zip itself, or an unpacked
+    autograder's held-out file and secret (those that exist)."""
+    from autograder import layout
+
+    autograder = pathlib.Path(autograder)
+    if not autograder.is_dir():
+        return [autograder]
+    return [path for path in (autograder / layout.HELDOUT_FILE, autograder / layout.SECRET_FILE) if path.exists()]
+
+
+def refuse_exposed_secrets(paths: "list[str | os.PathLike]", *, python: "str | None" = None) -> None:
+    """Before a grading run as root: where graders would run student code at the ``uid`` level, a
+    one-line :class:`NotegradeError` for the first of ``paths`` other users may read (with the
+    ``chmod`` that fixes it).  Not root: nothing to check (student code keeps the grader's own uid).
+    The level is probed (bubblewrap, ~0.2 s) only when a path is open: private paths cost a ``stat``."""
+    from autograder.sandbox import exposure
+
+    open_paths = [path for path in paths if exposure.exposure(path) is not None]
+    if open_paths and os.geteuid() == 0:
+        from autograder.sandbox import isolation  # the probe's imports too, only when needed
+
+        exposure.refuse_exposed(open_paths, level=isolation.root_level(python or sys.executable) or "none")

@@ -31,14 +31,9 @@ import zipfile
 import zlib
 
 from autograder import layout
-from autograder.atomic import write_json_atomically
+from autograder.atomic import PRIVATE, open_private, private_dir, write_atomically, write_json_atomically
 from autograder.errors import NotegradeError
-from autograder.instructor.grading.local import (
-    private_dir,
-    run_grader,
-    stage_tree,
-    stage_zip,
-)
+from autograder.instructor.grading.local import run_grader, secret_paths, stage_tree, stage_zip
 from autograder.sandbox.cleanup import remove_tree
 
 # The grader keeps to the rubric's budget (<= 40 min, Gradescope's maximum); this is the outer
@@ -128,7 +123,8 @@ def check_metadata_file(path: "str | os.PathLike") -> None:
 
 def grade_submission(*, submission: str | os.PathLike, autograder: str | os.PathLike,
                      metadata: str | os.PathLike | None = None, out: str | os.PathLike,
-                     quiet: bool = False, python: str | os.PathLike | None = None) -> dict:
+                     quiet: bool = False, python: str | os.PathLike | None = None,
+                     private: "tuple[str | os.PathLike, ...]" = ()) -> dict:
     """Grade one submission in a temporary Gradescope layout; return the results.json dict.
 
     Writes ``out/results.json``, ``out/report.html`` (instructor view) and ``out/stdout.txt``.
@@ -136,6 +132,9 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
     the interpreter that grades; by default the grading runtime built from the autograder's own
     requirements.txt (:func:`grading_python`), as on Gradescope.  Another one needs torch, numpy,
     safetensors and gradescope-utils; results.json's ``extra_data["runtime"]`` says which graded.
+    ``private``: more paths the grader must find closed to others at the ``uid`` level (a batch or
+    export folder), besides the autograder's own (:func:`.local.secret_paths`).  Every output is
+    0600 in 0700 folders.
     """
     submission, autograder, out = pathlib.Path(submission), pathlib.Path(autograder), pathlib.Path(out)
     for path, what in ((submission, "submission"), (autograder, "autograder")):
@@ -154,7 +153,10 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
             shutil.copyfile(metadata, layout.metadata_file(root))
         layout.results_dir(root).mkdir()
         python, runtime_env = grading_python(source, python, quiet=quiet)
-        env = {**os.environ, "AUTOGRADER_ROOT": str(root), "PYTHONPATH": str(source)}
+        from autograder.sandbox.exposure import PRIVATE_PATHS_ENV, env_value
+
+        env = {**os.environ, "AUTOGRADER_ROOT": str(root), "PYTHONPATH": str(source),
+               PRIVATE_PATHS_ENV: env_value([*secret_paths(autograder), *private])}
         env.pop("PYTHONSTARTUP", None)
         for key, value in runtime_env.items():
             if value is None:
@@ -162,7 +164,7 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
             else:
                 env[key] = value
         log_path = out / "stdout.txt"
-        with open(log_path, "wb") as log:
+        with open_private(log_path) as log:
             code = run_grader([str(python or sys.executable), "-m", "autograder.run_autograder"], cwd=source,
                               env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log if quiet else None,
                               timeout_s=OUTER_TIMEOUT_S)
@@ -175,8 +177,8 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
             raise NotegradeError(f"the grader left no valid results.json ({err}); its log {log_path} ends with:\n{tail}") from None
         from autograder.report import html_report
 
-        write_json_atomically(out / layout.RESULTS_FILE, results)
-        (out / "report.html").write_text(html_report(results, audience="instructor"), encoding="utf-8")
+        write_json_atomically(out / layout.RESULTS_FILE, results, mode=PRIVATE)
+        write_atomically(out / "report.html", html_report(results, audience="instructor"), mode=PRIVATE, fsync=False)
         return results
     finally:
         remove_tree(root)  # iterative: a submission's deep folder cannot make this raise

@@ -4,7 +4,9 @@
 :func:`autograder.instructor.grading.one_submission.grade_submission` and prints the instructor's
 report, or a folder of them with :func:`autograder.instructor.grading.batch.grade_batch` (``jobs``
 at a time, or as a Slurm job array) and prints the summary table; either way it warns when student
-code ran without isolation, and returns the exit status.  ``--docker`` has its own
+code ran without isolation, and returns the exit status.  As root where student code would run at
+the ``uid`` level, an autograder zip or batch folder open to other users stops it first (one line,
+with the ``chmod`` fix).  ``--docker`` has its own
 (:func:`autograder.instructor.grading.docker.grading.grade_and_report`); the CLI
 (:mod:`autograder.instructor.grading.command`) chooses.
 
@@ -26,7 +28,7 @@ from autograder.errors import NotegradeError
 from autograder.instructor.grading.batch import grade_batch, ignored_rows, summary_table
 from autograder.instructor.grading.batch import is_batch as grades_as_batch
 from autograder.instructor.grading.fanout import check_jobs
-from autograder.instructor.grading.local import isolation_of, isolation_warning
+from autograder.instructor.grading.local import isolation_of, isolation_warning, refuse_exposed_secrets, secret_paths
 from autograder.instructor.grading.one_submission import check_metadata_file, grade_submission
 from autograder.results import is_autograder_error
 
@@ -49,6 +51,8 @@ def grade_and_report(*, submission: Path, autograder: Path, metadata: "Path | No
     if jobs > 1 and not is_batch:
         raise NotegradeError(f"--jobs {jobs} grades several submissions at once, but {submission} is one submission "
                              "(a batch is a folder of submission folders; say so with --batch)")
+    # At the uid level student code could read an open zip or batch folder: refused before anything is graded.
+    refuse_exposed_secrets([*secret_paths(autograder), *([submission] if is_batch else [])], python=python)
     if is_batch:
         rows = grade_batch(submissions=submission, autograder=autograder, metadata=metadata, out=out, jobs=jobs,
                            python=python, slurm=slurm)

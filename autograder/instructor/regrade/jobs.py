@@ -24,6 +24,7 @@ import hashlib
 import json
 import pathlib
 
+from autograder.atomic import PRIVATE, private_dir, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.export.archive import ExportEntry
 from autograder.instructor.grading.fanout import Graded, GradeFn, Job, grade_each
@@ -54,14 +55,15 @@ def sha256_of(path: pathlib.Path) -> str:
 
 
 def default_grader(docker: bool, image: str | None, autograder: pathlib.Path, *, python: str | None = None,
-                   base_image: str | None = None) -> GradeFn:
+                   base_image: str | None = None, private: "tuple[pathlib.Path, ...]" = ()) -> GradeFn:
     """The grader used when the caller gives none: a local grader process (in the grading runtime built
-    from the autograder's requirements.txt, or ``python``), or a container per submission."""
+    from the autograder's requirements.txt, or ``python``), or a container per submission.  ``private``:
+    the export, which a local grader refuses to use at the ``uid`` level while others may read it."""
     if not docker:
         from autograder.instructor.grading.one_submission import grade_submission
 
         # quiet: the grader's own progress bar goes to its log, not across ours
-        return functools.partial(grade_submission, quiet=True, python=python)
+        return functools.partial(grade_submission, quiet=True, python=python, private=private)
     try:
         from autograder.instructor.grading.docker import grading as docker_grading
     except ImportError:
@@ -92,13 +94,14 @@ def earlier_grade(work: pathlib.Path, key: dict[str, str]) -> dict | None:
 
 def _prepare(work: pathlib.Path, *, metadata: dict, key: dict[str, str]) -> "dict | None":
     """The results of a finished earlier grade with the same ``key``; else ``work`` readied for grading (None)."""
-    work.mkdir(parents=True, exist_ok=True)
+    private_dir(work)  # a student's metadata and results: the instructor's only
     earlier = earlier_grade(work, key)
     if earlier is not None:
         return earlier
     (work / "grade_key.json").unlink(missing_ok=True)
     (work / "error.txt").unlink(missing_ok=True)
-    (work / "submission_metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    write_atomically(work / "submission_metadata.json", json.dumps(metadata, indent=2, sort_keys=True), mode=PRIVATE,
+                     fsync=False)
     return None
 
 
@@ -111,14 +114,16 @@ def _record(graded: Graded, *, keys: dict[str, dict[str, str]]) -> None:
     """Right after one grade ends (in its grading thread): results.json and the key, or error.txt."""
     work = graded.job.out.parent
     if graded.results is None:
-        (work / "error.txt").write_text(_error_line(graded.error) + "\n\n" + graded.details)
+        write_atomically(work / "error.txt", _error_line(graded.error) + "\n\n" + graded.details, mode=PRIVATE,
+                         fsync=False)
         return
-    (work / "results.json").write_text(json.dumps(graded.results, indent=2))
+    write_atomically(work / "results.json", json.dumps(graded.results, indent=2), mode=PRIVATE, fsync=False)
     # An autograder error is the grader's failure, not the student's grade (e.g. its process got
     # SIGTERM when a Slurm task was cancelled, or Ctrl-C): it shows in this run's gradebook, and
     # with no key a rerun grades it again instead of reusing it.
     if not is_autograder_error(graded.results):
-        (work / "grade_key.json").write_text(json.dumps(keys[graded.job.key], indent=2))  # last: marks it complete
+        write_atomically(work / "grade_key.json", json.dumps(keys[graded.job.key], indent=2),  # last: marks it complete
+                         mode=PRIVATE, fsync=False)
 
 
 def grade_all(jobs_in: list[tuple[ExportEntry, dict]], *, out: pathlib.Path, autograder: pathlib.Path,

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from autograder.atomic import PRIVATE, write_atomically
 from autograder.results import is_autograder_error
 
 
@@ -153,18 +154,22 @@ def write_student_reports(*, out: pathlib.Path, row: dict[str, Any], results: di
     from autograder.report import html_report, markdown_report
 
     stem = out / f"{_slug(row['sid'] or row['email'])}_{_slug(row['name'])}"
+
+    def write(path: pathlib.Path, text: str) -> None:  # a student's grade: the instructor's until shared
+        write_atomically(path, text, mode=PRIVATE, fsync=False)
+
     head = (f"# {row['name']} ({row['sid'] or row['email']})\n\nSubmission {row['submission_id']}, "
             f"created {row['created_at']}.\n\n")
     if results is None:
         body = f"Not graded: {row.get('error')}\n"
-        stem.with_suffix(".md").write_text(head + body)
-        stem.with_suffix(".html").write_text(f"<!DOCTYPE html><html><body><pre>{html.escape(head + body)}</pre></body></html>")
+        write(stem.with_suffix(".md"), head + body)
+        write(stem.with_suffix(".html"), f"<!DOCTYPE html><html><body><pre>{html.escape(head + body)}</pre></body></html>")
         return
-    stem.with_suffix(".md").write_text(head + markdown_report(results, audience="published"))
+    write(stem.with_suffix(".md"), head + markdown_report(results, audience="published"))
     page = html_report(results, audience="published")
     who = html.escape(f"{row['name']} ({row['sid'] or row['email']})")
     banner = f"<p><strong>{who}</strong>, submission {html.escape(str(row['submission_id']))}</p>"
-    stem.with_suffix(".html").write_text(page.replace("<body>\n", "<body>\n" + banner + "\n", 1))
+    write(stem.with_suffix(".html"), page.replace("<body>\n", "<body>\n" + banner + "\n", 1))
 
 
 def write_instructor_report(path: pathlib.Path, results: dict) -> None:
@@ -172,5 +177,4 @@ def write_instructor_report(path: pathlib.Path, results: dict) -> None:
     beside its results.json in ``submissions/<id>/``, never in ``reports/``."""
     from autograder.report import markdown_report
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(markdown_report(results, audience="instructor"), encoding="utf-8")
+    write_atomically(path, markdown_report(results, audience="instructor"), mode=PRIVATE, fsync=False)

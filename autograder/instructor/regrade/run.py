@@ -38,11 +38,12 @@ import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from autograder.atomic import PRIVATE, private_dir, write_atomically
 from autograder.errors import NotegradeError
 from autograder.featurefile import FAMILIES
 from autograder.instructor.export import archive as gs_export
 from autograder.instructor.grading.fanout import GradeFn, check_jobs
-from autograder.instructor.grading.local import private_dir
+from autograder.instructor.grading.local import refuse_exposed_secrets, secret_paths
 from autograder.instructor.regrade.jobs import default_grader, grade_all, sha256_of
 from autograder.instructor.regrade.outputs import (
     canvas_table,
@@ -93,6 +94,8 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
     check_jobs(jobs)
     if not autograder.exists():
         raise NotegradeError(f"{autograder}: no such autograder zip or directory (build one with 'notegrade build')")
+    if not docker or integrity:  # at the uid level student code could read an open zip or export: refused first
+        refuse_exposed_secrets([*secret_paths(autograder), export], python=python)
     _settle_slurm(out, slurm, integrity=integrity, progress=progress)  # before the export is unpacked again
     info = gs_export.load_assignment_info(path=assignment, title=title, due=due, late_due=late_due)
     ext = gs_export.load_extensions(extensions, assignment=info) if extensions else {}
@@ -108,7 +111,8 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
     summary.problems += [f"extensions: {who} is not in the export" for who in sorted(ext) if who not in known]
 
     todo = [(e, gs_export.submission_metadata(entry=e, assignment=info, extensions=ext)) for e in entries if e.folder]
-    grader = grade or default_grader(docker, image, autograder, python=python, base_image=base_image)
+    grader = grade or default_grader(docker, image, autograder, python=python, base_image=base_image,
+                                     private=(export,))
     outcomes = (slurm.regrade if slurm else grade_all)(
         todo, out=out, autograder=autograder, grade=grader, jobs=jobs, progress=progress)
     rows, confusion, errored = [], {}, {}
@@ -141,9 +145,10 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
     column = canvas_column or info.title
     paths = {"grades": out / "grades.csv", "class_data": out / "grades.json", "canvas": out / "canvas.csv",
              "changes": out / "score_changes.csv", "reports": out / "reports", "problems": out / "problems.txt"}
-    grades.to_csv(paths["grades"], index=False)
-    canvas_table(grades=grades, assignment_column=column, points_possible=info.total_points).to_csv(paths["canvas"], index=False)
-    changes.to_csv(paths["changes"], index=False)
+    write_private(paths["grades"], grades.to_csv(index=False))
+    write_private(paths["canvas"], canvas_table(grades=grades, assignment_column=column,
+                                                points_possible=info.total_points).to_csv(index=False))
+    write_private(paths["changes"], changes.to_csv(index=False))
     class_data = {
         "assignment": {"title": info.title, "due_date": info.due_date.isoformat(), "total_points": info.total_points,
                        "late_due_date": info.late_due_date.isoformat() if info.late_due_date else None},
@@ -152,12 +157,12 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
         "confusion": {"per_submission": confusion, "pooled": pooled_confusion(confusion)},
         "item_errors": errored,  # by grades.csv's submission_id; the class report lists them
     }
-    paths["class_data"].write_text(json.dumps(class_data, indent=1))
+    write_private(paths["class_data"], json.dumps(class_data, indent=1))
     shutil.rmtree(paths["reports"], ignore_errors=True)  # no stale report of a student no longer in the export
-    paths["reports"].mkdir()
+    private_dir(paths["reports"])
     for row in rows:
         write_student_reports(out=paths["reports"], row=row, results=row["results"])
-    paths["problems"].write_text("".join(line + "\n" for line in summary.problems + summary.failed))
+    write_private(paths["problems"], "".join(line + "\n" for line in summary.problems + summary.failed))
     summary.paths = paths
     if integrity:  # after the gradebooks are written: a failure here loses no grade
         from autograder.instructor.class_integrity.compare import after_regrade
@@ -167,6 +172,11 @@ def regrade_export(*, export: pathlib.Path, autograder: pathlib.Path, out: pathl
                                           jobs=jobs, progress=progress, slurm=slurm)
         paths["integrity"] = summary.integrity.paths["csv"]
     return summary
+
+
+def write_private(path: pathlib.Path, text: str) -> None:
+    """A gradebook file: the class's grades, 0600 whatever the umask."""
+    write_atomically(path, text, mode=PRIVATE, fsync=False)
 
 
 def _check_runtime_flags(*, docker: bool, python: str | None, base_image: str | None) -> None:

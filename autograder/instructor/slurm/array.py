@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from autograder.atomic import write_atomically
+from autograder.atomic import private_dir, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.slurm import states
 from autograder.instructor.slurm.options import SlurmOptions
@@ -117,7 +117,7 @@ def submit(fn: Callable[[Any], Any], shards: Sequence[Any], *, options: SlurmOpt
     if not shards:
         raise NotegradeError("nothing to submit to Slurm")
     folder = pathlib.Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)  # pickled shards name students' folders; their results come back here
     params = options.executor_parameters(job_name=job_name, default_minutes=default_minutes)
     executor = _executor(folder, options, params)
     try:

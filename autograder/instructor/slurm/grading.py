@@ -31,6 +31,7 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from autograder.atomic import PRIVATE, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.slurm import array
 from autograder.instructor.slurm.node_isolation import NodeIsolation
@@ -126,8 +127,8 @@ class SlurmGrading:
                         outcomes[key] = (results, None, False)
                     else:
                         outcomes[key] = (None, task.failure, False)
-                        (out / "submissions" / key).mkdir(parents=True, exist_ok=True)
-                        (out / "submissions" / key / "error.txt").write_text(task.failure + "\n")
+                        write_atomically(out / "submissions" / key / "error.txt", task.failure + "\n", mode=PRIVATE,
+                                         fsync=False)
         for entry, _ in jobs_in:
             if entry.key not in outcomes:
                 results = on_disk(entry.key)

@@ -25,9 +25,16 @@ import dataclasses
 import functools
 import pathlib
 
+from autograder.atomic import private_dir
 from autograder.errors import NotegradeError
-from autograder.instructor.class_integrity.logits import (HeldOut, LogitsOutcome, all_logits, cache_key, load_cached,
-                                                    read_heldout)
+from autograder.instructor.class_integrity.logits import (
+    HeldOut,
+    LogitsOutcome,
+    all_logits,
+    cache_key,
+    load_cached,
+    read_heldout,
+)
 from autograder.instructor.class_integrity.members import Member
 from autograder.instructor.slurm import array
 from autograder.instructor.slurm.grading import SlurmGrading, resume_hint, shards_of, wait_for_earlier
@@ -70,7 +77,7 @@ def slurm_logits(slurm: SlurmGrading, members: list[Member], heldout: HeldOut, *
     """``all_logits``'s contract (``{member key: LogitsOutcome}``), computed by a Slurm job array
     whose job files go to ``folder``.  Every path must be on a filesystem the nodes share."""
     cache, folder = pathlib.Path(cache).resolve(), pathlib.Path(folder).resolve()
-    cache.mkdir(parents=True, exist_ok=True)
+    private_dir(cache)
     keys = {m.key: cache_key(m, heldout) for m in members if m.folder is not None}
     if not slurm.resume:
         wait_for_earlier(folder, progress=progress, resume_hint=slurm.resume_hint)  # never compute anything twice

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import pathlib
 
+from autograder.atomic import private_dir
 from autograder.instructor.slurm import options as slurm_options
 from autograder.instructor.slurm.grading import resume_hint
 from autograder.instructor.slurm.train_job import train_on_slurm
@@ -36,9 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # --out holds the reference solution's weights: a student uid that reads them (the uid isolation
+    # level runs student code as another uid on this filesystem) submits the reference's marks.  So
+    # it is made 0700 whatever the umask (after the usage checks: a usage error leaves nothing).
     if not args.slurm:
         slurm_options.refuse_without_slurm(args)
+        private_dir(args.out)
         return pipeline.run(args)
+    private_dir(args.out)
     config = pipeline.TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(pipeline.TrainConfig)})
     result = train_on_slurm(train=args.train, valid=args.valid, out=args.out, config=config,
                             options=slurm_options.from_arguments(args, train=True), resume=args.resume,

@@ -38,6 +38,9 @@ bounded answers: bytes, depth, integers,       ``answers``         the hard-link
 array count and total (per link), headers                          ``Infinity`` and 200,000-deep JSON
 seccomp: ``socket()`` only for ``AF_UNIX``,    ``seccomp``         sending the held-out features over TCP/UDP
 no io_uring
+at ``uid``: no start while the zip, held-out   ``exposure``        reading the held-out labels from a zip or
+file, secret or batch/export folder is open                        file a normal umask left world-readable,
+to others (one line with the ``chmod``)                            classmates' work in the batch folder
 bubblewrap namespaces (see ``bubblewrap``),    ``bubblewrap``,     network, /proc climbing, neighbours, /tmp;
 the loader and library folders it needs        ``loader``          (rootless) the grader's own home and files
 arguments through a memfd, 0700 outputs,       ``..local_grading`` /proc climbing to ``--autograder X.zip``;
@@ -57,10 +60,17 @@ Isolation levels (``extra_data["isolation"]["level"]`` in results.json; the inst
 - ``uid`` (root, namespaces refused: Docker without privileges, as on Gradescope): all walls but
   the namespaces.  Student code runs as a fresh uid: instructor files and other submissions' folders
   are closed to it, it opens no network socket, nothing it starts outlives the submission and nothing
-  it leaves stays.  *Not promised*: it can list every process and read their command lines (ours name
-  no instructor path, but a shell wrapper or ``sudo`` above ``notegrade`` may), read any
-  world-readable file of the machine, reach ``AF_UNIX`` sockets that admit others, fill the shared
-  ``/tmp`` while it runs, and compete for CPU with a neighbour.
+  it leaves stays.  The grader refuses to start while a secret it was told about is open to others
+  (the autograder zip, the held-out file and its secret, the batch or export folder being graded:
+  :mod:`~autograder.sandbox.exposure`), and the toolkit writes them 0600/0700 whatever the umask
+  (:mod:`autograder.atomic`); in Gradescope's layout the grader closes its own first.  *Not
+  promised*: it can list every process and read their command lines (ours name no instructor path,
+  but a shell wrapper or ``sudo`` above ``notegrade`` may), read any *other* world-readable file of
+  the machine (an instructor's reference ``model.pt`` or notes left 0644 outside those paths),
+  reach ``AF_UNIX`` sockets that admit others, fill the shared ``/tmp`` while it runs, and compete
+  for CPU with a neighbour; where the grader lacks ``CAP_SYS_RESOURCE`` (Docker's default
+  capabilities, Gradescope) it can raise its soft CPU limit up to the worker's lifetime budget (the
+  hard limit; the call's wall-clock timeout still ends it).
 - ``rootless`` (the grader is not root; bubblewrap and unprivileged user namespaces work): the same
   namespaces, mounts, private ``/tmp``, filter and limits as ``bubblewrap``, but student code keeps
   the grader's own uid.  Nothing of that user's home, the shared ``/tmp``, the autograder or the
@@ -78,7 +88,7 @@ Docker (``notegrade grade --docker``, Gradescope) remains the strongest setting:
 its own filesystem, PID namespace and memory limit, and the grader inside runs at ``uid``.
 
 Modules: ``core`` (:class:`Sandbox`), ``limits`` (:class:`SandboxLimits`), ``isolation`` (levels),
-``users``, ``scratch``, ``files``, ``spawn``, ``launch``, ``bubblewrap``, ``loader``, ``seccomp``, ``worker``,
+``users``, ``scratch``, ``files``, ``spawn``, ``launch``, ``bubblewrap``, ``loader``, ``seccomp``, ``exposure``, ``worker``,
 ``channel``, ``answers``, ``failfast``, ``cleanup``, ``processes``, ``strays``, ``memory``,
 ``result`` (:class:`ProbeResult`).
 """

@@ -5,7 +5,8 @@ TRUSTED side.  What each wall does and which attack it stops is in the package d
 
 1. the isolation level (:mod:`~autograder.sandbox.isolation`) and, as root, a fresh student uid
    (:mod:`~autograder.sandbox.users`); files the grader keeps from others (``hide=``) lose their
-   "other" permission bits, by file descriptor;
+   "other" permission bits, by file descriptor; at the ``uid`` level, a secret still open to
+   others (``private=``) stops the sandbox before any student code (:mod:`~autograder.sandbox.exposure`);
 2. the scratch folder, root-only while the harness and the submission are copied in, then
    handed to the uid (:mod:`~autograder.sandbox.scratch`);
 3. the worker, plain or inside bubblewrap (:mod:`~autograder.sandbox.worker_process`), reused across
@@ -38,7 +39,7 @@ import numpy as np
 
 from _selfcheck.errors import NotegradeError
 from _selfcheck.harness.device import select_device
-from _selfcheck.sandbox import bubblewrap, files, isolation, processes, users
+from _selfcheck.sandbox import bubblewrap, exposure, files, isolation, processes, users
 from _selfcheck.sandbox import worker_process as worker_module
 from _selfcheck.sandbox.failfast import HungFunctions
 from _selfcheck.sandbox.files import human_size
@@ -59,14 +60,16 @@ class Sandbox:
     machine allows), ``"student"`` (require a student uid) or ``"self"`` (the grader's own user:
     level ``rootless`` where it works, else ``none``; see :mod:`~autograder.sandbox.isolation`).  ``python``: the worker's interpreter (default ``$NOTEGRADE_WORKER_PYTHON`` or
     this one); as root it must be reachable by other users.  ``hide``: paths to make inaccessible
-    to other users (as root).  ``use_gpu``: let the held-out probe use CUDA (None: when an NVIDIA
+    to other users (as root).  ``private``: secrets that must be closed to others when student code
+    runs at the ``uid`` level (a one-line refusal with the ``chmod`` fix otherwise).  ``use_gpu``: let the held-out probe use CUDA (None: when an NVIDIA
     driver is present).  The worker is spawned at once; its start-up (~1-3 s of imports) is not
     charged to any call's timeout, but it is to the global deadline.
     """
 
     def __init__(self, submission: "str | os.PathLike", *, limits: "SandboxLimits | None" = None,
                  use_gpu: "bool | None" = None, run_as: str = "auto", python: "str | None" = None,
-                 hide: "tuple[str, ...] | list[str]" = (), scratch_root: "str | None" = None) -> None:
+                 hide: "tuple[str, ...] | list[str]" = (), scratch_root: "str | None" = None,
+                 private: "tuple[str, ...] | list[str]" = ()) -> None:
         if run_as not in ("auto", "student", "self"):
             raise NotegradeError(f"run_as must be auto, student or self, not {run_as!r}")
         self.submission = os.path.abspath(os.fspath(submission))
@@ -113,6 +116,7 @@ class Sandbox:
             processes.enable_subreaper()
             self.isolation, self._filter = isolation.choose(levels, python=self.python, user=self.user,
                                                             limits=self.limits)
+            exposure.refuse_exposed(private, level=self.isolation.level)  # before the worker exists
             self._start_worker()  # spawned now, so its torch import overlaps the grader's own work
         except BaseException:
             self.close()

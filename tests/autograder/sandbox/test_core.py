@@ -41,11 +41,27 @@ def can(action, path):
     except OSError:
         return False
 limits = {name: resource.getrlimit(getattr(resource, "RLIMIT_" + name)) for name in ("AS", "NPROC", "FSIZE", "CPU", "CORE")}
+def raise_cpu():  # what a student does to outlast its CPU budget: lift the hard limit, then the soft one
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
+        lifted = True
+    except (OSError, ValueError):
+        lifted = False
+    for new in (resource.RLIM_INFINITY, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_CPU, (new, resource.getrlimit(resource.RLIMIT_CPU)[1]))
+            break
+        except (OSError, ValueError):
+            pass
+    return {"hard_lifted": lifted, "after": list(resource.getrlimit(resource.RLIMIT_CPU))}
+cpu_raise = raise_cpu()
 print("REPORT" + json.dumps({
     "env": dict(os.environ), "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
     "pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0), "cwd": os.getcwd(), "limits": limits,
     "oom": open("/proc/self/oom_score_adj").read().strip(),
     "read_secret": can("read", paths["secret"]), "write_protected": can("write", paths["protected"]),
+    "cpu_raise": cpu_raise,
 }))
 '''
 
@@ -112,6 +128,16 @@ def test_worker_identity_limits_and_environment(level, open_tmp, monkeypatch, wo
         assert sandbox.isolated and report["uid"] == report["euid"] == uid != 0
         assert report["gid"] == uid and report["groups"] == []  # no supplementary groups
         assert report["limits"]["NPROC"] == [limits.max_processes] * 2
+        # Student code cannot lift its CPU limit: never the hard one; where the grader may raise a hard
+        # limit again (CAP_SYS_RESOURCE: root outside a container) hard = soft, so not the soft one either.
+        # Elsewhere (Docker's default capabilities, Gradescope) the soft one goes up to the worker's
+        # lifetime budget at most, and the call's wall-clock timeout still ends it.
+        cpu, tried = report["limits"]["CPU"], report["cpu_raise"]
+        assert not tried["hard_lifted"] and tried["after"][1] == cpu[1] <= limits.cpu_seconds_total, tried
+        if processes.may_raise_hard_limits():
+            assert tried["after"] == cpu and cpu[0] == cpu[1], (tried, cpu)
+        else:
+            assert cpu[0] <= tried["after"][0] <= cpu[1] == limits.cpu_seconds_total, (tried, cpu)
         assert not report["read_secret"] and not report["write_protected"]
         assert description.startswith(f"isolation {level}: ") and f"; student uid {uid};" in description
         assert sandbox.isolation.as_dict()["uid"] == uid and str(uid) not in sandbox.isolation.detail

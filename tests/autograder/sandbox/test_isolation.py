@@ -34,6 +34,7 @@ from testkit import isolation_support as iso
 from testkit import sandbox_support as support
 from autograder.errors import NotegradeError
 from autograder.instructor.grading.one_submission import grade_submission
+from autograder.results import is_autograder_error
 from autograder.sandbox.cleanup import remove_tree
 from testkit.autograder_dir import heldout_flip_notes
 
@@ -407,46 +408,147 @@ def _cli(*args: str, env: "dict | None" = None, timeout: float = 900) -> subproc
                           env=env or dict(os.environ), cwd="/")
 
 
-def test_proc_climbing_finds_no_path_to_the_world_readable_zip(level, tmp_path, tmp_path_factory):
+def test_an_open_zip_is_refused_at_the_uid_level_and_once_closed_proc_climbing_finds_nothing(level, tmp_path,
+                                                                                                tmp_path_factory):
+    """Issue 17: at the uid level student code reads whatever others may read.  `notegrade grade` with a
+    world-readable zip stops before anything is graded, in one line naming the chmod; after exactly that
+    chmod the attacker climbing /proc towards the zip steals nothing.  Under bubblewrap the zip is not
+    mounted: graded as it is, with nothing stolen either."""
     alone = baseline(level, tmp_path_factory)
     attacker = iso.attacker(CASES["proc_climb_instructor_zip"], tmp_path / "attacker")
+    course = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-course-", dir="/var/tmp"))  # outside pytest's 0700 folder
+    try:
+        course.chmod(0o755)
+        zip_path = course / "autograder.zip"
+        shutil.copyfile(iso.autograder_zip(), zip_path)
+        zip_path.chmod(0o644)  # as a zip copied with a normal umask would be
+        out = tmp_path / "out"
+        command = ("grade", str(attacker), "--autograder", str(zip_path), "--out", str(out), "--python",
+                   iso.grading_python())
+        if level == "uid":
+            done = _cli(*command)
+            assert done.returncode == 1 and not out.exists(), done.stdout[-2000:] + done.stderr[-2000:]
+            fix = f"chmod 600 {zip_path}"
+            assert done.stderr == (f"notegrade grade: error: {zip_path} is readable by other users, and student code "
+                                   f"runs here as another uid without namespaces (isolation uid): make it private with "
+                                   f"`{fix}`, then grade again\n"), done.stderr
+            subprocess.run(fix, shell=True, check=True)
+        done = _cli(*command)
+        results = json.loads((out / "results.json").read_text())
+        assert results["extra_data"]["isolation"]["level"] == level, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "STOLE" not in iso.outputs(results)
+        assert_no_gain_beyond_the_perturbation(results["extra_data"]["heldout_accuracy"], alone)
+        assert_as_alone(results, alone, "the attacker")
+        assert oct(out.stat().st_mode & 0o777) == "0o700"
+        assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o600"}  # results, report, log
+    finally:
+        shutil.rmtree(course, ignore_errors=True)
+
+
+def test_an_open_batch_folder_is_refused_by_the_command_and_by_each_grader_at_the_uid_level(tmp_path, monkeypatch):
+    """Issue 17: other students' work in a batch folder others may enter.  The command refuses before any
+    grading; a grader that lands at the uid level refuses by itself too (its results.json says why),
+    before any student code runs."""
+    support.force_isolation(monkeypatch, "uid")
+    batch = tmp_path / "batch"
+    batch.mkdir(mode=0o755)
+    batch.chmod(0o755)
+    case = CASES["reads_instructor_secrets"]
+    for name in ("a_attacker", "b_victim"):
+        iso.attacker(case, batch / name)
+        iso.set_first_line(batch / name, SECRET_PATHS={})
     out = tmp_path / "out"
-    zip_path = iso.autograder_zip()
-    assert zip_path.stat().st_mode & 0o004  # world-readable, as an instructor's would be
-    done = _cli("grade", str(attacker), "--autograder", str(zip_path), "--out", str(out), "--python",
+    done = _cli("grade", str(batch), "--autograder", str(iso.autograder_zip()), "--out", str(out), "--python",
                 iso.grading_python())
-    results = json.loads((out / "results.json").read_text())
-    assert results["extra_data"]["isolation"]["level"] == level, done.stdout[-2000:] + done.stderr[-2000:]
-    assert_no_gain_beyond_the_perturbation(results["extra_data"]["heldout_accuracy"], alone)
-    assert_as_alone(results, alone, "the attacker")
-    assert oct(out.stat().st_mode & 0o777) == "0o700"
+    assert done.returncode == 1 and not out.exists(), done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stderr.strip().endswith(f"make it private with `chmod -R go-rwx {batch}`, then grade again")
+    assert done.stderr.count("\n") == 1 and f"{batch} is open to other users" in done.stderr
+    # The grader's own check (no command in front of it: what a grader that falls back to uid relies on)
+    results = grade_submission(submission=batch / "a_attacker", autograder=iso.autograder_zip(), out=out, quiet=True,
+                               python=iso.grading_python(), private=(batch,))
+    assert results["score"] == 0 and is_autograder_error(results)
+    assert f"make it private with `chmod -R go-rwx {batch}`" in iso.outputs(results)
+    assert "DENIED" not in iso.outputs(results) and "STOLE" not in iso.outputs(results)  # no student code ran
+
+
+@pytest.mark.parametrize("level", ["bubblewrap", "uid", "none"])
+def test_student_code_reads_none_of_the_instructors_secrets(level, tmp_path, monkeypatch, umask_022):
+    """Issue 17, the review's attack 3: the held-out file, its secret and the zip as the toolkit writes them
+    under umask 022 in a world-readable course folder, and the batch folder being graded.  At the uid
+    level and under bubblewrap student code reads none of them; at level none (the grader's own user,
+    the control) the same code reads them all.  Left open to others, the uid level refuses to start."""
+    from autograder.atomic import private_dir
+    from autograder.featurefile import read_feature_file, write_heldout_with_sample
+    from autograder.instructor.build.package import build_autograder
+    from autograder.sandbox import Sandbox
+
+    support.force_isolation(monkeypatch, level)
+    course = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-course-", dir="/var/tmp"))
+    try:
+        course.chmod(0o755)
+        heldout = write_heldout_with_sample(course / "heldout.safetensors", sample=None,
+                                            heldout=read_feature_file(iso.grading_assets().heldout, mmap=False))
+        (course / "rubric.toml").write_text(iso.short_rubric())
+        archive = build_autograder(rubric=course / "rubric.toml", heldout=heldout, out=course / "autograder.zip",
+                                   quiet=True).path  # also writes heldout.secret beside the held-out file
+        batch = private_dir(course / "batch")
+        iso.victim(batch / "victim")
+        attacker = iso.attacker(CASES["reads_instructor_secrets"], batch / "attacker")
+        targets = {"heldout": ("file", heldout), "secret": ("file", course / "heldout.secret"),
+                   "zip": ("zip", archive), "batch": ("folder", batch), "classmate": ("file", batch / "victim" / "model.py")}
+        iso.set_first_line(attacker, SECRET_PATHS={k: (kind, str(p)) for k, (kind, p) in targets.items()})
+        private = [heldout, course / "heldout.secret", archive, batch]
+        with Sandbox(attacker, private=[str(p) for p in private], python=iso.grading_python()) as sandbox:
+            result = sandbox.import_module("model", timeout_s=60)
+            assert sandbox.isolation.level == level
+        lines = sorted(line for line in result.stdout.splitlines() if line.startswith(("STOLE", "DENIED")))
+        assert result.ok, result
+        if level == "none":  # the control: the attack works where nothing stands in its way
+            assert [line.split(":")[0] for line in lines] == [f"STOLE {name}" for name in sorted(targets)], lines
+        else:
+            assert lines == [f"DENIED {name}" for name in sorted(targets)], lines
+        for path in private:  # each one left open in turn: the uid level refuses before any student code
+            path.chmod(0o755 if path.is_dir() else 0o644)
+            if level == "uid":
+                fix = f"chmod -R go-rwx {path}" if path.is_dir() else f"chmod 600 {path}"
+                with pytest.raises(NotegradeError, match=f"^{path} is .*`{fix}`, then grade again$"):
+                    Sandbox(attacker, private=[str(p) for p in private], python=iso.grading_python())
+                assert_no_student_processes()
+            path.chmod(0o700 if path.is_dir() else 0o600)
+    finally:
+        shutil.rmtree(course, ignore_errors=True)
 
 
 @pytest.mark.slow
-def test_proc_climbing_control_an_ancestor_that_names_the_zip(level, tmp_path, tmp_path_factory):
-    """The attack works when a process above the grader names the zip (a shell wrapper, sudo):
-    in the uid fallback it steals the labels (a documented limit), under bubblewrap it sees no
-    process outside its namespace."""
+def test_proc_climbing_to_an_ancestor_that_names_the_zip_finds_it_closed(level, tmp_path, tmp_path_factory,
+                                                                         monkeypatch):
+    """A process above the grader names the zip (a shell wrapper, sudo): at the uid level student code
+    finds the path (a documented limit) but not the bytes: the zip is 0600, as `notegrade build` writes
+    it and as the uid level requires.  Under bubblewrap it sees no process outside its namespace.  The
+    control: at level none (the grader's own user) the same attack steals every label."""
     alone = baseline(level, tmp_path_factory)
     attacker = iso.attacker(CASES["proc_climb_instructor_zip"], tmp_path / "attacker")
-    out = tmp_path / "out"
-    command = " ".join(NOTEGRADE + ["grade", str(attacker), "--autograder", str(iso.autograder_zip()), "--out", str(out),
-                                    "--python", iso.grading_python()]) + "; true"
-    subprocess.run(["bash", "-c", command], capture_output=True, timeout=900, cwd="/")
-    accuracy = json.loads((out / "results.json").read_text())["extra_data"]["heldout_accuracy"]
+
+    def graded(out: pathlib.Path) -> float:
+        command = " ".join(NOTEGRADE + ["grade", str(attacker), "--autograder", str(iso.autograder_zip()), "--out",
+                                        str(out), "--python", iso.grading_python()]) + "; true"
+        subprocess.run(["bash", "-c", command], capture_output=True, timeout=900, cwd="/")
+        return json.loads((out / "results.json").read_text())["extra_data"]["heldout_accuracy"]
+
+    assert_no_gain_beyond_the_perturbation(graded(tmp_path / "out"), alone)
     if level == "uid":
-        assert accuracy == 1.0 > alone["extra_data"]["heldout_accuracy"]  # the test can fail: the attack is real
+        monkeypatch.setenv("NOTEGRADE_ISOLATION", "none")
+        stolen = graded(tmp_path / "control")
+        assert stolen == 1.0 > alone["extra_data"]["heldout_accuracy"]  # the test can fail: the attack is real
         with pytest.raises(AssertionError):  # and the allowance for the perturbation would not hide it
-            assert_no_gain_beyond_the_perturbation(accuracy, alone)
-    else:
-        assert_no_gain_beyond_the_perturbation(accuracy, alone)
+            assert_no_gain_beyond_the_perturbation(stolen, alone)
 
 
 @pytest.mark.slow
 def test_neighbours_under_jobs_2_see_nothing_of_each_other(level, tmp_path, tmp_path_factory):
     alone = baseline(level, tmp_path_factory)
     batch = tmp_path / "batch"
-    batch.mkdir()
+    batch.mkdir(mode=0o700)  # students' work: private, or the uid level refuses to grade it
     iso.attacker(CASES["neighbour_under_jobs2"], batch / "spy")
     iso.victim(batch / "victim")
     (batch / "victim" / "secret.txt").write_text("VICTIM-SECRET\n")
@@ -485,7 +587,7 @@ def test_filling_tmp_leaves_nothing_for_the_next_submission(level, tmp_path_fact
     work = pathlib.Path(tempfile.mkdtemp(prefix="notegrade-fill-tmp-", dir="/var/tmp"))
     try:
         batch = work / "batch"
-        batch.mkdir()
+        batch.mkdir(mode=0o700)  # students' work: private, or the uid level refuses to grade it
         iso.attacker(CASES["fill_tmp"], batch / "a_attacker")
         iso.victim(batch / "b_victim")
         zip_path = iso.autograder_zip(iso.short_rubric(tmp_mb=32))
@@ -523,7 +625,7 @@ def _deep_folder(root: pathlib.Path, depth: int) -> None:
 def test_a_deep_folder_in_one_submission_never_stops_the_batch(level, tmp_path, tmp_path_factory):
     alone = baseline(level, tmp_path_factory)
     batch = tmp_path / "batch"
-    batch.mkdir()
+    batch.mkdir(mode=0o700)  # students' work: private, or the uid level refuses to grade it
     deep = iso.victim(batch / "a_deep")
     _deep_folder(deep, CASES["deep_tree_submission"].spec["deep_folder"])
     iso.victim(batch / "b_victim")

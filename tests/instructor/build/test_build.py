@@ -70,13 +70,22 @@ def test_permissions_timestamps_and_templates_are_fixed(built):
     with zipfile.ZipFile(built.path) as archive:
         for info in archive.infolist():
             mode = (info.external_attr >> 16) & 0o7777
-            expected = 0o755 if info.filename in ("setup.sh", "run_autograder") else 0o644
+            expected = 0o755 if info.filename in ("setup.sh", "run_autograder") else \
+                0o600 if info.filename in ("heldout.safetensors", "heldout.secret") else 0o644
             assert mode == expected, info.filename
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
         assert archive.read("setup.sh") == (TEMPLATES / "setup.sh").read_bytes()
         assert archive.read("rubric.toml") == RUBRIC.read_bytes()
         conf = archive.read("setup.conf").decode()
     assert "WHEEL_SOURCE=index" in conf and "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in conf
+
+
+def test_the_zip_is_private_whatever_the_umask(tmp_path, heldout, umask_022):
+    """Issue 17: the zip carries the held-out labels and the secret; a student uid must not read it."""
+    out = tmp_path / "course" / "autograder.zip"
+    build.build_autograder(rubric=RUBRIC, heldout=heldout, out=out, quiet=True)
+    assert oct(out.stat().st_mode & 0o777) == "0o600" and oct(out.parent.stat().st_mode & 0o777) == "0o700"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["autograder.zip"]  # no temp file left beside it
 
 
 def test_same_inputs_give_identical_bytes(tmp_path, heldout, built):

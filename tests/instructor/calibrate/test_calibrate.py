@@ -123,11 +123,12 @@ def test_selfcheck_and_gradescope_layout_agree_item_for_item(name, setup, tmp_pa
     _compare(next(m for m in cases.MISTAKES if m.name == name), setup, tmp_path)
 
 
-def test_calibrate_prints_the_cost_of_each_mistake_and_writes_markdown_and_csv(setup, tmp_path, capsys):
+def test_calibrate_prints_the_cost_of_each_mistake_and_writes_markdown_and_csv(setup, tmp_path, capsys, umask_022):
     import argparse
 
     model = tmp_path / "model.pt"
     torch.save(setup["state"], model)
+    model.chmod(0o600)  # the reference's weights: private, or a grader at the uid level refuses them
     parser = argparse.ArgumentParser()
     calibrate.add_arguments(parser)
     args = parser.parse_args(["--autograder", str(setup["source"]), "--model", str(model), "--out", str(tmp_path / "out"),
@@ -148,6 +149,9 @@ def test_calibrate_prints_the_cost_of_each_mistake_and_writes_markdown_and_csv(s
     markdown = (tmp_path / "out" / "calibration.md").read_text()
     assert markdown.startswith("| mistake | 1.1 (10) |") and "| empty model.pt |" in markdown
     assert (tmp_path / "out" / "cases" / "empty_model_pt.json").is_file()
+    out = tmp_path / "out"  # the reference's results item by item: the instructor's only (issue 17)
+    assert {("dir" if p.is_dir() else "file", oct(p.stat().st_mode & 0o777)) for p in [out, *out.rglob("*")]} == \
+        {("dir", "0o700"), ("file", "0o600")}
     written = load_calibration(tmp_path / "out" / "calibration.json")  # what --from and the README's table read
     assert written.checks["3.4"] == {"check": "fit_early_stopping", "params": {}}
     fit_row = next(r for r in written.rows if r.mistake.name == "fit keeps the last weights")

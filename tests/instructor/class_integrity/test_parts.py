@@ -204,11 +204,13 @@ def test_read_class_from_an_export_zip_and_from_a_regrade_folder(tmp_path):
         read_class(regrade, unpack_to=tmp_path / "unused")
 
 
-def test_outputs_are_strict_json_and_read_back(tmp_path):
+def test_outputs_are_strict_json_and_read_back(tmp_path, umask_022):
     outputs.write_json(tmp_path / outputs.JSON_NAME, {"members": [{"heldout_accuracy": float("nan")}], "flags": []})
+    outputs.write_csv(tmp_path / outputs.CSV_NAME, [])
     text = (tmp_path / outputs.JSON_NAME).read_text()
     assert "NaN" not in text and json.loads(text)["members"][0]["heldout_accuracy"] is None
     outputs.write_npz(tmp_path / outputs.NPZ_NAME, keys=["a", "b"], labels=["A", "B"], agreement=np.eye(2))
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {"0o600"}  # evidence about students
     record = outputs.read_results(tmp_path)
     assert record["matrices"]["agreement"].dtype == np.float32 and record["matrices"]["keys"].tolist() == ["a", "b"]
     with pytest.raises(NotegradeError, match="no integrity.json"):
@@ -235,7 +237,8 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     assert exc.value.code == 2
 
 
-def test_logits_cache_keeps_student_failures_retries_timeouts_and_runs_duplicates_once(tmp_path, monkeypatch):
+def test_logits_cache_keeps_student_failures_retries_timeouts_and_runs_duplicates_once(tmp_path, monkeypatch,
+                                                                                       umask_022):
     from autograder.instructor.class_integrity import logits
     from autograder.instructor.class_integrity.members import Member
 
@@ -264,6 +267,8 @@ def test_logits_cache_keeps_student_failures_retries_timeouts_and_runs_duplicate
     monkeypatch.setattr("autograder.instructor.grading.student_python.ensure_worker_python", lambda: None)
     first = logits.all_logits(members, heldout, cache=tmp_path / "cache", jobs=2, progress=False)
     assert sorted(calls) == ["broken", "ok", "slow"] or sorted(calls) == ["broken", "same", "slow"]
+    assert oct((tmp_path / "cache").stat().st_mode & 0o777) == "0o700"
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "cache").iterdir()} == {"0o600"}
     assert first["ok"].status == first["same"].status == "ok" and first["absent"].status == "missing"
     calls.clear()
     second = logits.all_logits(members, heldout, cache=tmp_path / "cache", jobs=1, progress=False)

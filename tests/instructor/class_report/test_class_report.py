@@ -101,10 +101,11 @@ def test_bad_inputs_raise_specific_errors(class_dir, tmp_path):
         report_main(grades=class_dir / "grades.csv", out=tmp_path / "x.html", reference_metrics=tmp_path / "m.json")
 
 
-def test_cli_writes_the_report(class_dir, capsys):
+def test_cli_writes_the_report(class_dir, capsys, umask_022):
     code = cli_main(["report", str(class_dir / "grades.csv"), "--out", str(class_dir / "cli.html"), "--top", "3"])
     assert code == 0 and "wrote" in capsys.readouterr().out
     assert "Leaderboard (top 3" in (class_dir / "cli.html").read_text()
+    assert oct((class_dir / "cli.html").stat().st_mode & 0o777) == "0o600"  # every student's grade: the instructor's
 
 
 @pytest.mark.browser

@@ -181,6 +181,13 @@ def test_out_must_be_empty_or_an_earlier_demo(tmp_path):
     assert [p.name for p in earlier.iterdir()] == [demo.MARKER]
 
 
+def test_the_demo_folder_is_private_whatever_the_umask(tmp_path, umask_022):
+    """Issue 17: the demo writes a held-out file, a zip, a secret and a class's grades into --out."""
+    demo.prepare_out(tmp_path / "a" / "demo-out")
+    assert oct((tmp_path / "a" / "demo-out").stat().st_mode & 0o777) == oct((tmp_path / "a").stat().st_mode & 0o777) \
+        == "0o700"
+
+
 # ---------------------------------------------------------------------------- fast: orchestration
 def _stub_steps(monkeypatch, failing: str | None = None, error: Exception | None = None) -> None:
     for name in STEP_NAMES:

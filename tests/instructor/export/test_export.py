@@ -61,6 +61,28 @@ def test_reads_a_zip_with_the_export_nested_one_folder_down(tmp_path):
     assert (export.root / "submission_1001" / "model.py").is_file()
 
 
+def _modes(root: pathlib.Path) -> "set[tuple[str, str]]":
+    """("dir" | "file", mode) of ``root`` and everything below it."""
+    return {("dir" if p.is_dir() else "file", oct(p.stat().st_mode & 0o777)) for p in [root, *root.rglob("*")]}
+
+
+def test_an_unpacked_export_is_private_whatever_the_umask_or_the_archive(tmp_path, umask_022):
+    """Issue 17: a class's work, unpacked where a student uid (the uid isolation level) can't read it."""
+    fixture = make_export(tmp_path / "src", as_zip=True)
+    assert oct(fixture.path.stat().st_mode & 0o777) == "0o600"  # the demo's export, kept like a real one
+    assert _modes(make_export(tmp_path / "folder").path) == {("dir", "0o700"), ("dir", "0o755"), ("file", "0o644")}
+    loose = tmp_path / "loose.zip"  # no folder entries, and entry modes that say "world-readable"
+    with zipfile.ZipFile(loose, "w") as zf:
+        for name, text in (("submission_metadata.yml", GOOD), ("submission_1/model.py", "x = 1\n")):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o100644 << 16
+            zf.writestr(info, text)
+    for archive, to in ((fixture.path, tmp_path / "unpacked"), (loose, tmp_path / "deep" / "unpacked")):
+        export = read_export(archive, extract_to=to)
+        assert export.entries and _modes(to) == {("dir", "0o700"), ("file", "0o600")}, _modes(to)
+    assert oct((tmp_path / "deep").stat().st_mode & 0o777) == "0o700"
+
+
 def _write(root: pathlib.Path, text: str, folders=()) -> pathlib.Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "submission_metadata.yml").write_text(text)

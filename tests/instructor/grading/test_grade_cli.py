@@ -27,6 +27,7 @@ def _zip_dir(directory: pathlib.Path, archive: pathlib.Path) -> pathlib.Path:
     with zipfile.ZipFile(archive, "w") as zf:
         for path in sorted(directory.rglob("*")):
             zf.write(path, path.relative_to(directory).as_posix())
+    archive.chmod(0o600)  # as `notegrade build` writes it: a grader at the uid level refuses an open one
     return archive
 
 
@@ -111,6 +112,7 @@ def test_an_import_the_grading_runtime_lacks_fails_as_on_gradescope(tmp_path, au
 def test_batch_grades_each_submission_in_parallel(tmp_path, autograder_zip):
     assets = grading_assets()
     folder = tmp_path / "batch"
+    folder.mkdir(mode=0o700)  # students' work: private, as a grader at the uid level requires
     make_submission(folder / "alice", state_dict=torch.load(assets.state_dict_path))
     make_starter_submission(folder / "bob")
     metadata = tmp_path / "meta.json"
@@ -125,6 +127,27 @@ def test_batch_grades_each_submission_in_parallel(tmp_path, autograder_zip):
     assert (tmp_path / "out" / "summary.csv").read_text().splitlines()[0] == "name,score,total,status,seconds,isolation"
     table = batch.summary_table(rows)
     assert "alice" in table and "97 / 100" in table
+
+
+def test_a_batch_writes_private_outputs_and_names_its_folder_to_each_grader(tmp_path, monkeypatch, umask_022):
+    """Issue 17: the batch folder is a secret each grader checks at the uid level; the outputs are 0600/0700."""
+    seen = []
+
+    def fake(*, submission, autograder, metadata, out, quiet, python, private):
+        seen.append((submission.name, private))
+        return {"score": 1.0, "tests": [], "extra_data": {"total_points": 1.0}}
+
+    monkeypatch.setattr(batch, "grade_submission", fake)
+    folder = tmp_path / "batch"
+    for name in ("alice", "bob"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "model.py").write_text("x = 1\n")
+    rows = batch.grade_batch(submissions=folder, autograder=tmp_path / "ag.zip", out=tmp_path / "graded" / "out")
+    assert [r["status"] for r in rows] == ["graded", "graded"]
+    assert sorted(seen) == [("alice", (folder,)), ("bob", (folder,))]
+    out = tmp_path / "graded" / "out"
+    assert oct(out.stat().st_mode & 0o777) == oct(out.parent.stat().st_mode & 0o777) == "0o700"
+    assert oct((out / "summary.csv").stat().st_mode & 0o777) == "0o600"
 
 
 def test_batch_detection(tmp_path):

@@ -9,14 +9,17 @@ The end-to-end test with the real grader is at the bottom.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
+import subprocess
 import threading
 
 import pandas as pd
 import pytest
 
 from autograder.cli import main as cli_main
+from autograder.errors import NotegradeError
 from autograder.instructor.regrade import run as regrade
 from testkit.export_factory import DEFAULT_CLASS, DUE, make_export
 from testkit.regrade_fakes import EXPECTED_TOTALS, OPTIONS, RUBRIC, fake_grader
@@ -122,6 +125,52 @@ def test_student_reports_never_carry_the_instructor_only_integrity_line(tmp_path
     assert "**94 / 100**" in ben and "1 day 2 h 5 min late" in ben  # the graded items and the total stay
     instructor = (tmp_path / "out" / "submissions" / "submission_1002" / "report.md").read_text()
     assert "Integrity (instructors only)" in instructor and "Train-on-test detector: FLAGGED." in instructor
+
+
+def test_every_output_is_private_whatever_the_umask(tmp_path, autograder_dir, fixture_export, umask_022):
+    """Issue 17: grades, reports, the unpacked export, each submission's folder: 0600 files, 0700 folders."""
+    out = tmp_path / "courses" / "out"
+    _run(fixture_export, autograder_dir, out)
+    found = {("dir" if p.is_dir() else "file", oct(p.stat().st_mode & 0o777)) for p in [out, *out.rglob("*")]}
+    assert found == {("dir", "0o700"), ("file", "0o600")}, found
+    assert oct(out.parent.stat().st_mode & 0o777) == "0o700"
+    assert len(list(out.rglob("*"))) > 50  # the gradebooks, 16 reports, 7 submissions, the unpacked export
+
+
+def test_at_the_uid_level_an_open_export_or_autograder_is_refused_until_closed(tmp_path, autograder_dir,
+                                                                             fixture_export, monkeypatch):
+    """Issue 17: student code at the uid level reads what others may read; the regrade stops first, in one
+    line that names the path and the chmod, and nothing is graded or unpacked until that is done."""
+    calls: list[str] = []
+
+    def counting(**kwargs):
+        calls.append(kwargs["submission"].name)
+        return fake_grader(**kwargs)
+
+    monkeypatch.setenv("NOTEGRADE_ISOLATION", "uid")
+    if os.geteuid() != 0:
+        monkeypatch.setattr("autograder.sandbox.isolation.os.geteuid", lambda: 0)  # the check, not the sandbox
+    (autograder_dir / "heldout.safetensors").write_bytes(b"labels")
+    (autograder_dir / "heldout.safetensors").chmod(0o644)
+    fixture_export.path.chmod(0o644)
+    out = tmp_path / "out"
+    for path, fix in ((autograder_dir / "heldout.safetensors", "chmod 600"), (fixture_export.path, "chmod 600")):
+        with pytest.raises(NotegradeError) as refused:
+            _run(fixture_export, autograder_dir, out, grade=counting)
+        message = str(refused.value)
+        assert message == (f"{path} is readable by other users, and student code runs here as another uid without "
+                           f"namespaces (isolation uid): make it private with `{fix} {path}`, then grade again")
+        assert calls == [] and not out.exists()
+        subprocess.run(f"{fix} {path}", shell=True, check=True)  # the fix, exactly as the message says it
+    folder = make_export(tmp_path / "folder").path  # an unpacked export: its folder is checked
+    folder.chmod(0o755)
+    with pytest.raises(NotegradeError, match=f"is open to other users .*`chmod -R go-rwx {folder}`"):
+        regrade.regrade_export(export=folder, autograder=autograder_dir, out=tmp_path / "out2", grade=counting, **OPTIONS)
+    summary = _run(fixture_export, autograder_dir, out, grade=counting)
+    assert summary.graded == 7 and len(calls) == 7
+    monkeypatch.setenv("NOTEGRADE_ISOLATION", "bubblewrap")  # nothing the sandbox mounts: no refusal
+    fixture_export.path.chmod(0o644)
+    assert _run(fixture_export, autograder_dir, tmp_path / "out3", grade=counting).graded == 7
 
 
 def test_resume_skips_what_was_graded_with_the_same_autograder(tmp_path, autograder_dir, fixture_export):

@@ -135,6 +135,20 @@ def test_cli_refuses_slurm_flags_that_cannot_apply(tmp_path, capsys):
     assert "--gpus only applies with --slurm" in capsys.readouterr().err
 
 
+def test_train_keeps_the_reference_weights_private_whatever_the_umask(tmp_path, monkeypatch, umask_022):
+    """Issue 17: `notegrade train --out DIR` writes the reference solution's model.pt; a student uid must not read it."""
+    from reference import pipeline
+
+    ran = []
+    monkeypatch.setattr(pipeline, "run", lambda args: ran.append(args.out) or 0)
+    out = tmp_path / "runs" / "ref"
+    assert cli_main(["train", "--train", "t", "--valid", "v", "--out", str(out)]) == 0 and ran == [out]
+    assert oct(out.stat().st_mode & 0o777) == oct(out.parent.stat().st_mode & 0o777) == "0o700"
+    assert not (tmp_path / "r").exists()  # and a usage error (below, --gpus without --slurm) makes nothing
+    assert cli_main(["train", "--train", "t", "--valid", "v", "--out", str(tmp_path / "r"), "--gpus", "1"]) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_without_srun_the_message_says_where_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(NotegradeError, match="needs Slurm's commands .* run notegrade on a login node"):

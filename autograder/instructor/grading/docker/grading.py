@@ -58,15 +58,16 @@ def _limits(source: Path) -> ContainerLimits:
 
 
 def _write_outputs(run: ContainerRun, out: Path) -> None:
+    from autograder.atomic import PRIVATE, private_dir, write_atomically, write_json_atomically
     from autograder.report import html_report
-    from autograder.results import write_json_atomically
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out / "results.json", run.results)
-    (out / "report.html").write_text(html_report(run.results, audience="instructor"))
-    (out / "stdout").write_text(run.logs)  # what Gradescope shows instructors as the autograder's output
+    private_dir(out)  # a student's results: every file 0600 in a 0700 folder, whatever the umask
+    write_json_atomically(out / "results.json", run.results, mode=PRIVATE)
+    write_atomically(out / "report.html", html_report(run.results, audience="instructor"), mode=PRIVATE, fsync=False)
+    # what Gradescope shows instructors as the autograder's output
+    write_atomically(out / "stdout", run.logs, mode=PRIVATE, fsync=False)
     container = {k: v for k, v in asdict(run).items() if k not in ("results", "logs")}
-    (out / "container.json").write_text(json.dumps(container, indent=2) + "\n")
+    write_atomically(out / "container.json", json.dumps(container, indent=2) + "\n", mode=PRIVATE, fsync=False)
 
 
 class ContainerGrader:
