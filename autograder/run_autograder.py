@@ -75,7 +75,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.Path],
-                  private: list[pathlib.Path]) -> Any:
+                  private: "list[pathlib.Path] | tuple" = ()) -> Any:
     """The worker sandbox with the rubric's limits; as root it runs student code as an unprivileged
     user and strips other users' access to ``hide`` (rubric, held-out labels, metadata, results);
     at the ``uid`` level it refuses to start while one of ``private`` is still open to others."""

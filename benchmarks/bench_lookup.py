@@ -1,6 +1,6 @@
 """Benchmark: the lookup detector's flags on honest models and on public-lookup models (issue 17.1).
 
-Prints measured numbers for the README's detector table, with the rubric's default
+Prints measured numbers for the detector table in docs/threat-model.md, with the rubric's default
 ``[heldout.lookup]`` (``autograder/heldout_guard/lookup.py``):
 
 1. **Binomial simulation at the course's sizes** (4,096 public, 1,000 control notes; ``--draws``

@@ -60,7 +60,7 @@ EXAMPLES = """examples:
       --train-sample data/rendered/nsynth-train --reference-model runs/ref/model.pt
   # the official NSynth test split (4,096 notes, no synth_lead) with 1,024 training notes
   notegrade heldout --nsynth nsynth-test --out heldout-nsynth.safetensors --train-sample nsynth-train
-  # ... and a private control split (README: "A private control split"), the reference's numbers on every
+  # ... and a private control split (docs/threat-model.md: "A private control split"), the reference's numbers on every
   # part, and other honest models (more seeds, fewer and more epochs) that calibrate the lookup detector
   notegrade heldout --nsynth nsynth-test --out heldout.safetensors --train-sample nsynth-train \\
       --control private/render/nsynth-private --reference-model runs/ref/model.pt \\

@@ -18,7 +18,7 @@ needs a rendered split on disk; what ``notegrade heldout`` then prints about the
 >>> notes_about({"count": 2400, "family_counts": {"bass": 0, "organ": 2400}, "render": {"secret_fingerprint": None}})
 ... # doctest: +NORMALIZE_WHITESPACE
 ["the control split's render manifest has no secret variation: anyone with the same SoundFonts and --seed
- renders the same notes; render it with --variation-secret FILE (README: 'A private control split')",
+ renders the same notes; render it with --variation-secret FILE (docs/threat-model.md: 'A private control split')",
  'the control split has no notes of bass']
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from reference.features import frontend_hash
 from reference.make_features import build_feature_file
 
 NOT_VARIED = ("the control split's render manifest has no secret variation: anyone with the same SoundFonts and "
-              "--seed renders the same notes; render it with --variation-secret FILE (README: 'A private control split')")
+              "--seed renders the same notes; render it with --variation-secret FILE (docs/threat-model.md: 'A private control split')")
 
 
 def _render_origin(control_dir: Path) -> "dict | None":
@@ -77,5 +77,5 @@ def notes_about(info: dict) -> "list[str]":
         notes.append(f"the control split has no notes of {', '.join(missing)}")
     if info.get("count", 0) < 2000:
         notes.append(f"{info.get('count', 0):,} control notes: a +5-point public-only gain is flagged about half the "
-                     "time with 1,000 and 77% of the time with 2,000 (README: 'How large')")
+                     "time with 1,000 and 77% of the time with 2,000 (docs/threat-model.md: 'How large')")
     return notes

@@ -86,7 +86,7 @@ EXAMPLES = """examples:
       --max-programs-per-family 3 --notes-per-instrument 12
   # only middle pitches, two velocities, another seed
   notegrade data render --out data/mid --pitch-range 48-72 --velocities 75,127 --seed 3
-  # a private control split (README: "A private control split"): SoundFonts you do not publish,
+  # a private control split (docs/threat-model.md: "A private control split"): SoundFonts you do not publish,
   # one split, a secret variation (the secret file is made 0600 when missing: keep it private)
   notegrade data render --out private/render --soundfont private/fonts/a.sf2 --soundfont private/fonts/b.sf2 \\
       --single-split private --variation-secret private/render.secret

@@ -153,7 +153,7 @@ def _check_control(heldout: FeatureSet) -> None:
             example = f" (e.g. {named[0]})" if named else ""
             raise NotegradeError(f"{path}: the private control split shares {len(same)} note(s) with the {label}"
                                  f"{example}: the same audio; a control split must hold notes no student can have: "
-                                 "render it from other SoundFonts with a secret variation (README: 'A private "
+                                 "render it from other SoundFonts with a secret variation (docs/threat-model.md: 'A private "
                                  "control split') and rebuild with `notegrade heldout --control DIR`")
 
 

@@ -30,7 +30,7 @@ gets only feature batches (no note ids, no labels, no order it could rely on):
   leave 1.1x).  A lookup that tolerates the noise (mean-subtracted, projected fingerprints)
   matches through either size: what stops it is that it has nowhere to live (the source and
   checkpoint budgets, ``weight_bits``), and notes no student has (issue 17.1's private control
-  split).  Numbers: ``benchmarks/bench_heldout_spread.py``, README "Held-out integrity".
+  split).  Numbers: ``benchmarks/bench_heldout_spread.py``, docs/threat-model.md, "Held-out integrity".
 
 Example
 -------

@@ -10,7 +10,7 @@ stored there survives and nobody without the secret can predict what replaces it
 
 What it costs: each weight moves by less than one bfloat16 step (2**-7 relative at most, 2**-8 on
 average), about what training in bfloat16 does.  The reference's held-out accuracy moves by
-less than the perturbation's own spread (measured in the README).  A payload above bit 16 would
+less than the perturbation's own spread (measured in docs/benchmarks.md).  A payload above bit 16 would
 have to survive a weight change of that size in every weight, which a trained model pays for in
 accuracy; the private control split (``heldout_guard``) is what a lookup of public labels can't
 buy at all.  Non-finite values and exact zeros are left as they are (an inf's mantissa is a NaN's).

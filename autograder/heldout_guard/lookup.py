@@ -20,7 +20,7 @@ reference's, and the root-mean-square of their excesses over it (``spread``) joi
 error: ``sqrt(se^2 + spread^2)``.  With 4,096 public and 1,000 control notes the binomial bound's
 half-width is 3-4.5 points (less at high accuracies): a +5-point public-only gain is flagged about
 half the time at 40-70% accuracy, +10 nearly always; more control notes narrow it, a spread widens
-it (the README's detector table gives the measured rates).  Instructor-only, like the other
+it (the detector table in docs/threat-model.md gives the measured rates).  Instructor-only, like the other
 integrity lines; it never changes a score.
 
 Example

@@ -92,7 +92,7 @@ class Perturbation:
 
     The defaults keep the score's spread over submissions within issue 17's bounds (the same
     weights: std <= 0.3 points, largest swing <= 0.5 of ``fall2024_a2``'s points); 1 dB / 0.5 dB
-    swung 0.60 points (``benchmarks/bench_heldout_spread.py``, README "Held-out integrity")."""
+    swung 0.60 points (``benchmarks/bench_heldout_spread.py``, docs/threat-model.md, "Held-out integrity")."""
 
     enabled: bool = True
     gain_db: float = 0.5

@@ -68,7 +68,7 @@ _LAYOUT = ("import json, sys; print(json.dumps({'executable': sys.executable, 'p
            "'base_exec_prefix': sys.base_exec_prefix, 'path': sys.path}))")
 INSTALL_HINT = ("install it (apt-get install bubblewrap; dnf install bubblewrap), or on a cluster ask its admins, "
                 f"or point ${BWRAP_ENV} (a cluster profile's bwrap = \"/path/to/bwrap\") at a bwrap binary; "
-                "notegrade's README has an Apptainer recipe for machines without it")
+                "notegrade's docs/instructor-guide.md has an Apptainer recipe for machines without it")
 USERNS_HINT = ("this kernel refuses user namespaces to unprivileged users (the machine's admin can allow them: "
                "sysctl user.max_user_namespaces=15000, kernel.unprivileged_userns_clone=1 on Debian kernels, "
                "kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04)")

@@ -67,7 +67,7 @@ def test_notes_for_the_instructor():
     notes = notes_about({"count": 1500, "family_counts": counts, "render": {"secret_fingerprint": None}})
     assert notes == [NOT_VARIED, "the control split has no notes of bass", "1,500 control notes: a +5-point "
                      "public-only gain is flagged about half the time with 1,000 and 77% of the time with 2,000 "
-                     "(README: 'How large')"]
+                     "(docs/threat-model.md: 'How large')"]
     assert notes_about({"count": 2400, "family_counts": {}, "render": {"secret_fingerprint": "abc"}}) == []
 
 

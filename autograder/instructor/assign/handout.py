@@ -32,6 +32,8 @@ from autograder.instructor.assign.handout_text import (
     REQUIREMENTS,
     SBATCH,
     SELFCHECK_ACCURACY,
+    SELFCHECK_INIT,  # noqa: F401 - re-exported: the template is built from handout.X
+    SELFCHECK_SCRIPT,  # noqa: F401 - re-exported
     SELFCHECK_SECTION,
     SUBMIT_SECTION,
 )
@@ -154,7 +156,7 @@ def heldout_rules(rubric, item) -> str:
                      "recognises memorised test notes does not recognise them any more. The same files always get "
                      "the same order and noise, so resubmitting them gives the same score.")
         if settings.perturbation == Perturbation():
-            # Measured for these defaults only (README "Held-out integrity", issue 17.5): std 0.1, swing 0.5.
+            # Measured for these defaults only (docs/threat-model.md, "Held-out integrity", issue 17.5): std 0.1, swing 0.5.
             rules.append("Other files (even a changed comment) get other noise, which moves a trained model's "
                          "accuracy by about 0.1 point, rarely more than half a point.")
     else:

@@ -18,7 +18,7 @@ Example
 >>> check_control(rubric, control_notes=0, reference=None)
 Traceback (most recent call last):
 ...
-autograder.errors.NotegradeError: the rubric takes 80% of item 4.1 from a private control split ([heldout] control_weight = 0.8), but the held-out file has none: add one with `notegrade heldout --control DIR` (README: 'A private control split'), or set control_weight = 0 in the rubric's [heldout] table to score the public notes only
+autograder.errors.NotegradeError: the rubric takes 80% of item 4.1 from a private control split ([heldout] control_weight = 0.8), but the held-out file has none: add one with `notegrade heldout --control DIR` (docs/threat-model.md: 'A private control split'), or set control_weight = 0 in the rubric's [heldout] table to score the public notes only
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def check_control(rubric: Any, *, control_notes: int, reference: "dict | None") 
                      "will not run: rebuild it with `notegrade heldout ... --control DIR --reference-model model.pt`")
     if control_notes and control is not None and len(reference.get("honest") or []) < 2:
         notes.append("the lookup detector will compare with the reference's ratio alone, and honest models stray from "
-                     "it (README: the detector table): record other honest models (more seeds, fewer and more epochs) "
+                     "it (docs/threat-model.md: the detector table): record other honest models (more seeds, fewer and more epochs) "
                      "with `notegrade heldout ... --honest-model model.pt`")
     if item is None or public is None or (weight > 0 and control is None):
         return notes

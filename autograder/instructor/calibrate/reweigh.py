@@ -3,7 +3,7 @@
 A check's verdict (the fraction of an item's points a submission earns) does not depend on the
 item's points, so a ``calibration.json`` written by ``notegrade calibrate --out`` (each item's check
 and params, the fraction the reference and every mistake earned) prices the same mistakes under
-any rubric whose items run the same checks with the same params: :func:`reweigh`.  The README's
+any rubric whose items run the same checks with the same params: :func:`reweigh`.  The instructor guide's
 table comes from the committed ``docs/calibration.json``, and the tests price it under every
 shipped offering rubric (every mistake at least 3 points, the ``free`` ones nothing).
 

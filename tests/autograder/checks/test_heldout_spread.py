@@ -3,7 +3,7 @@
 The grader perturbs the held-out notes and replaces the weights' low mantissa bits per submission
 key, so identical weights score slightly differently from one submission to the next.
 ``benchmarks/bench_heldout_spread.py`` measures that spread for the trained reference on 4,096
-rendered test notes over 100 keys (README: "Held-out integrity"); this is its fast guard: the same
+rendered test notes over 100 keys (docs/threat-model.md: "Held-out integrity"); this is its fast guard: the same
 code (``testkit.heldout_spread``: the grader's presentation, scrambling, checkpoint reading and
 scoring, and the summary the benchmark prints) on a synthetic held-out file of 1,024 notes (and a
 128-note training sample presented mixed in) scored by a nearest-centroid linear classifier, so a

@@ -63,7 +63,7 @@ def test_public_only_gains_are_flagged(public, control):
     rng = np.random.default_rng(2)
     ratio = public / control
     five, ten, thirty = (simulate(public + gain, control, ratio, draws=20_000, rng=rng) for gain in (0.05, 0.10, 0.30))
-    assert five >= 0.45 and ten >= 0.98 and thirty == 1.0  # README: the detector table (binomial part)
+    assert five >= 0.45 and ten >= 0.98 and thirty == 1.0  # docs/threat-model.md: the detector table (binomial part)
     assert five > simulate(public + 0.02, control, ratio, draws=20_000, rng=rng)
 
 

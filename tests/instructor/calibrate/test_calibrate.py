@@ -7,9 +7,9 @@ With ``--features`` every item is compared (the accuracy label aside); without i
 item is compared whenever the grader refuses model.pt (then the self-check must say exactly the
 same), and is otherwise "not run" after loading model.pt.
 
-The committed calibration (``docs/calibration.json``, the README's table) must be current: each case
+The committed calibration (``docs/calibration.json``, the instructor guide's table) must be current: each case
 graded here earns, item by item, the fraction that file records for it (the held-out item's status
-only: its fraction depends on the thresholds), the README shows its table, and it prices every
+only: its fraction depends on the thresholds), the instructor guide shows its table, and it prices every
 mistake at 3 points or more under each shipped offering rubric (``rubrics/*.toml``) and every
 ``free`` case at nothing.
 """
@@ -83,10 +83,10 @@ def _assert_committed_calibration_is_current(name: str, tests: "dict[str, dict]"
     for number, test in tests.items():
         check, extra = test["extra_data"]["check"], test["extra_data"]
         want = recorded[check]
-        assert extra["status"] == want["status"], (name, number, "recalibrate: see README, Calibrating the rubric")
+        assert extra["status"] == want["status"], (name, number, "recalibrate: see docs/instructor-guide.md, Calibrating the rubric")
         if check != "heldout_accuracy" or extra["status"] != "ran":  # the held-out fraction depends on thresholds
             assert abs(extra["fraction"] - want["fraction"]) < 1e-5, (name, number, extra["fraction"], want,
-                                                                      "recalibrate: see README, Calibrating the rubric")
+                                                                      "recalibrate: see docs/instructor-guide.md, Calibrating the rubric")
 
 
 def _compare(mistake: cases.Mistake, setup: dict, tmp_path: pathlib.Path) -> None:
@@ -152,13 +152,13 @@ def test_calibrate_prints_the_cost_of_each_mistake_and_writes_markdown_and_csv(s
     out = tmp_path / "out"  # the reference's results item by item: the instructor's only (issue 17)
     assert {("dir" if p.is_dir() else "file", oct(p.stat().st_mode & 0o777)) for p in [out, *out.rglob("*")]} == \
         {("dir", "0o700"), ("file", "0o600")}
-    written = load_calibration(tmp_path / "out" / "calibration.json")  # what --from and the README's table read
+    written = load_calibration(tmp_path / "out" / "calibration.json")  # what --from and the instructor guide's table read
     assert written.checks["3.4"] == {"check": "fit_early_stopping", "params": {}}
     fit_row = next(r for r in written.rows if r.mistake.name == "fit keeps the last weights")
     assert fit_row.items["3.4"] == {"fraction": 0.6, "status": "ran"} and written.reference["3.4"]["fraction"] == 1.0
 
 
-# --- the committed calibration: current, in the README, and fair under every shipped rubric ---------
+# --- the committed calibration: current, in the instructor guide, and fair under every shipped rubric ---------
 
 def _offering(path: pathlib.Path) -> Calibration:
     rubric = load_rubric(path)
@@ -178,8 +178,8 @@ def test_the_committed_calibration_grades_every_case_and_the_readme_shows_its_ta
     for row, again in zip(committed.rows, priced.rows):
         assert again.lost == pytest.approx(row.lost, abs=0.011) and again.total_lost == pytest.approx(row.total_lost,
                                                                                                       abs=0.011)
-    readme = (REPO / "README.md").read_text()
-    assert render_markdown(committed) in readme, "README's calibrate table is stale: paste docs/calibration.md"
+    guide = (REPO / "docs" / "instructor-guide.md").read_text()
+    assert render_markdown(committed) in guide, "the instructor guide's calibrate table is stale: paste docs/calibration.md"
 
 
 @pytest.mark.parametrize("path", OFFERING_RUBRICS, ids=lambda p: p.name)
