@@ -33,7 +33,7 @@ from autograder.instructor.demo.summary import summary_text
 from autograder.instructor.grading.fanout import add_jobs_argument
 
 EXAMPLES = """examples:
-  notegrade demo                          # everything in ./demo-out (about 4 minutes on 2 busy cores)
+  notegrade demo --jobs auto              # everything in ./demo-out (about 1 minute on 2 quiet cores)
   notegrade demo --out /tmp/demo --jobs 2 --keep
 
 --jobs: processes for rendering and features, and submissions graded at once (default: all cores).
