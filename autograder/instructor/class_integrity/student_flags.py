@@ -67,6 +67,21 @@ def _text(value: Any) -> str:
     return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"
 
 
+def _verdict(raw: dict, key: str, numbers: "tuple[str, ...] | list[str]", problems: "list[str]") -> "dict | None":
+    """One detector's verdict (``flagged``, ``reason`` and its ``numbers``) from ``extra_data.integrity[key]``,
+    or None when absent; what is malformed is read as not flagged and said in ``problems``."""
+    found = raw.get(key)
+    if found is None:
+        return None
+    if not isinstance(found, dict):
+        problems.append(f"extra_data.integrity.{key} is a {type(found).__name__}; ignored")
+        return None
+    if not isinstance(found.get("flagged"), bool):
+        problems.append(f"extra_data.integrity.{key}.flagged is not true/false; read as not flagged")
+    return {"flagged": found.get("flagged") is True, "reason": _text(found.get("reason")),
+            **{name: _number(found.get(name)) for name in numbers}}
+
+
 def read_student_flags(results: dict | None) -> StudentFlags:
     """The per-submission held-out guard's verdicts in one results.json (``None``: not graded)."""
     extra = (results or {}).get("extra_data") if isinstance(results, dict) else None
@@ -77,22 +92,8 @@ def read_student_flags(results: dict | None) -> StudentFlags:
     if not isinstance(raw, dict):
         flags.problems.append(f"extra_data.integrity is a {type(raw).__name__}, not an object; ignored")
         return flags
-    train = raw.get("train_on_test")
-    if isinstance(train, dict):
-        if not isinstance(train.get("flagged"), bool):
-            flags.problems.append("extra_data.integrity.train_on_test.flagged is not true/false; read as not flagged")
-        flags.train_on_test = {"flagged": train.get("flagged") is True, "reason": _text(train.get("reason")),
-                               **{name: _number(train.get(name)) for name in NUMBERS}}
-    elif train is not None:
-        flags.problems.append(f"extra_data.integrity.train_on_test is a {type(train).__name__}; ignored")
-    found = raw.get("lookup")
-    if isinstance(found, dict):
-        if not isinstance(found.get("flagged"), bool):
-            flags.problems.append("extra_data.integrity.lookup.flagged is not true/false; read as not flagged")
-        flags.lookup = {"flagged": found.get("flagged") is True, "reason": _text(found.get("reason")),
-                        **{name: _number(found.get(name)) for name in LOOKUP_NUMBERS}}
-    elif found is not None:
-        flags.problems.append(f"extra_data.integrity.lookup is a {type(found).__name__}; ignored")
+    flags.train_on_test = _verdict(raw, "train_on_test", NUMBERS, flags.problems)
+    flags.lookup = _verdict(raw, "lookup", LOOKUP_NUMBERS, flags.problems)
     tampering = raw.get("tampering", [])
     if not isinstance(tampering, list):
         flags.problems.append(f"extra_data.integrity.tampering is a {type(tampering).__name__}, not a list; ignored")
