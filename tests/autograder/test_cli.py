@@ -116,3 +116,11 @@ def test_the_grader_log_lists_file_names_not_python_lists(capsys):
     assert _names(["model.py", "losses.py"]) == "model.py, losses.py"
     assert _names([]) == "none"
     assert _names(["x\x1b[2J"]) == repr("x\x1b[2J")  # a name a student chose never reaches the terminal raw
+
+
+def test_calibrate_names_need_no_quoting_and_only_takes_their_slugs():
+    from autograder.instructor.calibrate.calibration import chosen_mistakes, slug
+    from autograder.instructor.calibrate.cases import MISTAKES
+
+    assert not [m.name for m in MISTAKES if "," in m.name]  # --only NAME never has to split on a comma
+    assert [m.name for m in chosen_mistakes([slug(m.name) for m in MISTAKES])] == [m.name for m in MISTAKES]

@@ -173,7 +173,7 @@ MISTAKES: "tuple[Mistake, ...]" = (
             model_pt=_without("conv3.bias")),
     Mistake("BatchNorm added", "architecture", "a BatchNorm2d after each convolution",
             patches={"model.py": [BATCHNORM_INIT, BATCHNORM_FORWARD]}, model_pt=_with_batchnorm),
-    Mistake("nn.Sequential, other names", "architecture", "the right network as nn.Sequential (features.0, ...)",
+    Mistake("nn.Sequential with other names", "architecture", "the right network as nn.Sequential (features.0, ...)",
             model_py=SEQUENTIAL_MODEL, model_pt=_renamed),
     Mistake("x.view flatten", "architecture", "x.view(x.size(0), -1) instead of torch.flatten (correct: costs nothing)",
             patches={"model.py": [("return self.fc(torch.flatten(x, 1))", "return self.fc(x.view(x.size(0), -1))")]},

@@ -56,7 +56,7 @@ def test_the_set_has_every_mistake_the_issue_names_and_each_still_applies(tmp_pa
     assert len(names) - 1 >= 15  # the reference is the baseline, not a mistake
     for needed in ("whole pickled model", "DataParallel module. keys", "empty model.pt", "text model.pt",
                    "Git LFS pointer", "CUDA-saved model.pt", "conv3 without bias", "BatchNorm added",
-                   "nn.Sequential, other names", "softmax without max-subtraction", "BCE without clamping",
+                   "nn.Sequential with other names", "softmax without max-subtraction", "BCE without clamping",
                    "CE gradient not divided by N", "fit keeps the last weights", "evaluate without eval()",
                    "no zero_grad", "import librosa", "import tqdm", "import tqdm in train.py", "nested folder"):
         assert needed in names
