@@ -41,8 +41,8 @@ def check_control(rubric: Any, *, control_notes: int, reference: "dict | None") 
     if weight > 0 and not control_notes:
         raise NotegradeError(
             f"the rubric takes {_share(weight)} of {label} from a private control split ([heldout] control_weight = "
-            f"{weight:g}), but the held-out file has none: add one with `notegrade heldout --control DIR` (README: "
-            "'A private control split'), or set control_weight = 0 in the rubric's [heldout] table to score the "
+            f"{weight:g}), but the held-out file has none: add one with `notegrade heldout --control DIR` "
+            "(docs/threat-model.md: 'A private control split'), or set control_weight = 0 in the rubric's [heldout] table to score the "
             "public notes only")
     notes = []
     reference = reference or {}
