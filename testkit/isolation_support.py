@@ -154,7 +154,7 @@ def _reserved_by_a_live_grader(uid: int) -> bool:
 def student_processes() -> "list[processes.ProcInfo]":
     """Live processes of student uids that no running grader holds: survivors."""
     return [p for p in processes.process_table().values()
-            if (p.state != "Z" or processes.has_live_thread(p.pid))  # a leader that exited, its threads running
+            if processes.is_live(p)  # a zombie leader whose threads still run counts
             and any(p.uid in r for r in STUDENT_RANGES) and not _reserved_by_a_live_grader(p.uid)]
 
 

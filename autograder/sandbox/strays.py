@@ -46,6 +46,6 @@ def find_strays(*, worker_pid: int, student_uid: "int | None", grader_pid: int, 
         found -= spared
     found -= keep
     # a zombie leader whose other threads still run (its main thread exited) is alive: it gets killed
-    alive = {p for p in found if p in table and (table[p].state != "Z" or processes.has_live_thread(p))}
+    alive = {p for p in found if p in table and processes.is_live(table[p])}
     zombies = {p for p in found if p in table and p not in alive and table[p].ppid == grader_pid}
     return alive, zombies - {pid}

@@ -34,6 +34,12 @@ class ProcInfo:
     uids: "tuple[int, ...]" = ()  # real, effective, saved, filesystem
 
 
+def _stat_fields(stat: str) -> "list[str]":
+    """The fields of a /proc/PID/stat line after the command name (which may contain spaces and ')'),
+    starting with the state."""
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def _read_proc(pid: int) -> "ProcInfo | None":
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
@@ -43,7 +49,7 @@ def _read_proc(pid: int) -> "ProcInfo | None":
                             if line.startswith("Uid:"))
     except (OSError, StopIteration):
         return None  # it exited while we looked
-    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces and ')'
+    fields = _stat_fields(stat)
     uids = tuple(int(v) for v in uid_line.split()[1:5])
     return ProcInfo(pid=pid, ppid=int(fields[1]), pgid=int(fields[2]), sid=int(fields[3]), uid=uids[0],
                     start=int(fields[19]), state=fields[0], uids=uids)
@@ -66,7 +72,12 @@ def processes_of_uid(uid: int, table: "dict[int, ProcInfo] | None" = None) -> "l
     A zombie counts as live while any of its threads runs: a process whose main thread called
     ``pthread_exit`` shows ``Z`` in /proc/PID/stat while its other threads go on, as that uid."""
     table = process_table() if table is None else table
-    return [p for p in table.values() if uid in (p.uids or (p.uid,)) and (p.state != "Z" or has_live_thread(p.pid))]
+    return [p for p in table.values() if uid in (p.uids or (p.uid,)) and is_live(p)]
+
+
+def is_live(info: ProcInfo) -> bool:
+    """Not a zombie, or a zombie leader whose other threads still run (its main thread exited)."""
+    return info.state != "Z" or has_live_thread(info.pid)
 
 
 def has_live_thread(pid: int) -> bool:
@@ -85,7 +96,7 @@ def has_live_thread(pid: int) -> bool:
                 stat = handle.read().decode(errors="replace")
         except OSError:
             continue  # it exited while we looked
-        if stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X"):
+        if _stat_fields(stat)[0] not in ("Z", "X"):
             return True
     return False
 
@@ -207,7 +218,7 @@ def kill_uid_until_gone(uid: int, gid: int, *, rounds: int = 50) -> bool:
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of one process."""
     info = open(f"/proc/{pid}/stat").read()
-    fields = info[info.rindex(")") + 2 :].split()
+    fields = _stat_fields(info)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
