@@ -10,9 +10,15 @@ draw the same combination would share their code exactly).  Planted: one shared 
 and one disguised copy of a ``losses.py``.  Since the references start from seeds 0-3, every
 student has a known start: the run also exercises the shared-start comparison at full size.
 
-Printed: the wall time of ``notegrade integrity`` with the cache filled, its phases, the peak
+Two exports of the same class: one whose results.json (``:results:``) carry the predictions
+grading keeps (``extra_data["integrity"]["probe"]``, issue 20.1: the class as a regrade or this
+grader on Gradescope leaves it), and one without them, whose logits sit in the analysis's cache.
+
+Printed: the wall time of ``notegrade integrity`` on each (the first starts no sandbox: that is
+all ``regrade --integrity`` adds to a regrade; the second reads the cache), its phases, the peak
 RSS of that process, the flags (the two planted pairs must be among them), and the time the
-sandbox takes per submission on a sample (what a first run adds: S x that / --jobs).
+sandbox takes per submission on a sample (what a first run without grading's predictions adds:
+S x that / --jobs).
 
 Run: ``.venv/bin/python benchmarks/bench_integrity.py [--students 300] [--work DIR] [--sample 4]``
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -72,6 +79,7 @@ def build(work: pathlib.Path, students: int) -> tuple[pathlib.Path, pathlib.Path
     """The export, the autograder directory, and the planted pairs (student indices)."""
     import torch
 
+    from autograder.checks.integrity_probe import make_record
     from autograder.instructor.class_integrity.logits import LogitsOutcome, cache_key, load_heldout, store_cached
     from autograder.instructor.class_integrity.members import Member
     from autograder.instructor.regrade.jobs import sha256_of
@@ -82,7 +90,7 @@ def build(work: pathlib.Path, students: int) -> tuple[pathlib.Path, pathlib.Path
     from testkit.honest_code import disguise
     from testkit.integrity_class import train
 
-    root = work / f"integrity-{students}"
+    root = work / f"integrity-{students}-v2"
     planted = [(5, 1), (9, 2)]  # (original, copier): a shared model.pt, a disguised losses.py
     if (root / "done").is_file():
         return root / "export", root / "autograder", planted
@@ -123,6 +131,14 @@ def build(work: pathlib.Path, students: int) -> tuple[pathlib.Path, pathlib.Path
     fixture = make_export(root / "src", submissions=subs)
     export = root / "export"
     fixture.path.rename(export)
+    # The same class as grading leaves it: each results.json carries the model's predictions.
+    for s, sub in enumerate(subs):
+        record = make_record(logits[s].argmax(axis=1), probe=heldout.probe, perturbed=True,
+                             model_sha256=hashlib.sha256(files[s]["model.pt"]).hexdigest())
+        sub.recorded_results = {"score": 100.0, "tests": [], "extra_data": {"integrity": {
+            "train_on_test": None, "tampering": [], "lookup": None, "probe": record}}}
+    recorded = make_export(root / "src-recorded", submissions=subs)
+    recorded.path.rename(root / "export-recorded")
     cache = root / "cache"
     cache.mkdir()
     for s in range(students):
@@ -153,6 +169,22 @@ def sandbox_sample(export: pathlib.Path, autograder: pathlib.Path, sample: int, 
     return seconds / len(members)
 
 
+def analyse(export: pathlib.Path, autograder: pathlib.Path, out: pathlib.Path) -> tuple[float, float, dict, str]:
+    """``notegrade integrity`` in its own process: (wall seconds, its peak RSS in MB, integrity.json, stdout)."""
+    code = ("import resource, sys; from autograder.cli import main; code = main(sys.argv[1:]); "
+            "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    command = [sys.executable, "-c", code, "integrity", str(export), "--autograder", str(autograder),
+               "--out", str(out), "--jobs", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = time.perf_counter()
+    run = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if run.returncode != 0:
+        raise SystemExit(f"notegrade integrity failed ({run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    peak_kb = int(run.stdout.rsplit("PEAK_KB", 1)[1].split()[0])
+    return wall, peak_kb / 1024, json.loads((out / "integrity.json").read_text()), run.stdout
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=300)
@@ -161,37 +193,35 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     export, autograder, planted = build(args.work, args.students)
-    out = args.work / f"integrity-{args.students}-out"
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(export.parent / "cache", out / "cache" / "logits")  # the logits exist
-    command = [sys.executable, "-m", "autograder.cli", "integrity", str(export), "--autograder", str(autograder),
-               "--out", str(out), "--jobs", "2"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    started = time.perf_counter()
-    run = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if run.returncode != 0:
-        raise SystemExit(f"notegrade integrity failed ({run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    record = json.loads((out / "integrity.json").read_text())
-    pairs = record["flags"]
-    found = {frozenset((r["name_a"], r["name_b"])) for r in pairs}
-    expected = {frozenset((f"Student {a:03d}", f"Student {b:03d}")) for a, b in planted}
     n = args.students
-    print(f"class: {n} submissions, {n * (n - 1) // 2:,} pairs, {record['heldout']['notes']:,} held-out notes, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"integrity analysis of {n} submissions with the logits cached: {wall:.1f} s wall (goal < 120 s)")
-    print("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in record["seconds"].items()))
-    print(f"peak memory of the analysis process: {peak_mb:.0f} MB RSS (includes importing torch)")
-    kinds: dict[str, int] = {}
-    for row in pairs:
-        for kind in row["flags"].split("; "):
-            kinds[kind] = kinds.get(kind, 0) + 1
-    print(f"flagged: {len(pairs)} pair(s) {kinds}; planted pairs found: {len(expected & found)} of {len(expected)}")
-    print("notes: " + " | ".join(record["notes"]))
+    expected = {frozenset((f"Student {a:03d}", f"Student {b:03d}")) for a, b in planted}
+    print(f"class: {n} submissions, {n * (n - 1) // 2:,} pairs, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for label, source, cached in (("with grading's predictions (what regrade --integrity adds)",
+                                   export.parent / "export-recorded", False),
+                                  ("without them, the logits cached from an earlier run", export, True)):
+        out = args.work / f"integrity-{n}-out"
+        shutil.rmtree(out, ignore_errors=True)
+        if cached:
+            shutil.copytree(export.parent / "cache", out / "cache" / "logits")  # the logits exist
+        wall, peak_mb, record, stdout = analyse(source, autograder, out)
+        found = {frozenset((r["name_a"], r["name_b"])) for r in record["flags"]}
+        kinds: dict[str, int] = {}
+        for row in record["flags"]:
+            for kind in row["flags"].split("; "):
+                kinds[kind] = kinds.get(kind, 0) + 1
+        counts = record["logits"]
+        print(f"integrity analysis {label}: {wall:.1f} s wall (goal < 120 s), {record['heldout']['notes']:,} held-out "
+              f"notes; predictions from grading {counts.get('from_grading', 0)}, from the cache {counts['reused']}, "
+              f"computed in the sandbox {counts['computed']}")
+        print("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in record["seconds"].items()))
+        print(f"  peak memory of the analysis process: {peak_mb:.0f} MB RSS (includes importing torch)")
+        print(f"  flagged: {len(record['flags'])} pair(s) {kinds}; planted pairs found: {len(expected & found)} of "
+              f"{len(expected)}")
+        print("  notes: " + " | ".join(record["notes"]))
     if args.sample:
         per = sandbox_sample(export, autograder, args.sample, args.work)
-        print(f"first run: sandbox logits {per:.1f} s per submission at --jobs 2 (sample of {args.sample}), "
+        print(f"without either: sandbox logits {per:.1f} s per submission at --jobs 2 (sample of {args.sample}), "
               f"so about {per * n / 60:.1f} min more for {n} submissions")
 
 

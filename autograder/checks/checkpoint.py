@@ -32,6 +32,7 @@ autograder.checks.checkpoint.CheckpointRefused: model.pt is empty: 0 bytes; save
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
 import re
@@ -67,6 +68,7 @@ class Checkpoint:
 
     arrays: "dict[str, np.ndarray]"
     notes: "list[str]" = field(default_factory=list)
+    sha256: str = ""  # of the file's bytes, when read from a file (the grade-time integrity record's key)
 
     @property
     def values(self) -> int:
@@ -230,7 +232,7 @@ def read_submitted(sandbox: Any, policy: "dict | None" = None) -> Checkpoint:
     with os.fdopen(fd, "rb") as handle:
         limit = int(float(getattr(sandbox.limits, "max_file_mb", 50.0)) * (1 << 20))
         data = handle.read(limit + 1)
-    return read_checkpoint(data, policy=policy)
+    return dataclasses.replace(read_checkpoint(data, policy=policy), sha256=hashlib.sha256(data).hexdigest())
 
 
 def share_checkpoint(sandbox: Any, checkpoint: Checkpoint) -> "tuple[dict, dict]":
@@ -249,6 +251,7 @@ class Verified:
     inputs: dict
     notes: "list[str]"
     summary: str
+    sha256: str = ""  # model.pt's, as the grader read it
 
 
 def verify(sandbox: Any, budget: Budget, policy: "dict | None" = None, *,
@@ -275,7 +278,8 @@ def verify(sandbox: Any, budget: Budget, policy: "dict | None" = None, *,
     result = call(sandbox, budget, "checkpoint_forward", {**args, "batch_size": FORWARD_BATCH}, inputs)
     if not result.ok:
         return outcome_for_failure(result, "loading model.pt into NoteCNN"), None
-    return None, Verified(args=args, inputs=inputs, notes=checkpoint.notes, summary=checkpoint.summary)
+    return None, Verified(args=args, inputs=inputs, notes=checkpoint.notes, summary=checkpoint.summary,
+                          sha256=checkpoint.sha256)
 
 
 def loads_message(verified: Verified) -> str:

@@ -71,7 +71,9 @@ class HeldoutRun:
     ``submission_digest``: :func:`submission_digest` of the graded files; ``gain_db`` / ``noise_db``:
     the perturbation (``perturb=False`` sends the features as stored); ``public_fraction``: the share
     of held-out notes in the public part (0: no split); ``batch_size``: the typical batch size;
-    ``control_weight``: the rubric's share of the private control split in the scored accuracy.
+    ``control_weight``: the rubric's share of the private control split in the scored accuracy;
+    ``keep_predictions``: the grader keeps each note's predicted family for the class analysis
+    (``integrity_probe.py``; the self-check does not).
     """
 
     secret: bytes = NO_SECRET
@@ -82,6 +84,7 @@ class HeldoutRun:
     public_fraction: float = 0.0
     batch_size: int = 64
     control_weight: float = 0.0  # share of the scored accuracy from the file's private control split
+    keep_predictions: bool = False
 
     @property
     def has_secret(self) -> bool:

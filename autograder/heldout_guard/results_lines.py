@@ -130,7 +130,9 @@ def apply(data: dict, *, session: Any, graded: list) -> None:
     verdict = found_lookup = None
     notes = list(session.notes)
     tests = data.setdefault("tests", [])
+    probe = None
     for g in [g for g in graded if g.item.check == "heldout_accuracy"]:
+        probe = (g.outcome.data or {}).pop("probe", None) or probe  # instructor-only, like the verdicts
         line = next((t for t in tests if t.get("number") == g.item.number), None)
         if line is None:
             continue
@@ -151,7 +153,8 @@ def apply(data: dict, *, session: Any, graded: list) -> None:
         tests[position:position] = [t for t in added if t is not None]
         _leaderboard(data, rubric, g.item.number, block)
     integrity = {"train_on_test": verdict,
-                 "tampering": tampering.merge(session.static_findings, session.worker_records), "lookup": found_lookup}
+                 "tampering": tampering.merge(session.static_findings, session.worker_records), "lookup": found_lookup,
+                 "probe": probe}
     extra["integrity"] = integrity
     mode = getattr(settings, "integrity_line", "always")
     if mode == "always" or (mode == "flagged" and _flagged(integrity)):

@@ -58,7 +58,7 @@ class Session:
         run = HeldoutRun(secret=secret or NO_SECRET, submission_digest=submission_digest(submission),
                          perturb=settings.perturbation.enabled, gain_db=settings.perturbation.gain_db,
                          noise_db=settings.perturbation.noise_db, public_fraction=settings.public_fraction,
-                         control_weight=settings.control_weight)
+                         control_weight=settings.control_weight, keep_predictions=True)
         item = next((i.number for i in rubric.items if i.check == HELDOUT_CHECK), "")
         rate = rate_limit.assess(metadata, settings.rate_limit, item=item)
         sources = {}

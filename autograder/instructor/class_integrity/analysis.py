@@ -25,8 +25,8 @@ from autograder.instructor.class_integrity.agreement import pair_statistics
 from autograder.instructor.class_integrity.flags import Thresholds, build_signals, pair_flags
 from autograder.instructor.class_integrity.logits import HeldOut, LogitsOutcome, all_logits, load_heldout
 from autograder.instructor.class_integrity.members import ClassInput
+from autograder.instructor.class_integrity.recorded import model_sha256, recorded_outcomes
 from autograder.instructor.class_integrity.student_flags import read_student_flags
-from autograder.instructor.regrade.jobs import sha256_of
 
 if TYPE_CHECKING:
     from autograder.instructor.slurm.grading import SlurmGrading
@@ -42,6 +42,8 @@ class IntegritySummary:
     flagged_students: list[dict] = field(default_factory=list)
     logits_computed: int = 0
     logits_reused: int = 0
+    logits_from_grading: int = 0  # grading's recorded predictions (no sandbox started for them)
+    records_refused: list[str] = field(default_factory=list)  # a record there, but not for this file or model.pt
     logits_failed: list[str] = field(default_factory=list)
     unchecked: int = 0  # results.json without the held-out guard's verdicts (extra_data["integrity"])
     notes: list[str] = field(default_factory=list)
@@ -50,23 +52,18 @@ class IntegritySummary:
     paths: dict[str, pathlib.Path] = field(default_factory=dict)
 
 
-def _checkpoint_sha256(folder: pathlib.Path | None) -> str | None:
-    path = folder / "model.pt" if folder is not None else None
-    return sha256_of(path) if path is not None and path.is_file() and not path.is_symlink() else None
-
-
 def _predictions(outcomes: dict[str, LogitsOutcome], keys: list[str], classes: int) -> tuple[np.ndarray, np.ndarray]:
     index, rows = [], []
     for i, key in enumerate(keys):
         outcome = outcomes.get(key)
-        if outcome is None or outcome.logits is None:
+        if outcome is None or outcome.answers() is None:
             continue
-        if outcome.logits.shape[1] != classes:
+        if outcome.logits is not None and outcome.logits.shape[1] != classes:
             outcome.status, outcome.message = "error", f"{outcome.logits.shape[1]} logits per note, expected {classes}"
             outcome.logits = None
             continue
         index.append(i)
-        rows.append(outcome.logits.argmax(axis=1))
+        rows.append(outcome.answers())
     return np.array(index, dtype=np.int64), (np.stack(rows) if rows else np.zeros((0, 0), np.int64))
 
 
@@ -103,22 +100,29 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
         clock = now
 
     heldout = heldout or load_heldout(autograder, work=out / "cache")
+    # Grading's own predictions first: the sandbox runs only for the members without a usable record.
+    outcomes, refused = recorded_outcomes(members, heldout)
+    summary.records_refused = [f"{m.label}: {refused[m.key]}" for m in members if m.key in refused]
+    missing = [m for m in members if m.key not in outcomes]
     # As root the sandbox's user must not read other students' files (no framing a classmate).
     compute = all_logits
     if slurm is not None:
         from autograder.instructor.slurm.integrity import slurm_logits
 
         compute = functools.partial(slurm_logits, slurm, folder=out / "slurm")
-    outcomes = compute(members, heldout, cache=out / "cache" / "logits", jobs=jobs, timeout_s=timeout_s,
-                       hide=(str(cls.export_root),), progress=progress)
+    if missing:
+        outcomes.update(compute(missing, heldout, cache=out / "cache" / "logits", jobs=jobs, timeout_s=timeout_s,
+                                hide=(str(cls.export_root),), progress=progress))
     phase("logits")
     classes = len(heldout.families)
     index, predictions = _predictions(outcomes, keys, classes)
     for m in members:
         outcome = outcomes[m.key]
-        summary.logits_reused += outcome.reused and outcome.logits is not None
-        summary.logits_computed += (not outcome.reused) and outcome.logits is not None
-        if outcome.logits is None:
+        answered, graded = outcome.answers() is not None, outcome.source == "grading"
+        summary.logits_from_grading += answered and graded
+        summary.logits_reused += answered and not graded and outcome.reused
+        summary.logits_computed += answered and not graded and not outcome.reused
+        if not answered:
             summary.logits_failed.append(f"{m.label}: {outcome.message or outcome.status}")
     stats = pair_statistics(predictions, heldout.labels, classes=classes, min_both_wrong=thresholds.min_both_wrong) \
         if len(index) >= 2 else None
@@ -126,7 +130,7 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
     shapes = ckpt.reference_shapes()
     loaded = [ckpt.load_state(m.folder / "model.pt", shapes) if m.folder is not None else (None, "no folder")
               for m in members]
-    pairs = ckpt.compare_checkpoints([s for s, _ in loaded], [_checkpoint_sha256(m.folder) for m in members],
+    pairs = ckpt.compare_checkpoints([s for s, _ in loaded], [model_sha256(m.folder) for m in members],
                                      shapes=shapes, starts=ckpt.initial_states(tuple(known_seeds)))
     phase("checkpoints")
     starter = _starter(boilerplate)
@@ -171,6 +175,7 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
         people.append({"key": m.key, "submission_id": m.submission_id, "name": m.field("name"), "sid": m.field("sid"),
                        "email": m.field("email"), "results": m.results_source or "none",
                        "integrity_checked": flags.checked, "logits": outcomes[m.key].status,
+                       "logits_source": outcomes[m.key].source,
                        "logits_message": outcomes[m.key].message, "heldout_accuracy": signals.accuracy[i],
                        "checkpoint": loaded[i][1] or "ok", "start_seed": int(pairs.start[i]) if pairs.start[i] >= 0 else None,
                        "start_similarity": pairs.start_similarity[i]})
@@ -192,7 +197,8 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
         "thresholds": thresholds.as_dict(), "known_seeds": list(known_seeds), "members": people, "flags": rows,
         "copydetect": reports, "distributions": signals.distributions, "notes": summary.notes,
         "problems": summary.problems, "logits_failed": summary.logits_failed, "seconds": summary.seconds,
-        "logits": {"computed": summary.logits_computed, "reused": summary.logits_reused},
+        "logits": {"computed": summary.logits_computed, "reused": summary.logits_reused,
+                   "from_grading": summary.logits_from_grading, "records_refused": summary.records_refused},
         "unchecked": summary.unchecked})
     summary.paths["copydetect"] = out / "copydetect"
     return summary

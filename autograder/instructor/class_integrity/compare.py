@@ -67,9 +67,13 @@ def after_regrade(*, entries: list, results: dict[str, dict | None], export_root
 
 def report_lines(summary: IntegritySummary, *, paths: bool = True) -> str:
     """What the CLI prints: counts, the flags in one line each, notes, and where the files are."""
-    lines = [f"{summary.members} submission(s): held-out logits computed for {summary.logits_computed}, reused "
-             f"{summary.logits_reused} from an earlier run, {len(summary.logits_failed)} without"]
+    lines = [f"{summary.members} submission(s): held-out predictions kept by grading for {summary.logits_from_grading}, "
+             f"computed in the sandbox for {summary.logits_computed}, reused {summary.logits_reused} from an earlier "
+             f"run, {len(summary.logits_failed)} without"]
     lines += [f"  no logits: {line}" for line in summary.logits_failed]
+    if summary.records_refused:  # a record there but not usable: the sandbox ran instead (said once, not per line)
+        shown = "; ".join(summary.records_refused[:3]) + (" ..." if len(summary.records_refused) > 3 else "")
+        lines.append(f"  {len(summary.records_refused)} grading record(s) not used, computed again: {shown}")
     lines.append(f"{len(summary.flagged_pairs)} flagged pair(s), {len(summary.flagged_students)} flagged student(s) "
                  "(evidence to review; no score was changed):")
     for row in summary.flagged_pairs:

@@ -1,9 +1,10 @@
-"""Held-out logits of every submission: computed once in the grading sandbox, cached by content.
+"""Held-out logits of the submissions grading kept no predictions for: computed in the grading sandbox, cached.
 
-Grading does not keep its logits (and under issue 10 it sees the notes perturbed and shuffled),
-so the analysis asks each student's own ``NoteCNN`` + ``model.pt`` for logits on the autograder's
-held-out features, clean and in file order, through the same sandbox the grader uses (student
-code never runs in this process).  ``--jobs`` sandboxes run at once; with ``--slurm``, array tasks
+Grading keeps each model's predictions (:mod:`.recorded`); for a member without a usable record
+(graded by an older grader, rate-limited, its ``model.pt`` changed since) the analysis asks the
+student's own ``NoteCNN`` + ``model.pt`` for logits on the autograder's held-out features, clean
+and in file order, through the same sandbox the grader uses (student code never runs in this
+process).  ``--jobs`` sandboxes run at once; with ``--slurm``, array tasks
 run :func:`all_logits` on shards into the same cache (:mod:`autograder.instructor.slurm.integrity`).
 
 Cache: ``CACHE/<key>.npy`` (float32 logits) + ``CACHE/<key>.json`` (status, message, seconds),
@@ -45,6 +46,7 @@ class HeldOut:
     families: tuple[str, ...]
     sha256: str
     path: pathlib.Path
+    probe: str = ""  # which notes in which order (checks/integrity_probe.probe_digest): grading's records name it
 
 
 @dataclass
@@ -54,6 +56,14 @@ class LogitsOutcome:
     message: str = ""
     reused: bool = False
     seconds: float = 0.0
+    predictions: np.ndarray | None = None  # int64 (N,): given when only the answers were kept (grading's record)
+    source: str = "sandbox"  # sandbox (now or cached from an earlier run) | grading (its recorded predictions)
+
+    def answers(self) -> np.ndarray | None:
+        """The predicted family per note (argmax of the logits, or the recorded predictions), None without."""
+        if self.predictions is not None:
+            return self.predictions
+        return None if self.logits is None else self.logits.argmax(axis=1)
 
 
 def load_heldout(autograder: pathlib.Path, *, work: pathlib.Path) -> HeldOut:
@@ -81,12 +91,14 @@ def load_heldout(autograder: pathlib.Path, *, work: pathlib.Path) -> HeldOut:
 
 def read_heldout(path: pathlib.Path) -> HeldOut:
     """A held-out feature file as :class:`HeldOut` (with the sha256 the cache keys use)."""
+    from autograder.checks.integrity_probe import probe_digest
     from autograder.featurefile import read_feature_file
 
     data = read_feature_file(path)
     digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-    return HeldOut(features=np.asarray(data.features), labels=np.asarray(data.labels, dtype=np.int64),
-                   families=tuple(data.families), sha256=digest, path=pathlib.Path(path))
+    labels = np.asarray(data.labels, dtype=np.int64)
+    return HeldOut(features=np.asarray(data.features), labels=labels, families=tuple(data.families), sha256=digest,
+                   path=pathlib.Path(path), probe=probe_digest(data.notes, labels, data.frontend_hash))
 
 
 def available_cores() -> int:

@@ -11,7 +11,9 @@ rubric splits the set), the control split's accuracy and the training sample's a
 accuracy that scores is the public notes' (their private part with a split), the control
 split's, or the rubric's weighted mix of the two (``control_weight``); it is rounded to 0.1 point
 first, so the points reveal no more than the rounded accuracy; points scale linearly from
-``zero_at`` (none) to ``full_at`` (all).
+``zero_at`` (none) to ``full_at`` (all).  The grader's run (``keep_predictions``) also
+keeps the predicted family of every public note, in file order, for the class-wide integrity
+analysis (``integrity_probe.py``; the guard moves it to ``extra_data["integrity"]["probe"]``).
 
 Example
 -------
@@ -36,6 +38,7 @@ from _selfcheck.checks.common import Budget, call, outcome_for_failure
 from _selfcheck.checks.device_agreement import cross_check_on_cpu
 from _selfcheck.checks.heldout_presentation import (HeldoutRun, derive_key, part_slices, present, presentation,
                                                    public_mask, restore_order)
+from _selfcheck.checks.integrity_probe import make_record, probe_digest
 from _selfcheck.checks.outcome import ItemOutcome, SubCheck
 from _selfcheck.errors import NotegradeError
 from _selfcheck.featureset import FAMILIES
@@ -238,6 +241,9 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
                    **device, presentation={"perturbed": run.perturb, "gain_db": run.gain_db, "noise_db": run.noise_db,
                                  "secret": run.has_secret, "batches": len(plan.batches),
                                  "public_fraction": run.public_fraction})
+    if run.keep_predictions and verified.sha256:  # the grader's run: kept for the class analysis (instructor-only)
+        metrics["probe"] = make_record(np.argmax(held, axis=1), perturbed=run.perturb, model_sha256=verified.sha256,
+                                       probe=probe_digest(heldout.notes, labels, heldout.frontend_hash))
     if m:
         metrics["train_sample"] = train_sample_metrics(logits[rows[1]], np.asarray(sample.labels, dtype=np.int64),
                                                        np.bincount(labels, minlength=len(families)))

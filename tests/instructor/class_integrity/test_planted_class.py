@@ -3,7 +3,8 @@
 Real, seeded, briefly trained models; held-out logits computed in the grading sandbox; the
 flagged set must be exactly the planted ones.  Then: a rerun reuses every logit, a changed
 submission is the only one recomputed, the checkpoint calibration (shared, fine-tuned, different
-seeds, and the pipeline's default seed), ``notegrade regrade --integrity`` and the class report's
+seeds, and the pipeline's default seed), ``notegrade regrade --integrity`` (with the predictions a
+real regrade kept, and with recorded results) and the class report's
 new section in headless Chromium.  Slow: ~12 trainings of a few seconds and 12 sandboxes.
 """
 from __future__ import annotations
@@ -23,6 +24,9 @@ from autograder.instructor.regrade import run as regrade
 from autograder.instructor.class_report.page import write_class_report as class_report
 from autograder.instructor.class_integrity import checkpoints as ckpt
 from autograder.instructor.class_integrity.compare import compare_class as integrity
+from autograder.instructor.class_integrity.logits import cache_key, load_cached, load_heldout
+from autograder.instructor.class_integrity.members import read_class
+from autograder.instructor.class_integrity.recorded import recorded_outcomes
 from testkit.export_factory import DUE, LATE_DUE
 from testkit.browser import MARK_IMAGES  # marks each <img> that decoded
 from testkit.integrity_class import COPIER, HONEST, SHARER, TESTER, TUNER, assets, planted_class, train, trained_models
@@ -140,6 +144,34 @@ def _contract_grader(planted):
     def grade(*, submission, autograder, metadata, out):
         return copy.deepcopy(planted.results[submission.name])
     return grade
+
+
+def test_regrade_integrity_reuses_the_predictions_the_real_grader_kept(planted, first_run, tmp_path):
+    """Issue 20.1: a real regrade keeps each model's held-out predictions in its results.json, so
+    ``--integrity`` right after it starts no sandbox, and flags what the sandbox run flagged.
+
+    Grading presents the notes perturbed: a model's kept predictions may differ from its clean
+    logits on a note or two (the first run's accuracies are clean)."""
+    out = tmp_path / "regrade"
+    summary = regrade.regrade_export(export=planted.fixture.path, autograder=planted.autograder, out=out, jobs=2,
+                                     due=DUE.isoformat(), late_due=LATE_DUE.isoformat(), title="Assignment 2",
+                                     progress=False, integrity=True)
+    found = summary.integrity
+    assert summary.failed == [] and (found.logits_from_grading, found.logits_computed, found.logits_reused) == (12, 0, 0)
+    assert not (out / "integrity" / "cache" / "logits").exists() or not any((out / "integrity" / "cache" / "logits").iterdir())
+    assert _flagged(found.flagged_pairs) == _flagged(first_run[1].flagged_pairs)
+    kept = json.loads((out / "integrity" / "integrity.json").read_text())
+    assert all(m["logits_source"] == "grading" for m in kept["members"])
+    assert kept["logits"]["from_grading"] == 12 and kept["logits"]["records_refused"] == []
+    # Each model's kept predictions against its clean logits from the first run's cache.
+    heldout = load_heldout(planted.autograder, work=tmp_path / "heldout")
+    cls = read_class(out, unpack_to=tmp_path / "unused")
+    recorded, _ = recorded_outcomes(cls.members, heldout)
+    agreement = {m.label: float(np.mean(recorded[m.key].answers()
+                                        == load_cached(first_run[0] / "cache" / "logits", cache_key(m, heldout)).answers()))
+                 for m in cls.members}
+    # Measured: 97.2-100% (mean 98.8%) on these briefly trained models and 176 synthetic notes.
+    assert min(agreement.values()) >= 0.95 and np.mean(list(agreement.values())) >= 0.975, agreement
 
 
 @pytest.mark.browser
