@@ -79,13 +79,14 @@ def _open_sandbox(*, submission: pathlib.Path, limits: dict, hide: list[pathlib.
     """The worker sandbox with the rubric's limits; as root it runs student code as an unprivileged
     user and strips other users' access to ``hide`` (rubric, held-out labels, metadata, results);
     at the ``uid`` level it refuses to start while one of ``private`` is still open to others."""
-    import torch
-
     from autograder.harness.device import DEVICE_ENV, select_device
     from autograder.sandbox import Sandbox, SandboxLimits
 
-    try:  # held-out inference on the GPU when this machine has one (a Slurm GPU node), unless told otherwise
-        device = select_device(os.environ.get(DEVICE_ENV), cuda_available=torch.cuda.is_available())
+    # Held-out inference on the GPU when this machine has one (a Slurm GPU node), unless told otherwise.
+    # The driver says so without importing torch here: the worker is spawned first, so its torch
+    # import overlaps the grader's own (a worker whose torch cannot use the GPU falls back to the CPU).
+    try:
+        device = select_device(os.environ.get(DEVICE_ENV), cuda_available=os.path.exists("/proc/driver/nvidia/version"))
     except ValueError as err:
         raise NotegradeError(f"{DEVICE_ENV}: {err}") from None
     return Sandbox(submission, limits=SandboxLimits(**limits), use_gpu=device == "cuda", hide=[str(p) for p in hide],
@@ -97,6 +98,14 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
     from autograder.late import read_metadata
     from autograder.results import build_results
     from autograder.rubric import load_rubric
+
+    phases = state["timings"]
+    clock = [started]
+
+    def mark(name: str) -> None:  # wall seconds of each phase, for the instructor (extra_data["timings"])
+        now = time.monotonic()
+        phases[name] = round(now - clock[0], 3)
+        clock[0] = now
 
     source = layout.source_dir(root)
     rubric = load_rubric(source / layout.RUBRIC_FILE)
@@ -128,16 +137,21 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
                                       max_file_mb=rubric.sandbox.get("max_file_mb", 50.0))
         print(f"submission: graded {prepared.folder or 'the top folder'}; copied {_names(prepared.copied)}; "
               f"ignored {_names(prepared.ignored)}", flush=True)
+        mark("setup")  # imports, rubric, metadata, the upload copied
         # The held-out guard digests exactly the graded files (after the layout is resolved).
         guard = _guard_session(rubric=rubric, source=source, submission=prepared.path, metadata=metadata)
+        mark("guard")
         context = CheckContext(heldout_path=heldout, heldout_run=guard.run,
                                max_source_kb=rubric.heldout.max_source_kb, checkpoint_policy=rubric.checkpoint)
         with _open_sandbox(submission=prepared.path, limits=rubric.sandbox, hide=hide, private=private) as sandbox:
+            mark("sandbox_start")  # uid, scratch copy, isolation, the worker spawned (not yet ready)
             _log_isolation(sandbox, state)
             _import_policy(sandbox, source)
             grade_items(rubric=rubric, sandbox=guard.watch(sandbox), registry=guard.registry(REGISTRY),
                         context=context,
                         deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
+            mark("items")
+            phases["worker_ready_wait"] = round(sandbox.startup_seconds, 3)  # inside items: waiting for the worker
             print(f"sandbox: {sandbox.describe()}", flush=True)  # the instructor's log (results/stdout)
             runtime = runtime_info(sandbox)
         if sandbox.leftovers:
@@ -146,6 +160,7 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
         if progress is not None:
             progress.close()
         shutil.rmtree(staging, ignore_errors=True)
+    mark("sandbox_close")
     results = build_results(rubric=rubric, graded=state["graded"], metadata=metadata, metadata_note=note,
                             execution_time=time.monotonic() - started, guard=guard)
     add_submission_notes(results.data, prepared.notes(files=rubric.submission_files))
@@ -153,7 +168,27 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
                                                 "ignored": prepared.ignored[:200]}
     results.data["extra_data"]["runtime"] = runtime
     _record_isolation(results.data, state)
+    mark("results")
+    results.data["extra_data"]["timings"] = _timings(state)
     return results
+
+
+def _timings(state: dict) -> dict:
+    """``extra_data["timings"]``: each phase's wall seconds, the items', and the python start before ``main``."""
+    items = {g.item.number: round(g.duration_s, 3) for g in state["graded"]}
+    heldout = next((g.outcome.data.get("phases") for g in state["graded"]
+                    if isinstance(g.outcome.data, dict) and isinstance(g.outcome.data.get("phases"), dict)), None)
+    return {"before_main": state.get("before_main"), **state["timings"], "item_seconds": items, "heldout": heldout}
+
+
+def _process_age() -> "float | None":
+    """Seconds since this process started (python's start and the imports before ``main``), on Linux."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        started = int(pathlib.Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+        return round(float(pathlib.Path("/proc/uptime").read_text().split()[0]) - started, 3)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _log_isolation(sandbox: Any, state: dict) -> None:
@@ -217,7 +252,7 @@ def main(*, root: str | os.PathLike | None = None) -> dict:
     started = time.monotonic()
     root = pathlib.Path(root or os.environ.get("AUTOGRADER_ROOT") or DEFAULT_ROOT)
     results_path = layout.results_file(root)
-    state: dict[str, Any] = {"rubric": None, "graded": []}
+    state: dict[str, Any] = {"rubric": None, "graded": [], "timings": {}, "before_main": _process_age()}
     data: dict = _LAST_RESORT
     try:
         data = _grade(root, started, state).data

@@ -20,8 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from autograder.checks.common import Budget, prerequisites
 from autograder.checks.outcome import ItemOutcome
@@ -60,6 +58,9 @@ def batch(rng: np.random.Generator, size: int) -> "tuple[np.ndarray, np.ndarray]
 
 def forward(flat: np.ndarray, x: np.ndarray, requires_grad: bool = False) -> "tuple[torch.Tensor, torch.Tensor]":
     """The MLP's float64 logits at the flat weights ``flat`` for ``x``, and the weights as a tensor (for autograd)."""
+    import torch  # here, not at import: the rubric's validation imports the checks before the worker starts
+    import torch.nn.functional as F
+
     theta = torch.tensor(flat, dtype=torch.float64, requires_grad=requires_grad)
     parts, start = {}, 0
     for name, shape in SHAPES.items():
@@ -83,6 +84,9 @@ def mode_shifts(rng: np.random.Generator) -> "dict[str, np.ndarray]":
 def loss_and_grad(flat: np.ndarray, x: np.ndarray, y: np.ndarray,
                   shift: "np.ndarray | None" = None) -> "tuple[float, np.ndarray]":
     """Mean cross-entropy of the MLP at ``flat`` (logits + ``shift``) and its gradient (float64)."""
+    import torch
+    import torch.nn.functional as F
+
     logits, theta = forward(flat, x, True)
     if shift is not None:
         logits = logits + torch.from_numpy(np.asarray(shift, dtype=np.float64))

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from autograder.checks.common import Budget, call, close, describe, outcome_for_failure, prerequisites
 from autograder.checks.outcome import ItemOutcome, SubCheck
@@ -54,6 +52,10 @@ class Case:
 
 
 def _torch(array: np.ndarray, grad: bool = False) -> torch.Tensor:
+    # torch is imported on first use, not with this module: the rubric's validation imports the checks
+    # before the worker is spawned, and the grader's torch import then overlaps the worker's.
+    import torch
+
     tensor = torch.from_numpy(np.array(array))
     if tensor.is_floating_point():
         tensor = tensor.double()
@@ -67,6 +69,9 @@ def oracle(case: Case) -> np.ndarray:
 
 def oracle_with_grads(case: Case) -> "tuple[np.ndarray, dict[str, np.ndarray]]":
     """(value, gradients by label) of the public oracle, in float64."""
+    import torch
+    import torch.nn.functional as F
+
     if case.model is not None:
         params = {name: _torch(value, True) for name, value in case.model.items()}
         weights = [p for name, p in params.items() if name.endswith("weight")]
@@ -186,6 +191,8 @@ def value_subcheck(entry: "dict | None", case: Case, *, rtol: float, atol: float
     elif case.args and np.size(expected) == 1 and close(got, expected * case.args[0].size, rtol=rtol, atol=atol):
         hint = ": that is the sum; return the mean"
     elif case.fn == "softmax" and case.args[0].ndim == 2:
+        import torch
+
         other = 1 if case.kwargs.get("dim", -1) in (0, -2) else 0
         if close(got, torch.softmax(_torch(case.args[0]), dim=other).numpy(), rtol=rtol, atol=atol):
             hint = ": that is the softmax over the other dimension; use the dim argument"

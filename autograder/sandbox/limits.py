@@ -11,6 +11,25 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+THREADS_ENV = "NOTEGRADE_WORKER_THREADS"  # set by a batch grading several submissions at once
+
+
+def default_threads() -> int:
+    """The worker's torch threads: ``$NOTEGRADE_WORKER_THREADS`` when a batch set it (its cores divided
+    among the gradings running at once, so that N workers don't fight over the same cores), else
+    min(2, the machine's cores).
+
+    >>> os.environ[THREADS_ENV] = "1"; default_threads()
+    1
+    >>> os.environ[THREADS_ENV] = "zero"; default_threads() == min(2, os.cpu_count() or 1)
+    True
+    >>> del os.environ[THREADS_ENV]
+    """
+    text = os.environ.get(THREADS_ENV, "")
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    return min(2, os.cpu_count() or 1)
+
 
 @dataclass(frozen=True)
 class SandboxLimits:
@@ -25,7 +44,7 @@ class SandboxLimits:
     max_processes: int = 64  # RLIMIT_NPROC (processes + threads of the worker's uid)
     file_size_mb: int = 64  # RLIMIT_FSIZE
     cpu_seconds_total: int = 3600  # hard RLIMIT_CPU over the worker's life; per call: timeout x threads + 10 s
-    threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    threads: int = field(default_factory=default_threads)
     output_bytes: int = 8192  # captured stdout / stderr per stream per call
     response_bytes: int = 1 << 20  # one answer line
     array_mb: float = 64.0  # per returned .npy file

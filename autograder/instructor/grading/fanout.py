@@ -9,7 +9,7 @@ and each of its Slurm tasks (:mod:`autograder.instructor.regrade.jobs`) and ``ca
 test's fake).  What it promises, so that no caller writes its own thread pool again:
 
 - ``parallel`` gradings at once, on threads: each grading is its own process or container, so the
-  threads only wait;
+  threads only wait; each local grading's worker gets its share of the cores (``$NOTEGRADE_WORKER_THREADS``);
 - whatever one grading raises stays on that job's :class:`Graded` (the caller turns it into its own
   row or ``error.txt``): one broken submission never stops the batch;
 - ``on_done(graded)`` runs in the grading thread as soon as a job ends, so what marks a grade as
@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import os
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from autograder.errors import NotegradeError
 
@@ -132,9 +133,26 @@ def grade_each(jobs: "list[Job]", grade: GradeFn, *, autograder: "str | Path", p
 
         stop_graders_on_sigterm()
     autograder = Path(autograder)
-    with cf.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool, \
+    with _threads_per_grading(min(parallel, len(jobs))), cf.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool, \
             tqdm(total=len(jobs), desc=desc, unit=unit, disable=None if progress else True) as bar:
         futures = [pool.submit(_grade_one, job, grade, autograder, on_done) for job in jobs]
         for _ in cf.as_completed(futures):
             bar.update(1)
         return [future.result() for future in futures]
+
+
+@contextlib.contextmanager
+def _threads_per_grading(parallel: int) -> Iterator[None]:
+    """With several gradings at once, each worker gets its share of the cores (``$NOTEGRADE_WORKER_THREADS``,
+    read by :func:`autograder.sandbox.limits.default_threads` in the grader processes): two workers of two
+    threads each on two cores lose time to each other.  One at a time: nothing changes."""
+    from autograder.sandbox.limits import THREADS_ENV
+
+    if parallel <= 1 or THREADS_ENV in os.environ:  # the instructor's own setting wins
+        yield
+        return
+    os.environ[THREADS_ENV] = str(max(1, len(os.sched_getaffinity(0)) // parallel))
+    try:
+        yield
+    finally:
+        os.environ.pop(THREADS_ENV, None)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -175,6 +176,13 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     zero_at, full_at = float(params["zero_at"]), float(params["full_at"])
     run = dataclasses.replace(heldout_run or HeldoutRun(), batch_size=int(params.get("batch_size", 64)))
     budget = Budget(timeout_s, sandbox)
+    phases, clock = {}, [time.monotonic()]
+
+    def mark(name: str) -> None:  # where the item's time goes (results.json extra_data["timings"]["heldout"])
+        now = time.monotonic()
+        phases[name] = round(now - clock[0], 3)
+        clock[0] = now
+
     over = _budget_problem(sandbox, max_source_kb)
     if over:
         return ItemOutcome.failed("error", over, data={"source_budget_exceeded": True})
@@ -184,6 +192,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
                                           weights_key=derive_key(run.secret, "weights", run.submission_digest))
     if blocked:
         return blocked
+    mark("verify_checkpoint")
     heldout = read_feature_file(heldout_path)
     sample, control = heldout.sample, heldout.control
     parts = [part for part in (heldout, sample, control) if part is not None]
@@ -193,8 +202,10 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     plan = presentation(total, run)
     db_scale = float(heldout.frontend_params.get("db_scale", 40.0)) if isinstance(heldout.frontend_params, dict) else 40.0
     sent = present(features, plan, run, db_scale=db_scale)
+    mark("present")
     result = call(sandbox, budget, "heldout_logits", {"batches": plan.batches, **verified.args},
                   {"features": sent, **verified.inputs})
+    mark("forward_call")
     if not result.ok:
         return outcome_for_failure(result, "evaluating model.pt on the held-out notes")
     presented = result.arrays.get("logits")
@@ -234,7 +245,9 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
                f"full points from {full_at:.0%}, so {fraction:.1%} of the points")
     if run.control_weight > 0 and control is None:
         metrics["control_missing"] = True  # the grader tells instructors; students see what was scored
-    metrics.update(overall_accuracy=metrics["accuracy"], accuracy=metrics.pop("scored_accuracy", scored_accuracy),
+    mark("metrics")
+    phases["worker_forward"] = result.value.get("seconds")
+    metrics.update(phases=phases, overall_accuracy=metrics["accuracy"], accuracy=metrics.pop("scored_accuracy", scored_accuracy),
                    accuracy_rounded=shown, scored_count=metrics.pop("scored_notes", scored_count), zero_at=zero_at,
                    full_at=full_at,
                    inference_seconds=result.value.get("seconds"), logits_dtype=result.value.get("dtype"),

@@ -75,6 +75,9 @@ def test_the_grader_keeps_its_predictions_for_instructors_only(tmp_path):
     submission = make_submission(tmp_path / "ref", state_dict=state)
     results = grade_submission(submission=submission, autograder=autograder, out=tmp_path / "out", quiet=True)
     record = results["extra_data"]["integrity"]["probe"]
+    inner = results["extra_data"]["timings"]["heldout"]  # where the held-out item's time went (issue 20.2)
+    assert set(inner) == {"verify_checkpoint", "present", "forward_call", "metrics", "worker_forward"}
+    assert 0 < inner["worker_forward"] <= inner["forward_call"], inner
     heldout = read_heldout(autograder / "heldout.safetensors")
     assert record["count"] == len(heldout.labels) and record["perturbed"] is True
     model = NoteCNN().eval()
