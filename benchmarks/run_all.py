@@ -13,8 +13,13 @@ floors, peak memory, throughput, accuracy) are collected for the summary at the 
 * ``bench_selfcheck.py`` -- the student self-check's wall time against its cost floor;
 * ``bench_slurm.py``     -- per-task overhead on a one-node Slurm cluster it starts, and a regrade
   with ``--slurm`` against ``--jobs 2`` here (needs root, slurm-wlm and munge; otherwise skipped).
-* ``bench_integrity.py`` -- the class-wide integrity analysis of 300 submissions once their logits
-  exist (wall time, phases, peak RSS), and the sandbox's time per submission for a first run.
+* ``bench_integrity.py`` -- the class-wide integrity analysis of 300 submissions with the predictions
+  grading kept and with cached logits (wall time, phases, peak RSS), and the sandbox's time per
+  submission for a first run without either.
+* ``bench_jobs.py``      -- 20 submissions graded with ``--jobs 1`` and ``--jobs 2`` (speed-up, CPU per
+  submission) and each grading phase's time (results.json ``extra_data["timings"]``).
+* ``bench_kept_predictions.py`` -- how many of the predictions grading keeps differ from a clean pass
+  (needs the same files as the spread benchmark).
 * ``bench_lookup.py``    -- the lookup detector's flags on honest and public-lookup models: a binomial
   simulation, and 30 real models trained on rendered data (their first run renders and trains them).
 * ``bench_heldout_spread.py`` -- the trained reference's held-out accuracy over 100 submission keys
@@ -143,7 +148,16 @@ BENCHMARKS = (
               (r"^per-task overhead", r"^\d+ submissions, "), _slurm_unavailable),
     Benchmark("integrity", BENCH_DIR / "bench_integrity.py",
               lambda *, quick, work, **_: ["--work", str(work)] + (["--students", "100", "--sample", "2"] if quick else []),
-              (r"^integrity analysis of", r"^peak memory of the analysis", r"^flagged:", r"^first run:")),
+              (r"^integrity analysis ", r"^  peak memory of the analysis", r"^  flagged:", r"^without either:")),
+    Benchmark("jobs", BENCH_DIR / "bench_jobs.py",
+              lambda *, quick, work, **_: ["--work", str(work)] + (["--submissions", "6"] if quick else []),
+              (r"^median: --jobs 1", r"^--jobs \d:$", r"^  phases \(median s\)", r"^  inside the held-out item")),
+    Benchmark("kept_predictions", BENCH_DIR / "bench_kept_predictions.py",
+              lambda *, quick, training_data, reference_model=REPO / "runs" / "ref" / "model.pt", **_: [
+                  "--heldout", str(training_data / "heldout.safetensors"), "--model", str(reference_model)]
+              + (["--keys", "3"] if quick else []),
+              (r"held-out notes; clean accuracy", r"^kept \(graded\) vs clean", r"^two keys of the same weights"),
+              _spread_inputs_missing),
     Benchmark("lookup", BENCH_DIR / "bench_lookup.py",
               lambda *, quick, work, **_: ["--skip-real", "--draws", "2000"] if quick else ["--work", str(work / "lookup")],
               (r"^\| 65% / 50% \|", r"^\| reference \+ \d+ honest models")),
