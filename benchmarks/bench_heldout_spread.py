@@ -19,11 +19,13 @@ float32, as the worker's ``heldout_logits`` probe does), over ``--keys`` submiss
 * and once, the notes as stored (no perturbation, no scrambling).
 
 A held-out file with a private control split (``notegrade heldout --control DIR``) is presented as
-the grader presents it (public notes, training sample and control notes in one secret order, one
-perturbation), and what scores is the grader's mix under the rubric's ``[heldout] control_weight``
-(0.8 in the shipped offering rubrics): each part's accuracy rounded to 0.1 point, then weighted, then
-rounded again.  A rubric with ``control_weight > 0`` and a file without a control split is measured
-as the grader would grade it (the NSynth notes only), with a warning.
+the grader presents it (public notes, training sample and control notes in one secret order, the
+control notes with the class's perturbation, so without the weight scrambling they score the same
+under every key: "perturbation only" and the --parts variants show no control spread), and what
+scores is the grader's mix under the rubric's ``[heldout] control_weight`` (0.8 in the shipped
+offering rubrics): each part's accuracy rounded to 0.1 point, then weighted, then rounded again.
+A rubric with ``control_weight > 0`` and a file without a control split is measured as the grader
+would grade it (the NSynth notes only), with a warning.
 
 For each: the mean, standard deviation, min and max of the accuracy on all NSynth notes, on their
 part that scores (the private part when the rubric splits the set), on the control split, and of
@@ -281,7 +283,8 @@ def main(argv: "list[str] | None" = None) -> int:
     base = evaluator.score(evaluator.logits(evaluator.model(weights["fp32"], base_run, scrambled=False), plan, sent))
     base16 = evaluator.score(evaluator.logits(evaluator.model(weights["fp16"], base_run, scrambled=False), plan, sent))
     print(f"as stored (no perturbation, no scrambling): accuracy {base['overall'] * 100:.2f}%, NSynth part that "
-          f"scores {base['nsynth'] * 100:.2f}%, control {base['control'] * 100:.2f}%, scored {base['scored'] * 100:.2f}% "
+          f"scores {base['nsynth'] * 100:.2f}%, control {base['control'] * 100:.2f}%, "
+          f"scored {base['scored'] * 100:.2f}% "
           f"(shown {base['scored_rounded'] * 100:.1f}%, {base['points']:.2f} points); fp16 copy "
           f"{base16['overall'] * 100:.2f}% / {base16['nsynth'] * 100:.2f}% / {base16['control'] * 100:.2f}% / "
           f"{base16['scored'] * 100:.2f}%", flush=True)

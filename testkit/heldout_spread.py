@@ -10,7 +10,8 @@ Everything that decides a score comes from the grader's own functions: ``present
 ``batch_size``, like the worker's ``heldout_logits`` probe; a run of the real grader under a fixed
 presentation key gives the same accuracies (``bench_heldout_spread.py --verify``).  A held-out file
 with a private control split (``notegrade heldout --control``) is presented as the grader presents it
-(public notes, training sample and control notes in one secret order), and the scored accuracy is
+(public notes, training sample and control notes in one secret order, the control notes with the
+class's perturbation), and the scored accuracy is
 the grader's own mix (``checks.heldout._mixed``: each part rounded to 0.1 point, then weighted by the
 rubric's ``control_weight``).
 

@@ -283,7 +283,7 @@ def test_control_split_logits_are_the_workers_and_its_spread_is_summarised(contr
     summary = summarise("control", scores, evaluator.scoring, split=True)
     assert summary["control"] is not None and summary["keys"] == len(keys)
     assert 30 <= summary["control"]["mean"] <= 90 and summary["unstable_notes"] >= 10, summary
-    # The scored accuracy is 0.2 x NSynth part + 0.8 x control, so its std lies between |0.8 a - 0.2 b| and 0.8 a + 0.2 b.
+    # The scored accuracy is 0.2 x NSynth part + 0.8 x control: its std lies in [|0.8 a - 0.2 b|, 0.8 a + 0.2 b].
     a, b, mixed = summary["control"]["std"], summary["nsynth"]["std"], summary["scored"]["std"]
     assert abs(0.8 * a - 0.2 * b) - 1e-9 <= mixed <= 0.8 * a + 0.2 * b + 1e-9
     assert summary["rounded_swing"] == pytest.approx(100 * (max(s["scored_rounded"] for s in scores)
