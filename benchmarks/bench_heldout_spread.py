@@ -6,7 +6,7 @@ Gaussian noise) and hands the worker the weights with their low mantissa bits re
 (``checks/weight_bits.py``), both keyed by HMAC(secret, submission digest).  Identical weights
 therefore score slightly differently per submission.  This measures that spread, in-process, with
 the grader's own functions (``presentation`` / ``present`` / ``restore_order`` / ``public_mask`` /
-``scramble`` / ``read_checkpoint`` / ``round_accuracy`` / ``scaled_fraction``) and the reference
+``scramble`` / ``read_checkpoint`` / ``round_accuracy`` / ``_mixed`` / ``scaled_fraction``) and the reference
 ``NoteCNN`` on the CPU (channels_last, batches of the item's ``batch_size``, float16 features made
 float32, as the worker's ``heldout_logits`` probe does), over ``--keys`` submission keys:
 
@@ -18,27 +18,43 @@ float32, as the worker's ``heldout_logits`` probe does), over ``--keys`` submiss
 * ``--candidate GAIN,NOISE`` (repeatable): another perturbation with scrambling, e.g. ``1,0.25``;
 * and once, the notes as stored (no perturbation, no scrambling).
 
-For each: the mean, standard deviation, min and max of the accuracy on all notes and on the part
-that scores (the private part when the rubric splits the set), the points the rubric's held-out
-item gives (from the accuracy rounded to 0.1 point, like the grader), and the largest swing in
-points between two keys -- both as graded (zero when a model is above ``full_at`` on every key)
-and as it would be for a model in the linear part between ``zero_at`` and ``full_at`` (the
-rounded accuracy's swing times points / (full_at - zero_at)), which is the bound that matters.
+A held-out file with a private control split (``notegrade heldout --control DIR``) is presented as
+the grader presents it (public notes, training sample and control notes in one secret order, the
+control notes with the class's perturbation, so without the weight scrambling they score the same
+under every key: "perturbation only" and the --parts variants show no control spread), and what
+scores is the grader's mix under the rubric's ``[heldout] control_weight`` (0.8 in the shipped
+offering rubrics): each part's accuracy rounded to 0.1 point, then weighted, then rounded again.
+A rubric with ``control_weight > 0`` and a file without a control split is measured as the grader
+would grade it (the NSynth notes only), with a warning.
+
+For each: the mean, standard deviation, min and max of the accuracy on all NSynth notes, on their
+part that scores (the private part when the rubric splits the set), on the control split, and of
+the accuracy the item scores (the mix); the points the rubric's held-out item gives (from the
+scored accuracy as the grader rounds it), and the largest swing in points between two keys -- both
+as graded (zero when a model is above ``full_at`` on every key) and as it would be for a model in
+the linear part between ``zero_at`` and ``full_at`` (the rounded scored accuracy's swing times
+points / (full_at - zero_at)), which is the bound that matters.
 
 ``--verify N`` grades the same submission N times with the real grader (``run_autograder`` on a
 temporary Gradescope root, as the attack tests do, with the presentation key fixed to one of the
 keys; student code in the CPU-torch grading runtime when it can be built) and checks that its
-accuracies equal the in-process ones.
+accuracies equal the in-process ones: all NSynth notes (its confusion matrix), the scored accuracy
+(``heldout_accuracy``, the mix before rounding) and the points; with a control split also the
+control part (the lookup detector's ``control_accuracy``, to 4 digits) and both rounded parts the
+item's line shows.
 
-The held-out file's first ``--notes`` notes are not used as they are: with a larger file, ``--notes``
-evenly spaced notes are kept (and its labelled training sample, which is presented mixed in, as the
-grader does), written to ``--work`` so the grader sees the same file.
+With a held-out file of more than ``--notes`` notes, ``--notes`` evenly spaced ones are kept (with
+its labelled training sample and its control split, whole, both presented mixed in, as the grader
+does), written to ``--work`` so the grader sees the same file.
 
 Usage (files from the README's data, training and held-out commands)::
 
     python benchmarks/bench_heldout_spread.py --heldout data/heldout.safetensors --model runs/ref/model.pt \\
         [--keys 100] [--notes 4096] [--rubric rubrics/fall2024_a2.toml] [--verify 3] [--no-parts] \\
         [--candidate 1,0.25] [--json spread.json] [--work /tmp/notegrade-bench/spread] [--threads 2]
+    # under the shipped rubrics' control_weight = 0.8: a held-out file with a control split
+    python benchmarks/bench_heldout_spread.py --heldout data/heldout-control.safetensors \\
+        --model runs/ref/model.pt --no-parts --threads 1
 """
 from __future__ import annotations
 
@@ -48,6 +64,7 @@ import json
 import os
 import pathlib
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -118,13 +135,22 @@ def measure(evaluator: Evaluator, weights: "dict[str, dict]", chosen: "list[Vari
 
 
 def describe(summary: dict, scoring: Scoring) -> str:
-    o, s = summary["overall"], summary["scored"]
+    o, p, s, c = summary["overall"], summary["nsynth"], summary["scored"], summary["control"]
     part = "private part" if summary["split"] else "all notes"
-    return (f"{summary['name']}, {summary['keys']} keys: accuracy {o['mean']:.2f} +- {o['std']:.3f} points "
-            f"(min {o['min']:.2f}, max {o['max']:.2f}); {part} {s['mean']:.2f} +- {s['std']:.3f} "
-            f"(min {s['min']:.2f}, max {s['max']:.2f}, rounded swing {summary['rounded_swing']:.1f}); "
-            f"item points {summary['points_mean']:.2f}, swing {summary['points_swing']:.2f} as graded, "
-            f"{summary['linear_swing']:.2f} in the linear part; {summary['unstable_notes']} notes change verdict")
+    mixed = c is not None and scoring.control_weight > 0
+    text = (f"{summary['name']}, {summary['keys']} keys: accuracy {o['mean']:.2f} +- {o['std']:.3f} points "
+            f"(min {o['min']:.2f}, max {o['max']:.2f}); {part} {p['mean']:.2f} +- {p['std']:.3f} "
+            f"(min {p['min']:.2f}, max {p['max']:.2f})")
+    if c is not None:
+        text += (f"; control split {c['mean']:.2f} +- {c['std']:.3f} (min {c['min']:.2f}, max {c['max']:.2f}, "
+                 f"rounded swing {summary['control_rounded_swing']:.1f}, {summary['unstable_control_notes']} "
+                 "notes change verdict)")
+    if mixed:
+        text += (f"; SCORED ({scoring.control_weight:.0%} control) {s['mean']:.2f} +- {s['std']:.3f} "
+                 f"(min {s['min']:.2f}, max {s['max']:.2f})")
+    return (text + f", rounded swing {summary['rounded_swing']:.1f}; item points {summary['points_mean']:.2f}, "
+            f"swing {summary['points_swing']:.2f} as graded, {summary['linear_swing']:.2f} in the linear part; "
+            f"{summary['unstable_notes']} held-out notes change verdict")
 
 
 def verify(evaluator: Evaluator, heldout: pathlib.Path, model_pt: pathlib.Path, rubric: pathlib.Path,
@@ -146,7 +172,8 @@ def verify(evaluator: Evaluator, heldout: pathlib.Path, model_pt: pathlib.Path, 
         ours = evaluator.score(evaluator.logits(model, plan, sent))
         worker = evaluator.score(evaluator.logits_like_the_worker(model, plan, sent))
         patcher = pytest.MonkeyPatch()
-        root = pathlib.Path(work) / f"verify-{index}"
+        pathlib.Path(work).mkdir(parents=True, exist_ok=True)  # a fresh root per grading (a rerun keeps the old)
+        root = pathlib.Path(tempfile.mkdtemp(prefix=f"verify-{index}-", dir=work))
         try:
             started = time.perf_counter()
             results = grade(root, rubric=text, heldout=heldout, state_dict=state, presentation_key=key,
@@ -154,20 +181,46 @@ def verify(evaluator: Evaluator, heldout: pathlib.Path, model_pt: pathlib.Path, 
             seconds = time.perf_counter() - started
         finally:
             patcher.undo()
-        extra = results.get("extra_data") or {}
-        confusion = np.array(extra.get("confusion") or [[0]])
-        graded = {"overall": float(np.trace(confusion) / max(confusion.sum(), 1)) if extra.get("confusion") else None,
-                  "scored": extra.get("heldout_accuracy")}
-        score = next((t["score"] for t in results["tests"] if t.get("number") == "4.1"), None)
+        graded = graded_numbers(results)
         same = (graded["overall"] == ours["overall"] and graded["scored"] == ours["scored"]
-                and worker["overall"] == ours["overall"] and score is not None and abs(score - ours["points"]) < 0.006)
-        worker_torch = (extra.get("runtime") or {}).get("torch", "?")
-        lines.append(f"verify key {index}: grader (worker torch {worker_torch}) {_pct(graded['overall'])} overall, "
-                     f"{_pct(graded['scored'])} scored, {score} points ({seconds:.1f} s); "
+                and worker["overall"] == ours["overall"] and graded["points"] is not None
+                and abs(graded["points"] - ours["points"]) < 0.006)
+        control = ""
+        if evaluator.c:  # the control part: to 4 digits (the lookup detector's), and both parts as the line shows them
+            same = same and worker["control"] == ours["control"] and graded["control"] is not None \
+                and abs(graded["control"] - ours["control"]) < 5e-5 and graded["shown"] == _shown(ours, scoring)
+            control = (f"; control {_pct(graded['control'])} (line {graded['shown']}) vs in-process "
+                       f"{_pct(ours['control'])} (line {_shown(ours, scoring)})")
+        lines.append(f"verify key {index}: grader (worker torch {graded['torch']}) {_pct(graded['overall'])} overall, "
+                     f"{_pct(graded['scored'])} scored, {graded['points']} points ({seconds:.1f} s); "
                      f"in-process {_pct(ours['overall'])} / {_pct(ours['scored'])}, "
-                     f"{ours['points']:.2f} points; all presented rows {_pct(worker['overall'])}: "
+                     f"{ours['points']:.2f} points; all presented rows {_pct(worker['overall'])}{control}: "
                      f"{'same' if same else 'DIFFERENT'}")
     return lines
+
+
+def graded_numbers(results: dict, item: str = "4.1") -> dict:
+    """What a results.json says of the held-out item: accuracy on all NSynth notes (its confusion matrix), the
+    scored accuracy before rounding, the points, the control accuracy (the lookup detector's, 4 digits; None
+    without one) and the rounded (control, NSynth) parts the item's line shows (None when it shows no mix)."""
+    import re
+
+    extra = results.get("extra_data") or {}
+    confusion = np.array(extra.get("confusion") or [[0]])
+    test = next((t for t in results.get("tests", []) if t.get("number") == item), {})
+    lookup = ((extra.get("integrity") or {}).get("lookup") or {})
+    found = re.search(r"control notes \((\d+\.\d)%.*? public test notes.*?\((\d+\.\d)%", test.get("output", ""))
+    return {"overall": float(np.trace(confusion) / max(confusion.sum(), 1)) if extra.get("confusion") else None,
+            "scored": extra.get("heldout_accuracy"), "points": test.get("score"),
+            "control": lookup.get("control_accuracy"), "shown": found.groups() if found else None,
+            "torch": (extra.get("runtime") or {}).get("torch", "?")}
+
+
+def _shown(score: dict, scoring: Scoring) -> "tuple[str, str] | None":
+    """The rounded (control, NSynth) parts as the item's line prints them (the mix's line only)."""
+    if not (0 < scoring.control_weight < 1) or score["control"] != score["control"]:
+        return None
+    return f"{score['control_rounded'] * 100:.1f}", f"{score['nsynth_rounded'] * 100:.1f}"
 
 
 def _pct(value: "float | None") -> str:
@@ -216,16 +269,24 @@ def main(argv: "list[str] | None" = None) -> int:
     split = bool(evaluator.public.any())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.2f}; {evaluator.n:,} held-out notes ({int((~evaluator.public).sum()):,} private, "
-          f"scored) + {evaluator.m:,} training-sample notes presented; {args.rubric.name}: {scoring.points:g} points "
-          f"from {scoring.zero_at:.0%} to {scoring.full_at:.0%} ({scoring.points_per_accuracy / 100:.3f} points per "
-          f"accuracy point), public fraction {scoring.public_fraction:g}", flush=True)
+          f"scored) + {evaluator.m:,} training-sample notes + {evaluator.c:,} control notes presented; "
+          f"{args.rubric.name}: {scoring.points:g} points from {scoring.zero_at:.0%} to {scoring.full_at:.0%} "
+          f"({scoring.points_per_accuracy / 100:.3f} points per accuracy point), public fraction "
+          f"{scoring.public_fraction:g}, control_weight {scoring.control_weight:g}", flush=True)
+    if scoring.control_weight > 0 and not evaluator.c:
+        print(f"WARNING: {args.rubric.name} takes {scoring.control_weight:.0%} of the item from a control split and "
+              f"{args.heldout.name} has none: measured as the grader grades such a file (the NSynth notes only; "
+              "`notegrade build` refuses the pair). Make one with `notegrade heldout ... --control DIR`", flush=True)
     weights = {"fp32": checkpoint_arrays(args.model), "fp16": checkpoint_arrays(args.model, torch.float16)}
     base_run = evaluator.run("as stored", gain_db=0.0, noise_db=0.0, perturb=False)
     plan, sent = evaluator.presented(base_run)
     base = evaluator.score(evaluator.logits(evaluator.model(weights["fp32"], base_run, scrambled=False), plan, sent))
     base16 = evaluator.score(evaluator.logits(evaluator.model(weights["fp16"], base_run, scrambled=False), plan, sent))
-    print(f"as stored (no perturbation, no scrambling): accuracy {base['overall'] * 100:.2f}%, scored part "
-          f"{base['scored'] * 100:.2f}% ({base['points']:.2f} points); fp16 copy {base16['overall'] * 100:.2f}% / "
+    print(f"as stored (no perturbation, no scrambling): accuracy {base['overall'] * 100:.2f}%, NSynth part that "
+          f"scores {base['nsynth'] * 100:.2f}%, control {base['control'] * 100:.2f}%, "
+          f"scored {base['scored'] * 100:.2f}% "
+          f"(shown {base['scored_rounded'] * 100:.1f}%, {base['points']:.2f} points); fp16 copy "
+          f"{base16['overall'] * 100:.2f}% / {base16['nsynth'] * 100:.2f}% / {base16['control'] * 100:.2f}% / "
           f"{base16['scored'] * 100:.2f}%", flush=True)
     chosen = variants(scoring, keys=args.keys, parts=args.parts, part_keys=args.part_keys or args.keys,
                       candidates=candidates, main=not args.candidates_only)
@@ -251,14 +312,21 @@ def main(argv: "list[str] | None" = None) -> int:
     half = paired(fp16, default, "overall")
     d32, d16 = summaries[0], summaries[1]
     lo, hi = d32["overall"]["min"], d32["overall"]["max"]
-    within = within_spread(d32, d16) and within_spread(d32, d16, "scored")
+    within = all(within_spread(d32, d16, part) for part in ("overall", "nsynth", "scored")
+                 + (("control",) if evaluator.c else ()))
+    half_scored = paired(fp16, default, "scored")
     print(f"fp16 copy vs fp32 (same keys): mean {d16['overall']['mean']:.2f}% vs {d32['overall']['mean']:.2f}% "
           f"({half['mean']:+.3f} points, key by key std {half['std']:.3f}); fp16 range {d16['overall']['min']:.2f}-"
-          f"{d16['overall']['max']:.2f} vs fp32 {lo:.2f}-{hi:.2f}: {'within' if within else 'NOT within'} the spread")
-    ok_std = d32["overall"]["std"] <= GOAL_STD_POINTS and d32["scored"]["std"] <= GOAL_STD_POINTS
+          f"{d16['overall']['max']:.2f} vs fp32 {lo:.2f}-{hi:.2f}; scored {d16['scored']['mean']:.2f}% vs "
+          f"{d32['scored']['mean']:.2f}% ({half_scored['mean']:+.3f}, key by key std {half_scored['std']:.3f}), range "
+          f"{d16['scored']['min']:.2f}-{d16['scored']['max']:.2f} vs {d32['scored']['min']:.2f}-"
+          f"{d32['scored']['max']:.2f}: {'within' if within else 'NOT within'} the spread")
+    ok_std = all(d32[part]["std"] <= GOAL_STD_POINTS for part in ("overall", "nsynth", "scored"))
     ok_swing = max(d32["linear_swing"], d16["linear_swing"]) <= GOAL_SWING_RUBRIC
     print(f"goals (default): std <= {GOAL_STD_POINTS} points: {'met' if ok_std else 'NOT met'} "
-          f"({d32['overall']['std']:.3f} all notes, {d32['scored']['std']:.3f} scored part); largest swing under "
+          f"({d32['overall']['std']:.3f} all notes, {d32['nsynth']['std']:.3f} NSynth part that scores, "
+          + (f"{d32['control']['std']:.3f} control split, " if evaluator.c else "")
+          + f"{d32['scored']['std']:.3f} scored); largest swing under "
           f"{args.rubric.name} <= {GOAL_SWING_RUBRIC} points: {'met' if ok_swing else 'NOT met'} "
           f"({max(d32['linear_swing'], d16['linear_swing']):.2f} in the linear part, "
           f"{max(d32['points_swing'], d16['points_swing']):.2f} as graded)")
@@ -268,7 +336,8 @@ def main(argv: "list[str] | None" = None) -> int:
         for line in verify(evaluator, heldout, args.model, args.rubric, scoring, keys[: args.verify], args.work):
             print(line, flush=True)
     _write_json(args.json, evaluator, args, summaries, results,
-                {"scramble_effect": effect, "scramble_effect_scored": effect_scored, "fp16_minus_fp32": half})
+                {"scramble_effect": effect, "scramble_effect_scored": effect_scored, "fp16_minus_fp32": half,
+                 "fp16_minus_fp32_scored": half_scored})
     return 0
 
 
@@ -278,7 +347,9 @@ def _write_json(path: "pathlib.Path | None", evaluator: Evaluator, args: argpars
         return
     payload = {"heldout": str(evaluator.data.path), "model": str(args.model), "rubric": str(args.rubric),
                "torch": torch.__version__, "threads": torch.get_num_threads(), "summaries": summaries, **extra,
-               "per_key": {name: [{k: v for k, v in s.items() if k != "correct"} for s in scores]
+               "control_notes": evaluator.c, "control_weight": evaluator.scoring.control_weight,
+               "per_key": {name: [{k: v for k, v in s.items() if k not in ("correct", "control_correct")}
+                                  for s in scores]
                            for name, scores in results.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, default=float))

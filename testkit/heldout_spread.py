@@ -8,10 +8,16 @@ Everything that decides a score comes from the grader's own functions: ``present
 ``round_accuracy`` / ``scaled_fraction`` (the points).  The forward pass is the reference
 ``NoteCNN`` on the CPU, channels_last, float16 features made float32, in batches of the item's
 ``batch_size``, like the worker's ``heldout_logits`` probe; a run of the real grader under a fixed
-presentation key gives the same accuracies (``bench_heldout_spread.py --verify``).
+presentation key gives the same accuracies (``bench_heldout_spread.py --verify``).  A held-out file
+with a private control split (``notegrade heldout --control``) is presented as the grader presents it
+(public notes, training sample and control notes in one secret order, the control notes with the
+class's perturbation), and the scored accuracy is
+the grader's own mix (``checks.heldout._mixed``: each part rounded to 0.1 point, then weighted by the
+rubric's ``control_weight``).
 
-The summary of a set of scores (:func:`summarise`: mean and standard deviation on all notes and on
-the scored part, and the largest swing in rubric points) and the fp16-vs-fp32 rule
+The summary of a set of scores (:func:`summarise`: mean and standard deviation on all notes, on the
+NSynth part that scores, on the control split and of the scored accuracy, and the largest swing in
+rubric points) and the fp16-vs-fp32 rule
 (:func:`within_spread`) are here too, so the benchmark and the test compute them the same way.
 
 Example
@@ -20,8 +26,8 @@ Example
 >>> len(keys[0]), keys[0] != keys[1], submission_keys(2) == keys          # deterministic
 (64, True, True)
 >>> scoring = Scoring(points=30, zero_at=0.25, full_at=0.60)
->>> scores = [{"overall": a, "scored": a, "scored_rounded": round(a, 3), "points": scoring.item_points(a),
-...            "correct": np.array([True])} for a in (0.5000, 0.5014, 0.4986)]
+>>> scores = [{"overall": a, "nsynth": a, "scored": a, "scored_rounded": round(a, 3),
+...            "points": scoring.item_points(a), "correct": np.array([True])} for a in (0.5000, 0.5014, 0.4986)]
 >>> s = summarise("demo", scores, scoring, split=False)
 >>> round(s["overall"]["std"], 2), round(s["rounded_swing"], 2), round(s["linear_swing"], 3)  # points, rubric points
 (0.14, 0.2, 0.171)
@@ -39,9 +45,9 @@ import numpy as np
 import torch
 
 from autograder.checks.checkpoint import read_checkpoint
-from autograder.checks.heldout import round_accuracy, scaled_fraction
-from autograder.checks.heldout_presentation import (HeldoutRun, Presentation, derive_key, present, presentation,
-                                                    public_mask, restore_order)
+from autograder.checks.heldout import _mixed, round_accuracy, scaled_fraction
+from autograder.checks.heldout_presentation import (HeldoutRun, Presentation, derive_key, part_slices, present,
+                                                    presentation, public_mask, restore_order)
 from autograder.checks.weight_bits import scramble
 from autograder.featurefile import FeatureSet, read_feature_file, write_heldout_with_sample
 
@@ -65,6 +71,7 @@ class Scoring:
     gain_db: float = HeldoutRun.gain_db  # the rubric's defaults
     noise_db: float = HeldoutRun.noise_db
     perturb: bool = True
+    control_weight: float = 0.0  # the share of the scored accuracy from the file's private control split
 
     @classmethod
     def from_rubric(cls, path: "str | pathlib.Path") -> "Scoring":
@@ -78,12 +85,16 @@ class Scoring:
         return cls(points=float(item.points), zero_at=float(item.params["zero_at"]),
                    full_at=float(item.params["full_at"]), batch_size=int(item.params.get("batch_size", 64)),
                    public_fraction=float(settings.public_fraction), gain_db=float(settings.perturbation.gain_db),
-                   noise_db=float(settings.perturbation.noise_db), perturb=bool(settings.perturbation.enabled))
+                   noise_db=float(settings.perturbation.noise_db), perturb=bool(settings.perturbation.enabled),
+                   control_weight=float(settings.control_weight))
 
     def item_points(self, scored_accuracy: float) -> float:
         """The item's points for this accuracy (rounded to 0.1 point first, as the grader does)."""
-        return self.points * scaled_fraction(round_accuracy(scored_accuracy), zero_at=self.zero_at,
-                                             full_at=self.full_at)
+        return self.points_for(round_accuracy(scored_accuracy))
+
+    def points_for(self, shown: float) -> float:
+        """The item's points for the accuracy the grader shows (already rounded, or mixed from rounded parts)."""
+        return self.points * scaled_fraction(shown, zero_at=self.zero_at, full_at=self.full_at)
 
     @property
     def points_per_accuracy(self) -> float:
@@ -93,7 +104,8 @@ class Scoring:
 
 def heldout_subset(path: pathlib.Path, notes: int, work: pathlib.Path) -> pathlib.Path:
     """``path`` when it has at most ``notes`` notes, else a copy with ``notes`` evenly spaced ones and the
-    same training sample (cached in ``work``), so the grader can be run on the very same file."""
+    same training sample and control split (cached in ``work``), so the grader can be run on the very same
+    file."""
     data = read_feature_file(path)
     if notes <= 0 or len(data) <= notes:
         return path
@@ -105,7 +117,7 @@ def heldout_subset(path: pathlib.Path, notes: int, work: pathlib.Path) -> pathli
         subset = FeatureSet(features=np.asarray(data.features[rows]), labels=data.labels[rows], notes=data.notes[rows],
                             note_strs=[data.note_strs[i] for i in rows], metadata=dict(data.metadata), path=out)
         work.mkdir(parents=True, exist_ok=True)
-        write_heldout_with_sample(out, heldout=subset, sample=data.sample)
+        write_heldout_with_sample(out, heldout=subset, sample=data.sample, control=data.control)
     return out
 
 
@@ -129,9 +141,14 @@ class Evaluator:
         self.data = read_feature_file(heldout_path, mmap=False)
         self.scoring, self.secret = scoring, secret
         self.architecture = architecture  # None: the reference NoteCNN (a test passes a smaller network)
-        sample = self.data.sample
+        sample, control = self.data.sample, self.data.control
         self.n, self.m = len(self.data), (len(sample) if sample is not None else 0)
-        self.features = (self.data.features, sample.features) if self.m else (self.data.features,)
+        self.c = len(control) if control is not None else 0  # the private control split's notes
+        # The grader's parts, in its order (run_heldout): public notes, training sample, control split.
+        parts = [part for part in (self.data, sample, control) if part is not None]
+        self.features = tuple(part.features for part in parts)
+        self.parts = part_slices([len(part) for part in parts])
+        self.control_labels = np.asarray(control.labels, dtype=np.int64) if self.c else np.zeros(0, np.int64)
         params = self.data.frontend_params if isinstance(self.data.frontend_params, dict) else {}
         self.db_scale = float(params.get("db_scale", 40.0))
         self.labels = np.asarray(self.data.labels, dtype=np.int64)
@@ -146,11 +163,12 @@ class Evaluator:
         return HeldoutRun(secret=self.secret, submission_digest=key, perturb=s.perturb if perturb is None else perturb,
                           gain_db=s.gain_db if gain_db is None else gain_db,
                           noise_db=s.noise_db if noise_db is None else noise_db,
-                          public_fraction=s.public_fraction, batch_size=s.batch_size)
+                          public_fraction=s.public_fraction, batch_size=s.batch_size, control_weight=s.control_weight)
 
     def presented(self, run: HeldoutRun) -> "tuple[Presentation, np.ndarray]":
-        """(the plan, the float16 features in presented order): held-out notes and training sample mixed."""
-        plan = presentation(self.n + self.m, run)
+        """(the plan, the float16 features in presented order): held-out notes, training sample and control
+        split mixed."""
+        plan = presentation(self.n + self.m + self.c, run, control=self.c)  # as run_heldout: the class's on control
         return plan, present(self.features, plan, run, db_scale=self.db_scale)
 
     def model(self, arrays: "dict[str, np.ndarray]", run: HeldoutRun, *, scrambled: bool = True) -> torch.nn.Module:
@@ -164,25 +182,34 @@ class Evaluator:
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=True)
         return model.eval().to(memory_format=torch.channels_last)
 
+    def _scored_rows(self, order: np.ndarray) -> np.ndarray:
+        """Where note ``order`` lands in :meth:`logits`' output: held-out notes first, then the control
+        split's (-1 for the training sample's, which don't score)."""
+        sample = (order >= self.n) & (order < self.n + self.m)
+        return np.where(sample, -1, np.where(order < self.n, order, order - self.m))
+
     def logits(self, model: torch.nn.Module, plan: Presentation, sent: np.ndarray) -> np.ndarray:
-        """Held-out logits in note order.  Only the held-out rows run (the sample's rows are presented, so
-        every draw matches the grader's, but they don't score): a row's logits don't depend on the other
-        rows of its batch (checked against :meth:`logits_like_the_worker`), and batches keep the item's size."""
-        rows = np.flatnonzero(plan.order < self.n)  # positions of held-out notes in the presented stream
+        """Logits of the held-out notes in note order, then of the control split's (``n + c`` rows).  Only
+        those rows run (the sample's rows are presented, so every draw matches the grader's, but they
+        don't score): a row's logits don't depend on the other rows of its batch (checked against
+        :meth:`logits_like_the_worker`), and batches keep the item's size."""
+        target = self._scored_rows(plan.order)
+        rows = np.flatnonzero(target >= 0)  # positions of scored notes in the presented stream
         size = self.scoring.batch_size
-        out = np.empty((self.n, 11), np.float32)
+        out = np.empty((self.n + self.c, 11), np.float32)
         started = time.perf_counter()
         with torch.inference_mode():
             for start in range(0, len(rows), size):
                 at = rows[start : start + size]
                 batch = torch.from_numpy(np.asarray(sent[at], dtype=np.float32))
-                out[plan.order[at]] = model(batch.contiguous(memory_format=torch.channels_last)).float().numpy()
+                out[target[at]] = model(batch.contiguous(memory_format=torch.channels_last)).float().numpy()
         self.forward_seconds += time.perf_counter() - started
         self.forwards += 1
         return out
 
     def logits_like_the_worker(self, model: torch.nn.Module, plan: Presentation, sent: np.ndarray) -> np.ndarray:
-        """Every presented row in the grader's batches (what the worker runs); held-out rows in note order."""
+        """Every presented row in the grader's batches (what the worker runs); held-out then control rows in
+        note order, as :meth:`logits` gives them."""
         outputs = []
         start = 0
         with torch.inference_mode():
@@ -190,18 +217,33 @@ class Evaluator:
                 batch = torch.from_numpy(np.asarray(sent[start : start + size], dtype=np.float32))
                 outputs.append(model(batch.contiguous(memory_format=torch.channels_last)).float())
                 start += size
-        return restore_order(torch.cat(outputs).numpy(), plan)[: self.n]
+        restored = restore_order(torch.cat(outputs).numpy(), plan)
+        return np.concatenate([restored[self.parts[0]], restored[self.parts[-1]] if self.c else restored[:0]])
 
     def score(self, logits: np.ndarray) -> "dict[str, Any]":
-        """Accuracy on all notes, on the part that scores (private when split) and public; the item's points."""
-        correct = np.argmax(logits, axis=1) == self.labels
+        """Accuracies from :meth:`logits`' rows: ``overall`` (all held-out notes), ``nsynth`` (their part
+        that scores: the private part when split), ``public``, ``control`` (the control split's, NaN
+        without one); ``scored`` / ``scored_rounded`` (the accuracy the item scores, before and after the
+        grader's rounding: with a control split and ``control_weight`` > 0 the grader's mix of the two
+        parts, each rounded first) and the item's ``points``; which notes are right (``correct``,
+        ``control_correct``)."""
+        correct = np.argmax(logits[: self.n], axis=1) == self.labels
         overall = float(correct.mean())
         if self.public.any():
-            scored, public = float(correct[~self.public].mean()), float(correct[self.public].mean())
+            nsynth, public = float(correct[~self.public].mean()), float(correct[self.public].mean())
         else:
-            scored, public = overall, float("nan")
-        return {"overall": overall, "scored": scored, "public": public, "scored_rounded": round_accuracy(scored),
-                "points": self.scoring.item_points(scored), "correct": correct}
+            nsynth, public = overall, float("nan")
+        control_correct = np.argmax(logits[self.n :], axis=1) == self.control_labels
+        control = float(control_correct.mean()) if self.c else float("nan")
+        # The grader's own mix (checks/heldout.py: run_heldout -> _mixed), on the same numbers it gets.
+        metrics: "dict[str, Any]" = {"control_accuracy": control, "control_count": self.c} if self.c else {}
+        shown, _ = _mixed(metrics, self.scoring.control_weight, nsynth, int((~self.public).sum()), "")
+        scored = float(metrics.get("scored_accuracy", nsynth))
+        return {"overall": overall, "nsynth": nsynth, "public": public, "control": control, "scored": scored,
+                "nsynth_rounded": round_accuracy(nsynth),
+                "control_rounded": round_accuracy(control) if self.c else float("nan"),
+                "scored_rounded": shown, "points": self.scoring.points_for(shown), "correct": correct,
+                "control_correct": control_correct}
 
     def evaluate(self, arrays: "dict[str, np.ndarray]", key: str, *, scrambled: bool = True,
                  **perturbation: Any) -> "dict[str, Any]":
@@ -221,20 +263,32 @@ class Evaluator:
 
 def summarise(name: str, scores: "list[dict[str, Any]]", scoring: Scoring, *, split: bool) -> "dict[str, Any]":
     """Mean, standard deviation (``ddof=1``), min and max in accuracy points of :meth:`Evaluator.score`'s
-    over keys, on all notes and on the scored part; the item's points and their swing as graded; the
-    swing of the rounded scored accuracy and what it is worth in the linear part between ``zero_at``
-    and ``full_at`` (the bound that matters: a model above ``full_at`` gets full points on every key);
-    how many notes change verdict between keys."""
-    overall = np.array([s["overall"] for s in scores]) * 100
-    scored = np.array([s["scored"] for s in scores]) * 100
-    rounded = np.array([s["scored_rounded"] for s in scores]) * 100
+    over keys: on all held-out notes (``overall``), on their part that scores (``nsynth``), on the
+    control split (``control``, None without one) and of the accuracy the item scores (``scored``: the
+    grader's mix with a control split); the item's points and their swing as graded; the swing of the
+    rounded scored accuracy and what it is worth in the linear part between ``zero_at`` and ``full_at``
+    (the bound that matters: a model above ``full_at`` gets full points on every key), and the rounded
+    control part's swing; how many notes change verdict between keys (held-out, control)."""
+    column = lambda field: np.array([s.get(field, s["scored"] if field == "nsynth" else np.nan)  # noqa: E731
+                                     for s in scores], dtype=float) * 100
+    rounded = column("scored_rounded")
     points = np.array([s["points"] for s in scores])
-    correct = np.stack([s["correct"] for s in scores])
     rounded_swing = float(rounded.max() - rounded.min())
-    return {"name": name, "keys": len(scores), "overall": _stats(overall), "scored": _stats(scored),
+    control, control_rounded = column("control"), column("control_rounded")
+    has_control = bool(np.isfinite(control).all())
+    return {"name": name, "keys": len(scores), "overall": _stats(column("overall")), "nsynth": _stats(column("nsynth")),
+            "scored": _stats(column("scored")), "control": _stats(control) if has_control else None,
+            "control_rounded_swing": float(np.ptp(control_rounded)) if has_control else None,
             "rounded_swing": rounded_swing, "points_swing": float(points.max() - points.min()),
             "points_mean": float(points.mean()), "linear_swing": rounded_swing / 100 * scoring.points_per_accuracy,
-            "unstable_notes": int((correct.any(axis=0) & ~correct.all(axis=0)).sum()), "split": split}
+            "unstable_notes": _unstable(scores, "correct"),
+            "unstable_control_notes": _unstable(scores, "control_correct") if has_control else 0, "split": split}
+
+
+def _unstable(scores: "list[dict[str, Any]]", field: str) -> int:
+    """Notes right under some keys and wrong under others."""
+    correct = np.stack([s[field] for s in scores])
+    return int((correct.any(axis=0) & ~correct.all(axis=0)).sum())
 
 
 def _stats(values: np.ndarray) -> "dict[str, float]":

@@ -199,7 +199,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     n, m = len(heldout), (len(sample) if sample is not None else 0)
     total = sum(len(part) for part in parts)
     features = tuple(part.features for part in parts)
-    plan = presentation(total, run)
+    plan = presentation(total, run, control=len(control) if control is not None else 0)
     db_scale = float(heldout.frontend_params.get("db_scale", 40.0)) if isinstance(heldout.frontend_params, dict) else 40.0
     sent = present(features, plan, run, db_scale=db_scale)
     mark("present")

@@ -18,6 +18,13 @@ gets only feature batches (no note ids, no labels, no order it could rely on):
   ``noise_db`` dB (std) on every bin.  Both are far below what changes an instrument family, so a
   trained model's accuracy barely moves, while a lookup of the public test features (exact, or
   within a distance threshold) no longer matches.  The batch is sent as float16, like the file.
+- **The control split's perturbation is the class's.**  Its notes get the same gain range and
+  noise, drawn per note from ``HMAC(secret, "control")`` instead of the run key: the same for every
+  submission.  Nobody has those notes, so a per-submission draw defends nothing there, while it
+  was most of what moved the shipped rubrics' score (80% from ~1,000 control notes, one of which
+  weighs 10x a public one) for the same weights: 0.9 accuracy points over 100 keys, 0.64 of
+  ``fall2024_a2``'s 25 points (issue 17.5).  The public notes' draws are unchanged, and within a
+  run the worker still sees one perturbation of one size on every note, in one secret order.
 - **Its size is a trade-off** (issue 17.5).  Every key moves a few notes that sit on a decision
   boundary, so the same weights score a little differently per submission; at 1 dB / 0.5 dB the
   trained reference's scored (private) accuracy swung 0.7 points over 100 keys, 0.60 of
@@ -42,6 +49,9 @@ Example
 True
 >>> presentation(10, HeldoutRun(secret=b"k" * 32, submission_digest="abd")).order.tolist() == plan.order.tolist()
 False
+>>> other = presentation(10, HeldoutRun(secret=b"k" * 32, submission_digest="abd"), control=3)
+>>> bool((presentation(10, run, control=3).gain[7:] == other.gain[7:]).all())  # the last 3: the class's
+True
 >>> mask = public_mask(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), secret=b"k" * 32, fraction=0.5)
 >>> int(mask.sum()), int(mask[:4].sum()), int(mask[4:].sum())            # stratified by family
 (5, 2, 3)
@@ -99,6 +109,8 @@ class Presentation:
     batches: "list[int]"
     gain: np.ndarray  # float32 per note (feature units), indexed by note, not by position
     noise_seed: int
+    control_from: int = -1  # notes from this one on (the control split) take the class's noise; -1: none
+    control_seed: int = 0  # ... drawn per note from this seed and the note's index, whatever its position
 
 
 def submission_digest(directory: "str | os.PathLike", names: Iterable[str] = ASSIGNMENT_FILES) -> str:
@@ -138,14 +150,25 @@ def batch_sizes(n: int, batch_size: int) -> "list[int]":
     return [min(batch_size, n - start) for start in range(0, n, batch_size)]
 
 
-def presentation(n: int, run: HeldoutRun) -> Presentation:
-    """The order, batches and per-note gains of ``n`` notes for this (secret, submission)."""
+def presentation(n: int, run: HeldoutRun, *, control: int = 0) -> Presentation:
+    """The order, batches and per-note gains of ``n`` notes for this (secret, submission).
+
+    ``control``: the last ``control`` notes are the private control split, whose gain and noise are
+    the class's (keyed by the secret alone: the same for every submission; see the module's docstring).
+    """
     rng = _rng(derive_key(run.secret, "run", run.submission_digest))
     order = rng.permutation(n).astype(np.int64)
     batches = batch_sizes(n, max(1, int(run.batch_size)))
     gain = (rng.uniform(-1.0, 1.0, size=n) * (run.gain_db / DB_SCALE)).astype(np.float32) if run.perturb \
         else np.zeros(n, np.float32)
-    return Presentation(order=order, batches=batches, gain=gain, noise_seed=int(rng.integers(0, 2**63 - 1)))
+    noise_seed = int(rng.integers(0, 2**63 - 1))  # drawn before the control part's: the public draws don't move
+    control = min(max(0, int(control)), n)
+    if not (control and run.perturb):
+        return Presentation(order=order, batches=batches, gain=gain, noise_seed=noise_seed)
+    fixed = _rng(derive_key(run.secret, "control", str(control)))
+    gain[n - control:] = (fixed.uniform(-1.0, 1.0, size=control) * (run.gain_db / DB_SCALE)).astype(np.float32)
+    return Presentation(order=order, batches=batches, gain=gain, noise_seed=noise_seed, control_from=n - control,
+                        control_seed=int(fixed.integers(0, 2**63 - 1)))
 
 
 def _gather(parts: "tuple[np.ndarray, ...]", rows: np.ndarray) -> np.ndarray:
@@ -191,7 +214,11 @@ def present(features: "np.ndarray | tuple[np.ndarray, ...]", plan: Presentation,
         if run.perturb:
             chunk += (plan.gain[rows] * (DB_SCALE / db_scale))[:, None, None, None]
             if noise_std > 0:
-                chunk += rng.standard_normal(chunk.shape, dtype=np.float32) * np.float32(noise_std)
+                noise = rng.standard_normal(chunk.shape, dtype=np.float32)  # every row's draw: the rest don't move
+                for at in np.flatnonzero(rows >= plan.control_from) if plan.control_from >= 0 else ():
+                    noise[at] = np.random.default_rng((plan.control_seed, int(rows[at]))).standard_normal(
+                        chunk.shape[1:], dtype=np.float32)  # the note's own: the same wherever it lands
+                chunk += noise * np.float32(noise_std)
         out[start : start + len(rows)] = chunk.astype(np.float16)
     return out
 

@@ -57,3 +57,31 @@ def test_the_scored_accuracy_public_control_or_mixed():
     # No control split in the file: the public notes score whatever the weight.
     shown, text = _mixed({}, 0.8, 0.6349, 4096, "")
     assert shown == 0.635 and "control" not in text
+
+
+def test_the_control_split_takes_the_classes_perturbation_the_public_notes_the_submissions():
+    """Issue 17.5: the control notes' gain and noise are keyed by the secret alone (the same for every
+    submission, wherever a note lands in the secret order), so the same weights score the same on them;
+    the public notes keep the submission's draws, exactly as without a control split."""
+    n, k = 600, 200
+    features = np.random.default_rng(0).uniform(-1.5, 1.5, size=(n + k, 1, 64, 64)).astype(np.float16)
+
+    def received(digest: str, *, control: int = k, secret: bytes = b"s" * 32, perturb: bool = True) -> np.ndarray:
+        run = HeldoutRun(secret=secret, submission_digest=digest, batch_size=64, perturb=perturb)
+        plan = presentation(n + k, run, control=control)
+        return restore_order(present(features, plan, run), plan).astype(np.float32)
+
+    a, b = received("a"), received("b")
+    assert np.array_equal(a[n:], b[n:])  # control: the class's, note for note
+    assert (np.abs(a[:n] - b[:n]).reshape(n, -1).max(axis=1) > 0).all()  # public: each submission's own
+    assert np.array_equal(a[:n], received("a", control=0)[:n])  # the public draws did not move
+    assert not np.array_equal(a[n:], received("a", secret=b"t" * 32)[n:])  # another class, another draw
+    assert np.array_equal(received("a", perturb=False), features.astype(np.float32))
+    # ... of the same size as the public notes' (the worker can't tell the parts apart by it).
+    delta = a - features.astype(np.float32)
+    gain = delta.reshape(n + k, -1).mean(axis=1)
+    noise = (delta - gain[:, None, None, None]).reshape(n + k, -1).std(axis=1)
+    run = HeldoutRun()
+    for rows in (slice(0, n), slice(n, n + k)):
+        assert abs(gain[rows].std() - (run.gain_db / 40) / np.sqrt(3)) < 0.0015
+        assert abs(noise[rows].mean() - run.noise_db / 40) < 0.0005

@@ -22,15 +22,23 @@ difference that moves a note or two can't fail them and a perturbation several t
 does (``test_a_larger_perturbation_fails_the_bounds``).  The old 1 dB / 0.5 dB is not told apart
 here (0.39 / 0.46): on this set that takes more keys than a fast test affords; the benchmark tells
 it apart on the trained reference.
+
+Under the shipped rubrics (``control_weight = 0.8``) most of the score comes from the file's private
+control split: the ``control_split`` tests pack 512 control notes into the synthetic file and check
+that the in-process score presents them as the grader does and mixes the parts as the grader does
+(the grader's own ``run_heldout`` on a stand-in worker, key by key, to the last digit).
 """
 from __future__ import annotations
 
+import json
 import pathlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from autograder.checks.heldout import round_accuracy
 from autograder.featurefile import read_feature_file, write_feature_file, write_heldout_with_sample
 from testkit.heldout_spread import (Evaluator, Scoring, checkpoint_arrays, paired, submission_keys, summarise,
                                     within_spread)
@@ -38,6 +46,7 @@ from testkit.heldout_spread import (Evaluator, Scoring, checkpoint_arrays, paire
 REPO = pathlib.Path(__file__).resolve().parents[3]
 KEYS = 20
 NOTES, SAMPLE, FAMILIES, BINS = 1024, 128, 11, 64 * 64
+CONTROL = 512  # the control split of the control_split tests
 MAX_STD_POINTS = 0.6  # measured 0.37 / 0.41 at the defaults; 0.54 / 0.79 at 2 dB / 1 dB; 0.84 / 1.06 at 6 / 3
 MAX_SWING_POINTS = 2.2  # max - min over the keys; measured 1.37 / 1.40; 2.34 / 3.07 at 2 dB / 1 dB
 MAX_MEAN_SHIFT_POINTS = 0.6  # |mean over keys - as stored|; measured 0.3; 4.6 at 6 dB / 3 dB
@@ -49,25 +58,31 @@ def linear_classifier() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(BINS, FAMILIES))
 
 
-def _synthetic(tmp: pathlib.Path) -> "tuple[pathlib.Path, pathlib.Path]":
-    """A held-out file (with a training sample) of noisy class prototypes, and the nearest-centroid
-    classifier's ``model.pt`` (about 70% right: many notes near a boundary, as in a real model)."""
+def _synthetic(tmp: pathlib.Path, control: int = 0) -> "tuple[pathlib.Path, pathlib.Path]":
+    """A held-out file (with a training sample, and ``control`` control notes) of noisy class prototypes,
+    and the nearest-centroid classifier's ``model.pt`` (about 70% right: many notes near a boundary, as in
+    a real model)."""
+    from autograder.featurefile import CONTROL_FORMAT
     from reference.features import FRONTEND_PARAMS, frontend_hash
 
     rng = np.random.default_rng(0)
     prototypes = 0.0085 * rng.normal(size=(FAMILIES, BINS)).astype(np.float32)
     parts = []
-    for name, count in (("heldout", NOTES), ("sample", SAMPLE)):
+    for name, count in (("heldout", NOTES), ("sample", SAMPLE), ("control", control)):
+        if not count:
+            continue
         labels = rng.integers(0, FAMILIES, count)
         features = prototypes[labels] - 0.5 + 0.25 * rng.normal(size=(count, BINS)).astype(np.float32)
         parts.append(write_feature_file(tmp / f"{name}.safetensors", features=features.reshape(count, 1, 64, 64),
                                         labels=labels, notes=np.arange(count), note_strs=[f"{name}_{i}" for i in
                                                                                           range(count)],
                                         frontend_params=FRONTEND_PARAMS, frontend_hash=frontend_hash(),
-                                        split="test" if name == "heldout" else "train",
+                                        split={"heldout": "test", "sample": "train"}.get(name, name),
                                         kind="heldout" if name == "heldout" else "features"))
-    heldout, sample = (read_feature_file(p, mmap=False) for p in parts)
-    path = write_heldout_with_sample(tmp / "heldout-with-sample.safetensors", heldout=heldout, sample=sample)
+    heldout, sample, *rest = (read_feature_file(p, mmap=False) for p in parts)
+    extra = {"control": json.dumps({"format": CONTROL_FORMAT, "count": control, "split": "control"})} if control else {}
+    path = write_heldout_with_sample(tmp / "heldout-with-sample.safetensors", heldout=heldout, sample=sample,
+                                     control=rest[0] if rest else None, extra_metadata=extra)
     # Nearest centroid (centroids prototype - 0.5): argmax of w.x + b, w = prototype, b = -|w|^2/2 + sum(w)/2.
     weight = torch.from_numpy(prototypes)
     bias = -0.5 * (weight**2).sum(1) + 0.5 * weight.sum(1)
@@ -157,8 +172,6 @@ def test_summary_std_and_swing_in_rubric_points():
     scoring = Scoring(points=30, zero_at=0.25, full_at=0.60)
 
     def score(scored: float, correct: "list[bool]", overall: "float | None" = None) -> dict:
-        from autograder.checks.heldout import round_accuracy
-
         return {"overall": scored if overall is None else overall, "scored": scored,
                 "scored_rounded": round_accuracy(scored), "points": scoring.item_points(scored),
                 "correct": np.array(correct)}
@@ -197,3 +210,81 @@ def test_the_in_process_logits_are_the_workers(spread):
     assert sum(plan.batches) == NOTES + SAMPLE
     assert np.allclose(ours, worker, atol=1e-4)
     assert np.array_equal(ours.argmax(1), worker.argmax(1))
+
+
+@pytest.fixture(scope="module")
+def control_split(tmp_path_factory):
+    """The synthetic file with a 512-note control split, scored under the shipped rubric (control_weight 0.8)."""
+    heldout, model_pt = _synthetic(tmp_path_factory.mktemp("control"), control=CONTROL)
+    scoring = Scoring.from_rubric(REPO / "rubrics" / "fall2024_a2.toml")
+    assert scoring.control_weight == 0.8  # what the shipped rubrics score, and what the numbers below assume
+    return Evaluator(heldout, scoring, architecture=linear_classifier), checkpoint_arrays(model_pt)
+
+
+class _Worker:
+    """A stand-in worker for the grader's ``run_heldout``: the evaluator's network on whatever it is sent."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self.network, self.files, self.submission = network, (), "/nonexistent"
+
+    def call(self, probe, args, *, timeout_s, inputs=None):
+        assert probe == "heldout_logits" and sum(args["batches"]) == NOTES + SAMPLE + CONTROL
+        with torch.inference_mode():
+            logits = self.network(torch.from_numpy(inputs["features"].astype(np.float32))).numpy()
+        return SimpleNamespace(ok=True, status="ok", arrays={"logits": logits}, array_errors={},
+                               value={"device": "cpu", "seconds": 0.0, "dtype": "float32"})
+
+
+def test_control_split_scores_as_the_grader_scores_it(control_split, monkeypatch):
+    """Key by key, the grader's own run_heldout (presentation, restored order, the control part, the mix
+    rounded part by part, the points) gives what the in-process score gives, which the benchmark reports."""
+    from autograder.checks import checkpoint
+    from autograder.checks.heldout import run_heldout
+
+    evaluator, arrays = control_split
+    assert (evaluator.n, evaluator.m, evaluator.c) == (NOTES, SAMPLE, CONTROL)
+    monkeypatch.setattr(checkpoint, "verify", lambda *a, **k: (None, checkpoint.Verified({}, {}, [], "")))
+    params = {"zero_at": evaluator.scoring.zero_at, "full_at": evaluator.scoring.full_at, "batch_size": 64}
+    for key in submission_keys(3, seed=7):
+        run = evaluator.run(key)
+        plan, sent = evaluator.presented(run)
+        network = evaluator.model(arrays, run)
+        ours = evaluator.score(evaluator.logits(network, plan, sent))
+        graded = run_heldout(_Worker(network), params, timeout_s=60, heldout_path=evaluator.data.path, heldout_run=run)
+        data = graded.data
+        assert data["overall_accuracy"] == ours["overall"] and data["private_accuracy"] == ours["nsynth"]
+        assert data["control_accuracy"] == ours["control"] and data["control_count"] == CONTROL
+        assert data["accuracy"] == ours["scored"] and data["accuracy_rounded"] == ours["scored_rounded"]
+        assert graded.fraction * evaluator.scoring.points == pytest.approx(ours["points"], abs=1e-9)
+        # ... which is the mix of the parts rounded first (not the mix rounded once), 80% control.
+        assert ours["scored_rounded"] == round_accuracy(0.2 * round_accuracy(ours["nsynth"])
+                                                        + 0.8 * round_accuracy(ours["control"]))
+        assert ours["scored"] == pytest.approx(0.2 * ours["nsynth"] + 0.8 * ours["control"])
+
+
+def test_control_split_logits_are_the_workers_and_its_spread_is_summarised(control_split):
+    """The control rows the benchmark runs are the ones the worker runs; the summary reports the control
+    part and the mix.  The control notes take the class's perturbation, so without the weight scrambling
+    the same weights get the same control notes right under every key (the NSynth notes still move)."""
+    evaluator, arrays = control_split
+    keys = submission_keys(8)
+    scores, unscrambled = [], []
+    for key in keys:
+        run = evaluator.run(key)
+        plan, sent = evaluator.presented(run)
+        network = evaluator.model(arrays, run)
+        ours = evaluator.logits(network, plan, sent)
+        assert ours.shape == (NOTES + CONTROL, FAMILIES)
+        assert np.array_equal(ours.argmax(1), evaluator.logits_like_the_worker(network, plan, sent).argmax(1))
+        scores.append(evaluator.score(ours))
+        unscrambled.append(evaluator.score(evaluator.logits(evaluator.model(arrays, run, scrambled=False), plan, sent)))
+    fixed = summarise("unscrambled", unscrambled, evaluator.scoring, split=True)
+    assert fixed["unstable_control_notes"] == 0 and fixed["control"]["std"] == 0 and fixed["unstable_notes"] >= 10
+    summary = summarise("control", scores, evaluator.scoring, split=True)
+    assert summary["control"] is not None and summary["keys"] == len(keys)
+    assert 30 <= summary["control"]["mean"] <= 90 and summary["unstable_notes"] >= 10, summary
+    # The scored accuracy is 0.2 x NSynth part + 0.8 x control: its std lies in [|0.8 a - 0.2 b|, 0.8 a + 0.2 b].
+    a, b, mixed = summary["control"]["std"], summary["nsynth"]["std"], summary["scored"]["std"]
+    assert abs(0.8 * a - 0.2 * b) - 1e-9 <= mixed <= 0.8 * a + 0.2 * b + 1e-9
+    assert summary["rounded_swing"] == pytest.approx(100 * (max(s["scored_rounded"] for s in scores)
+                                                            - min(s["scored_rounded"] for s in scores)))
