@@ -145,6 +145,10 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
                                max_source_kb=rubric.heldout.max_source_kb, checkpoint_policy=rubric.checkpoint)
         with _open_sandbox(submission=prepared.path, limits=rubric.sandbox, hide=hide, private=private) as sandbox:
             mark("sandbox_start")  # uid, scratch copy, isolation, the worker spawned (not yet ready)
+            # The grader's own torch (the checks' oracles, torch.load of model.pt) now, while the worker
+            # imports its copy on the other core: the two imports overlap instead of following each other.
+            import torch.nn.functional  # noqa: F401
+            mark("grader_imports")
             _log_isolation(sandbox, state)
             _import_policy(sandbox, source)
             grade_items(rubric=rubric, sandbox=guard.watch(sandbox), registry=guard.registry(REGISTRY),

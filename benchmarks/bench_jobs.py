@@ -96,7 +96,8 @@ def _median(records: list[dict], *path: str) -> "float | None":
 
 
 def phase_lines(records: list[dict]) -> list[str]:
-    top = ["before_main", "setup", "guard", "sandbox_start", "items", "worker_ready_wait", "sandbox_close", "results"]
+    top = ["before_main", "setup", "guard", "sandbox_start", "grader_imports", "items", "worker_ready_wait",
+           "sandbox_close", "results"]
     line = ", ".join(f"{k} {v:.2f}" for k in top if (v := _median(records, k)) is not None)
     items = sorted({k for r in records for k in (r.get("item_seconds") or {})}, key=lambda n: [int(p) for p in n.split(".")])
     per_item = ", ".join(f"{k} {v:.2f}" for k in items if (v := _median(records, "item_seconds", k)) is not None)

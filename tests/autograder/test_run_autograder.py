@@ -151,7 +151,7 @@ def _root(tmp_path: pathlib.Path, submission: pathlib.Path, *, metadata: dict | 
 
 def test_the_grader_imports_no_torch_before_its_worker_is_spawned():
     """Issue 20.2: the rubric, its checks and the guard load without torch, so the worker (spawned next)
-    imports torch while the grader does; the grader imports it on first use, inside the items."""
+    imports torch while the grader does (right after spawning it: extra_data["timings"]["grader_imports"])."""
     code = ("import sys; from autograder import run_autograder, checks, rubric; from autograder.heldout_guard import "
             "session; rubric.load_rubric(sys.argv[1]); print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     done = subprocess.run([sys.executable, "-c", code, str(REPO / "rubrics" / "fall2024_a2.toml")], cwd=REPO,
@@ -165,7 +165,7 @@ def test_starter_code_gets_zero_points_and_clear_messages(tmp_path):
     assert data == _results(root)
     # Where the time went, for instructors: every phase of the run, each item, python's start.
     timings = data["extra_data"]["timings"]
-    phases = ("setup", "guard", "sandbox_start", "items", "sandbox_close", "results")
+    phases = ("setup", "guard", "sandbox_start", "grader_imports", "items", "sandbox_close", "results")
     assert all(isinstance(timings[k], float) and timings[k] >= 0 for k in phases), timings
     assert abs(sum(timings[k] for k in phases) - data["execution_time"]) < 0.1
     assert set(timings["item_seconds"]) == {t["number"] for t in data["tests"] if t.get("number")}
