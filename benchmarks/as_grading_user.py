@@ -14,7 +14,7 @@ import sys
 
 GRADE_SCRIPT = """
 import json, sys, time
-from autograder.instructor.grading.command import grade_submission
+from autograder.instructor.grading.one_submission import grade_submission
 started = time.perf_counter()
 results = grade_submission(submission=sys.argv[1], autograder=sys.argv[2], out=sys.argv[3], quiet=True, python=sys.argv[4])
 print(json.dumps({"wall": time.perf_counter() - started, "results": results}))
