@@ -120,7 +120,9 @@ def test_public_private_split_what_students_see_before_the_due_date(tmp_path, as
     view = student_view(results)
     assert "/ 40" not in results["output"] and "total is not shown" in results["output"]  # Gradescope's rule
     assert "Confusion" not in view and "bass" not in view
-    assert set(results["extra_data"]["integrity"]) == {"train_on_test", "tampering", "lookup"}
+    integrity = results["extra_data"]["integrity"]
+    assert set(integrity) == {"train_on_test", "tampering", "lookup", "probe"}  # instructor-only (issue 20.1)
+    assert integrity["probe"]["format"] == "notegrade-probe/1" and integrity["probe"]["predictions"] not in view
 
 
 @pytest.mark.slow
