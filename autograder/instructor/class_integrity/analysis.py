@@ -101,7 +101,8 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
 
     heldout = heldout or load_heldout(autograder, work=out / "cache")
     # Grading's own predictions first: the sandbox runs only for the members without a usable record.
-    outcomes, refused = recorded_outcomes(members, heldout)
+    shas = {m.key: model_sha256(m.folder) for m in members}  # the records' key, and identical files below
+    outcomes, refused = recorded_outcomes(members, heldout, shas=shas)
     summary.records_refused = [f"{m.label}: {refused[m.key]}" for m in members if m.key in refused]
     missing = [m for m in members if m.key not in outcomes]
     # As root the sandbox's user must not read other students' files (no framing a classmate).
@@ -130,7 +131,7 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
     shapes = ckpt.reference_shapes()
     loaded = [ckpt.load_state(m.folder / "model.pt", shapes) if m.folder is not None else (None, "no folder")
               for m in members]
-    pairs = ckpt.compare_checkpoints([s for s, _ in loaded], [model_sha256(m.folder) for m in members],
+    pairs = ckpt.compare_checkpoints([s for s, _ in loaded], [shas[m.key] for m in members],
                                      shapes=shapes, starts=ckpt.initial_states(tuple(known_seeds)))
     phase("checkpoints")
     starter = _starter(boilerplate)

@@ -49,15 +49,18 @@ def from_results(results: "dict | None", heldout: HeldOut, *, model_sha256: "str
     return LogitsOutcome(None, "ok", reused=True, predictions=predictions, source="grading"), ""
 
 
-def recorded_outcomes(members: "list[Member]", heldout: HeldOut) -> "tuple[dict[str, LogitsOutcome], dict[str, str]]":
+def recorded_outcomes(members: "list[Member]", heldout: HeldOut, *,
+                      shas: "dict[str, str | None] | None" = None) -> "tuple[dict[str, LogitsOutcome], dict[str, str]]":
     """``({member key: outcome}, {member key: why its record was not used})`` for the members with a record.
 
-    A member without any record is in neither: the sandbox computes its logits, as it always did."""
+    ``shas``: each member's :func:`model_sha256` when the caller has them (else computed here).  A member
+    without any record is in neither: the sandbox computes its logits, as it always did."""
     found, refused = {}, {}
     for m in members:
         if m.folder is None or not isinstance(m.results, dict):
             continue
-        outcome, why = from_results(m.results, heldout, model_sha256=model_sha256(m.folder))
+        sha = shas[m.key] if shas is not None else model_sha256(m.folder)
+        outcome, why = from_results(m.results, heldout, model_sha256=sha)
         if outcome is not None:
             found[m.key] = outcome
         elif why != "no grade-time predictions":
