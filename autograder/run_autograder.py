@@ -99,14 +99,9 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
     from autograder.results import build_results
     from autograder.rubric import load_rubric
 
-    phases = state["timings"]
-    clock = [started]
+    from autograder.checks.common import Phases
 
-    def mark(name: str) -> None:  # wall seconds of each phase, for the instructor (extra_data["timings"])
-        now = time.monotonic()
-        phases[name] = round(now - clock[0], 3)
-        clock[0] = now
-
+    phases = state["timings"] = Phases(started)  # for the instructor: extra_data["timings"]
     source = layout.source_dir(root)
     rubric = load_rubric(source / layout.RUBRIC_FILE)
     state["rubric"] = rubric
@@ -137,24 +132,24 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
                                       max_file_mb=rubric.sandbox.get("max_file_mb", 50.0))
         print(f"submission: graded {prepared.folder or 'the top folder'}; copied {_names(prepared.copied)}; "
               f"ignored {_names(prepared.ignored)}", flush=True)
-        mark("setup")  # imports, rubric, metadata, the upload copied
+        phases.mark("setup")  # imports, rubric, metadata, the upload copied
         # The held-out guard digests exactly the graded files (after the layout is resolved).
         guard = _guard_session(rubric=rubric, source=source, submission=prepared.path, metadata=metadata)
-        mark("guard")
+        phases.mark("guard")
         context = CheckContext(heldout_path=heldout, heldout_run=guard.run,
                                max_source_kb=rubric.heldout.max_source_kb, checkpoint_policy=rubric.checkpoint)
         with _open_sandbox(submission=prepared.path, limits=rubric.sandbox, hide=hide, private=private) as sandbox:
-            mark("sandbox_start")  # uid, scratch copy, isolation, the worker spawned (not yet ready)
+            phases.mark("sandbox_start")  # uid, scratch copy, isolation, the worker spawned (not yet ready)
             # The grader's own torch (the checks' oracles, torch.load of model.pt) now, while the worker
             # imports its copy on the other core: the two imports overlap instead of following each other.
             import torch.nn.functional  # noqa: F401
-            mark("grader_imports")
+            phases.mark("grader_imports")
             _log_isolation(sandbox, state)
             _import_policy(sandbox, source)
             grade_items(rubric=rubric, sandbox=guard.watch(sandbox), registry=guard.registry(REGISTRY),
                         context=context,
                         deadline=started + rubric.time_budget_s, graded=state["graded"], progress=progress)
-            mark("items")
+            phases.mark("items")
             phases["worker_ready_wait"] = round(sandbox.startup_seconds, 3)  # inside items: waiting for the worker
             print(f"sandbox: {sandbox.describe()}", flush=True)  # the instructor's log (results/stdout)
             runtime = runtime_info(sandbox)
@@ -164,7 +159,7 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
         if progress is not None:
             progress.close()
         shutil.rmtree(staging, ignore_errors=True)
-    mark("sandbox_close")
+    phases.mark("sandbox_close")
     results = build_results(rubric=rubric, graded=state["graded"], metadata=metadata, metadata_note=note,
                             execution_time=time.monotonic() - started, guard=guard)
     add_submission_notes(results.data, prepared.notes(files=rubric.submission_files))
@@ -172,7 +167,7 @@ def _grade(root: pathlib.Path, started: float, state: dict) -> Any:
                                                 "ignored": prepared.ignored[:200]}
     results.data["extra_data"]["runtime"] = runtime
     _record_isolation(results.data, state)
-    mark("results")
+    phases.mark("results")
     results.data["extra_data"]["timings"] = _timings(state)
     return results
 
@@ -187,12 +182,10 @@ def _timings(state: dict) -> dict:
 
 def _process_age() -> "float | None":
     """Seconds since this process started (python's start and the imports before ``main``), on Linux."""
-    try:
-        ticks = os.sysconf("SC_CLK_TCK")
-        started = int(pathlib.Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
-        return round(float(pathlib.Path("/proc/uptime").read_text().split()[0]) - started, 3)
-    except (OSError, ValueError, IndexError):
-        return None
+    from autograder.sandbox.processes import process_age_seconds
+
+    age = process_age_seconds(os.getpid())
+    return None if age is None else round(age, 3)
 
 
 def _log_isolation(sandbox: Any, state: dict) -> None:
@@ -256,7 +249,7 @@ def main(*, root: str | os.PathLike | None = None) -> dict:
     started = time.monotonic()
     root = pathlib.Path(root or os.environ.get("AUTOGRADER_ROOT") or DEFAULT_ROOT)
     results_path = layout.results_file(root)
-    state: dict[str, Any] = {"rubric": None, "graded": [], "timings": {}, "before_main": _process_age()}
+    state: dict[str, Any] = {"rubric": None, "graded": [], "before_main": _process_age()}
     data: dict = _LAST_RESORT
     try:
         data = _grade(root, started, state).data

@@ -11,13 +11,13 @@ import os
 import pathlib
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autograder.atomic import private_dir
+from autograder.checks.common import Phases
 from autograder.instructor.class_integrity import checkpoints as ckpt
 from autograder.instructor.class_integrity import code_similarity as code
 from autograder.instructor.class_integrity import evidence, outputs
@@ -91,14 +91,7 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
     private_dir(out)  # evidence about students: the instructor's only (every file in it is 0600)
     summary = IntegritySummary(out=out, members=len(cls.members), problems=list(cls.problems))
     members, keys = cls.members, [m.key for m in cls.members]
-    clock = time.perf_counter()
-
-    def phase(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        summary.seconds[name] = round(now - clock, 3)
-        clock = now
-
+    summary.seconds = phases = Phases()  # each phase's wall time, recorded in integrity.json
     heldout = heldout or load_heldout(autograder, work=out / "cache")
     # Grading's own predictions first: the sandbox runs only for the members without a usable record.
     shas = {m.key: model_sha256(m.folder) for m in members}  # the records' key, and identical files below
@@ -114,7 +107,7 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
     if missing:
         outcomes.update(compute(missing, heldout, cache=out / "cache" / "logits", jobs=jobs, timeout_s=timeout_s,
                                 hide=(str(cls.export_root),), progress=progress))
-    phase("logits")
+    phases.mark("logits")
     classes = len(heldout.families)
     index, predictions = _predictions(outcomes, keys, classes)
     for m in members:
@@ -127,18 +120,18 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
             summary.logits_failed.append(f"{m.label}: {outcome.message or outcome.status}")
     stats = pair_statistics(predictions, heldout.labels, classes=classes, min_both_wrong=thresholds.min_both_wrong) \
         if len(index) >= 2 else None
-    phase("agreement")
+    phases.mark("agreement")
     shapes = ckpt.reference_shapes()
     loaded = [ckpt.load_state(m.folder / "model.pt", shapes) if m.folder is not None else (None, "no folder")
               for m in members]
     pairs = ckpt.compare_checkpoints([s for s, _ in loaded], [shas[m.key] for m in members],
                                      shapes=shapes, starts=ckpt.initial_states(tuple(known_seeds)))
-    phase("checkpoints")
+    phases.mark("checkpoints")
     starter = _starter(boilerplate)
     bp = code.boilerplate_hashes(list(starter.values()), "starter.py")
     files = {name: code.file_similarity([code.read_source(m.folder, name) for m in members], name=name, boilerplate=bp)
              for name in code.FILES}
-    phase("code")
+    phases.mark("code")
     signals = build_signals(n=len(members), logits_index=index, stats=stats, checkpoints=pairs, code=files,
                             thresholds=thresholds)
     flagged = pair_flags(signals, thresholds)
@@ -184,14 +177,14 @@ def analyse(cls: ClassInput, *, autograder: pathlib.Path, out: pathlib.Path, job
             row = evidence.student_row(m, flags, accuracy=float(signals.accuracy[i]))
             rows.append(row)
             summary.flagged_students.append(row)
-    phase("flags")
+    phases.mark("flags")
     summary.paths = {"csv": outputs.write_csv(out / outputs.CSV_NAME, rows)}
     summary.paths["npz"] = outputs.write_npz(
         out / outputs.NPZ_NAME, keys=keys, labels=[m.label for m in members], agreement=signals.agreement,
         expected_agreement=signals.expected_agreement, agreement_z=signals.agreement_z, same_errors_z=signals.wrong_z,
         weight_similarity=pairs.similarity,
         code_similarity=np.fmax.reduce([f.similarity for f in files.values()]) if files else np.full((len(keys),) * 2, np.nan))
-    phase("outputs")
+    phases.mark("outputs")
     summary.paths["json"] = outputs.write_json(out / outputs.JSON_NAME, {
         "source": cls.kind, "export_root": str(cls.export_root), "heldout": {"notes": len(heldout.labels),
                                                                              "sha256": heldout.sha256},

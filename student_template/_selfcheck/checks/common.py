@@ -1,4 +1,4 @@
-"""Helpers every check shares: time budgets, prerequisites, failure messages, array checks.
+"""Helpers every check shares: time budgets, phase timings, prerequisites, failure messages, array checks.
 
 TRUSTED side (grader; also vendored into the student template for the self-check), so it
 imports only numpy, torch and the standard library.
@@ -10,6 +10,8 @@ Example
 True
 >>> close(np.array(1.0), np.array(1.0 + 1e-9), rtol=1e-6, atol=0.0)
 True
+>>> phases = Phases(); phases.mark("setup"); list(phases), phases["setup"] >= 0
+(['setup'], True)
 """
 from __future__ import annotations
 
@@ -39,6 +41,21 @@ class Budget:
 
     def left(self) -> float:
         return max(0.0, self.deadline + self._startup() - self._startup_at_start - time.monotonic())
+
+
+class Phases(dict):
+    """Wall seconds of named phases, each from the end of the one before (or from ``start``, a
+    ``time.monotonic()`` value): the grader's ``extra_data["timings"]``, the held-out item's and the
+    class analysis's.  A plain dict of rounded seconds, so it goes into JSON as it is."""
+
+    def __init__(self, start: "float | None" = None) -> None:
+        super().__init__()
+        self._last = time.monotonic() if start is None else start
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self[name] = round(now - self._last, 3)
+        self._last = now
 
 
 def failure_message(result: Any, doing: str) -> str:

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Any
 
 import numpy as np
 
 from _selfcheck.checks import checkpoint
-from _selfcheck.checks.common import Budget, call, outcome_for_failure
+from _selfcheck.checks.common import Budget, Phases, call, outcome_for_failure
 from _selfcheck.checks.device_agreement import cross_check_on_cpu
 from _selfcheck.checks.heldout_presentation import (HeldoutRun, derive_key, part_slices, present, presentation,
                                                    public_mask, restore_order)
@@ -176,13 +175,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     zero_at, full_at = float(params["zero_at"]), float(params["full_at"])
     run = dataclasses.replace(heldout_run or HeldoutRun(), batch_size=int(params.get("batch_size", 64)))
     budget = Budget(timeout_s, sandbox)
-    phases, clock = {}, [time.monotonic()]
-
-    def mark(name: str) -> None:  # where the item's time goes (results.json extra_data["timings"]["heldout"])
-        now = time.monotonic()
-        phases[name] = round(now - clock[0], 3)
-        clock[0] = now
-
+    phases = Phases()  # where the item's time goes (results.json extra_data["timings"]["heldout"])
     over = _budget_problem(sandbox, max_source_kb)
     if over:
         return ItemOutcome.failed("error", over, data={"source_budget_exceeded": True})
@@ -192,7 +185,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
                                           weights_key=derive_key(run.secret, "weights", run.submission_digest))
     if blocked:
         return blocked
-    mark("verify_checkpoint")
+    phases.mark("verify_checkpoint")
     heldout = read_feature_file(heldout_path)
     sample, control = heldout.sample, heldout.control
     parts = [part for part in (heldout, sample, control) if part is not None]
@@ -202,10 +195,10 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
     plan = presentation(total, run, control=len(control) if control is not None else 0)
     db_scale = float(heldout.frontend_params.get("db_scale", 40.0)) if isinstance(heldout.frontend_params, dict) else 40.0
     sent = present(features, plan, run, db_scale=db_scale)
-    mark("present")
+    phases.mark("present")
     result = call(sandbox, budget, "heldout_logits", {"batches": plan.batches, **verified.args},
                   {"features": sent, **verified.inputs})
-    mark("forward_call")
+    phases.mark("forward_call")
     if not result.ok:
         return outcome_for_failure(result, "evaluating model.pt on the held-out notes")
     presented = result.arrays.get("logits")
@@ -245,7 +238,7 @@ def run_heldout(sandbox: Any, params: dict, *, timeout_s: float, heldout_path: "
                f"full points from {full_at:.0%}, so {fraction:.1%} of the points")
     if run.control_weight > 0 and control is None:
         metrics["control_missing"] = True  # the grader tells instructors; students see what was scored
-    mark("metrics")
+    phases.mark("metrics")
     phases["worker_forward"] = result.value.get("seconds")
     metrics.update(phases=phases, overall_accuracy=metrics["accuracy"], accuracy=metrics.pop("scored_accuracy", scored_accuracy),
                    accuracy_rounded=shown, scored_count=metrics.pop("scored_notes", scored_count), zero_at=zero_at,

@@ -215,6 +215,16 @@ def kill_uid_until_gone(uid: int, gid: int, *, rounds: int = 50) -> bool:
     return not processes_of_uid(uid)
 
 
+def process_age_seconds(pid: int) -> "float | None":
+    """Seconds since process ``pid`` started (its start time in /proc/PID/stat against /proc/uptime), or None."""
+    info = _read_proc(pid)
+    try:
+        uptime = float(open("/proc/uptime").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if info is None else uptime - info.start / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of one process."""
     info = open(f"/proc/{pid}/stat").read()
