@@ -34,6 +34,7 @@ import time
 from _selfcheck.sandbox.result import OutputCapture
 
 DRAIN_BYTES = 1 << 20  # per stream per drain
+WATCH_S = 0.25  # how often read_line's watch runs during a call
 
 
 class Channel:
@@ -114,12 +115,22 @@ class Channel:
                     self._read(fd, DRAIN_BYTES)
         return True
 
-    def read_line(self, deadline: float, *, alive: "callable | None" = None) -> "tuple[bytes | None, str]":
-        """The next line of the response pipe by ``deadline``: ``(line, "ok")`` or ``(None, why)``."""
+    def read_line(self, deadline: float, *, alive: "callable | None" = None,
+                  watch: "callable | None" = None) -> "tuple[bytes | None, str]":
+        """The next line of the response pipe by ``deadline``: ``(line, "ok")`` or ``(None, why)``.
+
+        ``watch``: called every :data:`WATCH_S` whatever the pipes do (a worker flooding stdout
+        still gets watched); a string it returns ends the wait with that reason."""
+        next_watch = time.monotonic() + WATCH_S
         while True:
             if b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
                 return line, "ok"
+            if watch is not None and time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + WATCH_S
+                why = watch()
+                if why:
+                    return None, why
             if len(self.buffer) > self.response_bytes:
                 return None, "too long"
             if self.response_r not in self.open_fds:

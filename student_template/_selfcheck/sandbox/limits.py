@@ -43,7 +43,8 @@ class SandboxLimits:
     memory_reserve_mb: int = 128  # in a memory-limited cgroup (a container): kept for the grader, see sandbox.memory
     max_processes: int = 64  # RLIMIT_NPROC (processes + threads of the worker's uid)
     file_size_mb: int = 64  # RLIMIT_FSIZE
-    cpu_seconds_total: int = 3600  # hard RLIMIT_CPU over the worker's life; per call: timeout x threads + 10 s
+    cpu_seconds_total: int = 3600  # hard RLIMIT_CPU over the worker's life; per call: call_cpu_s
+    call_cpu_s: float = 0.0  # one call's CPU budget, enforced by the grader (0: the call's timeout x threads + 10 s)
     threads: int = field(default_factory=default_threads)
     output_bytes: int = 8192  # captured stdout / stderr per stream per call
     response_bytes: int = 1 << 20  # one answer line

@@ -182,10 +182,13 @@ class Worker:
         self.wait_ready(deadline)
         self.channel.reset_output()
         self.channel.discard_responses()  # anything already there was not an answer to this request
-        self._set_cpu_limit(timeout_s)
+        budget = self._call_cpu_budget(timeout_s)
+        self._set_cpu_limit(budget)
         # The worker also applies it to itself: prlimit() on another user's process is refused
-        # inside containers (EPERM), where this is then the only per-call CPU limit.
-        message = {**message, "cpu_limit_s": int(timeout_s * max(1, int(self.limits.threads)) + 10)}
+        # inside containers (EPERM).  Either rlimit is only soft where student code may raise it, so
+        # the grader also watches the call's CPU time itself (_cpu_watch) and stops the worker at it.
+        message = {**message, "cpu_limit_s": int(budget)}
+        watch = self._cpu_watch(budget)
         line, status = None, "ok"
         if not self.channel.send((json.dumps(message) + "\n").encode(), deadline):
             status = "timeout" if time.monotonic() >= deadline else "exited"
@@ -193,7 +196,7 @@ class Worker:
         else:
             unread = False
             while True:
-                line, status = self.channel.read_line(deadline, alive=self.alive)
+                line, status = self.channel.read_line(deadline, alive=self.alive, watch=watch)
                 if line is None:
                     break
                 try:
@@ -209,6 +212,10 @@ class Worker:
                 result.stack = self._where()
                 result.message = (f"did not take the request within {timeout_s:.0f} s (student code kept the worker "
                                   "busy or held its pipe)" if unread else f"did not finish within {timeout_s:.0f} s")
+            elif status == "cpu":  # a crash: the sandbox stops this worker and starts a fresh one
+                result.status = "crash"
+                result.message = (f"used more than this call's CPU time ({budget:.0f} s over all its threads and "
+                                  "processes) and was stopped by the grader")
             else:
                 result.status = "crash"
                 result.message = self._crash_message(status)
@@ -245,16 +252,44 @@ class Worker:
                            stdout=self.channel.stdout.text(), stderr=self.channel.stderr.text(),
                            seconds=time.monotonic() - started)
 
-    def _set_cpu_limit(self, timeout_s: float) -> None:
-        """This call's CPU budget.  Where the grader may raise a hard limit again (CAP_SYS_RESOURCE:
-        root outside a container) the hard limit is the soft one, so student code cannot lift its
-        own; elsewhere (Docker's default capabilities, Gradescope, rootless) the hard limit stays the
-        worker's lifetime budget, since a lowered one could never be raised for the next call, and
-        the wall-clock timeout ends the call."""
+    def _call_cpu_budget(self, timeout_s: float) -> float:
+        """CPU seconds one call may use: ``call_cpu_s``, or its timeout on every thread it was given + 10 s."""
+        if self.limits.call_cpu_s:
+            return float(self.limits.call_cpu_s)
+        return timeout_s * max(1, int(self.limits.threads)) + 10.0
+
+    def _cpu_watch(self, budget: float) -> "callable":
+        """The call's CPU watchdog for :meth:`Channel.read_line`: ``"cpu"`` once the worker (every
+        thread, the children it reaped, and every live process below it) has used ``budget`` seconds
+        since now.  This is the hard limit wherever the grader can't make RLIMIT_CPU's hard limit the
+        soft one (no CAP_SYS_RESOURCE: containers, Gradescope, rootless).  The worker's own /proc stat
+        is read every watch (~20 us); the process table for its descendants every fourth (~1 ms)."""
+        try:
+            start = processes.tree_cpu_seconds(self.worker_pid)
+        except OSError:
+            start = 0.0
+        rounds = [0]
+
+        def watch() -> "str | None":
+            rounds[0] += 1
+            try:
+                used = processes.tree_cpu_seconds(self.worker_pid, with_descendants=rounds[0] % 4 == 0)
+            except OSError:
+                return None  # gone: read_line notices through alive()
+            return "cpu" if used - start > budget else None
+
+        return watch
+
+    def _set_cpu_limit(self, budget: float) -> None:
+        """This call's CPU budget as an rlimit.  Where the grader may raise a hard limit again
+        (CAP_SYS_RESOURCE: root outside a container) the hard limit is the soft one, so student code
+        cannot lift its own; elsewhere (Docker's default capabilities, Gradescope, rootless) the hard
+        limit stays the worker's lifetime budget, since a lowered one could never be raised for the
+        next call, and the grader's CPU watchdog (:meth:`_cpu_watch`) holds the call to ``budget``."""
         try:
             used = processes.process_cpu_seconds(self.worker_pid)
             _, hard = resource.prlimit(self.worker_pid, resource.RLIMIT_CPU)
-            soft = int(used + timeout_s * max(1, int(self.limits.threads)) + 10)
+            soft = int(used + budget)
             cap = min(soft, int(self.limits.cpu_seconds_total))
             if processes.may_raise_hard_limits():
                 resource.prlimit(self.worker_pid, resource.RLIMIT_CPU, (cap, cap))

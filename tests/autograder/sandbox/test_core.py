@@ -216,6 +216,60 @@ def test_timeout_and_crash_kill_the_worker_and_the_next_call_gets_a_fresh_one(tm
         assert [c["status"] for c in sandbox.calls] == ["ok", "timeout", "crash", "ok"]
 
 
+CPU_HOG = '''
+import os, resource, sys, torch
+from torch import nn
+def lift_and_spin():  # lift the soft CPU limit as far as the hard one allows, then burn CPU
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+    print("LIFTED", resource.getrlimit(resource.RLIMIT_CPU)[0], flush=True)
+    while True:
+        pass
+class NoteCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(1, 11)
+    def forward(self, x):
+        if x.shape[0] == 3:
+            lift_and_spin()
+        if x.shape[0] == 4:  # a child process does the burning; the worker only waits
+            child = os.fork()
+            if child == 0:
+                lift_and_spin()
+            os.waitpid(child, 0)
+        return torch.zeros(x.shape[0], 11)
+'''
+
+
+@pytest.mark.parametrize("level", support.isolation_levels())
+def test_a_call_is_held_to_its_cpu_time_when_student_code_lifts_its_own_limit(level, tmp_path, monkeypatch,
+                                                                              worker_python):
+    """Where the grader can't make the hard RLIMIT_CPU the soft one (no CAP_SYS_RESOURCE: Docker's default
+    capabilities, Gradescope), student code raises its soft limit to the worker's lifetime budget; the
+    grader's own CPU watch still stops the call at its budget, long before the call's wall-clock timeout,
+    in the worker and in a child it forks."""
+    support.force_isolation(monkeypatch, level)
+    monkeypatch.setattr(processes, "may_raise_hard_limits", lambda: False)
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "model.py").write_text(CPU_HOG)
+    with Sandbox(submission, limits=SandboxLimits(call_cpu_s=2.0)) as sandbox:
+        assert sandbox.call("import_module", {"module": "model"}, timeout_s=60).ok
+        for batch in (3, 4):
+            pid = sandbox.worker_info["host_pid"]
+            started = time.monotonic()
+            hog = sandbox.call("model_forward", {"batch_sizes": [batch]}, timeout_s=60)
+            took = time.monotonic() - started
+            assert hog.status == "crash" and "CPU time (2 s" in hog.message, hog
+            assert 1.5 < took < 40, took  # stopped by CPU, not by the 60 s wall-clock timeout
+            lifted = int(hog.stdout.split("LIFTED", 1)[1].split()[0])
+            assert lifted > 100, hog.stdout  # it did lift its own soft limit: the rlimit alone would not stop it
+            assert not os.path.exists(f"/proc/{pid}")
+        fine = sandbox.call("model_forward", {"batch_sizes": [2]}, timeout_s=60)
+        assert fine.ok and fine.value["runs"][0]["shape"] == [2, 11]
+        assert [c["status"] for c in sandbox.calls] == ["ok", "crash", "crash", "ok"]
+
+
 def test_submission_copy_refuses_big_files_symlinks_and_special_files(tmp_path, worker_python):
     submission = tmp_path / "submission"
     submission.mkdir()
