@@ -19,6 +19,9 @@ Prints measured numbers for the detector table in docs/threat-model.md, with the
 3. **Real models as measured** (their own, smaller note counts: 640 public, about 1,300-2,000
    control notes): each honest model's verdict, and each model with a real lookup table
    answering wrong public notes until it gains +2 ... +30 points.
+4. **A note-pattern test, tried and not used**: does a model get the public notes that the calibration
+   models find hard right more often than its accuracy predicts (a person-fit z score)?  Honest models'
+   z and lookup models' z, to show why the detector does not rest on it.
 
 Run: ``python benchmarks/bench_lookup.py [--work DIR] [--draws N] [--skip-real]``; the first run
 renders and trains (``lookup_models.py``, ~30-60 min on 2 cores), later runs read the cache.
@@ -151,6 +154,55 @@ def part_three(models: dict, reference: str, honest: "tuple[str, ...]", control:
         print(f"| {label} | " + " | ".join(f"{a} / {b}" for a, b in counts.values()) + " |")
 
 
+def pattern_z(correct: np.ndarray, difficulty: np.ndarray) -> float:
+    """A person-fit z score: does the model get hard notes right more often than its accuracy predicts?
+
+    Each note's difficulty ``b`` is the logit of how many calibration models got it wrong; a one-parameter
+    (Rasch) model ``P(right) = sigmoid(theta - b)`` is fitted to the model's overall accuracy, and the
+    hard-weighted sum of its surprises (``w = b`` centred) is standardised.  A lookup fixing wrong notes
+    lands mostly on hard ones, so it scores high; an honest model should score near 0."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    accuracy = float(correct.mean())
+    theta = brentq(lambda t: float(expit(t - difficulty).mean()) - accuracy, -30, 30)
+    expected = expit(theta - difficulty)
+    variance = expected * (1 - expected)
+    weight = difficulty - np.average(difficulty, weights=variance)
+    return float((weight * (correct - expected)).sum() / np.sqrt((weight ** 2 * variance).sum()))
+
+
+def part_pattern(models: dict, reference: str, honest: "tuple[str, ...]", rng: np.random.Generator) -> None:
+    """Tried instead of (or beside) the control split: a test of which public notes a model gets right."""
+    from scipy.special import logit
+
+    calibration = [reference, *honest]
+    right = np.array([models[k]["public"] for k in calibration], dtype=float)
+    difficulty = -logit((right.sum(0) + 0.5) / (len(calibration) + 1))
+    others = [k for k in models if k not in calibration]
+    honest_z = np.array([pattern_z(np.asarray(models[k]["public"], bool), difficulty) for k in others])
+    print(f"\n4. A note-pattern (person-fit) test on the public notes alone, difficulty from the {len(calibration)} "
+          f"calibration models: z of the {len(others)} honest models outside them, and of the same models with a "
+          "lookup fixing random wrong public notes (20 draws each)")
+    print(f"honest z: min {honest_z.min():+.2f}, median {np.median(honest_z):+.2f}, max {honest_z.max():+.2f}; "
+          f"above 2.33 (a 1% test if honest z were standard normal): {np.mean(honest_z > 2.33):.0%}")
+    print("| gain | median z | share above 2.33 | share above the largest honest z |")
+    print("|---|---|---|---|")
+    for gain in GAINS[:3]:
+        scores = []
+        for key in others:
+            correct = np.asarray(models[key]["public"], dtype=bool)
+            wrong = np.flatnonzero(~correct)
+            need = int(round(gain * len(correct)))
+            for _ in range(20):
+                answered = correct.copy()
+                answered[rng.choice(wrong, need, replace=False)] = True
+                scores.append(pattern_z(answered, difficulty))
+        scores = np.array(scores)
+        print(f"| +{gain * 100:.0f} | {np.median(scores):+.2f} | {np.mean(scores > 2.33):.0%} | "
+              f"{np.mean(scores > honest_z.max()):.0%} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/notegrade-lookup2"))
@@ -187,6 +239,7 @@ def main() -> int:
     for control in CONTROL_FONTS:
         part_two(models, reference, honest, control, args.draws // 10, rng)
         part_three(models, reference, honest, control, rng)
+    part_pattern(models, reference, honest, rng)
     return 0
 
 

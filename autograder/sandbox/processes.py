@@ -232,9 +232,10 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int, *, with_descendants: bool = True) -> float:
-    """CPU time of ``pid`` (every thread), of the children it has reaped, and (``with_descendants``)
-    of every live process below it: what a call really used, whatever rlimits student code raised.
+def tree_cpu_seconds(pid: int, *, with_descendants: bool = True, uid: "int | None" = None) -> float:
+    """CPU time of ``pid`` (every thread) and of the children it has reaped, and (``with_descendants``)
+    of every live process below it and every live process of ``uid`` (a double-forked orphan leaves the
+    tree but keeps its uid): what a call really used, whatever rlimits student code raised.
 
     >>> tree_cpu_seconds(os.getpid()) >= process_cpu_seconds(os.getpid())
     True
@@ -249,7 +250,11 @@ def tree_cpu_seconds(pid: int, *, with_descendants: bool = True) -> float:
 
     total = used(pid)
     if with_descendants:
-        total += sum(used(child) for child in descendants(process_table(), {pid}))
+        table = process_table()
+        below = descendants(table, {pid})
+        if uid is not None:
+            below |= {info.pid for info in processes_of_uid(uid, table)} - {pid}
+        total += sum(used(child) for child in below)
     return total
 
 

@@ -259,24 +259,33 @@ class Worker:
         return timeout_s * max(1, int(self.limits.threads)) + 10.0
 
     def _cpu_watch(self, budget: float) -> "callable":
-        """The call's CPU watchdog for :meth:`Channel.read_line`: ``"cpu"`` once the worker (every
-        thread, the children it reaped, and every live process below it) has used ``budget`` seconds
-        since now.  This is the hard limit wherever the grader can't make RLIMIT_CPU's hard limit the
-        soft one (no CAP_SYS_RESOURCE: containers, Gradescope, rootless).  The worker's own /proc stat
-        is read every watch (~20 us); the process table for its descendants every fourth (~1 ms)."""
+        """The call's CPU watchdog for :meth:`Channel.read_line`: ``"cpu"`` once the sandbox has used
+        ``budget`` seconds since now.  This is the hard limit wherever the grader can't make RLIMIT_CPU's
+        hard limit the soft one (no CAP_SYS_RESOURCE: containers, Gradescope, rootless).  Every watch
+        reads the worker's own /proc stat (~10 us: every thread, the children it reaped); every fourth
+        the whole tree (~1 ms: everything below the process we started, so under bubblewrap whatever the
+        namespace's init adopted, and every process of the student uid)."""
+        uid = self.user.uid if self.user else None
+
+        def measure(full: bool) -> float:
+            if full:
+                return processes.tree_cpu_seconds(self.proc.pid, uid=uid)
+            return processes.tree_cpu_seconds(self.worker_pid, with_descendants=False)
+
         try:
-            start = processes.tree_cpu_seconds(self.worker_pid)
+            start = {False: measure(False), True: measure(True)}
         except OSError:
-            start = 0.0
+            start = {False: 0.0, True: 0.0}
         rounds = [0]
 
         def watch() -> "str | None":
             rounds[0] += 1
+            full = rounds[0] % 4 == 0
             try:
-                used = processes.tree_cpu_seconds(self.worker_pid, with_descendants=rounds[0] % 4 == 0)
+                used = measure(full) - start[full]
             except OSError:
                 return None  # gone: read_line notices through alive()
-            return "cpu" if used - start > budget else None
+            return "cpu" if used > budget else None
 
         return watch
 
