@@ -316,7 +316,7 @@ class Sandbox:
         if self.scratch_dir is not None:
             self.leftovers += self.scratch_dir.remove()
         if self.user is not None:
-            self.leftovers += self.user.release()
+            self.leftovers += self.user.release(shared_dirs=self.isolation.level != "bubblewrap")
 
     def __enter__(self) -> "Sandbox":
         return self

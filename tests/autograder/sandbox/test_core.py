@@ -424,3 +424,28 @@ def test_fail_fast_knows_the_student_functions_of_every_probe():
     hung.record("forward", 60.2, "1.2")
     for probe in ("model_forward", "checkpoint_forward", "heldout_logits"):
         assert hung.blocked(probe, {}) == "not run: `forward` did not return within 60 s in item 1.2"
+
+
+@pytest.mark.parametrize("level", [lv for lv in support.isolation_levels() if lv != "none"])
+def test_releasing_the_uid_walks_the_shared_folders_only_where_the_uid_could_write_them(level, tmp_path,
+                                                                                         monkeypatch, worker_python):
+    """At the uid level student code can write /tmp, /var/tmp, /dev/shm...: the release sweeps them. Under
+    bubblewrap those were its own tmpfs or not mounted, so the release skips the walk (0.3 s on a machine
+    whose /tmp holds 170k entries); a file a bubblewrapped worker writes to /tmp never reaches the host's."""
+    from autograder.sandbox import cleanup
+
+    support.force_isolation(monkeypatch, level)
+    walked = []
+    real = cleanup._sweep_directory
+    monkeypatch.setattr(cleanup, "_sweep_directory", lambda root, uid, failed: walked.append(root) or real(root, uid, failed))
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    marker = f"notegrade-test-release-{os.getpid()}-{level}"
+    (submission / "model.py").write_text(f"open('/tmp/{marker}', 'w').write('x')\n")
+    with Sandbox(submission) as sandbox:
+        assert sandbox.call("import_module", {"module": "model"}, timeout_s=60).ok
+    assert not os.path.lexists(f"/tmp/{marker}")  # bubblewrap: never there; uid: swept
+    if level == "bubblewrap":
+        assert walked == [] and not sandbox.leftovers
+    else:
+        assert "/tmp" in walked and not sandbox.leftovers
