@@ -219,12 +219,13 @@ def test_timeout_and_crash_kill_the_worker_and_the_next_call_gets_a_fresh_one(tm
 CPU_HOG = '''
 import os, resource, sys, torch
 from torch import nn
-def lift_and_spin():  # lift the soft CPU limit as far as the hard one allows, then burn CPU
+def lift_and_spin(flood=False):  # lift the soft CPU limit as far as the hard one allows, then burn CPU
     soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
     resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
     print("LIFTED", resource.getrlimit(resource.RLIMIT_CPU)[0], flush=True)
     while True:
-        pass
+        if flood:  # keep the grader's pipes busy: the watch must still run
+            print("x" * 4000, flush=True)
 class NoteCNN(nn.Module):
     def __init__(self):
         super().__init__()
@@ -237,6 +238,8 @@ class NoteCNN(nn.Module):
             if child == 0:
                 lift_and_spin()
             os.waitpid(child, 0)
+        if x.shape[0] == 6:
+            lift_and_spin(flood=True)
         if x.shape[0] == 5:  # a double-forked orphan does it, outside the worker's tree; the worker sleeps
             child = os.fork()
             if child == 0:
@@ -256,7 +259,8 @@ def test_a_call_is_held_to_its_cpu_time_when_student_code_lifts_its_own_limit(le
     """Where the grader can't make the hard RLIMIT_CPU the soft one (no CAP_SYS_RESOURCE: Docker's default
     capabilities, Gradescope), student code raises its soft limit to the worker's lifetime budget; the
     grader's own CPU watch still stops the call at its budget, long before the call's wall-clock timeout,
-    in the worker, in a child it forks and (isolated) in a double-forked orphan that left its tree."""
+    in the worker (also while it floods stdout), in a child it forks and (isolated) in a double-forked
+    orphan that left its tree."""
     support.force_isolation(monkeypatch, level)
     monkeypatch.setattr(processes, "may_raise_hard_limits", lambda: False)
     submission = tmp_path / "submission"
@@ -264,7 +268,7 @@ def test_a_call_is_held_to_its_cpu_time_when_student_code_lifts_its_own_limit(le
     (submission / "model.py").write_text(CPU_HOG)
     with Sandbox(submission, limits=SandboxLimits(call_cpu_s=2.0)) as sandbox:
         assert sandbox.call("import_module", {"module": "model"}, timeout_s=60).ok
-        hogs = (3, 4, 5) if level != "none" else (3, 4)  # at "none" an orphan is the grader's (documented)
+        hogs = (3, 6, 4, 5) if level != "none" else (3, 6, 4)  # at "none" an orphan is the grader's (documented)
         for batch in hogs:
             pid = sandbox.worker_info["host_pid"]
             started = time.monotonic()
