@@ -166,7 +166,7 @@ def test_a_process_whose_main_thread_exited_still_holds_its_uid(state, tmp_path)
 @needs_root
 def test_release_keeps_the_reservation_while_something_remains(state, monkeypatch):
     user = users.StudentUid.allocate(state_dir=state)
-    monkeypatch.setattr(users, "clean_uid", lambda uid: ["/tmp/x: Device or resource busy"])
+    monkeypatch.setattr(users, "clean_uid", lambda uid, **_: ["/tmp/x: Device or resource busy"])
     assert user.release() == ["/tmp/x: Device or resource busy"]
     assert os.path.exists(os.path.join(state, f"uid-{user.uid}"))  # reclaimed by a later allocation
     monkeypatch.undo()
