@@ -172,6 +172,10 @@ def test_sandbox_limits_are_checked_against_sandboxlimits():
     assert "sandbox: unknown key 'max_file_mbs' (did you mean 'max_file_mb'?)" in rejection(GOOD + "\n[sandbox]\nmax_file_mbs = 1\n")
     assert "sandbox: 'max_processes' must be a number, got str" in rejection(GOOD + "\n[sandbox]\nmax_processes = \"many\"\n")
     assert "sandbox: max_file_mb must be >= 0" in rejection(GOOD + "\n[sandbox]\nmax_file_mb = -1\n")
+    # a call's CPU budget, which the grader holds each call to (0: the call's timeout x threads + 10 s)
+    assert SandboxLimits(**parse(GOOD + "\n[sandbox]\ncall_cpu_s = 30\n").sandbox).call_cpu_s == 30
+    assert "sandbox: call_cpu_s must be >= 0" in rejection(GOOD + "\n[sandbox]\ncall_cpu_s = -5\n")
+    assert "sandbox: 'call_cpu_s' must be a number, got str" in rejection(GOOD + "\n[sandbox]\ncall_cpu_s = \"lots\"\n")
 
 
 def test_container_settings_default_to_gradescopes_and_follow_the_budget():
