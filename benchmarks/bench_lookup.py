@@ -128,6 +128,18 @@ def part_two(models: dict, reference: str, honest: "tuple[str, ...]", control: s
               + f" | {key} ({found[key][0]:.1%} / {found[key][1]:.1%}): {rows[0.0][worst]:.0%} |")
 
 
+def with_lookup(correct: np.ndarray, gain: float, rng: np.random.Generator) -> "np.ndarray | None":
+    """The model's per-note correctness plus a lookup table answering ``gain`` of the notes it got wrong
+    (chosen at random), or None when it got too few wrong to gain that much."""
+    wrong = np.flatnonzero(~correct)
+    need = int(round(gain * len(correct)))
+    if need > len(wrong):
+        return None
+    answered = correct.copy()
+    answered[rng.choice(wrong, need, replace=False)] = True
+    return answered
+
+
 def part_three(models: dict, reference: str, honest: "tuple[str, ...]", control: str,
                rng: np.random.Generator) -> None:
     found = _accuracies(models, control)
@@ -142,12 +154,9 @@ def part_three(models: dict, reference: str, honest: "tuple[str, ...]", control:
         for key in others:
             correct = np.asarray(models[key]["public"], dtype=bool)
             for gain in counts:
-                answered = correct.copy()
-                wrong = np.flatnonzero(~answered)
-                need = int(round(gain * len(answered)))
-                if need > len(wrong):
+                answered = with_lookup(correct, gain, rng)
+                if answered is None:
                     continue  # the model is too good to gain that much
-                answered[rng.choice(wrong, need, replace=False)] = True  # the lookup table's answers
                 counts[gain][1] += 1
                 counts[gain][0] += bool(flags(np.array([answered.mean()]), len(answered), np.array([found[key][1]]),
                                               found[key][3], ratio, spread)[0])
@@ -192,12 +201,10 @@ def part_pattern(models: dict, reference: str, honest: "tuple[str, ...]", rng: n
         scores = []
         for key in others:
             correct = np.asarray(models[key]["public"], dtype=bool)
-            wrong = np.flatnonzero(~correct)
-            need = int(round(gain * len(correct)))
             for _ in range(20):
-                answered = correct.copy()
-                answered[rng.choice(wrong, need, replace=False)] = True
-                scores.append(pattern_z(answered, difficulty))
+                answered = with_lookup(correct, gain, rng)
+                if answered is not None:
+                    scores.append(pattern_z(answered, difficulty))
         scores = np.array(scores)
         print(f"| +{gain * 100:.0f} | {np.median(scores):+.2f} | {np.mean(scores > 2.33):.0%} | "
               f"{np.mean(scores > honest_z.max()):.0%} |")

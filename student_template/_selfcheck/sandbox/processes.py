@@ -32,12 +32,18 @@ class ProcInfo:
     start: int  # clock ticks after boot
     state: str
     uids: "tuple[int, ...]" = ()  # real, effective, saved, filesystem
+    cpu: float = 0.0  # seconds: its own (every thread) and its reaped children's
 
 
 def _stat_fields(stat: str) -> "list[str]":
     """The fields of a /proc/PID/stat line after the command name (which may contain spaces and ')'),
     starting with the state."""
     return stat[stat.rindex(")") + 2 :].split()
+
+
+def _cpu_seconds(fields: "list[str]", *, reaped_children: bool) -> float:
+    """utime + stime (+ cutime + cstime) of a :func:`_stat_fields` list, in seconds."""
+    return sum(int(v) for v in fields[11:15 if reaped_children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 def _read_proc(pid: int) -> "ProcInfo | None":
@@ -52,7 +58,8 @@ def _read_proc(pid: int) -> "ProcInfo | None":
     fields = _stat_fields(stat)
     uids = tuple(int(v) for v in uid_line.split()[1:5])
     return ProcInfo(pid=pid, ppid=int(fields[1]), pgid=int(fields[2]), sid=int(fields[3]), uid=uids[0],
-                    start=int(fields[19]), state=fields[0], uids=uids)
+                    start=int(fields[19]), state=fields[0], uids=uids,
+                    cpu=_cpu_seconds(fields, reaped_children=True))
 
 
 def process_table() -> "dict[int, ProcInfo]":
@@ -225,11 +232,10 @@ def process_age_seconds(pid: int) -> "float | None":
     return None if info is None else uptime - info.start / os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process."""
-    info = open(f"/proc/{pid}/stat").read()
-    fields = _stat_fields(info)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def process_cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """utime + stime of one process (every thread), and with ``reaped_children`` the children it waited for."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return _cpu_seconds(_stat_fields(handle.read().decode(errors="replace")), reaped_children=reaped_children)
 
 
 def tree_cpu_seconds(pid: int, *, with_descendants: bool = True, uid: "int | None" = None) -> float:
@@ -240,22 +246,16 @@ def tree_cpu_seconds(pid: int, *, with_descendants: bool = True, uid: "int | Non
     >>> tree_cpu_seconds(os.getpid()) >= process_cpu_seconds(os.getpid())
     True
     """
-    def used(child: int) -> float:
+    if not with_descendants:
         try:
-            with open(f"/proc/{child}/stat", "rb") as handle:
-                fields = _stat_fields(handle.read().decode(errors="replace"))
+            return process_cpu_seconds(pid, reaped_children=True)
         except OSError:
-            return 0.0  # it exited while we looked (its time is in its parent's children's time)
-        return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
-
-    total = used(pid)
-    if with_descendants:
-        table = process_table()
-        below = descendants(table, {pid})
-        if uid is not None:
-            below |= {info.pid for info in processes_of_uid(uid, table)} - {pid}
-        total += sum(used(child) for child in below)
-    return total
+            return 0.0  # it exited while we looked
+    table = process_table()  # a process that exits while we look is missing: its time is in its parent's
+    below = descendants(table, {pid}) | {pid}
+    if uid is not None:
+        below |= {info.pid for info in processes_of_uid(uid, table)}
+    return sum(table[child].cpu for child in below if child in table)
 
 
 def count_processes_of_uid(uid: int) -> int:
