@@ -16,7 +16,6 @@ the legend says when it does not.  The command line is :mod:`autograder.instruct
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import re
@@ -32,7 +31,7 @@ from autograder.errors import NotegradeError
 from autograder.instructor.calibrate.cases import MISTAKES, Mistake, build, load_state
 from autograder.instructor.grading.fanout import Job, check_jobs, grade_each
 from autograder.instructor.grading.local import refuse_exposed_secrets, secret_paths
-from autograder.instructor.grading.one_submission import grade_submission
+from autograder.instructor.grading.one_submission import BatchGrader
 from autograder.layout import RUBRIC_FILE
 from autograder.report import fmt_points
 from autograder.rubric import autograder_rubric_text, parse_rubric
@@ -134,7 +133,7 @@ def calibrate(*, autograder: Path, model: Path, out: "Path | None" = None, jobs:
     try:
         todo = [Job(m.name, build(m, work / "cases" / slug(m.name), state=state), work / "graded" / slug(m.name))
                 for m in mistakes]
-        done = grade_each(todo, functools.partial(grade_submission, quiet=True, python=python, private=(model,)),
+        done = grade_each(todo, BatchGrader(quiet=True, python=python, private=(model,)),
                           autograder=autograder,
                           parallel=jobs, progress=progress, desc="calibrate", unit="mistake")
         graded = [(mistake, g.results, g.problem) for mistake, g in zip(mistakes, done)]

@@ -23,7 +23,6 @@ notes.txt             -        -  ignored: not a submission folder
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import os
 import pathlib
@@ -32,7 +31,7 @@ from autograder.atomic import PRIVATE, private_dir, write_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.grading.fanout import Graded, Job, grade_each
 from autograder.instructor.grading.local import isolation_of
-from autograder.instructor.grading.one_submission import JUNK_NAMES, grade_submission
+from autograder.instructor.grading.one_submission import JUNK_NAMES, BatchGrader
 from autograder.report import fmt_points
 from autograder.results import is_autograder_error
 
@@ -163,7 +162,7 @@ def grade_folders(folders: "list[pathlib.Path]", *, autograder: str | os.PathLik
     task, which passes ``stop_on_sigterm``); their summary rows, in order (never raises for one).
     ``private``: the batch folder, which each grader refuses to use at the ``uid`` level while others may read it."""
     # quiet: each grader's own progress bar goes to its log, not across the batch's
-    grade = functools.partial(grade_submission, quiet=True, python=python, private=private)
+    grade = BatchGrader(quiet=True, python=python, private=private)
     todo = [Job(folder.name, folder, pathlib.Path(out) / folder.name, metadata and pathlib.Path(metadata))
             for folder in folders]
     return [summary_row(graded) for graded in grade_each(todo, grade, autograder=autograder, parallel=jobs,

@@ -16,7 +16,9 @@ test's fake).  What it promises, so that no caller writes its own thread pool ag
   finished (a regrade's ``grade_key.json``) is on disk before the next grading starts;
 - ``stop_on_sigterm`` (a Slurm array task): SIGTERM stops the running graders and starts no new one
   (:func:`.local.stop_graders`) instead of grading on until Slurm's SIGKILL;
-- a progress bar (when ``progress`` and stderr is a terminal); results in the order of the jobs.
+- a progress bar (when ``progress`` and stderr is a terminal); results in the order of the jobs;
+- a grader that is a context manager (:class:`.one_submission.BatchGrader`, whose zygotes fork the
+  grader processes warm) is entered for the whole fan-out and left at its end.
 
 Example
 -------
@@ -133,7 +135,9 @@ def grade_each(jobs: "list[Job]", grade: GradeFn, *, autograder: "str | Path", p
 
         stop_graders_on_sigterm()
     autograder = Path(autograder)
-    with _threads_per_grading(min(parallel, len(jobs))), cf.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool, \
+    # A grader that is a context manager (BatchGrader: its zygotes) lives as long as the fan-out.
+    owned = grade if hasattr(grade, "__enter__") else contextlib.nullcontext()
+    with owned, _threads_per_grading(min(parallel, len(jobs))), cf.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool, \
             tqdm(total=len(jobs), desc=desc, unit=unit, disable=None if progress else True) as bar:
         futures = [pool.submit(_grade_one, job, grade, autograder, on_done) for job in jobs]
         for _ in cf.as_completed(futures):

@@ -52,6 +52,7 @@ import zipfile
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from autograder.instructor.grading.warm_graders import WarmGraders
     from autograder.sandbox.tree_copy import CopyRules
 
 ARGV_FD_ENV = "NOTEGRADE_ARGV_FD"
@@ -153,16 +154,18 @@ def stage_zip(archive: "str | os.PathLike", dest: "str | os.PathLike", *, max_by
 
 
 # -- the grader process ------------------------------------------------------------------
-def run_grader(command: "list[str]", *, timeout_s: float, **popen: Any) -> "int | None":
+def run_grader(command: "list[str]", *, timeout_s: float, warm: "WarmGraders | None" = None,
+               **popen: Any) -> "int | None":
     """Run the grader; on ``timeout_s`` SIGTERM (results.json is still written), then SIGKILL.
     Returns its exit status, or None when it had to be stopped.  Student uids of graders that
-    died are reclaimed afterwards."""
+    died are reclaimed afterwards.  ``warm``: a batch's zygotes, which fork the grader when they
+    can (:mod:`.warm_graders`); otherwise a new process."""
     from autograder.errors import NotegradeError
     from autograder.sandbox import users
 
     if _STOPPED.is_set():
         raise NotegradeError("not graded: this grading run was stopped (SIGTERM) before it reached this submission")
-    process = subprocess.Popen(command, **popen)
+    process = (warm.start(command, **popen) if warm is not None else None) or subprocess.Popen(command, **popen)
     _RUNNING.add(process)
     try:
         return process.wait(timeout=timeout_s)

@@ -7,7 +7,8 @@ the zip's code grades, as on Gradescope, in the grading runtime of :func:`gradin
 writes ``OUT/results.json``, ``OUT/report.html`` and the grader's log ``OUT/stdout.txt``.
 ``notegrade grade`` (:mod:`autograder.instructor.grading.run`) calls it for one submission; a batch,
 a regrade and ``calibrate`` hand it to the one fan-out (:mod:`autograder.instructor.grading.fanout`)
-as the grader of each submission.
+as the grader of each submission, as a :class:`BatchGrader`, whose grader processes are forked from
+a zygote that imported torch once (:mod:`.warm_graders`).
 
 Example
 -------
@@ -29,12 +30,16 @@ import sys
 import tempfile
 import zipfile
 import zlib
+from typing import TYPE_CHECKING, Any
 
 from autograder import layout
 from autograder.atomic import PRIVATE, open_private, private_dir, write_atomically, write_json_atomically
 from autograder.errors import NotegradeError
 from autograder.instructor.grading.local import run_grader, secret_paths, stage_tree, stage_zip
 from autograder.sandbox.cleanup import remove_tree
+
+if TYPE_CHECKING:
+    from autograder.instructor.grading.warm_graders import WarmGraders
 
 # The grader keeps to the rubric's budget (<= 40 min, Gradescope's maximum); this is the outer
 # safety net against a wedged grader process.
@@ -124,7 +129,7 @@ def check_metadata_file(path: "str | os.PathLike") -> None:
 def grade_submission(*, submission: str | os.PathLike, autograder: str | os.PathLike,
                      metadata: str | os.PathLike | None = None, out: str | os.PathLike,
                      quiet: bool = False, python: str | os.PathLike | None = None,
-                     private: "tuple[str | os.PathLike, ...]" = ()) -> dict:
+                     private: "tuple[str | os.PathLike, ...]" = (), warm: "WarmGraders | None" = None) -> dict:
     """Grade one submission in a temporary Gradescope layout; return the results.json dict.
 
     Writes ``out/results.json``, ``out/report.html`` (instructor view) and ``out/stdout.txt``.
@@ -134,7 +139,8 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
     safetensors and gradescope-utils; results.json's ``extra_data["runtime"]`` says which graded.
     ``private``: more paths the grader must find closed to others at the ``uid`` level (a batch or
     export folder), besides the autograder's own (:func:`.local.secret_paths`).  Every output is
-    0600 in 0700 folders.
+    0600 in 0700 folders.  ``warm``: a batch's zygotes (:class:`BatchGrader` passes them), which fork
+    the grader with torch already imported; the grade is the same.
     """
     submission, autograder, out = pathlib.Path(submission), pathlib.Path(autograder), pathlib.Path(out)
     for path, what in ((submission, "submission"), (autograder, "autograder")):
@@ -167,7 +173,7 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
         with open_private(log_path) as log:
             code = run_grader([str(python or sys.executable), "-m", "autograder.run_autograder"], cwd=source,
                               env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log if quiet else None,
-                              timeout_s=OUTER_TIMEOUT_S)
+                              timeout_s=OUTER_TIMEOUT_S, warm=warm)
             if code is None and not layout.results_file(root).is_file():
                 raise NotegradeError(f"the grader did not finish within {OUTER_TIMEOUT_S} s; see {log_path}")
         try:
@@ -182,6 +188,27 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
         return results
     finally:
         remove_tree(root)  # iterative: a submission's deep folder cannot make this raise
+
+
+class BatchGrader:
+    """:func:`grade_submission` for each submission of a batch (a fan-out's grader), its processes forked
+    warm (:mod:`.warm_graders`: one zygote per job slot); ``options`` are grade_submission's.  A context
+    manager: :func:`.fanout.grade_each` enters it, and leaving it ends the zygotes."""
+
+    def __init__(self, **options: Any) -> None:
+        from autograder.instructor.grading.warm_graders import WarmGraders
+
+        self.options = options
+        self.warm = WarmGraders()
+
+    def __call__(self, **job: Any) -> dict:
+        return grade_submission(**job, **self.options, warm=self.warm)
+
+    def __enter__(self) -> "BatchGrader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.warm.close()
 
 
 def grading_python(source: pathlib.Path, python: "str | os.PathLike | None", *, quiet: bool = False

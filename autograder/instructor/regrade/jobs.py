@@ -60,10 +60,10 @@ def default_grader(docker: bool, image: str | None, autograder: pathlib.Path, *,
     from the autograder's requirements.txt, or ``python``), or a container per submission.  ``private``:
     the export, which a local grader refuses to use at the ``uid`` level while others may read it."""
     if not docker:
-        from autograder.instructor.grading.one_submission import grade_submission
+        from autograder.instructor.grading.one_submission import BatchGrader
 
         # quiet: the grader's own progress bar goes to its log, not across ours
-        return functools.partial(grade_submission, quiet=True, python=python, private=private)
+        return BatchGrader(quiet=True, python=python, private=private)
     try:
         from autograder.instructor.grading.docker import grading as docker_grading
     except ImportError:

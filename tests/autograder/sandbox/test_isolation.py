@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -564,6 +565,64 @@ def test_neighbours_under_jobs_2_see_nothing_of_each_other(level, tmp_path, tmp_
         assert_as_alone(results, alone, name)
         assert oct((out / name).stat().st_mode & 0o777) == "0o700"
     assert_no_student_processes()
+
+
+def _twice_in_one_slot(work: pathlib.Path, tag: str) -> pathlib.Path:
+    """The case ``leaves_state_for_the_next`` graded twice by ``notegrade grade --jobs 1`` (one zygote)."""
+    batch = work / "batch"
+    batch.mkdir(parents=True, mode=0o700)  # students' work: private, or the uid level refuses to grade it
+    for name in ("a_first", "b_second"):
+        iso.set_first_line(iso.attacker(CASES["leaves_state_for_the_next"], batch / name), TAG=tag)
+    out = work / "out"
+    done = _cli("grade", str(batch), "--autograder", str(iso.autograder_zip()), "--out", str(out), "--jobs", "1",
+                "--python", iso.grading_python())
+    assert "a_first" in done.stdout and "b_second" in done.stdout, done.stdout + done.stderr
+    return out
+
+
+def _remove_traces(tag: str) -> None:
+    """What the case left where nothing cleans it (the control at level none): files, processes, the segment."""
+    import glob
+    import zlib
+
+    for place in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", os.path.expanduser("~")):
+        for path in glob.glob(os.path.join(place, tag + "*")):
+            os.unlink(path)
+    for entry in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            if tag.encode() in pathlib.Path(entry).read_bytes():
+                os.kill(int(entry.split("/")[2]), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    for suffix in ("", "-control"):
+        key = zlib.crc32((tag + suffix).encode()) & 0x7FFFFFFF
+        subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_submission_leaves_nothing_for_the_next_one_graded_by_the_same_warm_slot(level, tmp_path, tmp_path_factory,
+                                                                                    monkeypatch):
+    """Issue 20.2: with warm graders the second submission's grader is forked from the zygote that forked
+    the first's.  The case leaves files, a System V segment and a detached process, and looks for an
+    earlier copy's; the second copy finds nothing and both score what the victim scores alone.  The
+    control: at level none (the grader's own user, nothing cleaned up) the second copy finds them."""
+    alone = baseline(level, tmp_path_factory)
+    tag = f"notegrade-left-{uuid.uuid4().hex[:12]}"
+    try:
+        out = _twice_in_one_slot(tmp_path / "graded", tag)
+        for name in ("a_first", "b_second"):
+            results = json.loads((out / name / "results.json").read_text())
+            assert results["extra_data"]["runtime"]["grader"] == "forked", results["extra_data"]["runtime"]
+            assert "SPY-FOUND" not in iso.outputs(results), iso.outputs(results)[:2000]
+            assert_as_alone(results, alone, name)
+        assert_no_student_processes()
+        if level == "uid":
+            monkeypatch.setenv("NOTEGRADE_ISOLATION", "none")
+            control = _twice_in_one_slot(tmp_path / "control", tag + "-control")
+            second = json.loads((control / "b_second" / "results.json").read_text())
+            assert "SPY-FOUND" in iso.outputs(second)  # the test can fail: what is left is found when it stays
+    finally:
+        _remove_traces(tag)
 
 
 def _small_tmp(work: pathlib.Path) -> str:

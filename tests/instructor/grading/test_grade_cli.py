@@ -133,11 +133,11 @@ def test_a_batch_writes_private_outputs_and_names_its_folder_to_each_grader(tmp_
     """Issue 17: the batch folder is a secret each grader checks at the uid level; the outputs are 0600/0700."""
     seen = []
 
-    def fake(*, submission, autograder, metadata, out, quiet, python, private):
+    def fake(*, submission, autograder, metadata, out, quiet, python, private, warm):
         seen.append((submission.name, private))
         return {"score": 1.0, "tests": [], "extra_data": {"total_points": 1.0}}
 
-    monkeypatch.setattr(batch, "grade_submission", fake)
+    monkeypatch.setattr(one_submission, "grade_submission", fake)
     folder = tmp_path / "batch"
     for name in ("alice", "bob"):
         (folder / name).mkdir(parents=True)
