@@ -11,6 +11,11 @@ batch, ``--jobs 1`` and ``--jobs 2`` alternating for ``--rounds`` rounds, at the
   batch (``/proc/stat``: every process, so run it on a quiet machine; the grader's sandboxed workers
   are not all waited for by their parents, so their rusage would be lost): ``--jobs 2`` can't beat
   CPU / 2;
+* the ceiling 1.8x meets: the held-out forward runs on two threads at ``--jobs 1`` and one at ``--jobs 2``,
+  so even a ``--jobs 1`` whose every other phase used one core leaves ``--jobs 2`` at most
+  ``W1 / ((W1 - F1 + F2) / 2)`` (W1 the wall per submission at ``--jobs 1``, F1 / F2 the forward there
+  and at ``--jobs 2``); and how many graders were forked from a warm zygote (results.json
+  ``extra_data["runtime"]["grader"]``);
 * each grading phase's median wall time from results.json ``extra_data["timings"]`` (python start
   before ``main``, setup, held-out guard, sandbox start, items, waiting for the worker inside them,
   sandbox close, results; per item; and inside the held-out item: the checkpoint's verification,
@@ -78,9 +83,10 @@ def timings(out: pathlib.Path) -> list[dict]:
     found = []
     for path in sorted(out.rglob("results.json")):
         data = json.loads(path.read_text())
-        record = (data.get("extra_data") or {}).get("timings")
+        extra = data.get("extra_data") or {}
+        record = extra.get("timings")
         if record:
-            found.append(record)
+            found.append({**record, "grader": (extra.get("runtime") or {}).get("grader")})
     return found
 
 
@@ -146,8 +152,17 @@ def main() -> int:
           f"{'OK' if one / two >= GOAL_SPEEDUP else 'NOT MET'}); CPU {cpu:.2f} s per submission against "
           f"{one / args.submissions:.2f} s of wall at --jobs 1, so --jobs 2 can reach at most "
           f"{2 * one / args.submissions / cpu:.2f}x")
+    forward_one, forward_two = _median(records[1], "heldout", "forward_call"), _median(records[2], "heldout", "forward_call")
+    if forward_one and forward_two:
+        # The held-out forward runs on both cores at --jobs 1 and on one at --jobs 2: even if everything
+        # else at --jobs 1 used exactly one core, --jobs 2 would need (rest + one-thread forward) / 2 each.
+        per = one / args.submissions
+        print(f"ceiling: the held-out forward takes {forward_one:.2f} s on 2 threads at --jobs 1 and {forward_two:.2f} s "
+              f"on 1 at --jobs 2; with everything else at --jobs 1 on one core, --jobs 2 could reach at most "
+              f"{per / ((per - forward_one + forward_two) / 2):.2f}x")
     for jobs in (1, 2):
-        print(f"--jobs {jobs}:")
+        kinds = [r.get("grader") for r in records[jobs]]
+        print(f"--jobs {jobs}: graders {kinds.count('forked')} forked, {len(kinds) - kinds.count('forked')} new processes")
         print("\n".join(phase_lines(records[jobs])))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     shutil.rmtree(scratch, ignore_errors=True)

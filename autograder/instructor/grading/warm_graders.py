@@ -18,14 +18,13 @@ one line to stderr.  ``$NOTEGRADE_WARM_GRADERS=0`` turns warm graders off.
 
 Example
 -------
-(Skipped by the doctest run: it starts a zygote that imports torch; tests/instructor/grading/test_warm_graders.py
-runs it.)
+A zygote in this interpreter (it imports torch once), then a forked ``python -m json.tool``:
 
->>> with WarmGraders() as warm:                                                    # doctest: +SKIP
+>>> with WarmGraders() as warm:
 ...     grader = warm.start([sys.executable, "-m", "json.tool", "--help"], cwd="/", env=dict(os.environ),
 ...                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None)
-...     grader.wait()
-0
+...     type(grader).__name__, grader.wait(60)
+('ForkedGrader', 0)
 """
 from __future__ import annotations
 
