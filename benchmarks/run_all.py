@@ -151,7 +151,8 @@ BENCHMARKS = (
               (r"^integrity analysis ", r"^  peak memory of the analysis", r"^  flagged:", r"^without either:")),
     Benchmark("jobs", BENCH_DIR / "bench_jobs.py",
               lambda *, quick, work, **_: ["--work", str(work)] + (["--submissions", "6"] if quick else []),
-              (r"^median: --jobs 1", r"^--jobs \d:$", r"^  phases \(median s\)", r"^  inside the held-out item")),
+              (r"^median: --jobs 1", r"^ceiling: ", r"^--jobs \d: graders", r"^  phases \(median s\)",
+               r"^  inside the held-out item")),
     Benchmark("kept_predictions", BENCH_DIR / "bench_kept_predictions.py",
               lambda *, quick, training_data, reference_model=REPO / "runs" / "ref" / "model.pt", **_: [
                   "--heldout", str(training_data / "heldout.safetensors"), "--model", str(reference_model)]

@@ -18,10 +18,10 @@ one line to stderr.  ``$NOTEGRADE_WARM_GRADERS=0`` turns warm graders off.
 
 Example
 -------
-A zygote in this interpreter (it imports torch once), then a forked ``python -m json.tool``:
+A zygote in this interpreter (it imports torch once), then a forked ``python -m this``:
 
 >>> with WarmGraders() as warm:
-...     grader = warm.start([sys.executable, "-m", "json.tool", "--help"], cwd="/", env=dict(os.environ),
+...     grader = warm.start([sys.executable, "-m", "this"], cwd="/", env=dict(os.environ),
 ...                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None)
 ...     type(grader).__name__, grader.wait(60)
 ('ForkedGrader', 0)
@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from typing import IO, Any
 
@@ -57,14 +58,22 @@ class Zygote:
         self.key = key  # the runtime it serves (:class:`WarmGraders`)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
+        # Its own stderr (import warnings, a crash) goes to a file, not across the batch's progress bar:
+        # a zygote that fails says why from there.
+        self._stderr = tempfile.TemporaryFile()
         try:
             self.process = subprocess.Popen([python, str(SERVER), str(theirs.fileno())], pass_fds=(theirs.fileno(),),
-                                            env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                                            env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=self._stderr)
         finally:
             theirs.close()
-        hello = self._answer(START_TIMEOUT_S)
-        if hello.get("ready") is not True:
-            raise ZygoteError(f"the zygote started with {hello}")
+        try:
+            hello = self._answer(START_TIMEOUT_S)
+            if hello.get("ready") is not True:
+                raise ZygoteError(f"the zygote started with {hello}")
+        except (OSError, ValueError, ZygoteError):
+            self.close()
+            raise
         self.preloaded = list(hello.get("preloaded") or [])
 
     def _answer(self, timeout_s: float) -> dict:
@@ -73,11 +82,25 @@ class Zygote:
             raise ZygoteError(f"no answer within {timeout_s:.0f} s")
         message = self._sock.recv(1 << 16)
         if not message:
-            raise ZygoteError(f"the zygote ended (exit status {self.process.poll()})")
+            try:
+                status = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                status = None
+            raise ZygoteError(f"the zygote ended (exit status {status}){self._last_words()}")
         answer = json.loads(message)
         if not isinstance(answer, dict) or "error" in answer:
             raise ZygoteError(f"the zygote answered {answer!r}")
         return answer
+
+    def _last_words(self) -> str:
+        """The end of the zygote's stderr, as ``: ...`` (or "")."""
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, self._stderr.tell() - 400))
+            tail = self._stderr.read().decode(errors="replace").strip().splitlines()
+        except (OSError, ValueError):
+            return ""
+        return f": {tail[-1][:200]}" if tail else ""
 
     def fork(self, *, cwd: str, env: "dict[str, str]", module: str, fds: "list[int]") -> int:
         """A grader running ``python -m module`` in ``cwd`` with ``env`` and the stdio ``fds``; its pid
@@ -104,6 +127,7 @@ class Zygote:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._stderr.close()
 
 
 class ForkedGrader:

@@ -124,12 +124,13 @@ def test_an_overdue_forked_grader_is_stopped_and_a_stopped_run_signals_it(code, 
 def test_a_zygote_that_fails_leaves_the_batch_to_cold_graders(code, monkeypatch, capfd):
     """Never a different grade: a zygote that can't start, or dies under a grader, gives cold processes."""
     broken = code / "broken_server.py"
-    broken.write_text("import sys; sys.exit(7)\n")
+    broken.write_text("import sys; print('the zygote could not start', file=sys.stderr); sys.exit(7)\n")
     monkeypatch.setattr(warm_graders, "SERVER", broken)
     environment = _env(code, "frank")
     with WarmGraders() as warm, open(code / "log", "w") as log:
         assert warm.start([sys.executable, "-m", "toy.probe"], cwd=code, env=environment, stdout=log) is None
-        assert "warm graders off for this batch" in capfd.readouterr().err
+        err = capfd.readouterr().err
+        assert "warm graders off for this batch" in err and "exit status 7): the zygote could not start" in err, err
         code_ = local.run_grader([sys.executable, "-m", "toy.probe"], timeout_s=60, warm=warm, cwd=code,
                                  env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     assert code_ == 0 and json.loads((code / "log").read_text())["forked"] is None  # graded by a new process
