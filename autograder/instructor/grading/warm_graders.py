@@ -227,11 +227,17 @@ class WarmGraders:
         if zygote is None:
             return None
         opened: "list[int]" = []
+        pid = None
         try:
             fds = [_fd(stdin, 0, opened), _fd(stdout, 1, opened), _fd(stderr, 2, opened)]
             pid = zygote.fork(cwd=os.fspath(cwd), env=dict(env), module=module, fds=fds)
             return ForkedGrader(zygote, pid, self._release)
         except (OSError, ValueError, ZygoteError) as err:
+            if pid is not None:  # forked but not driveable: it must not grade beside the cold grader that follows
+                try:
+                    os.kill(pid, signal.SIGKILL)  # not reaped yet (the zygote waits for us), so still this grader
+                except OSError:
+                    pass
             self._give_up(key, zygote, f"could not fork a grader ({err})")
             return None
         finally:
