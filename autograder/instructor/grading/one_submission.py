@@ -193,22 +193,30 @@ def grade_submission(*, submission: str | os.PathLike, autograder: str | os.Path
 class BatchGrader:
     """:func:`grade_submission` for each submission of a batch (a fan-out's grader), its processes forked
     warm (:mod:`.warm_graders`: one zygote per job slot); ``options`` are grade_submission's.  A context
-    manager: :func:`.fanout.grade_each` enters it, and leaving it ends the zygotes."""
+    manager: :func:`.fanout.grade_each` enters it (the zygotes start with the first submission), and
+    leaving it ends them; outside it each grader is a new process.  It pickles without its zygotes
+    (a Slurm task gets the grader and starts its own)."""
 
     def __init__(self, **options: Any) -> None:
-        from autograder.instructor.grading.warm_graders import WarmGraders
-
         self.options = options
-        self.warm = WarmGraders()
+        self.warm: "WarmGraders | None" = None
 
     def __call__(self, **job: Any) -> dict:
         return grade_submission(**job, **self.options, warm=self.warm)
 
     def __enter__(self) -> "BatchGrader":
+        from autograder.instructor.grading.warm_graders import WarmGraders
+
+        self.warm = WarmGraders()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.warm.close()
+        warm, self.warm = self.warm, None
+        if warm is not None:
+            warm.close()
+
+    def __getstate__(self) -> dict:
+        return {"options": self.options, "warm": None}
 
 
 def grading_python(source: pathlib.Path, python: "str | os.PathLike | None", *, quiet: bool = False

@@ -149,3 +149,20 @@ def test_warm_graders_can_be_turned_off(code, monkeypatch):
     with WarmGraders() as warm:
         assert warm.start([sys.executable, "-m", "toy.probe"], cwd=code, env=dict(os.environ)) is None
         assert warm._all == []
+
+
+def test_a_batch_grader_pickles_without_its_zygotes_and_starts_them_where_it_is_entered():
+    """A Slurm task gets the batch's grader through a pickle (submitit): no zygote, no lock travels."""
+    import pickle
+
+    from autograder.instructor.grading.one_submission import BatchGrader
+
+    grader = BatchGrader(quiet=True, python=None, private=())
+    assert pickle.loads(pickle.dumps(grader)).options == grader.options
+    with grader:
+        assert isinstance(grader.warm, WarmGraders)
+        copy = pickle.loads(pickle.dumps(grader))  # even while in use
+        assert copy.warm is None and copy.options == grader.options
+        with copy:
+            assert isinstance(copy.warm, WarmGraders) and copy.warm is not grader.warm
+    assert grader.warm is None
