@@ -74,7 +74,6 @@ class Zygote:
         except (OSError, ValueError, ZygoteError):
             self.close()
             raise
-        self.preloaded = list(hello.get("preloaded") or [])
 
     def _answer(self, timeout_s: float) -> dict:
         ready, _, _ = select.select([self._sock], [], [], timeout_s)

@@ -92,7 +92,7 @@ def serve(sock: socket.socket) -> int:
     """The zygote's loop: one grader at a time; returns 0 when the caller hangs up, or in a child
     the grader's exit code (the child then leaves through the interpreter's normal exit)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the graders; the batch closes us
-    base_path = [p for p in sys.path[1:]]  # without this script's folder (sys.path[0])
+    base_path = sys.path[1:]  # a copy, without this script's folder (sys.path[0])
     done, missing = preload()
     sock.send(json.dumps({"ready": True, "preloaded": done, "missing": missing}).encode())
     while True:
